@@ -1,0 +1,1 @@
+//! outpost-certs: the cluster certificate authority and TLS configuration.

@@ -1,0 +1,1 @@
+//! outpost-discovery: finding Outpost nodes by mDNS and static peer lists.

@@ -1,0 +1,1 @@
+//! outpost-bundles: signed offline update bundles.
