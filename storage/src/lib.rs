@@ -3,4 +3,33 @@
 //! It owns the schema and its migrations, the versioned `Command` set, the deterministic
 //! `apply`, the queries, and snapshot export/import. It knows nothing of Raft or the network:
 //! the Raft layer hands it encoded commands in log order, plus an opaque "applied position"
-//! blob that is stored in the same transaction.
+//! blob that is stored in the same transaction. It does not read clocks or make ids: times
+//! and ids arrive in the commands. It holds no secrets (tokens are stored as sha256 hashes).
+//!
+//! Threads: one writer `std::thread` owns the read-write connection (requests arrive on a
+//! bounded tokio mpsc channel, replies go back on oneshots); `Reader` uses pooled read-only
+//! connections and blocks, so async callers run it on blocking threads; snapshot file work
+//! runs on short-lived threads of its own.
+
+mod apply;
+mod audit;
+mod codec;
+mod error;
+mod model;
+mod reader;
+mod rules;
+mod schema;
+mod snapshot;
+mod store;
+
+pub use codec::{COMMAND_FORMAT, decode_batch, encode_batch};
+pub use error::StorageError;
+pub use model::{
+    AuditCheck, AuditRecord, ClusterInfo, Command, ConfigEntry, Envelope, NodeRecord, NodeRole,
+    Outcome, RejectCode, Rejection, Response, Scope, TokenKind, TokenRecord,
+};
+pub use reader::Reader;
+pub use rules::{MAX_NAME_BYTES, MAX_VALUE_BYTES, effective_config};
+pub use schema::SCHEMA_VERSION;
+pub use snapshot::SnapshotInfo;
+pub use store::Store;

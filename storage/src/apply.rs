@@ -1,0 +1,654 @@
+//! The deterministic state machine: applies decoded envelopes inside the caller's transaction.
+//!
+//! No clock, no randomness, no I/O beyond SQLite: times and ids come in the envelope. Every
+//! envelope leaves exactly one audit row, accepted or rejected, chained to the previous one.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use sha2::{Digest, Sha256};
+
+use crate::audit::{AuditFields, GENESIS_HASH, chain_hash};
+use crate::codec::decode_batch;
+use crate::error::StorageError;
+use crate::model::{Command, Envelope, NodeRole, Outcome, RejectCode, Rejection, Response, Scope};
+use crate::rules::{
+    check_name, check_scope, check_text, check_value, constant_time_eq, normalize_sha256,
+};
+use crate::schema::meta_blob;
+
+/// Applies a run of Raft entries in ONE transaction and stores `applied_marker` with them.
+/// Decode errors (including NeedsUpgrade) and SQLite errors leave the database untouched.
+pub(crate) fn apply_entries(
+    conn: &mut Connection,
+    entries: Vec<Option<Vec<u8>>>,
+    applied_marker: &[u8],
+) -> Result<Vec<Option<Vec<Outcome>>>, StorageError> {
+    // Decode everything first: an undecodable entry must not leave half a run applied.
+    let decoded = entries
+        .iter()
+        .map(|e| e.as_deref().map(decode_batch).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(decoded.len());
+    for batch in decoded {
+        let Some(batch) = batch else {
+            results.push(None);
+            continue;
+        };
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for env in &batch {
+            let sp = tx.savepoint()?;
+            let outcome = match execute(&sp, env) {
+                Ok(resp) => {
+                    sp.commit()?;
+                    Ok(resp)
+                }
+                Err(Fail::Reject(rej)) => {
+                    // Default drop behaviour of a savepoint: ROLLBACK TO + RELEASE.
+                    sp.finish()?;
+                    Err(rej)
+                }
+                Err(Fail::Sql(e)) => return Err(e.into()),
+            };
+            append_audit(&tx, env, &outcome)?;
+            outcomes.push(outcome);
+        }
+        results.push(Some(outcomes));
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('applied_marker', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [applied_marker],
+    )?;
+    // Durable on return (WAL + synchronous=FULL): every envelope of this call, its audit rows
+    // and the applied marker, all or nothing.
+    tx.commit()?;
+    Ok(results)
+}
+
+/// The audit row's descriptive fields for one envelope and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuditText {
+    pub action: &'static str,
+    pub target: String,
+    pub detail: String,
+}
+
+/// Pure: what the audit log says about `env` given its `outcome`. Never contains secrets or
+/// configuration values (only their size and hash). Part of the replicated state, so changing
+/// it is a command-format change.
+pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
+    use serde_json::json;
+    let (action, target, detail) = match &env.command {
+        Command::InitCluster {
+            cluster_id, name, ..
+        } => (
+            "cluster.init",
+            format!("cluster:{cluster_id}"),
+            json!({ "name": name }),
+        ),
+        Command::AddNode {
+            id,
+            name,
+            api_addr,
+            peer_addr,
+            version,
+        } => (
+            "node.add",
+            format!("node:{id}"),
+            json!({ "name": name, "api_addr": api_addr, "peer_addr": peer_addr, "version": version }),
+        ),
+        Command::JoinNode {
+            token_id,
+            name,
+            api_addr,
+            peer_addr,
+            version,
+            ..
+        } => {
+            let target = match outcome {
+                Ok(Response::NodeId(id)) => format!("node:{id}"),
+                _ => format!("token:{token_id}"),
+            };
+            (
+                "node.join",
+                target,
+                json!({ "token": token_id, "name": name, "api_addr": api_addr,
+                        "peer_addr": peer_addr, "version": version }),
+            )
+        }
+        Command::UpdateNode {
+            id,
+            api_addr,
+            peer_addr,
+            role,
+            version,
+        } => (
+            "node.update",
+            format!("node:{id}"),
+            json!({ "api_addr": api_addr, "peer_addr": peer_addr,
+                    "role": role.map(NodeRole::as_str), "version": version }),
+        ),
+        Command::RemoveNode { id } => ("node.remove", format!("node:{id}"), json!({})),
+        Command::SetConfig { scope, key, value } => {
+            let version = match outcome {
+                Ok(Response::ConfigVersion(v)) => Some(*v),
+                _ => None,
+            };
+            (
+                "config.set",
+                format!("config:{scope}/{key}"),
+                json!({ "bytes": value.len(), "value_sha256": hex::encode(Sha256::digest(value)),
+                        "version": version }),
+            )
+        }
+        Command::DeleteConfig { scope, key } => {
+            ("config.delete", format!("config:{scope}/{key}"), json!({}))
+        }
+        Command::CreateToken {
+            id,
+            kind,
+            expires_at_ms,
+            uses,
+            groups,
+            ..
+        } => (
+            "token.create",
+            format!("token:{id}"),
+            json!({ "kind": kind.as_str(), "expires_at_ms": expires_at_ms, "uses": uses,
+                    "groups": groups }),
+        ),
+        Command::RevokeToken { id } => ("token.revoke", format!("token:{id}"), json!({})),
+    };
+    AuditText {
+        action,
+        target,
+        detail: detail.to_string(),
+    }
+}
+
+/// Pure: the audit outcome column.
+pub(crate) fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Ok(_) => "ok".to_owned(),
+        Err(rej) => format!("rejected: {rej}"),
+    }
+}
+
+enum Fail {
+    Reject(Rejection),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Fail {
+        Fail::Sql(e)
+    }
+}
+
+fn reject(code: RejectCode, message: impl Into<String>) -> Fail {
+    Fail::Reject(Rejection::new(code, message))
+}
+
+fn invalid(message: String) -> Fail {
+    reject(RejectCode::Invalid, message)
+}
+
+fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
+    if !matches!(env.command, Command::InitCluster { .. }) {
+        let initialized: bool =
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM cluster)", [], |r| r.get(0))?;
+        if !initialized {
+            return Err(reject(
+                RejectCode::NotInitialized,
+                "the cluster is not initialized",
+            ));
+        }
+    }
+    match &env.command {
+        Command::InitCluster {
+            cluster_id,
+            name,
+            ca_cert_pem,
+        } => init_cluster(conn, env.at_ms, cluster_id, name, ca_cert_pem),
+        Command::AddNode {
+            id,
+            name,
+            api_addr,
+            peer_addr,
+            version,
+        } => add_node(conn, env.at_ms, *id, name, api_addr, peer_addr, version),
+        Command::JoinNode {
+            token_id,
+            secret_sha256,
+            name,
+            api_addr,
+            peer_addr,
+            version,
+        } => {
+            let node = NewNode {
+                name,
+                api_addr,
+                peer_addr,
+                version,
+            };
+            join_node(conn, env.at_ms, token_id, secret_sha256, node)
+        }
+        Command::UpdateNode {
+            id,
+            api_addr,
+            peer_addr,
+            role,
+            version,
+        } => update_node(
+            conn,
+            *id,
+            api_addr.as_deref(),
+            peer_addr.as_deref(),
+            *role,
+            version.as_deref(),
+        ),
+        Command::RemoveNode { id } => remove_node(conn, *id),
+        Command::SetConfig { scope, key, value } => set_config(conn, env, scope, key, value),
+        Command::DeleteConfig { scope, key } => delete_config(conn, scope, key),
+        Command::CreateToken {
+            id,
+            kind,
+            secret_sha256,
+            expires_at_ms,
+            uses,
+            groups,
+        } => {
+            check_name("token id", id).map_err(invalid)?;
+            let exists: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM tokens WHERE id = ?1)",
+                [id],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(reject(
+                    RejectCode::AlreadyExists,
+                    format!("token {id} already exists"),
+                ));
+            }
+            let secret = normalize_sha256("secret_sha256", secret_sha256).map_err(invalid)?;
+            if *expires_at_ms <= env.at_ms {
+                return Err(invalid(format!(
+                    "token {id} would expire at {expires_at_ms}, not after its creation at {}",
+                    env.at_ms
+                )));
+            }
+            if *uses == Some(0) {
+                return Err(invalid(format!("token {id} would have zero uses")));
+            }
+            for g in groups {
+                check_name("group id", g).map_err(invalid)?;
+            }
+            let groups_json = serde_json::Value::from(groups.clone()).to_string();
+            conn.execute(
+                "INSERT INTO tokens (id, kind, secret_sha256, expires_at_ms, uses_left,
+                                     groups_json, revoked, created_at_ms, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
+                params![
+                    id,
+                    kind.as_str(),
+                    secret,
+                    expires_at_ms,
+                    uses,
+                    groups_json,
+                    env.at_ms,
+                    env.actor
+                ],
+            )?;
+            Ok(Response::Done)
+        }
+        Command::RevokeToken { id } => {
+            let n = conn.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", [id])?;
+            if n == 0 {
+                return Err(reject(
+                    RejectCode::NotFound,
+                    format!("token {id} does not exist"),
+                ));
+            }
+            Ok(Response::Done)
+        }
+    }
+}
+
+fn init_cluster(
+    conn: &Connection,
+    at_ms: i64,
+    cluster_id: &str,
+    name: &str,
+    ca_cert_pem: &str,
+) -> Result<Response, Fail> {
+    let existing: Option<String> = conn
+        .query_row("SELECT id FROM cluster", [], |r| r.get(0))
+        .optional()?;
+    if let Some(existing) = existing {
+        return Err(reject(
+            RejectCode::AlreadyExists,
+            format!("the cluster is already initialized as {existing}"),
+        ));
+    }
+    check_name("cluster id", cluster_id).map_err(invalid)?;
+    check_text("cluster name", name).map_err(invalid)?;
+    if ca_cert_pem.trim().is_empty() {
+        return Err(invalid("CA certificate is empty".to_owned()));
+    }
+    conn.execute(
+        "INSERT INTO cluster (singleton, id, name, ca_cert_pem, created_at_ms)
+         VALUES (1, ?1, ?2, ?3, ?4)",
+        params![cluster_id, name, ca_cert_pem, at_ms],
+    )?;
+    Ok(Response::Done)
+}
+
+struct NewNode<'a> {
+    name: &'a str,
+    api_addr: &'a str,
+    peer_addr: &'a str,
+    version: &'a str,
+}
+
+impl NewNode<'_> {
+    fn check(&self) -> Result<(), Fail> {
+        check_text("node name", self.name).map_err(invalid)?;
+        check_text("api address", self.api_addr).map_err(invalid)?;
+        check_text("peer address", self.peer_addr).map_err(invalid)?;
+        check_text("node version", self.version).map_err(invalid)?;
+        Ok(())
+    }
+
+    fn insert(&self, conn: &Connection, id: i64, role: NodeRole, at_ms: i64) -> Result<(), Fail> {
+        conn.execute(
+            "INSERT INTO nodes (id, name, api_addr, peer_addr, role, version, joined_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                self.name,
+                self.api_addr,
+                self.peer_addr,
+                role.as_str(),
+                self.version,
+                at_ms
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+fn next_node_id(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'next_node_id'",
+        [],
+        |r| r.get(0),
+    )
+}
+
+fn set_next_node_id(conn: &Connection, next: i64) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'next_node_id'",
+        [next],
+    )?;
+    Ok(())
+}
+
+/// Node ids are stored as SQLite integers: 1..=i64::MAX.
+fn node_id_sql(id: u64) -> Result<i64, Fail> {
+    match i64::try_from(id) {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(invalid(format!(
+            "node id {id} is out of range 1..={}",
+            i64::MAX
+        ))),
+    }
+}
+
+fn node_role(conn: &Connection, id: i64) -> Result<Option<String>, rusqlite::Error> {
+    conn.query_row("SELECT role FROM nodes WHERE id = ?1", [id], |r| r.get(0))
+        .optional()
+}
+
+fn add_node(
+    conn: &Connection,
+    at_ms: i64,
+    id: u64,
+    name: &str,
+    api_addr: &str,
+    peer_addr: &str,
+    version: &str,
+) -> Result<Response, Fail> {
+    let sql_id = node_id_sql(id)?;
+    let node = NewNode {
+        name,
+        api_addr,
+        peer_addr,
+        version,
+    };
+    node.check()?;
+    if node_role(conn, sql_id)?.is_some() {
+        return Err(reject(
+            RejectCode::AlreadyExists,
+            format!("node {id} already exists"),
+        ));
+    }
+    let next = next_node_id(conn)?;
+    if sql_id < next {
+        return Err(reject(
+            RejectCode::AlreadyExists,
+            format!("node id {id} was already allocated (next free id is {next}); ids are never reused"),
+        ));
+    }
+    node.insert(conn, sql_id, NodeRole::Voter, at_ms)?;
+    let bumped = sql_id
+        .checked_add(1)
+        .ok_or_else(|| invalid(format!("node id {id} leaves no id after it")))?;
+    set_next_node_id(conn, bumped)?;
+    Ok(Response::Done)
+}
+
+fn join_node(
+    conn: &Connection,
+    at_ms: i64,
+    token_id: &str,
+    secret_sha256: &str,
+    node: NewNode<'_>,
+) -> Result<Response, Fail> {
+    node.check()?;
+    let row: Option<(String, String, i64, Option<i64>, bool)> = conn
+        .query_row(
+            "SELECT kind, secret_sha256, expires_at_ms, uses_left, revoked FROM tokens WHERE id = ?1",
+            [token_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let token_invalid = |why: String| reject(RejectCode::TokenInvalid, why);
+    let Some((kind, stored_secret, expires_at_ms, uses_left, revoked)) = row else {
+        return Err(token_invalid(format!("token {token_id} does not exist")));
+    };
+    if kind != "node" {
+        return Err(token_invalid(format!("token {token_id} is not a node token")));
+    }
+    let secret_ok = normalize_sha256("secret_sha256", secret_sha256)
+        .map(|s| constant_time_eq(s.as_bytes(), stored_secret.as_bytes()))
+        .unwrap_or(false);
+    if !secret_ok {
+        return Err(token_invalid(format!(
+            "the secret does not match token {token_id}"
+        )));
+    }
+    if revoked {
+        return Err(token_invalid(format!("token {token_id} is revoked")));
+    }
+    if at_ms >= expires_at_ms {
+        return Err(reject(
+            RejectCode::TokenExpired,
+            format!("token {token_id} expired at {expires_at_ms}"),
+        ));
+    }
+    if let Some(left) = uses_left {
+        if left <= 0 {
+            return Err(reject(
+                RejectCode::TokenUsedUp,
+                format!("token {token_id} has no uses left"),
+            ));
+        }
+        conn.execute(
+            "UPDATE tokens SET uses_left = ?1 WHERE id = ?2",
+            params![left - 1, token_id],
+        )?;
+    }
+    let id = next_node_id(conn)?;
+    let bumped = id
+        .checked_add(1)
+        .ok_or_else(|| invalid("node ids are exhausted".to_owned()))?;
+    node.insert(conn, id, NodeRole::Joining, at_ms)?;
+    set_next_node_id(conn, bumped)?;
+    Ok(Response::NodeId(id as u64))
+}
+
+fn update_node(
+    conn: &Connection,
+    id: u64,
+    api_addr: Option<&str>,
+    peer_addr: Option<&str>,
+    role: Option<NodeRole>,
+    version: Option<&str>,
+) -> Result<Response, Fail> {
+    let sql_id = node_id_sql(id).map_err(|_| reject(RejectCode::NotFound, format!("node {id} does not exist")))?;
+    match node_role(conn, sql_id)?.as_deref() {
+        None => {
+            return Err(reject(
+                RejectCode::NotFound,
+                format!("node {id} does not exist"),
+            ));
+        }
+        Some("removed") => {
+            return Err(invalid(format!("node {id} is removed and cannot change")));
+        }
+        Some(_) => {}
+    }
+    if api_addr.is_none() && peer_addr.is_none() && role.is_none() && version.is_none() {
+        return Err(invalid(format!("nothing to update on node {id}")));
+    }
+    for (what, v) in [
+        ("api address", api_addr),
+        ("peer address", peer_addr),
+        ("node version", version),
+    ] {
+        if let Some(v) = v {
+            check_text(what, v).map_err(invalid)?;
+        }
+    }
+    conn.execute(
+        "UPDATE nodes SET api_addr = COALESCE(?1, api_addr), peer_addr = COALESCE(?2, peer_addr),
+                          role = COALESCE(?3, role), version = COALESCE(?4, version)
+         WHERE id = ?5",
+        params![api_addr, peer_addr, role.map(NodeRole::as_str), version, sql_id],
+    )?;
+    Ok(Response::Done)
+}
+
+fn remove_node(conn: &Connection, id: u64) -> Result<Response, Fail> {
+    let not_found = || reject(RejectCode::NotFound, format!("node {id} does not exist"));
+    let sql_id = node_id_sql(id).map_err(|_| not_found())?;
+    if node_role(conn, sql_id)?.is_none() {
+        return Err(not_found());
+    }
+    // Removing a removed node is a no-op: the row stays so its id is never reused.
+    conn.execute("UPDATE nodes SET role = 'removed' WHERE id = ?1", [sql_id])?;
+    Ok(Response::Done)
+}
+
+fn set_config(
+    conn: &Connection,
+    env: &Envelope,
+    scope: &Scope,
+    key: &str,
+    value: &str,
+) -> Result<Response, Fail> {
+    check_scope(scope).map_err(invalid)?;
+    check_name("config key", key).map_err(invalid)?;
+    check_value(key, value).map_err(invalid)?;
+    let (kind, sid) = scope.to_columns();
+    let old: Option<i64> = conn
+        .query_row(
+            "SELECT version FROM config WHERE scope_kind = ?1 AND scope_id = ?2 AND key = ?3",
+            params![kind, sid, key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let version = old.unwrap_or(0).saturating_add(1);
+    conn.execute(
+        "INSERT INTO config (scope_kind, scope_id, key, value, version, updated_at_ms, updated_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (scope_kind, scope_id, key) DO UPDATE SET value = excluded.value,
+             version = excluded.version, updated_at_ms = excluded.updated_at_ms,
+             updated_by = excluded.updated_by",
+        params![kind, sid, key, value, version, env.at_ms, env.actor],
+    )?;
+    Ok(Response::ConfigVersion(version as u64))
+}
+
+fn delete_config(conn: &Connection, scope: &Scope, key: &str) -> Result<Response, Fail> {
+    check_scope(scope).map_err(invalid)?;
+    check_name("config key", key).map_err(invalid)?;
+    let (kind, sid) = scope.to_columns();
+    let n = conn.execute(
+        "DELETE FROM config WHERE scope_kind = ?1 AND scope_id = ?2 AND key = ?3",
+        params![kind, sid, key],
+    )?;
+    if n == 0 {
+        return Err(reject(
+            RejectCode::NotFound,
+            format!("config key {key} is not set in scope {scope}"),
+        ));
+    }
+    Ok(Response::Done)
+}
+
+/// Appends the envelope's audit row, chained to `meta.audit_head`, and moves the head.
+fn append_audit(conn: &Connection, env: &Envelope, outcome: &Outcome) -> Result<(), StorageError> {
+    let text = audit_text(env, outcome);
+    let outcome = outcome_text(outcome);
+    let last: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?;
+    let prev = match meta_blob(conn, "audit_head")? {
+        Some(b) => String::from_utf8(b)
+            .map_err(|_| StorageError::Corrupt("meta.audit_head is not text".to_owned()))?,
+        None => GENESIS_HASH.to_owned(),
+    };
+    let seq = last + 1;
+    let fields = AuditFields {
+        seq: seq as u64,
+        at_ms: env.at_ms,
+        actor: &env.actor,
+        action: text.action,
+        target: &text.target,
+        detail: &text.detail,
+        outcome: &outcome,
+    };
+    let hash = chain_hash(&prev, &fields)
+        .ok_or_else(|| StorageError::Corrupt(format!("meta.audit_head {prev:?} is not a hash")))?;
+    conn.execute(
+        "INSERT INTO audit (seq, at_ms, actor, action, target, detail, outcome, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            seq,
+            env.at_ms,
+            env.actor,
+            text.action,
+            text.target,
+            text.detail,
+            outcome,
+            prev,
+            hash
+        ],
+    )?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('audit_head', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [hash.as_bytes()],
+    )?;
+    Ok(())
+}

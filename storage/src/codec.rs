@@ -1,0 +1,143 @@
+//! Encoding of one Raft entry's payload: a batch of envelopes behind a format number.
+
+use crate::error::StorageError;
+use crate::model::Envelope;
+
+/// Bumped when `Command` changes incompatibly.
+pub const COMMAND_FORMAT: u16 = 1;
+
+/// Encoding of one Raft entry's payload: 2 bytes little-endian COMMAND_FORMAT, then bincode 2
+/// (serde, standard config) of Vec<Envelope>. A batch carries many envelopes (group commit).
+pub fn encode_batch(batch: &[Envelope]) -> Vec<u8> {
+    let mut out = COMMAND_FORMAT.to_le_bytes().to_vec();
+    // Cannot fail: every sequence in these types has a known length and the writer is a Vec.
+    let body = bincode::serde::encode_to_vec(batch, bincode::config::standard())
+        .expect("bincode encoding of envelopes into a Vec is infallible");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// format > COMMAND_FORMAT => Err(NeedsUpgrade{found, supported}); undecodable => Err(Decode{..}).
+/// Trailing bytes after the batch count as undecodable.
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Envelope>, StorageError> {
+    let Some((head, body)) = bytes.split_first_chunk::<2>() else {
+        return Err(StorageError::Decode(
+            bincode::error::DecodeError::UnexpectedEnd {
+                additional: 2 - bytes.len(),
+            },
+        ));
+    };
+    let found = u16::from_le_bytes(*head);
+    if found > COMMAND_FORMAT {
+        return Err(StorageError::NeedsUpgrade {
+            found,
+            supported: COMMAND_FORMAT,
+        });
+    }
+    if found != COMMAND_FORMAT {
+        // Format 0 never existed; older formats would be migrated here explicitly.
+        return Err(StorageError::Decode(
+            bincode::error::DecodeError::OtherString(format!("unknown command format {found}")),
+        ));
+    }
+    let (batch, used): (Vec<Envelope>, usize) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map_err(StorageError::Decode)?;
+    if used != body.len() {
+        return Err(StorageError::Decode(
+            bincode::error::DecodeError::OtherString(format!(
+                "{} trailing bytes after the batch",
+                body.len() - used
+            )),
+        ));
+    }
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Command, Scope, TokenKind};
+
+    fn sample() -> Vec<Envelope> {
+        vec![
+            Envelope {
+                at_ms: 1_700_000_000_000,
+                actor: "cli".into(),
+                command: Command::InitCluster {
+                    cluster_id: "c-1".into(),
+                    name: "plant".into(),
+                    ca_cert_pem: "PEM".into(),
+                },
+            },
+            Envelope {
+                at_ms: -5,
+                actor: "node:1".into(),
+                command: Command::SetConfig {
+                    scope: Scope::Group("lab".into()),
+                    key: "k".into(),
+                    value: "v\u{e9}".into(),
+                },
+            },
+            Envelope {
+                at_ms: 7,
+                actor: String::new(),
+                command: Command::CreateToken {
+                    id: "t".into(),
+                    kind: TokenKind::Node,
+                    secret_sha256: "00".into(),
+                    expires_at_ms: 9,
+                    uses: None,
+                    groups: vec!["a".into(), "b".into()],
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        for batch in [vec![], sample()] {
+            let bytes = encode_batch(&batch);
+            assert_eq!(&bytes[..2], &COMMAND_FORMAT.to_le_bytes());
+            assert_eq!(decode_batch(&bytes).ok(), Some(batch));
+        }
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        let good = encode_batch(&sample());
+        let mut newer = good.clone();
+        newer[..2].copy_from_slice(&(COMMAND_FORMAT + 1).to_le_bytes());
+        let mut zero = good.clone();
+        zero[..2].copy_from_slice(&0u16.to_le_bytes());
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let cases: Vec<(&str, Vec<u8>, fn(&StorageError) -> bool)> = vec![
+            ("empty", vec![], |e| matches!(e, StorageError::Decode(_))),
+            ("one byte", vec![1], |e| matches!(e, StorageError::Decode(_))),
+            ("newer", newer, |e| {
+                matches!(
+                    e,
+                    StorageError::NeedsUpgrade {
+                        found: 2,
+                        supported: 1
+                    }
+                )
+            }),
+            ("format 0", zero, |e| matches!(e, StorageError::Decode(_))),
+            ("truncated", good[..good.len() - 3].to_vec(), |e| {
+                matches!(e, StorageError::Decode(_))
+            }),
+            ("trailing", trailing, |e| matches!(e, StorageError::Decode(_))),
+            ("garbage", vec![1, 0, 0xff, 0xff, 0xff, 0xff, 0xff], |e| {
+                matches!(e, StorageError::Decode(_))
+            }),
+        ];
+        for (name, bytes, check) in cases {
+            match decode_batch(&bytes) {
+                Err(e) => assert!(check(&e), "{name}: wrong error {e:?}"),
+                Ok(v) => panic!("{name}: decoded {v:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Boundary types: the replicated command set and the records the queries return.
+//!
+//! Everything here crosses a boundary (the Raft log, snapshots, the API), so everything derives
+//! Serialize/Deserialize. Changing `Command` incompatibly means bumping `COMMAND_FORMAT`.
+
+use serde::{Deserialize, Serialize};
+
+/// One replicated command with the time and actor the proposer stamped on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Proposer's clock in milliseconds since the Unix epoch; `apply` never reads a clock.
+    pub at_ms: i64,
+    /// Who asked for the change (certificate subject, "cli", "node:3", ...); goes to the audit log.
+    pub actor: String,
+    pub command: Command,
+}
+
+/// The replicated state changes. Times and ids come in here or in the envelope, never from apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    InitCluster {
+        cluster_id: String,
+        name: String,
+        ca_cert_pem: String,
+    },
+    /// Adds a node with a known id (init's first node, id 1). Bumps next_node_id past it.
+    AddNode {
+        id: u64,
+        name: String,
+        api_addr: String,
+        peer_addr: String,
+        version: String,
+    },
+    /// Checks a node token (kind Node, sha256 of the secret matches, not revoked, at_ms < expiry,
+    /// uses left), consumes one use, allocates a fresh node id (never reused: a counter that only
+    /// grows), inserts the node with role Joining. Response::NodeId.
+    JoinNode {
+        token_id: String,
+        secret_sha256: String,
+        name: String,
+        api_addr: String,
+        peer_addr: String,
+        version: String,
+    },
+    UpdateNode {
+        id: u64,
+        api_addr: Option<String>,
+        peer_addr: Option<String>,
+        role: Option<NodeRole>,
+        version: Option<String>,
+    },
+    /// Marks role Removed (row kept so the id is never reused).
+    RemoveNode { id: u64 },
+    /// Response::ConfigVersion(new version of that key).
+    SetConfig {
+        scope: Scope,
+        key: String,
+        value: String,
+    },
+    /// NotFound rejection if absent.
+    DeleteConfig { scope: Scope, key: String },
+    CreateToken {
+        id: String,
+        kind: TokenKind,
+        secret_sha256: String,
+        expires_at_ms: i64,
+        uses: Option<u32>,
+        groups: Vec<String>,
+    },
+    RevokeToken { id: String },
+}
+
+/// Where a configuration key lives: global < group < client.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    Global,
+    Group(String),
+    Client(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenKind {
+    Node,
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRole {
+    Joining,
+    Learner,
+    Voter,
+    Removed,
+}
+
+/// What an accepted command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Done,
+    NodeId(u64),
+    ConfigVersion(u64),
+}
+
+/// Why a command was refused. Deterministic: every node refuses the same command the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub code: RejectCode,
+    /// Names what was wrong and which item ("node 7 does not exist").
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectCode {
+    NotFound,
+    AlreadyExists,
+    TokenInvalid,
+    TokenExpired,
+    TokenUsedUp,
+    Invalid,
+    NotInitialized,
+}
+
+/// The result of applying one envelope.
+pub type Outcome = Result<Response, Rejection>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub id: String,
+    pub name: String,
+    pub ca_cert_pem: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: u64,
+    pub name: String,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub role: NodeRole,
+    pub version: String,
+    pub joined_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigEntry {
+    pub scope: Scope,
+    pub key: String,
+    pub value: String,
+    pub version: u64,
+    pub updated_at_ms: i64,
+    pub updated_by: String,
+}
+
+/// A token as stored; the secret's hash is deliberately not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub kind: TokenKind,
+    pub expires_at_ms: i64,
+    /// None = unlimited.
+    pub uses_left: Option<u32>,
+    pub groups: Vec<String>,
+    pub revoked: bool,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    /// "ok" or "rejected: <code>: <message>".
+    pub outcome: String,
+    /// Hex sha256 of the previous hash and this row's fields.
+    pub hash: String,
+}
+
+/// Result of walking the audit hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditCheck {
+    Intact {
+        records: u64,
+    },
+    /// `seq` is the first record that does not verify (last seq + 1 when records are missing
+    /// at the end of the chain).
+    Broken {
+        seq: u64,
+    },
+}
+
+impl RejectCode {
+    /// Stable snake_case name, used in audit outcomes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::NotFound => "not_found",
+            RejectCode::AlreadyExists => "already_exists",
+            RejectCode::TokenInvalid => "token_invalid",
+            RejectCode::TokenExpired => "token_expired",
+            RejectCode::TokenUsedUp => "token_used_up",
+            RejectCode::Invalid => "invalid",
+            RejectCode::NotInitialized => "not_initialized",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl Rejection {
+    pub fn new(code: RejectCode, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl NodeRole {
+    /// Stable text form stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Joining => "joining",
+            NodeRole::Learner => "learner",
+            NodeRole::Voter => "voter",
+            NodeRole::Removed => "removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NodeRole> {
+        [
+            NodeRole::Joining,
+            NodeRole::Learner,
+            NodeRole::Voter,
+            NodeRole::Removed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+impl TokenKind {
+    /// Stable text form stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Node => "node",
+            TokenKind::Client => "client",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        [TokenKind::Node, TokenKind::Client]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+impl Scope {
+    /// (scope_kind, scope_id) as stored in the config table; Global has an empty id.
+    pub fn to_columns(&self) -> (&'static str, &str) {
+        match self {
+            Scope::Global => ("global", ""),
+            Scope::Group(g) => ("group", g.as_str()),
+            Scope::Client(c) => ("client", c.as_str()),
+        }
+    }
+
+    pub fn from_columns(kind: &str, id: &str) -> Option<Scope> {
+        match kind {
+            "global" if id.is_empty() => Some(Scope::Global),
+            "group" if !id.is_empty() => Some(Scope::Group(id.to_owned())),
+            "client" if !id.is_empty() => Some(Scope::Client(id.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Global => f.write_str("global"),
+            Scope::Group(g) => write!(f, "group:{g}"),
+            Scope::Client(c) => write!(f, "client:{c}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_round_trip() {
+        for r in [
+            NodeRole::Joining,
+            NodeRole::Learner,
+            NodeRole::Voter,
+            NodeRole::Removed,
+        ] {
+            assert_eq!(NodeRole::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(NodeRole::parse("leader"), None);
+        for k in [TokenKind::Node, TokenKind::Client] {
+            assert_eq!(TokenKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(TokenKind::parse("admin"), None);
+    }
+
+    #[test]
+    fn scope_columns_round_trip() {
+        let cases = [
+            (Scope::Global, Some(Scope::Global)),
+            (Scope::Group("lab".into()), Some(Scope::Group("lab".into()))),
+            (Scope::Client("c1".into()), Some(Scope::Client("c1".into()))),
+        ];
+        for (scope, want) in cases {
+            let (k, id) = scope.to_columns();
+            assert_eq!(Scope::from_columns(k, id), want);
+        }
+        assert_eq!(Scope::from_columns("global", "x"), None);
+        assert_eq!(Scope::from_columns("group", ""), None);
+        assert_eq!(Scope::from_columns("site", "a"), None);
+    }
+}

@@ -1,0 +1,212 @@
+//! Schema migrations and the checks run when a database is opened.
+//!
+//! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`; the version lives in
+//! `PRAGMA user_version`. To extend the schema, append a migration and bump `SCHEMA_VERSION`
+//! (a unit test keeps the two in step). Never edit a migration that has shipped.
+
+use std::path::Path;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
+
+use crate::error::StorageError;
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Ordered migrations; each runs in its own transaction together with its user_version bump.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // v1: cluster, nodes, config, tokens, audit, meta.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value BLOB
+    );
+    INSERT INTO meta (key, value) VALUES ('next_node_id', 1);
+    CREATE TABLE cluster (
+        singleton     INTEGER PRIMARY KEY NOT NULL CHECK (singleton = 1),
+        id            TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        ca_cert_pem   TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE nodes (
+        id           INTEGER PRIMARY KEY NOT NULL CHECK (id > 0),
+        name         TEXT NOT NULL,
+        api_addr     TEXT NOT NULL,
+        peer_addr    TEXT NOT NULL,
+        role         TEXT NOT NULL CHECK (role IN ('joining', 'learner', 'voter', 'removed')),
+        version      TEXT NOT NULL,
+        joined_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE config (
+        scope_kind    TEXT NOT NULL CHECK (scope_kind IN ('global', 'group', 'client')),
+        scope_id      TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        value         TEXT NOT NULL,
+        version       INTEGER NOT NULL CHECK (version > 0),
+        updated_at_ms INTEGER NOT NULL,
+        updated_by    TEXT NOT NULL,
+        PRIMARY KEY (scope_kind, scope_id, key)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE tokens (
+        id            TEXT PRIMARY KEY NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('node', 'client')),
+        secret_sha256 TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        uses_left     INTEGER CHECK (uses_left IS NULL OR uses_left >= 0),
+        groups_json   TEXT NOT NULL,
+        revoked       INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+        created_at_ms INTEGER NOT NULL,
+        created_by    TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE audit (
+        seq       INTEGER PRIMARY KEY NOT NULL CHECK (seq > 0),
+        at_ms     INTEGER NOT NULL,
+        actor     TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        target    TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        outcome   TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+    ) STRICT;
+    "#,
+];
+
+/// The database's schema version.
+pub(crate) fn user_version(conn: &Connection) -> Result<u32, rusqlite::Error> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// What to do with a database at `found` given the migrations this build has.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum MigrationPlan {
+    UpToDate,
+    /// Run MIGRATIONS[from..].
+    Apply { from: usize },
+    TooNew,
+}
+
+pub(crate) fn plan(found: u32, supported: u32) -> MigrationPlan {
+    match found.cmp(&supported) {
+        std::cmp::Ordering::Equal => MigrationPlan::UpToDate,
+        std::cmp::Ordering::Greater => MigrationPlan::TooNew,
+        std::cmp::Ordering::Less => MigrationPlan::Apply {
+            from: found as usize,
+        },
+    }
+}
+
+/// Brings the schema to SCHEMA_VERSION, one transaction per migration. Refuses newer schemas.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+    let found = user_version(conn)?;
+    match plan(found, SCHEMA_VERSION) {
+        MigrationPlan::UpToDate => Ok(()),
+        MigrationPlan::TooNew => Err(StorageError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        MigrationPlan::Apply { from } => {
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+                // Durable on return (synchronous=FULL): the migration and its version together.
+                tx.commit()?;
+                tracing::info!(version = i + 1, "applied storage schema migration");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs `PRAGMA quick_check` and refuses anything but "ok". Also turns SQLite's "not a
+/// database" / "corrupt" errors into `Corrupt` naming `path`.
+pub(crate) fn quick_check(conn: &Connection, path: &Path) -> Result<(), StorageError> {
+    let result: Result<Vec<String>, rusqlite::Error> = (|| {
+        let mut stmt = conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        rows.collect()
+    })();
+    let lines = result.map_err(|e| corrupt_or(e, path))?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        Ok(())
+    } else {
+        Err(StorageError::Corrupt(format!(
+            "{}: quick_check: {}",
+            path.display(),
+            lines.join("; ")
+        )))
+    }
+}
+
+/// Maps SQLite's NOTADB/CORRUPT codes to `Corrupt` (naming the path); other errors pass through.
+pub(crate) fn corrupt_or(e: rusqlite::Error, path: &Path) -> StorageError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+            StorageError::Corrupt(format!("{}: {e}", path.display()))
+        }
+        _ => StorageError::Sqlite(e),
+    }
+}
+
+/// Reads a meta value as raw bytes (the marker) if present.
+pub(crate) fn meta_blob(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, rusqlite::Error> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+        row.get::<_, Option<Vec<u8>>>(0)
+    })
+    .optional()
+    .map(Option::flatten)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_version_matches_migrations() {
+        assert_eq!(MIGRATIONS.len(), SCHEMA_VERSION as usize);
+    }
+
+    #[test]
+    fn plans() {
+        let cases = [
+            (0, 1, MigrationPlan::Apply { from: 0 }),
+            (1, 1, MigrationPlan::UpToDate),
+            (2, 1, MigrationPlan::TooNew),
+            (1, 3, MigrationPlan::Apply { from: 1 }),
+        ];
+        for (found, supported, want) in cases {
+            assert_eq!(plan(found, supported), want, "{found} vs {supported}");
+        }
+    }
+
+    #[test]
+    fn migrates_fresh_memory_db_and_is_idempotent() -> Result<(), StorageError> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn)?;
+        assert_eq!(user_version(&conn)?, SCHEMA_VERSION);
+        migrate(&mut conn)?;
+        let next: i64 = conn.query_row(
+            "SELECT value FROM meta WHERE key = 'next_node_id'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(next, 1);
+        quick_check(&conn, Path::new(":memory:"))?;
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_newer_schema() -> Result<(), StorageError> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?;
+        match migrate(&mut conn) {
+            Err(StorageError::SchemaTooNew { found, supported }) => {
+                assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! The writer thread and the async face of the store.
+//!
+//! One `std::thread` owns the read-write connection and serves requests from a bounded
+//! channel, one at a time, each answered on its own oneshot. Snapshot export and import's
+//! file work run on short-lived threads of their own. No tokio runtime is needed here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apply::apply_entries;
+use crate::error::StorageError;
+use crate::model::Outcome;
+use crate::reader::{Reader, open_read_only};
+use crate::schema::{self, SCHEMA_VERSION, meta_blob, quick_check, user_version};
+use crate::snapshot::{
+    self, SnapshotInfo, backup_one_step, create_private, prepare_import, remove_db_files,
+    sync_parent,
+};
+
+/// Handle to the state database. Cheap to clone; the writer thread stops (and the write
+/// connection closes) when the last clone is dropped. Dropping a future does not cancel a
+/// request the writer already received.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Creates (mode 0600) or opens + migrates + quick_checks the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StorageError> {
+        let conn = open_writer(path)?;
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("outpost-storage-writer".to_owned())
+            .spawn(move || writer_loop(conn, rx))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                tx: Some(tx),
+                thread: Some(thread),
+                reader: Reader::new(path),
+            }),
+        })
+    }
+
+    /// ONE SQLite transaction for the whole call: each Some(payload) is decoded and its envelopes
+    /// applied in order (each in a SAVEPOINT; a Rejection rolls back only that envelope); then
+    /// `applied_marker` (opaque bytes from the caller) is stored in meta; commit. Returns, per
+    /// input entry, None for a None input or Some(one Outcome per envelope). Decode/NeedsUpgrade
+    /// or SQLite errors abort the whole transaction (nothing applied, marker unchanged).
+    pub async fn apply(
+        &self,
+        entries: Vec<Option<Vec<u8>>>,
+        applied_marker: Vec<u8>,
+    ) -> Result<Vec<Option<Vec<Outcome>>>, StorageError> {
+        self.call(|reply| Request::Apply {
+            entries,
+            applied_marker,
+            reply,
+        })
+        .await?
+    }
+
+    /// The marker stored by the last successful `apply` (or found in an imported snapshot).
+    pub async fn applied_marker(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.call(|reply| Request::Marker { reply }).await?
+    }
+
+    /// Consistent copy of the whole state into `dest` (a new file): a header (magic
+    /// b"OUTPOST-SNAPSHOT", header format u32, schema version u32, body length u64, sha256 of
+    /// body) followed by the SQLite database bytes made with the backup API in one step from a
+    /// read-only connection (on its own std::thread so writes are not blocked). File fsynced.
+    pub async fn export_snapshot(&self, dest: &Path) -> Result<SnapshotInfo, StorageError> {
+        let live = self.inner.path.clone();
+        let dest = dest.to_owned();
+        run_on_thread("outpost-snapshot-export", move || {
+            snapshot::export_blocking(&live, &dest)
+        })
+        .await
+    }
+
+    /// Verifies header, length, sha256 and schema version, copies the body into a temp DB file,
+    /// quick_checks it, then replaces the live state atomically through the writer connection
+    /// (rusqlite backup API `restore` into main). Any fault => Err and the live state untouched.
+    /// Returns the applied_marker found in the snapshot.
+    pub async fn import_snapshot(&self, src: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+        let live = self.inner.path.clone();
+        let src = src.to_owned();
+        let (tmp_db, marker) = run_on_thread("outpost-snapshot-import", move || {
+            prepare_import(&src, &live)
+        })
+        .await?;
+        let restored = self
+            .call(|reply| Request::Restore {
+                from: tmp_db.clone(),
+                reply,
+            })
+            .await;
+        let cleanup = remove_db_files(&tmp_db);
+        restored??;
+        cleanup?;
+        Ok(marker)
+    }
+
+    pub fn reader(&self) -> Reader {
+        self.inner.reader.clone()
+    }
+
+    /// The database file this store serves.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+/// Requests waiting for the writer; senders wait (async) when it is full.
+const REQUEST_QUEUE: usize = 64;
+
+struct Inner {
+    path: PathBuf,
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    reader: Reader,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer loop after the request in hand; joining makes
+        // "last handle dropped" mean "write connection closed".
+        self.tx.take();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("storage writer thread panicked");
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
+
+enum Request {
+    Apply {
+        entries: Vec<Option<Vec<u8>>>,
+        applied_marker: Vec<u8>,
+        reply: Reply<Vec<Option<Vec<Outcome>>>>,
+    },
+    Marker {
+        reply: Reply<Option<Vec<u8>>>,
+    },
+    Restore {
+        from: PathBuf,
+        reply: Reply<()>,
+    },
+}
+
+impl Store {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, StorageError> {
+        let sender = self.inner.tx.as_ref().ok_or(StorageError::WriterStopped)?;
+        let (reply, rx) = oneshot::channel();
+        sender
+            .send(make(reply))
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
+        rx.await.map_err(|_| StorageError::WriterStopped)
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
+    while let Some(req) = rx.blocking_recv() {
+        // A caller that went away just drops its answer; the work is done either way.
+        match req {
+            Request::Apply {
+                entries,
+                applied_marker,
+                reply,
+            } => {
+                let _ = reply.send(apply_entries(&mut conn, entries, &applied_marker));
+            }
+            Request::Marker { reply } => {
+                let _ = reply.send(meta_blob(&conn, "applied_marker").map_err(Into::into));
+            }
+            Request::Restore { from, reply } => {
+                let _ = reply.send(restore(&mut conn, &from));
+            }
+        }
+    }
+}
+
+/// Replaces the live state with the checked database at `from` in one write transaction.
+fn restore(conn: &mut Connection, from: &Path) -> Result<(), StorageError> {
+    let src = open_read_only(from)?;
+    backup_one_step(&src, conn)?;
+    // Durable on return (synchronous=FULL): the backup's single write transaction committed
+    // the whole new state.
+    let found = user_version(conn)?;
+    if found != SCHEMA_VERSION {
+        return Err(StorageError::Corrupt(format!(
+            "restored state has schema {found}, expected {SCHEMA_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the write connection: create 0600 if missing, refuse newer schemas and corrupt files,
+/// set the PRAGMAs, migrate.
+fn open_writer(path: &Path) -> Result<Connection, StorageError> {
+    match create_private(path) {
+        Ok(()) => sync_parent(path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // Wait (bounded) rather than fail when a checkpoint or another process holds a lock.
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let found = user_version(&conn).map_err(|e| schema::corrupt_or(e, path))?;
+    if found > SCHEMA_VERSION {
+        return Err(StorageError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    quick_check(&conn, path)?;
+    // WAL: readers never block the writer and vice versa; commits append to the -wal file.
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StorageError::Corrupt(format!(
+            "{}: journal_mode stayed {mode:?}, WAL required",
+            path.display()
+        )));
+    }
+    // FULL: every commit fsyncs the WAL, so an acknowledged apply survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Runs blocking file work on its own thread and awaits the result without a runtime.
+async fn run_on_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })?;
+    rx.await.map_err(|_| {
+        StorageError::Io(std::io::Error::other(
+            "storage worker thread ended without an answer",
+        ))
+    })?
+}
