@@ -437,7 +437,9 @@ fn add_node(
     if sql_id < next {
         return Err(reject(
             RejectCode::AlreadyExists,
-            format!("node id {id} was already allocated (next free id is {next}); ids are never reused"),
+            format!(
+                "node id {id} was already allocated (next free id is {next}); ids are never reused"
+            ),
         ));
     }
     node.insert(conn, sql_id, NodeRole::Voter, at_ms)?;
@@ -468,7 +470,9 @@ fn join_node(
         return Err(token_invalid(format!("token {token_id} does not exist")));
     };
     if kind != "node" {
-        return Err(token_invalid(format!("token {token_id} is not a node token")));
+        return Err(token_invalid(format!(
+            "token {token_id} is not a node token"
+        )));
     }
     let secret_ok = normalize_sha256("secret_sha256", secret_sha256)
         .map(|s| constant_time_eq(s.as_bytes(), stored_secret.as_bytes()))
@@ -516,7 +520,8 @@ fn update_node(
     role: Option<NodeRole>,
     version: Option<&str>,
 ) -> Result<Response, Fail> {
-    let sql_id = node_id_sql(id).map_err(|_| reject(RejectCode::NotFound, format!("node {id} does not exist")))?;
+    let sql_id = node_id_sql(id)
+        .map_err(|_| reject(RejectCode::NotFound, format!("node {id} does not exist")))?;
     match node_role(conn, sql_id)?.as_deref() {
         None => {
             return Err(reject(
@@ -545,7 +550,13 @@ fn update_node(
         "UPDATE nodes SET api_addr = COALESCE(?1, api_addr), peer_addr = COALESCE(?2, peer_addr),
                           role = COALESCE(?3, role), version = COALESCE(?4, version)
          WHERE id = ?5",
-        params![api_addr, peer_addr, role.map(NodeRole::as_str), version, sql_id],
+        params![
+            api_addr,
+            peer_addr,
+            role.map(NodeRole::as_str),
+            version,
+            sql_id
+        ],
     )?;
     Ok(Response::Done)
 }
@@ -766,91 +777,353 @@ mod tests {
         let cases: Vec<(&str, bool, Vec<Envelope>, Envelope, Want)> = vec![
             // (name, start from base()?, extra setup, command, expected)
             ("init", false, vec![], env(init()), Ok(Done)),
-            ("init twice", true, vec![], env(init()), Err(RejectCode::AlreadyExists)),
-            ("init empty pem", false, vec![], env(Command::InitCluster {
-                cluster_id: "c".into(), name: "n".into(), ca_cert_pem: " ".into() }),
-                Err(RejectCode::Invalid)),
-            ("init bad id", false, vec![], env(Command::InitCluster {
-                cluster_id: "".into(), name: "n".into(), ca_cert_pem: "p".into() }),
-                Err(RejectCode::Invalid)),
-            ("add before init", false, vec![], env(add(1, "a")), Err(RejectCode::NotInitialized)),
-            ("set before init", false, vec![], env(set(Scope::Global, "k", "v")),
-                Err(RejectCode::NotInitialized)),
+            (
+                "init twice",
+                true,
+                vec![],
+                env(init()),
+                Err(RejectCode::AlreadyExists),
+            ),
+            (
+                "init empty pem",
+                false,
+                vec![],
+                env(Command::InitCluster {
+                    cluster_id: "c".into(),
+                    name: "n".into(),
+                    ca_cert_pem: " ".into(),
+                }),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "init bad id",
+                false,
+                vec![],
+                env(Command::InitCluster {
+                    cluster_id: "".into(),
+                    name: "n".into(),
+                    ca_cert_pem: "p".into(),
+                }),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "add before init",
+                false,
+                vec![],
+                env(add(1, "a")),
+                Err(RejectCode::NotInitialized),
+            ),
+            (
+                "set before init",
+                false,
+                vec![],
+                env(set(Scope::Global, "k", "v")),
+                Err(RejectCode::NotInitialized),
+            ),
             ("add", true, vec![], env(add(2, "b")), Ok(Done)),
-            ("add existing", true, vec![], env(add(1, "a")), Err(RejectCode::AlreadyExists)),
-            ("add id 0", true, vec![], env(add(0, "a")), Err(RejectCode::Invalid)),
-            ("add id too big", true, vec![], env(add(u64::MAX, "a")), Err(RejectCode::Invalid)),
-            ("add id i64::MAX rolls back", true, vec![], env(add(i64::MAX as u64, "a")),
-                Err(RejectCode::Invalid)),
-            ("add below next id", true, vec![env(add(5, "e"))], env(add(3, "c")),
-                Err(RejectCode::AlreadyExists)),
-            ("add empty name", true, vec![], env(add(2, " ")), Err(RejectCode::Invalid)),
-            ("join", true, vec![], env(join("t1", "secret")), Ok(NodeId(2))),
-            ("join after add 7", true, vec![env(add(7, "x"))], env(join("t1", "secret")),
-                Ok(NodeId(8))),
-            ("join wrong secret", true, vec![], env(join("t1", "nope")),
-                Err(RejectCode::TokenInvalid)),
-            ("join unknown token", true, vec![], env(join("zz", "secret")),
-                Err(RejectCode::TokenInvalid)),
-            ("join with client token", true, vec![], env(join("c1", "secret")),
-                Err(RejectCode::TokenInvalid)),
-            ("join revoked", true, vec![env(Command::RevokeToken { id: "t1".into() })],
-                env(join("t1", "secret")), Err(RejectCode::TokenInvalid)),
-            ("join expired", true, vec![], Envelope { at_ms: 10_000, ..env(join("t1", "secret")) },
-                Err(RejectCode::TokenExpired)),
-            ("join used up", true, vec![env(join("t1", "secret"))], env(join("t1", "secret")),
-                Err(RejectCode::TokenUsedUp)),
-            ("join bad secret hex", true, vec![], env(Command::JoinNode {
-                token_id: "t1".into(), secret_sha256: "xyz".into(), name: "n".into(),
-                api_addr: "a".into(), peer_addr: "b".into(), version: "v".into() }),
-                Err(RejectCode::TokenInvalid)),
+            (
+                "add existing",
+                true,
+                vec![],
+                env(add(1, "a")),
+                Err(RejectCode::AlreadyExists),
+            ),
+            (
+                "add id 0",
+                true,
+                vec![],
+                env(add(0, "a")),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "add id too big",
+                true,
+                vec![],
+                env(add(u64::MAX, "a")),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "add id i64::MAX rolls back",
+                true,
+                vec![],
+                env(add(i64::MAX as u64, "a")),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "add below next id",
+                true,
+                vec![env(add(5, "e"))],
+                env(add(3, "c")),
+                Err(RejectCode::AlreadyExists),
+            ),
+            (
+                "add empty name",
+                true,
+                vec![],
+                env(add(2, " ")),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "join",
+                true,
+                vec![],
+                env(join("t1", "secret")),
+                Ok(NodeId(2)),
+            ),
+            (
+                "join after add 7",
+                true,
+                vec![env(add(7, "x"))],
+                env(join("t1", "secret")),
+                Ok(NodeId(8)),
+            ),
+            (
+                "join wrong secret",
+                true,
+                vec![],
+                env(join("t1", "nope")),
+                Err(RejectCode::TokenInvalid),
+            ),
+            (
+                "join unknown token",
+                true,
+                vec![],
+                env(join("zz", "secret")),
+                Err(RejectCode::TokenInvalid),
+            ),
+            (
+                "join with client token",
+                true,
+                vec![],
+                env(join("c1", "secret")),
+                Err(RejectCode::TokenInvalid),
+            ),
+            (
+                "join revoked",
+                true,
+                vec![env(Command::RevokeToken { id: "t1".into() })],
+                env(join("t1", "secret")),
+                Err(RejectCode::TokenInvalid),
+            ),
+            (
+                "join expired",
+                true,
+                vec![],
+                Envelope {
+                    at_ms: 10_000,
+                    ..env(join("t1", "secret"))
+                },
+                Err(RejectCode::TokenExpired),
+            ),
+            (
+                "join used up",
+                true,
+                vec![env(join("t1", "secret"))],
+                env(join("t1", "secret")),
+                Err(RejectCode::TokenUsedUp),
+            ),
+            (
+                "join bad secret hex",
+                true,
+                vec![],
+                env(Command::JoinNode {
+                    token_id: "t1".into(),
+                    secret_sha256: "xyz".into(),
+                    name: "n".into(),
+                    api_addr: "a".into(),
+                    peer_addr: "b".into(),
+                    version: "v".into(),
+                }),
+                Err(RejectCode::TokenInvalid),
+            ),
             ("update", true, vec![], env(upd(1)), Ok(Done)),
-            ("update missing", true, vec![], env(upd(9)), Err(RejectCode::NotFound)),
-            ("update nothing", true, vec![], env(Command::UpdateNode {
-                id: 1, api_addr: None, peer_addr: None, role: None, version: None }),
-                Err(RejectCode::Invalid)),
-            ("update removed", true, vec![env(Command::RemoveNode { id: 1 })], env(upd(1)),
-                Err(RejectCode::Invalid)),
-            ("remove", true, vec![], env(Command::RemoveNode { id: 1 }), Ok(Done)),
-            ("remove missing", true, vec![], env(Command::RemoveNode { id: 4 }),
-                Err(RejectCode::NotFound)),
-            ("set", true, vec![], env(set(Scope::Global, "ntp", "10.0.0.1")), Ok(ConfigVersion(1))),
-            ("set again", true, vec![env(set(g("lab"), "ntp", "a"))], env(set(g("lab"), "ntp", "b")),
-                Ok(ConfigVersion(2))),
-            ("set other scope", true, vec![env(set(g("lab"), "ntp", "a"))],
-                env(set(g("ship"), "ntp", "b")), Ok(ConfigVersion(1))),
-            ("set bad key", true, vec![], env(set(Scope::Global, "a\nb", "v")),
-                Err(RejectCode::Invalid)),
-            ("set empty key", true, vec![], env(set(Scope::Global, "", "v")),
-                Err(RejectCode::Invalid)),
-            ("set huge value", true, vec![],
-                env(set(Scope::Global, "k", &"x".repeat(crate::rules::MAX_VALUE_BYTES + 1))),
-                Err(RejectCode::Invalid)),
-            ("set empty group", true, vec![], env(set(g(""), "k", "v")), Err(RejectCode::Invalid)),
-            ("delete", true, vec![env(set(Scope::Client("h".into()), "k", "v"))],
-                env(Command::DeleteConfig { scope: Scope::Client("h".into()), key: "k".into() }),
-                Ok(Done)),
-            ("delete absent", true, vec![],
-                env(Command::DeleteConfig { scope: Scope::Global, key: "k".into() }),
-                Err(RejectCode::NotFound)),
-            ("token", true, vec![], env(token("t2", TokenKind::Client, Some(3))), Ok(Done)),
-            ("token dup", true, vec![], env(token("t1", TokenKind::Node, None)),
-                Err(RejectCode::AlreadyExists)),
-            ("token zero uses", true, vec![], env(token("t2", TokenKind::Node, Some(0))),
-                Err(RejectCode::Invalid)),
-            ("token already expired", true, vec![],
-                Envelope { at_ms: 10_000, ..env(token("t2", TokenKind::Node, None)) },
-                Err(RejectCode::Invalid)),
-            ("token bad hash", true, vec![], env(Command::CreateToken {
-                id: "t2".into(), kind: TokenKind::Node, secret_sha256: "abc".into(),
-                expires_at_ms: 10_000, uses: None, groups: vec![] }), Err(RejectCode::Invalid)),
-            ("token bad group", true, vec![], env(Command::CreateToken {
-                id: "t2".into(), kind: TokenKind::Client, secret_sha256: sha("s"),
-                expires_at_ms: 10_000, uses: None, groups: vec!["".into()] }),
-                Err(RejectCode::Invalid)),
-            ("revoke", true, vec![], env(Command::RevokeToken { id: "c1".into() }), Ok(Done)),
-            ("revoke missing", true, vec![], env(Command::RevokeToken { id: "zz".into() }),
-                Err(RejectCode::NotFound)),
+            (
+                "update missing",
+                true,
+                vec![],
+                env(upd(9)),
+                Err(RejectCode::NotFound),
+            ),
+            (
+                "update nothing",
+                true,
+                vec![],
+                env(Command::UpdateNode {
+                    id: 1,
+                    api_addr: None,
+                    peer_addr: None,
+                    role: None,
+                    version: None,
+                }),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "update removed",
+                true,
+                vec![env(Command::RemoveNode { id: 1 })],
+                env(upd(1)),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "remove",
+                true,
+                vec![],
+                env(Command::RemoveNode { id: 1 }),
+                Ok(Done),
+            ),
+            (
+                "remove missing",
+                true,
+                vec![],
+                env(Command::RemoveNode { id: 4 }),
+                Err(RejectCode::NotFound),
+            ),
+            (
+                "set",
+                true,
+                vec![],
+                env(set(Scope::Global, "ntp", "10.0.0.1")),
+                Ok(ConfigVersion(1)),
+            ),
+            (
+                "set again",
+                true,
+                vec![env(set(g("lab"), "ntp", "a"))],
+                env(set(g("lab"), "ntp", "b")),
+                Ok(ConfigVersion(2)),
+            ),
+            (
+                "set other scope",
+                true,
+                vec![env(set(g("lab"), "ntp", "a"))],
+                env(set(g("ship"), "ntp", "b")),
+                Ok(ConfigVersion(1)),
+            ),
+            (
+                "set bad key",
+                true,
+                vec![],
+                env(set(Scope::Global, "a\nb", "v")),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "set empty key",
+                true,
+                vec![],
+                env(set(Scope::Global, "", "v")),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "set huge value",
+                true,
+                vec![],
+                env(set(
+                    Scope::Global,
+                    "k",
+                    &"x".repeat(crate::rules::MAX_VALUE_BYTES + 1),
+                )),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "set empty group",
+                true,
+                vec![],
+                env(set(g(""), "k", "v")),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "delete",
+                true,
+                vec![env(set(Scope::Client("h".into()), "k", "v"))],
+                env(Command::DeleteConfig {
+                    scope: Scope::Client("h".into()),
+                    key: "k".into(),
+                }),
+                Ok(Done),
+            ),
+            (
+                "delete absent",
+                true,
+                vec![],
+                env(Command::DeleteConfig {
+                    scope: Scope::Global,
+                    key: "k".into(),
+                }),
+                Err(RejectCode::NotFound),
+            ),
+            (
+                "token",
+                true,
+                vec![],
+                env(token("t2", TokenKind::Client, Some(3))),
+                Ok(Done),
+            ),
+            (
+                "token dup",
+                true,
+                vec![],
+                env(token("t1", TokenKind::Node, None)),
+                Err(RejectCode::AlreadyExists),
+            ),
+            (
+                "token zero uses",
+                true,
+                vec![],
+                env(token("t2", TokenKind::Node, Some(0))),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "token already expired",
+                true,
+                vec![],
+                Envelope {
+                    at_ms: 10_000,
+                    ..env(token("t2", TokenKind::Node, None))
+                },
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "token bad hash",
+                true,
+                vec![],
+                env(Command::CreateToken {
+                    id: "t2".into(),
+                    kind: TokenKind::Node,
+                    secret_sha256: "abc".into(),
+                    expires_at_ms: 10_000,
+                    uses: None,
+                    groups: vec![],
+                }),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "token bad group",
+                true,
+                vec![],
+                env(Command::CreateToken {
+                    id: "t2".into(),
+                    kind: TokenKind::Client,
+                    secret_sha256: sha("s"),
+                    expires_at_ms: 10_000,
+                    uses: None,
+                    groups: vec!["".into()],
+                }),
+                Err(RejectCode::Invalid),
+            ),
+            (
+                "revoke",
+                true,
+                vec![],
+                env(Command::RevokeToken { id: "c1".into() }),
+                Ok(Done),
+            ),
+            (
+                "revoke missing",
+                true,
+                vec![],
+                env(Command::RevokeToken { id: "zz".into() }),
+                Err(RejectCode::NotFound),
+            ),
         ];
         for (name, with_base, extra, cmd, want) in cases {
             let mut conn = fresh()?;
@@ -869,8 +1142,15 @@ mod tests {
             assert_eq!(got.len(), 1, "{name}");
             let got = got.into_iter().next().unwrap_or_else(|| unreachable!());
             let outcome: String = conn.query_row(
-                "SELECT outcome FROM audit ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))?;
-            assert_eq!(audit_count(&conn)?, before + 1, "{name}: one audit row per envelope");
+                "SELECT outcome FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )?;
+            assert_eq!(
+                audit_count(&conn)?,
+                before + 1,
+                "{name}: one audit row per envelope"
+            );
             match (&got, &want) {
                 (Ok(r), Ok(w)) => {
                     assert_eq!(r, w, "{name}");
@@ -881,7 +1161,11 @@ mod tests {
                     assert!(!rej.message.is_empty(), "{name}");
                     assert_eq!(outcome, format!("rejected: {rej}"), "{name}");
                     // A rejection changes nothing but the audit log.
-                    assert_eq!(dump(&conn)?, dump_before, "{name}: rejected command left changes");
+                    assert_eq!(
+                        dump(&conn)?,
+                        dump_before,
+                        "{name}: rejected command left changes"
+                    );
                 }
                 _ => panic!("{name}: got {got:?}, want {want:?}"),
             }
@@ -923,11 +1207,18 @@ mod tests {
         envs.push(env(join("t3", "secret")));
         let out = run(&mut conn, envs)?;
         assert_eq!(out[5], Ok(Response::NodeId(2)));
-        assert_eq!(out[7], Ok(Response::NodeId(3)), "removed id 2 is not reused");
+        assert_eq!(
+            out[7],
+            Ok(Response::NodeId(3)),
+            "removed id 2 is not reused"
+        );
         let left: i64 =
-            conn.query_row("SELECT uses_left FROM tokens WHERE id = 't3'", [], |r| r.get(0))?;
+            conn.query_row("SELECT uses_left FROM tokens WHERE id = 't3'", [], |r| {
+                r.get(0)
+            })?;
         assert_eq!(left, 1);
-        let role: String = conn.query_row("SELECT role FROM nodes WHERE id = 3", [], |r| r.get(0))?;
+        let role: String =
+            conn.query_row("SELECT role FROM nodes WHERE id = 3", [], |r| r.get(0))?;
         assert_eq!(role, "joining");
         Ok(())
     }
@@ -938,19 +1229,38 @@ mod tests {
         let rejected: Outcome = Err(Rejection::new(RejectCode::TokenInvalid, "bad"));
         let cases = [
             (env(join("t1", "s")), ok_join.clone(), "node.join", "node:4"),
-            (env(join("t1", "s")), rejected.clone(), "node.join", "token:t1"),
-            (env(set(Scope::Group("lab".into()), "k", "v")), Ok(Response::ConfigVersion(3)),
-                "config.set", "config:group:lab/k"),
-            (env(Command::RevokeToken { id: "x".into() }), Ok(Response::Done), "token.revoke",
-                "token:x"),
+            (
+                env(join("t1", "s")),
+                rejected.clone(),
+                "node.join",
+                "token:t1",
+            ),
+            (
+                env(set(Scope::Group("lab".into()), "k", "v")),
+                Ok(Response::ConfigVersion(3)),
+                "config.set",
+                "config:group:lab/k",
+            ),
+            (
+                env(Command::RevokeToken { id: "x".into() }),
+                Ok(Response::Done),
+                "token.revoke",
+                "token:x",
+            ),
         ];
         for (e, outcome, action, target) in cases {
             let t = audit_text(&e, &outcome);
             assert_eq!((t.action, t.target.as_str()), (action, target));
         }
         let t = audit_text(&env(join("t1", "s")), &ok_join);
-        assert!(!t.detail.contains(&sha("s")), "secrets never reach the audit log");
-        let t = audit_text(&env(set(Scope::Global, "k", "v")), &Ok(Response::ConfigVersion(3)));
+        assert!(
+            !t.detail.contains(&sha("s")),
+            "secrets never reach the audit log"
+        );
+        let t = audit_text(
+            &env(set(Scope::Global, "k", "v")),
+            &Ok(Response::ConfigVersion(3)),
+        );
         assert!(t.detail.contains("\"version\":3") && !t.detail.contains("\"v\""));
         assert_eq!(outcome_text(&rejected), "rejected: token_invalid: bad");
         assert_eq!(outcome_text(&Ok(Response::Done)), "ok");

@@ -25,7 +25,12 @@ pub(crate) struct AuditFields<'a> {
 /// Canonical, unambiguous byte encoding of the hashed fields.
 pub(crate) fn canonical(f: &AuditFields<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(
-        16 + 40 + f.actor.len() + f.action.len() + f.target.len() + f.detail.len() + f.outcome.len(),
+        16 + 40
+            + f.actor.len()
+            + f.action.len()
+            + f.target.len()
+            + f.detail.len()
+            + f.outcome.len(),
     );
     out.extend_from_slice(&f.seq.to_le_bytes());
     out.extend_from_slice(&f.at_ms.to_le_bytes());
@@ -167,13 +172,37 @@ mod tests {
     fn walker_table() {
         let good = chain(4);
         let head = good[3].3.clone();
-        type Case = (&'static str, fn(&mut Vec<(u64, String, String, String)>), bool, Result<u64, u64>);
+        type Case = (
+            &'static str,
+            fn(&mut Vec<(u64, String, String, String)>),
+            bool,
+            Result<u64, u64>,
+        );
         let cases: Vec<Case> = vec![
             ("intact", |_| {}, true, Ok(4)),
             ("detail edited", |r| r[1].1 = "evil".into(), true, Err(2)),
-            ("hash edited", |r| r[2].3 = GENESIS_HASH.into(), true, Err(3)),
-            ("middle row deleted", |r| { r.remove(1); }, true, Err(2)),
-            ("last row deleted", |r| { r.pop(); }, true, Err(4)),
+            (
+                "hash edited",
+                |r| r[2].3 = GENESIS_HASH.into(),
+                true,
+                Err(3),
+            ),
+            (
+                "middle row deleted",
+                |r| {
+                    r.remove(1);
+                },
+                true,
+                Err(2),
+            ),
+            (
+                "last row deleted",
+                |r| {
+                    r.pop();
+                },
+                true,
+                Err(4),
+            ),
             ("bad prev hex", |r| r[0].2 = "xyz".into(), true, Err(1)),
         ];
         for (name, tamper, with_head, want) in cases {

@@ -112,9 +112,12 @@ mod tests {
         zero[..2].copy_from_slice(&0u16.to_le_bytes());
         let mut trailing = good.clone();
         trailing.push(0);
-        let cases: Vec<(&str, Vec<u8>, fn(&StorageError) -> bool)> = vec![
+        type Case = (&'static str, Vec<u8>, fn(&StorageError) -> bool);
+        let cases: Vec<Case> = vec![
             ("empty", vec![], |e| matches!(e, StorageError::Decode(_))),
-            ("one byte", vec![1], |e| matches!(e, StorageError::Decode(_))),
+            ("one byte", vec![1], |e| {
+                matches!(e, StorageError::Decode(_))
+            }),
             ("newer", newer, |e| {
                 matches!(
                     e,
@@ -128,7 +131,9 @@ mod tests {
             ("truncated", good[..good.len() - 3].to_vec(), |e| {
                 matches!(e, StorageError::Decode(_))
             }),
-            ("trailing", trailing, |e| matches!(e, StorageError::Decode(_))),
+            ("trailing", trailing, |e| {
+                matches!(e, StorageError::Decode(_))
+            }),
             ("garbage", vec![1, 0, 0xff, 0xff, 0xff, 0xff, 0xff], |e| {
                 matches!(e, StorageError::Decode(_))
             }),

@@ -10,7 +10,9 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     /// A command batch was written by a newer release; this node must be upgraded before it
     /// applies anything further (applying would diverge).
-    #[error("command format {found} is newer than the supported format {supported}: upgrade this node")]
+    #[error(
+        "command format {found} is newer than the supported format {supported}: upgrade this node"
+    )]
     NeedsUpgrade { found: u16, supported: u16 },
     #[error("undecodable command batch: {0}")]
     Decode(#[source] bincode::error::DecodeError),

@@ -50,7 +50,9 @@ pub enum Command {
         version: Option<String>,
     },
     /// Marks role Removed (row kept so the id is never reused).
-    RemoveNode { id: u64 },
+    RemoveNode {
+        id: u64,
+    },
     /// Response::ConfigVersion(new version of that key).
     SetConfig {
         scope: Scope,
@@ -58,7 +60,10 @@ pub enum Command {
         value: String,
     },
     /// NotFound rejection if absent.
-    DeleteConfig { scope: Scope, key: String },
+    DeleteConfig {
+        scope: Scope,
+        key: String,
+    },
     CreateToken {
         id: String,
         kind: TokenKind,
@@ -67,7 +72,9 @@ pub enum Command {
         uses: Option<u32>,
         groups: Vec<String>,
     },
-    RevokeToken { id: String },
+    RevokeToken {
+        id: String,
+    },
 }
 
 /// Where a configuration key lives: global < group < client.

@@ -65,7 +65,11 @@ impl Reader {
         })
     }
 
-    pub fn config_get(&self, scope: &Scope, key: &str) -> Result<Option<ConfigEntry>, StorageError> {
+    pub fn config_get(
+        &self,
+        scope: &Scope,
+        key: &str,
+    ) -> Result<Option<ConfigEntry>, StorageError> {
         let (kind, sid) = scope.to_columns();
         self.with(|c| {
             c.query_row(
@@ -161,8 +165,8 @@ impl Reader {
     pub fn verify_audit_chain(&self) -> Result<AuditCheck, StorageError> {
         self.with(|c| {
             let tx = c.unchecked_transaction()?;
-            let head = meta_blob(&tx, "audit_head")?
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let head =
+                meta_blob(&tx, "audit_head")?.map(|b| String::from_utf8_lossy(&b).into_owned());
             let mut walker = ChainWalker::new();
             {
                 let mut stmt = tx.prepare(

@@ -172,13 +172,14 @@ mod tests {
             e(c("other"), "d", "other"),
             e(g("unlisted"), "d", "unlisted"),
         ];
-        let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>)> = vec![
+        type Case = (
+            &'static str,
+            Vec<&'static str>,
+            Vec<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
             ("nobody", vec![], vec![("a", "global"), ("d", "global")]),
-            (
-                "c1",
-                vec![],
-                vec![("a", "client"), ("d", "global")],
-            ),
+            ("c1", vec![], vec![("a", "client"), ("d", "global")]),
             (
                 "x",
                 vec!["lab", "ship"],
@@ -192,7 +193,12 @@ mod tests {
             (
                 "c1",
                 vec!["lab", "ship", "lab"],
-                vec![("a", "client"), ("b", "lab"), ("c", "ship"), ("d", "global")],
+                vec![
+                    ("a", "client"),
+                    ("b", "lab"),
+                    ("c", "ship"),
+                    ("d", "global"),
+                ],
             ),
         ];
         for (client, groups, want) in cases {

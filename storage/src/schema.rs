@@ -83,7 +83,9 @@ pub(crate) fn user_version(conn: &Connection) -> Result<u32, rusqlite::Error> {
 pub(crate) enum MigrationPlan {
     UpToDate,
     /// Run MIGRATIONS[from..].
-    Apply { from: usize },
+    Apply {
+        from: usize,
+    },
     TooNew,
 }
 
@@ -108,7 +110,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
         }),
         MigrationPlan::Apply { from } => {
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 tx.execute_batch(sql)?;
                 tx.pragma_update(None, "user_version", (i + 1) as u32)?;
                 // Durable on return (synchronous=FULL): the migration and its version together.

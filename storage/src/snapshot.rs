@@ -57,7 +57,8 @@ impl Header {
         if &bytes[..16] != MAGIC {
             return Err(invalid("not an Outpost snapshot (bad magic)".to_owned()));
         }
-        let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let format = u32_at(16);
         if format != HEADER_FORMAT {
             return Err(invalid(format!(
@@ -219,7 +220,8 @@ fn prepare_into(src: &Path, tmp_db: &Path) -> Result<Option<Vec<u8>>, StorageErr
     }
     quick_check(&conn, tmp_db).map_err(as_invalid)?;
     // A self-contained file: no -wal beside it when the writer reads it back.
-    let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+    let _mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
     // Older snapshots are brought to our schema before they can replace the live state.
     schema::migrate(&mut conn)?;
     Ok(meta_blob(&conn, "applied_marker")?)
@@ -333,12 +335,22 @@ mod tests {
 
     #[test]
     fn header_refusals() {
-        type Case = (&'static str, fn(&mut [u8; HEADER_LEN]), u64, fn(&StorageError) -> bool);
+        type Case = (
+            &'static str,
+            fn(&mut [u8; HEADER_LEN]),
+            u64,
+            fn(&StorageError) -> bool,
+        );
         let invalid = |e: &StorageError| matches!(e, StorageError::SnapshotInvalid(_));
         let cases: Vec<Case> = vec![
             ("magic", |b| b[0] = b'X', 64 + 4096, invalid),
             ("format", |b| b[16] = 2, 64 + 4096, invalid),
-            ("schema 0", |b| b[20..24].copy_from_slice(&0u32.to_le_bytes()), 64 + 4096, invalid),
+            (
+                "schema 0",
+                |b| b[20..24].copy_from_slice(&0u32.to_le_bytes()),
+                64 + 4096,
+                invalid,
+            ),
             (
                 "schema newer",
                 |b| b[20..24].copy_from_slice(&(SCHEMA_VERSION + 1).to_le_bytes()),

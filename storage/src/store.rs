@@ -231,8 +231,7 @@ fn open_writer(path: &Path) -> Result<Connection, StorageError> {
     }
     quick_check(&conn, path)?;
     // WAL: readers never block the writer and vice versa; commits append to the -wal file.
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StorageError::Corrupt(format!(
             "{}: journal_mode stayed {mode:?}, WAL required",
