@@ -1,5 +1,25 @@
 //! outpost-raft: openraft 0.9 wired to SQLite and to an mTLS peer transport.
 //!
-//! It owns the type config, the SQLite Raft log store, the state-machine adapter over
-//! `outpost-storage`, the peer transport (bincode frames over TLS TCP), write batching and
-//! forwarding to the leader. openraft's types do not leak past this crate's public API.
+//! It owns the type config (`types`), the SQLite Raft log store (`log_store`), the
+//! state-machine adapter over `outpost-storage` (`state_machine`), the peer transport
+//! (`transport`: bincode frames over TLS TCP) and `RaftNode` (`node`), which batches writes
+//! into one entry (group commit), forwards them to the leader, serves linearizable reads and
+//! keeps the membership in line with the nodes recorded in the state.
+//!
+//! It deliberately knows nothing of certificates (the node hands it rustls configs and a
+//! function that maps a peer certificate to a node id), of HTTP, or of discovery. openraft's
+//! types stay inside; the public surface is `RaftNode`, its config and status types.
+
+mod codec;
+pub mod log_store;
+mod node;
+pub mod state_machine;
+pub mod transport;
+pub mod types;
+
+pub use node::{
+    MemberStatus, MembershipError, NodeConfig, NodeError, NodeStatus, RaftNode, RaftTuning,
+    ReadError, WriteError, now_ms,
+};
+pub use transport::{PEER_ALPN, PeerTls};
+pub use types::{NodeId, PeerNode};

@@ -1,0 +1,402 @@
+//! The Raft log and vote in SQLite (`raft.db`), owned by one dedicated writer thread.
+//!
+//! Every request (reads too) goes through the thread's bounded channel, so a read always sees
+//! every append submitted before it, and async code never touches rusqlite. Consecutive appends
+//! waiting in the channel are written in one transaction: one fsync covers them all.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, RaftLogReader, StorageIOError};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec;
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// Version of the on-disk log format (table layout + entry encoding).
+pub const LOG_FORMAT: i64 = 1;
+
+/// Handle to the log store. Cloning it gives another handle to the same writer thread
+/// (that is also the log reader openraft asks for).
+#[derive(Clone)]
+pub struct LogStore {
+    tx: mpsc::Sender<Req>,
+}
+
+impl LogStore {
+    /// Opens (or creates, mode 0600) `path` and starts the writer thread.
+    pub fn open(path: &Path) -> Result<LogStore, LogStoreError> {
+        let conn = open_conn(path)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("raft-log".into())
+            .spawn(move || writer_loop(conn, rx, path))
+            .map_err(LogStoreError::Thread)?;
+        Ok(LogStore { tx })
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Req,
+    ) -> Result<T, AnyError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| AnyError::error("raft log writer thread stopped"))?;
+        rx.await
+            .map_err(|_| AnyError::error("raft log writer thread dropped a request"))?
+            .map_err(AnyError::error)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    #[error("raft log database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("raft log database {path} has format {found}; this build reads format {LOG_FORMAT}")]
+    FormatTooNew { path: PathBuf, found: i64 },
+    #[error("raft log database {path} failed its integrity check: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("starting the raft log thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+enum Req {
+    State(oneshot::Sender<Result<LogState<TypeConfig>, String>>),
+    Read(
+        u64,
+        Option<u64>,
+        oneshot::Sender<Result<Vec<Entry>, String>>,
+    ),
+    SaveVote(Vote, oneshot::Sender<Result<(), String>>),
+    ReadVote(oneshot::Sender<Result<Option<Vote>, String>>),
+    SaveCommitted(Option<LogId>, oneshot::Sender<Result<(), String>>),
+    ReadCommitted(oneshot::Sender<Result<Option<LogId>, String>>),
+    Append(Vec<Entry>, LogFlushed<TypeConfig>),
+    Truncate(LogId, oneshot::Sender<Result<(), String>>),
+    Purge(LogId, oneshot::Sender<Result<(), String>>),
+}
+
+fn open_conn(path: &Path) -> Result<Connection, LogStoreError> {
+    let err = |source| LogStoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let existed = path.exists();
+    let conn = Connection::open(path).map_err(err)?;
+    if !existed {
+        restrict_mode(path);
+    }
+    // WAL: appends are sequential writes to the WAL file; readers never block the writer.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    // FULL: every COMMIT fsyncs the WAL before returning, so an entry (or vote) is on disk
+    // before openraft is told it is. Raft's safety depends on this; see ARCHITECTURE.md.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(err)?;
+    if check != "ok" {
+        return Err(LogStoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: check,
+        });
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, entry BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+    )
+    .map_err(err)?;
+    let found: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(err)?;
+    match found {
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('format', ?1)",
+                [LOG_FORMAT],
+            )
+            .map_err(err)?;
+        }
+        Some(f) if f > LOG_FORMAT => {
+            return Err(LogStoreError::FormatTooNew {
+                path: path.to_path_buf(),
+                found: f,
+            });
+        }
+        Some(_) => {}
+    }
+    Ok(conn)
+}
+
+fn restrict_mode(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(path = %path.display(), error = %e, "could not set mode 0600");
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Req>, path: PathBuf) {
+    let mut pending: Option<Req> = None;
+    loop {
+        let req = match pending.take() {
+            Some(r) => r,
+            None => match rx.blocking_recv() {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        match req {
+            Req::Append(entries, cb) => {
+                // Gather every append already waiting: one transaction, one fsync for all.
+                let mut batch = vec![(entries, cb)];
+                while batch.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(Req::Append(e, cb)) => batch.push((e, cb)),
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let result = append(&mut conn, batch.iter().flat_map(|(e, _)| e.iter()));
+                // When the callbacks fire, the COMMIT above has returned with synchronous=FULL:
+                // the entries are in the fsynced WAL and survive a crash or power loss.
+                for (_, cb) in batch {
+                    let r = match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(std::io::Error::other(format!("{}: {e}", path.display()))),
+                    };
+                    cb.log_io_completed(r);
+                }
+            }
+            Req::State(tx) => drop(tx.send(log_state(&conn).map_err(|e| e.to_string()))),
+            Req::Read(start, end, tx) => {
+                drop(tx.send(read(&conn, start, end).map_err(|e| e.to_string())))
+            }
+            Req::SaveVote(v, tx) => {
+                drop(tx.send(put_meta(&conn, "vote", &v).map_err(|e| e.to_string())))
+            }
+            Req::ReadVote(tx) => drop(tx.send(get_meta(&conn, "vote").map_err(|e| e.to_string()))),
+            Req::SaveCommitted(c, tx) => {
+                drop(tx.send(put_meta(&conn, "committed", &c).map_err(|e| e.to_string())))
+            }
+            Req::ReadCommitted(tx) => {
+                let r = get_meta::<Option<LogId>>(&conn, "committed").map(Option::flatten);
+                drop(tx.send(r.map_err(|e| e.to_string())))
+            }
+            Req::Truncate(id, tx) => {
+                let r = conn.execute("DELETE FROM log WHERE idx >= ?1", params![id.index as i64]);
+                drop(tx.send(r.map(|_| ()).map_err(|e| e.to_string())))
+            }
+            Req::Purge(id, tx) => drop(tx.send(purge(&mut conn, &id).map_err(|e| e.to_string()))),
+        }
+    }
+    tracing::debug!("raft log writer thread exits");
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OpError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("encoding: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("decoding a stored record: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+}
+
+fn append<'a>(
+    conn: &mut Connection,
+    entries: impl Iterator<Item = &'a Entry>,
+) -> Result<(), OpError> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt =
+            tx.prepare_cached("INSERT OR REPLACE INTO log (idx, term, entry) VALUES (?1, ?2, ?3)")?;
+        for e in entries {
+            let bytes = codec::encode(e)?;
+            stmt.execute(params![
+                e.log_id.index as i64,
+                e.log_id.leader_id.term as i64,
+                bytes
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn read(conn: &Connection, start: u64, end: Option<u64>) -> Result<Vec<Entry>, OpError> {
+    let end = end
+        .map(|e| e.min(i64::MAX as u64) as i64)
+        .unwrap_or(i64::MAX);
+    let mut stmt =
+        conn.prepare_cached("SELECT entry FROM log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
+    let mut rows = stmt.query(params![start.min(i64::MAX as u64) as i64, end])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let bytes: Vec<u8> = row.get(0)?;
+        out.push(codec::decode(&bytes)?);
+    }
+    Ok(out)
+}
+
+fn log_state(conn: &Connection) -> Result<LogState<TypeConfig>, OpError> {
+    let last_purged: Option<LogId> = get_meta(conn, "last_purged")?;
+    let last: Option<Vec<u8>> = conn
+        .query_row("SELECT entry FROM log ORDER BY idx DESC LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let last_log_id = match last {
+        Some(bytes) => Some(codec::decode::<Entry>(&bytes)?.log_id),
+        None => last_purged,
+    };
+    Ok(LogState {
+        last_purged_log_id: last_purged,
+        last_log_id,
+    })
+}
+
+fn purge(conn: &mut Connection, id: &LogId) -> Result<(), OpError> {
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM log WHERE idx <= ?1", params![id.index as i64])?;
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_purged', ?1)",
+        params![codec::encode(id)?],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn put_meta<T: serde::Serialize>(conn: &Connection, key: &str, value: &T) -> Result<(), OpError> {
+    // One autocommit statement; with synchronous=FULL it is fsynced when execute returns.
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        params![key, codec::encode(value)?],
+    )?;
+    Ok(())
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    key: &str,
+) -> Result<Option<T>, OpError> {
+    let raw: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?;
+    Ok(match raw {
+        Some(b) => Some(codec::decode(&b)?),
+        None => None,
+    })
+}
+
+fn range_to_bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, Option<u64>) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => Some(e.saturating_add(1)),
+        Bound::Excluded(&e) => Some(e),
+        Bound::Unbounded => None,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = range_to_bounds(&range);
+        self.call(|tx| Req::Read(start, end, tx))
+            .await
+            .map_err(|e| StorageIOError::read_logs(e).into())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        self.call(Req::State)
+            .await
+            .map_err(|e| StorageIOError::read_logs(e).into())
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let v = *vote;
+        self.call(|tx| Req::SaveVote(v, tx))
+            .await
+            .map_err(|e| StorageIOError::write_vote(e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.call(Req::ReadVote)
+            .await
+            .map_err(|e| StorageIOError::read_vote(e).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.call(|tx| Req::SaveCommitted(committed, tx))
+            .await
+            .map_err(|e| StorageIOError::write(e).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.call(Req::ReadCommitted)
+            .await
+            .map_err(|e| StorageIOError::read(e).into())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        // Returns once queued; the callback fires from the writer thread after the fsync.
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.tx
+            .send(Req::Append(entries, callback))
+            .await
+            .map_err(|_| {
+                StorageIOError::write_logs(AnyError::error("raft log writer thread stopped")).into()
+            })
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.call(|tx| Req::Truncate(log_id, tx))
+            .await
+            .map_err(|e| StorageIOError::write_logs(e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.call(|tx| Req::Purge(log_id, tx))
+            .await
+            .map_err(|e| StorageIOError::write_logs(e).into())
+    }
+}

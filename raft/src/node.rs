@@ -1,0 +1,716 @@
+//! `RaftNode`: one Outpost node's Raft, with its stores, transport, write batching, forwarding,
+//! linearizable reads and membership upkeep. The only entry point the binary uses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use outpost_storage::{Envelope, NodeRole, Outcome, Reader, Store};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::log_store::{LogStore, LogStoreError};
+use crate::state_machine::{Health, StateMachine};
+use crate::transport::{
+    self, Network, PeerClients, PeerHandler, PeerRequest, PeerResponse, PeerTls,
+};
+use crate::types::{NodeId, PeerNode, Proposal, Raft, RaftMetrics};
+
+/// Timing and sizing of one node's Raft. Defaults fit a LAN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log behind it) after this many applied entries.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly lagging follower needs no snapshot.
+    pub keep_entries_behind_snapshot: u64,
+    /// Most voters; further nodes stay learners.
+    pub max_voters: usize,
+    /// How long a write waits for a leader before it fails.
+    pub write_timeout_ms: u64,
+    /// Most envelopes gathered into one Raft entry.
+    pub max_batch: usize,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_after_entries: 20_000,
+            keep_entries_behind_snapshot: 1_000,
+            max_voters: 5,
+            write_timeout_ms: 10_000,
+            max_batch: 1024,
+        }
+    }
+}
+
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Holds raft.db, state.db and snapshots/.
+    pub data_dir: PathBuf,
+    /// Already bound by the caller (so tests can bind port 0 and learn the port).
+    pub peer_listener: TcpListener,
+    pub tls: PeerTls,
+    pub tuning: RaftTuning,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    LogStore(#[from] LogStoreError),
+    #[error("state database: {0}")]
+    State(#[from] outpost_storage::StorageError),
+    #[error("snapshot directory {path}: {source}")]
+    SnapshotDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid raft settings: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("no leader within {0:?}: is a majority of the voters running and reachable?")]
+    NoLeader(Duration),
+    #[error("this node has stopped: {0}")]
+    Stopped(String),
+    #[error("encoding the command: {0}")]
+    Encode(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("no leader confirmed a read index within {0:?}")]
+    NoLeader(Duration),
+    #[error("this node did not catch up to the read index {index} within {timeout:?}")]
+    Lagging { index: u64, timeout: Duration },
+    #[error("this node has stopped: {0}")]
+    Stopped(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MembershipError {
+    #[error("node {0} is not a member")]
+    NotMember(NodeId),
+    #[error("removing node {0} would leave no voter")]
+    LastVoter(NodeId),
+    #[error("membership change failed: {0}")]
+    Raft(String),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// A member as status shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub name: String,
+    pub voter: bool,
+    pub api_addr: String,
+    pub peer_addr: String,
+    /// Highest log index known replicated to this member (leader's view only).
+    pub matched_index: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub state: String,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub snapshot_index: Option<u64>,
+    pub members: Vec<MemberStatus>,
+    /// Why this node stopped applying, if it did (e.g. it needs an upgrade).
+    pub fatal: Option<String>,
+}
+
+struct WriteReq {
+    env: Envelope,
+    reply: oneshot::Sender<Result<Outcome, WriteError>>,
+}
+
+struct Inner {
+    id: NodeId,
+    raft: Raft,
+    store: Store,
+    clients: Arc<PeerClients>,
+    batcher: mpsc::Sender<WriteReq>,
+    health: Arc<Health>,
+    tuning: RaftTuning,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl RaftNode {
+    /// Opens the stores under `cfg.data_dir`, starts Raft, the peer listener, the write batcher
+    /// and the membership upkeep. A fresh node starts uninitialised and waits to be contacted
+    /// by a leader (or `initialize`d as a one-node cluster).
+    pub async fn start(cfg: NodeConfig) -> Result<RaftNode, NodeError> {
+        let log = LogStore::open(&cfg.data_dir.join("raft.db"))?;
+        let store = Store::open(&cfg.data_dir.join("state.db"))?;
+        let health = Arc::new(Health::default());
+        let snap_dir = cfg.data_dir.join("snapshots");
+        let sm = StateMachine::new(store.clone(), &snap_dir, health.clone()).map_err(|source| {
+            NodeError::SnapshotDir {
+                path: snap_dir.clone(),
+                source,
+            }
+        })?;
+        let t = &cfg.tuning;
+        let config = Config {
+            cluster_name: "outpost".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_timeout_min_ms,
+            election_timeout_max: t.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: t.keep_entries_behind_snapshot,
+            snapshot_max_chunk_size: 1 << 20,
+            install_snapshot_timeout: 2_000,
+            max_payload_entries: 512,
+            ..Default::default()
+        }
+        .validate()?;
+        let clients = PeerClients::new(cfg.tls.clone());
+        let network = Network {
+            clients: clients.clone(),
+        };
+        let raft = Raft::new(cfg.id, Arc::new(config), network, log, sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let (batch_tx, batch_rx) = mpsc::channel(8192);
+        let inner = Arc::new(Inner {
+            id: cfg.id,
+            raft,
+            store,
+            clients,
+            batcher: batch_tx,
+            health,
+            tuning: cfg.tuning.clone(),
+        });
+        let node = RaftNode {
+            inner: inner.clone(),
+            tasks: Arc::default(),
+        };
+        let handler = Handler {
+            inner: inner.clone(),
+        };
+        node.spawn(transport::serve(cfg.peer_listener, cfg.tls, handler));
+        node.spawn(batcher(inner.clone(), batch_rx));
+        node.spawn(upkeep(inner));
+        Ok(node)
+    }
+
+    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        let h = tokio::spawn(fut);
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Makes this node a one-node cluster (used once, by `outpost init`).
+    pub async fn initialize(&self, me: PeerNode) -> Result<(), NodeError> {
+        let members = BTreeMap::from([(self.inner.id, me)]);
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
+    pub async fn is_initialized(&self) -> bool {
+        self.inner.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Blocking queries over the local state (run them on a blocking thread).
+    pub fn reader(&self) -> Reader {
+        self.inner.store.reader()
+    }
+
+    /// Commits one command through Raft from any node: batched with concurrent writes into one
+    /// entry, forwarded to the leader when this node is not it. Returns once applied.
+    pub async fn write(&self, env: Envelope) -> Result<Outcome, WriteError> {
+        self.inner.write(env).await
+    }
+
+    /// Returns once this node's state reflects every write committed before the call
+    /// (a read index confirmed by the leader with a quorum, then applied locally).
+    pub async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), ReadError> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + timeout;
+        let index = loop {
+            if let Some(f) = inner.health.fatal() {
+                return Err(ReadError::Stopped(f));
+            }
+            let leader = inner.raft.metrics().borrow().current_leader;
+            let attempt = match leader {
+                Some(l) if l == inner.id => inner.read_index().await,
+                Some(l) => inner.remote_read_index(l, remaining(deadline)).await,
+                None => Err(String::from("no leader")),
+            };
+            match attempt {
+                Ok(i) => break i,
+                Err(why) if Instant::now() >= deadline => {
+                    tracing::debug!(%why, "read index not confirmed");
+                    return Err(ReadError::NoLeader(timeout));
+                }
+                Err(_) => inner.wait_leader_change(deadline).await,
+            }
+        };
+        inner
+            .raft
+            .wait(Some(remaining(deadline)))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|_| ReadError::Lagging { index, timeout })?;
+        Ok(())
+    }
+
+    /// Waits until some node is leader; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.inner.raft.metrics().borrow().current_leader {
+                return Some(l);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            self.inner.wait_leader_change(deadline).await;
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        status_of(&m, self.inner.health.fatal())
+    }
+
+    /// Subscribe to Raft metrics changes (leader, applied index, membership).
+    pub fn metrics(&self) -> tokio::sync::watch::Receiver<RaftMetrics> {
+        self.inner.raft.metrics()
+    }
+
+    /// Removes a node from the Raft membership (the leader does it; followers forward the
+    /// intent by committing `RemoveNode`, which the leader's upkeep then applies).
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), MembershipError> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if voters.len() == 1 && voters.contains(&id) {
+            return Err(MembershipError::LastVoter(id));
+        }
+        if m.current_leader == Some(self.inner.id) {
+            self.inner.remove_from_membership(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops Raft and every task of this node. Durable state is already on disk.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for h in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            h.abort();
+        }
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+fn status_of(m: &RaftMetrics, fatal: Option<String>) -> NodeStatus {
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| MemberStatus {
+            id: *id,
+            name: node.name.clone(),
+            voter: voters.contains(id),
+            api_addr: node.api_addr.clone(),
+            peer_addr: node.peer_addr.clone(),
+            matched_index: m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).copied().flatten())
+                .map(|l| l.index),
+        })
+        .collect();
+    let fatal = fatal.or_else(|| m.running_state.as_ref().err().map(|e| e.to_string()));
+    NodeStatus {
+        node_id: m.id,
+        leader_id: m.current_leader,
+        term: m.current_term,
+        state: format!("{:?}", m.state),
+        applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        members,
+        fatal,
+    }
+}
+
+impl Inner {
+    async fn write(&self, env: Envelope) -> Result<Outcome, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.batcher
+            .send(WriteReq { env, reply })
+            .await
+            .map_err(|_| WriteError::Stopped("write batcher stopped".into()))?;
+        rx.await
+            .map_err(|_| WriteError::Stopped("write batcher dropped the request".into()))?
+    }
+
+    async fn wait_leader_change(&self, deadline: Instant) {
+        let mut rx = self.raft.metrics();
+        let before = rx.borrow().current_leader;
+        let wait = remaining(deadline).min(Duration::from_millis(200));
+        let _ = tokio::time::timeout(wait, rx.wait_for(|m| m.current_leader != before)).await;
+    }
+
+    /// Submits one batch, from this node, until it commits or the deadline passes.
+    async fn submit(&self, batch: &[Envelope]) -> Result<Vec<Outcome>, WriteError> {
+        let timeout = Duration::from_millis(self.tuning.write_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let bytes = outpost_storage::encode_batch(batch);
+        loop {
+            if let Some(f) = self.health.fatal() {
+                return Err(WriteError::Stopped(f));
+            }
+            let leader = self.raft.metrics().borrow().current_leader;
+            match leader {
+                Some(l) if l == self.id => {
+                    match self.raft.client_write(Proposal(bytes.clone())).await {
+                        Ok(resp) => return Ok(resp.data.0),
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                        Err(RaftError::APIError(e)) => {
+                            return Err(WriteError::Stopped(e.to_string()));
+                        }
+                        Err(RaftError::Fatal(f)) => return Err(WriteError::Stopped(f.to_string())),
+                    }
+                }
+                Some(l) => {
+                    let addr = self.peer_addr_of(l);
+                    if let Some(addr) = addr {
+                        let req = PeerRequest::Forward(Proposal(bytes.clone()));
+                        match self.clients.call(l, &addr, req, remaining(deadline)).await {
+                            Ok(PeerResponse::Forward(Ok(outcomes))) => return Ok(outcomes),
+                            Ok(PeerResponse::Forward(Err(why))) => {
+                                tracing::debug!(leader = l, %why, "forward refused")
+                            }
+                            Ok(other) => {
+                                tracing::warn!(leader = l, ?other, "unexpected forward response")
+                            }
+                            Err(e) => tracing::debug!(leader = l, error = %e, "forward failed"),
+                        }
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(WriteError::NoLeader(timeout));
+            }
+            self.wait_leader_change(deadline).await;
+        }
+    }
+
+    fn peer_addr_of(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.peer_addr.clone())
+    }
+
+    async fn read_index(&self) -> Result<u64, String> {
+        let (read, _applied) = self
+            .raft
+            .get_read_log_id()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(read.map(|l| l.index).unwrap_or(0))
+    }
+
+    async fn remote_read_index(&self, leader: NodeId, timeout: Duration) -> Result<u64, String> {
+        let addr = self.peer_addr_of(leader).ok_or("leader address unknown")?;
+        match self
+            .clients
+            .call(leader, &addr, PeerRequest::ReadIndex, timeout)
+            .await
+        {
+            Ok(PeerResponse::ReadIndex(r)) => r,
+            Ok(other) => Err(format!("unexpected response {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn remove_from_membership(&self, id: NodeId) -> Result<(), MembershipError> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(MembershipError::NotMember(id));
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
+                .await
+                .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Gathers concurrent writes into one Raft entry each round (group commit): while one batch
+/// is being committed, the next fills up. A few batches may be in flight at once.
+async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<WriteReq>) {
+    let in_flight = Arc::new(Semaphore::new(4));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let mut reqs = vec![first];
+        while reqs.len() < inner.tuning.max_batch {
+            match rx.try_recv() {
+                Ok(r) => reqs.push(r),
+                Err(_) => break,
+            }
+        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let (envs, replies): (Vec<Envelope>, Vec<_>) =
+                reqs.into_iter().map(|r| (r.env, r.reply)).unzip();
+            match inner.submit(&envs).await {
+                Ok(outcomes) if outcomes.len() == replies.len() => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(outcomes) => {
+                    let e = WriteError::Stopped(format!(
+                        "batch of {} commands got {} outcomes",
+                        replies.len(),
+                        outcomes.len()
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Leader-side membership upkeep, every 300 ms: nodes recorded in the state (by join) become
+/// learners; caught-up learners become voters up to `max_voters`; nodes marked removed leave;
+/// changed addresses are updated; the state's node roles follow the membership.
+async fn upkeep(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = upkeep_once(&inner).await {
+            tracing::debug!(error = %e, "membership upkeep");
+        }
+    }
+}
+
+async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
+    let m = inner.raft.metrics().borrow().clone();
+    if m.current_leader != Some(inner.id) || m.state != ServerState::Leader {
+        return Ok(());
+    }
+    let reader = inner.store.reader();
+    let nodes = tokio::task::spawn_blocking(move || reader.nodes())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let membership = m.membership_config.membership().clone();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let last = m.last_log_index.unwrap_or(0);
+    for rec in &nodes {
+        let wanted = PeerNode {
+            name: rec.name.clone(),
+            api_addr: rec.api_addr.clone(),
+            peer_addr: rec.peer_addr.clone(),
+        };
+        let current = membership.get_node(&rec.id);
+        match (rec.role, current) {
+            (NodeRole::Removed, Some(_)) => {
+                if rec.id == inner.id && voters.len() > 1 {
+                    // The leader removing itself: hand over first by removing it as voter.
+                    tracing::info!(node = rec.id, "leader leaves the membership");
+                }
+                inner
+                    .remove_from_membership(rec.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            (NodeRole::Removed, None) => {}
+            (_, None) => {
+                tracing::info!(node = rec.id, addr = %rec.peer_addr, "adding joined node as learner");
+                inner
+                    .raft
+                    .add_learner(rec.id, wanted, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            (_, Some(cur)) if *cur != wanted => {
+                tracing::info!(node = rec.id, addr = %rec.peer_addr, "updating node address in membership");
+                inner
+                    .raft
+                    .change_membership(
+                        ChangeMembers::SetNodes(BTreeMap::from([(rec.id, wanted)])),
+                        true,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            (_, Some(_)) => {
+                let is_voter = voters.contains(&rec.id);
+                if !is_voter && voters.len() < inner.tuning.max_voters {
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&rec.id).copied().flatten());
+                    let caught_up = matched.is_some_and(|l| l.index + 100 >= last);
+                    if caught_up {
+                        tracing::info!(node = rec.id, "promoting caught-up learner to voter");
+                        inner
+                            .raft
+                            .change_membership(
+                                ChangeMembers::AddVoterIds(BTreeSet::from([rec.id])),
+                                true,
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                }
+                let role = if is_voter {
+                    NodeRole::Voter
+                } else {
+                    NodeRole::Learner
+                };
+                if rec.role != role {
+                    let env = Envelope {
+                        at_ms: now_ms(),
+                        actor: format!("node:{}", inner.id),
+                        command: outpost_storage::Command::UpdateNode {
+                            id: rec.id,
+                            api_addr: None,
+                            peer_addr: None,
+                            role: Some(role),
+                            version: None,
+                        },
+                    };
+                    inner
+                        .write(env)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|r| r.message)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch: the proposer stamps this into commands.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+struct Handler {
+    inner: Arc<Inner>,
+}
+
+impl PeerHandler for Handler {
+    async fn handle(&self, from: NodeId, req: PeerRequest) -> PeerResponse {
+        let raft = &self.inner.raft;
+        match req {
+            PeerRequest::AppendEntries(r) => {
+                PeerResponse::AppendEntries(raft.append_entries(r).await)
+            }
+            PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
+            PeerRequest::InstallSnapshot(r) => {
+                PeerResponse::InstallSnapshot(raft.install_snapshot(r).await)
+            }
+            PeerRequest::ReadIndex => PeerResponse::ReadIndex(self.inner.read_index().await),
+            PeerRequest::Ping => PeerResponse::Pong(self.inner.id),
+            PeerRequest::Forward(p) => {
+                let envs = match outpost_storage::decode_batch(&p.0) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        return PeerResponse::Forward(Err(format!(
+                            "forwarded batch from node {from}: {e}"
+                        )));
+                    }
+                };
+                // Only the leader takes forwarded writes; a stale forwarder retries elsewhere.
+                if raft.metrics().borrow().current_leader != Some(self.inner.id) {
+                    return PeerResponse::Forward(Err(format!(
+                        "node {} is not the leader",
+                        self.inner.id
+                    )));
+                }
+                let writes = envs.into_iter().map(|env| self.inner.write(env));
+                let results = futures::future::join_all(writes).await;
+                let mut outcomes = Vec::with_capacity(results.len());
+                for r in results {
+                    match r {
+                        Ok(o) => outcomes.push(o),
+                        Err(e) => return PeerResponse::Forward(Err(e.to_string())),
+                    }
+                }
+                PeerResponse::Forward(Ok(outcomes))
+            }
+        }
+    }
+}

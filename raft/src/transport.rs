@@ -1,0 +1,566 @@
+//! The peer transport: persistent mTLS TCP connections carrying length-prefixed bincode frames.
+//!
+//! One connection per (local node, target node). Every frame carries a request id, so many RPCs
+//! are in flight at once on one connection (AppendEntries are pipelined, a vote is never stuck
+//! behind a snapshot chunk). Snapshots travel in chunks through openraft's `Chunked` sender,
+//! each chunk one `InstallSnapshot` frame.
+//!
+//! Who is who comes from certificates, never from addresses: the dialler checks (through
+//! rustls) that the server's certificate carries the name bound to the node id it meant to
+//! reach; the listener maps the client certificate to a node id with `PeerTls::authorize`
+//! and refuses anything that is not a node certificate of this cluster's CA.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec;
+use crate::types::{NodeId, PeerNode, Proposal, TypeConfig};
+
+/// Largest frame accepted from a peer (a snapshot chunk plus headroom).
+pub const MAX_FRAME: usize = codec::MAX_DECODE_BYTES;
+
+/// ALPN protocol name of the peer transport.
+pub const PEER_ALPN: &[u8] = b"outpost-peer/1";
+
+/// TLS material and identity policy for the peer port, supplied by the node (which owns certs).
+#[derive(Clone)]
+pub struct PeerTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+    /// The TLS server name that the certificate of node `id` carries.
+    pub server_name: fn(NodeId) -> String,
+    /// The node id bound in a verified client certificate; `Err` refuses the connection.
+    pub authorize: Arc<dyn Fn(&CertificateDer<'_>) -> Result<NodeId, String> + Send + Sync>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum PeerRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A batch of envelopes for the leader to commit (writes that reached a follower).
+    Forward(Proposal),
+    /// Ask the leader to confirm its leadership and name the index a linearizable read must see.
+    ReadIndex,
+    /// Liveness and identity check: answered with the responder's node id.
+    Ping,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum PeerResponse {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    Forward(Result<Vec<outpost_storage::Outcome>, String>),
+    ReadIndex(Result<u64, String>),
+    Pong(NodeId),
+    /// The request could not be handled at all (e.g. it did not decode).
+    Failed(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Frame {
+    Request(u64, PeerRequest),
+    Response(u64, PeerResponse),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("connecting to node {target} at {addr}: {source}")]
+    Connect {
+        target: NodeId,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node {target} at {addr}: TLS: {source}")]
+    Tls {
+        target: NodeId,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node {0}: invalid server name: {1}")]
+    ServerName(NodeId, String),
+    #[error("node {0}: connection closed")]
+    Closed(NodeId),
+    #[error("node {0}: no answer within {1:?}")]
+    Timeout(NodeId, Duration),
+    #[error("node {0}: encoding a frame: {1}")]
+    Encode(NodeId, String),
+    #[error("node {0}: unexpected response {1}")]
+    Unexpected(NodeId, String),
+}
+
+/// Outgoing connections, one per target node, shared by Raft replication and the node.
+pub struct PeerClients {
+    tls: PeerTls,
+    conns: Mutex<HashMap<NodeId, Arc<Conn>>>,
+}
+
+struct Conn {
+    addr: String,
+    sender: mpsc::Sender<Vec<u8>>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>>,
+    next_id: AtomicU64,
+    closed: Arc<AtomicBool>,
+}
+
+impl PeerClients {
+    pub fn new(tls: PeerTls) -> Arc<PeerClients> {
+        Arc::new(PeerClients {
+            tls,
+            conns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn cached(&self, target: NodeId, addr: &str) -> Option<Arc<Conn>> {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns
+            .get(&target)
+            .filter(|c| c.addr == addr && !c.closed.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    async fn conn(&self, target: NodeId, addr: &str) -> Result<Arc<Conn>, TransportError> {
+        if let Some(c) = self.cached(target, addr) {
+            return Ok(c);
+        }
+        let conn = Arc::new(dial(&self.tls, target, addr).await?);
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        // Two callers may have dialled at once; keep the first live one.
+        if let Some(existing) = conns.get(&target)
+            && existing.addr == addr
+            && !existing.closed.load(Ordering::Acquire)
+        {
+            return Ok(existing.clone());
+        }
+        conns.insert(target, conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Opens one peer connection to node `target` at `addr` and starts its reader/writer tasks.
+async fn dial(tls: &PeerTls, target: NodeId, addr: &str) -> Result<Conn, TransportError> {
+    dial_with(tls.client.clone(), (tls.server_name)(target), target, addr).await
+}
+
+async fn dial_with(
+    client: Arc<rustls::ClientConfig>,
+    server_name: String,
+    target: NodeId,
+    addr: &str,
+) -> Result<Conn, TransportError> {
+    let tcp = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .map_err(|_| TransportError::Connect {
+            target,
+            addr: addr.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        })?
+        .map_err(|source| TransportError::Connect {
+            target,
+            addr: addr.to_string(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(server_name)
+        .map_err(|e| TransportError::ServerName(target, e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(client);
+    let tls = tokio::time::timeout(Duration::from_secs(3), connector.connect(name, tcp))
+        .await
+        .map_err(|_| TransportError::Tls {
+            target,
+            addr: addr.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"),
+        })?
+        .map_err(|source| TransportError::Tls {
+            target,
+            addr: addr.to_string(),
+            source,
+        })?;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let (sender, mut outbox) = mpsc::channel::<Vec<u8>>(1024);
+    let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>> = Arc::default();
+    let closed = Arc::new(AtomicBool::new(false));
+
+    let closed_w = closed.clone();
+    tokio::spawn(async move {
+        while let Some(frame) = outbox.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+            // Flush only when nothing else is queued: frames sent together share a TLS record.
+            if outbox.is_empty() && wr.flush().await.is_err() {
+                break;
+            }
+        }
+        closed_w.store(true, Ordering::Release);
+        let _ = wr.shutdown().await;
+    });
+
+    let pending_r = pending.clone();
+    let closed_r = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            match read_frame(&mut rd).await {
+                Ok(Frame::Response(id, resp)) => {
+                    let tx = pending_r
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                    if let Some(tx) = tx {
+                        let _ = tx.send(resp);
+                    }
+                }
+                Ok(Frame::Request(..)) => {
+                    tracing::warn!(
+                        target,
+                        "peer sent a request on a client connection; closing"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(target, error = %e, "peer connection closed");
+                    break;
+                }
+            }
+        }
+        closed_r.store(true, Ordering::Release);
+        // Dropping the senders fails every request still waiting on this connection.
+        pending_r.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    });
+
+    tracing::debug!(target, addr, "peer connection established");
+    Ok(Conn {
+        addr: addr.to_string(),
+        sender,
+        pending,
+        next_id: AtomicU64::new(1),
+        closed,
+    })
+}
+
+impl PeerClients {
+    /// Sends one request and waits for its response.
+    pub(crate) async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        let conn = self.conn(target, addr).await?;
+        conn.call(target, req, timeout).await
+    }
+}
+
+impl Conn {
+    async fn call(
+        &self,
+        target: NodeId,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        let conn = self;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = encode_frame(&Frame::Request(id, req))
+            .map_err(|e| TransportError::Encode(target, e))?;
+        let (tx, rx) = oneshot::channel();
+        conn.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        if conn.sender.send(bytes).await.is_err() {
+            conn.closed.store(true, Ordering::Release);
+            return Err(TransportError::Closed(target));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(TransportError::Closed(target)),
+            Err(_) => {
+                conn.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                Err(TransportError::Timeout(target, timeout))
+            }
+        }
+    }
+}
+
+/// Connects to `addr` as `client` expecting node `target`, and asks it for its id: the peer
+/// port answers only node certificates of the cluster CA (a test and diagnostics helper).
+pub async fn ping(
+    client: Arc<rustls::ClientConfig>,
+    server_name: String,
+    target: NodeId,
+    addr: &str,
+    timeout: Duration,
+) -> Result<NodeId, TransportError> {
+    let conn = tokio::time::timeout(timeout, dial_with(client, server_name, target, addr))
+        .await
+        .map_err(|_| TransportError::Timeout(target, timeout))??;
+    match conn.call(target, PeerRequest::Ping, timeout).await? {
+        PeerResponse::Pong(id) => Ok(id),
+        other => Err(TransportError::Unexpected(target, format!("{other:?}"))),
+    }
+}
+
+fn encode_frame(frame: &Frame) -> Result<Vec<u8>, String> {
+    let body = codec::encode(frame).map_err(|e| e.to_string())?;
+    if body.len() > MAX_FRAME {
+        return Err(format!(
+            "frame of {} bytes exceeds the {MAX_FRAME}-byte limit",
+            body.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Frame> {
+    let mut len = [0u8; 4];
+    rd.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("peer frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    rd.read_exact(&mut buf).await?;
+    codec::decode(&buf).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("peer frame: {e}"))
+    })
+}
+
+/// What the listener does with a request from an authenticated peer.
+pub(crate) trait PeerHandler: Clone + Send + Sync + 'static {
+    fn handle(&self, from: NodeId, req: PeerRequest) -> impl Future<Output = PeerResponse> + Send;
+}
+
+/// Accepts peer connections until the listener task is aborted.
+pub(crate) async fn serve<H: PeerHandler>(listener: TcpListener, tls: PeerTls, handler: H) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "peer accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let handler = handler.clone();
+        let authorize = tls.authorize.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_conn(tcp, remote, acceptor, authorize, handler).await {
+                tracing::debug!(%remote, error = %e, "peer connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_conn<H: PeerHandler>(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    authorize: Arc<dyn Fn(&CertificateDer<'_>) -> Result<NodeId, String> + Send + Sync>,
+    handler: H,
+) -> std::io::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
+    let from = {
+        let (_, session) = tls.get_ref();
+        let leaf = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "no client certificate",
+                )
+            })?;
+        authorize(leaf).map_err(|why| {
+            tracing::warn!(%remote, %why, "refusing peer connection");
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)
+        })?
+    };
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+            if out_rx.is_empty() && wr.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let result = loop {
+        let frame = match read_frame(&mut rd).await {
+            Ok(f) => f,
+            Err(e) => break Err(e),
+        };
+        let Frame::Request(id, req) = frame else {
+            break Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "peer sent a response as a request",
+            ));
+        };
+        let handler = handler.clone();
+        let out = out_tx.clone();
+        tokio::spawn(async move {
+            let resp = handler.handle(from, req).await;
+            let bytes = match encode_frame(&Frame::Response(id, resp)) {
+                Ok(b) => b,
+                Err(e) => match encode_frame(&Frame::Response(id, PeerResponse::Failed(e))) {
+                    Ok(b) => b,
+                    Err(_) => return,
+                },
+            };
+            let _ = out.send(bytes).await;
+        });
+    };
+    drop(out_tx);
+    let _ = writer.await;
+    result
+}
+
+/// openraft's network factory: hands out per-target clients over the shared connections.
+#[derive(Clone)]
+pub struct Network {
+    pub(crate) clients: Arc<PeerClients>,
+}
+
+pub struct PeerNetwork {
+    clients: Arc<PeerClients>,
+    target: NodeId,
+    node: PeerNode,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerNetwork {
+        PeerNetwork {
+            clients: self.clients.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, PeerNode, E>;
+
+impl PeerNetwork {
+    async fn rpc(
+        &self,
+        req: PeerRequest,
+        option: &RPCOption,
+    ) -> Result<PeerResponse, TransportError> {
+        self.clients
+            .call(self.target, &self.node.peer_addr, req, option.hard_ttl())
+            .await
+    }
+
+    fn transport_err<E: std::error::Error>(&self, e: TransportError) -> RpcErr<E> {
+        match e {
+            TransportError::Connect { .. }
+            | TransportError::Tls { .. }
+            | TransportError::Closed(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            other => RPCError::Network(NetworkError::new(&other)),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        match self.rpc(PeerRequest::AppendEntries(rpc), &option).await {
+            Ok(PeerResponse::AppendEntries(Ok(r))) => Ok(r),
+            Ok(PeerResponse::AppendEntries(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(self.transport_err(TransportError::Unexpected(
+                self.target,
+                format!("{other:?}"),
+            ))),
+            Err(e) => Err(self.transport_err(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<RaftError<NodeId, InstallSnapshotError>>>
+    {
+        match self.rpc(PeerRequest::InstallSnapshot(rpc), &option).await {
+            Ok(PeerResponse::InstallSnapshot(Ok(r))) => Ok(r),
+            Ok(PeerResponse::InstallSnapshot(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(self.transport_err(TransportError::Unexpected(
+                self.target,
+                format!("{other:?}"),
+            ))),
+            Err(e) => Err(self.transport_err(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        match self.rpc(PeerRequest::Vote(rpc), &option).await {
+            Ok(PeerResponse::Vote(Ok(r))) => Ok(r),
+            Ok(PeerResponse::Vote(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(self.transport_err(TransportError::Unexpected(
+                self.target,
+                format!("{other:?}"),
+            ))),
+            Err(e) => Err(self.transport_err(e)),
+        }
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        // A dead peer is retried every 200 ms: quick to notice its return, cheap while it is gone.
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
