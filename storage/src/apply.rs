@@ -160,10 +160,15 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
         ),
         Command::RevokeToken { id } => ("token.revoke", format!("token:{id}"), json!({})),
     };
+    // Keys sorted whatever serde_json's features are: the detail is hashed and replicated.
+    let detail: std::collections::BTreeMap<String, serde_json::Value> = match detail {
+        serde_json::Value::Object(map) => map.into_iter().collect(),
+        _ => std::collections::BTreeMap::new(),
+    };
     AuditText {
         action,
         target,
-        detail: detail.to_string(),
+        detail: serde_json::to_string(&detail).unwrap_or_default(),
     }
 }
 

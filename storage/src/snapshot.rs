@@ -99,8 +99,9 @@ impl Header {
 /// The copy is made with the backup API in one step from a read-only connection, so it is
 /// one read transaction: a consistent state, and the writer is never blocked (WAL).
 pub(crate) fn export_blocking(live: &Path, dest: &Path) -> Result<SnapshotInfo, StorageError> {
-    let tmp_db = sibling(dest, "snapshot-db.tmp");
-    let tmp_out = sibling(dest, "tmp");
+    let n = unique();
+    let tmp_db = sibling(dest, &format!("{n}.snapshot-db.tmp"));
+    let tmp_out = sibling(dest, &format!("{n}.tmp"));
     remove_db_files(&tmp_db)?;
     let result = (|| {
         let marker = {
@@ -158,7 +159,7 @@ pub(crate) fn prepare_import(
     src: &Path,
     live: &Path,
 ) -> Result<(PathBuf, Option<Vec<u8>>), StorageError> {
-    let tmp_db = sibling(live, "import.tmp");
+    let tmp_db = sibling(live, &format!("{IMPORT_TMP}{}.tmp", unique()));
     remove_db_files(&tmp_db)?;
     let result = prepare_into(src, &tmp_db);
     if result.is_err() {
@@ -225,6 +226,45 @@ fn prepare_into(src: &Path, tmp_db: &Path) -> Result<Option<Vec<u8>>, StorageErr
     // Older snapshots are brought to our schema before they can replace the live state.
     schema::migrate(&mut conn)?;
     Ok(meta_blob(&conn, "applied_marker")?)
+}
+
+/// Infix of import temp files: `<live db>.import-<pid>-<n>.tmp`.
+const IMPORT_TMP: &str = "import-";
+
+/// `<pid>-<counter>`: temp names that concurrent exports/imports in this process never share.
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+/// Removes import temp files a crashed process left beside `live`. Called at open, before
+/// this process starts any import of its own.
+pub(crate) fn remove_stale_imports(live: &Path) -> Result<(), StorageError> {
+    let (Some(dir), Some(name)) = (live.parent(), live.file_name()) else {
+        return Ok(());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = name.to_os_string();
+    prefix.push(".");
+    prefix.push(IMPORT_TMP);
+    let prefix = prefix.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with(&prefix) {
+            tracing::warn!(file = %file, "removing a stale snapshot import file");
+            match std::fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the whole content of `dst` (main) with `src` in one backup step: one write

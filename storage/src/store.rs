@@ -34,6 +34,8 @@ impl Store {
     /// Creates (mode 0600) or opens + migrates + quick_checks the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StorageError> {
         let conn = open_writer(path)?;
+        snapshot::remove_stale_imports(path)?;
+        tracing::info!(path = %path.display(), schema = SCHEMA_VERSION, "storage opened");
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         let thread = std::thread::Builder::new()
             .name("outpost-storage-writer".to_owned())
@@ -78,10 +80,12 @@ impl Store {
     pub async fn export_snapshot(&self, dest: &Path) -> Result<SnapshotInfo, StorageError> {
         let live = self.inner.path.clone();
         let dest = dest.to_owned();
-        run_on_thread("outpost-snapshot-export", move || {
+        let info = run_on_thread("outpost-snapshot-export", move || {
             snapshot::export_blocking(&live, &dest)
         })
-        .await
+        .await?;
+        tracing::info!(size = info.size, sha256 = %info.sha256, "snapshot exported");
+        Ok(info)
     }
 
     /// Verifies header, length, sha256 and schema version, copies the body into a temp DB file,
@@ -91,10 +95,12 @@ impl Store {
     pub async fn import_snapshot(&self, src: &Path) -> Result<Option<Vec<u8>>, StorageError> {
         let live = self.inner.path.clone();
         let src = src.to_owned();
+        let src_name = src.display().to_string();
         let (tmp_db, marker) = run_on_thread("outpost-snapshot-import", move || {
             prepare_import(&src, &live)
         })
         .await?;
+        tracing::info!(src = %src_name, "snapshot verified; replacing the live state");
         let restored = self
             .call(|reply| Request::Restore {
                 from: tmp_db.clone(),
@@ -104,6 +110,7 @@ impl Store {
         let cleanup = remove_db_files(&tmp_db);
         restored??;
         cleanup?;
+        tracing::info!(src = %src_name, "snapshot imported");
         Ok(marker)
     }
 

@@ -73,6 +73,21 @@ async fn export_then_import_into_fresh_store_is_identical() -> anyhow::Result<()
 }
 
 #[tokio::test]
+async fn stale_import_files_are_removed_at_open() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("a.db");
+    drop(Store::open(&db)?);
+    let stale = dir.path().join("a.db.import-1-0.tmp");
+    let unrelated = dir.path().join("b.db.import-1-0.tmp");
+    std::fs::write(&stale, b"half a snapshot")?;
+    std::fs::write(&unrelated, b"someone else's")?;
+    drop(Store::open(&db)?);
+    assert!(!stale.exists());
+    assert!(unrelated.exists());
+    Ok(())
+}
+
+#[tokio::test]
 async fn import_replaces_existing_state_and_readers_see_it() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (a, b, snap) = (

@@ -11,6 +11,22 @@ use outpost_storage::{
     StorageError, Store, TokenKind, encode_batch,
 };
 
+#[test]
+fn handles_and_futures_are_send() -> anyhow::Result<()> {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("s.db"))?;
+    send_sync(&store);
+    send_sync(&store.reader());
+    // Built, checked and dropped without being polled.
+    send(&store.apply(vec![], vec![]));
+    send(&store.applied_marker());
+    send(&store.export_snapshot(dir.path()));
+    send(&store.import_snapshot(dir.path()));
+    Ok(())
+}
+
 #[tokio::test]
 async fn apply_returns_outcomes_per_entry_and_stores_marker() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
