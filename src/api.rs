@@ -1,0 +1,666 @@
+//! The node's HTTP API, served on the HTTPS port (mTLS; roles from certificates) and on the
+//! local Unix socket (root only, no certificate). One router for both; the connection decides
+//! who the caller is, the handlers decide what the caller may do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use outpost_certs::{CertAuthority, Fingerprint, Role, Validity};
+use outpost_raft::{NodeStatus, RaftNode};
+use outpost_storage::{
+    Command, ConfigEntry, Envelope, NodeRecord, Outcome, RejectCode, Response as Done, Scope,
+    TokenKind,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::token::{Token, secret_sha256};
+
+/// Who is calling, decided per connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    /// The local Unix socket, by a process of our own user or root.
+    Local,
+    Admin(String),
+    Node(u64),
+    Client(String),
+    /// TLS without a client certificate: only join (and health) are open to it.
+    Anonymous,
+}
+
+impl Caller {
+    pub fn from_role(role: Role) -> Caller {
+        match role {
+            Role::Node(id) => Caller::Node(id),
+            Role::Admin(n) => Caller::Admin(n),
+            Role::Client(c) => Caller::Client(c),
+        }
+    }
+
+    fn actor(&self) -> String {
+        match self {
+            Caller::Local => "local-admin".into(),
+            Caller::Admin(n) => format!("admin:{n}"),
+            Caller::Node(id) => format!("node:{id}"),
+            Caller::Client(c) => format!("client:{c}"),
+            Caller::Anonymous => "anonymous".into(),
+        }
+    }
+
+    fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Local | Caller::Admin(_) => Ok(()),
+            Caller::Anonymous => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a client certificate is required",
+            )),
+            other => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("{} may not use the admin API", other.actor()),
+            )),
+        }
+    }
+
+    fn require_member(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Local | Caller::Admin(_) | Caller::Node(_) => Ok(()),
+            _ => self.require_admin(),
+        }
+    }
+}
+
+pub struct AppState {
+    pub node: RaftNode,
+    pub node_id: u64,
+    pub name: String,
+    pub cluster_id: String,
+    pub ca: CertAuthority,
+    pub ca_fingerprint: Fingerprint,
+    /// Not-after (unix seconds) of this node's own certificate, for /metrics.
+    pub node_cert_not_after: i64,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/join", post(join))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{id}", delete(remove_node))
+        .route("/v1/config", get(config_list).put(config_set))
+        .route("/v1/config/{key}", get(config_get).delete(config_delete))
+        .route("/v1/audit", get(audit))
+        .with_state(state)
+}
+
+// ---- wire types (shared with the CLI) ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub node_id: u64,
+    pub name: String,
+    pub cluster_id: String,
+    pub cluster_name: Option<String>,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub state: String,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub snapshot_index: Option<u64>,
+    pub members: Vec<MemberView>,
+    pub fatal: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: u64,
+    pub name: String,
+    pub voter: bool,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub matched_index: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub kind: String,
+    pub ttl_secs: u64,
+    pub uses: Option<u32>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub id: String,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token_id: String,
+    pub secret: String,
+    pub name: String,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub version: String,
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node_id: u64,
+    pub cluster_id: String,
+    pub cluster_name: String,
+    pub cert_pem: String,
+    pub ca_cert_pem: String,
+    /// Every node can sign certificates, so a node holds the CA key (sent only over the
+    /// pinned TLS session, stored 0600).
+    pub ca_key_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigSetRequest {
+    pub key: String,
+    pub value: String,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigSetResponse {
+    pub version: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ScopeQuery {
+    pub group: Option<String>,
+    pub client: Option<String>,
+    #[serde(default)]
+    pub linearizable: bool,
+}
+
+impl ScopeQuery {
+    fn scope(&self) -> Result<Scope, ApiError> {
+        match (&self.group, &self.client) {
+            (None, None) => Ok(Scope::Global),
+            (Some(g), None) => Ok(Scope::Group(g.clone())),
+            (None, Some(c)) => Ok(Scope::Client(c.clone())),
+            (Some(_), Some(_)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "give --group or --client, not both",
+            )),
+        }
+    }
+}
+
+// ---- errors ----
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+    fn unavailable(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn outcome(o: Outcome) -> Result<Done, ApiError> {
+    o.map_err(|r| {
+        let status = match r.code {
+            RejectCode::NotFound => StatusCode::NOT_FOUND,
+            RejectCode::AlreadyExists => StatusCode::CONFLICT,
+            RejectCode::TokenInvalid | RejectCode::TokenExpired | RejectCode::TokenUsedUp => {
+                StatusCode::FORBIDDEN
+            }
+            RejectCode::Invalid => StatusCode::BAD_REQUEST,
+            RejectCode::NotInitialized => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, r.message)
+    })
+}
+
+impl AppState {
+    async fn commit(&self, caller: &Caller, command: Command) -> Result<Done, ApiError> {
+        let env = Envelope {
+            at_ms: outpost_raft::now_ms(),
+            actor: caller.actor(),
+            command,
+        };
+        let o = self.node.write(env).await.map_err(ApiError::unavailable)?;
+        outcome(o)
+    }
+
+    /// Runs a blocking storage query on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&outpost_storage::Reader) -> Result<T, outpost_storage::StorageError>
+        + Send
+        + 'static,
+    ) -> Result<T, ApiError> {
+        let reader = self.node.reader();
+        tokio::task::spawn_blocking(move || f(&reader))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+    }
+
+    async fn status_view(&self) -> StatusView {
+        let s: NodeStatus = self.node.status();
+        let cluster_name = self
+            .read(|r| r.cluster())
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.name);
+        StatusView {
+            node_id: self.node_id,
+            name: self.name.clone(),
+            cluster_id: self.cluster_id.clone(),
+            cluster_name,
+            leader_id: s.leader_id,
+            term: s.term,
+            state: s.state,
+            applied_index: s.applied_index,
+            last_log_index: s.last_log_index,
+            snapshot_index: s.snapshot_index,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| MemberView {
+                    id: m.id,
+                    name: m.name,
+                    voter: m.voter,
+                    api_addr: m.api_addr,
+                    peer_addr: m.peer_addr,
+                    matched_index: m.matched_index,
+                })
+                .collect(),
+            fatal: s.fatal,
+        }
+    }
+}
+
+// ---- handlers ----
+
+async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    match st.node.status().fatal {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(f) => (StatusCode::SERVICE_UNAVAILABLE, format!("{f}\n")).into_response(),
+    }
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> Response {
+    let s = st.node.status();
+    let member = s.members.iter().any(|m| m.id == st.node_id);
+    match (s.fatal, s.leader_id, member) {
+        (Some(f), _, _) => (StatusCode::SERVICE_UNAVAILABLE, format!("{f}\n")).into_response(),
+        (None, None, _) => (StatusCode::SERVICE_UNAVAILABLE, "no leader\n").into_response(),
+        (None, Some(_), false) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not yet a member\n").into_response()
+        }
+        (None, Some(_), true) => (StatusCode::OK, "ready\n").into_response(),
+    }
+}
+
+async fn metrics(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    caller.require_member()?;
+    let s = st.node.status();
+    let now = outpost_raft::now_ms() / 1000;
+    let ca_not_after = pem_der(st.ca.cert_pem())
+        .and_then(|d| outpost_certs::not_after_unix(&d).ok())
+        .unwrap_or(i64::MAX);
+    let soonest = st.node_cert_not_after.min(ca_not_after);
+    let voters = s.members.iter().filter(|m| m.voter).count();
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "outpost_raft_term",
+        "Current Raft term.",
+        s.term.to_string(),
+    );
+    metric(
+        "outpost_raft_is_leader",
+        "1 if this node is the leader.",
+        u8::from(s.leader_id == Some(st.node_id)).to_string(),
+    );
+    metric(
+        "outpost_raft_has_leader",
+        "1 if this node knows a leader.",
+        u8::from(s.leader_id.is_some()).to_string(),
+    );
+    metric(
+        "outpost_raft_applied_index",
+        "Last log index applied to the state.",
+        s.applied_index.to_string(),
+    );
+    metric(
+        "outpost_raft_last_log_index",
+        "Last log index in this node's log.",
+        s.last_log_index.to_string(),
+    );
+    metric(
+        "outpost_raft_members",
+        "Members (voters and learners).",
+        s.members.len().to_string(),
+    );
+    metric("outpost_raft_voters", "Voting members.", voters.to_string());
+    metric(
+        "outpost_cert_soonest_expiry_seconds",
+        "Seconds until the soonest certificate expiry on this node.",
+        (soonest - now).to_string(),
+    );
+    metric(
+        "outpost_node_fatal",
+        "1 if this node stopped applying.",
+        u8::from(s.fatal.is_some()).to_string(),
+    );
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+async fn status(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<StatusView> {
+    caller.require_member()?;
+    Ok(Json(st.status_view().await))
+}
+
+async fn create_token(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<TokenResponse> {
+    caller.require_admin()?;
+    let kind = match req.kind.as_str() {
+        "node" => TokenKind::Node,
+        "client" => TokenKind::Client,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("token kind {other:?}: use node or client"),
+            ));
+        }
+    };
+    if req.ttl_secs == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "token ttl must be positive",
+        ));
+    }
+    let addrs = st
+        .node
+        .status()
+        .members
+        .into_iter()
+        .map(|m| m.api_addr)
+        .collect();
+    let token = Token::new(
+        &req.kind,
+        &st.cluster_id,
+        &st.ca_fingerprint.to_string(),
+        addrs,
+    );
+    let expires_at_ms =
+        outpost_raft::now_ms().saturating_add((req.ttl_secs as i64).saturating_mul(1000));
+    st.commit(
+        &caller,
+        Command::CreateToken {
+            id: token.id.clone(),
+            kind,
+            secret_sha256: token.secret_sha256(),
+            expires_at_ms,
+            uses: req.uses,
+            groups: req.groups,
+        },
+    )
+    .await?;
+    Ok(Json(TokenResponse {
+        token: token.encode(),
+        id: token.id,
+        expires_at_ms,
+    }))
+}
+
+async fn join(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<JoinRequest>,
+) -> ApiResult<JoinResponse> {
+    tracing::info!(name = %req.name, peer = %req.peer_addr, caller = %caller.actor(), "join request");
+    let cmd = Command::JoinNode {
+        token_id: req.token_id.clone(),
+        secret_sha256: secret_sha256(&req.secret),
+        name: req.name.clone(),
+        api_addr: req.api_addr.clone(),
+        peer_addr: req.peer_addr.clone(),
+        version: req.version.clone(),
+    };
+    let node_id = match st.commit(&Caller::Anonymous, cmd).await? {
+        Done::NodeId(id) => id,
+        other => {
+            return Err(ApiError::internal(format!(
+                "join committed with unexpected response {other:?}"
+            )));
+        }
+    };
+    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 365);
+    let cert_pem = st
+        .ca
+        .issue(&req.csr_pem, &Role::Node(node_id), &validity)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("certificate request refused: {e}"),
+            )
+        })?;
+    let cluster_name = st
+        .read(|r| r.cluster())
+        .await?
+        .map(|c| c.name)
+        .unwrap_or_default();
+    Ok(Json(JoinResponse {
+        node_id,
+        cluster_id: st.cluster_id.clone(),
+        cluster_name,
+        cert_pem,
+        ca_cert_pem: st.ca.cert_pem().to_string(),
+        ca_key_pem: st.ca.key_pem().to_string(),
+    }))
+}
+
+async fn nodes(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Vec<NodeRecord>> {
+    caller.require_member()?;
+    Ok(Json(st.read(|r| r.nodes()).await?))
+}
+
+async fn remove_node(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<u64>,
+) -> ApiResult<serde_json::Value> {
+    caller.require_admin()?;
+    let s = st.node.status();
+    let voters: Vec<u64> = s.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+    if voters == [id] {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("node {id} is the last voter; it cannot be removed"),
+        ));
+    }
+    st.commit(&caller, Command::RemoveNode { id }).await?;
+    // The leader's membership upkeep takes the node out of the Raft membership.
+    st.node.remove_member(id).await.ok();
+    Ok(Json(serde_json::json!({ "removed": id })))
+}
+
+async fn config_set(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<ConfigSetRequest>,
+) -> ApiResult<ConfigSetResponse> {
+    caller.require_admin()?;
+    match st
+        .commit(
+            &caller,
+            Command::SetConfig {
+                scope: req.scope,
+                key: req.key,
+                value: req.value,
+            },
+        )
+        .await?
+    {
+        Done::ConfigVersion(version) => Ok(Json(ConfigSetResponse { version })),
+        other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
+    }
+}
+
+async fn config_get(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<ConfigEntry> {
+    caller.require_admin()?;
+    let scope = q.scope()?;
+    if q.linearizable {
+        st.node
+            .linearizable_barrier(Duration::from_secs(5))
+            .await
+            .map_err(ApiError::unavailable)?;
+    }
+    let k = key.clone();
+    let s = scope.clone();
+    match st.read(move |r| r.config_get(&s, &k)).await? {
+        Some(e) => Ok(Json(e)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("key not found: {key} ({})", scope_text(&scope)),
+        )),
+    }
+}
+
+fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Global => "global scope".into(),
+        Scope::Group(g) => format!("group {g}"),
+        Scope::Client(c) => format!("client {c}"),
+    }
+}
+
+async fn config_delete(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<serde_json::Value> {
+    caller.require_admin()?;
+    let scope = q.scope()?;
+    st.commit(
+        &caller,
+        Command::DeleteConfig {
+            scope,
+            key: key.clone(),
+        },
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "deleted": key })))
+}
+
+async fn config_list(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<Vec<ConfigEntry>> {
+    caller.require_admin()?;
+    let scope = match (&q.group, &q.client) {
+        (None, None) => None,
+        _ => Some(q.scope()?),
+    };
+    if q.linearizable {
+        st.node
+            .linearizable_barrier(Duration::from_secs(5))
+            .await
+            .map_err(ApiError::unavailable)?;
+    }
+    Ok(Json(st.read(move |r| r.config_list(scope.as_ref())).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+async fn audit(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Vec<outpost_storage::AuditRecord>> {
+    caller.require_admin()?;
+    Ok(Json(
+        st.read(move |r| r.audit(q.after, q.limit.min(10_000)))
+            .await?,
+    ))
+}

@@ -1,0 +1,627 @@
+//! The command line: clap definitions and what each command does (through the API client or
+//! the runtime).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use hyper::Method;
+use outpost_raft::RaftTuning;
+use outpost_storage::{ConfigEntry, NodeRecord, Scope};
+
+use crate::api::{ConfigSetRequest, ConfigSetResponse, StatusView, TokenRequest, TokenResponse};
+use crate::client::{ApiClient, Endpoint};
+use crate::datadir::DataDir;
+use crate::runtime;
+
+const DEFAULT_DATA_DIR: &str = "/var/lib/outpost";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "outpost",
+    version,
+    about = "Outpost: a replicated appliance for air-gapped sites"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    remote: Remote,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// Remote administration over HTTPS with an admin certificate, instead of the local socket.
+#[derive(Args, Debug, Clone)]
+struct Remote {
+    /// A node's API address (HOST:PORT); needs --cert, --key and --ca.
+    #[arg(long, global = true, requires_all = ["tls_cert", "tls_key", "tls_ca"])]
+    server: Option<String>,
+    /// Admin certificate (PEM) for --server.
+    #[arg(long = "cert", id = "tls_cert", global = true)]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long = "key", id = "tls_key", global = true)]
+    key: Option<PathBuf>,
+    /// The cluster CA certificate.
+    #[arg(long = "ca", id = "tls_ca", global = true)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DataDirArg {
+    /// The node's data directory.
+    #[arg(long, env = "OUTPOST_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Addrs {
+    /// This node's name (unique in the cluster).
+    #[arg(long)]
+    name: String,
+    /// HTTPS API address (agents, admins).
+    #[arg(long)]
+    api_addr: String,
+    /// Raft peer address.
+    #[arg(long)]
+    peer_addr: String,
+    /// Raft heartbeat interval in ms.
+    #[arg(long, default_value_t = RaftTuning::default().heartbeat_ms)]
+    heartbeat_ms: u64,
+    /// Election timeout range in ms, as MIN-MAX.
+    #[arg(long, default_value = "300-600")]
+    election_timeout_ms: String,
+    /// Build a snapshot after this many entries.
+    #[arg(long, default_value_t = RaftTuning::default().snapshot_after_entries)]
+    snapshot_after: u64,
+}
+
+impl Addrs {
+    fn tuning(&self) -> Result<RaftTuning> {
+        let (lo, hi) = self
+            .election_timeout_ms
+            .split_once('-')
+            .context("--election-timeout-ms must look like 300-600")?;
+        let lo: u64 = lo.trim().parse().context("--election-timeout-ms minimum")?;
+        let hi: u64 = hi.trim().parse().context("--election-timeout-ms maximum")?;
+        if lo <= self.heartbeat_ms || hi <= lo {
+            bail!(
+                "--election-timeout-ms must satisfy heartbeat < min < max (got {lo}-{hi}, heartbeat {})",
+                self.heartbeat_ms
+            );
+        }
+        Ok(RaftTuning {
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_min_ms: lo,
+            election_timeout_max_ms: hi,
+            snapshot_after_entries: self.snapshot_after.max(10),
+            keep_entries_behind_snapshot: RaftTuning::default()
+                .keep_entries_behind_snapshot
+                .min(self.snapshot_after),
+            ..RaftTuning::default()
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a new cluster: its CA, this first node, and join/enrollment tokens.
+    Init {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        addrs: Addrs,
+    },
+    /// Join an existing cluster with a node token.
+    Join {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        addrs: Addrs,
+        #[arg(long)]
+        token: String,
+        /// A node's API address to contact (repeatable); default: the addresses in the token.
+        #[arg(long)]
+        peer: Vec<String>,
+    },
+    /// Run the node in the foreground (SIGTERM stops it cleanly).
+    Serve {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Show this node's view of the cluster.
+    Status {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join and enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// Cluster nodes.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
+    /// Configuration key/values, scoped global < group < client.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// The hash-chained audit log.
+    Audit {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+    /// Start a three-node cluster on 127.0.0.1 in a temporary directory and show it working.
+    Demo {
+        /// Exit after the walk-through instead of running until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Print a new token (only the token, on stdout).
+    Create {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, value_parser = ["node", "client"])]
+        kind: String,
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        ttl: humantime::Duration,
+        /// Uses allowed (default: unlimited within the lifetime).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Groups given to clients enrolled with it (client tokens).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCmd {
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a node from the cluster (its id is never reused).
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct ScopeArgs {
+    #[arg(long, conflicts_with = "client")]
+    group: Option<String>,
+    #[arg(long)]
+    client: Option<String>,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Scope {
+        match (&self.group, &self.client) {
+            (Some(g), _) => Scope::Group(g.clone()),
+            (None, Some(c)) => Scope::Client(c.clone()),
+            (None, None) => Scope::Global,
+        }
+    }
+
+    fn query(&self) -> String {
+        match (&self.group, &self.client) {
+            (Some(g), _) => format!("group={}", urlencode(g)),
+            (None, Some(c)) => format!("client={}", urlencode(c)),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    Set {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Print the value alone.
+    Get {
+        key: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Read through the leader's read index instead of this node's local state.
+        #[arg(long)]
+        linearizable: bool,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    Delete {
+        key: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    List {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Replicated writes/s through the API port (mTLS), spread over every member.
+    Write {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
+    /// temporary three-node cluster of real `outpost serve` processes.
+    Failover {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Cli {
+    pub fn is_long_running(&self) -> bool {
+        matches!(self.command, Cmd::Serve { .. } | Cmd::Demo { .. })
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The node to talk to: the remote one named by --server, or the local socket.
+fn api(remote: &Remote, dir: &DataDirArg) -> Result<ApiClient> {
+    match &remote.server {
+        None => Ok(runtime::local_client(&dir.data_dir)),
+        Some(server) => {
+            let read = |p: &Option<PathBuf>, what: &str| -> Result<String> {
+                let p = p
+                    .as_ref()
+                    .with_context(|| format!("--{what} is required with --server"))?;
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let ca = read(&remote.ca, "ca")?;
+            let id = outpost_certs::TlsIdentity::from_pem(
+                &read(&remote.cert, "cert")?,
+                &read(&remote.key, "key")?,
+                &ca,
+            )?;
+            let config = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
+            Ok(ApiClient::new(Endpoint::Tls {
+                addr: server.clone(),
+                config,
+                server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
+            }))
+        }
+    }
+}
+
+const NO_BODY: Option<&()> = None;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let remote = cli.remote.clone();
+    match cli.command {
+        Cmd::Init { dir, addrs } => {
+            let dd = DataDir::new(&dir.data_dir);
+            let out = runtime::init(
+                &dd,
+                runtime::InitOptions {
+                    name: addrs.name.clone(),
+                    api_addr: addrs.api_addr.clone(),
+                    peer_addr: addrs.peer_addr.clone(),
+                    tuning: addrs.tuning()?,
+                },
+            )
+            .await?;
+            println!(
+                "cluster {} initialised; this is node 1 ({})",
+                out.cluster_id, addrs.name
+            );
+            println!("node join token:         {}", out.node_token);
+            println!("client enrollment token: {}", out.client_token);
+            println!("next: outpost serve --data-dir {}", dir.data_dir.display());
+        }
+        Cmd::Join {
+            dir,
+            addrs,
+            token,
+            peer,
+        } => {
+            let dd = DataDir::new(&dir.data_dir);
+            let resp = runtime::join(
+                &dd,
+                runtime::JoinOptions {
+                    name: addrs.name.clone(),
+                    api_addr: addrs.api_addr.clone(),
+                    peer_addr: addrs.peer_addr.clone(),
+                    token,
+                    peers: peer,
+                    tuning: addrs.tuning()?,
+                },
+            )
+            .await?;
+            println!(
+                "joined cluster {} ({}) as node {}; next: outpost serve --data-dir {}",
+                resp.cluster_id,
+                resp.cluster_name,
+                resp.node_id,
+                dir.data_dir.display()
+            );
+        }
+        Cmd::Serve { dir } => runtime::serve(&DataDir::new(&dir.data_dir)).await?,
+        Cmd::Status { dir, json } => {
+            let s: StatusView = api(&remote, &dir)?
+                .call(Method::GET, "/v1/status", NO_BODY)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print_status(&s);
+            }
+        }
+        Cmd::Token {
+            cmd:
+                TokenCmd::Create {
+                    dir,
+                    kind,
+                    ttl,
+                    uses,
+                    groups,
+                },
+        } => {
+            let req = TokenRequest {
+                kind,
+                ttl_secs: ttl.as_secs(),
+                uses,
+                groups,
+            };
+            let r: TokenResponse = api(&remote, &dir)?
+                .call(Method::POST, "/v1/tokens", Some(&req))
+                .await?;
+            println!("{}", r.token);
+        }
+        Cmd::Node {
+            cmd: NodeCmd::List { dir, json },
+        } => {
+            let nodes: Vec<NodeRecord> = api(&remote, &dir)?
+                .call(Method::GET, "/v1/nodes", NO_BODY)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&nodes)?);
+            } else {
+                println!(
+                    "{:<4} {:<16} {:<10} {:<22} {:<22} VERSION",
+                    "ID", "NAME", "ROLE", "API", "PEER"
+                );
+                for n in nodes {
+                    println!(
+                        "{:<4} {:<16} {:<10} {:<22} {:<22} {}",
+                        n.id,
+                        n.name,
+                        format!("{:?}", n.role).to_lowercase(),
+                        n.api_addr,
+                        n.peer_addr,
+                        n.version
+                    );
+                }
+            }
+        }
+        Cmd::Node {
+            cmd: NodeCmd::Remove { id, dir },
+        } => {
+            let _: serde_json::Value = api(&remote, &dir)?
+                .call(Method::DELETE, &format!("/v1/nodes/{id}"), NO_BODY)
+                .await?;
+            println!("node {id} removed");
+        }
+        Cmd::Config { cmd } => config(&remote, cmd).await?,
+        Cmd::Audit { dir, limit, json } => {
+            let path = format!("/v1/audit?limit={limit}");
+            let recs: Vec<outpost_storage::AuditRecord> = api(&remote, &dir)?
+                .call(Method::GET, &path, NO_BODY)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&recs)?);
+            } else {
+                for r in recs {
+                    println!(
+                        "{:>6} {} {:<14} {:<16} {:<24} {}",
+                        r.seq,
+                        fmt_ms(r.at_ms),
+                        r.actor,
+                        r.action,
+                        r.target,
+                        r.outcome
+                    );
+                }
+            }
+        }
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Write {
+                    dir,
+                    clients,
+                    seconds,
+                    value_bytes,
+                    json,
+                },
+        } => {
+            let opts = crate::bench::WriteBench {
+                clients,
+                seconds,
+                value_bytes,
+            };
+            let report = crate::bench::write(&DataDir::new(&dir.data_dir), opts).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        Cmd::Bench {
+            cmd: BenchCmd::Failover { runs, json },
+        } => {
+            let report = crate::bench::failover(runs).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        Cmd::Demo { exit } => crate::demo::run(exit).await?,
+    }
+    Ok(())
+}
+
+async fn config(remote: &Remote, cmd: ConfigCmd) -> Result<()> {
+    match cmd {
+        ConfigCmd::Set {
+            key,
+            value,
+            scope,
+            dir,
+        } => {
+            let req = ConfigSetRequest {
+                key,
+                value,
+                scope: scope.scope(),
+            };
+            let r: ConfigSetResponse = api(remote, &dir)?
+                .call(Method::PUT, "/v1/config", Some(&req))
+                .await?;
+            println!("version {}", r.version);
+        }
+        ConfigCmd::Get {
+            key,
+            scope,
+            linearizable,
+            dir,
+        } => {
+            let mut q = scope.query();
+            if linearizable {
+                q = if q.is_empty() {
+                    "linearizable=true".into()
+                } else {
+                    format!("{q}&linearizable=true")
+                };
+            }
+            let path = format!("/v1/config/{}?{q}", urlencode(&key));
+            let e: ConfigEntry = api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
+            println!("{}", e.value);
+        }
+        ConfigCmd::Delete { key, scope, dir } => {
+            let path = format!("/v1/config/{}?{}", urlencode(&key), scope.query());
+            let _: serde_json::Value = api(remote, &dir)?
+                .call(Method::DELETE, &path, NO_BODY)
+                .await?;
+            println!("deleted {key}");
+        }
+        ConfigCmd::List { scope, json, dir } => {
+            let path = format!("/v1/config?{}", scope.query());
+            let entries: Vec<ConfigEntry> =
+                api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                for e in entries {
+                    let scope = match &e.scope {
+                        Scope::Global => "global".to_string(),
+                        Scope::Group(g) => format!("group:{g}"),
+                        Scope::Client(c) => format!("client:{c}"),
+                    };
+                    println!("{:<20} {:<32} v{:<4} {}", scope, e.key, e.version, e.value);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fmt_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn print_status(s: &StatusView) {
+    println!(
+        "cluster {} ({}), node {} ({}) is {}",
+        s.cluster_name.as_deref().unwrap_or("?"),
+        s.cluster_id,
+        s.node_id,
+        s.name,
+        s.state.to_lowercase()
+    );
+    match s.leader_id {
+        Some(l) => println!("leader: node {l}, term {}", s.term),
+        None => println!("leader: none (term {})", s.term),
+    }
+    println!(
+        "applied index {}, last log index {}",
+        s.applied_index, s.last_log_index
+    );
+    if let Some(f) = &s.fatal {
+        println!("STOPPED: {f}");
+    }
+    println!(
+        "{:<4} {:<16} {:<8} {:<22} MATCHED",
+        "ID", "NAME", "ROLE", "API"
+    );
+    for m in &s.members {
+        let role = if m.voter { "voter" } else { "learner" };
+        let matched = m
+            .matched_index
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<4} {:<16} {:<8} {:<22} {}",
+            m.id, m.name, role, m.api_addr, matched
+        );
+    }
+}

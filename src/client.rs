@@ -1,0 +1,190 @@
+//! The HTTP client the CLI, the bench and the tests use to reach a node's API: over the local
+//! Unix socket (no certificate) or over HTTPS with mTLS (remote admin, joiners).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::{TcpStream, UnixStream};
+
+#[derive(Clone)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tls {
+        addr: String,
+        config: Arc<rustls::ClientConfig>,
+        server_name: String,
+    },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "{}", p.display()),
+            Endpoint::Tls { addr, .. } => write!(f, "https://{addr}"),
+        }
+    }
+}
+
+/// An API error answered by the node: its HTTP status and its one-line reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+/// One keep-alive HTTP/1.1 connection to one node (reconnects when it drops).
+pub struct ApiClient {
+    endpoint: Endpoint,
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+    timeout: Duration,
+}
+
+impl ApiClient {
+    pub fn new(endpoint: Endpoint) -> ApiClient {
+        ApiClient {
+            endpoint,
+            conn: tokio::sync::Mutex::new(None),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
+        let connect = async {
+            match &self.endpoint {
+                Endpoint::Unix(path) => {
+                    let s = UnixStream::connect(path).await.with_context(|| {
+                        format!(
+                            "connecting to {} (is `outpost serve` running on this data dir?)",
+                            path.display()
+                        )
+                    })?;
+                    handshake(s).await
+                }
+                Endpoint::Tls {
+                    addr,
+                    config,
+                    server_name,
+                } => {
+                    let tcp = TcpStream::connect(addr)
+                        .await
+                        .with_context(|| format!("connecting to {addr}"))?;
+                    let _ = tcp.set_nodelay(true);
+                    let name = rustls::pki_types::ServerName::try_from(server_name.clone())
+                        .with_context(|| format!("server name {server_name}"))?;
+                    let tls = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name, tcp)
+                        .await
+                        .with_context(|| format!("TLS with {addr}"))?;
+                    handshake(tls).await
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), connect)
+            .await
+            .map_err(|_| anyhow!("connecting to {} timed out", self.endpoint))?
+    }
+
+    /// Sends one request; non-2xx answers become an `ApiFailure` error.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let bytes = self.call_raw(method, path, body).await?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("decoding the answer to {path} from {}", self.endpoint))
+    }
+
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Bytes> {
+        let payload = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b)?),
+            None => Bytes::new(),
+        };
+        let mut guard = self.conn.lock().await;
+        // One retry on a fresh connection when a kept-alive one turns out to be closed.
+        for attempt in 0..2 {
+            let mut sender = match guard.take() {
+                Some(s) if !s.is_closed() => s,
+                _ => self.connect().await?,
+            };
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(hyper::header::HOST, "outpost")
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(payload.clone()))?;
+            let sent = async {
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>((status, body))
+            };
+            match tokio::time::timeout(self.timeout, sent).await {
+                Err(_) => {
+                    return Err(anyhow!(
+                        "{} did not answer {path} within {:?}",
+                        self.endpoint,
+                        self.timeout
+                    ));
+                }
+                Ok(Err(e))
+                    if attempt == 0
+                        && (e.is_closed() || e.is_canceled() || e.is_incomplete_message()) =>
+                {
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    return Err(anyhow!(e).context(format!("request {path} to {}", self.endpoint)));
+                }
+                Ok(Ok((status, body))) => {
+                    *guard = Some(sender);
+                    if status.is_success() {
+                        return Ok(body);
+                    }
+                    let message = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                        .unwrap_or_else(|| {
+                            format!("{status}: {}", String::from_utf8_lossy(&body).trim())
+                        });
+                    return Err(ApiFailure { status, message }.into());
+                }
+            }
+        }
+        Err(anyhow!("{} closed the connection twice", self.endpoint))
+    }
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "api connection ended");
+        }
+    });
+    Ok(sender)
+}

@@ -1,0 +1,151 @@
+//! A node's data directory: its layout, its config file, its identity files, and the checks
+//! run before anything is served from it.
+//!
+//! ```text
+//! D/            mode 0700
+//!   node.toml   this node's settings (format-versioned)
+//!   ca.crt      cluster CA certificate          ca.key    CA private key (0600)
+//!   node.crt    this node's certificate         node.key  its private key (0600)
+//!   raft.db     Raft log and vote               state.db  replicated state
+//!   snapshots/  Raft snapshots                  admin.sock local admin socket (0600)
+//! ```
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Version of `node.toml`'s layout.
+pub const NODE_CONFIG_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub format: u32,
+    pub cluster_id: String,
+    pub node_id: u64,
+    pub name: String,
+    pub api_addr: String,
+    pub peer_addr: String,
+    #[serde(default)]
+    pub raft: outpost_raft::RaftTuning,
+}
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: &Path) -> DataDir {
+        DataDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn node_file(&self) -> PathBuf {
+        self.root.join("node.toml")
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.root.join("ca.crt")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.root.join("ca.key")
+    }
+    pub fn node_cert(&self) -> PathBuf {
+        self.root.join("node.crt")
+    }
+    pub fn node_key(&self) -> PathBuf {
+        self.root.join("node.key")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("admin.sock")
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        self.node_file().exists()
+    }
+
+    /// Creates the directory (0700) for `init`/`join`; refuses one that already holds a node.
+    pub fn create(&self) -> Result<()> {
+        if self.is_initialised() {
+            bail!(
+                "data dir {} is already initialised (it holds node.toml); use a new directory or serve this one",
+                self.root.display()
+            );
+        }
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating data dir {}", self.root.display()))?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting mode 0700 on {}", self.root.display()))?;
+        Ok(())
+    }
+
+    /// The checks before serving: directory mode 0700 owned by us, private keys 0600.
+    pub fn check(&self) -> Result<()> {
+        if !self.is_initialised() {
+            bail!(
+                "{} is not an Outpost data dir (no node.toml): run `outpost init` or `outpost join` first",
+                self.root.display()
+            );
+        }
+        let meta = std::fs::metadata(&self.root)
+            .with_context(|| format!("reading {}", self.root.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "data dir {} has mode {mode:o}; it must be 0700 (chmod 700 {})",
+                self.root.display(),
+                self.root.display()
+            );
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != euid {
+            bail!(
+                "data dir {} is owned by uid {}, not by this user (uid {euid})",
+                self.root.display(),
+                meta.uid()
+            );
+        }
+        for key in [self.ca_key(), self.node_key()] {
+            let m =
+                std::fs::metadata(&key).with_context(|| format!("reading {}", key.display()))?;
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                bail!(
+                    "private key {} has mode {mode:o}; it must be 0600",
+                    key.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn load_node_file(&self) -> Result<NodeFile> {
+        let path = self.node_file();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let file: NodeFile =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if file.format > NODE_CONFIG_FORMAT {
+            bail!(
+                "{} has format {}, this outpost reads format {NODE_CONFIG_FORMAT}: upgrade outpost",
+                path.display(),
+                file.format
+            );
+        }
+        Ok(file)
+    }
+
+    pub fn save_node_file(&self, file: &NodeFile) -> Result<()> {
+        let text = toml::to_string_pretty(file).context("encoding node.toml")?;
+        outpost_certs::write_public_file(&self.node_file(), text.as_bytes())
+            .with_context(|| format!("writing {}", self.node_file().display()))
+    }
+
+    pub fn read(&self, path: &Path) -> Result<String> {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+}

@@ -1,0 +1,332 @@
+//! Real `outpost` processes on 127.0.0.1, each in its own data directory: the demo, the
+//! failover benchmark and the integration tests all build clusters with this.
+//!
+//! Nodes are formed exactly as an operator would: `outpost init`, `outpost serve`,
+//! `outpost token create --kind node`, `outpost join`, `outpost serve`.
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use hyper::Method;
+
+use crate::api::StatusView;
+use crate::runtime::local_client;
+
+/// Settings for every node of a local cluster.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Extra arguments for `init`/`join` (e.g. `--snapshot-after 50`).
+    pub node_args: Vec<String>,
+    /// Where node logs go: a file per node in its directory's parent.
+    pub log_level: String,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            node_args: Vec::new(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+pub struct LocalNode {
+    pub name: String,
+    pub dir: PathBuf,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalNode {
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+pub struct LocalCluster {
+    pub root: PathBuf,
+    pub exe: PathBuf,
+    pub nodes: Vec<LocalNode>,
+    pub opts: LocalOptions,
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> Result<u16> {
+    let l = StdListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl LocalCluster {
+    /// An empty cluster description under `root`; add nodes with `init_first` / `join_node`.
+    pub fn new(root: &Path, exe: &Path, opts: LocalOptions) -> LocalCluster {
+        LocalCluster {
+            root: root.to_path_buf(),
+            exe: exe.to_path_buf(),
+            nodes: Vec::new(),
+            opts,
+        }
+    }
+
+    /// Forms an `n`-node cluster and waits until every node is a voter (up to 5).
+    pub async fn start(
+        root: &Path,
+        exe: &Path,
+        n: usize,
+        opts: LocalOptions,
+    ) -> Result<LocalCluster> {
+        let mut c = LocalCluster::new(root, exe, opts);
+        c.init_first()?;
+        c.serve(0)?;
+        c.wait_ready(0, Duration::from_secs(20)).await?;
+        for _ in 1..n {
+            let i = c.join_node()?;
+            c.serve(i)?;
+        }
+        c.wait_voters(n.min(5), Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
+    fn new_node(&mut self) -> Result<usize> {
+        let i = self.nodes.len();
+        let name = format!("node{}", i + 1);
+        let dir = self.root.join(&name);
+        let log = self.root.join(format!("{name}.log"));
+        self.nodes.push(LocalNode {
+            name,
+            dir,
+            api_addr: format!("127.0.0.1:{}", free_port()?),
+            peer_addr: format!("127.0.0.1:{}", free_port()?),
+            log,
+            child: None,
+        });
+        Ok(i)
+    }
+
+    /// Runs `outpost ARGS` to completion (not a node process).
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .env("RUST_LOG", "warn")
+            .output()
+            .with_context(|| format!("running {} {}", self.exe.display(), args.join(" ")))
+    }
+
+    /// Runs `outpost ARGS --data-dir <node i>` and returns stdout; a failure carries stderr.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<String> {
+        let dir = self.nodes[i].dir.to_string_lossy().to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--data-dir", &dir]);
+        let out = self.run(&all)?;
+        if !out.status.success() {
+            bail!(
+                "outpost {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    fn addr_args(&self, i: usize) -> Vec<String> {
+        let n = &self.nodes[i];
+        let mut v = vec![
+            "--data-dir".into(),
+            n.dir.to_string_lossy().to_string(),
+            "--name".into(),
+            n.name.clone(),
+            "--api-addr".into(),
+            n.api_addr.clone(),
+            "--peer-addr".into(),
+            n.peer_addr.clone(),
+        ];
+        v.extend(self.opts.node_args.iter().cloned());
+        v
+    }
+
+    /// `outpost init` for a new first node; returns its stdout.
+    pub fn init_first(&mut self) -> Result<String> {
+        let i = self.new_node()?;
+        let mut args = vec!["init".to_string()];
+        args.extend(self.addr_args(i));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run(&refs)?;
+        if !out.status.success() {
+            bail!(
+                "outpost init failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// A node token from the first running node.
+    pub fn node_token(&mut self) -> Result<String> {
+        let i = self
+            .running_index()
+            .context("no node is running to make a token")?;
+        Ok(self
+            .cli(i, &["token", "create", "--kind", "node"])?
+            .trim()
+            .to_string())
+    }
+
+    fn running_index(&mut self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| self.nodes[i].is_running())
+    }
+
+    /// Adds a node with `outpost join` (token from a running node, `--peer` = its API).
+    pub fn join_node(&mut self) -> Result<usize> {
+        let token = self.node_token()?;
+        let via = self.running_index().context("no running node")?;
+        let peer = self.nodes[via].api_addr.clone();
+        let i = self.new_node()?;
+        let mut args = vec!["join".to_string()];
+        args.extend(self.addr_args(i));
+        args.extend(["--token".into(), token, "--peer".into(), peer]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run(&refs)?;
+        if !out.status.success() {
+            bail!(
+                "outpost join failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(i)
+    }
+
+    /// Starts `outpost serve` for node `i` (logs appended to its log file).
+    pub fn serve(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new(&self.exe)
+            .args(["serve", "--data-dir"])
+            .arg(&node.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("RUST_LOG", &self.opts.log_level)
+            .spawn()
+            .with_context(|| format!("starting outpost serve for {}", node.name))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// kill -9 of node `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit (kill -9 after).
+    pub fn stop(&mut self, i: usize, timeout: Duration) -> Result<bool> {
+        let Some(mut c) = self.nodes[i].child.take() else {
+            return Ok(true);
+        };
+        // SAFETY: sending a signal to our own child process id.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        Ok(false)
+    }
+
+    /// Node `i`'s status through its local socket.
+    pub async fn status(&self, i: usize) -> Result<StatusView> {
+        local_client(&self.nodes[i].dir)
+            .call(Method::GET, "/v1/status", None::<&()>)
+            .await
+    }
+
+    /// Waits until `pred` holds for node `i`'s status, polling every 50 ms.
+    pub async fn wait_for(
+        &self,
+        i: usize,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&StatusView) -> bool,
+    ) -> Result<StatusView> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.status(i).await {
+                Ok(s) if pred(&s) => return Ok(s),
+                Ok(s) => format!("{s:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not reach \"{what}\" within {timeout:?}; last: {last}",
+                    self.nodes[i].name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self, i: usize, timeout: Duration) -> Result<StatusView> {
+        self.wait_for(i, timeout, "has a leader", |s| s.leader_id.is_some())
+            .await
+    }
+
+    /// Waits until the first running node sees `n` voters and a leader.
+    pub async fn wait_voters(&mut self, n: usize, timeout: Duration) -> Result<StatusView> {
+        let i = self.running_index().context("no running node")?;
+        self.wait_for(i, timeout, &format!("{n} voters"), |s| {
+            s.leader_id.is_some() && s.members.iter().filter(|m| m.voter).count() == n
+        })
+        .await
+    }
+
+    /// The index (into `nodes`) of the current leader, as seen by a running node.
+    pub async fn leader(&mut self, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].is_running() {
+                    continue;
+                }
+                if let Ok(s) = self.status(i).await
+                    && let Some(l) = s.leader_id
+                    && let Some(m) = s.members.iter().find(|m| m.id == l)
+                    && let Some(j) = self.nodes.iter().position(|n| n.api_addr == m.api_addr)
+                    && self.nodes[j].is_running()
+                {
+                    return Ok(j);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(anyhow!(
+                    "no leader among the running nodes within {timeout:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill9(i);
+        }
+    }
+}

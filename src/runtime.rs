@@ -1,0 +1,377 @@
+//! Node start-up, in one place: `init`, `join` and `serve` (and so the demo and the tests,
+//! which run the real binary) all start a node through `start`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use hyper::Method;
+use outpost_certs::{
+    ANY_NODE_SERVER_NAME, CertAuthority, ClientAuth, Fingerprint, Role, TlsIdentity, Validity,
+    node_server_name,
+};
+use outpost_raft::{NodeConfig, PEER_ALPN, PeerNode, PeerTls, RaftNode, RaftTuning};
+use outpost_storage::{Command, Envelope, TokenKind};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState, JoinRequest, JoinResponse};
+use crate::client::{ApiClient, ApiFailure, Endpoint};
+use crate::datadir::{DataDir, NODE_CONFIG_FORMAT, NodeFile};
+use crate::token::Token;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const API_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// A started node: Raft, the peer listener, the HTTPS API and the admin socket.
+pub struct Running {
+    pub node: RaftNode,
+    pub state: Arc<AppState>,
+    tasks: Vec<JoinHandle<()>>,
+    socket: std::path::PathBuf,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.node.shutdown().await;
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Starts the node whose data directory is `dd`.
+pub async fn start(dd: &DataDir) -> Result<Running> {
+    dd.check()?;
+    let file = dd.load_node_file()?;
+    let ca_pem = dd.read(&dd.ca_cert())?;
+    let ca_key = dd.read(&dd.ca_key())?;
+    let ca = CertAuthority::from_pem(&ca_pem, &ca_key)
+        .context("loading the cluster CA (ca.crt, ca.key)")?;
+    let identity = TlsIdentity::from_pem(
+        &dd.read(&dd.node_cert())?,
+        &dd.read(&dd.node_key())?,
+        &ca_pem,
+    )
+    .context("loading this node's certificate (node.crt, node.key)")?;
+    let node_cert_not_after = identity
+        .chain
+        .first()
+        .map(|c| outpost_certs::not_after_unix(c))
+        .transpose()?
+        .unwrap_or(0);
+    match identity.chain.first().map(|c| outpost_certs::role_of(c)) {
+        Some(Ok(Role::Node(id))) if id == file.node_id => {}
+        other => bail!(
+            "node.crt does not name node {} (found {other:?})",
+            file.node_id
+        ),
+    }
+
+    let peer_tls = PeerTls {
+        server: outpost_certs::server_config(
+            &ca_pem,
+            &identity,
+            ClientAuth::Required,
+            &[PEER_ALPN],
+        )?,
+        client: outpost_certs::client_config(&ca_pem, Some(&identity), &[PEER_ALPN])?,
+        server_name: node_server_name,
+        authorize: Arc::new(|der| match outpost_certs::role_of(der) {
+            Ok(Role::Node(id)) => Ok(id),
+            Ok(other) => Err(format!("a {other:?} certificate cannot act as a Raft peer")),
+            Err(e) => Err(e.to_string()),
+        }),
+    };
+    let api_tls = outpost_certs::server_config(&ca_pem, &identity, ClientAuth::Optional, API_ALPN)?;
+
+    let peer_listener = TcpListener::bind(&file.peer_addr)
+        .await
+        .with_context(|| format!("binding the peer address {}", file.peer_addr))?;
+    let api_listener = TcpListener::bind(&file.api_addr)
+        .await
+        .with_context(|| format!("binding the API address {}", file.api_addr))?;
+    let socket = dd.socket();
+    if socket.exists() {
+        // A socket left by a killed node: nobody can be listening on it, since we hold the
+        // peer and API ports now.
+        std::fs::remove_file(&socket)
+            .with_context(|| format!("removing stale {}", socket.display()))?;
+    }
+    let unix =
+        UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    }
+
+    let node = RaftNode::start(NodeConfig {
+        id: file.node_id,
+        data_dir: dd.root.clone(),
+        peer_listener,
+        tls: peer_tls,
+        tuning: file.raft.clone(),
+    })
+    .await
+    .with_context(|| format!("starting node {} from {}", file.node_id, dd.root.display()))?;
+
+    let state = Arc::new(AppState {
+        node: node.clone(),
+        node_id: file.node_id,
+        name: file.name.clone(),
+        cluster_id: file.cluster_id.clone(),
+        ca_fingerprint: ca.fingerprint(),
+        ca,
+        node_cert_not_after,
+    });
+    let app = api::router(state.clone());
+    let tasks = vec![
+        tokio::spawn(crate::server::serve_tls(api_listener, api_tls, app.clone())),
+        tokio::spawn(crate::server::serve_unix(unix, app)),
+    ];
+    tracing::info!(node = file.node_id, name = %file.name, api = %file.api_addr, peer = %file.peer_addr, "node started");
+    Ok(Running {
+        node,
+        state,
+        tasks,
+        socket,
+    })
+}
+
+/// `outpost serve`: runs until SIGTERM or SIGINT.
+pub async fn serve(dd: &DataDir) -> Result<()> {
+    let running = start(dd).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+    running.stop().await;
+    Ok(())
+}
+
+pub struct InitOptions {
+    pub name: String,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub tuning: RaftTuning,
+}
+
+pub struct InitOutput {
+    pub cluster_id: String,
+    pub node_token: String,
+    pub client_token: String,
+}
+
+/// `outpost init`: a new cluster CA, node 1's identity, a one-node cluster, and two tokens.
+pub async fn init(dd: &DataDir, opts: InitOptions) -> Result<InitOutput> {
+    dd.create()?;
+    let cluster_id = {
+        use rand::RngCore;
+        let mut b = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        hex::encode(b)
+    };
+    let ca = CertAuthority::generate(&cluster_id, &opts.name).context("creating the cluster CA")?;
+    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 365);
+    let (cert, key) = ca.issue_with_new_key(&Role::Node(1), &validity)?;
+    outpost_certs::write_public_file(&dd.ca_cert(), ca.cert_pem().as_bytes())?;
+    outpost_certs::write_secret_file(&dd.ca_key(), ca.key_pem().as_bytes())?;
+    outpost_certs::write_public_file(&dd.node_cert(), cert.as_bytes())?;
+    outpost_certs::write_secret_file(&dd.node_key(), key.as_bytes())?;
+    let file = NodeFile {
+        format: NODE_CONFIG_FORMAT,
+        cluster_id: cluster_id.clone(),
+        node_id: 1,
+        name: opts.name.clone(),
+        api_addr: opts.api_addr.clone(),
+        peer_addr: opts.peer_addr.clone(),
+        raft: opts.tuning,
+    };
+    dd.save_node_file(&file)?;
+
+    let running = start(dd).await?;
+    let result = bootstrap(&running, &file, &ca).await;
+    running.stop().await;
+    result.map(|(node_token, client_token)| InitOutput {
+        cluster_id,
+        node_token,
+        client_token,
+    })
+}
+
+async fn bootstrap(
+    running: &Running,
+    file: &NodeFile,
+    ca: &CertAuthority,
+) -> Result<(String, String)> {
+    let me = PeerNode {
+        name: file.name.clone(),
+        api_addr: file.api_addr.clone(),
+        peer_addr: file.peer_addr.clone(),
+    };
+    running.node.initialize(me).await?;
+    running
+        .node
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .ok_or_else(|| anyhow!("the new one-node cluster elected no leader within 10 s"))?;
+    let now = outpost_raft::now_ms();
+    let actor = "init".to_string();
+    let commit = |command| {
+        let env = Envelope {
+            at_ms: now,
+            actor: actor.clone(),
+            command,
+        };
+        let node = running.node.clone();
+        async move { node.write(env).await?.map_err(|r| anyhow!("{}", r.message)) }
+    };
+    commit(Command::InitCluster {
+        cluster_id: file.cluster_id.clone(),
+        name: file.name.clone(),
+        ca_cert_pem: ca.cert_pem().to_string(),
+    })
+    .await?;
+    commit(Command::AddNode {
+        id: 1,
+        name: file.name.clone(),
+        api_addr: file.api_addr.clone(),
+        peer_addr: file.peer_addr.clone(),
+        version: VERSION.to_string(),
+    })
+    .await?;
+    let fp = ca.fingerprint().to_string();
+    let mut tokens = Vec::new();
+    for (kind, k) in [("node", TokenKind::Node), ("client", TokenKind::Client)] {
+        let token = Token::new(kind, &file.cluster_id, &fp, vec![file.api_addr.clone()]);
+        commit(Command::CreateToken {
+            id: token.id.clone(),
+            kind: k,
+            secret_sha256: token.secret_sha256(),
+            expires_at_ms: now + 24 * 3600 * 1000,
+            uses: None,
+            groups: Vec::new(),
+        })
+        .await?;
+        tokens.push(token.encode());
+    }
+    let client = tokens.pop().unwrap_or_default();
+    let node = tokens.pop().unwrap_or_default();
+    Ok((node, client))
+}
+
+pub struct JoinOptions {
+    pub name: String,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub token: String,
+    pub peers: Vec<String>,
+    pub tuning: RaftTuning,
+}
+
+/// `outpost join`: prove the token to a node whose CA matches the token's fingerprint, send a
+/// CSR, store the identity it returns. The node becomes a member once it serves.
+pub async fn join(dd: &DataDir, opts: JoinOptions) -> Result<JoinResponse> {
+    let token = Token::decode(&opts.token)?;
+    if token.kind != "node" {
+        bail!(
+            "this is a {} token; joining a node needs a node token (outpost token create --kind node)",
+            token.kind
+        );
+    }
+    if dd.is_initialised() {
+        dd.create()?; // reports "already initialised"
+    }
+    let pin = Fingerprint::from_str(&token.ca_sha256)
+        .map_err(|e| anyhow!("token CA fingerprint: {e}"))?;
+    let tls = outpost_certs::pinned_client_config(pin, None, &[b"http/1.1"])?;
+    let peers = if opts.peers.is_empty() {
+        token.addrs.clone()
+    } else {
+        opts.peers.clone()
+    };
+    if peers.is_empty() {
+        bail!("no node to contact: give --peer HOST:PORT");
+    }
+    let (key_pem, csr_pem) = outpost_certs::new_key_and_csr(&opts.name)?;
+    let req = JoinRequest {
+        token_id: token.id.clone(),
+        secret: token.secret.clone(),
+        name: opts.name.clone(),
+        api_addr: opts.api_addr.clone(),
+        peer_addr: opts.peer_addr.clone(),
+        version: VERSION.to_string(),
+        csr_pem,
+    };
+    let mut last_err = None;
+    let mut resp = None;
+    for peer in &peers {
+        let client = ApiClient::new(Endpoint::Tls {
+            addr: peer.clone(),
+            config: tls.clone(),
+            server_name: ANY_NODE_SERVER_NAME.to_string(),
+        });
+        match client
+            .call::<JoinResponse>(Method::POST, "/v1/join", Some(&req))
+            .await
+        {
+            Ok(r) => {
+                resp = Some(r);
+                break;
+            }
+            // The cluster answered and said no: asking another node would not change that.
+            Err(e) if e.downcast_ref::<ApiFailure>().is_some() => {
+                return Err(e.context("join refused"));
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer, error = format!("{e:#}"), "join attempt failed");
+                last_err = Some(e);
+            }
+        }
+    }
+    let resp = match resp {
+        Some(r) => r,
+        None => {
+            return Err(last_err
+                .unwrap_or_else(|| anyhow!("no node answered"))
+                .context("join failed"));
+        }
+    };
+    if Fingerprint::of_pem(&resp.ca_cert_pem)? != pin {
+        bail!(
+            "CA mismatch: the cluster's CA certificate does not match the token's fingerprint {pin}"
+        );
+    }
+    if resp.cluster_id != token.cluster_id {
+        bail!(
+            "the node answered for cluster {}, but the token is for cluster {}",
+            resp.cluster_id,
+            token.cluster_id
+        );
+    }
+    dd.create()?;
+    outpost_certs::write_public_file(&dd.ca_cert(), resp.ca_cert_pem.as_bytes())?;
+    outpost_certs::write_secret_file(&dd.ca_key(), resp.ca_key_pem.as_bytes())?;
+    outpost_certs::write_public_file(&dd.node_cert(), resp.cert_pem.as_bytes())?;
+    outpost_certs::write_secret_file(&dd.node_key(), key_pem.as_bytes())?;
+    // node.toml last: its presence marks a complete data directory.
+    dd.save_node_file(&NodeFile {
+        format: NODE_CONFIG_FORMAT,
+        cluster_id: resp.cluster_id.clone(),
+        node_id: resp.node_id,
+        name: opts.name,
+        api_addr: opts.api_addr,
+        peer_addr: opts.peer_addr,
+        raft: opts.tuning,
+    })?;
+    Ok(resp)
+}
+
+/// An API client for this host's node: the Unix socket of the data directory.
+pub fn local_client(dd: &Path) -> ApiClient {
+    ApiClient::new(Endpoint::Unix(DataDir::new(dd).socket()))
+}

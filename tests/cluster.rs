@@ -1,0 +1,171 @@
+//! Multi-node tests through the real binary: every node is an `outpost serve` process on
+//! 127.0.0.1, formed with `outpost init` / `token create` / `join`, driven through the CLI
+//! and the local socket. Tests in this file run one at a time (three processes each on a
+//! two-core machine is plenty).
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use outpost::localcluster::{LocalCluster, LocalOptions};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_outpost"))
+}
+
+async fn cluster(n: usize, node_args: &[&str]) -> Result<(tempfile::TempDir, LocalCluster)> {
+    let dir = tempfile::tempdir()?;
+    let opts = LocalOptions {
+        node_args: node_args.iter().map(|s| s.to_string()).collect(),
+        log_level: "info".into(),
+    };
+    let c = LocalCluster::start(dir.path(), &exe(), n, opts).await?;
+    Ok((dir, c))
+}
+
+/// On failure, the tail of every node's log helps more than the assertion alone.
+fn dump_logs(c: &LocalCluster) {
+    for n in &c.nodes {
+        if let Ok(text) = std::fs::read_to_string(&n.log) {
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("---- {} ----\n{}", n.name, tail.join("\n"));
+        }
+    }
+}
+
+async fn with_logs<T>(c: &LocalCluster, r: Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            dump_logs(c);
+            panic!("{e:#}");
+        }
+    }
+}
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_via_follower_failover_and_catch_up() {
+    let _g = serial();
+    let (_dir, mut c) = cluster(3, &[]).await.expect("three-node cluster");
+    let r = async {
+        let leader = c.leader(T).await?;
+        let follower = (leader + 1) % 3;
+        c.cli(follower, &["config", "set", "site.name", "plant-7"])?;
+        for i in 0..3 {
+            let v = c.cli(i, &["config", "get", "site.name", "--linearizable"])?;
+            assert_eq!(
+                v.trim(),
+                "plant-7",
+                "linearizable read on {}",
+                c.nodes[i].name
+            );
+        }
+
+        // kill -9 the leader: the survivors elect a new one and take writes.
+        c.kill9(leader);
+        let survivor = (leader + 1) % 3;
+        c.cli(survivor, &["config", "set", "after.failover", "yes"])?;
+        let new_leader = c.leader(T).await?;
+        assert_ne!(new_leader, leader, "a killed node cannot lead");
+        let other = (leader + 2) % 3;
+        assert_eq!(
+            c.cli(
+                other,
+                &["config", "get", "after.failover", "--linearizable"]
+            )?
+            .trim(),
+            "yes"
+        );
+
+        // The killed node comes back and catches up, including what it missed.
+        c.serve(leader)?;
+        let applied = c.status(survivor).await?.applied_index;
+        c.wait_for(leader, T, "caught up", |s| s.applied_index >= applied)
+            .await?;
+        assert_eq!(
+            c.cli(leader, &["config", "get", "after.failover"])?.trim(),
+            "yes"
+        );
+        let s = c.status(leader).await?;
+        assert_eq!(s.members.iter().filter(|m| m.voter).count(), 3);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    with_logs(&c, r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_behind_node_is_brought_up_by_snapshot() {
+    let _g = serial();
+    let (_dir, mut c) = cluster(3, &["--snapshot-after", "20"])
+        .await
+        .expect("cluster");
+    let r = async {
+        let leader = c.leader(T).await?;
+        let lagging = (leader + 1) % 3;
+        let writer = (leader + 2) % 3;
+        c.kill9(lagging);
+        for i in 0..120 {
+            c.cli(
+                writer,
+                &["config", "set", &format!("k{i}"), &format!("v{i}")],
+            )?;
+        }
+        let s = c.status(writer).await?;
+        let snap = s.snapshot_index.context("the writer built no snapshot")?;
+        assert!(snap > 20, "snapshot index {snap}");
+        c.serve(lagging)?;
+        let applied = s.applied_index;
+        let back = c
+            .wait_for(lagging, T, "caught up", |s| s.applied_index >= applied)
+            .await?;
+        // Its log was purged behind the snapshot on the others: it must hold a snapshot now.
+        assert!(
+            back.snapshot_index.is_some(),
+            "lagging node has no snapshot: {back:?}"
+        );
+        assert_eq!(c.cli(lagging, &["config", "get", "k119"])?.trim(), "v119");
+        assert_eq!(c.cli(lagging, &["config", "get", "k0"])?.trim(), "v0");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    with_logs(&c, r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_of_all_nodes_loses_no_acknowledged_write() {
+    let _g = serial();
+    let (_dir, mut c) = cluster(3, &[]).await.expect("cluster");
+    let r = async {
+        let mut acked = Vec::new();
+        for i in 0..30 {
+            let (k, v) = (format!("durable.{i}"), format!("value-{i}"));
+            c.cli(i % 3, &["config", "set", &k, &v])?;
+            acked.push((k, v));
+        }
+        for i in 0..3 {
+            c.kill9(i);
+        }
+        for i in 0..3 {
+            c.serve(i)?;
+        }
+        c.leader(T).await?;
+        for (i, (k, v)) in acked.iter().enumerate() {
+            let got = c.cli(i % 3, &["config", "get", k, "--linearizable"])?;
+            assert_eq!(got.trim(), v, "acknowledged write {k} after restart");
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    with_logs(&c, r).await;
+}
