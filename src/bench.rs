@@ -171,14 +171,14 @@ impl std::fmt::Display for FailoverReport {
 
 /// Kills the leader of a temporary three-node cluster `runs` times and times how long until
 /// a survivor accepts a write; the killed node is restarted between runs.
-pub async fn failover(runs: usize) -> Result<FailoverReport> {
+pub async fn failover(runs: usize, node_args: Vec<String>) -> Result<FailoverReport> {
     let root = tempfile::Builder::new()
         .prefix("outpost-failover-")
         .tempdir()?;
     let exe = std::env::current_exe()?;
     let opts = LocalOptions {
         log_level: "warn".into(),
-        ..LocalOptions::default()
+        node_args,
     };
     let mut cluster = LocalCluster::start(root.path(), &exe, 3, opts).await?;
     let mut results = Vec::new();

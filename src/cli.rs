@@ -69,7 +69,7 @@ struct Addrs {
     #[arg(long, default_value_t = RaftTuning::default().heartbeat_ms)]
     heartbeat_ms: u64,
     /// Election timeout range in ms, as MIN-MAX.
-    #[arg(long, default_value = "300-600")]
+    #[arg(long, default_value = "150-300")]
     election_timeout_ms: String,
     /// Build a snapshot after this many entries.
     #[arg(long, default_value_t = RaftTuning::default().snapshot_after_entries)]
@@ -81,7 +81,7 @@ impl Addrs {
         let (lo, hi) = self
             .election_timeout_ms
             .split_once('-')
-            .context("--election-timeout-ms must look like 300-600")?;
+            .context("--election-timeout-ms must look like 150-300")?;
         let lo: u64 = lo.trim().parse().context("--election-timeout-ms minimum")?;
         let hi: u64 = hi.trim().parse().context("--election-timeout-ms maximum")?;
         if lo <= self.heartbeat_ms || hi <= lo {
@@ -293,6 +293,12 @@ enum BenchCmd {
     Failover {
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Heartbeat interval of the temporary nodes, in ms.
+        #[arg(long, default_value_t = RaftTuning::default().heartbeat_ms)]
+        heartbeat_ms: u64,
+        /// Election timeout range of the temporary nodes, MIN-MAX in ms.
+        #[arg(long, default_value = "150-300")]
+        election_timeout_ms: String,
         #[arg(long)]
         json: bool,
     },
@@ -506,9 +512,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Bench {
-            cmd: BenchCmd::Failover { runs, json },
+            cmd:
+                BenchCmd::Failover {
+                    runs,
+                    heartbeat_ms,
+                    election_timeout_ms,
+                    json,
+                },
         } => {
-            let report = crate::bench::failover(runs).await?;
+            let node_args = vec![
+                "--heartbeat-ms".to_string(),
+                heartbeat_ms.to_string(),
+                "--election-timeout-ms".to_string(),
+                election_timeout_ms,
+            ];
+            let report = crate::bench::failover(runs, node_args).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

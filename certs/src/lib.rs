@@ -14,8 +14,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -67,9 +67,15 @@ impl FromStr for Fingerprint {
     type Err = CertError;
 
     fn from_str(s: &str) -> Result<Self, CertError> {
-        let clean: String = s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+        let clean: String = s
+            .chars()
+            .filter(|c| *c != ':')
+            .collect::<String>()
+            .to_ascii_lowercase();
         let bytes = hex::decode(&clean).map_err(|_| CertError::BadFingerprint(s.to_string()))?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| CertError::BadFingerprint(s.to_string()))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| CertError::BadFingerprint(s.to_string()))?;
         Ok(Fingerprint(arr))
     }
 }
@@ -102,7 +108,10 @@ pub struct Validity {
 impl Validity {
     /// From an hour ago (clock skew between machines) to `days` days from `now_unix`.
     pub fn days_from(now_unix: i64, days: u32) -> Self {
-        Validity { not_before_unix: now_unix - 3600, not_after_unix: now_unix + i64::from(days) * 86_400 }
+        Validity {
+            not_before_unix: now_unix - 3600,
+            not_after_unix: now_unix + i64::from(days) * 86_400,
+        }
     }
 }
 
@@ -137,8 +146,17 @@ pub enum CertError {
 fn check_name(what: &'static str, value: &str) -> Result<(), CertError> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(CertError::BadName { what, value: value.to_string() }) }
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CertError::BadName {
+            what,
+            value: value.to_string(),
+        })
+    }
 }
 
 fn time_of(unix: i64) -> Result<OffsetDateTime, CertError> {
@@ -160,7 +178,9 @@ pub fn profile(role: &Role, validity: &Validity) -> Result<CertificateParams, Ce
     p.not_before = time_of(validity.not_before_unix)?;
     p.not_after = time_of(validity.not_after_unix)?;
     if validity.not_after_unix <= validity.not_before_unix {
-        return Err(CertError::Validity("not_after must be after not_before".into()));
+        return Err(CertError::Validity(
+            "not_after must be after not_before".into(),
+        ));
     }
     p.serial_number = Some(random_serial());
     p.is_ca = IsCa::ExplicitNoCa;
@@ -174,7 +194,10 @@ pub fn profile(role: &Role, validity: &Validity) -> Result<CertificateParams, Ce
                 SanType::DnsName(node_server_name(*id).try_into()?),
                 SanType::DnsName(ANY_NODE_SERVER_NAME.try_into()?),
             ];
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            p.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
             format!("{URI_PREFIX}node:{id}")
         }
         Role::Client(c) => {
@@ -211,24 +234,36 @@ impl CertAuthority {
         p.not_after = time_of(now + 20 * 365 * 86_400)?;
         p.serial_number = Some(random_serial());
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("Outpost CA {cluster_name}"));
         dn.push(DnType::OrganizationName, cluster_id);
         p.distinguished_name = dn;
         let cert = p.self_signed(&key)?;
-        Ok(CertAuthority { cert_pem: cert.pem(), cert_der: cert.der().clone(), key })
+        Ok(CertAuthority {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            key,
+        })
     }
 
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
         let key = KeyPair::from_pem(key_pem)?;
         let cert_der = first_cert_der(cert_pem)?;
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(&cert_der).map_err(|e| CertError::Parse(e.to_string()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| CertError::Parse(e.to_string()))?;
         if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
             return Err(CertError::KeyMismatch);
         }
-        Ok(CertAuthority { cert_pem: cert_pem.to_string(), cert_der, key })
+        Ok(CertAuthority {
+            cert_pem: cert_pem.to_string(),
+            cert_der,
+            key,
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -245,7 +280,12 @@ impl CertAuthority {
 
     /// Signs a leaf for `role`. From the CSR only its public key is used, after its own
     /// signature checks out; names, CA flag and usages all come from `profile`.
-    pub fn issue(&self, csr_pem: &str, role: &Role, validity: &Validity) -> Result<String, CertError> {
+    pub fn issue(
+        &self,
+        csr_pem: &str,
+        role: &Role,
+        validity: &Validity,
+    ) -> Result<String, CertError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CertError::Csr)?;
         let params = profile(role, validity)?;
         let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)?;
@@ -253,7 +293,11 @@ impl CertAuthority {
     }
 
     /// A new key and a leaf for it (admin certificates, tests).
-    pub fn issue_with_new_key(&self, role: &Role, validity: &Validity) -> Result<(String, Zeroizing<String>), CertError> {
+    pub fn issue_with_new_key(
+        &self,
+        role: &Role,
+        validity: &Validity,
+    ) -> Result<(String, Zeroizing<String>), CertError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let params = profile(role, validity)?;
         let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)?;
@@ -281,7 +325,8 @@ fn first_cert_der(pem: &str) -> Result<CertificateDer<'static>, CertError> {
 }
 
 fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, CertError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Parse(e.to_string()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Parse(e.to_string()))?;
     Ok(cert)
 }
 
@@ -304,7 +349,12 @@ pub fn role_of(cert_der: &[u8]) -> Result<Role, CertError> {
     let uri = match uris.as_slice() {
         [one] => *one,
         [] => return Err(CertError::NoRole("no urn:outpost: URI".into())),
-        _ => return Err(CertError::NoRole(format!("{} urn:outpost: URIs (exactly one allowed)", uris.len()))),
+        _ => {
+            return Err(CertError::NoRole(format!(
+                "{} urn:outpost: URIs (exactly one allowed)",
+                uris.len()
+            )));
+        }
     };
     let eku = cert
         .extended_key_usage()
@@ -312,26 +362,44 @@ pub fn role_of(cert_der: &[u8]) -> Result<Role, CertError> {
         .map(|e| (e.value.server_auth, e.value.client_auth))
         .unwrap_or((false, false));
     let rest = &uri[URI_PREFIX.len()..];
-    let (kind, id) = rest.split_once(':').ok_or_else(|| CertError::NoRole(format!("malformed role URI {uri}")))?;
+    let (kind, id) = rest
+        .split_once(':')
+        .ok_or_else(|| CertError::NoRole(format!("malformed role URI {uri}")))?;
     let role = match kind {
         "node" => {
-            let id: u64 = id.parse().map_err(|_| CertError::NoRole(format!("node id in {uri} is not a number")))?;
+            let id: u64 = id
+                .parse()
+                .map_err(|_| CertError::NoRole(format!("node id in {uri} is not a number")))?;
             if eku != (true, true) {
-                return Err(CertError::NoRole(format!("{uri}: a node certificate needs serverAuth and clientAuth")));
+                return Err(CertError::NoRole(format!(
+                    "{uri}: a node certificate needs serverAuth and clientAuth"
+                )));
             }
             Role::Node(id)
         }
         "client" | "admin" => {
             check_name("role id", id).map_err(|e| CertError::NoRole(e.to_string()))?;
             if eku.0 {
-                return Err(CertError::NoRole(format!("{uri}: a {kind} certificate must not carry serverAuth")));
+                return Err(CertError::NoRole(format!(
+                    "{uri}: a {kind} certificate must not carry serverAuth"
+                )));
             }
             if !eku.1 {
-                return Err(CertError::NoRole(format!("{uri}: a {kind} certificate needs clientAuth")));
+                return Err(CertError::NoRole(format!(
+                    "{uri}: a {kind} certificate needs clientAuth"
+                )));
             }
-            if kind == "client" { Role::Client(id.to_string()) } else { Role::Admin(id.to_string()) }
+            if kind == "client" {
+                Role::Client(id.to_string())
+            } else {
+                Role::Admin(id.to_string())
+            }
         }
-        other => return Err(CertError::NoRole(format!("unknown role {other:?} in {uri}"))),
+        other => {
+            return Err(CertError::NoRole(format!(
+                "unknown role {other:?} in {uri}"
+            )));
+        }
     };
     Ok(role)
 }
@@ -355,8 +423,12 @@ impl TlsIdentity {
     pub fn from_pem(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Self, CertError> {
         let leaf = first_cert_der(cert_pem)?;
         let ca = first_cert_der(ca_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| CertError::NoKey)?;
-        Ok(TlsIdentity { chain: vec![leaf, ca], key })
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| CertError::NoKey)?;
+        Ok(TlsIdentity {
+            chain: vec![leaf, ca],
+            key,
+        })
     }
 }
 
@@ -432,7 +504,10 @@ impl ServerCertVerifier for PinnedCa {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(anchor) = intermediates.iter().find(|c| Fingerprint::of_der(c) == self.pin) else {
+        let Some(anchor) = intermediates
+            .iter()
+            .find(|c| Fingerprint::of_der(c) == self.pin)
+        else {
             let presented: Vec<String> = std::iter::once(end_entity)
                 .chain(intermediates.iter())
                 .map(|c| Fingerprint::of_der(c).to_string())
@@ -445,9 +520,12 @@ impl ServerCertVerifier for PinnedCa {
         };
         let mut roots = RootCertStore::empty();
         roots.add(anchor.clone().into_owned())?;
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 
@@ -466,11 +544,18 @@ impl ServerCertVerifier for PinnedCa {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -494,12 +579,19 @@ pub fn pinned_client_config(
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;
     }

@@ -103,6 +103,12 @@ fn open_conn(path: &Path) -> Result<Connection, LogStoreError> {
     // before openraft is told it is. Raft's safety depends on this; see ARCHITECTURE.md.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err)?;
+    // Fewer, larger checkpoints (every ~16 MiB of WAL) and a larger page cache; durability
+    // is unchanged.
+    conn.pragma_update(None, "wal_autocheckpoint", 4000)
+        .map_err(err)?;
+    conn.pragma_update(None, "cache_size", -32768)
+        .map_err(err)?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(err)?;

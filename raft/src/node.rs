@@ -21,7 +21,9 @@ use crate::transport::{
 };
 use crate::types::{NodeId, PeerNode, Proposal, Raft, RaftMetrics};
 
-/// Timing and sizing of one node's Raft. Defaults fit a LAN.
+/// Timing and sizing of one node's Raft. Defaults fit a LAN: a follower that hears nothing
+/// campaigns after openraft's leader lease (= `election_timeout_max_ms`) plus a random
+/// election timeout, i.e. 450-600 ms; `outpost bench failover` measures the whole failover.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTuning {
@@ -43,9 +45,9 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         RaftTuning {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
             snapshot_after_entries: 20_000,
             keep_entries_behind_snapshot: 1_000,
             max_voters: 5,
@@ -500,7 +502,7 @@ impl Inner {
 /// Gathers concurrent writes into one Raft entry each round (group commit): while one batch
 /// is being committed, the next fills up. A few batches may be in flight at once.
 async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<WriteReq>) {
-    let in_flight = Arc::new(Semaphore::new(4));
+    let in_flight = Arc::new(Semaphore::new(2));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;

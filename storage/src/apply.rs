@@ -55,11 +55,11 @@ pub(crate) fn apply_entries(
         }
         results.push(Some(outcomes));
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES ('applied_marker', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [applied_marker],
-    )?;
+    )?
+    .execute([applied_marker])?;
     // Durable on return (WAL + synchronous=FULL): every envelope of this call, its audit rows
     // and the applied marker, all or nothing.
     tx.commit()?;
@@ -201,8 +201,9 @@ fn invalid(message: String) -> Fail {
 
 fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
     if !matches!(env.command, Command::InitCluster { .. }) {
-        let initialized: bool =
-            conn.query_row("SELECT EXISTS (SELECT 1 FROM cluster)", [], |r| r.get(0))?;
+        let initialized: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM cluster)")?
+            .query_row([], |r| r.get(0))?;
         if !initialized {
             return Err(reject(
                 RejectCode::NotInitialized,
@@ -265,11 +266,9 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
             groups,
         } => {
             check_name("token id", id).map_err(invalid)?;
-            let exists: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM tokens WHERE id = ?1)",
-                [id],
-                |r| r.get(0),
-            )?;
+            let exists: bool = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE id = ?1)")?
+                .query_row([id], |r| r.get(0))?;
             if exists {
                 return Err(reject(
                     RejectCode::AlreadyExists,
@@ -290,25 +289,27 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
                 check_name("group id", g).map_err(invalid)?;
             }
             let groups_json = serde_json::Value::from(groups.clone()).to_string();
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO tokens (id, kind, secret_sha256, expires_at_ms, uses_left,
                                      groups_json, revoked, created_at_ms, created_by)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
-                params![
-                    id,
-                    kind.as_str(),
-                    secret,
-                    expires_at_ms,
-                    uses,
-                    groups_json,
-                    env.at_ms,
-                    env.actor
-                ],
-            )?;
+            )?
+            .execute(params![
+                id,
+                kind.as_str(),
+                secret,
+                expires_at_ms,
+                uses,
+                groups_json,
+                env.at_ms,
+                env.actor
+            ])?;
             Ok(Response::Done)
         }
         Command::RevokeToken { id } => {
-            let n = conn.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", [id])?;
+            let n = conn
+                .prepare_cached("UPDATE tokens SET revoked = 1 WHERE id = ?1")?
+                .execute([id])?;
             if n == 0 {
                 return Err(reject(
                     RejectCode::NotFound,
@@ -341,11 +342,11 @@ fn init_cluster(
     if ca_cert_pem.trim().is_empty() {
         return Err(invalid("CA certificate is empty".to_owned()));
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO cluster (singleton, id, name, ca_cert_pem, created_at_ms)
          VALUES (1, ?1, ?2, ?3, ?4)",
-        params![cluster_id, name, ca_cert_pem, at_ms],
-    )?;
+    )?
+    .execute(params![cluster_id, name, ca_cert_pem, at_ms])?;
     Ok(Response::Done)
 }
 
@@ -366,36 +367,31 @@ impl NewNode<'_> {
     }
 
     fn insert(&self, conn: &Connection, id: i64, role: NodeRole, at_ms: i64) -> Result<(), Fail> {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO nodes (id, name, api_addr, peer_addr, role, version, joined_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                id,
-                self.name,
-                self.api_addr,
-                self.peer_addr,
-                role.as_str(),
-                self.version,
-                at_ms
-            ],
-        )?;
+        )?
+        .execute(params![
+            id,
+            self.name,
+            self.api_addr,
+            self.peer_addr,
+            role.as_str(),
+            self.version,
+            at_ms
+        ])?;
         Ok(())
     }
 }
 
 fn next_node_id(conn: &Connection) -> Result<i64, rusqlite::Error> {
-    conn.query_row(
-        "SELECT value FROM meta WHERE key = 'next_node_id'",
-        [],
-        |r| r.get(0),
-    )
+    conn.prepare_cached("SELECT value FROM meta WHERE key = 'next_node_id'")?
+        .query_row([], |r| r.get(0))
 }
 
 fn set_next_node_id(conn: &Connection, next: i64) -> Result<(), rusqlite::Error> {
-    conn.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'next_node_id'",
-        [next],
-    )?;
+    conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'next_node_id'")?
+        .execute([next])?;
     Ok(())
 }
 
@@ -411,7 +407,8 @@ fn node_id_sql(id: u64) -> Result<i64, Fail> {
 }
 
 fn node_role(conn: &Connection, id: i64) -> Result<Option<String>, rusqlite::Error> {
-    conn.query_row("SELECT role FROM nodes WHERE id = ?1", [id], |r| r.get(0))
+    conn.prepare_cached("SELECT role FROM nodes WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
         .optional()
 }
 
@@ -503,10 +500,8 @@ fn join_node(
                 format!("token {token_id} has no uses left"),
             ));
         }
-        conn.execute(
-            "UPDATE tokens SET uses_left = ?1 WHERE id = ?2",
-            params![left - 1, token_id],
-        )?;
+        conn.prepare_cached("UPDATE tokens SET uses_left = ?1 WHERE id = ?2")?
+            .execute(params![left - 1, token_id])?;
     }
     let id = next_node_id(conn)?;
     let bumped = id
@@ -551,18 +546,18 @@ fn update_node(
             check_text(what, v).map_err(invalid)?;
         }
     }
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE nodes SET api_addr = COALESCE(?1, api_addr), peer_addr = COALESCE(?2, peer_addr),
                           role = COALESCE(?3, role), version = COALESCE(?4, version)
          WHERE id = ?5",
-        params![
-            api_addr,
-            peer_addr,
-            role.map(NodeRole::as_str),
-            version,
-            sql_id
-        ],
-    )?;
+    )?
+    .execute(params![
+        api_addr,
+        peer_addr,
+        role.map(NodeRole::as_str),
+        version,
+        sql_id
+    ])?;
     Ok(Response::Done)
 }
 
@@ -573,7 +568,8 @@ fn remove_node(conn: &Connection, id: u64) -> Result<Response, Fail> {
         return Err(not_found());
     }
     // Removing a removed node is a no-op: the row stays so its id is never reused.
-    conn.execute("UPDATE nodes SET role = 'removed' WHERE id = ?1", [sql_id])?;
+    conn.prepare_cached("UPDATE nodes SET role = 'removed' WHERE id = ?1")?
+        .execute([sql_id])?;
     Ok(Response::Done)
 }
 
@@ -596,14 +592,16 @@ fn set_config(
         )
         .optional()?;
     let version = old.unwrap_or(0).saturating_add(1);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO config (scope_kind, scope_id, key, value, version, updated_at_ms, updated_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (scope_kind, scope_id, key) DO UPDATE SET value = excluded.value,
              version = excluded.version, updated_at_ms = excluded.updated_at_ms,
              updated_by = excluded.updated_by",
-        params![kind, sid, key, value, version, env.at_ms, env.actor],
-    )?;
+    )?
+    .execute(params![
+        kind, sid, key, value, version, env.at_ms, env.actor
+    ])?;
     Ok(Response::ConfigVersion(version as u64))
 }
 
@@ -611,10 +609,9 @@ fn delete_config(conn: &Connection, scope: &Scope, key: &str) -> Result<Response
     check_scope(scope).map_err(invalid)?;
     check_name("config key", key).map_err(invalid)?;
     let (kind, sid) = scope.to_columns();
-    let n = conn.execute(
-        "DELETE FROM config WHERE scope_kind = ?1 AND scope_id = ?2 AND key = ?3",
-        params![kind, sid, key],
-    )?;
+    let n = conn
+        .prepare_cached("DELETE FROM config WHERE scope_kind = ?1 AND scope_id = ?2 AND key = ?3")?
+        .execute(params![kind, sid, key])?;
     if n == 0 {
         return Err(reject(
             RejectCode::NotFound,
@@ -628,7 +625,9 @@ fn delete_config(conn: &Connection, scope: &Scope, key: &str) -> Result<Response
 fn append_audit(conn: &Connection, env: &Envelope, outcome: &Outcome) -> Result<(), StorageError> {
     let text = audit_text(env, outcome);
     let outcome = outcome_text(outcome);
-    let last: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?;
+    let last: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM audit")?
+        .query_row([], |r| r.get(0))?;
     let prev = match meta_blob(conn, "audit_head")? {
         Some(b) => String::from_utf8(b)
             .map_err(|_| StorageError::Corrupt("meta.audit_head is not text".to_owned()))?,
@@ -646,26 +645,26 @@ fn append_audit(conn: &Connection, env: &Envelope, outcome: &Outcome) -> Result<
     };
     let hash = chain_hash(&prev, &fields)
         .ok_or_else(|| StorageError::Corrupt(format!("meta.audit_head {prev:?} is not a hash")))?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (seq, at_ms, actor, action, target, detail, outcome, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            seq,
-            env.at_ms,
-            env.actor,
-            text.action,
-            text.target,
-            text.detail,
-            outcome,
-            prev,
-            hash
-        ],
-    )?;
-    conn.execute(
+    )?
+    .execute(params![
+        seq,
+        env.at_ms,
+        env.actor,
+        text.action,
+        text.target,
+        text.detail,
+        outcome,
+        prev,
+        hash
+    ])?;
+    conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES ('audit_head', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [hash.as_bytes()],
-    )?;
+    )?
+    .execute([hash.as_bytes()])?;
     Ok(())
 }
 

@@ -155,11 +155,10 @@ pub(crate) fn corrupt_or(e: rusqlite::Error, path: &Path) -> StorageError {
 
 /// Reads a meta value as raw bytes (the marker) if present.
 pub(crate) fn meta_blob(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, rusqlite::Error> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
-        row.get::<_, Option<Vec<u8>>>(0)
-    })
-    .optional()
-    .map(Option::flatten)
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |row| row.get::<_, Option<Vec<u8>>>(0))
+        .optional()
+        .map(Option::flatten)
 }
 
 #[cfg(test)]

@@ -248,6 +248,15 @@ fn open_writer(path: &Path) -> Result<Connection, StorageError> {
     // FULL: every commit fsyncs the WAL, so an acknowledged apply survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // apply runs a couple of dozen distinct statements per batch; keep them all prepared.
+    conn.set_prepared_statement_cache_capacity(64);
+    // 64 MiB of page cache: the hot pages (config, the audit tail, indexes) stay in memory
+    // instead of being re-read through the kernel at every apply.
+    conn.pragma_update(None, "cache_size", -65536)?;
+    // Checkpoint every ~16 MiB of WAL instead of every 4 MiB: a page rewritten by many
+    // applies is copied back into the database file once per checkpoint, not once per 1000
+    // pages. Durability is unchanged (commits still fsync the WAL).
+    conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
     schema::migrate(&mut conn)?;
     Ok(conn)
 }
