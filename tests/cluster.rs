@@ -98,6 +98,38 @@ async fn write_via_follower_failover_and_catch_up() {
         );
         let s = c.status(leader).await?;
         assert_eq!(s.members.iter().filter(|m| m.voter).count(), 3);
+
+        // An operator removes a node: it leaves the membership, keeps its id in the node
+        // list (ids are never reused), and the two left go on taking writes.
+        let gone = s
+            .members
+            .iter()
+            .find(|m| m.api_addr == c.nodes[other].api_addr)
+            .context("member")?
+            .id;
+        c.cli(survivor, &["node", "remove", &gone.to_string()])?;
+        c.wait_for(survivor, T, "node removed from membership", |s| {
+            s.members.len() == 2 && s.members.iter().all(|m| m.id != gone)
+        })
+        .await?;
+        let nodes: serde_json::Value =
+            serde_json::from_str(&c.cli(survivor, &["node", "list", "--json"])?)?;
+        let row = nodes
+            .as_array()
+            .context("list")?
+            .iter()
+            .find(|n| n["id"] == gone)
+            .context("removed row kept")?;
+        assert_eq!(row["role"], "removed");
+        c.cli(leader, &["config", "set", "after.remove", "ok"])?;
+        assert_eq!(
+            c.cli(
+                survivor,
+                &["config", "get", "after.remove", "--linearizable"]
+            )?
+            .trim(),
+            "ok"
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await;
