@@ -185,6 +185,15 @@ async fn restart_of_all_nodes_loses_no_acknowledged_write() {
             c.cli(i % 3, &["config", "set", &k, &v])?;
             acked.push((k, v));
         }
+        // SIGTERM is a clean stop: exit code 0 and the admin socket gone.
+        assert!(
+            c.stop(0, Duration::from_secs(10))?,
+            "serve did not exit cleanly on SIGTERM"
+        );
+        assert!(
+            !c.nodes[0].dir.join("admin.sock").exists(),
+            "admin socket left behind"
+        );
         for i in 0..3 {
             c.kill9(i);
         }
@@ -196,6 +205,37 @@ async fn restart_of_all_nodes_loses_no_acknowledged_write() {
             let got = c.cli(i % 3, &["config", "get", k, "--linearizable"])?;
             assert_eq!(got.trim(), v, "acknowledged write {k} after restart");
         }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    with_logs(&c, r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_five_voters_the_sixth_node_stays_a_learner() {
+    let _g = serial();
+    let (_dir, mut c) = cluster(5, &[]).await.expect("five voters");
+    let r = async {
+        let i = c.join_node()?;
+        c.serve(i)?;
+        let s = c
+            .wait_for(0, T, "six members", |s| {
+                s.members.len() == 6 && s.members.iter().filter(|m| m.voter).count() == 5
+            })
+            .await?;
+        let sixth = s
+            .members
+            .iter()
+            .find(|m| m.api_addr == c.nodes[i].api_addr)
+            .context("sixth member")?;
+        assert!(!sixth.voter, "the sixth node became a voter: {s:?}");
+        // A learner still serves reads of everything committed.
+        c.cli(0, &["config", "set", "seen.by.learner", "yes"])?;
+        assert_eq!(
+            c.cli(i, &["config", "get", "seen.by.learner", "--linearizable"])?
+                .trim(),
+            "yes"
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await;
