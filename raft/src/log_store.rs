@@ -79,8 +79,6 @@ enum Req {
     ),
     SaveVote(Vote, oneshot::Sender<Result<(), String>>),
     ReadVote(oneshot::Sender<Result<Option<Vote>, String>>),
-    SaveCommitted(Option<LogId>, oneshot::Sender<Result<(), String>>),
-    ReadCommitted(oneshot::Sender<Result<Option<LogId>, String>>),
     Append(Vec<Entry>, LogFlushed<TypeConfig>),
     Truncate(LogId, oneshot::Sender<Result<(), String>>),
     Purge(LogId, oneshot::Sender<Result<(), String>>),
@@ -198,13 +196,6 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Req>, path: PathBuf)
                 drop(tx.send(put_meta(&conn, "vote", &v).map_err(|e| e.to_string())))
             }
             Req::ReadVote(tx) => drop(tx.send(get_meta(&conn, "vote").map_err(|e| e.to_string()))),
-            Req::SaveCommitted(c, tx) => {
-                drop(tx.send(put_meta(&conn, "committed", &c).map_err(|e| e.to_string())))
-            }
-            Req::ReadCommitted(tx) => {
-                let r = get_meta::<Option<LogId>>(&conn, "committed").map(Option::flatten);
-                drop(tx.send(r.map_err(|e| e.to_string())))
-            }
             Req::Truncate(id, tx) => {
                 let r = conn.execute("DELETE FROM log WHERE idx >= ?1", params![id.index as i64]);
                 drop(tx.send(r.map(|_| ()).map_err(|e| e.to_string())))
@@ -363,17 +354,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::read_vote(e).into())
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.call(|tx| Req::SaveCommitted(committed, tx))
-            .await
-            .map_err(|e| StorageIOError::write(e).into())
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.call(Req::ReadCommitted)
-            .await
-            .map_err(|e| StorageIOError::read(e).into())
-    }
+    // save_committed/read_committed keep openraft's defaults (not persisted): persisting the
+    // commit index would cost one more fsync per commit on every node, and a restarted node
+    // learns it again from the leader; what is applied is recorded in state.db anyway.
 
     async fn append<I>(
         &mut self,
