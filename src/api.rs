@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use outpost_certs::{CertAuthority, Fingerprint, Role, Validity};
-use outpost_raft::{NodeStatus, RaftNode};
+use outpost_raft::{MemberStatus, NodeStatus, RaftNode};
 use outpost_storage::{
     Command, ConfigEntry, Envelope, NodeRecord, Outcome, RejectCode, Response as Done, Scope,
     TokenKind,
@@ -114,18 +114,8 @@ pub struct StatusView {
     pub applied_index: u64,
     pub last_log_index: u64,
     pub snapshot_index: Option<u64>,
-    pub members: Vec<MemberView>,
+    pub members: Vec<MemberStatus>,
     pub fatal: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MemberView {
-    pub id: u64,
-    pub name: String,
-    pub voter: bool,
-    pub api_addr: String,
-    pub peer_addr: String,
-    pub matched_index: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -295,18 +285,7 @@ impl AppState {
             applied_index: s.applied_index,
             last_log_index: s.last_log_index,
             snapshot_index: s.snapshot_index,
-            members: s
-                .members
-                .into_iter()
-                .map(|m| MemberView {
-                    id: m.id,
-                    name: m.name,
-                    voter: m.voter,
-                    api_addr: m.api_addr,
-                    peer_addr: m.peer_addr,
-                    matched_index: m.matched_index,
-                })
-                .collect(),
+            members: s.members,
             fatal: s.fatal,
         }
     }
