@@ -11,7 +11,7 @@ use crate::codec::decode_batch;
 use crate::error::StorageError;
 use crate::model::{Command, Envelope, NodeRole, Outcome, RejectCode, Rejection, Response, Scope};
 use crate::rules::{
-    check_name, check_scope, check_text, check_value, constant_time_eq, normalize_sha256,
+    check_id, check_name, check_scope, check_text, check_value, constant_time_eq, normalize_sha256,
 };
 use crate::schema::meta_blob;
 
@@ -159,6 +159,25 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
                     "groups": groups }),
         ),
         Command::RevokeToken { id } => ("token.revoke", format!("token:{id}"), json!({})),
+        Command::EnrollClient {
+            token_id,
+            client_id,
+            hostname,
+            cert_serial,
+            ..
+        } => (
+            "client.enroll",
+            format!("client:{client_id}"),
+            json!({ "token": token_id, "hostname": hostname, "cert_serial": cert_serial }),
+        ),
+        Command::RevokeClient { client_id } => {
+            ("client.revoke", format!("client:{client_id}"), json!({}))
+        }
+        Command::TouchClients { node_id, seen } => (
+            "clients.seen",
+            format!("node:{node_id}"),
+            json!({ "clients": seen.len() }),
+        ),
     };
     // Keys sorted whatever serde_json's features are: the detail is hashed and replicated.
     let detail: std::collections::BTreeMap<String, serde_json::Value> = match detail {
@@ -318,6 +337,23 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
             }
             Ok(Response::Done)
         }
+        Command::EnrollClient {
+            token_id,
+            secret_sha256,
+            client_id,
+            hostname,
+            cert_serial,
+        } => enroll_client(
+            conn,
+            env.at_ms,
+            token_id,
+            secret_sha256,
+            client_id,
+            hostname,
+            cert_serial,
+        ),
+        Command::RevokeClient { client_id } => revoke_client(conn, env.at_ms, client_id),
+        Command::TouchClients { node_id, seen } => touch_clients(conn, *node_id, seen),
     }
 }
 
@@ -460,20 +496,39 @@ fn join_node(
     node: NewNode<'_>,
 ) -> Result<Response, Fail> {
     node.check()?;
-    let row: Option<(String, String, i64, Option<i64>, bool)> = conn
-        .query_row(
-            "SELECT kind, secret_sha256, expires_at_ms, uses_left, revoked FROM tokens WHERE id = ?1",
-            [token_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
+    consume_token(conn, at_ms, token_id, secret_sha256, "node")?;
+    let id = next_node_id(conn)?;
+    let bumped = id
+        .checked_add(1)
+        .ok_or_else(|| invalid("node ids are exhausted".to_owned()))?;
+    node.insert(conn, id, NodeRole::Joining, at_ms)?;
+    set_next_node_id(conn, bumped)?;
+    Ok(Response::NodeId(id as u64))
+}
+
+/// Checks a token of `kind` against its stored secret hash, revocation, expiry (`at_ms`)
+/// and uses, consumes one use, and returns the groups it grants.
+fn consume_token(
+    conn: &Connection,
+    at_ms: i64,
+    token_id: &str,
+    secret_sha256: &str,
+    kind: &str,
+) -> Result<Vec<String>, Fail> {
+    let row: Option<(String, String, i64, Option<i64>, bool, String)> = conn
+        .prepare_cached(
+            "SELECT kind, secret_sha256, expires_at_ms, uses_left, revoked, groups_json FROM tokens WHERE id = ?1",
+        )?
+        .query_row([token_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .optional()?;
     let token_invalid = |why: String| reject(RejectCode::TokenInvalid, why);
-    let Some((kind, stored_secret, expires_at_ms, uses_left, revoked)) = row else {
+    let Some((found_kind, stored_secret, expires_at_ms, uses_left, revoked, groups_json)) = row
+    else {
         return Err(token_invalid(format!("token {token_id} does not exist")));
     };
-    if kind != "node" {
+    if found_kind != kind {
         return Err(token_invalid(format!(
-            "token {token_id} is not a node token"
+            "token {token_id} is not a {kind} token"
         )));
     }
     let secret_ok = normalize_sha256("secret_sha256", secret_sha256)
@@ -503,13 +558,80 @@ fn join_node(
         conn.prepare_cached("UPDATE tokens SET uses_left = ?1 WHERE id = ?2")?
             .execute(params![left - 1, token_id])?;
     }
-    let id = next_node_id(conn)?;
-    let bumped = id
-        .checked_add(1)
-        .ok_or_else(|| invalid("node ids are exhausted".to_owned()))?;
-    node.insert(conn, id, NodeRole::Joining, at_ms)?;
-    set_next_node_id(conn, bumped)?;
-    Ok(Response::NodeId(id as u64))
+    serde_json::from_str(&groups_json).map_err(|e| {
+        Fail::Sql(rusqlite::Error::FromSqlConversionFailure(
+            5,
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        ))
+    })
+}
+
+fn enroll_client(
+    conn: &Connection,
+    at_ms: i64,
+    token_id: &str,
+    secret_sha256: &str,
+    client_id: &str,
+    hostname: &str,
+    cert_serial: &str,
+) -> Result<Response, Fail> {
+    check_id("client id", client_id).map_err(invalid)?;
+    check_text("hostname", hostname).map_err(invalid)?;
+    check_id("certificate serial", cert_serial).map_err(invalid)?;
+    let groups = consume_token(conn, at_ms, token_id, secret_sha256, "client")?;
+    let exists: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM clients WHERE id = ?1)")?
+        .query_row([client_id], |r| r.get(0))?;
+    if exists {
+        return Err(reject(
+            RejectCode::AlreadyExists,
+            format!("client {client_id} already exists"),
+        ));
+    }
+    let groups_json = serde_json::to_string(&groups).unwrap_or_else(|_| "[]".to_owned());
+    conn.prepare_cached(
+        "INSERT INTO clients (id, hostname, groups_json, cert_serial, enrolled_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![client_id, hostname, groups_json, cert_serial, at_ms])?;
+    Ok(Response::Done)
+}
+
+fn revoke_client(conn: &Connection, at_ms: i64, client_id: &str) -> Result<Response, Fail> {
+    let serial: Option<String> = conn
+        .prepare_cached("SELECT cert_serial FROM clients WHERE id = ?1")?
+        .query_row([client_id], |r| r.get(0))
+        .optional()?;
+    let Some(serial) = serial else {
+        return Err(reject(
+            RejectCode::NotFound,
+            format!("client {client_id} does not exist"),
+        ));
+    };
+    conn.prepare_cached("UPDATE clients SET revoked = 1 WHERE id = ?1")?
+        .execute([client_id])?;
+    conn.prepare_cached(
+        "INSERT INTO revoked_serials (serial, client_id, revoked_at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (serial) DO NOTHING",
+    )?
+    .execute(params![serial, client_id, at_ms])?;
+    Ok(Response::Done)
+}
+
+fn touch_clients(
+    conn: &Connection,
+    node_id: u64,
+    seen: &[(String, i64)],
+) -> Result<Response, Fail> {
+    let node = node_id_sql(node_id)?;
+    let mut stmt = conn.prepare_cached(
+        "UPDATE clients SET last_seen_ms = ?2, last_seen_node = ?3
+         WHERE id = ?1 AND revoked = 0 AND (last_seen_ms IS NULL OR last_seen_ms < ?2)",
+    )?;
+    for (id, at) in seen {
+        stmt.execute(params![id, at, node])?;
+    }
+    Ok(Response::Done)
 }
 
 fn update_node(

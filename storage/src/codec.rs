@@ -3,13 +3,15 @@
 use crate::error::StorageError;
 use crate::model::Envelope;
 
-/// Bumped when `Command` changes incompatibly.
-pub const COMMAND_FORMAT: u16 = 1;
+/// The newest command format this build reads and writes. Format 2 appended the client
+/// commands to format 1 (same encoding of the older variants), so format 1 bytes decode as is.
+pub const COMMAND_FORMAT: u16 = 2;
 
 /// Encoding of one Raft entry's payload: 2 bytes little-endian COMMAND_FORMAT, then bincode 2
 /// (serde, standard config) of Vec<Envelope>. A batch carries many envelopes (group commit).
 pub fn encode_batch(batch: &[Envelope]) -> Vec<u8> {
-    let mut out = COMMAND_FORMAT.to_le_bytes().to_vec();
+    let format = batch.iter().map(|e| e.command.format()).max().unwrap_or(1);
+    let mut out = format.to_le_bytes().to_vec();
     // Cannot fail: every sequence in these types has a known length and the writer is a Vec.
     let body = bincode::serde::encode_to_vec(batch, bincode::config::standard())
         .expect("bincode encoding of envelopes into a Vec is infallible");
@@ -34,7 +36,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Envelope>, StorageError> {
             supported: COMMAND_FORMAT,
         });
     }
-    if found != COMMAND_FORMAT {
+    if found == 0 {
         // Format 0 never existed; older formats would be migrated here explicitly.
         return Err(StorageError::Decode(
             bincode::error::DecodeError::OtherString(format!("unknown command format {found}")),
@@ -48,6 +50,14 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Envelope>, StorageError> {
             bincode::error::DecodeError::OtherString(format!(
                 "{} trailing bytes after the batch",
                 body.len() - used
+            )),
+        ));
+    }
+    if let Some(e) = batch.iter().find(|e| e.command.format() > found) {
+        return Err(StorageError::Decode(
+            bincode::error::DecodeError::OtherString(format!(
+                "a format {found} batch carries a format {} command",
+                e.command.format()
             )),
         ));
     }
@@ -96,11 +106,40 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for batch in [vec![], sample()] {
+        // A batch is written in the highest format its commands need.
+        let revoke = Envelope {
+            at_ms: 1,
+            actor: "t".into(),
+            command: Command::RevokeClient {
+                client_id: "c1".into(),
+            },
+        };
+        let mut with_v2 = sample();
+        with_v2.push(revoke.clone());
+        for (batch, format) in [
+            (vec![], 1u16),
+            (sample(), 1),
+            (with_v2, 2),
+            (vec![revoke], 2),
+        ] {
             let bytes = encode_batch(&batch);
-            assert_eq!(&bytes[..2], &COMMAND_FORMAT.to_le_bytes());
+            assert_eq!(&bytes[..2], &format.to_le_bytes());
             assert_eq!(decode_batch(&bytes).ok(), Some(batch));
         }
+    }
+
+    #[test]
+    fn a_format_1_batch_cannot_carry_a_format_2_command() {
+        let batch = vec![Envelope {
+            at_ms: 1,
+            actor: "t".into(),
+            command: Command::RevokeClient {
+                client_id: "c1".into(),
+            },
+        }];
+        let mut bytes = encode_batch(&batch);
+        bytes[..2].copy_from_slice(&1u16.to_le_bytes());
+        assert!(matches!(decode_batch(&bytes), Err(StorageError::Decode(_))));
     }
 
     #[test]
@@ -122,8 +161,8 @@ mod tests {
                 matches!(
                     e,
                     StorageError::NeedsUpgrade {
-                        found: 2,
-                        supported: 1
+                        found: 3,
+                        supported: 2
                     }
                 )
             }),

@@ -25,8 +25,8 @@ mod store;
 pub use codec::{COMMAND_FORMAT, decode_batch, encode_batch};
 pub use error::StorageError;
 pub use model::{
-    AuditCheck, AuditRecord, ClusterInfo, Command, ConfigEntry, Envelope, NodeRecord, NodeRole,
-    Outcome, RejectCode, Rejection, Response, Scope, TokenKind, TokenRecord,
+    AuditCheck, AuditRecord, ClientRecord, ClusterInfo, Command, ConfigEntry, Envelope, NodeRecord,
+    NodeRole, Outcome, RejectCode, Rejection, Response, Scope, TokenKind, TokenRecord,
 };
 pub use reader::Reader;
 pub use rules::{MAX_NAME_BYTES, MAX_VALUE_BYTES, effective_config};

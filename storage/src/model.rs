@@ -75,6 +75,42 @@ pub enum Command {
     RevokeToken {
         id: String,
     },
+    // ---- format 2 ----
+    /// Checks a client token like JoinNode does (kind Client), consumes one use, and records
+    /// the client with the token's groups. The proposer picks the id and signs the certificate
+    /// whose serial is recorded here. AlreadyExists if the id is taken.
+    EnrollClient {
+        token_id: String,
+        secret_sha256: String,
+        client_id: String,
+        hostname: String,
+        cert_serial: String,
+    },
+    /// Marks the client revoked and its certificate serial revoked; every node refuses it as
+    /// soon as this applies. NotFound if there is no such client.
+    RevokeClient {
+        client_id: String,
+    },
+    /// Last-seen times gathered by one node since its previous flush (one command per node
+    /// every few seconds, not one per sync). Unknown or revoked clients are skipped.
+    TouchClients {
+        node_id: u64,
+        seen: Vec<(String, i64)>,
+    },
+}
+
+impl Command {
+    /// The oldest command format that can carry this command: a batch is written in the
+    /// highest format of its commands, so nodes that do not know a new command stop exactly
+    /// where one appears (and ask for an upgrade) instead of at every entry.
+    pub fn format(&self) -> u16 {
+        match self {
+            Command::EnrollClient { .. }
+            | Command::RevokeClient { .. }
+            | Command::TouchClients { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Where a configuration key lives: global < group < client.
@@ -131,6 +167,19 @@ pub enum RejectCode {
 
 /// The result of applying one envelope.
 pub type Outcome = Result<Response, Rejection>;
+
+/// An enrolled client (a managed machine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub id: String,
+    pub hostname: String,
+    pub groups: Vec<String>,
+    pub cert_serial: String,
+    pub enrolled_at_ms: i64,
+    pub revoked: bool,
+    pub last_seen: Option<i64>,
+    pub last_seen_node: Option<u64>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfo {

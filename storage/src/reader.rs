@@ -13,8 +13,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use crate::audit::{AuditFields, ChainWalker, StoredRow};
 use crate::error::StorageError;
 use crate::model::{
-    AuditCheck, AuditRecord, ClusterInfo, ConfigEntry, NodeRecord, NodeRole, Scope, TokenKind,
-    TokenRecord,
+    AuditCheck, AuditRecord, ClientRecord, ClusterInfo, ConfigEntry, NodeRecord, NodeRole, Scope,
+    TokenKind, TokenRecord,
 };
 use crate::rules::effective_config;
 use crate::schema::meta_blob;
@@ -133,6 +133,36 @@ impl Reader {
             let mut stmt = c.prepare(&format!("{TOKEN_SELECT} ORDER BY id"))?;
             let rows = stmt.query_map([], raw_token)?;
             rows.map(|r| token_from_raw(r?)).collect()
+        })
+    }
+
+    pub fn clients(&self) -> Result<Vec<ClientRecord>, StorageError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!("{CLIENT_SELECT} ORDER BY id"))?;
+            let rows = stmt.query_map([], raw_client)?;
+            rows.map(|r| client_from_raw(r?)).collect()
+        })
+    }
+
+    pub fn client(&self, id: &str) -> Result<Option<ClientRecord>, StorageError> {
+        self.with(|c| {
+            c.prepare_cached(&format!("{CLIENT_SELECT} WHERE id = ?1"))?
+                .query_row([id], raw_client)
+                .optional()?
+                .map(client_from_raw)
+                .transpose()
+        })
+    }
+
+    /// Whether a certificate serial (lowercase hex) has been revoked.
+    pub fn serial_revoked(&self, serial: &str) -> Result<bool, StorageError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM revoked_serials WHERE serial = ?1)",
+                )?
+                .query_row([serial], |r| r.get(0))?,
+            )
         })
     }
 
@@ -390,5 +420,56 @@ fn token_from_raw(r: RawToken) -> Result<TokenRecord, StorageError> {
         groups,
         revoked,
         created_at_ms,
+    })
+}
+
+const CLIENT_SELECT: &str = "SELECT id, hostname, groups_json, cert_serial, enrolled_at_ms, revoked, last_seen_ms, last_seen_node FROM clients";
+
+type RawClient = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    bool,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn raw_client(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawClient> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn client_from_raw(raw: RawClient) -> Result<ClientRecord, StorageError> {
+    let (
+        id,
+        hostname,
+        groups_json,
+        cert_serial,
+        enrolled_at_ms,
+        revoked,
+        last_seen,
+        last_seen_node,
+    ) = raw;
+    let groups = serde_json::from_str(&groups_json)
+        .map_err(|e| StorageError::Corrupt(format!("clients.groups_json of {id}: {e}")))?;
+    Ok(ClientRecord {
+        id,
+        hostname,
+        groups,
+        cert_serial,
+        enrolled_at_ms,
+        revoked,
+        last_seen,
+        last_seen_node: last_seen_node.map(|n| n as u64),
     })
 }

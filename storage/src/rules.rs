@@ -27,6 +27,20 @@ pub fn check_name(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An identifier that also appears in certificates and file names (client ids, certificate
+/// serials): 1-64 of A-Z a-z 0-9 . _ -
+pub fn check_id(what: &str, s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what} {s:?} must be 1-64 of A-Z a-z 0-9 . _ -"))
+    }
+}
+
 pub fn check_scope(scope: &Scope) -> Result<(), String> {
     match scope {
         Scope::Global => Ok(()),

@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -69,6 +69,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         outcome   TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
         hash      TEXT NOT NULL
+    ) STRICT;
+    "#,
+    // v2: clients and revoked certificate serials.
+    r#"
+    CREATE TABLE clients (
+        id             TEXT PRIMARY KEY NOT NULL,
+        hostname       TEXT NOT NULL,
+        groups_json    TEXT NOT NULL,
+        cert_serial    TEXT NOT NULL,
+        enrolled_at_ms INTEGER NOT NULL,
+        revoked        INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+        last_seen_ms   INTEGER,
+        last_seen_node INTEGER
+    ) STRICT;
+    CREATE TABLE revoked_serials (
+        serial        TEXT PRIMARY KEY NOT NULL,
+        client_id     TEXT NOT NULL,
+        revoked_at_ms INTEGER NOT NULL
     ) STRICT;
     "#,
 ];

@@ -1,0 +1,158 @@
+//! Client enrollment, revocation and last-seen through the store.
+
+mod common;
+
+use common::{env, init_batch, sha};
+use outpost_storage::{Command, Outcome, RejectCode, Store, TokenKind, encode_batch};
+
+async fn apply(store: &Store, at_ms: i64, command: Command) -> anyhow::Result<Outcome> {
+    let out = store
+        .apply(vec![Some(encode_batch(&[env(at_ms, command)]))], vec![0])
+        .await?;
+    Ok(out
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|v| v.into_iter().next())
+        .expect("one outcome"))
+}
+
+fn enroll(token: &str, secret: &str, id: &str) -> Command {
+    Command::EnrollClient {
+        token_id: token.into(),
+        secret_sha256: sha(secret),
+        client_id: id.into(),
+        hostname: format!("{id}.plant"),
+        cert_serial: format!("{:0>32}", id.len()),
+    }
+}
+
+fn code(o: &Outcome) -> Option<RejectCode> {
+    o.as_ref().err().map(|r| r.code)
+}
+
+#[tokio::test]
+async fn enrollment_checks_the_token_and_revocation_sticks() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("state.db"))?;
+    store
+        .apply(vec![Some(encode_batch(&init_batch()))], vec![0])
+        .await?;
+    let token = |id: &str, uses, groups: Vec<String>| Command::CreateToken {
+        id: id.into(),
+        kind: TokenKind::Client,
+        secret_sha256: sha("s"),
+        expires_at_ms: 10_000,
+        uses,
+        groups,
+    };
+    assert!(
+        apply(
+            &store,
+            5,
+            token("ct", Some(2), vec!["lab".into(), "north".into()])
+        )
+        .await?
+        .is_ok()
+    );
+
+    // Table: (what, at_ms, command, expected rejection)
+    let cases: Vec<(&str, i64, Command, Option<RejectCode>)> = vec![
+        ("first enrollment", 10, enroll("ct", "s", "c1"), None),
+        (
+            "same id again",
+            11,
+            enroll("ct", "s", "c1"),
+            Some(RejectCode::AlreadyExists),
+        ),
+        (
+            "wrong secret",
+            12,
+            enroll("ct", "x", "c2"),
+            Some(RejectCode::TokenInvalid),
+        ),
+        (
+            "node token",
+            13,
+            enroll("nt", "node-secret", "c2"),
+            Some(RejectCode::TokenInvalid),
+        ),
+        (
+            "unknown token",
+            14,
+            enroll("zz", "s", "c2"),
+            Some(RejectCode::TokenInvalid),
+        ),
+        (
+            "bad id",
+            15,
+            enroll("ct", "s", "c/../2"),
+            Some(RejectCode::Invalid),
+        ),
+        (
+            "expired",
+            10_000,
+            enroll("ct", "s", "c3"),
+            Some(RejectCode::TokenExpired),
+        ),
+        ("second use", 20, enroll("ct", "s", "c2"), None),
+        (
+            "used up",
+            21,
+            enroll("ct", "s", "c4"),
+            Some(RejectCode::TokenUsedUp),
+        ),
+        (
+            "revoke",
+            30,
+            Command::RevokeClient {
+                client_id: "c1".into(),
+            },
+            None,
+        ),
+        (
+            "revoke unknown",
+            31,
+            Command::RevokeClient {
+                client_id: "nope".into(),
+            },
+            Some(RejectCode::NotFound),
+        ),
+    ];
+    for (what, at, cmd, want) in cases {
+        let got = apply(&store, at, cmd).await?;
+        assert_eq!(code(&got), want, "{what}: {got:?}");
+    }
+
+    let reader = store.reader();
+    let clients = reader.clients()?;
+    assert_eq!(
+        clients.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["c1", "c2"]
+    );
+    let c1 = reader.client("c1")?.expect("c1");
+    assert!(c1.revoked);
+    assert_eq!(c1.groups, ["lab", "north"]);
+    assert!(reader.serial_revoked(&c1.cert_serial)?);
+    assert!(!reader.serial_revoked("ffff")?);
+
+    // Last seen moves forward only, and never for a revoked client.
+    let touch = |seen: Vec<(&str, i64)>| Command::TouchClients {
+        node_id: 1,
+        seen: seen.into_iter().map(|(c, t)| (c.to_string(), t)).collect(),
+    };
+    assert!(
+        apply(
+            &store,
+            40,
+            touch(vec![("c1", 40), ("c2", 40), ("ghost", 40)])
+        )
+        .await?
+        .is_ok()
+    );
+    assert!(apply(&store, 41, touch(vec![("c2", 39)])).await?.is_ok());
+    assert_eq!(reader.client("c2")?.and_then(|c| c.last_seen), Some(40));
+    assert_eq!(reader.client("c2")?.and_then(|c| c.last_seen_node), Some(1));
+    assert_eq!(reader.client("c1")?.and_then(|c| c.last_seen), None);
+    Ok(())
+}
