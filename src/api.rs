@@ -27,31 +27,35 @@ pub enum Caller {
     Local,
     Admin(String),
     Node(u64),
-    Client(String),
+    /// A client certificate: the client id and the certificate's serial (lowercase hex).
+    Client {
+        id: String,
+        serial: String,
+    },
     /// TLS without a client certificate: only join (and health) are open to it.
     Anonymous,
 }
 
 impl Caller {
-    pub fn from_role(role: Role) -> Caller {
+    pub fn from_role(role: Role, serial: String) -> Caller {
         match role {
             Role::Node(id) => Caller::Node(id),
             Role::Admin(n) => Caller::Admin(n),
-            Role::Client(c) => Caller::Client(c),
+            Role::Client(id) => Caller::Client { id, serial },
         }
     }
 
-    fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         match self {
             Caller::Local => "local-admin".into(),
             Caller::Admin(n) => format!("admin:{n}"),
             Caller::Node(id) => format!("node:{id}"),
-            Caller::Client(c) => format!("client:{c}"),
+            Caller::Client { id, .. } => format!("client:{id}"),
             Caller::Anonymous => "anonymous".into(),
         }
     }
 
-    fn require_admin(&self) -> Result<(), ApiError> {
+    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Caller::Local | Caller::Admin(_) => Ok(()),
             Caller::Anonymous => Err(ApiError::new(
@@ -82,6 +86,9 @@ pub struct AppState {
     pub ca_fingerprint: Fingerprint,
     /// Not-after (unix seconds) of this node's own certificate, for /metrics.
     pub node_cert_not_after: i64,
+    /// Clients seen by this node since the last flush (client id -> ms); flushed to Raft as
+    /// one `TouchClients` command every few seconds by `clients::flush_last_seen`.
+    pub seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -97,6 +104,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/config", get(config_list).put(config_set))
         .route("/v1/config/{key}", get(config_get).delete(config_delete))
         .route("/v1/audit", get(audit))
+        .route("/v1/config-effective/{client}", get(config_effective))
+        .route("/v1/enroll", post(crate::clients::enroll))
+        .route("/v1/agent/config", get(crate::clients::agent_config))
+        .route("/v1/clients", get(crate::clients::list))
+        .route("/v1/clients/{id}", get(crate::clients::show))
+        .route("/v1/clients/{id}/revoke", post(crate::clients::revoke))
         .with_state(state)
 }
 
@@ -206,10 +219,10 @@ impl ApiError {
             message: message.into(),
         }
     }
-    fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
-    fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }
 }
@@ -224,7 +237,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 fn outcome(o: Outcome) -> Result<Done, ApiError> {
     o.map_err(|r| {
@@ -242,7 +255,7 @@ fn outcome(o: Outcome) -> Result<Done, ApiError> {
 }
 
 impl AppState {
-    async fn commit(&self, caller: &Caller, command: Command) -> Result<Done, ApiError> {
+    pub(crate) async fn commit(&self, caller: &Caller, command: Command) -> Result<Done, ApiError> {
         let env = Envelope {
             at_ms: outpost_raft::now_ms(),
             actor: caller.actor(),
@@ -253,7 +266,7 @@ impl AppState {
     }
 
     /// Runs a blocking storage query on a blocking thread.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&outpost_storage::Reader) -> Result<T, outpost_storage::StorageError>
         + Send
@@ -640,6 +653,25 @@ async fn audit(
     caller.require_admin()?;
     Ok(Json(
         st.read(move |r| r.audit(q.after, q.limit.min(10_000)))
+            .await?,
+    ))
+}
+
+async fn config_effective(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(client): Path<String>,
+) -> ApiResult<std::collections::BTreeMap<String, String>> {
+    caller.require_admin()?;
+    let c = client.clone();
+    let record = st.read(move |r| r.client(&c)).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("client {client} does not exist"),
+        )
+    })?;
+    Ok(Json(
+        st.read(move |r| r.config_effective(&record.id, &record.groups))
             .await?,
     ))
 }

@@ -165,6 +165,21 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// The client agent on a managed machine.
+    Agent {
+        #[command(subcommand)]
+        cmd: AgentCmd,
+    },
+    /// Enrolled clients.
+    Client {
+        #[command(subcommand)]
+        cmd: ClientCmd,
+    },
+    /// Administrator certificates for remote administration (--server).
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
     /// Start a three-node cluster on 127.0.0.1 in a temporary directory and show it working.
     Demo {
         /// Exit after the walk-through instead of running until Ctrl-C.
@@ -190,6 +205,75 @@ enum TokenCmd {
         /// Groups given to clients enrolled with it (client tokens).
         #[arg(long = "group")]
         groups: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCmd {
+    /// Enroll this machine with a client token.
+    Enroll {
+        #[arg(long)]
+        token: String,
+        /// A node's API address (repeatable); default: the addresses in the token.
+        #[arg(long)]
+        server: Vec<String>,
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The name this machine reports (default: the system host name).
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    /// Sync once with the first node that answers and exit.
+    Sync {
+        #[arg(long, required = true)]
+        once: bool,
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Sync every interval (with jitter) until stopped.
+    Run {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long, default_value = "60s")]
+        interval: humantime::Duration,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientCmd {
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a client: every node refuses its certificate once the revocation commits.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// Issue an admin certificate from this node's CA into DIR (admin.crt, admin.key, ca.crt).
+    IssueCert {
+        #[arg(long)]
+        name: String,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[command(flatten)]
+        dir: DataDirArg,
     },
 }
 
@@ -271,6 +355,13 @@ enum ConfigCmd {
         #[command(flatten)]
         dir: DataDirArg,
     },
+    /// A client's effective configuration (global < its groups < itself), as JSON.
+    Effective {
+        #[arg(long)]
+        client: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -306,7 +397,14 @@ enum BenchCmd {
 
 impl Cli {
     pub fn is_long_running(&self) -> bool {
-        matches!(self.command, Cmd::Serve { .. } | Cmd::Demo { .. })
+        matches!(
+            self.command,
+            Cmd::Serve { .. }
+                | Cmd::Demo { .. }
+                | Cmd::Agent {
+                    cmd: AgentCmd::Run { .. }
+                }
+        )
     }
 }
 
@@ -534,6 +632,33 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Demo { exit } => crate::demo::run(exit).await?,
+        Cmd::Agent { cmd } => agent(cmd).await?,
+        Cmd::Client { cmd } => client(&remote, cmd).await?,
+        Cmd::Admin {
+            cmd:
+                AdminCmd::IssueCert {
+                    name,
+                    out,
+                    days,
+                    dir,
+                },
+        } => {
+            let dd = DataDir::new(&dir.data_dir);
+            dd.check()?;
+            let ca_pem = dd.read(&dd.ca_cert())?;
+            let ca = outpost_certs::CertAuthority::from_pem(&ca_pem, &dd.read(&dd.ca_key())?)?;
+            let validity = outpost_certs::Validity::days_from(outpost_raft::now_ms() / 1000, days);
+            let (cert, key) =
+                ca.issue_with_new_key(&outpost_certs::Role::Admin(name.clone()), &validity)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            outpost_certs::write_public_file(&out.join("admin.crt"), cert.as_bytes())?;
+            outpost_certs::write_secret_file(&out.join("admin.key"), key.as_bytes())?;
+            outpost_certs::write_public_file(&out.join("ca.crt"), ca_pem.as_bytes())?;
+            println!(
+                "admin certificate for {name} in {}: use --server HOST:PORT --cert {0}/admin.crt --key {0}/admin.key --ca {0}/ca.crt",
+                out.display()
+            );
+        }
     }
     Ok(())
 }
@@ -581,6 +706,12 @@ async fn config(remote: &Remote, cmd: ConfigCmd) -> Result<()> {
                 .await?;
             println!("deleted {key}");
         }
+        ConfigCmd::Effective { client, dir } => {
+            let path = format!("/v1/config-effective/{}", urlencode(&client));
+            let map: std::collections::BTreeMap<String, String> =
+                api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
+            println!("{}", serde_json::to_string_pretty(&map)?);
+        }
         ConfigCmd::List { scope, json, dir } => {
             let path = format!("/v1/config?{}", scope.query());
             let entries: Vec<ConfigEntry> =
@@ -597,6 +728,105 @@ async fn config(remote: &Remote, cmd: ConfigCmd) -> Result<()> {
                     println!("{:<20} {:<32} v{:<4} {}", scope, e.key, e.version, e.value);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+async fn agent(cmd: AgentCmd) -> Result<()> {
+    match cmd {
+        AgentCmd::Enroll {
+            token,
+            server,
+            state_dir,
+            hostname,
+        } => {
+            let hostname = match hostname {
+                Some(h) => h,
+                None => crate::agent::system_hostname(),
+            };
+            let r = crate::agent::enroll(&state_dir, &token, &server, &hostname).await?;
+            println!(
+                "enrolled as client {} of cluster {} (groups: {}); next: outpost agent run --state-dir {}",
+                r.client_id,
+                r.cluster_id,
+                if r.groups.is_empty() {
+                    "none".to_string()
+                } else {
+                    r.groups.join(", ")
+                },
+                state_dir.display()
+            );
+        }
+        AgentCmd::Sync { once: _, state_dir } => {
+            let r = crate::agent::sync_once(&state_dir).await?;
+            println!(
+                "synced with {}: {} configuration keys",
+                r.server, r.config_keys
+            );
+        }
+        AgentCmd::Run {
+            state_dir,
+            interval,
+        } => crate::agent::run(&state_dir, interval.into()).await?,
+    }
+    Ok(())
+}
+
+async fn client(remote: &Remote, cmd: ClientCmd) -> Result<()> {
+    match cmd {
+        ClientCmd::List { dir, json } => {
+            let list: Vec<outpost_storage::ClientRecord> = api(remote, &dir)?
+                .call(Method::GET, "/v1/clients", NO_BODY)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<16} {:<24} {:<20} {:<8} LAST SEEN",
+                    "ID", "HOSTNAME", "GROUPS", "REVOKED"
+                );
+                for c in list {
+                    let seen = c.last_seen.map(fmt_ms).unwrap_or_else(|| "never".into());
+                    println!(
+                        "{:<16} {:<24} {:<20} {:<8} {}",
+                        c.id,
+                        c.hostname,
+                        c.groups.join(","),
+                        c.revoked,
+                        seen
+                    );
+                }
+            }
+        }
+        ClientCmd::Show { id, dir, json } => {
+            let c: outpost_storage::ClientRecord = api(remote, &dir)?
+                .call(
+                    Method::GET,
+                    &format!("/v1/clients/{}", urlencode(&id)),
+                    NO_BODY,
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!("client {} ({})", c.id, c.hostname);
+                println!("groups: {}", c.groups.join(", "));
+                println!("certificate serial: {}", c.cert_serial);
+                println!("enrolled: {}", fmt_ms(c.enrolled_at_ms));
+                println!(
+                    "last seen: {}",
+                    c.last_seen.map(fmt_ms).unwrap_or_else(|| "never".into())
+                );
+                println!("revoked: {}", c.revoked);
+            }
+        }
+        ClientCmd::Revoke { id, dir } => {
+            let path = format!("/v1/clients/{}/revoke", urlencode(&id));
+            let _: serde_json::Value = api(remote, &dir)?
+                .call(Method::POST, &path, NO_BODY)
+                .await?;
+            println!("client {id} revoked");
         }
     }
     Ok(())

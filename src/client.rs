@@ -58,6 +58,10 @@ impl ApiClient {
         }
     }
 
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }

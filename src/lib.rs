@@ -6,10 +6,12 @@
 //! CLI uses; `localcluster` runs real `outpost` processes on loopback for the demo, the
 //! benchmarks and the tests.
 
+pub mod agent;
 pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod clients;
 pub mod datadir;
 pub mod demo;
 pub mod localcluster;

@@ -126,11 +126,13 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         ca_fingerprint: ca.fingerprint(),
         ca,
         node_cert_not_after,
+        seen: Default::default(),
     });
     let app = api::router(state.clone());
     let tasks = vec![
         tokio::spawn(crate::server::serve_tls(api_listener, api_tls, app.clone())),
         tokio::spawn(crate::server::serve_unix(unix, app)),
+        tokio::spawn(crate::clients::flush_last_seen(state.clone())),
     ];
     tracing::info!(node = file.node_id, name = %file.name, api = %file.api_addr, peer = %file.peer_addr, "node started");
     Ok(Running {

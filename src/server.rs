@@ -47,7 +47,10 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ap
                     // The chain was verified against the cluster CA by rustls; the role comes
                     // from our own certificate profile.
                     Some(leaf) => match outpost_certs::role_of(leaf) {
-                        Ok(role) => Caller::from_role(role),
+                        Ok(role) => Caller::from_role(
+                            role,
+                            outpost_certs::serial_hex(leaf).unwrap_or_default(),
+                        ),
                         Err(e) => {
                             tracing::warn!(%remote, error = %e, "refusing certificate without an Outpost role");
                             return;

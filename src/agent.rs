@@ -1,0 +1,258 @@
+//! The client agent: `outpost agent enroll | sync --once | run`.
+//!
+//! State directory `S` (0700): `client.key` (0600), `client.crt`, `ca.crt`, `agent.json`
+//! (client id, cluster id, the nodes it knows), and `config.json`, the effective
+//! configuration written atomically at every sync. Any node will do: on an error or a
+//! timeout the agent moves to the next node it knows; a refusal (revoked, not enrolled)
+//! stops it with the reason.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use hyper::Method;
+use outpost_certs::{ANY_NODE_SERVER_NAME, Fingerprint, TlsIdentity};
+use serde::{Deserialize, Serialize};
+
+use crate::client::{ApiClient, ApiFailure, Endpoint};
+use crate::clients::{EnrollRequest, EnrollResponse};
+use crate::token::Token;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentFile {
+    pub format: u32,
+    pub client_id: String,
+    pub cluster_id: String,
+    pub servers: Vec<String>,
+}
+
+struct Paths {
+    dir: PathBuf,
+}
+
+impl Paths {
+    fn key(&self) -> PathBuf {
+        self.dir.join("client.key")
+    }
+    fn cert(&self) -> PathBuf {
+        self.dir.join("client.crt")
+    }
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    fn agent(&self) -> PathBuf {
+        self.dir.join("agent.json")
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+}
+
+/// `outpost agent enroll`: proves a client token to a node whose CA matches the token's
+/// fingerprint, sends a CSR, and stores the client identity.
+pub async fn enroll(
+    state_dir: &Path,
+    token: &str,
+    servers: &[String],
+    hostname: &str,
+) -> Result<EnrollResponse> {
+    let token = Token::decode(token)?;
+    if token.kind != "client" {
+        bail!(
+            "this is a {} token; enrolling an agent needs a client token (outpost token create --kind client)",
+            token.kind
+        );
+    }
+    let paths = Paths {
+        dir: state_dir.to_path_buf(),
+    };
+    if paths.agent().exists() {
+        bail!(
+            "{} already holds an enrolled agent (agent.json); use a new state dir",
+            state_dir.display()
+        );
+    }
+    let pin = Fingerprint::from_str(&token.ca_sha256)
+        .map_err(|e| anyhow!("token CA fingerprint: {e}"))?;
+    let tls = outpost_certs::pinned_client_config(pin, None, &[b"http/1.1"])?;
+    let servers = if servers.is_empty() {
+        token.addrs.clone()
+    } else {
+        servers.to_vec()
+    };
+    if servers.is_empty() {
+        bail!("no node to contact: give --server HOST:PORT");
+    }
+    let (key_pem, csr_pem) = outpost_certs::new_key_and_csr(hostname)?;
+    let req = EnrollRequest {
+        token_id: token.id.clone(),
+        secret: token.secret.clone(),
+        hostname: hostname.to_string(),
+        csr_pem,
+    };
+    let mut last = None;
+    let mut resp = None;
+    for s in &servers {
+        let client = ApiClient::new(Endpoint::Tls {
+            addr: s.clone(),
+            config: tls.clone(),
+            server_name: ANY_NODE_SERVER_NAME.into(),
+        });
+        match client
+            .call::<EnrollResponse>(Method::POST, "/v1/enroll", Some(&req))
+            .await
+        {
+            Ok(r) => {
+                resp = Some(r);
+                break;
+            }
+            Err(e) if e.downcast_ref::<ApiFailure>().is_some() => {
+                return Err(e.context("enrollment refused"));
+            }
+            Err(e) => {
+                tracing::warn!(server = %s, error = format!("{e:#}"), "enrollment attempt failed");
+                last = Some(e);
+            }
+        }
+    }
+    let resp = resp.ok_or_else(|| {
+        last.unwrap_or_else(|| anyhow!("no node answered"))
+            .context("enrollment failed")
+    })?;
+    if Fingerprint::of_pem(&resp.ca_cert_pem)? != pin {
+        bail!(
+            "CA mismatch: the cluster's CA certificate does not match the token's fingerprint {pin}"
+        );
+    }
+    create_private_dir(state_dir)?;
+    outpost_certs::write_secret_file(&paths.key(), key_pem.as_bytes())?;
+    outpost_certs::write_public_file(&paths.cert(), resp.cert_pem.as_bytes())?;
+    outpost_certs::write_public_file(&paths.ca(), resp.ca_cert_pem.as_bytes())?;
+    let mut known = servers.clone();
+    for s in &resp.servers {
+        if !known.contains(s) {
+            known.push(s.clone());
+        }
+    }
+    let file = AgentFile {
+        format: 1,
+        client_id: resp.client_id.clone(),
+        cluster_id: resp.cluster_id.clone(),
+        servers: known,
+    };
+    // agent.json last: its presence marks a complete enrollment.
+    outpost_certs::write_public_file(&paths.agent(), &serde_json::to_vec_pretty(&file)?)?;
+    Ok(resp)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting mode 0700 on {}", dir.display()))
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    pub server: String,
+    pub config_keys: usize,
+}
+
+/// One sync against the first node that answers: fetch the effective configuration and
+/// write it atomically to `config.json`.
+pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
+    let paths = Paths {
+        dir: state_dir.to_path_buf(),
+    };
+    let text = std::fs::read_to_string(paths.agent()).with_context(|| {
+        format!(
+            "reading {} (run `outpost agent enroll` first)",
+            paths.agent().display()
+        )
+    })?;
+    let file: AgentFile = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", paths.agent().display()))?;
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    let ca = read(paths.ca())?;
+    let id = TlsIdentity::from_pem(&read(paths.cert())?, &read(paths.key())?, &ca)?;
+    let tls = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
+    let mut errors = Vec::new();
+    for server in &file.servers {
+        let mut client = ApiClient::new(Endpoint::Tls {
+            addr: server.clone(),
+            config: tls.clone(),
+            server_name: ANY_NODE_SERVER_NAME.into(),
+        });
+        client.set_timeout(Duration::from_secs(5));
+        match client
+            .call::<std::collections::BTreeMap<String, String>>(
+                Method::GET,
+                "/v1/agent/config",
+                None::<&()>,
+            )
+            .await
+        {
+            Ok(config) => {
+                outpost_certs::write_public_file(
+                    &paths.config(),
+                    &serde_json::to_vec_pretty(&config)?,
+                )?;
+                return Ok(SyncReport {
+                    server: server.clone(),
+                    config_keys: config.len(),
+                });
+            }
+            // The cluster said no (revoked, not enrolled): another node would say the same.
+            Err(e)
+                if e.downcast_ref::<ApiFailure>()
+                    .is_some_and(|f| f.status.is_client_error()) =>
+            {
+                return Err(e.context(format!("refused by {server}")));
+            }
+            Err(e) => {
+                tracing::warn!(%server, error = format!("{e:#}"), "sync failed; trying the next node");
+                errors.push(format!("{server}: {e:#}"));
+            }
+        }
+    }
+    bail!("no node answered: {}", errors.join("; "))
+}
+
+/// `outpost agent run`: sync every `interval` (with up to 10% jitter), backing off on errors.
+pub async fn run(state_dir: &Path, interval: Duration) -> Result<()> {
+    use rand::Rng;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match sync_once(state_dir).await {
+            Ok(r) => {
+                tracing::info!(server = %r.server, keys = r.config_keys, "synced");
+                backoff = Duration::from_secs(1);
+                interval
+            }
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "sync failed");
+                backoff = (backoff * 2).min(interval);
+                backoff
+            }
+        };
+        let jitter = rand::thread_rng().gen_range(0.0..0.1) * wait.as_secs_f64();
+        tokio::select! {
+            _ = tokio::time::sleep(wait + Duration::from_secs_f64(jitter)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// The system host name (from /proc, falling back to /etc/hostname, then "localhost").
+pub fn system_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

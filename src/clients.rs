@@ -1,0 +1,219 @@
+//! The client side of the API: enrollment (the one route open without a certificate besides
+//! node join), the agent's own routes, and the admin's view of clients.
+//!
+//! A client certificate reaches only its own records: the agent routes take the client id
+//! from the certificate, never from the request. Revocation is checked on every request
+//! against the local state, so it holds on a node as soon as the revocation applies there.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use outpost_certs::{Role, Validity};
+use outpost_storage::{ClientRecord, Command};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::token::secret_sha256;
+
+/// Client certificates live 90 days; agents renew them (later) when a third is left.
+pub const CLIENT_CERT_DAYS: u32 = 90;
+/// How often a node flushes the last-seen times it gathered, as one Raft command.
+pub const LAST_SEEN_FLUSH: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token_id: String,
+    pub secret: String,
+    pub hostname: String,
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub client_id: String,
+    pub cluster_id: String,
+    pub cert_pem: String,
+    pub ca_cert_pem: String,
+    pub groups: Vec<String>,
+    /// API addresses of the cluster's members when enrolled (the agent's first node list).
+    pub servers: Vec<String>,
+}
+
+fn new_client_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 6];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("c-{}", hex::encode(b))
+}
+
+pub async fn enroll(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<EnrollRequest>,
+) -> ApiResult<EnrollResponse> {
+    tracing::info!(hostname = %req.hostname, caller = %caller.actor(), "enrollment request");
+    let client_id = new_client_id();
+    // Sign first (to know the serial), commit second: a refused enrollment never hands out
+    // the certificate.
+    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, CLIENT_CERT_DAYS);
+    let cert_pem = st
+        .ca
+        .issue(&req.csr_pem, &Role::Client(client_id.clone()), &validity)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("certificate request refused: {e}"),
+            )
+        })?;
+    let serial = pem_serial(&cert_pem)?;
+    st.commit(
+        &Caller::Anonymous,
+        Command::EnrollClient {
+            token_id: req.token_id,
+            secret_sha256: secret_sha256(&req.secret),
+            client_id: client_id.clone(),
+            hostname: req.hostname,
+            cert_serial: serial,
+        },
+    )
+    .await?;
+    let id = client_id.clone();
+    let groups = st
+        .read(move |r| r.client(&id))
+        .await?
+        .map(|c| c.groups)
+        .unwrap_or_default();
+    let servers = st
+        .node
+        .status()
+        .members
+        .into_iter()
+        .map(|m| m.api_addr)
+        .collect();
+    Ok(Json(EnrollResponse {
+        client_id,
+        cluster_id: st.cluster_id.clone(),
+        cert_pem,
+        ca_cert_pem: st.ca.cert_pem().to_string(),
+        groups,
+        servers,
+    }))
+}
+
+fn pem_serial(cert_pem: &str) -> Result<String, ApiError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(ApiError::internal)?;
+    outpost_certs::serial_hex(&der).map_err(ApiError::internal)
+}
+
+/// The client behind a client certificate, if it is enrolled and neither it nor this
+/// certificate is revoked.
+async fn authorized_client(st: &AppState, caller: &Caller) -> Result<ClientRecord, ApiError> {
+    let Caller::Client { id, serial } = caller else {
+        return Err(match caller {
+            Caller::Anonymous => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "a client certificate is required")
+            }
+            other => ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("{} is not a client", other.actor()),
+            ),
+        });
+    };
+    let (id2, serial2) = (id.clone(), serial.clone());
+    let (record, revoked) = st
+        .read(move |r| Ok((r.client(&id2)?, r.serial_revoked(&serial2)?)))
+        .await?;
+    match record {
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("client {id} is not enrolled in this cluster"),
+        )),
+        Some(c) if c.revoked || revoked => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("client {id} is revoked"),
+        )),
+        Some(c) => Ok(c),
+    }
+}
+
+/// The agent's effective configuration (global < its groups < itself).
+pub async fn agent_config(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<BTreeMap<String, String>> {
+    let client = authorized_client(&st, &caller).await?;
+    if let Ok(mut seen) = st.seen.lock() {
+        seen.insert(client.id.clone(), outpost_raft::now_ms());
+    }
+    Ok(Json(
+        st.read(move |r| r.config_effective(&client.id, &client.groups))
+            .await?,
+    ))
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Vec<ClientRecord>> {
+    caller.require_admin()?;
+    Ok(Json(st.read(|r| r.clients()).await?))
+}
+
+pub async fn show(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<ClientRecord> {
+    caller.require_admin()?;
+    let i = id.clone();
+    st.read(move |r| r.client(&i))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("client {id} does not exist")))
+}
+
+pub async fn revoke(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    caller.require_admin()?;
+    st.commit(
+        &caller,
+        Command::RevokeClient {
+            client_id: id.clone(),
+        },
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "revoked": id })))
+}
+
+/// Every few seconds, commits the last-seen times this node gathered as one command, so
+/// thousands of agent syncs cost one Raft write per node per interval.
+pub async fn flush_last_seen(st: Arc<AppState>) {
+    let mut tick = tokio::time::interval(LAST_SEEN_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let batch: Vec<(String, i64)> = match st.seen.lock() {
+            Ok(mut seen) => seen.drain().collect(),
+            Err(_) => continue,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let cmd = Command::TouchClients {
+            node_id: st.node_id,
+            seen: batch,
+        };
+        if let Err(e) = st.commit(&Caller::Node(st.node_id), cmd).await {
+            tracing::debug!(error = ?e, "last-seen flush failed; the next sync records it again");
+        }
+    }
+}

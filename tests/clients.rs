@@ -1,0 +1,337 @@
+//! Clients through the real binary: enrollment, configuration by scope, failover between
+//! nodes, revocation on every node, token limits, and isolation between clients.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use outpost::localcluster::{LocalCluster, LocalOptions};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_outpost"))
+}
+
+fn run(c: &LocalCluster, args: &[&str]) -> Result<String> {
+    let out = c.run(args)?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn config_json(state: &Path) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(&std::fs::read_to_string(
+        state.join("config.json"),
+    )?)?)
+}
+
+fn client_id(state: &Path) -> Result<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("agent.json"))?)?;
+    Ok(v["client_id"].as_str().context("client_id")?.to_string())
+}
+
+/// Retries `f` until it succeeds or `timeout` passes (followers apply a commit a moment later).
+fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = LocalCluster::start(dir.path(), &exe(), 3, LocalOptions::default())
+        .await
+        .expect("cluster");
+    let r = async {
+        let token = c
+            .cli(
+                0,
+                &["token", "create", "--kind", "client", "--group", "lab"],
+            )?
+            .trim()
+            .to_string();
+        c.cli(0, &["config", "set", "ntp", "10.0.0.1"])?;
+        c.cli(0, &["config", "set", "ntp", "10.9.9.9", "--group", "lab"])?;
+        c.cli(0, &["config", "set", "banner", "welcome"])?;
+        c.cli(0, &["config", "set", "banner", "other", "--group", "other"])?;
+
+        // Enroll through node 2 only; the agent learns every member.
+        let a = dir.path().join("agent-a");
+        let servers: Vec<String> = c.nodes.iter().map(|n| n.api_addr.clone()).collect();
+        run(
+            &c,
+            &[
+                "agent",
+                "enroll",
+                "--token",
+                &token,
+                "--server",
+                &servers[1],
+                "--state-dir",
+                a.to_str().unwrap(),
+                "--hostname",
+                "host-a",
+            ],
+        )?;
+        let id_a = client_id(&a)?;
+        run(
+            &c,
+            &[
+                "agent",
+                "sync",
+                "--once",
+                "--state-dir",
+                a.to_str().unwrap(),
+            ],
+        )?;
+        let cfg = config_json(&a)?;
+        assert_eq!(cfg["ntp"], "10.9.9.9", "group beats global: {cfg}");
+        assert_eq!(
+            cfg["banner"], "welcome",
+            "another group's value must not leak: {cfg}"
+        );
+
+        c.cli(1, &["config", "set", "ntp", "192.0.2.1", "--client", &id_a])?;
+        eventually(Duration::from_secs(5), || {
+            run(
+                &c,
+                &[
+                    "agent",
+                    "sync",
+                    "--once",
+                    "--state-dir",
+                    a.to_str().unwrap(),
+                ],
+            )?;
+            let cfg = config_json(&a)?;
+            if cfg["ntp"] != "192.0.2.1" {
+                bail!("client scope not applied yet: {cfg}");
+            }
+            Ok(())
+        })?;
+        let effective = c.cli(0, &["config", "effective", "--client", &id_a])?;
+        assert!(effective.contains("192.0.2.1"), "{effective}");
+
+        // The node it used first dies: the agent syncs through another.
+        let agent: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(a.join("agent.json"))?)?;
+        let first = agent["servers"][0].as_str().context("servers")?.to_string();
+        let i = c
+            .nodes
+            .iter()
+            .position(|n| n.api_addr == first)
+            .context("first server is a node")?;
+        c.kill9(i);
+        let out = run(
+            &c,
+            &[
+                "agent",
+                "sync",
+                "--once",
+                "--state-dir",
+                a.to_str().unwrap(),
+            ],
+        )?;
+        assert!(!out.contains(&first), "synced with the dead node? {out}");
+        c.serve(i)?;
+        c.wait_ready(i, Duration::from_secs(20)).await?;
+
+        // Listing shows it; last seen arrives within a few flushes.
+        let listed: serde_json::Value =
+            serde_json::from_str(&c.cli(0, &["client", "list", "--json"])?)?;
+        let row = listed
+            .as_array()
+            .context("list")?
+            .iter()
+            .find(|r| r["id"] == id_a.as_str())
+            .context("listed")?
+            .clone();
+        assert_eq!(row["hostname"], "host-a");
+        assert_eq!(row["groups"], serde_json::json!(["lab"]));
+        assert_eq!(row["revoked"], false);
+        eventually(Duration::from_secs(15), || {
+            let v: serde_json::Value =
+                serde_json::from_str(&c.cli(0, &["client", "show", &id_a, "--json"])?)?;
+            if v["last_seen"].is_null() {
+                bail!("no last_seen yet");
+            }
+            Ok(())
+        })?;
+
+        // A second client cannot reach the first one's records with its certificate.
+        let b = dir.path().join("agent-b");
+        run(
+            &c,
+            &[
+                "agent",
+                "enroll",
+                "--token",
+                &token,
+                "--server",
+                &servers[0],
+                "--state-dir",
+                b.to_str().unwrap(),
+            ],
+        )?;
+        let b_cert = b.join("client.crt");
+        let b_key = b.join("client.key");
+        let b_ca = b.join("ca.crt");
+        for path in [
+            vec!["client", "show", id_a.as_str()],
+            vec!["client", "list"],
+            vec!["status"],
+        ] {
+            let mut args: Vec<&str> = path.clone();
+            args.extend([
+                "--server",
+                &servers[0],
+                "--cert",
+                b_cert.to_str().unwrap(),
+                "--key",
+                b_key.to_str().unwrap(),
+                "--ca",
+                b_ca.to_str().unwrap(),
+            ]);
+            let out = c.run(&args)?;
+            assert!(!out.status.success(), "client certificate reached {path:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("may not use the admin API"), "{path:?}: {err}");
+        }
+
+        // Revocation: refused on every node once it commits.
+        c.cli(2, &["client", "revoke", &id_a])?;
+        for s in &servers {
+            let only = dir
+                .path()
+                .join(format!("only-{}", s.replace([':', '.'], "-")));
+            copy_state(&a, &only, s)?;
+            let err = eventually(Duration::from_secs(2), || {
+                let out = c.run(&[
+                    "agent",
+                    "sync",
+                    "--once",
+                    "--state-dir",
+                    only.to_str().unwrap(),
+                ])?;
+                if out.status.success() {
+                    bail!("revoked client still served by {s}");
+                }
+                Ok(String::from_utf8_lossy(&out.stderr).to_string())
+            })?;
+            assert!(err.contains("revoked"), "{s}: {err}");
+        }
+        // The other client is untouched.
+        run(
+            &c,
+            &[
+                "agent",
+                "sync",
+                "--once",
+                "--state-dir",
+                b.to_str().unwrap(),
+            ],
+        )?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = r {
+        for n in &c.nodes {
+            eprintln!(
+                "---- {} ----\n{}",
+                n.name,
+                std::fs::read_to_string(&n.log)
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        panic!("{e:#}");
+    }
+}
+
+/// A copy of an agent's state that knows only `server`.
+fn copy_state(from: &Path, to: &Path, server: &str) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for f in ["client.key", "client.crt", "ca.crt"] {
+        std::fs::copy(from.join(f), to.join(f))?;
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from.join("agent.json"))?)?;
+    v["servers"] = serde_json::json!([server]);
+    std::fs::write(to.join("agent.json"), serde_json::to_vec(&v)?)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_up_and_expired_client_tokens_are_refused() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalCluster::start(dir.path(), &exe(), 1, LocalOptions::default())
+        .await
+        .expect("cluster");
+    let server = c.nodes[0].api_addr.clone();
+    let once = c
+        .cli(0, &["token", "create", "--kind", "client", "--uses", "1"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let enroll = |token: &str, name: &str| {
+        let s = dir.path().join(name);
+        c.run(&[
+            "agent",
+            "enroll",
+            "--token",
+            token,
+            "--server",
+            &server,
+            "--state-dir",
+            s.to_str().unwrap(),
+        ])
+        .unwrap()
+    };
+    assert!(enroll(&once, "first").status.success());
+    let out = enroll(&once, "second");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no uses left"), "{err}");
+    assert!(!dir.path().join("second/agent.json").exists());
+
+    let short = c
+        .cli(0, &["token", "create", "--kind", "client", "--ttl", "1s"])
+        .unwrap()
+        .trim()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = enroll(&short, "late");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expired"), "{err}");
+
+    // A node token is not a client token.
+    let node_token = c
+        .cli(0, &["token", "create", "--kind", "node"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let out = enroll(&node_token, "wrongkind");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("client token"));
+}
