@@ -57,12 +57,54 @@ pub async fn run(exit: bool) -> Result<()> {
         cluster.nodes[reader].name,
         value.trim()
     );
+    // One agent: a client token for group "lab", enrollment through node3, one sync.
+    cluster.cli(
+        0,
+        &["config", "set", "ntp.server", "10.0.0.1", "--group", "lab"],
+    )?;
+    let token = cluster.cli(
+        0,
+        &["token", "create", "--kind", "client", "--group", "lab"],
+    )?;
+    let agent_dir = root.path().join("agent");
+    let agent = agent_dir.to_string_lossy().to_string();
+    let server = cluster.nodes[2].api_addr.clone();
+    let enrolled = run_ok(
+        &cluster,
+        &[
+            "agent",
+            "enroll",
+            "--token",
+            token.trim(),
+            "--server",
+            &server,
+            "--state-dir",
+            &agent,
+            "--hostname",
+            "demo-agent",
+        ],
+    )?;
+    println!("- agent enroll via node3: {}", enrolled.trim());
+    let synced = run_ok(
+        &cluster,
+        &["agent", "sync", "--once", "--state-dir", &agent],
+    )?;
+    println!("- agent sync --once: {}", synced.trim());
+    let config = std::fs::read_to_string(agent_dir.join("config.json"))
+        .context("reading the agent's config.json")?;
+    println!(
+        "  {}/config.json: {}",
+        agent,
+        config.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
     let d = cluster.nodes[0].dir.display().to_string();
     println!("\nTry, in another terminal:");
     println!("  outpost status --data-dir {d}");
     println!("  outpost node list --data-dir {d}");
     println!("  outpost config set greeting hello --group lab --data-dir {d}");
     println!("  outpost audit --data-dir {d}");
+    println!("  outpost client list --data-dir {d}");
+    println!("  outpost agent sync --once --state-dir {agent}");
     println!("  outpost bench write --data-dir {d} --clients 64 --seconds 5");
     if exit {
         println!("\nStopping the demo cluster.");
@@ -74,4 +116,16 @@ pub async fn run(exit: bool) -> Result<()> {
         cluster.stop(i, Duration::from_secs(5))?;
     }
     Ok(())
+}
+
+fn run_ok(cluster: &LocalCluster, args: &[&str]) -> Result<String> {
+    let out = cluster.run(args)?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "outpost {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }

@@ -89,6 +89,13 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
             ],
         )?;
         let id_a = client_id(&a)?;
+        let agent_file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(a.join("agent.json"))?)?;
+        assert_eq!(
+            agent_file["servers"].as_array().map(|s| s.len()),
+            Some(3),
+            "{agent_file}"
+        );
         run(
             &c,
             &[
