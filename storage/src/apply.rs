@@ -178,6 +178,14 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             format!("node:{node_id}"),
             json!({ "clients": seen.len() }),
         ),
+        Command::ReportInventory {
+            client_id,
+            facts_json,
+        } => (
+            "inventory.report",
+            format!("client:{client_id}"),
+            json!({ "bytes": facts_json.len(), "facts_sha256": hex::encode(Sha256::digest(facts_json)) }),
+        ),
     };
     // Keys sorted whatever serde_json's features are: the detail is hashed and replicated.
     let detail: std::collections::BTreeMap<String, serde_json::Value> = match detail {
@@ -354,6 +362,10 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
         ),
         Command::RevokeClient { client_id } => revoke_client(conn, env.at_ms, client_id),
         Command::TouchClients { node_id, seen } => touch_clients(conn, *node_id, seen),
+        Command::ReportInventory {
+            client_id,
+            facts_json,
+        } => report_inventory(conn, env.at_ms, client_id, facts_json),
     }
 }
 
@@ -615,6 +627,65 @@ fn revoke_client(conn: &Connection, at_ms: i64, client_id: &str) -> Result<Respo
          ON CONFLICT (serial) DO NOTHING",
     )?
     .execute(params![serial, client_id, at_ms])?;
+    Ok(Response::Done)
+}
+
+fn report_inventory(
+    conn: &Connection,
+    at_ms: i64,
+    client_id: &str,
+    facts_json: &str,
+) -> Result<Response, Fail> {
+    if facts_json.len() > crate::rules::MAX_FACTS_BYTES {
+        return Err(invalid(format!(
+            "inventory of client {client_id} is {} bytes, at most {} allowed",
+            facts_json.len(),
+            crate::rules::MAX_FACTS_BYTES
+        )));
+    }
+    let facts: serde_json::Value = serde_json::from_str(facts_json)
+        .map_err(|e| invalid(format!("inventory of client {client_id} is not JSON: {e}")))?;
+    if !facts.is_object() {
+        return Err(invalid(format!(
+            "inventory of client {client_id} is not a JSON object"
+        )));
+    }
+    let revoked: Option<bool> = conn
+        .prepare_cached("SELECT revoked FROM clients WHERE id = ?1")?
+        .query_row([client_id], |r| r.get(0))
+        .optional()?;
+    match revoked {
+        None => {
+            return Err(reject(
+                RejectCode::NotFound,
+                format!("client {client_id} does not exist"),
+            ));
+        }
+        Some(true) => return Err(invalid(format!("client {client_id} is revoked"))),
+        Some(false) => {}
+    }
+    let sha = hex::encode(Sha256::digest(facts_json));
+    let old: Option<(String, String)> = conn
+        .prepare_cached("SELECT facts_json, facts_sha256 FROM inventory WHERE client_id = ?1")?
+        .query_row([client_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if old.as_ref().is_some_and(|(_, s)| *s == sha) {
+        return Ok(Response::Done);
+    }
+    let old_facts = old
+        .and_then(|(j, _)| serde_json::from_str(&j).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let changed = crate::rules::changed_facts(&old_facts, &facts);
+    conn.prepare_cached(
+        "INSERT INTO inventory (client_id, facts_json, facts_sha256, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (client_id) DO UPDATE SET facts_json = excluded.facts_json,
+             facts_sha256 = excluded.facts_sha256, updated_at_ms = excluded.updated_at_ms",
+    )?
+    .execute(params![client_id, facts_json, sha, at_ms])?;
+    conn.prepare_cached(
+        "INSERT INTO inventory_history (client_id, at_ms, facts_sha256, changed_json) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![client_id, at_ms, sha, serde_json::to_string(&changed).unwrap_or_else(|_| "[]".into())])?;
     Ok(Response::Done)
 }
 

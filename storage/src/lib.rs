@@ -25,11 +25,14 @@ mod store;
 pub use codec::{COMMAND_FORMAT, decode_batch, encode_batch};
 pub use error::StorageError;
 pub use model::{
-    AuditCheck, AuditRecord, ClientRecord, ClusterInfo, Command, ConfigEntry, Envelope, NodeRecord,
-    NodeRole, Outcome, RejectCode, Rejection, Response, Scope, TokenKind, TokenRecord,
+    AuditCheck, AuditRecord, ClientRecord, ClusterInfo, Command, ConfigEntry, Envelope,
+    InventoryChange, InventoryRecord, NodeRecord, NodeRole, Outcome, RejectCode, Rejection,
+    Response, Scope, TokenKind, TokenRecord,
 };
 pub use reader::Reader;
-pub use rules::{MAX_NAME_BYTES, MAX_VALUE_BYTES, effective_config};
+pub use rules::{
+    MAX_FACTS_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES, changed_facts, effective_config,
+};
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::SnapshotInfo;
 pub use store::Store;

@@ -97,6 +97,13 @@ pub enum Command {
         node_id: u64,
         seen: Vec<(String, i64)>,
     },
+    /// The latest facts of a client (a JSON object). A report whose SHA-256 equals the stored
+    /// one changes nothing; otherwise the facts are replaced and a history row names the
+    /// top-level facts that changed. Refused for unknown or revoked clients.
+    ReportInventory {
+        client_id: String,
+        facts_json: String,
+    },
 }
 
 impl Command {
@@ -107,7 +114,8 @@ impl Command {
         match self {
             Command::EnrollClient { .. }
             | Command::RevokeClient { .. }
-            | Command::TouchClients { .. } => 2,
+            | Command::TouchClients { .. }
+            | Command::ReportInventory { .. } => 2,
             _ => 1,
         }
     }
@@ -179,6 +187,25 @@ pub struct ClientRecord {
     pub revoked: bool,
     pub last_seen: Option<i64>,
     pub last_seen_node: Option<u64>,
+}
+
+/// A client's latest facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryRecord {
+    pub client_id: String,
+    pub facts: serde_json::Value,
+    pub facts_sha256: String,
+    pub updated_at_ms: i64,
+}
+
+/// One change of a client's facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryChange {
+    pub client_id: String,
+    pub at_ms: i64,
+    pub facts_sha256: String,
+    /// Top-level facts that were added, removed or changed.
+    pub changed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,8 +13,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use crate::audit::{AuditFields, ChainWalker, StoredRow};
 use crate::error::StorageError;
 use crate::model::{
-    AuditCheck, AuditRecord, ClientRecord, ClusterInfo, ConfigEntry, NodeRecord, NodeRole, Scope,
-    TokenKind, TokenRecord,
+    AuditCheck, AuditRecord, ClientRecord, ClusterInfo, ConfigEntry, InventoryChange,
+    InventoryRecord, NodeRecord, NodeRole, Scope, TokenKind, TokenRecord,
 };
 use crate::rules::effective_config;
 use crate::schema::meta_blob;
@@ -151,6 +151,61 @@ impl Reader {
                 .optional()?
                 .map(client_from_raw)
                 .transpose()
+        })
+    }
+
+    pub fn inventory(&self, client_id: &str) -> Result<Option<InventoryRecord>, StorageError> {
+        self.with(|c| {
+            c.prepare_cached(&format!("{INVENTORY_SELECT} WHERE client_id = ?1"))?
+                .query_row([client_id], raw_inventory)
+                .optional()?
+                .map(inventory_from_raw)
+                .transpose()
+        })
+    }
+
+    pub fn inventories(&self) -> Result<Vec<InventoryRecord>, StorageError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!("{INVENTORY_SELECT} ORDER BY client_id"))?;
+            let rows = stmt.query_map([], raw_inventory)?;
+            rows.map(|r| inventory_from_raw(r?)).collect()
+        })
+    }
+
+    /// The newest `limit` changes of a client's facts, newest first.
+    pub fn inventory_history(
+        &self,
+        client_id: &str,
+        limit: u32,
+    ) -> Result<Vec<InventoryChange>, StorageError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT client_id, at_ms, facts_sha256, changed_json FROM inventory_history
+                 WHERE client_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![client_id, limit], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            rows.map(|r| {
+                let (client_id, at_ms, facts_sha256, changed) = r?;
+                let changed = serde_json::from_str(&changed).map_err(|e| {
+                    StorageError::Corrupt(format!(
+                        "inventory_history.changed_json of {client_id}: {e}"
+                    ))
+                })?;
+                Ok(InventoryChange {
+                    client_id,
+                    at_ms,
+                    facts_sha256,
+                    changed,
+                })
+            })
+            .collect()
         })
     }
 
@@ -471,5 +526,24 @@ fn client_from_raw(raw: RawClient) -> Result<ClientRecord, StorageError> {
         revoked,
         last_seen,
         last_seen_node: last_seen_node.map(|n| n as u64),
+    })
+}
+
+const INVENTORY_SELECT: &str =
+    "SELECT client_id, facts_json, facts_sha256, updated_at_ms FROM inventory";
+
+fn raw_inventory(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn inventory_from_raw(raw: (String, String, String, i64)) -> Result<InventoryRecord, StorageError> {
+    let (client_id, facts_json, facts_sha256, updated_at_ms) = raw;
+    let facts = serde_json::from_str(&facts_json)
+        .map_err(|e| StorageError::Corrupt(format!("inventory.facts_json of {client_id}: {e}")))?;
+    Ok(InventoryRecord {
+        client_id,
+        facts,
+        facts_sha256,
+        updated_at_ms,
     })
 }

@@ -226,3 +226,47 @@ mod tests {
         }
     }
 }
+
+/// Largest inventory report, in bytes of JSON.
+pub const MAX_FACTS_BYTES: usize = 4 << 20;
+
+/// Pure: the top-level facts that differ between two fact objects (added, removed, changed),
+/// sorted. A non-object counts as an empty object.
+pub fn changed_facts(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let old = old.as_object().unwrap_or(&empty);
+    let new = new.as_object().unwrap_or(&empty);
+    let mut keys: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| old.get(*k) != new.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+#[cfg(test)]
+mod facts_tests {
+    use super::changed_facts;
+    use serde_json::json;
+
+    #[test]
+    fn changed_facts_table() {
+        let cases = [
+            (json!({}), json!({"os": 1}), vec!["os"]),
+            (
+                json!({"os": 1, "k": 2}),
+                json!({"os": 1, "k": 3}),
+                vec!["k"],
+            ),
+            (json!({"os": 1, "gone": 2}), json!({"os": 1}), vec!["gone"]),
+            (json!({"a": [1, 2]}), json!({"a": [1, 2]}), vec![]),
+            (json!(null), json!({"b": 1, "a": 1}), vec!["a", "b"]),
+        ];
+        for (old, new, want) in cases {
+            assert_eq!(changed_facts(&old, &new), want, "{old} -> {new}");
+        }
+    }
+}

@@ -71,7 +71,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         hash      TEXT NOT NULL
     ) STRICT;
     "#,
-    // v2: clients and revoked certificate serials.
+    // v2: clients, revoked certificate serials, inventory and its history.
     r#"
     CREATE TABLE clients (
         id             TEXT PRIMARY KEY NOT NULL,
@@ -88,6 +88,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         client_id     TEXT NOT NULL,
         revoked_at_ms INTEGER NOT NULL
     ) STRICT;
+    CREATE TABLE inventory (
+        client_id     TEXT PRIMARY KEY NOT NULL,
+        facts_json    TEXT NOT NULL,
+        facts_sha256  TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE inventory_history (
+        seq          INTEGER PRIMARY KEY NOT NULL,
+        client_id    TEXT NOT NULL,
+        at_ms        INTEGER NOT NULL,
+        facts_sha256 TEXT NOT NULL,
+        changed_json TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX inventory_history_client ON inventory_history (client_id, seq);
     "#,
 ];
 

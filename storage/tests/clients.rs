@@ -156,3 +156,71 @@ async fn enrollment_checks_the_token_and_revocation_sticks() -> anyhow::Result<(
     assert_eq!(reader.client("c1")?.and_then(|c| c.last_seen), None);
     Ok(())
 }
+
+#[tokio::test]
+async fn inventory_reports_keep_latest_facts_and_a_history_of_changes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("state.db"))?;
+    store
+        .apply(vec![Some(encode_batch(&init_batch()))], vec![0])
+        .await?;
+    let token = Command::CreateToken {
+        id: "ct".into(),
+        kind: TokenKind::Client,
+        secret_sha256: sha("s"),
+        expires_at_ms: 10_000,
+        uses: None,
+        groups: vec![],
+    };
+    assert!(apply(&store, 5, token).await?.is_ok());
+    assert!(apply(&store, 6, enroll("ct", "s", "c1")).await?.is_ok());
+    let report = |facts: &str| Command::ReportInventory {
+        client_id: "c1".into(),
+        facts_json: facts.into(),
+    };
+    let cases: Vec<(&str, Command, Option<RejectCode>)> = vec![
+        (
+            "first",
+            report(r#"{"os":{"id":"debian"},"kernel":"6.1"}"#),
+            None,
+        ),
+        (
+            "same again",
+            report(r#"{"os":{"id":"debian"},"kernel":"6.1"}"#),
+            None,
+        ),
+        (
+            "kernel changed",
+            report(r#"{"os":{"id":"debian"},"kernel":"6.2"}"#),
+            None,
+        ),
+        ("not json", report("{nope"), Some(RejectCode::Invalid)),
+        ("not an object", report("[1,2]"), Some(RejectCode::Invalid)),
+        (
+            "unknown client",
+            Command::ReportInventory {
+                client_id: "ghost".into(),
+                facts_json: "{}".into(),
+            },
+            Some(RejectCode::NotFound),
+        ),
+    ];
+    for (i, (what, cmd, want)) in cases.into_iter().enumerate() {
+        let got = apply(&store, 10 + i as i64, cmd).await?;
+        assert_eq!(code(&got), want, "{what}: {got:?}");
+    }
+    let reader = store.reader();
+    let inv = reader.inventory("c1")?.expect("inventory");
+    assert_eq!(inv.facts["kernel"], "6.2");
+    assert_eq!(inv.updated_at_ms, 12);
+    let history = reader.inventory_history("c1", 10)?;
+    assert_eq!(
+        history.len(),
+        2,
+        "an unchanged report leaves no history: {history:?}"
+    );
+    assert_eq!(history[0].changed, ["kernel"]);
+    assert_eq!(history[1].changed, ["kernel", "os"]);
+    assert_eq!(reader.inventories()?.len(), 1);
+    Ok(())
+}
