@@ -47,6 +47,9 @@ impl Paths {
     fn config(&self) -> PathBuf {
         self.dir.join("config.json")
     }
+    fn inventory_hash(&self) -> PathBuf {
+        self.dir.join("inventory.sha256")
+    }
 }
 
 /// `outpost agent enroll`: proves a client token to a node whose CA matches the token's
@@ -158,6 +161,25 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 pub struct SyncReport {
     pub server: String,
     pub config_keys: usize,
+    /// Whether the facts changed since the last upload (and so were uploaded).
+    pub inventory_uploaded: bool,
+}
+
+/// Gathers the facts and uploads them when their hash differs from the last upload's.
+async fn upload_inventory_if_changed(client: &ApiClient, paths: &Paths) -> Result<bool> {
+    use sha2::Digest;
+    let facts = tokio::task::spawn_blocking(crate::inventory::gather).await?;
+    // serde_json::Value keeps keys sorted: the same facts give the same bytes and hash.
+    let sha = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&facts)?));
+    let last = std::fs::read_to_string(paths.inventory_hash()).unwrap_or_default();
+    if last.trim() == sha {
+        return Ok(false);
+    }
+    let _: serde_json::Value = client
+        .call(Method::PUT, "/v1/agent/inventory", Some(&facts))
+        .await?;
+    outpost_certs::write_public_file(&paths.inventory_hash(), sha.as_bytes())?;
+    Ok(true)
 }
 
 /// One sync against the first node that answers: fetch the effective configuration and
@@ -201,9 +223,11 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
                     &paths.config(),
                     &serde_json::to_vec_pretty(&config)?,
                 )?;
+                let inventory_uploaded = upload_inventory_if_changed(&client, &paths).await?;
                 return Ok(SyncReport {
                     server: server.clone(),
                     config_keys: config.len(),
+                    inventory_uploaded,
                 });
             }
             // The cluster said no (revoked, not enrolled): another node would say the same.

@@ -107,6 +107,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/config-effective/{client}", get(config_effective))
         .route("/v1/enroll", post(crate::clients::enroll))
         .route("/v1/agent/config", get(crate::clients::agent_config))
+        .route(
+            "/v1/agent/inventory",
+            axum::routing::put(crate::clients::agent_inventory),
+        )
+        .route("/v1/inventory", get(crate::clients::inventory_query))
+        .route(
+            "/v1/inventory/{client}",
+            get(crate::clients::inventory_show),
+        )
         .route("/v1/clients", get(crate::clients::list))
         .route("/v1/clients/{id}", get(crate::clients::show))
         .route("/v1/clients/{id}/revoke", post(crate::clients::revoke))

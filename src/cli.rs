@@ -175,6 +175,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClientCmd,
     },
+    /// Client inventory: query by fact, show one client's facts and changes.
+    Inventory {
+        #[command(subcommand)]
+        cmd: InventoryCmd,
+    },
     /// Administrator certificates for remote administration (--server).
     Admin {
         #[command(subcommand)]
@@ -257,6 +262,28 @@ enum ClientCmd {
     /// Revoke a client: every node refuses its certificate once the revocation commits.
     Revoke {
         id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum InventoryCmd {
+    /// Clients whose facts match PATH=VALUE (e.g. os.id=debian, packages.name=openssl).
+    Query {
+        fact: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// One client's latest facts and the history of what changed.
+    Show {
+        client: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDirArg,
     },
@@ -634,6 +661,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Demo { exit } => crate::demo::run(exit).await?,
         Cmd::Agent { cmd } => agent(cmd).await?,
         Cmd::Client { cmd } => client(&remote, cmd).await?,
+        Cmd::Inventory { cmd } => inventory(&remote, cmd).await?,
         Cmd::Admin {
             cmd:
                 AdminCmd::IssueCert {
@@ -761,8 +789,14 @@ async fn agent(cmd: AgentCmd) -> Result<()> {
         AgentCmd::Sync { once: _, state_dir } => {
             let r = crate::agent::sync_once(&state_dir).await?;
             println!(
-                "synced with {}: {} configuration keys",
-                r.server, r.config_keys
+                "synced with {}: {} configuration keys, inventory {}",
+                r.server,
+                r.config_keys,
+                if r.inventory_uploaded {
+                    "uploaded"
+                } else {
+                    "unchanged"
+                }
             );
         }
         AgentCmd::Run {
@@ -827,6 +861,54 @@ async fn client(remote: &Remote, cmd: ClientCmd) -> Result<()> {
                 .call(Method::POST, &path, NO_BODY)
                 .await?;
             println!("client {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn inventory(remote: &Remote, cmd: InventoryCmd) -> Result<()> {
+    match cmd {
+        InventoryCmd::Query {
+            fact,
+            group,
+            json,
+            dir,
+        } => {
+            let mut q = Vec::new();
+            if let Some(f) = &fact {
+                q.push(format!("fact={}", urlencode(f)));
+            }
+            if let Some(g) = &group {
+                q.push(format!("group={}", urlencode(g)));
+            }
+            let path = format!("/v1/inventory?{}", q.join("&"));
+            let found: Vec<crate::clients::InventoryMatch> =
+                api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                for m in found {
+                    println!(
+                        "{:<16} {:<24} {}",
+                        m.client_id,
+                        m.hostname,
+                        m.groups.join(",")
+                    );
+                }
+            }
+        }
+        InventoryCmd::Show { client, json, dir } => {
+            let path = format!("/v1/inventory/{}", urlencode(&client));
+            let v: crate::clients::InventoryView =
+                api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v.inventory.facts)?);
+                for h in &v.history {
+                    println!("{} changed: {}", fmt_ms(h.at_ms), h.changed.join(", "));
+                }
+            }
         }
     }
     Ok(())

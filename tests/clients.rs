@@ -108,6 +108,68 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
         )?;
         let cfg = config_json(&a)?;
         assert_eq!(cfg["ntp"], "10.9.9.9", "group beats global: {cfg}");
+
+        // The inventory is this machine's own, uploaded once and then only when it changes.
+        let inv: serde_json::Value =
+            serde_json::from_str(&c.cli(0, &["inventory", "show", &id_a, "--json"])?)?;
+        let facts = &inv["inventory"]["facts"];
+        let os_id = std::fs::read_to_string("/etc/os-release")?
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("ID=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+            .context("ID in /etc/os-release")?;
+        assert_eq!(facts["os"]["id"], os_id.as_str(), "{facts}");
+        let names: Vec<&str> = facts["network"]
+            .as_array()
+            .context("network")?
+            .iter()
+            .filter_map(|n| n["name"].as_str())
+            .collect();
+        for iface in std::fs::read_dir("/sys/class/net")? {
+            let iface = iface?.file_name().to_string_lossy().to_string();
+            assert!(
+                names.contains(&iface.as_str()),
+                "interface {iface} missing from {names:?}"
+            );
+        }
+        assert!(facts["memory_bytes"].as_u64().unwrap_or(0) > 0, "{facts}");
+        let again = run(
+            &c,
+            &[
+                "agent",
+                "sync",
+                "--once",
+                "--state-dir",
+                a.to_str().unwrap(),
+            ],
+        )?;
+        assert!(again.contains("inventory unchanged"), "{again}");
+        let found = c.cli(
+            0,
+            &["inventory", "query", &format!("os.id={os_id}"), "--json"],
+        )?;
+        assert!(found.contains(&id_a), "{found}");
+        let none = c.cli(0, &["inventory", "query", "os.id=no-such-os", "--json"])?;
+        assert!(!none.contains(&id_a), "{none}");
+        if let Some(pkg) = facts["packages"]
+            .as_array()
+            .and_then(|p| p.first())
+            .and_then(|p| p["name"].as_str())
+        {
+            let by_pkg = c.cli(
+                0,
+                &[
+                    "inventory",
+                    "query",
+                    &format!("packages.name={pkg}"),
+                    "--group",
+                    "lab",
+                ],
+            )?;
+            assert!(by_pkg.contains(&id_a), "{by_pkg}");
+        }
         assert_eq!(
             cfg["banner"], "welcome",
             "another group's value must not leak: {cfg}"
