@@ -1,0 +1,239 @@
+//! rustls configurations: TLS 1.3 only, the ring provider passed explicitly, and trust in
+//! exactly one CA: the cluster's, given as PEM, or one pinned by fingerprint on first contact.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+
+use crate::fingerprint::first_cert_der;
+use crate::{CertError, Fingerprint};
+
+/// A certificate chain and its private key, ready for rustls.
+pub struct TlsIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl TlsIdentity {
+    /// chain = [leaf, CA] so peers that pin the CA by fingerprint can find it in the chain.
+    /// Refuses a key that does not belong to the leaf.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Self, CertError> {
+        let leaf = first_cert_der(cert_pem)?;
+        let ca = first_cert_der(ca_pem)?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|source| match source {
+                rustls::pki_types::pem::Error::NoItemsFound => CertError::Missing("private key"),
+                source => CertError::Pem {
+                    what: "private key",
+                    source,
+                },
+            })?;
+        let chain = vec![leaf, ca];
+        // Loads the key and compares its public half with the leaf's.
+        CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider())?;
+        Ok(TlsIdentity { chain, key })
+    }
+}
+
+/// Shows the chain's fingerprints, never the key.
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let chain: Vec<Fingerprint> = self.chain.iter().map(|c| Fingerprint::of_der(c)).collect();
+        f.debug_struct("TlsIdentity")
+            .field("chain", &chain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a server demands a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every client presents a certificate of the cluster CA (peers).
+    Required,
+    /// Anonymous clients allowed (enrollment/join); a presented certificate must still chain
+    /// to the CA.
+    Optional,
+}
+
+/// The pinned fingerprint was not in the server's chain. Reported inside the handshake error
+/// (`rustls::Error::InvalidCertificate(CertificateError::Other(..))`), so callers can downcast.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "CA fingerprint mismatch: expected {expected}, the server presented {}",
+    list(presented)
+)]
+pub struct PinMismatch {
+    pub expected: Fingerprint,
+    /// Every certificate of the presented chain, leaf first.
+    pub presented: Vec<Fingerprint>,
+}
+
+/// TLS 1.3 only, ring provider, presents `id.chain`, trusts only `ca_pem` for client certs.
+/// The ALPN protocols given are offered (e.g. [b"h2", b"http/1.1"] for the API).
+pub fn server_config(
+    ca_pem: &str,
+    id: &TlsIdentity,
+    auth: ClientAuth,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let provider = provider();
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone());
+    let verifier = match auth {
+        ClientAuth::Required => builder.build()?,
+        ClientAuth::Optional => builder.allow_unauthenticated().build()?,
+    };
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    cfg.alpn_protocols = alpn_list(alpn);
+    Ok(Arc::new(cfg))
+}
+
+/// TLS 1.3 only; trusts only `ca_pem`; presents `id` as client cert when given.
+pub fn client_config(
+    ca_pem: &str,
+    id: Option<&TlsIdentity>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, CertError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?);
+    let mut cfg = match id {
+        Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn_list(alpn);
+    Ok(Arc::new(cfg))
+}
+
+/// For join/enroll: the server's presented chain must contain a certificate whose SHA-256
+/// equals `pin`; that certificate becomes the ONLY trust anchor, and the leaf is verified
+/// against it with webpki (signature, validity, server name, TLS 1.3 handshake signature).
+/// A mismatch fails the handshake with a [`PinMismatch`] naming both fingerprints.
+pub fn pinned_client_config(
+    pin: Fingerprint,
+    id: Option<&TlsIdentity>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, CertError> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa { pin, provider }));
+    let mut cfg = match id {
+        Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn_list(alpn);
+    Ok(Arc::new(cfg))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, CertError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(first_cert_der(ca_pem)?)?;
+    Ok(Arc::new(roots))
+}
+
+fn alpn_list(alpn: &[&[u8]]) -> Vec<Vec<u8>> {
+    alpn.iter().map(|a| a.to_vec()).collect()
+}
+
+fn list(fps: &[Fingerprint]) -> String {
+    if fps.is_empty() {
+        return "no certificates".into();
+    }
+    fps.iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Verifies a server against the one certificate of its own chain whose SHA-256 equals the
+/// pin, used as the only trust anchor. Everything else is webpki's usual verification: this
+/// replaces where the anchor comes from, not the checks.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: Fingerprint,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(anchor) = intermediates
+            .iter()
+            .find(|c| Fingerprint::of_der(c) == self.pin)
+        else {
+            let presented = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| Fingerprint::of_der(c))
+                .collect();
+            let mismatch = PinMismatch {
+                expected: self.pin,
+                presented,
+            };
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(mismatch)),
+            )));
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(anchor.clone().into_owned())?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::Other(OtherError(Arc::new(e))))?;
+        // The anchor is the only other certificate we accept, so no intermediates.
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Unreachable with a TLS 1.3-only config; refuse rather than trust.
+        Err(rustls::Error::General(
+            "TLS 1.2 is not accepted: Outpost speaks TLS 1.3 only".into(),
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
