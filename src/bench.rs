@@ -224,3 +224,169 @@ pub async fn failover(runs: usize, node_args: Vec<String>) -> Result<FailoverRep
         runs_ms: results,
     })
 }
+
+pub struct SyncBench {
+    pub clients: usize,
+    pub seconds: u64,
+    /// Each simulated agent syncs once per interval (0: as fast as it can).
+    pub interval: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncReport {
+    pub syncs_per_s: f64,
+    pub syncs: u64,
+    pub errors: u64,
+    pub clients: usize,
+    pub nodes: usize,
+    pub seconds: f64,
+    pub interval_s: f64,
+    pub enroll_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl std::fmt::Display for SyncReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} syncs/s ({} syncs, {} errors in {:.1} s; {} agents over {} nodes, interval {:.0} s; enrolled in {:.1} s)\nlatency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.syncs_per_s,
+            self.syncs,
+            self.errors,
+            self.seconds,
+            self.clients,
+            self.nodes,
+            self.interval_s,
+            self.enroll_s,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms
+        )
+    }
+}
+
+/// Simulated agents: each enrolls for real (own key, CSR, client certificate), keeps its own
+/// TLS connection to one node (spread over every member), and fetches its effective
+/// configuration once per interval.
+pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
+    use crate::clients::{EnrollRequest, EnrollResponse};
+    use crate::token::Token;
+    if opts.clients == 0 || opts.seconds == 0 {
+        bail!("--clients and --seconds must be positive");
+    }
+    dd.check()?;
+    let ca_pem = dd.read(&dd.ca_cert())?;
+    let local = local_client(&dd.root);
+    let status: StatusView = local.call(Method::GET, "/v1/status", None::<&()>).await?;
+    let addrs: Vec<String> = status.members.iter().map(|m| m.api_addr.clone()).collect();
+    let req = crate::api::TokenRequest {
+        kind: "client".into(),
+        ttl_secs: 3600,
+        uses: Some(opts.clients as u32),
+        groups: vec!["bench".into()],
+    };
+    let token: crate::api::TokenResponse =
+        local.call(Method::POST, "/v1/tokens", Some(&req)).await?;
+    let token = Token::decode(&token.token)?;
+    let anon = outpost_certs::client_config(&ca_pem, None, &[b"http/1.1"])?;
+
+    // Enroll every agent, 64 at a time.
+    let t0 = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..opts.clients {
+        let permit = sem.clone().acquire_owned().await?;
+        let addr = addrs[i % addrs.len()].clone();
+        let (anon, token, ca_pem) = (anon.clone(), token.clone(), ca_pem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let (key, csr) = outpost_certs::new_key_and_csr(&format!("bench-{i}"))?;
+            let client = ApiClient::new(Endpoint::Tls {
+                addr: addr.clone(),
+                config: anon,
+                server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
+            });
+            let req = EnrollRequest {
+                token_id: token.id.clone(),
+                secret: token.secret.clone(),
+                hostname: format!("bench-{i}"),
+                csr_pem: csr,
+            };
+            let r: EnrollResponse = client.call(Method::POST, "/v1/enroll", Some(&req)).await?;
+            let id = TlsIdentity::from_pem(&r.cert_pem, &key, &ca_pem)?;
+            let config = outpost_certs::client_config(&ca_pem, Some(&id), &[b"http/1.1"])?;
+            Ok::<_, anyhow::Error>(ApiClient::new(Endpoint::Tls {
+                addr,
+                config,
+                server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
+            }))
+        }));
+    }
+    let mut agents = Vec::with_capacity(opts.clients);
+    for t in tasks {
+        agents.push(Arc::new(t.await?.context("enrolling a simulated agent")?));
+    }
+    let enroll_s = t0.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(opts.seconds);
+    let interval = opts.interval;
+    let mut tasks = Vec::new();
+    for (i, agent) in agents.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            // Spread the first syncs over one interval, as real agents' jitter does.
+            if !interval.is_zero() {
+                let offset = interval.mul_f64((i as f64 * 0.618_033_988_75) % 1.0);
+                tokio::time::sleep(offset).await;
+            }
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match agent
+                    .call::<std::collections::BTreeMap<String, String>>(
+                        Method::GET,
+                        "/v1/agent/config",
+                        None::<&()>,
+                    )
+                    .await
+                {
+                    Ok(_) => lat.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+                if !interval.is_zero() {
+                    let next = t + interval;
+                    if next >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(next.into()).await;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await?;
+        all.extend(lat);
+        errors += e;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    Ok(SyncReport {
+        syncs_per_s: all.len() as f64 / secs,
+        syncs: all.len() as u64,
+        errors,
+        clients: opts.clients,
+        nodes: addrs.len(),
+        seconds: secs,
+        interval_s: interval.as_secs_f64(),
+        enroll_s,
+        p50_ms: percentile(&all, 0.50),
+        p99_ms: percentile(&all, 0.99),
+        max_ms: all.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+    })
+}

@@ -406,6 +406,21 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Simulated agents (each enrolled with its own certificate, one keep-alive connection
+    /// each) syncing their configuration; prints syncs/s and latency.
+    Sync {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Each agent syncs once per interval; 0s = as fast as it can.
+        #[arg(long, default_value = "0s")]
+        interval: humantime::Duration,
+        #[arg(long)]
+        json: bool,
+    },
     /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
     /// temporary three-node cluster of real `outpost serve` processes.
     Failover {
@@ -659,6 +674,28 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Demo { exit } => crate::demo::run(exit).await?,
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Sync {
+                    dir,
+                    clients,
+                    seconds,
+                    interval,
+                    json,
+                },
+        } => {
+            let opts = crate::bench::SyncBench {
+                clients,
+                seconds,
+                interval: interval.into(),
+            };
+            let report = crate::bench::sync(&DataDir::new(&dir.data_dir), opts).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
         Cmd::Agent { cmd } => agent(cmd).await?,
         Cmd::Client { cmd } => client(&remote, cmd).await?,
         Cmd::Inventory { cmd } => inventory(&remote, cmd).await?,

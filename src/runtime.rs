@@ -377,3 +377,21 @@ pub async fn join(dd: &DataDir, opts: JoinOptions) -> Result<JoinResponse> {
 pub fn local_client(dd: &Path) -> ApiClient {
     ApiClient::new(Endpoint::Unix(DataDir::new(dd).socket()))
 }
+
+/// Raises the soft open-files limit to the hard limit: a node holds a TLS connection per
+/// agent, and 1024 (a common default soft limit) is far too few.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("could not raise the open-files limit");
+            }
+        }
+    }
+}
