@@ -493,7 +493,15 @@ mod tests {
     #[test]
     fn role_decisions() {
         let node = Ok(Role::Node(3));
-        let cases: Vec<(&[&str], bool, bool, bool, Result<Role, &str>)> = vec![
+        // (URI SANs, serverAuth, clientAuth, CA, expected role or a piece of the error)
+        type Case = (
+            &'static [&'static str],
+            bool,
+            bool,
+            bool,
+            Result<Role, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (&["urn:outpost:node:3"], true, true, false, node.clone()),
             (
                 &["https://example", "urn:outpost:node:3"],

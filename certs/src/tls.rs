@@ -65,7 +65,7 @@ pub enum ClientAuth {
 
 /// The pinned fingerprint was not in the server's chain. Reported inside the handshake error
 /// (`rustls::Error::InvalidCertificate(CertificateError::Other(..))`), so callers can downcast.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "CA fingerprint mismatch: expected {expected}, the server presented {}",
     list(presented)
@@ -74,6 +74,14 @@ pub struct PinMismatch {
     pub expected: Fingerprint,
     /// Every certificate of the presented chain, leaf first.
     pub presented: Vec<Fingerprint>,
+}
+
+/// rustls prints a certificate error with `{:?}`, so Debug reads like Display: the operator
+/// of a failed join sees both fingerprints in plain hex.
+impl fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// TLS 1.3 only, ring provider, presents `id.chain`, trusts only `ca_pem` for client certs.
