@@ -527,7 +527,9 @@ fn alpn_is_negotiated_from_the_lists_given() {
         &[b"h2", b"http/1.1"],
     )
     .unwrap();
-    let cases: [(&[&[u8]], Option<&[u8]>); 3] = [
+    // (client offer, protocol both ends agree on)
+    type Case = (&'static [&'static [u8]], Option<&'static [u8]>);
+    let cases: [Case; 3] = [
         (&[b"http/1.1"], Some(b"http/1.1")),
         (&[b"h2", b"http/1.1"], Some(b"h2")),
         (&[], None),
