@@ -336,9 +336,9 @@ impl<W: Write> PayloadSink for TarCopy<'_, W> {
             .map_err(|e| BundleError::io(format!("writing entry {name:?}"), e))?;
         Ok(true)
     }
-    fn data(&mut self, p: &PayloadEntry, bytes: &[u8]) -> Result<(), BundleError> {
+    fn data(&mut self, p: &PayloadEntry, buf: &mut Vec<u8>, len: usize) -> Result<(), BundleError> {
         self.out
-            .write_all(bytes)
+            .write_all(&buf[..len])
             .map_err(|e| BundleError::io(format!("writing payload {:?}", p.name), e))
     }
     fn end(&mut self, p: &PayloadEntry) -> Result<Option<PathBuf>, BundleError> {

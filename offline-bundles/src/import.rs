@@ -20,7 +20,7 @@ use crate::manifest::{
     BundleType, ChannelFloor, FloorCheck, Limits, Manifest, PayloadEntry, PayloadKind,
     check_expiry, check_floor, check_manifest, check_target,
 };
-use crate::store::{BlobStore, BlobWriter, IO_BUFFER, StoreTxn};
+use crate::store::{BlobStore, IO_BUFFER, PipelinedWriter, StoreTxn};
 use crate::trust::{SignatureDocument, TrustDocument, check_trust_version, verify_signatures};
 
 /// Everything import needs from the replicated state, as plain values.
@@ -375,8 +375,10 @@ fn expect_entry<R: Read>(
 pub(crate) trait PayloadSink {
     /// A payload starts; `false` means the sink does not need its bytes (only the hash).
     fn begin(&mut self, p: &PayloadEntry) -> Result<bool, BundleError>;
-    /// Next bytes of the payload (only if `begin` returned true).
-    fn data(&mut self, p: &PayloadEntry, bytes: &[u8]) -> Result<(), BundleError>;
+    /// The next `len` bytes of the payload are `buf[..len]` (only if `begin` returned true).
+    /// The sink may keep the buffer and leave another of the same length in its place,
+    /// so bytes are handed over without a copy.
+    fn data(&mut self, p: &PayloadEntry, buf: &mut Vec<u8>, len: usize) -> Result<(), BundleError>;
     /// The payload's size and hash matched; make it permanent. Returns its stored path.
     fn end(&mut self, p: &PayloadEntry) -> Result<Option<PathBuf>, BundleError>;
 }
@@ -387,7 +389,7 @@ impl PayloadSink for HashOnly {
     fn begin(&mut self, _: &PayloadEntry) -> Result<bool, BundleError> {
         Ok(false)
     }
-    fn data(&mut self, _: &PayloadEntry, _: &[u8]) -> Result<(), BundleError> {
+    fn data(&mut self, _: &PayloadEntry, _: &mut Vec<u8>, _: usize) -> Result<(), BundleError> {
         Ok(())
     }
     fn end(&mut self, _: &PayloadEntry) -> Result<Option<PathBuf>, BundleError> {
@@ -396,9 +398,10 @@ impl PayloadSink for HashOnly {
 }
 
 struct StoreSink<'a> {
+    // Declared (and so dropped) before `txn`: the writer thread stops before clean-up runs.
+    writer: Option<PipelinedWriter>,
     store: &'a BlobStore,
     txn: StoreTxn<'a>,
-    writer: Option<BlobWriter>,
 }
 
 impl PayloadSink for StoreSink<'_> {
@@ -407,17 +410,18 @@ impl PayloadSink for StoreSink<'_> {
             // Content-addressed: the same bytes are already stored; only verify the stream.
             return Ok(false);
         }
-        self.writer = Some(self.txn.begin()?);
+        self.writer = Some(PipelinedWriter::start(self.txn.begin()?, &p.name));
         Ok(true)
     }
-    fn data(&mut self, p: &PayloadEntry, bytes: &[u8]) -> Result<(), BundleError> {
+    fn data(&mut self, p: &PayloadEntry, buf: &mut Vec<u8>, len: usize) -> Result<(), BundleError> {
         match &mut self.writer {
-            Some(w) => w.write(bytes, &p.name),
+            Some(w) => w.send(buf, len, &p.name),
             None => Ok(()),
         }
     }
     fn end(&mut self, p: &PayloadEntry) -> Result<Option<PathBuf>, BundleError> {
         if let Some(w) = self.writer.take() {
+            let w = w.finish(&p.name)?;
             self.txn.finish(w, &p.sha256)?;
         }
         Ok(Some(self.store.blob_path(&p.sha256)?))
@@ -486,10 +490,10 @@ pub(crate) fn read_payloads<R: Read>(
             if n == 0 {
                 return Err(BundleError::Truncated { entry });
             }
-            let chunk = &buf[..n];
-            hasher.update(chunk);
+            hasher.update(&buf[..n]);
             if wants_bytes {
-                sink.data(p, chunk)?;
+                // The sink may swap `buf` for an empty one: the bytes go on without a copy.
+                sink.data(p, &mut buf, n)?;
             }
             remaining -= n as u64;
             progress(Progress {

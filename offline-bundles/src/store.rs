@@ -9,6 +9,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
@@ -263,6 +265,111 @@ impl BlobWriter {
     }
 }
 
+/// Writes a payload's buffers to its temp file on a second thread, so hashing the next
+/// buffer overlaps writing this one. Buffers travel by move and are recycled: no copies.
+pub(crate) struct PipelinedWriter {
+    tx: Option<SyncSender<(Vec<u8>, usize)>>,
+    free: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<std::io::Result<File>>>,
+    tmp: PathBuf,
+    allocated: usize,
+}
+
+/// Buffers in flight per payload (one being hashed, up to two queued or being written).
+const PIPELINE_BUFFERS: usize = 3;
+
+impl PipelinedWriter {
+    pub(crate) fn start(w: BlobWriter, what: &str) -> Self {
+        let (tx, rx) = sync_channel::<(Vec<u8>, usize)>(PIPELINE_BUFFERS - 1);
+        let (free_tx, free) = sync_channel::<Vec<u8>>(PIPELINE_BUFFERS);
+        let BlobWriter { mut file, tmp } = w;
+        let thread = std::thread::Builder::new()
+            .name(format!("blob-writer {what}"))
+            .spawn(move || {
+                for (buf, len) in rx {
+                    file.write_all(&buf[..len])?;
+                    let _ = free_tx.try_send(buf);
+                }
+                Ok(file)
+            });
+        match thread {
+            Ok(t) => PipelinedWriter {
+                tx: Some(tx),
+                free,
+                thread: Some(t),
+                tmp,
+                allocated: 1,
+            },
+            // No thread: keep the file on this side and fail at the first send.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the blob writer thread");
+                PipelinedWriter {
+                    tx: None,
+                    free,
+                    thread: None,
+                    tmp,
+                    allocated: 1,
+                }
+            }
+        }
+    }
+
+    /// Hand `buf[..len]` to the writer; `buf` is replaced by a recycled buffer of the same size.
+    pub(crate) fn send(&mut self, buf: &mut Vec<u8>, len: usize, what: &str) -> Result<(), BundleError> {
+        let fresh = match self.free.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.allocated < PIPELINE_BUFFERS => {
+                self.allocated += 1;
+                vec![0u8; buf.len()]
+            }
+            Err(_) => match self.free.recv() {
+                Ok(b) => b,
+                Err(_) => return Err(self.failure(what)),
+            },
+        };
+        let full = std::mem::replace(buf, fresh);
+        let sent = match &self.tx {
+            Some(tx) => tx.send((full, len)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(self.failure(what));
+        }
+        Ok(())
+    }
+
+    /// Wait for every buffer to be written; the file comes back for fsync and rename.
+    pub(crate) fn finish(mut self, what: &str) -> Result<BlobWriter, BundleError> {
+        self.tx = None;
+        let tmp = self.tmp.clone();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Ok(file))) => Ok(BlobWriter { file, tmp }),
+            Some(Ok(Err(e))) => Err(BundleError::io(format!("payload {what:?} in {}", tmp.display()), e)),
+            _ => Err(self.failure(what)),
+        }
+    }
+
+    /// The writer stopped: collect its error.
+    fn failure(&mut self, what: &str) -> BundleError {
+        self.tx = None;
+        let context = format!("payload {what:?} in {}", self.tmp.display());
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => BundleError::io(context, e),
+            _ => BundleError::io(context, std::io::Error::other("blob writer thread stopped")),
+        }
+    }
+}
+
+impl Drop for PipelinedWriter {
+    fn drop(&mut self) {
+        // Stop and wait, so no write lands after the import's clean-up removed the temp file.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl<'a> StoreTxn<'a> {
     pub(crate) fn new(store: &'a BlobStore) -> Self {
         StoreTxn {
@@ -401,6 +508,50 @@ mod tests {
         assert_eq!(report.removed, vec![b.clone()]);
         assert_eq!(report.bytes, 4);
         assert_eq!(store.list().unwrap(), vec![a]);
+    }
+
+    #[test]
+    fn pipelined_writer_writes_in_order_and_reports_disk_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut txn = StoreTxn::new(&store);
+        let mut w = PipelinedWriter::start(txn.begin().unwrap(), "p");
+        let mut expect = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        for i in 0..20u8 {
+            buf.fill(i);
+            expect.extend_from_slice(&buf[..100 + usize::from(i)]);
+            w.send(&mut buf, 100 + usize::from(i), "p").unwrap();
+            assert_eq!(buf.len(), 4096);
+        }
+        let w = w.finish("p").unwrap();
+        let path = txn.finish(w, &sha(&expect)).unwrap();
+        txn.commit();
+        assert_eq!(fs::read(path).unwrap(), expect);
+
+        let Ok(full) = OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let mut w = PipelinedWriter::start(
+            BlobWriter {
+                file: full,
+                tmp: PathBuf::from("/dev/full"),
+            },
+            "big",
+        );
+        let mut err = None;
+        for _ in 0..10 {
+            if let Err(e) = w.send(&mut buf, 4096, "big") {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = match err {
+            Some(e) => e,
+            None => w.finish("big").map(|_| ()).unwrap_err(),
+        };
+        assert!(matches!(err, BundleError::DiskFull { .. }), "{err:?}");
+        assert!(err.to_string().contains("big"), "{err}");
     }
 
     #[test]
