@@ -331,8 +331,9 @@ impl Reader {
     }
 }
 
-/// Idle connections kept for reuse; more are opened on demand and closed when over the cap.
-const MAX_IDLE: usize = 4;
+/// Idle connections kept for reuse (agent syncs read concurrently); more are opened on demand
+/// and closed when over the cap.
+const MAX_IDLE: usize = 32;
 
 struct Pool {
     path: PathBuf,
