@@ -10,8 +10,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::container::{
-    BLOCK, FORMAT_VERSION, MANIFEST_NAME, MARKER_NAME, PAYLOAD_PREFIX, SIGNATURES_NAME,
-    TarReader, append_bytes, header_for, marker_content, padding,
+    BLOCK, FORMAT_VERSION, MANIFEST_NAME, MARKER_NAME, PAYLOAD_PREFIX, SIGNATURES_NAME, TarReader,
+    append_bytes, header_for, marker_content, padding,
 };
 use crate::error::BundleError;
 use crate::fsutil::{commit_temp, create_temp_beside, parent_of, random_hex};
@@ -124,8 +124,8 @@ pub fn create_bundle(
                 .map(|n| n.to_string_lossy().into_owned())
                 .ok_or_else(|| invalid(format!("payload {} has no file name", p.path.display())))?,
         };
-        let file =
-            File::open(&path).map_err(|e| BundleError::io(format!("opening {}", path.display()), e))?;
+        let file = File::open(&path)
+            .map_err(|e| BundleError::io(format!("opening {}", path.display()), e))?;
         let (sha256, size) = hash_reader(file, &path.display().to_string())?;
         payloads.push(PayloadEntry {
             name,
@@ -139,7 +139,10 @@ pub fn create_bundle(
         None => None,
         Some(t) => {
             let load = |files: &[PathBuf]| -> Result<Vec<PublicKey>, BundleError> {
-                files.iter().map(|f| load_public_key(&base.join(f))).collect()
+                files
+                    .iter()
+                    .map(|f| load_public_key(&base.join(f)))
+                    .collect()
             };
             Some(TrustDocument {
                 version: spec.version,
@@ -229,7 +232,12 @@ pub fn sign_bundle(path: &Path, key: &SigningKey) -> Result<SignatureEntry, Bund
     let mut tr = TarReader::new(file);
     let head = read_head(&mut tr, &Limits::default())?;
     let entry = sign_manifest(key, head.manifest.bundle_type, &head.bytes);
-    if head.signatures.signatures.iter().any(|s| s.key_id == entry.key_id) {
+    if head
+        .signatures
+        .signatures
+        .iter()
+        .any(|s| s.key_id == entry.key_id)
+    {
         return Ok(entry);
     }
     let mut sigs = head.signatures.clone();
@@ -276,7 +284,10 @@ pub fn parse_time(s: &str) -> Result<i64, time::error::Parse> {
 pub fn format_time(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| secs.to_string())
 }
 
@@ -287,12 +298,11 @@ fn write_head<W: Write>(
     sigs: &SignatureDocument,
 ) -> Result<(), BundleError> {
     let mtime = m.created.max(0) as u64;
-    let sig_bytes = serde_json::to_vec_pretty(sigs).map_err(|source| {
-        BundleError::SignaturesParse {
+    let sig_bytes =
+        serde_json::to_vec_pretty(sigs).map_err(|source| BundleError::SignaturesParse {
             entry: SIGNATURES_NAME.into(),
             source,
-        }
-    })?;
+        })?;
     append_bytes(b, MARKER_NAME, marker_content().as_bytes(), mtime)?;
     append_bytes(b, MANIFEST_NAME, bytes, mtime)?;
     append_bytes(b, SIGNATURES_NAME, &sig_bytes, mtime)

@@ -51,7 +51,13 @@ pub(crate) fn parse_header(
     let computed: u64 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
         .sum();
     if stored != computed {
         return Err(bad("checksum mismatch"));
@@ -339,33 +345,67 @@ mod tests {
     #[test]
     fn headers_parse_or_refuse() {
         use tar::EntryType as T;
-        let ok = |name: &str, size| Ok(Some(EntryHeader { name: name.into(), size }));
-        let cases: Vec<(&str, [u8; BLOCK], Result<Option<EntryHeader>, &str>)> = vec![
-            ("regular", block_for("manifest.json", 10, T::Regular), ok("manifest.json", 10)),
+        let ok = |name: &str, size| {
+            Ok(Some(EntryHeader {
+                name: name.into(),
+                size,
+            }))
+        };
+        type Want = Result<Option<EntryHeader>, &'static str>;
+        let cases: Vec<(&str, [u8; BLOCK], Want)> = vec![
+            (
+                "regular",
+                block_for("manifest.json", 10, T::Regular),
+                ok("manifest.json", 10),
+            ),
             ("zero", [0u8; BLOCK], Ok(None)),
-            ("symlink", block_for("a", 0, T::Symlink), Err("NotRegularFile")),
-            ("hardlink", block_for("a", 0, T::Link), Err("NotRegularFile")),
-            ("dir", block_for("a", 0, T::Directory), Err("NotRegularFile")),
+            (
+                "symlink",
+                block_for("a", 0, T::Symlink),
+                Err("NotRegularFile"),
+            ),
+            (
+                "hardlink",
+                block_for("a", 0, T::Link),
+                Err("NotRegularFile"),
+            ),
+            (
+                "dir",
+                block_for("a", 0, T::Directory),
+                Err("NotRegularFile"),
+            ),
             ("char", block_for("a", 0, T::Char), Err("NotRegularFile")),
             ("block", block_for("a", 0, T::Block), Err("NotRegularFile")),
             ("fifo", block_for("a", 0, T::Fifo), Err("NotRegularFile")),
             ("pax", block_for("a", 0, T::XHeader), Err("NotRegularFile")),
-            ("gnu long", block_for("a", 0, T::GNULongName), Err("NotRegularFile")),
+            (
+                "gnu long",
+                block_for("a", 0, T::GNULongName),
+                Err("NotRegularFile"),
+            ),
             ("dotdot", raw_named(b"payloads/../x", 1), Err("UnsafeName")),
             ("absolute", raw_named(b"/etc/passwd", 1), Err("UnsafeName")),
-            ("bad checksum", {
-                let mut b = block_for("a", 1, T::Regular);
-                b[0] = b'b';
-                b
-            }, Err("MalformedHeader")),
-            ("gnu magic", {
-                let mut h = tar::Header::new_gnu();
-                h.set_path("a").unwrap();
-                h.set_cksum();
-                let mut b = [0u8; BLOCK];
-                b.copy_from_slice(h.as_bytes());
-                b
-            }, Err("MalformedHeader")),
+            (
+                "bad checksum",
+                {
+                    let mut b = block_for("a", 1, T::Regular);
+                    b[0] = b'b';
+                    b
+                },
+                Err("MalformedHeader"),
+            ),
+            (
+                "gnu magic",
+                {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_path("a").unwrap();
+                    h.set_cksum();
+                    let mut b = [0u8; BLOCK];
+                    b.copy_from_slice(h.as_bytes());
+                    b
+                },
+                Err("MalformedHeader"),
+            ),
         ];
         for (what, block, want) in cases {
             let got = parse_header(&block, 0);
@@ -458,12 +498,21 @@ mod tests {
         assert_eq!(read_all(&padded).unwrap(), 1);
         let mut garbage = archive.clone();
         garbage.extend_from_slice(b"x");
-        assert!(matches!(read_all(&garbage), Err(BundleError::TrailingGarbage { .. })));
+        assert!(matches!(
+            read_all(&garbage),
+            Err(BundleError::TrailingGarbage { .. })
+        ));
         let mut endless = archive.clone();
         endless.extend_from_slice(&vec![0u8; 64 * 1024]);
-        assert!(matches!(read_all(&endless), Err(BundleError::TrailingGarbage { .. })));
+        assert!(matches!(
+            read_all(&endless),
+            Err(BundleError::TrailingGarbage { .. })
+        ));
         let mut bad_pad = archive.clone();
         bad_pad[512 + 5] = 1;
-        assert!(matches!(read_all(&bad_pad), Err(BundleError::BadPadding { .. })));
+        assert!(matches!(
+            read_all(&bad_pad),
+            Err(BundleError::BadPadding { .. })
+        ));
     }
 }

@@ -39,10 +39,18 @@ pub enum BundleError {
     // ---- manifest and signature documents ----
     /// The manifest entry is larger than the configured limit (checked before reading it).
     #[error("manifest {entry:?} is {size} bytes, over the limit of {limit}")]
-    ManifestTooLarge { entry: String, size: u64, limit: u64 },
+    ManifestTooLarge {
+        entry: String,
+        size: u64,
+        limit: u64,
+    },
     /// The signature entry is larger than the configured limit (checked before reading it).
     #[error("signature document {entry:?} is {size} bytes, over the limit of {limit}")]
-    SignaturesTooLarge { entry: String, size: u64, limit: u64 },
+    SignaturesTooLarge {
+        entry: String,
+        size: u64,
+        limit: u64,
+    },
     /// The manifest is not valid JSON for our schema.
     #[error("manifest {entry:?} does not parse")]
     ManifestParse {
@@ -58,7 +66,11 @@ pub enum BundleError {
     TooManyPayloads { count: usize, limit: usize },
     /// One payload declares more bytes than the configured limit.
     #[error("payload {entry:?} declares {size} bytes, over the limit of {limit}")]
-    PayloadTooLarge { entry: String, size: u64, limit: u64 },
+    PayloadTooLarge {
+        entry: String,
+        size: u64,
+        limit: u64,
+    },
     /// The payloads together declare more bytes than the configured limit.
     #[error("payloads total {size} bytes, over the limit of {limit}")]
     BundleTooLarge { size: u64, limit: u64 },
@@ -198,8 +210,10 @@ impl BundleError {
 pub(crate) fn is_disk_full(e: &io::Error) -> bool {
     const ENOSPC: i32 = 28;
     const EDQUOT: i32 = 122;
-    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
-        || matches!(e.raw_os_error(), Some(ENOSPC) | Some(EDQUOT))
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(ENOSPC) | Some(EDQUOT))
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::container::{
-    MANIFEST_NAME, MARKER_NAME, MARKER_PREFIX, MAX_MARKER, Next, PAYLOAD_PREFIX, SIGNATURES_NAME,
-    TarReader, FORMAT_VERSION,
+    FORMAT_VERSION, MANIFEST_NAME, MARKER_NAME, MARKER_PREFIX, MAX_MARKER, Next, PAYLOAD_PREFIX,
+    SIGNATURES_NAME, TarReader,
 };
 use crate::error::BundleError;
 use crate::manifest::{
@@ -90,6 +90,8 @@ pub struct StoredPayload {
 }
 
 /// Result of an import.
+// One value per import, moved straight to the caller: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportOutcome {
     /// Verified and stored: commit it.
@@ -467,7 +469,11 @@ pub(crate) fn read_payloads<R: Read>(
     for p in &m.payloads {
         let entry = format!("{PAYLOAD_PREFIX}{}", p.name);
         let h = match tr.next(&prev)? {
-            Next::End => return Err(BundleError::MissingPayload { name: p.name.clone() }),
+            Next::End => {
+                return Err(BundleError::MissingPayload {
+                    name: p.name.clone(),
+                });
+            }
             Next::Entry(h) => h,
         };
         if h.name != entry {

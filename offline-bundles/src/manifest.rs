@@ -164,7 +164,10 @@ pub fn check_manifest(m: &Manifest, limits: &Limits) -> Result<(), BundleError> 
                 return Err(invalid("version", "starts at 1"));
             }
             if m.trust.is_some() || !m.channel_resets.is_empty() {
-                return Err(invalid("trust", "only trust bundles carry trust or channel_resets"));
+                return Err(invalid(
+                    "trust",
+                    "only trust bundles carry trust or channel_resets",
+                ));
             }
         }
         BundleType::Trust => {
@@ -177,7 +180,10 @@ pub fn check_manifest(m: &Manifest, limits: &Limits) -> Result<(), BundleError> 
                 .ok_or_else(|| invalid("trust", "a trust bundle carries a trust document"))?;
             doc.check()?;
             if doc.version != m.version {
-                return Err(invalid("version", "must equal the trust document's version"));
+                return Err(invalid(
+                    "version",
+                    "must equal the trust document's version",
+                ));
             }
             if !m.payloads.is_empty() {
                 return Err(invalid("payloads", "a trust bundle has no payloads"));
@@ -255,7 +261,8 @@ pub fn is_sha256_hex(s: &str) -> bool {
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Expiry against the cluster time floor (unix seconds). Pure.
@@ -347,42 +354,86 @@ mod tests {
             ("sample", |_| {}, "ok"),
             ("format", |m| m.format = 2, "ManifestInvalid"),
             ("short id", |m| m.id = "abc".into(), "ManifestInvalid"),
-            ("upper id", |m| m.id = m.id.to_uppercase(), "ManifestInvalid"),
-            ("expires<=created", |m| m.expires = m.created, "ManifestInvalid"),
+            (
+                "upper id",
+                |m| m.id = m.id.to_uppercase(),
+                "ManifestInvalid",
+            ),
+            (
+                "expires<=created",
+                |m| m.expires = m.created,
+                "ManifestInvalid",
+            ),
             ("no targets", |m| m.targets.clear(), "ManifestInvalid"),
             ("any+id", |m| m.targets.push("c1".into()), "ManifestInvalid"),
             ("no channel", |m| m.channel = None, "ManifestInvalid"),
-            ("bad channel", |m| m.channel = Some("a b".into()), "ManifestInvalid"),
+            (
+                "bad channel",
+                |m| m.channel = Some("a b".into()),
+                "ManifestInvalid",
+            ),
             ("version 0", |m| m.version = 0, "ManifestInvalid"),
-            ("dup", |m| m.payloads.push(m.payloads[0].clone()), "DuplicatePayload"),
+            (
+                "dup",
+                |m| m.payloads.push(m.payloads[0].clone()),
+                "DuplicatePayload",
+            ),
             ("slash", |m| m.payloads[0].name = "a/b".into(), "UnsafeName"),
             ("dotdot", |m| m.payloads[0].name = "..".into(), "UnsafeName"),
-            ("dot start", |m| m.payloads[0].name = ".x".into(), "ManifestInvalid"),
-            ("long", |m| m.payloads[0].name = "x".repeat(81), "ManifestInvalid"),
-            ("hash", |m| m.payloads[0].sha256 = "A".repeat(64), "ManifestInvalid"),
+            (
+                "dot start",
+                |m| m.payloads[0].name = ".x".into(),
+                "ManifestInvalid",
+            ),
+            (
+                "long",
+                |m| m.payloads[0].name = "x".repeat(81),
+                "ManifestInvalid",
+            ),
+            (
+                "hash",
+                |m| m.payloads[0].sha256 = "A".repeat(64),
+                "ManifestInvalid",
+            ),
             ("big", |m| m.payloads[0].size = 101, "PayloadTooLarge"),
-            ("total", |m| {
-                let mut p = m.payloads[0].clone();
-                p.name = "b".into();
-                p.size = 100;
-                m.payloads[0].size = 100;
-                m.payloads.push(p);
-            }, "BundleTooLarge"),
-            ("count", |m| {
-                for i in 0..3 {
+            (
+                "total",
+                |m| {
                     let mut p = m.payloads[0].clone();
-                    p.name = format!("p{i}");
-                    p.size = 0;
+                    p.name = "b".into();
+                    p.size = 100;
+                    m.payloads[0].size = 100;
                     m.payloads.push(p);
-                }
-            }, "TooManyPayloads"),
-            ("trust on content", |m| {
-                m.channel_resets.insert("site".into(), 1);
-            }, "ManifestInvalid"),
-            ("trust without doc", |m| {
-                m.bundle_type = BundleType::Trust;
-                m.channel = None;
-            }, "ManifestInvalid"),
+                },
+                "BundleTooLarge",
+            ),
+            (
+                "count",
+                |m| {
+                    for i in 0..3 {
+                        let mut p = m.payloads[0].clone();
+                        p.name = format!("p{i}");
+                        p.size = 0;
+                        m.payloads.push(p);
+                    }
+                },
+                "TooManyPayloads",
+            ),
+            (
+                "trust on content",
+                |m| {
+                    m.channel_resets.insert("site".into(), 1);
+                },
+                "ManifestInvalid",
+            ),
+            (
+                "trust without doc",
+                |m| {
+                    m.bundle_type = BundleType::Trust;
+                    m.channel = None;
+                },
+                "ManifestInvalid",
+            ),
         ];
         let limits = Limits {
             max_manifest_bytes: 1 << 20,
@@ -406,12 +457,18 @@ mod tests {
     fn policy_checks() {
         let m = sample();
         assert!(check_expiry(&m, 1_999).is_ok());
-        assert!(matches!(check_expiry(&m, 2_000), Err(BundleError::Expired { .. })));
+        assert!(matches!(
+            check_expiry(&m, 2_000),
+            Err(BundleError::Expired { .. })
+        ));
         assert!(check_target(&m, "c1").is_ok());
         let mut t = sample();
         t.targets = vec!["c1".into(), "c2".into()];
         assert!(check_target(&t, "c2").is_ok());
-        assert!(matches!(check_target(&t, "c3"), Err(BundleError::WrongCluster { .. })));
+        assert!(matches!(
+            check_target(&t, "c3"),
+            Err(BundleError::WrongCluster { .. })
+        ));
 
         let floor = |v: u64, h: &str| {
             BTreeMap::from([(

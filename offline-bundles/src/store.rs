@@ -111,11 +111,12 @@ impl BlobStore {
     /// before any import runs. Returns how many were removed.
     pub fn clean_tmp(&self) -> Result<usize, BundleError> {
         let dir = self.root.join("tmp");
-        let entries =
-            fs::read_dir(&dir).map_err(|e| BundleError::io(format!("listing {}", dir.display()), e))?;
+        let entries = fs::read_dir(&dir)
+            .map_err(|e| BundleError::io(format!("listing {}", dir.display()), e))?;
         let mut n = 0;
         for entry in entries {
-            let entry = entry.map_err(|e| BundleError::io(format!("listing {}", dir.display()), e))?;
+            let entry =
+                entry.map_err(|e| BundleError::io(format!("listing {}", dir.display()), e))?;
             let path = entry.path();
             fs::remove_file(&path)
                 .map_err(|e| BundleError::io(format!("removing {}", path.display()), e))?;
@@ -315,7 +316,12 @@ impl PipelinedWriter {
     }
 
     /// Hand `buf[..len]` to the writer; `buf` is replaced by a recycled buffer of the same size.
-    pub(crate) fn send(&mut self, buf: &mut Vec<u8>, len: usize, what: &str) -> Result<(), BundleError> {
+    pub(crate) fn send(
+        &mut self,
+        buf: &mut Vec<u8>,
+        len: usize,
+        what: &str,
+    ) -> Result<(), BundleError> {
         let fresh = match self.free.try_recv() {
             Ok(b) => b,
             Err(_) if self.allocated < PIPELINE_BUFFERS => {
@@ -344,7 +350,10 @@ impl PipelinedWriter {
         let tmp = self.tmp.clone();
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(Ok(file))) => Ok(BlobWriter { file, tmp }),
-            Some(Ok(Err(e))) => Err(BundleError::io(format!("payload {what:?} in {}", tmp.display()), e)),
+            Some(Ok(Err(e))) => Err(BundleError::io(
+                format!("payload {what:?} in {}", tmp.display()),
+                e,
+            )),
             _ => Err(self.failure(what)),
         }
     }
@@ -443,10 +452,10 @@ impl<'a> StoreTxn<'a> {
 
 impl Drop for StoreTxn<'_> {
     fn drop(&mut self) {
-        if let Some(tmp) = self.temp.take() {
-            if let Err(e) = fs::remove_file(&tmp) {
-                tracing::warn!(path = %tmp.display(), error = %e, "could not remove temp file");
-            }
+        if let Some(tmp) = self.temp.take()
+            && let Err(e) = fs::remove_file(&tmp)
+        {
+            tracing::warn!(path = %tmp.display(), error = %e, "could not remove temp file");
         }
         if self.committed {
             return;

@@ -206,7 +206,9 @@ pub fn verify_signatures(
     let prefix = signature_prefix(manifest.bundle_type);
     let roles: Vec<(&'static str, &RoleKeys)> = match (manifest.bundle_type, &manifest.trust) {
         (BundleType::Content, _) => vec![("release", &trust.release)],
-        (BundleType::Trust, Some(new)) => vec![("current root", &trust.root), ("new root", &new.root)],
+        (BundleType::Trust, Some(new)) => {
+            vec![("current root", &trust.root), ("new root", &new.root)]
+        }
         (BundleType::Trust, None) => {
             return Err(BundleError::ManifestInvalid {
                 field: "trust".into(),
@@ -260,7 +262,10 @@ pub fn verify_signatures(
 }
 
 /// A trust bundle must carry exactly the next trust version. Pure.
-pub fn check_trust_version(current: &TrustDocument, new: &TrustDocument) -> Result<(), BundleError> {
+pub fn check_trust_version(
+    current: &TrustDocument,
+    new: &TrustDocument,
+) -> Result<(), BundleError> {
     if new.version != current.version.saturating_add(1) {
         return Err(BundleError::TrustVersion {
             current: current.version,
@@ -431,7 +436,10 @@ pub(crate) mod tests {
         skip.version = 3;
         assert!(matches!(
             check_trust_version(&current, &skip),
-            Err(BundleError::TrustVersion { current: 1, found: 3 })
+            Err(BundleError::TrustVersion {
+                current: 1,
+                found: 3
+            })
         ));
     }
 

@@ -9,7 +9,7 @@ mod common;
 use std::sync::OnceLock;
 
 use common::*;
-use outpost_bundles::{ImportOutcome, import_bundle, inspect_bundle, Limits};
+use outpost_bundles::{ImportOutcome, Limits, import_bundle, inspect_bundle};
 use proptest::prelude::*;
 
 fn cases() -> u32 {
@@ -41,8 +41,16 @@ fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let before = snapshot(dir.path());
     let _ = inspect_bundle(bytes, &Limits::default());
-    let got = import_bundle(bytes, Some(bytes.len() as u64), &store, &context(), &mut |_| {});
-    let tmp_files = std::fs::read_dir(store.root().join("tmp")).map(|d| d.count()).unwrap_or(99);
+    let got = import_bundle(
+        bytes,
+        Some(bytes.len() as u64),
+        &store,
+        &context(),
+        &mut |_| {},
+    );
+    let tmp_files = std::fs::read_dir(store.root().join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(99);
     prop_assert_eq!(tmp_files, 0);
     match got {
         Err(_) => prop_assert_eq!(snapshot(dir.path()), before),
@@ -71,7 +79,10 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<usize>(), 1u8..=255).prop_map(|(at, xor)| Mutation::Flip { at, xor }),
         (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
         any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..600))
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..600)
+        )
             .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
         (any::<usize>(), 1usize..1024).prop_map(|(at, len)| Mutation::Remove { at, len }),
         (any::<usize>(), any::<usize>()).prop_map(|(from, to)| Mutation::CopyBlock { from, to }),

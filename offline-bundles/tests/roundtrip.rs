@@ -11,8 +11,7 @@ use common::*;
 use outpost_bundles::{
     BlobStatus, BundleError, BundleType, ChannelFloor, ImportContext, ImportOutcome, Limits,
     Progress, PublicKey, SigningKey, TrustDocument, VerifiedBundle, VerifyOptions, create_bundle,
-    import_file, inspect_file, keygen, load_signing_key, public_key_path, sign_bundle,
-    verify_file,
+    import_file, inspect_file, keygen, load_signing_key, public_key_path, sign_bundle, verify_file,
 };
 
 struct Site {
@@ -23,7 +22,11 @@ impl Site {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("files")).unwrap();
-        fs::write(dir.path().join("files/tool_1.2_amd64.deb"), vec![42u8; 200_000]).unwrap();
+        fs::write(
+            dir.path().join("files/tool_1.2_amd64.deb"),
+            vec![42u8; 200_000],
+        )
+        .unwrap();
         fs::write(dir.path().join("files/site.conf"), b"ntp=10.0.0.1\n").unwrap();
         fs::write(dir.path().join("files/empty"), b"").unwrap();
         Site { dir }
@@ -90,7 +93,12 @@ fn create_sign_inspect_verify_import() {
     let site = Site::new();
     let (k1, p1) = site.key("release1.key");
     let (k2, p2) = site.key("release2.key");
-    assert_eq!(fs::read_to_string(public_key_path(&site.path("release1.key"))).unwrap().len(), 94);
+    assert_eq!(
+        fs::read_to_string(public_key_path(&site.path("release1.key")))
+            .unwrap()
+            .len(),
+        94
+    );
     let spec = site.spec("spec.toml", 3, "targets = [\"c1\"]");
     let out = site.path("site-3.obundle");
     let m = create_bundle(&spec, &[k1], &out, CREATED).unwrap();
@@ -109,7 +117,11 @@ fn create_sign_inspect_verify_import() {
     };
     assert!(matches!(
         verify_file(&out, &opts),
-        Err(BundleError::ThresholdNotMet { have: 1, need: 2, .. })
+        Err(BundleError::ThresholdNotMet {
+            have: 1,
+            need: 2,
+            ..
+        })
     ));
     sign_bundle(&out, &k2).unwrap();
     sign_bundle(&out, &k2).unwrap(); // idempotent
@@ -123,7 +135,11 @@ fn create_sign_inspect_verify_import() {
     assert!(verified.payloads.iter().all(|p| p.path.is_none()));
 
     // `tar tvf` still lists it, in order.
-    if let Ok(listing) = std::process::Command::new("tar").arg("tf").arg(&out).output() {
+    if let Ok(listing) = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&out)
+        .output()
+    {
         let names = String::from_utf8_lossy(&listing.stdout).to_string();
         assert_eq!(
             names.lines().collect::<Vec<_>>(),
@@ -140,7 +156,9 @@ fn create_sign_inspect_verify_import() {
 
     let store = store_in(site.dir.path());
     let mut seen: Vec<Progress> = Vec::new();
-    let b = imported(import_file(&out, &store, &ctx_for(trust.clone()), &mut |p| seen.push(p)).unwrap());
+    let b = imported(
+        import_file(&out, &store, &ctx_for(trust.clone()), &mut |p| seen.push(p)).unwrap(),
+    );
     let size = fs::metadata(&out).unwrap().len();
     assert_eq!(seen.last().unwrap().done, size);
     assert!(seen.iter().all(|p| p.total == Some(size)));
@@ -150,7 +168,10 @@ fn create_sign_inspect_verify_import() {
         assert_eq!(store.verify(&p.sha256).unwrap(), BlobStatus::Ok);
         assert_eq!(path, &store.blob_path(&p.sha256).unwrap());
     }
-    assert_eq!(fs::read(b.payloads[1].path.as_ref().unwrap()).unwrap(), b"ntp=10.0.0.1\n");
+    assert_eq!(
+        fs::read(b.payloads[1].path.as_ref().unwrap()).unwrap(),
+        b"ntp=10.0.0.1\n"
+    );
 
     // Re-import of the very same bundle at the current version: a no-op.
     let mut ctx = ctx_for(trust.clone());
@@ -177,7 +198,11 @@ fn create_sign_inspect_verify_import() {
     create_bundle(&spec3b, &[k1.clone(), k2.clone()], &other, CREATED).unwrap();
     assert!(matches!(
         import_file(&other, &store, &ctx, &mut |_| {}),
-        Err(BundleError::VersionNotGreater { version: 3, floor: 3, .. })
+        Err(BundleError::VersionNotGreater {
+            version: 3,
+            floor: 3,
+            ..
+        })
     ));
     let spec4 = site.spec("spec4.toml", 4, "");
     let newer = site.path("newer.obundle");
@@ -196,13 +221,20 @@ fn create_sign_inspect_verify_import() {
     );
     assert!(matches!(
         import_file(&out, &store, &ctx, &mut |_| {}),
-        Err(BundleError::VersionNotGreater { version: 3, floor: 4, .. })
+        Err(BundleError::VersionNotGreater {
+            version: 3,
+            floor: 4,
+            ..
+        })
     ));
 
     // Expired against the cluster time floor, wrong cluster.
     let mut late = ctx_for(trust.clone());
     late.time_floor = m.expires;
-    assert!(matches!(import_file(&out, &store, &late, &mut |_| {}), Err(BundleError::Expired { .. })));
+    assert!(matches!(
+        import_file(&out, &store, &late, &mut |_| {}),
+        Err(BundleError::Expired { .. })
+    ));
     let mut elsewhere = ctx_for(trust);
     elsewhere.cluster_id = "c2".into();
     assert!(matches!(
@@ -284,27 +316,42 @@ fn trust_rotation() {
     // Version 2 moves root to root2 and release to rel2.
     let spec = trust_spec(&site, "trust2.toml", 2, &["root2"], &["rel2"]);
     let only_old = site.path("t-old.obundle");
-    create_bundle(&spec, &[root1.clone()], &only_old, CREATED).unwrap();
+    create_bundle(&spec, std::slice::from_ref(&root1), &only_old, CREATED).unwrap();
     assert!(matches!(
         import_file(&only_old, &store, &ctx, &mut |_| {}),
-        Err(BundleError::ThresholdNotMet { role: "new root", .. })
+        Err(BundleError::ThresholdNotMet {
+            role: "new root",
+            ..
+        })
     ));
     let only_new = site.path("t-new.obundle");
-    create_bundle(&spec, &[root2.clone()], &only_new, CREATED).unwrap();
+    create_bundle(&spec, std::slice::from_ref(&root2), &only_new, CREATED).unwrap();
     assert!(matches!(
         import_file(&only_new, &store, &ctx, &mut |_| {}),
-        Err(BundleError::ThresholdNotMet { role: "current root", .. })
+        Err(BundleError::ThresholdNotMet {
+            role: "current root",
+            ..
+        })
     ));
     let release_signed = site.path("t-rel.obundle");
-    create_bundle(&spec, &[rel1.clone(), root2.clone()], &release_signed, CREATED).unwrap();
+    create_bundle(
+        &spec,
+        &[rel1.clone(), root2.clone()],
+        &release_signed,
+        CREATED,
+    )
+    .unwrap();
     assert!(import_file(&release_signed, &store, &ctx, &mut |_| {}).is_err());
 
     let both = site.path("t-both.obundle");
-    create_bundle(&spec, &[root1.clone()], &both, CREATED).unwrap();
+    create_bundle(&spec, std::slice::from_ref(&root1), &both, CREATED).unwrap();
     sign_bundle(&both, &root2).unwrap();
     let b = imported(import_file(&both, &store, &ctx, &mut |_| {}).unwrap());
     assert_eq!(b.manifest.bundle_type, BundleType::Trust);
-    assert_eq!(b.manifest.channel_resets, BTreeMap::from([("site".to_string(), 7)]));
+    assert_eq!(
+        b.manifest.channel_resets,
+        BTreeMap::from([("site".to_string(), 7)])
+    );
     let new = b.manifest.trust.clone().unwrap();
     assert_eq!(new.version, 2);
     assert!(b.payloads.is_empty());
@@ -349,7 +396,10 @@ fn trust_version_must_be_next() {
     create_bundle(&spec, &[root1], &out, CREATED).unwrap();
     assert!(matches!(
         import_file(&out, &store, &ctx_for(current), &mut |_| {}),
-        Err(BundleError::TrustVersion { current: 1, found: 3 })
+        Err(BundleError::TrustVersion {
+            current: 1,
+            found: 3
+        })
     ));
 }
 
@@ -365,7 +415,9 @@ fn crash_leftovers_are_cleaned() {
     let store = store_in(site.dir.path());
     let b = imported(import_file(&out, &store, &ctx_for(trust), &mut |_| {}).unwrap());
     fs::write(store.root().join("tmp/abc.part"), b"half a payload").unwrap();
-    let orphan = store.put_verified(&b"orphan"[..], &sha(b"orphan"), 6).unwrap();
+    let orphan = store
+        .put_verified(&b"orphan"[..], &sha(b"orphan"), 6)
+        .unwrap();
     assert_eq!(store.clean_tmp().unwrap(), 1);
     let keep: BTreeSet<String> = b.payloads.iter().map(|p| p.sha256.clone()).collect();
     let report = store.gc(&keep).unwrap();
@@ -388,9 +440,18 @@ fn create_refuses_bad_specs() {
     let out = site.path("x.obundle");
     let cases: Vec<(PathBuf, &str)> = vec![
         (write("a.toml", "version = 1\nbogus = 1\n"), "SpecParse"),
-        (write("b.toml", "channel = \"site\"\nversion = 1\nexpires = \"soon\"\n"), "SpecInvalid"),
         (
-            write("c.toml", "channel = \"site\"\nversion = 1\n[[payload]]\npath = \"files/nope\"\nkind = \"config\"\n"),
+            write(
+                "b.toml",
+                "channel = \"site\"\nversion = 1\nexpires = \"soon\"\n",
+            ),
+            "SpecInvalid",
+        ),
+        (
+            write(
+                "c.toml",
+                "channel = \"site\"\nversion = 1\n[[payload]]\npath = \"files/nope\"\nkind = \"config\"\n",
+            ),
             "Io",
         ),
         (
@@ -398,13 +459,20 @@ fn create_refuses_bad_specs() {
             "ManifestInvalid",
         ),
         (
-            write("e.toml", "channel = \"site\"\nversion = 1\n[[payload]]\npath = \"files/site.conf\"\nkind = \"config\"\nname = \"../x\"\n"),
+            write(
+                "e.toml",
+                "channel = \"site\"\nversion = 1\n[[payload]]\npath = \"files/site.conf\"\nkind = \"config\"\nname = \"../x\"\n",
+            ),
             "UnsafeName",
         ),
     ];
     for (spec, want) in cases {
-        let err = create_bundle(&spec, &[k.clone()], &out, CREATED).unwrap_err();
-        assert!(format!("{err:?}").starts_with(want), "{}: {err:?}", spec.display());
+        let err = create_bundle(&spec, std::slice::from_ref(&k), &out, CREATED).unwrap_err();
+        assert!(
+            format!("{err:?}").starts_with(want),
+            "{}: {err:?}",
+            spec.display()
+        );
         assert!(!out.exists());
     }
     // Nothing but the inputs in the directory: no temp files from the failed writes.
