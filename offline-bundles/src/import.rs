@@ -119,6 +119,60 @@ pub struct Inspection {
     pub signed_by: Vec<String>,
 }
 
+impl Inspection {
+    /// Human-readable text for `outpost bundle inspect` without `--json`.
+    pub fn to_text(&self) -> String {
+        let m = &self.manifest;
+        let mut out = String::new();
+        let kind = match m.bundle_type {
+            BundleType::Content => "content",
+            BundleType::Trust => "trust",
+        };
+        let line = |out: &mut String, k: &str, v: &str| out.push_str(&format!("{k:<10} {v}\n"));
+        line(&mut out, "bundle", &m.id);
+        line(&mut out, "type", kind);
+        if let Some(c) = &m.channel {
+            line(&mut out, "channel", c);
+        }
+        line(&mut out, "version", &m.version.to_string());
+        line(&mut out, "created", &crate::author::format_time(m.created));
+        line(&mut out, "expires", &crate::author::format_time(m.expires));
+        line(&mut out, "targets", &m.targets.join(", "));
+        line(
+            &mut out,
+            "manifest",
+            &format!("sha256 {}", self.manifest_sha256),
+        );
+        for id in &self.signed_by {
+            line(&mut out, "signed by", id);
+        }
+        if let Some(t) = &m.trust {
+            line(
+                &mut out,
+                "trust",
+                &format!(
+                    "v{}: root {} of {}, release {} of {}",
+                    t.version,
+                    t.root.threshold,
+                    t.root.keys.len(),
+                    t.release.threshold,
+                    t.release.keys.len()
+                ),
+            );
+        }
+        for p in &m.payloads {
+            out.push_str(&format!(
+                "payload    {} {} {} bytes sha256 {}\n",
+                p.name,
+                p.kind.as_str(),
+                p.size,
+                p.sha256
+            ));
+        }
+        out
+    }
+}
+
 /// `outpost bundle import`: stream `reader` into `store`, verified, all or nothing.
 ///
 /// Manifest and signatures are verified before any payload byte is written; each payload
@@ -157,7 +211,7 @@ pub fn import_bundle(
 
     let mut sink = StoreSink {
         store,
-        txn: StoreTxn::new(store),
+        txn: StoreTxn::new(store)?,
         writer: None,
     };
     let payloads = read_payloads(&mut tr, m, &mut sink, total, progress)?;

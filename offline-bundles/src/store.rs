@@ -3,6 +3,11 @@
 //! A blob appears under its hash only after its bytes were hashed, fsynced and renamed, and
 //! the directory fsynced: a crash leaves at most temp files (removed by [`BlobStore::clean_tmp`]
 //! at start-up) and complete, correct blobs nobody references yet (removed by [`BlobStore::gc`]).
+//!
+//! Imports, [`BlobStore::put_verified`], `gc` and `clean_tmp` on one store run one at a time,
+//! serialized by an exclusive lock on the file `lock` (flock, so it also holds across
+//! processes): a refused import removes the blobs it created, and no other writer can have
+//! come to rely on them meanwhile.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -58,7 +63,24 @@ impl BlobStore {
                 .create(&dir)
                 .map_err(|e| BundleError::io(format!("creating {}", dir.display()), e))?;
         }
-        Ok(BlobStore { root })
+        let store = BlobStore { root };
+        drop(store.lock()?);
+        Ok(store)
+    }
+
+    /// Take the store's exclusive writer lock (blocks until free; released on drop).
+    fn lock(&self) -> Result<File, BundleError> {
+        let path = self.root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| BundleError::io(format!("opening {}", path.display()), e))?;
+        file.lock()
+            .map_err(|e| BundleError::io(format!("locking {}", path.display()), e))?;
+        Ok(file)
     }
 
     /// The store's root directory.
@@ -110,6 +132,7 @@ impl BlobStore {
     /// Remove every file in `tmp/` (partial imports of a previous run). Call at start-up,
     /// before any import runs. Returns how many were removed.
     pub fn clean_tmp(&self) -> Result<usize, BundleError> {
+        let _lock = self.lock()?;
         let dir = self.root.join("tmp");
         let entries = fs::read_dir(&dir)
             .map_err(|e| BundleError::io(format!("listing {}", dir.display()), e))?;
@@ -130,6 +153,7 @@ impl BlobStore {
 
     /// Remove every blob whose hash is not in `keep` (the hashes the replicated state references).
     pub fn gc(&self, keep: &BTreeSet<String>) -> Result<GcReport, BundleError> {
+        let _lock = self.lock()?;
         let mut report = GcReport::default();
         let mut dirs = BTreeSet::new();
         for (hash, path) in self.walk()? {
@@ -159,7 +183,10 @@ impl BlobStore {
         size: u64,
     ) -> Result<PathBuf, BundleError> {
         let path = self.blob_path(sha256)?;
-        let mut txn = StoreTxn::new(self);
+        let mut txn = StoreTxn::new(self)?;
+        if path.is_file() {
+            return Ok(path);
+        }
         let mut writer = txn.begin()?;
         let mut reader = reader.take(size.saturating_add(1));
         let mut buf = vec![0u8; IO_BUFFER];
@@ -250,6 +277,7 @@ pub(crate) struct StoreTxn<'a> {
     created_dirs: Vec<PathBuf>,
     temp: Option<PathBuf>,
     committed: bool,
+    _lock: File,
 }
 
 /// A payload being streamed into `tmp/`.
@@ -380,14 +408,16 @@ impl Drop for PipelinedWriter {
 }
 
 impl<'a> StoreTxn<'a> {
-    pub(crate) fn new(store: &'a BlobStore) -> Self {
-        StoreTxn {
+    /// Start a transaction: waits for the store's writer lock.
+    pub(crate) fn new(store: &'a BlobStore) -> Result<Self, BundleError> {
+        Ok(StoreTxn {
+            _lock: store.lock()?,
             store,
             created: Vec::new(),
             created_dirs: Vec::new(),
             temp: None,
             committed: false,
-        }
+        })
     }
 
     /// Open a new temp file in `tmp/`.
@@ -523,7 +553,7 @@ mod tests {
     fn pipelined_writer_writes_in_order_and_reports_disk_full() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
-        let mut txn = StoreTxn::new(&store);
+        let mut txn = StoreTxn::new(&store).unwrap();
         let mut w = PipelinedWriter::start(txn.begin().unwrap(), "p");
         let mut expect = Vec::new();
         let mut buf = vec![0u8; 4096];
@@ -564,6 +594,25 @@ mod tests {
     }
 
     #[test]
+    fn writers_hold_the_store_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let other = File::options()
+            .write(true)
+            .open(dir.path().join("lock"))
+            .unwrap();
+        {
+            let _txn = StoreTxn::new(&store).unwrap();
+            assert!(matches!(
+                other.try_lock(),
+                Err(fs::TryLockError::WouldBlock)
+            ));
+        }
+        other.try_lock().unwrap();
+        other.unlock().unwrap();
+    }
+
+    #[test]
     fn clean_tmp_removes_partials() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
@@ -580,7 +629,7 @@ mod tests {
         let kept = sha(b"kept");
         store.put_verified(&b"kept"[..], &kept, 4).unwrap();
         {
-            let mut txn = StoreTxn::new(&store);
+            let mut txn = StoreTxn::new(&store).unwrap();
             let mut w = txn.begin().unwrap();
             w.write(b"new", "n").unwrap();
             txn.finish(w, &sha(b"new")).unwrap();

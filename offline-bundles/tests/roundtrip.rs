@@ -128,6 +128,14 @@ fn create_sign_inspect_verify_import() {
     let info = inspect_file(&out).unwrap();
     assert_eq!(info.signed_by.len(), 2);
     assert_eq!(info.manifest, m);
+    let text = info.to_text();
+    assert!(text.contains("channel    site\n"), "{text}");
+    assert!(text.contains("expires    2027-06-01T00:00:00Z\n"), "{text}");
+    assert!(
+        text.contains("payload    tool artifact 200000 bytes sha256 "),
+        "{text}"
+    );
+    assert_eq!(text.matches("signed by").count(), 2);
     let json = serde_json::to_string(&info).unwrap();
     assert!(json.contains("\"outpost-release\""), "{json}");
     let verified = verify_file(&out, &opts).unwrap();
