@@ -168,7 +168,13 @@ impl BlobStore {
             dirs.insert(crate::fsutil::parent_of(&path));
         }
         for dir in dirs {
-            fsync_dir(&dir)?;
+            // An emptied fan-out directory goes too (fails harmlessly when not empty).
+            if fs::remove_dir(&dir).is_err() {
+                fsync_dir(&dir)?;
+            }
+        }
+        if !report.removed.is_empty() {
+            fsync_dir(&self.root.join("sha256"))?;
         }
         report.removed.sort();
         Ok(report)
