@@ -53,10 +53,6 @@ pub struct BundleSpec {
     pub channel_resets: BTreeMap<String, u64>,
 }
 
-fn content() -> BundleType {
-    BundleType::Content
-}
-
 /// One `[[payload]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,6 +310,10 @@ fn finish(b: tar::Builder<BufWriter<File>>, out: &Path) -> Result<(), BundleErro
     let w = b.into_inner().map_err(io)?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)
+}
+
+fn content() -> BundleType {
+    BundleType::Content
 }
 
 struct HashingReader<R> {

@@ -198,6 +198,8 @@ pub fn verify_signatures(
     sigs: &SignatureDocument,
     trust: &TrustDocument,
 ) -> Result<Vec<String>, BundleError> {
+    // A threshold of 0 would accept anything: refuse a broken trust before counting.
+    trust.check()?;
     if sigs.signatures.is_empty() {
         return Err(BundleError::MissingSignature {
             entry: crate::container::SIGNATURES_NAME.into(),
@@ -428,6 +430,25 @@ pub(crate) mod tests {
                 Err(e) => assert!(format!("{e:?}").starts_with(want), "{seeds:?}: {e:?}"),
             }
         }
+        // A broken trust (threshold 0) never accepts a bundle.
+        let mut broken = trust(&[1], 1);
+        broken.release.threshold = 0;
+        let m = content();
+        let bytes = serde_json::to_vec(&m).unwrap();
+        assert!(matches!(
+            verify_signatures(&m, &bytes, &signed_by(&m, &bytes, &[9]), &broken),
+            Err(BundleError::InvalidTrust { .. })
+        ));
+        let m = {
+            let mut t = content();
+            t.bundle_type = BundleType::Trust;
+            t.channel = None;
+            t.payloads.clear();
+            t.version = 2;
+            t.trust = Some(new.clone());
+            t
+        };
+        let bytes = serde_json::to_vec(&m).unwrap();
         // Release keys (seed 1) do not count as root: [1, 110, 111] fails the current root.
         let sigs = signed_by(&m, &bytes, &[1, 110, 111]);
         assert!(verify_signatures(&m, &bytes, &sigs, &current).is_err());

@@ -253,6 +253,29 @@ fn create_sign_inspect_verify_import() {
 }
 
 #[test]
+fn sign_refuses_a_corrupt_bundle_and_leaves_it_untouched() {
+    let site = Site::new();
+    let (k1, _) = site.key("k1");
+    let (k2, _) = site.key("k2");
+    let out = site.path("b.obundle");
+    create_bundle(&site.spec("s.toml", 1, ""), &[k1], &out, CREATED).unwrap();
+    let mut bytes = fs::read(&out).unwrap();
+    // end blocks, `empty` header, `site.conf` header + data: then the tail of `tool`.
+    let at = bytes.len() - 1024 - 512 - 1024 - 600;
+    bytes[at] ^= 0xff;
+    fs::write(&out, &bytes).unwrap();
+    let err = sign_bundle(&out, &k2).unwrap_err();
+    assert!(matches!(err, BundleError::HashMismatch { .. }), "{err:?}");
+    assert_eq!(fs::read(&out).unwrap(), bytes);
+    let temps = fs::read_dir(site.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert_eq!(temps, 0);
+}
+
+#[test]
 fn m_of_n_thresholds() {
     let site = Site::new();
     let keys: Vec<(SigningKey, PublicKey)> =
