@@ -54,6 +54,21 @@ impl std::fmt::Display for WriteReport {
     }
 }
 
+/// Joins the load tasks: every latency (sorted) and the error count.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>>,
+) -> Result<(Vec<Duration>, u64)> {
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await?;
+        all.extend(lat);
+        errors += e;
+    }
+    all.sort();
+    Ok((all, errors))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -126,15 +141,8 @@ pub async fn write(dd: &DataDir, opts: WriteBench) -> Result<WriteReport> {
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (lat, e) = t.await?;
-        all.extend(lat);
-        errors += e;
-    }
+    let (all, errors) = gather(tasks).await?;
     let secs = start.elapsed().as_secs_f64();
-    all.sort();
     Ok(WriteReport {
         writes_per_s: all.len() as f64 / secs,
         writes: all.len() as u64,
@@ -367,15 +375,8 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (lat, e) = t.await?;
-        all.extend(lat);
-        errors += e;
-    }
+    let (all, errors) = gather(tasks).await?;
     let secs = start.elapsed().as_secs_f64();
-    all.sort();
     Ok(SyncReport {
         syncs_per_s: all.len() as f64 / secs,
         syncs: all.len() as u64,

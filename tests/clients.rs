@@ -26,6 +26,20 @@ fn run(c: &LocalCluster, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
+/// `outpost agent sync --once` for the agent in `state`; its stdout.
+fn sync(c: &LocalCluster, state: &Path) -> Result<String> {
+    run(
+        c,
+        &[
+            "agent",
+            "sync",
+            "--once",
+            "--state-dir",
+            &state.to_string_lossy(),
+        ],
+    )
+}
+
 fn config_json(state: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&std::fs::read_to_string(
         state.join("config.json"),
@@ -96,16 +110,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
             Some(3),
             "{agent_file}"
         );
-        run(
-            &c,
-            &[
-                "agent",
-                "sync",
-                "--once",
-                "--state-dir",
-                a.to_str().unwrap(),
-            ],
-        )?;
+        sync(&c, &a)?;
         let cfg = config_json(&a)?;
         assert_eq!(cfg["ntp"], "10.9.9.9", "group beats global: {cfg}");
 
@@ -135,16 +140,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
             );
         }
         assert!(facts["memory_bytes"].as_u64().unwrap_or(0) > 0, "{facts}");
-        let again = run(
-            &c,
-            &[
-                "agent",
-                "sync",
-                "--once",
-                "--state-dir",
-                a.to_str().unwrap(),
-            ],
-        )?;
+        let again = sync(&c, &a)?;
         assert!(again.contains("inventory unchanged"), "{again}");
         let found = c.cli(
             0,
@@ -177,16 +173,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
 
         c.cli(1, &["config", "set", "ntp", "192.0.2.1", "--client", &id_a])?;
         eventually(Duration::from_secs(5), || {
-            run(
-                &c,
-                &[
-                    "agent",
-                    "sync",
-                    "--once",
-                    "--state-dir",
-                    a.to_str().unwrap(),
-                ],
-            )?;
+            sync(&c, &a)?;
             let cfg = config_json(&a)?;
             if cfg["ntp"] != "192.0.2.1" {
                 bail!("client scope not applied yet: {cfg}");
@@ -206,16 +193,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
             .position(|n| n.api_addr == first)
             .context("first server is a node")?;
         c.kill9(i);
-        let out = run(
-            &c,
-            &[
-                "agent",
-                "sync",
-                "--once",
-                "--state-dir",
-                a.to_str().unwrap(),
-            ],
-        )?;
+        let out = sync(&c, &a)?;
         assert!(!out.contains(&first), "synced with the dead node? {out}");
         c.serve(i)?;
         c.wait_ready(i, Duration::from_secs(20)).await?;
@@ -305,16 +283,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
             assert!(err.contains("revoked"), "{s}: {err}");
         }
         // The other client is untouched.
-        run(
-            &c,
-            &[
-                "agent",
-                "sync",
-                "--once",
-                "--state-dir",
-                b.to_str().unwrap(),
-            ],
-        )?;
+        sync(&c, &b)?;
         Ok::<_, anyhow::Error>(())
     }
     .await;
