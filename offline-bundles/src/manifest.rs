@@ -150,8 +150,8 @@ pub fn check_manifest(m: &Manifest, limits: &Limits) -> Result<(), BundleError> 
     if m.targets.len() > 1 && m.targets.iter().any(|t| t == TARGET_ANY) {
         return Err(invalid("targets", "\"any\" must stand alone"));
     }
-    if m.targets.iter().any(|t| t.is_empty()) {
-        return Err(invalid("targets", "empty cluster id"));
+    for t in &m.targets {
+        check_name(t).map_err(|r| invalid("targets", r))?;
     }
     match m.bundle_type {
         BundleType::Content => {
@@ -366,6 +366,21 @@ mod tests {
             ),
             ("no targets", |m| m.targets.clear(), "ManifestInvalid"),
             ("any+id", |m| m.targets.push("c1".into()), "ManifestInvalid"),
+            (
+                "empty target",
+                |m| m.targets = vec![String::new()],
+                "ManifestInvalid",
+            ),
+            (
+                "escape in target",
+                |m| m.targets = vec!["\u{1b}[2J".into()],
+                "ManifestInvalid",
+            ),
+            (
+                "uuid target",
+                |m| m.targets = vec!["0b8f3c1e-2f4a-4c7e-9d3b-5a6e7f8a9b0c".into()],
+                "ok",
+            ),
             ("no channel", |m| m.channel = None, "ManifestInvalid"),
             (
                 "bad channel",
