@@ -48,7 +48,8 @@ pub use manifest::{
 pub use store::{BlobStatus, BlobStore, GcReport, IO_BUFFER};
 pub use trust::{
     CONTENT_SIGNATURE_PREFIX, PublicKey, RoleKeys, SignatureDocument, SignatureEntry,
-    TRUST_SIGNATURE_PREFIX, TrustDocument, check_trust_version, sign_manifest, verify_signatures,
+    TRUST_SIGNATURE_PREFIX, TrustDocument, check_trust_version, sign_manifest, signature_prefix,
+    verify_signatures,
 };
 
 /// Re-exported so callers name the same key type.
