@@ -488,6 +488,17 @@ async fn join(
         peer_addr: req.peer_addr.clone(),
         version: req.version.clone(),
     };
+    // Check the CSR before anything commits, so a bad request cannot leave a half-joined
+    // node (with an allocated id and a learner slot) behind.
+    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 365);
+    st.ca
+        .issue(&req.csr_pem, &Role::Node(0), &validity)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("certificate request refused: {e}"),
+            )
+        })?;
     let node_id = match st.commit(&Caller::Anonymous, cmd).await? {
         Done::NodeId(id) => id,
         other => {
@@ -496,7 +507,6 @@ async fn join(
             )));
         }
     };
-    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 365);
     let cert_pem = st
         .ca
         .issue(&req.csr_pem, &Role::Node(node_id), &validity)
