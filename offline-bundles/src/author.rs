@@ -39,8 +39,8 @@ pub struct BundleSpec {
     pub channel: Option<String>,
     /// Channel version, or the new trust version.
     pub version: u64,
-    /// RFC 3339 expiry; default: created + 90 days.
-    pub expires: Option<String>,
+    /// RFC 3339 expiry, quoted or as a TOML date-time; default: created + 90 days.
+    pub expires: Option<SpecTime>,
     /// Target cluster ids; default `["any"]`.
     pub targets: Option<Vec<String>>,
     /// Payloads in bundle order.
@@ -51,6 +51,26 @@ pub struct BundleSpec {
     /// Channel floor resets (trust bundles).
     #[serde(default)]
     pub channel_resets: BTreeMap<String, u64>,
+}
+
+/// A time in a spec: `"2027-06-01T00:00:00Z"` or the unquoted TOML date-time.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SpecTime {
+    /// Quoted RFC 3339.
+    Text(String),
+    /// TOML date-time literal.
+    Toml(toml::value::Datetime),
+}
+
+impl SpecTime {
+    /// Unix seconds.
+    pub fn unix(&self) -> Result<i64, time::error::Parse> {
+        match self {
+            SpecTime::Text(s) => parse_time(s),
+            SpecTime::Toml(d) => parse_time(&d.to_string()),
+        }
+    }
 }
 
 /// One `[[payload]]`.
@@ -106,7 +126,9 @@ pub fn create_bundle(
     };
     let expires = match &spec.expires {
         None => now + DEFAULT_LIFETIME_SECS,
-        Some(s) => parse_time(s).map_err(|_| invalid(format!("expires {s:?} is not RFC 3339")))?,
+        Some(t) => t
+            .unix()
+            .map_err(|_| invalid(format!("expires {t:?} is not an RFC 3339 date-time")))?,
     };
     let mut sources = Vec::new();
     let mut payloads = Vec::new();
@@ -396,6 +418,20 @@ kind = "config"
                 matches!(parse_spec(text, p), Err(BundleError::SpecParse { .. })),
                 "{text}"
             );
+        }
+        for (text, want) in [
+            (
+                "version = 1\nexpires = 2027-06-01T00:00:00Z\n",
+                Some(1_811_808_000),
+            ),
+            (
+                "version = 1\nexpires = \"2027-06-01T02:00:00+02:00\"\n",
+                Some(1_811_808_000),
+            ),
+            ("version = 1\nexpires = 2027-06-01\n", None),
+        ] {
+            let t = parse_spec(text, p).unwrap().expires.unwrap();
+            assert_eq!(t.unix().ok(), want, "{text}");
         }
         let trust = "type = \"trust\"\nversion = 2\n[trust]\nroot_keys = [\"r.pub\"]\nroot_threshold = 1\nrelease_keys = [\"a.pub\"]\nrelease_threshold = 1\n[channel_resets]\nsite = 1\n";
         let spec = parse_spec(trust, p).unwrap();

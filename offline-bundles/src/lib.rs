@@ -24,8 +24,8 @@ mod store;
 mod trust;
 
 pub use author::{
-    BundleSpec, DEFAULT_LIFETIME_SECS, SpecPayload, SpecTrust, create_bundle, format_time,
-    manifest_bytes, parse_spec, parse_time, sign_bundle, write_bundle,
+    BundleSpec, DEFAULT_LIFETIME_SECS, SpecPayload, SpecTime, SpecTrust, create_bundle,
+    format_time, manifest_bytes, parse_spec, parse_time, sign_bundle, write_bundle,
 };
 pub use container::{
     FORMAT_VERSION, MANIFEST_NAME, MARKER_NAME, MARKER_PREFIX, PAYLOAD_PREFIX, SIGNATURES_NAME,
