@@ -12,6 +12,11 @@
 //! channel version floors, the cluster time floor, limits) comes in as plain values in an
 //! [`ImportContext`]; committing the result, replicating blobs between nodes and drawing a
 //! progress bar are the caller's. It reads no clock: times come in as arguments.
+//!
+//! Threads and locks: every call is blocking I/O (from async code, use `spawn_blocking`).
+//! Storing a payload uses one extra thread that writes while the caller's thread reads and
+//! hashes. Writers of one store (import, `put_verified`, `gc`, `clean_tmp`) take turns on an
+//! exclusive lock file in the store; readers (`verify`, `contains`, `blob_path`) do not lock.
 
 mod author;
 mod container;
