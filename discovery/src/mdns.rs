@@ -348,10 +348,11 @@ impl Pump {
             return;
         }
         *state = view.clone();
-        drop(state);
-        self.shared.cv.notify_all();
+        // Sent under the lock, so a waiter woken below already finds the watch updated too.
         // Fails only when every receiver is gone, which the Discovery handle prevents.
         let _ = self.tx.send(view);
+        drop(state);
+        self.shared.cv.notify_all();
     }
 }
 
