@@ -242,10 +242,10 @@ impl Discovery {
         if let Some(d) = self.daemon.take() {
             stop_daemon(&d);
         }
-        if let Some(h) = self.pump.take() {
-            if h.join().is_err() {
-                tracing::error!("discovery pump thread panicked");
-            }
+        if let Some(h) = self.pump.take()
+            && h.join().is_err()
+        {
+            tracing::error!("discovery pump thread panicked");
         }
     }
 }
