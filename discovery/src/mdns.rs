@@ -502,6 +502,27 @@ mod tests {
     }
 
     #[test]
+    fn one_shot_discover_returns_the_view_after_the_timeout() {
+        let cfg = DiscoveryConfig {
+            mdns: false,
+            interfaces: vec![],
+            peers: vec!["127.0.0.1:7443".into()],
+        };
+        let started = Instant::now();
+        let v = discover(&cfg, None, Duration::from_millis(300)).unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            v.peers[0].static_entries,
+            vec!["127.0.0.1:7443".to_string()]
+        );
+    }
+
+    #[test]
     fn bad_static_peer_is_refused_with_its_cause() {
         let cfg = DiscoveryConfig {
             mdns: false,
