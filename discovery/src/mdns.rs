@@ -492,7 +492,8 @@ mod tests {
             v.peers[0].api_addrs(),
             vec!["127.0.0.1:7443".parse().unwrap()]
         );
-        assert_eq!(d.view(), v);
+        // The static list is refreshed in the background: the view keeps the same one peer.
+        assert_eq!(d.view().len(), 1);
         let started = Instant::now();
         d.shutdown();
         assert!(
