@@ -24,3 +24,49 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::De
     }
     Ok(value)
 }
+
+/// A byte string that bincode writes as one length and a copy, not element by element
+/// (blob chunks of the application channel).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_compactly() -> Result<(), Box<dyn std::error::Error>> {
+        for len in [0usize, 1, 300, 70_000] {
+            let b = Bytes((0..len).map(|i| (i % 251) as u8).collect());
+            let enc = encode(&b)?;
+            assert!(enc.len() <= len + 9, "{len} bytes encoded as {}", enc.len());
+            assert_eq!(decode::<Bytes>(&enc)?, b);
+        }
+        Ok(())
+    }
+}

@@ -18,8 +18,8 @@ pub mod transport;
 pub mod types;
 
 pub use node::{
-    MemberStatus, MembershipError, NodeConfig, NodeError, NodeStatus, RaftNode, RaftTuning,
-    ReadError, WriteError, now_ms,
+    AppCallError, AppFuture, AppHandler, MemberStatus, MembershipError, NodeConfig, NodeError,
+    NodeStatus, RaftNode, RaftTuning, ReadError, WriteError, now_ms,
 };
 pub use transport::{PEER_ALPN, PeerTls};
 pub use types::{NodeId, PeerNode};

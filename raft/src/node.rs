@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::codec::Bytes;
 use crate::log_store::{LogStore, LogStoreError};
 use crate::state_machine::{Health, StateMachine};
 use crate::transport::{
@@ -156,6 +157,27 @@ struct Inner {
     batcher: mpsc::Sender<WriteReq>,
     health: Arc<Health>,
     tuning: RaftTuning,
+    app: std::sync::RwLock<Option<Arc<dyn AppHandler>>>,
+}
+
+/// What an application request returns: its answer bytes, or a reason.
+pub type AppFuture = std::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+
+/// Answers application requests that other nodes send over the peer channel (the node uses
+/// it for blob transfer and clock readings). The peer is authenticated: `from` is the node id
+/// its certificate names.
+pub trait AppHandler: Send + Sync + 'static {
+    fn handle(&self, from: NodeId, request: Vec<u8>) -> AppFuture;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppCallError {
+    #[error("node {0} is not in the membership")]
+    UnknownNode(NodeId),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("node {node}: {reason}")]
+    Remote { node: NodeId, reason: String },
 }
 
 /// A running node. Cheap to clone.
@@ -210,6 +232,7 @@ impl RaftNode {
             batcher: batch_tx,
             health,
             tuning: cfg.tuning.clone(),
+            app: std::sync::RwLock::new(None),
         });
         let node = RaftNode {
             inner: inner.clone(),
@@ -231,6 +254,44 @@ impl RaftNode {
 
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// Installs the handler for application requests from other nodes (until then they are
+    /// answered with an error, which callers treat like any unavailable peer).
+    pub fn set_app_handler(&self, handler: Arc<dyn AppHandler>) {
+        *self.inner.app.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Sends an application request to node `target` (addressed through the membership) over
+    /// the shared peer connection and waits for its answer.
+    pub async fn app_call(
+        &self,
+        target: NodeId,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, AppCallError> {
+        let addr = self
+            .inner
+            .peer_addr_of(target)
+            .ok_or(AppCallError::UnknownNode(target))?;
+        match self
+            .inner
+            .clients
+            .call(target, &addr, PeerRequest::App(Bytes(request)), timeout)
+            .await?
+        {
+            PeerResponse::App(Ok(b)) => Ok(b.0),
+            PeerResponse::App(Err(reason)) | PeerResponse::Failed(reason) => {
+                Err(AppCallError::Remote {
+                    node: target,
+                    reason,
+                })
+            }
+            other => Err(AppCallError::Remote {
+                node: target,
+                reason: format!("unexpected response {other:?}"),
+            }),
+        }
     }
 
     /// Makes this node a one-node cluster (used once, by `outpost init`).
@@ -686,6 +747,21 @@ impl PeerHandler for Handler {
             }
             PeerRequest::ReadIndex => PeerResponse::ReadIndex(self.inner.read_index().await),
             PeerRequest::Ping => PeerResponse::Pong(self.inner.id),
+            PeerRequest::App(bytes) => {
+                let handler = self
+                    .inner
+                    .app
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let Some(handler) = handler else {
+                    return PeerResponse::App(Err(format!(
+                        "node {} serves no application requests yet",
+                        self.inner.id
+                    )));
+                };
+                PeerResponse::App(handler.handle(from, bytes.0).await.map(Bytes))
+            }
             PeerRequest::Forward(p) => {
                 let envs = match outpost_storage::decode_batch(&p.0) {
                     Ok(e) => e,

@@ -61,6 +61,8 @@ pub(crate) enum PeerRequest {
     ReadIndex,
     /// Liveness and identity check: answered with the responder's node id.
     Ping,
+    /// An application request (opaque here), answered by the node's `AppHandler`.
+    App(codec::Bytes),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,6 +75,7 @@ pub(crate) enum PeerResponse {
     Forward(Result<Vec<outpost_storage::Outcome>, String>),
     ReadIndex(Result<u64, String>),
     Pong(NodeId),
+    App(Result<codec::Bytes, String>),
     /// The request could not be handled at all (e.g. it did not decode).
     Failed(String),
 }

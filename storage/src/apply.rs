@@ -10,6 +10,7 @@ use crate::audit::{AuditFields, GENESIS_HASH, chain_hash};
 use crate::codec::decode_batch;
 use crate::error::StorageError;
 use crate::model::{Command, Envelope, NodeRole, Outcome, RejectCode, Rejection, Response, Scope};
+use crate::releases;
 use crate::rules::{
     check_id, check_name, check_scope, check_text, check_value, constant_time_eq, normalize_sha256,
 };
@@ -186,6 +187,60 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             format!("client:{client_id}"),
             json!({ "bytes": facts_json.len(), "facts_sha256": hex::encode(Sha256::digest(facts_json)) }),
         ),
+        Command::SetBundleTrust {
+            version,
+            trust_json,
+        } => (
+            "bundle.trust",
+            format!("trust:{version}"),
+            json!({ "trust_sha256": hex::encode(Sha256::digest(trust_json)) }),
+        ),
+        Command::ImportBundle(b) => (
+            "bundle.import",
+            format!("bundle:{}", b.id),
+            json!({
+                "type": b.bundle_type.as_str(),
+                "channel": b.channel,
+                "version": b.version,
+                "manifest_sha256": b.manifest_sha256,
+                "signers": b.signers,
+                "payloads": b.payloads.len(),
+                "node": b.node_id,
+            }),
+        ),
+        Command::BlobsHeld { node_id, sha256 } => (
+            "blobs.held",
+            format!("node:{node_id}"),
+            json!({ "blobs": sha256 }),
+        ),
+        Command::CreateDeployment {
+            id,
+            artifact,
+            version,
+            group,
+        } => (
+            "deployment.create",
+            format!("deployment:{id}"),
+            json!({ "artifact": artifact, "version": version, "group": group }),
+        ),
+        Command::ReportDeployment {
+            deployment_id,
+            client_id,
+            status,
+            detail,
+        } => (
+            "deployment.report",
+            format!("deployment:{deployment_id}"),
+            json!({ "client": client_id, "status": status.as_str(), "detail_bytes": detail.len() }),
+        ),
+        Command::RenewClientCert {
+            client_id,
+            cert_serial,
+        } => (
+            "client.renew",
+            format!("client:{client_id}"),
+            json!({ "cert_serial": cert_serial }),
+        ),
     };
     // Keys sorted whatever serde_json's features are: the detail is hashed and replicated.
     let detail: std::collections::BTreeMap<String, serde_json::Value> = match detail {
@@ -207,7 +262,7 @@ pub(crate) fn outcome_text(outcome: &Outcome) -> String {
     }
 }
 
-enum Fail {
+pub(crate) enum Fail {
     Reject(Rejection),
     Sql(rusqlite::Error),
 }
@@ -218,11 +273,11 @@ impl From<rusqlite::Error> for Fail {
     }
 }
 
-fn reject(code: RejectCode, message: impl Into<String>) -> Fail {
+pub(crate) fn reject(code: RejectCode, message: impl Into<String>) -> Fail {
     Fail::Reject(Rejection::new(code, message))
 }
 
-fn invalid(message: String) -> Fail {
+pub(crate) fn invalid(message: String) -> Fail {
     reject(RejectCode::Invalid, message)
 }
 
@@ -366,6 +421,32 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
             client_id,
             facts_json,
         } => report_inventory(conn, env.at_ms, client_id, facts_json),
+        Command::SetBundleTrust {
+            version,
+            trust_json,
+        } => releases::set_bundle_trust(conn, env.at_ms, *version, trust_json),
+        Command::ImportBundle(b) => releases::import_bundle(conn, env, b),
+        Command::BlobsHeld { node_id, sha256 } => {
+            releases::blobs_held(conn, env.at_ms, *node_id, sha256)
+        }
+        Command::CreateDeployment {
+            id,
+            artifact,
+            version,
+            group,
+        } => releases::create_deployment(conn, env, id, artifact, *version, group),
+        Command::ReportDeployment {
+            deployment_id,
+            client_id,
+            status,
+            detail,
+        } => {
+            releases::report_deployment(conn, env.at_ms, deployment_id, client_id, *status, detail)
+        }
+        Command::RenewClientCert {
+            client_id,
+            cert_serial,
+        } => releases::renew_client_cert(conn, client_id, cert_serial),
     }
 }
 
@@ -444,7 +525,7 @@ fn set_next_node_id(conn: &Connection, next: i64) -> Result<(), rusqlite::Error>
 }
 
 /// Node ids are stored as SQLite integers: 1..=i64::MAX.
-fn node_id_sql(id: u64) -> Result<i64, Fail> {
+pub(crate) fn node_id_sql(id: u64) -> Result<i64, Fail> {
     match i64::try_from(id) {
         Ok(v) if v > 0 => Ok(v),
         _ => Err(invalid(format!(

@@ -4,8 +4,9 @@ use crate::error::StorageError;
 use crate::model::Envelope;
 
 /// The newest command format this build reads and writes. Format 2 appended the client
-/// commands to format 1 (same encoding of the older variants), so format 1 bytes decode as is.
-pub const COMMAND_FORMAT: u16 = 2;
+/// commands to format 1, format 3 the bundle, deployment and renewal commands (same encoding
+/// of the older variants), so older bytes decode as is.
+pub const COMMAND_FORMAT: u16 = 3;
 
 /// Encoding of one Raft entry's payload: 2 bytes little-endian COMMAND_FORMAT, then bincode 2
 /// (serde, standard config) of Vec<Envelope>. A batch carries many envelopes (group commit).
@@ -161,8 +162,8 @@ mod tests {
                 matches!(
                     e,
                     StorageError::NeedsUpgrade {
-                        found: 3,
-                        supported: 2
+                        found: 4,
+                        supported: 3
                     }
                 )
             }),

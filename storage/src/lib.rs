@@ -17,6 +17,7 @@ mod codec;
 mod error;
 mod model;
 mod reader;
+mod releases;
 mod rules;
 mod schema;
 mod snapshot;
@@ -25,9 +26,11 @@ mod store;
 pub use codec::{COMMAND_FORMAT, decode_batch, encode_batch};
 pub use error::StorageError;
 pub use model::{
-    AuditCheck, AuditRecord, ClientRecord, ClusterInfo, Command, ConfigEntry, Envelope,
-    InventoryChange, InventoryRecord, NodeRecord, NodeRole, Outcome, RejectCode, Rejection,
-    Response, Scope, TokenKind, TokenRecord,
+    Assignment, AuditCheck, AuditRecord, BundleImport, BundleRecord, BundleType, ChannelRecord,
+    ClientRecord, ClusterInfo, Command, ConfigEntry, DeploymentRecord, DeploymentResult,
+    DeploymentStatus, Envelope, InventoryChange, InventoryRecord, NodeRecord, NodeRole, Outcome,
+    PayloadHolding, PayloadRecord, RejectCode, Rejection, Response, Scope, TokenKind, TokenRecord,
+    TrustRecord,
 };
 pub use reader::Reader;
 pub use rules::{

@@ -104,6 +104,172 @@ pub enum Command {
         client_id: String,
         facts_json: String,
     },
+    // ---- format 3 ----
+    /// Pins the bundle trust (the JSON of a trust document, opaque here) at `outpost init`.
+    /// AlreadyExists once a trust is pinned: rotation comes only through a trust bundle.
+    SetBundleTrust {
+        version: u64,
+        trust_json: String,
+    },
+    /// Commits a bundle that the importing node verified and stored, in one command: the
+    /// bundle, its payloads, the channel's new version and (trust bundles) the new trust.
+    /// Re-checked here against the replicated floors, so two nodes importing at once cannot
+    /// both win: Response::Unchanged for the very same bundle, Invalid for an older one.
+    ImportBundle(Box<BundleImport>),
+    /// Blobs a node now holds (verified in its store), for `bundle list`'s availability.
+    BlobsHeld {
+        node_id: u64,
+        sha256: Vec<String>,
+    },
+    /// Assigns the artifact `name` (at `version`, or the newest imported one) to every client
+    /// of `group` (`all` = every client). The proposer picks the id.
+    CreateDeployment {
+        id: String,
+        artifact: String,
+        version: Option<u64>,
+        group: String,
+    },
+    /// A client's result for one deployment assigned to it; the latest result wins.
+    ReportDeployment {
+        deployment_id: String,
+        client_id: String,
+        status: DeploymentStatus,
+        detail: String,
+    },
+    /// A client renewed its certificate: the new serial becomes its current one.
+    RenewClientCert {
+        client_id: String,
+        cert_serial: String,
+    },
+}
+
+/// A verified bundle as the importing node commits it (plain values: storage does not know
+/// the bundle format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleImport {
+    pub id: String,
+    pub manifest_sha256: String,
+    pub bundle_type: BundleType,
+    /// Content bundles only.
+    pub channel: Option<String>,
+    /// Channel version (content) or new trust version (trust).
+    pub version: u64,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds.
+    pub expires: i64,
+    /// Key ids of the valid signatures.
+    pub signers: Vec<String>,
+    /// The trust version the signatures were checked against; a rotation in between refuses.
+    pub trust_version: u64,
+    pub payloads: Vec<PayloadRecord>,
+    /// Trust bundles: the new trust document (JSON).
+    pub new_trust_json: Option<String>,
+    /// Trust bundles: root-signed channel floor resets.
+    pub channel_resets: Vec<(String, u64)>,
+    /// The importing node, which holds every blob on commit.
+    pub node_id: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BundleType {
+    Content,
+    Trust,
+}
+
+/// One payload of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadRecord {
+    pub name: String,
+    /// `artifact`, `config` or `outpost-release`.
+    pub kind: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentStatus {
+    Installed,
+    Failed,
+}
+
+/// A committed bundle with its payloads and which nodes hold each blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    pub id: String,
+    pub manifest_sha256: String,
+    pub bundle_type: BundleType,
+    pub channel: Option<String>,
+    pub version: u64,
+    pub created: i64,
+    pub expires: i64,
+    pub signers: Vec<String>,
+    pub imported_at_ms: i64,
+    pub imported_by: String,
+    pub node_id: u64,
+    pub payloads: Vec<PayloadHolding>,
+}
+
+/// A payload and the nodes that reported holding its blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadHolding {
+    pub name: String,
+    pub kind: String,
+    pub size: u64,
+    pub sha256: String,
+    pub held_by: Vec<u64>,
+}
+
+/// A channel's floor: the last accepted version and that bundle's manifest hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    pub name: String,
+    pub version: u64,
+    pub manifest_sha256: String,
+    pub updated_at_ms: i64,
+}
+
+/// The pinned bundle trust.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustRecord {
+    pub version: u64,
+    pub trust_json: String,
+    pub updated_at_ms: i64,
+}
+
+/// An artifact assigned to a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub artifact: String,
+    pub version: u64,
+    pub kind: String,
+    pub sha256: String,
+    pub size: u64,
+    pub bundle_id: String,
+    pub group: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}
+
+/// One client's latest result for a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentResult {
+    pub deployment_id: String,
+    pub client_id: String,
+    pub status: DeploymentStatus,
+    pub detail: String,
+    pub at_ms: i64,
+    pub attempts: u64,
+}
+
+/// What a client is asked to install: a deployment and its own last result, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub deployment: DeploymentRecord,
+    pub result: Option<DeploymentResult>,
 }
 
 impl Command {
@@ -116,6 +282,12 @@ impl Command {
             | Command::RevokeClient { .. }
             | Command::TouchClients { .. }
             | Command::ReportInventory { .. } => 2,
+            Command::SetBundleTrust { .. }
+            | Command::ImportBundle(_)
+            | Command::BlobsHeld { .. }
+            | Command::CreateDeployment { .. }
+            | Command::ReportDeployment { .. }
+            | Command::RenewClientCert { .. } => 3,
             _ => 1,
         }
     }
@@ -152,6 +324,8 @@ pub enum Response {
     Done,
     NodeId(u64),
     ConfigVersion(u64),
+    /// Nothing to change (the very same bundle imported again).
+    Unchanged,
 }
 
 /// Why a command was refused. Deterministic: every node refuses the same command the same way.
@@ -306,6 +480,36 @@ impl Rejection {
             code,
             message: message.into(),
         }
+    }
+}
+
+impl BundleType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BundleType::Content => "content",
+            BundleType::Trust => "trust",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BundleType> {
+        [BundleType::Content, BundleType::Trust]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Installed => "installed",
+            DeploymentStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeploymentStatus> {
+        [DeploymentStatus::Installed, DeploymentStatus::Failed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 

@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -102,6 +102,77 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         changed_json TEXT NOT NULL
     ) STRICT;
     CREATE INDEX inventory_history_client ON inventory_history (client_id, seq);
+    "#,
+    // v3: bundle trust, channel floors, bundles and their payloads, blob holders,
+    // deployments and their per-client results.
+    r#"
+    INSERT INTO meta (key, value) VALUES ('bundle_time_floor', 0);
+    CREATE TABLE bundle_trust (
+        singleton     INTEGER PRIMARY KEY NOT NULL CHECK (singleton = 1),
+        version       INTEGER NOT NULL CHECK (version > 0),
+        trust_json    TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE channels (
+        name            TEXT PRIMARY KEY NOT NULL,
+        version         INTEGER NOT NULL CHECK (version >= 0),
+        manifest_sha256 TEXT NOT NULL,
+        updated_at_ms   INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE bundles (
+        seq             INTEGER PRIMARY KEY NOT NULL,
+        id              TEXT NOT NULL UNIQUE,
+        manifest_sha256 TEXT NOT NULL UNIQUE,
+        bundle_type     TEXT NOT NULL CHECK (bundle_type IN ('content', 'trust')),
+        channel         TEXT,
+        version         INTEGER NOT NULL CHECK (version >= 0),
+        created         INTEGER NOT NULL,
+        expires         INTEGER NOT NULL,
+        signers_json    TEXT NOT NULL,
+        imported_at_ms  INTEGER NOT NULL,
+        imported_by     TEXT NOT NULL,
+        node_id         INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE payloads (
+        bundle_seq INTEGER NOT NULL REFERENCES bundles (seq),
+        idx        INTEGER NOT NULL,
+        name       TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        size       INTEGER NOT NULL CHECK (size >= 0),
+        sha256     TEXT NOT NULL,
+        PRIMARY KEY (bundle_seq, idx)
+    ) STRICT;
+    CREATE INDEX payloads_name ON payloads (name, kind);
+    CREATE INDEX payloads_sha256 ON payloads (sha256);
+    CREATE TABLE blob_holders (
+        sha256   TEXT NOT NULL,
+        node_id  INTEGER NOT NULL,
+        since_ms INTEGER NOT NULL,
+        PRIMARY KEY (sha256, node_id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE deployments (
+        seq           INTEGER PRIMARY KEY NOT NULL,
+        id            TEXT NOT NULL UNIQUE,
+        artifact      TEXT NOT NULL,
+        version       INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        bundle_id     TEXT NOT NULL,
+        group_name    TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        created_by    TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX deployments_group ON deployments (group_name);
+    CREATE TABLE deployment_results (
+        deployment_id TEXT NOT NULL,
+        client_id     TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('installed', 'failed')),
+        detail        TEXT NOT NULL,
+        at_ms         INTEGER NOT NULL,
+        attempts      INTEGER NOT NULL,
+        PRIMARY KEY (deployment_id, client_id)
+    ) STRICT, WITHOUT ROWID;
     "#,
 ];
 
