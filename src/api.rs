@@ -89,6 +89,10 @@ pub struct AppState {
     /// Clients seen by this node since the last flush (client id -> ms); flushed to Raft as
     /// one `TouchClients` command every few seconds by `clients::flush_last_seen`.
     pub seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// The content-addressed blob store and its replication from peers.
+    pub blobs: Arc<crate::blobs::Blobs>,
+    /// The data directory (bundle import runs beside the node on the same host).
+    pub data_dir: std::path::PathBuf,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

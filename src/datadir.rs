@@ -59,6 +59,11 @@ impl DataDir {
     pub fn node_key(&self) -> PathBuf {
         self.root.join("node.key")
     }
+    /// The content-addressed blob store (bundle payloads).
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.root.join("admin.sock")
     }

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod api;
 pub mod bench;
+pub mod blobs;
 pub mod cli;
 pub mod client;
 pub mod clients;

@@ -118,6 +118,9 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     .await
     .with_context(|| format!("starting node {} from {}", file.node_id, dd.root.display()))?;
 
+    let blobs = crate::blobs::Blobs::open(&dd.blobs(), node.clone(), file.node_id)
+        .with_context(|| format!("opening the blob store {}", dd.blobs().display()))?;
+    node.set_app_handler(blobs.peer_handler());
     let state = Arc::new(AppState {
         node: node.clone(),
         node_id: file.node_id,
@@ -127,12 +130,15 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         ca,
         node_cert_not_after,
         seen: Default::default(),
+        blobs: blobs.clone(),
+        data_dir: dd.root.clone(),
     });
     let app = api::router(state.clone());
     let tasks = vec![
         tokio::spawn(crate::server::serve_tls(api_listener, api_tls, app.clone())),
         tokio::spawn(crate::server::serve_unix(unix, app)),
         tokio::spawn(crate::clients::flush_last_seen(state.clone())),
+        tokio::spawn(blobs.replicate()),
     ];
     tracing::info!(node = file.node_id, name = %file.name, api = %file.api_addr, peer = %file.peer_addr, "node started");
     Ok(Running {
