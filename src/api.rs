@@ -123,6 +123,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/clients", get(crate::clients::list))
         .route("/v1/clients/{id}", get(crate::clients::show))
         .route("/v1/clients/{id}/revoke", post(crate::clients::revoke))
+        .route(
+            "/v1/bundles",
+            get(crate::bundles::list).post(crate::bundles::commit),
+        )
+        .route("/v1/bundles/context", get(crate::bundles::context))
+        .route("/v1/bundles/gc", post(crate::bundles::gc))
         .with_state(state)
 }
 

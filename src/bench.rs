@@ -187,6 +187,7 @@ pub async fn failover(runs: usize, node_args: Vec<String>) -> Result<FailoverRep
     let opts = LocalOptions {
         log_level: "warn".into(),
         node_args,
+        ..LocalOptions::default()
     };
     let mut cluster = LocalCluster::start(root.path(), &exe, 3, opts).await?;
     let mut results = Vec::new();

@@ -39,7 +39,7 @@ struct Remote {
     /// Admin certificate (PEM) for --server.
     #[arg(long = "cert", id = "tls_cert", global = true)]
     cert: Option<PathBuf>,
-    /// Its private key (PEM).
+    /// Its private key (PEM). Also the signing key of `bundle create` and `bundle sign`.
     #[arg(long = "key", id = "tls_key", global = true)]
     key: Option<PathBuf>,
     /// The cluster CA certificate.
@@ -111,6 +111,13 @@ enum Cmd {
         dir: DataDirArg,
         #[command(flatten)]
         addrs: Addrs,
+        /// Public key (KEY.pub from `outpost bundle keygen`) trusted to sign bundles
+        /// (repeatable). Without it the cluster accepts no bundle.
+        #[arg(long = "bundle-trust")]
+        bundle_trust: Vec<PathBuf>,
+        /// Signatures a bundle needs, of the --bundle-trust keys (default 1).
+        #[arg(long = "bundle-threshold")]
+        bundle_threshold: Option<usize>,
     },
     /// Join an existing cluster with a node token.
     Join {
@@ -185,11 +192,70 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+    /// Signed offline bundles: authoring (keygen, create, sign, inspect, verify) and, on a
+    /// node's host, import and list.
+    Bundle {
+        #[command(subcommand)]
+        cmd: BundleCmd,
+    },
     /// Start a three-node cluster on 127.0.0.1 in a temporary directory and show it working.
     Demo {
         /// Exit after the walk-through instead of running until Ctrl-C.
         #[arg(long)]
         exit: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BundleCmd {
+    /// Make an Ed25519 signing key: KEY (secret, mode 0600) and KEY.pub.
+    Keygen {
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Build and sign a bundle from a TOML spec (payload paths relative to the spec);
+    /// `--key KEY` is the signing key.
+    Create {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Add the signature of `--key KEY` to a bundle (m-of-n thresholds).
+    Sign { file: PathBuf },
+    /// Show a bundle's manifest and signers (signatures not checked).
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a bundle against trusted public keys: signatures, expiry, every payload's hash.
+    Verify {
+        file: PathBuf,
+        /// Trusted public key (repeatable).
+        #[arg(long = "trust")]
+        trust: Vec<PathBuf>,
+        /// Signatures needed (default 1).
+        #[arg(long)]
+        threshold: Option<usize>,
+        /// Also check the bundle targets this cluster id.
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a bundle on this node's host: verify, store, commit through Raft.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Every imported bundle, its payloads, and which nodes hold each blob.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -489,13 +555,19 @@ fn api(remote: &Remote, dir: &DataDirArg) -> Result<ApiClient> {
     }
 }
 
-const NO_BODY: Option<&()> = None;
+pub(crate) const NO_BODY: Option<&()> = None;
 
 pub async fn run(cli: Cli) -> Result<()> {
     let remote = cli.remote.clone();
     match cli.command {
-        Cmd::Init { dir, addrs } => {
+        Cmd::Init {
+            dir,
+            addrs,
+            bundle_trust,
+            bundle_threshold,
+        } => {
             let dd = DataDir::new(&dir.data_dir);
+            let bundle_trust = crate::bundles::initial_trust(&bundle_trust, bundle_threshold)?;
             let out = runtime::init(
                 &dd,
                 runtime::InitOptions {
@@ -503,6 +575,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     api_addr: addrs.api_addr.clone(),
                     peer_addr: addrs.peer_addr.clone(),
                     tuning: addrs.tuning()?,
+                    bundle_trust,
                 },
             )
             .await?;
@@ -697,6 +770,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Agent { cmd } => agent(cmd).await?,
+        Cmd::Bundle { cmd } => bundle(&remote, cmd).await?,
         Cmd::Client { cmd } => client(&remote, cmd).await?,
         Cmd::Inventory { cmd } => inventory(&remote, cmd).await?,
         Cmd::Admin {
@@ -796,6 +870,45 @@ async fn config(remote: &Remote, cmd: ConfigCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn bundle(remote: &Remote, cmd: BundleCmd) -> Result<()> {
+    use crate::bundles;
+    match cmd {
+        BundleCmd::Keygen { out } => bundles::keygen(&out),
+        BundleCmd::Create { spec, out } => {
+            let key = remote
+                .key
+                .clone()
+                .context("bundle create needs the signing key: --key KEY")?;
+            bundles::create(&spec, &[key], &out)
+        }
+        BundleCmd::Sign { file } => {
+            let key = remote
+                .key
+                .clone()
+                .context("bundle sign needs the signing key: --key KEY")?;
+            bundles::sign(&file, &key)
+        }
+        BundleCmd::Inspect { file, json } => bundles::inspect(&file, json),
+        BundleCmd::Verify {
+            file,
+            trust,
+            threshold,
+            cluster,
+            json,
+        } => bundles::verify(&file, &trust, threshold, cluster, json),
+        BundleCmd::Import { file, dir } => {
+            if remote.server.is_some() {
+                bail!(
+                    "bundle import runs on a node's host (its blob store is local); drop --server"
+                );
+            }
+            bundles::check_node_dir(&dir.data_dir)?;
+            bundles::import(&api(remote, &dir)?, &dir.data_dir, &file).await
+        }
+        BundleCmd::List { dir, json } => bundles::list_cmd(&api(remote, &dir)?, json).await,
+    }
 }
 
 async fn agent(cmd: AgentCmd) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api;
 pub mod bench;
 pub mod blobs;
+pub mod bundles;
 pub mod cli;
 pub mod client;
 pub mod clients;

@@ -20,6 +20,8 @@ use crate::runtime::local_client;
 pub struct LocalOptions {
     /// Extra arguments for `init`/`join` (e.g. `--snapshot-after 50`).
     pub node_args: Vec<String>,
+    /// Extra arguments for `init` only (e.g. `--bundle-trust KEY.pub`).
+    pub init_args: Vec<String>,
     /// Where node logs go: a file per node in its directory's parent.
     pub log_level: String,
 }
@@ -28,6 +30,7 @@ impl Default for LocalOptions {
     fn default() -> Self {
         LocalOptions {
             node_args: Vec::new(),
+            init_args: Vec::new(),
             log_level: "info".into(),
         }
     }
@@ -157,6 +160,7 @@ impl LocalCluster {
         let i = self.new_node()?;
         let mut args = vec!["init".to_string()];
         args.extend(self.addr_args(i));
+        args.extend(self.opts.init_args.iter().cloned());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.run(&refs)?;
         if !out.status.success() {

@@ -166,6 +166,8 @@ pub struct InitOptions {
     pub api_addr: String,
     pub peer_addr: String,
     pub tuning: RaftTuning,
+    /// The bundle trust to pin: (version, trust document JSON).
+    pub bundle_trust: Option<(u64, String)>,
 }
 
 pub struct InitOutput {
@@ -202,7 +204,7 @@ pub async fn init(dd: &DataDir, opts: InitOptions) -> Result<InitOutput> {
     dd.save_node_file(&file)?;
 
     let running = start(dd).await?;
-    let result = bootstrap(&running, &file, &ca).await;
+    let result = bootstrap(&running, &file, &ca, opts.bundle_trust).await;
     running.stop().await;
     result.map(|(node_token, client_token)| InitOutput {
         cluster_id,
@@ -215,6 +217,7 @@ async fn bootstrap(
     running: &Running,
     file: &NodeFile,
     ca: &CertAuthority,
+    bundle_trust: Option<(u64, String)>,
 ) -> Result<(String, String)> {
     let me = PeerNode {
         name: file.name.clone(),
@@ -252,6 +255,13 @@ async fn bootstrap(
         version: VERSION.to_string(),
     })
     .await?;
+    if let Some((version, trust_json)) = bundle_trust {
+        commit(Command::SetBundleTrust {
+            version,
+            trust_json,
+        })
+        .await?;
+    }
     let fp = ca.fingerprint().to_string();
     let mut tokens = Vec::new();
     for (kind, k) in [("node", TokenKind::Node), ("client", TokenKind::Client)] {

@@ -25,6 +25,7 @@ async fn cluster(n: usize, node_args: &[&str]) -> Result<(tempfile::TempDir, Loc
     let opts = LocalOptions {
         node_args: node_args.iter().map(|s| s.to_string()).collect(),
         log_level: "info".into(),
+        ..LocalOptions::default()
     };
     let c = LocalCluster::start(dir.path(), &exe(), n, opts).await?;
     Ok((dir, c))

@@ -1,0 +1,573 @@
+//! Offline bundles in the node: authoring commands (no cluster needed), import on a node's
+//! host, and the API routes behind `bundle import` and `bundle list`.
+//!
+//! Import runs in the `outpost bundle import` process on the node's host, beside the node:
+//! it asks the node (Unix socket) for the import context (trust, floors, cluster time floor),
+//! streams the file once through `outpost_bundles::import_file` into the node's blob store
+//! (the store's lock file keeps writers apart), then asks the node to commit the bundle in one
+//! Raft command. The node checks that every payload blob is in its store before proposing.
+//! Anything refused leaves nothing: the crate removes what it stored on error, and blobs of a
+//! refused commit are collected at once (and at every start-up).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use outpost_bundles::{
+    BlobStore, BundleType as WireBundleType, ChannelFloor, ImportContext, ImportOutcome, Limits,
+    Progress, PublicKey, TrustDocument, VerifiedBundle, VerifyOptions,
+};
+use outpost_storage::{BundleImport, BundleRecord, BundleType, Command, PayloadRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::client::ApiClient;
+
+/// What `bundle import` needs from the replicated state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContextView {
+    pub cluster_id: String,
+    pub trust_version: u64,
+    pub trust: TrustDocument,
+    pub channels: Vec<(String, u64, String)>,
+    /// Unix seconds: max of the voters' median clock and the newest accepted `created`.
+    pub time_floor: i64,
+}
+
+/// `bundle list`: every bundle with its payloads and which nodes hold each blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListView {
+    /// Members of the cluster (id, name), to read `held_by` against.
+    pub nodes: Vec<(u64, String)>,
+    pub bundles: Vec<BundleRecord>,
+}
+
+/// The answer to a commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitView {
+    /// False when the very same bundle was already imported.
+    pub imported: bool,
+}
+
+// ---- API ----------------------------------------------------------------------------------
+
+pub async fn context(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<ContextView> {
+    caller.require_admin()?;
+    st.node
+        .linearizable_barrier(Duration::from_secs(5))
+        .await
+        .map_err(ApiError::unavailable)?;
+    let (trust, channels, accepted) = st
+        .read(|r| Ok((r.bundle_trust()?, r.channels()?, r.bundle_time_floor()?)))
+        .await?;
+    let Some(trust) = trust else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no bundle trust is pinned in this cluster: it was initialised without \
+             --bundle-trust KEY.pub, so no bundle can be verified",
+        ));
+    };
+    let doc: TrustDocument = serde_json::from_str(&trust.trust_json)
+        .map_err(|e| ApiError::internal(format!("stored bundle trust does not parse: {e}")))?;
+    let voters: Vec<u64> = st
+        .node
+        .status()
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    let time_floor = crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await;
+    Ok(Json(ContextView {
+        cluster_id: st.cluster_id.clone(),
+        trust_version: trust.version,
+        trust: doc,
+        channels: channels
+            .into_iter()
+            .map(|c| (c.name, c.version, c.manifest_sha256))
+            .collect(),
+        time_floor,
+    }))
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<ListView> {
+    caller.require_admin()?;
+    let (bundles, nodes) = st.read(|r| Ok((r.bundles()?, r.nodes()?))).await?;
+    Ok(Json(ListView {
+        nodes: nodes
+            .into_iter()
+            .filter(|n| n.role != outpost_storage::NodeRole::Removed)
+            .map(|n| (n.id, n.name))
+            .collect(),
+        bundles,
+    }))
+}
+
+/// Commits a bundle stored in this node's blob store by `bundle import` on this host.
+pub async fn commit(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(mut b): Json<BundleImport>,
+) -> ApiResult<CommitView> {
+    if caller != Caller::Local {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bundles are imported on a node's host (outpost bundle import FILE --data-dir D)",
+        ));
+    }
+    b.node_id = st.node_id;
+    for p in &b.payloads {
+        let path = st
+            .blobs
+            .store()
+            .blob_path(&p.sha256)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let len = std::fs::metadata(&path).map(|m| m.len()).ok();
+        if len != Some(p.size) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "payload {} (sha256 {}) is not in this node's blob store with {} bytes; import again",
+                    p.name, p.sha256, p.size
+                ),
+            ));
+        }
+    }
+    let done = st
+        .commit(&caller, Command::ImportBundle(Box::new(b)))
+        .await?;
+    Ok(Json(CommitView {
+        imported: done != outpost_storage::Response::Unchanged,
+    }))
+}
+
+/// Removes blobs no committed bundle refers to (after a refused commit).
+pub async fn gc(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<serde_json::Value> {
+    if caller != Caller::Local {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "local only"));
+    }
+    let wanted = st.read(|r| r.wanted_blobs()).await?;
+    let store = st.blobs.store().clone();
+    let report = tokio::task::spawn_blocking(move || store.gc(&wanted.into_keys().collect()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        serde_json::json!({ "removed": report.removed.len(), "bytes": report.bytes }),
+    ))
+}
+
+// ---- authoring ----------------------------------------------------------------------------
+
+pub fn keygen(out: &Path) -> Result<()> {
+    let public = outpost_bundles::keygen(out)?;
+    println!(
+        "wrote {} (secret, mode 0600) and {}\nkey id {}",
+        out.display(),
+        outpost_bundles::public_key_path(out).display(),
+        public.key_id()
+    );
+    Ok(())
+}
+
+pub fn create(spec: &Path, keys: &[PathBuf], out: &Path) -> Result<()> {
+    if keys.is_empty() {
+        bail!("give at least one --key to sign the bundle with");
+    }
+    let keys = keys
+        .iter()
+        .map(|k| outpost_bundles::load_signing_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let m = outpost_bundles::create_bundle(spec, &keys, out, crate::blobs::now_secs())?;
+    let bytes: u64 = m.payloads.iter().map(|p| p.size).sum();
+    println!(
+        "wrote {}: bundle {}, {} payload(s), {bytes} bytes, signed by {} key(s)",
+        out.display(),
+        m.id,
+        m.payloads.len(),
+        keys.len()
+    );
+    Ok(())
+}
+
+pub fn sign(file: &Path, key: &Path) -> Result<()> {
+    let key = outpost_bundles::load_signing_key(key)?;
+    let entry = outpost_bundles::sign_bundle(file, &key)?;
+    println!("{} signed by key {}", file.display(), entry.key_id);
+    Ok(())
+}
+
+pub fn inspect(file: &Path, json: bool) -> Result<()> {
+    let i = outpost_bundles::inspect_file(file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+    } else {
+        print!("{}", i.to_text());
+    }
+    Ok(())
+}
+
+pub fn verify(
+    file: &Path,
+    trust: &[PathBuf],
+    threshold: Option<usize>,
+    cluster: Option<String>,
+    json: bool,
+) -> Result<()> {
+    if trust.is_empty() {
+        bail!("give the trusted public keys with --trust KEY.pub (repeatable)");
+    }
+    let keys = trust
+        .iter()
+        .map(|k| outpost_bundles::load_public_key(k))
+        .collect::<Result<Vec<PublicKey>, _>>()?;
+    let n = keys.len();
+    let doc = TrustDocument::initial(keys, threshold.unwrap_or(1).min(n.max(1)))?;
+    let opts = VerifyOptions {
+        trust: doc,
+        cluster_id: cluster,
+        time_floor: Some(crate::blobs::now_secs()),
+        limits: Limits::default(),
+    };
+    let v = outpost_bundles::verify_file(file, &opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}: good: bundle {}, {} payload(s) verified, signed by {}",
+            file.display(),
+            v.manifest.id,
+            v.payloads.len(),
+            v.signers.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The trust pinned by `outpost init --bundle-trust KEY.pub... --bundle-threshold M`, as JSON.
+pub fn initial_trust(keys: &[PathBuf], threshold: Option<usize>) -> Result<Option<(u64, String)>> {
+    if keys.is_empty() {
+        if threshold.is_some() {
+            bail!("--bundle-threshold needs --bundle-trust KEY.pub");
+        }
+        return Ok(None);
+    }
+    let public = keys
+        .iter()
+        .map(|k| outpost_bundles::load_public_key(k))
+        .collect::<Result<Vec<PublicKey>, _>>()?;
+    let doc = TrustDocument::initial(public, threshold.unwrap_or(1))?;
+    Ok(Some((doc.version, serde_json::to_string(&doc)?)))
+}
+
+// ---- import -------------------------------------------------------------------------------
+
+/// `outpost bundle import FILE`: verify and store on this host's node, then commit.
+pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()> {
+    let ctx: ContextView = api
+        .call(
+            hyper::Method::GET,
+            "/v1/bundles/context",
+            crate::cli::NO_BODY,
+        )
+        .await
+        .context("asking the node for the import context")?;
+    let import_ctx = ImportContext {
+        trust: ctx.trust.clone(),
+        cluster_id: ctx.cluster_id.clone(),
+        channel_floors: ctx
+            .channels
+            .iter()
+            .map(|(name, version, sha)| {
+                (
+                    name.clone(),
+                    ChannelFloor {
+                        version: *version,
+                        manifest_sha256: sha.clone(),
+                    },
+                )
+            })
+            .collect(),
+        time_floor: ctx.time_floor,
+        limits: Limits::default(),
+    };
+    let store_dir = data_dir.join("blobs");
+    let path = file.to_path_buf();
+    let started = Instant::now();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let store = BlobStore::open(&store_dir)?;
+        let mut bar = ProgressLine::new();
+        let r = outpost_bundles::import_file(&path, &store, &import_ctx, &mut |p| bar.update(p));
+        bar.finish();
+        r.map_err(anyhow::Error::from)
+    })
+    .await
+    .context("import thread")?
+    .with_context(|| format!("bundle {} refused", file.display()))?;
+    let vb = match outcome {
+        ImportOutcome::AlreadyImported { id, .. } => {
+            println!("bundle {id} is already imported: nothing to do");
+            return Ok(());
+        }
+        ImportOutcome::Imported(vb) => vb,
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let bytes: u64 = vb.payloads.iter().map(|p| p.size).sum();
+    let body = commit_body(&vb, ctx.trust_version)?;
+    let committed: Result<CommitView> = api
+        .call(hyper::Method::POST, "/v1/bundles", Some(&body))
+        .await;
+    match committed {
+        Ok(c) => {
+            let what = match (&vb.manifest.channel, vb.manifest.bundle_type) {
+                (_, WireBundleType::Trust) => format!("trust version {}", vb.manifest.version),
+                (Some(c), _) => format!("channel {c} version {}", vb.manifest.version),
+                (None, _) => format!("version {}", vb.manifest.version),
+            };
+            if c.imported {
+                println!(
+                    "imported bundle {}: {what}, {} payload(s), {bytes} bytes in {secs:.1} s ({:.0} MiB/s); other nodes fetch the blobs now",
+                    vb.manifest.id,
+                    vb.payloads.len(),
+                    bytes as f64 / 1048576.0 / secs.max(1e-6)
+                );
+            } else {
+                println!(
+                    "bundle {} is already imported: nothing to do",
+                    vb.manifest.id
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // The blobs stored for a refused bundle must not stay behind.
+            let _ = api
+                .call::<serde_json::Value>(
+                    hyper::Method::POST,
+                    "/v1/bundles/gc",
+                    crate::cli::NO_BODY,
+                )
+                .await;
+            Err(e.context(format!("bundle {} refused by the cluster", vb.manifest.id)))
+        }
+    }
+}
+
+fn commit_body(vb: &VerifiedBundle, trust_version: u64) -> Result<BundleImport> {
+    let m = &vb.manifest;
+    Ok(BundleImport {
+        id: m.id.clone(),
+        manifest_sha256: vb.manifest_sha256.clone(),
+        bundle_type: match m.bundle_type {
+            WireBundleType::Content => BundleType::Content,
+            WireBundleType::Trust => BundleType::Trust,
+        },
+        channel: m.channel.clone(),
+        version: m.version,
+        created: m.created,
+        expires: m.expires,
+        signers: vb.signers.clone(),
+        trust_version,
+        payloads: vb
+            .payloads
+            .iter()
+            .map(|p| PayloadRecord {
+                name: p.name.clone(),
+                kind: p.kind.as_str().to_string(),
+                size: p.size,
+                sha256: p.sha256.clone(),
+            })
+            .collect(),
+        new_trust_json: m.trust.as_ref().map(serde_json::to_string).transpose()?,
+        channel_resets: m
+            .channel_resets
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        node_id: 0, // the committing node fills in itself
+    })
+}
+
+pub async fn list_cmd(api: &ApiClient, json: bool) -> Result<()> {
+    let v: ListView = api
+        .call(hyper::Method::GET, "/v1/bundles", crate::cli::NO_BODY)
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if v.bundles.is_empty() {
+        println!("no bundles imported");
+        return Ok(());
+    }
+    let name_of = |id: u64| {
+        v.nodes
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, name)| name.clone())
+            .unwrap_or_else(|| format!("node{id}"))
+    };
+    for b in &v.bundles {
+        println!(
+            "{} {} {} v{}  created {}  expires {}  signed by {}",
+            b.id,
+            b.bundle_type.as_str(),
+            b.channel.as_deref().unwrap_or("-"),
+            b.version,
+            outpost_bundles::format_time(b.created),
+            outpost_bundles::format_time(b.expires),
+            b.signers.len()
+        );
+        for p in &b.payloads {
+            let held: Vec<String> = p.held_by.iter().map(|n| name_of(*n)).collect();
+            println!(
+                "  {:<24} {:<15} {:>12} bytes  {}  on {}/{}: {}",
+                p.name,
+                p.kind,
+                p.size,
+                &p.sha256[..16.min(p.sha256.len())],
+                p.held_by.len(),
+                v.nodes.len(),
+                held.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Import progress: a redrawn line on a terminal, a plain line every 10% otherwise.
+struct ProgressLine {
+    tty: bool,
+    started: Instant,
+    last_decile: u64,
+    last_draw: Option<Instant>,
+    drawn: bool,
+}
+
+impl ProgressLine {
+    fn new() -> ProgressLine {
+        ProgressLine {
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last_decile: 0,
+            last_draw: None,
+            drawn: false,
+        }
+    }
+
+    fn update(&mut self, p: Progress) {
+        let text = progress_text(p, self.started.elapsed());
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            if self
+                .last_draw
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+            {
+                return;
+            }
+            self.last_draw = Some(Instant::now());
+            self.drawn = true;
+            let _ = write!(err, "\r\x1b[2K{text}");
+            let _ = err.flush();
+        } else if let Some(total) = p.total.filter(|t| *t > 0) {
+            let decile = p.done.saturating_mul(10) / total;
+            if decile > self.last_decile {
+                self.last_decile = decile;
+                let _ = writeln!(err, "{text}");
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.drawn {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
+/// "importing: 512.0/1024.0 MiB (50%), 410 MiB/s, ETA 1 s". Pure.
+fn progress_text(p: Progress, elapsed: Duration) -> String {
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let rate = mib(p.done) / secs;
+    match p.total {
+        Some(total) if total > 0 => {
+            let pct = p.done.saturating_mul(100) / total;
+            let left = mib(total.saturating_sub(p.done));
+            let eta = if rate > 0.0 {
+                format!("{:.0} s", left / rate)
+            } else {
+                "?".into()
+            };
+            format!(
+                "importing: {:.1}/{:.1} MiB ({pct}%), {rate:.0} MiB/s, ETA {eta}",
+                mib(p.done),
+                mib(total)
+            )
+        }
+        _ => format!("importing: {:.1} MiB, {rate:.0} MiB/s", mib(p.done)),
+    }
+}
+
+/// Errors a user sees carry the cause chain; refuse early when the data dir is not a node's.
+pub fn check_node_dir(data_dir: &Path) -> Result<()> {
+    if !data_dir.join("node.toml").is_file() {
+        return Err(anyhow!(
+            "{} is not a node's data directory (no node.toml); import runs on a node's host with --data-dir",
+            data_dir.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_texts() {
+        let cases = [
+            (
+                Progress {
+                    done: 512 << 20,
+                    total: Some(1 << 30),
+                },
+                2,
+                "importing: 512.0/1024.0 MiB (50%), 256 MiB/s, ETA 2 s",
+            ),
+            (
+                Progress {
+                    done: 1 << 20,
+                    total: None,
+                },
+                1,
+                "importing: 1.0 MiB, 1 MiB/s",
+            ),
+            (
+                Progress {
+                    done: 0,
+                    total: Some(10),
+                },
+                1,
+                "importing: 0.0/0.0 MiB (0%), 0 MiB/s, ETA ?",
+            ),
+        ];
+        for (p, secs, want) in cases {
+            assert_eq!(progress_text(p, Duration::from_secs(secs)), want);
+        }
+    }
+}
