@@ -20,9 +20,9 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use outpost_bundles::{
     BlobStore, BundleType as WireBundleType, ChannelFloor, ImportContext, ImportOutcome, Limits,
-    Progress, PublicKey, TrustDocument, VerifiedBundle, VerifyOptions,
+    PayloadKind, Progress, PublicKey, TrustDocument, VerifiedBundle, VerifyOptions,
 };
-use outpost_storage::{BundleImport, BundleRecord, BundleType, Command, PayloadRecord};
+use outpost_storage::{BundleImport, BundleRecord, BundleType, Command, PayloadRecord, Scope};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
@@ -327,10 +327,12 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
     };
     let secs = started.elapsed().as_secs_f64();
     let bytes: u64 = vb.payloads.iter().map(|p| p.size).sum();
-    let body = commit_body(&vb, ctx.trust_version)?;
-    let committed: Result<CommitView> = api
-        .call(hyper::Method::POST, "/v1/bundles", Some(&body))
-        .await;
+    let committed: Result<CommitView> = async {
+        let body = commit_body(&vb, ctx.trust_version)?;
+        api.call(hyper::Method::POST, "/v1/bundles", Some(&body))
+            .await
+    }
+    .await;
     match committed {
         Ok(c) => {
             let what = match (&vb.manifest.channel, vb.manifest.bundle_type) {
@@ -369,6 +371,25 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
 
 fn commit_body(vb: &VerifiedBundle, trust_version: u64) -> Result<BundleImport> {
     let m = &vb.manifest;
+    let mut config = Vec::new();
+    for p in vb.payloads.iter().filter(|p| p.kind == PayloadKind::Config) {
+        if p.size > MAX_CONFIG_PAYLOAD {
+            bail!(
+                "config payload {} is {} bytes, at most {MAX_CONFIG_PAYLOAD} allowed",
+                p.name,
+                p.size
+            );
+        }
+        let path = p
+            .path
+            .as_ref()
+            .with_context(|| format!("config payload {} was not stored", p.name))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("config payload {} is not UTF-8 text", p.name))?;
+        config.extend(
+            parse_config_payload(&text).map_err(|e| anyhow!("config payload {}: {e}", p.name))?,
+        );
+    }
     Ok(BundleImport {
         id: m.id.clone(),
         manifest_sha256: vb.manifest_sha256.clone(),
@@ -398,8 +419,78 @@ fn commit_body(vb: &VerifiedBundle, trust_version: u64) -> Result<BundleImport> 
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect(),
+        config,
         node_id: 0, // the committing node fills in itself
     })
+}
+
+/// Largest `config` payload, in bytes.
+const MAX_CONFIG_PAYLOAD: u64 = 1 << 20;
+
+/// A `config` payload: TOML with `[global]`, `[group.NAME]` and `[client.ID]` tables; nested
+/// tables flatten to dotted keys (`ntp.server = "x"` is key `ntp.server`); scalar values are
+/// stored as text. Pure.
+pub fn parse_config_payload(text: &str) -> Result<Vec<(Scope, String, String)>, String> {
+    let doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (top, v) in doc {
+        let table = v
+            .as_table()
+            .ok_or_else(|| format!("top-level {top:?} must be a table"))?;
+        match top.as_str() {
+            "global" => flatten(&Scope::Global, "", table, &mut out)?,
+            "group" | "client" => {
+                for (name, inner) in table {
+                    let inner = inner
+                        .as_table()
+                        .ok_or_else(|| format!("{top}.{name} must be a table of keys"))?;
+                    let scope = if top == "group" {
+                        Scope::Group(name.clone())
+                    } else {
+                        Scope::Client(name.clone())
+                    };
+                    flatten(&scope, "", inner, &mut out)?;
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown table [{other}]: use [global], [group.NAME] or [client.ID]"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn flatten(
+    scope: &Scope,
+    prefix: &str,
+    table: &toml::Table,
+    out: &mut Vec<(Scope, String, String)>,
+) -> Result<(), String> {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let value = match v {
+            toml::Value::Table(t) => {
+                flatten(scope, &key, t, out)?;
+                continue;
+            }
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Datetime(d) => d.to_string(),
+            toml::Value::Array(_) => {
+                return Err(format!("{key}: arrays are not configuration values"));
+            }
+        };
+        out.push((scope.clone(), key, value));
+    }
+    Ok(())
 }
 
 pub async fn list_cmd(api: &ApiClient, json: bool) -> Result<()> {
@@ -537,6 +628,35 @@ pub fn check_node_dir(data_dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_payloads() {
+        let g = |s: &str| Scope::Group(s.into());
+        let ok = parse_config_payload(
+            "[global]\nntp.server = \"10.0.0.1\"\nretries = 3\n[group.lab]\nstrict = true\n[client.c-1]\nx = 1.5\n",
+        );
+        assert_eq!(
+            ok,
+            Ok(vec![
+                (Scope::Client("c-1".into()), "x".into(), "1.5".into()),
+                (Scope::Global, "ntp.server".into(), "10.0.0.1".into()),
+                (Scope::Global, "retries".into(), "3".into()),
+                (g("lab"), "strict".into(), "true".into()),
+            ])
+        );
+        for (text, want) in [
+            ("[site]\na = 1\n", "unknown table"),
+            ("global = 1\n", "must be a table"),
+            ("[group]\nlab = 1\n", "must be a table of keys"),
+            ("[global]\na = [1]\n", "arrays"),
+            ("[global\n", "TOML"),
+        ] {
+            match parse_config_payload(text) {
+                Err(e) => assert!(e.contains(want) || want == "TOML", "{text:?}: {e}"),
+                Ok(v) => panic!("{text:?} parsed: {v:?}"),
+            }
+        }
+    }
 
     #[test]
     fn progress_texts() {

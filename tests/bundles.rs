@@ -159,6 +159,7 @@ const CONF: &[u8] = b"[global]\nsite.mode = \"strict\"\n";
 fn good_draft() -> Draft {
     let mut d = Draft::new(&[("tool", TOOL), ("site.conf", CONF)]);
     d.manifest.version = 6;
+    d.manifest.payloads[1].kind = PayloadKind::Config;
     d.sign(&[1, 2]);
     d
 }
@@ -364,6 +365,16 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "does not parse",
     ));
     v.push(("empty file", Vec::new(), "truncated"));
+    let bad_conf: &[u8] = b"[plant]\nmode = 1\n";
+    let mut conf = Draft::new(&[("tool", TOOL), ("site.conf", bad_conf)]);
+    conf.manifest.version = 6;
+    conf.manifest.payloads[1].kind = PayloadKind::Config;
+    conf.sign(&[1, 2]);
+    v.push((
+        "config payload with an unknown table (refused after its blobs were stored)",
+        conf.to_bytes(),
+        "unknown table [plant]",
+    ));
     let mut unknown_and_truncated = good_draft();
     unknown_and_truncated.sign(&[9]);
     let b = unknown_and_truncated.to_bytes();
@@ -519,10 +530,12 @@ async fn author_import_replicate_and_refuse() {
                 assert_eq!(sha(&data), sha256, "{} holds a bad copy", n.name);
             }
         }
-        // Every node lists it.
+        // Every node lists it, and its config payload is applied with it.
         for i in 0..3 {
             assert_eq!(bundle_ids(&list_json(&c, i)?).len(), 1, "node {i}");
         }
+        let ntp = c.cli(leader, &["config", "get", "ntp", "--linearizable"])?;
+        assert!(ntp.contains("10.0.0.1"), "config from the bundle: {ntp}");
 
         // The very same bundle again: a no-op. An older version of the channel: refused.
         let (good, out, _) = import(&c, leader, &b1)?;

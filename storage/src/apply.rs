@@ -205,6 +205,7 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
                 "manifest_sha256": b.manifest_sha256,
                 "signers": b.signers,
                 "payloads": b.payloads.len(),
+                "config_keys": b.config.len(),
                 "node": b.node_id,
             }),
         ),
@@ -847,7 +848,7 @@ fn remove_node(conn: &Connection, id: u64) -> Result<Response, Fail> {
     Ok(Response::Done)
 }
 
-fn set_config(
+pub(crate) fn set_config(
     conn: &Connection,
     env: &Envelope,
     scope: &Scope,

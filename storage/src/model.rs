@@ -167,6 +167,8 @@ pub struct BundleImport {
     pub new_trust_json: Option<String>,
     /// Trust bundles: root-signed channel floor resets.
     pub channel_resets: Vec<(String, u64)>,
+    /// Configuration changes carried by the bundle's `config` payloads, applied with it.
+    pub config: Vec<(Scope, String, String)>,
     /// The importing node, which holds every blob on commit.
     pub node_id: u64,
 }

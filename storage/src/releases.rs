@@ -376,6 +376,9 @@ pub(crate) fn import_bundle(
         insert.execute(params![seq, idx as i64, p.name, p.kind, size, sha])?;
         hold.execute(params![sha, node, env.at_ms])?;
     }
+    for (scope, key, value) in &b.config {
+        crate::apply::set_config(conn, env, scope, key, value)?;
+    }
     if b.created > floor {
         conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'bundle_time_floor'")?
             .execute([b.created])?;

@@ -5,7 +5,7 @@ mod common;
 use common::{env, init_batch, sha};
 use outpost_storage::{
     BundleImport, BundleType, Command, DeploymentStatus, Outcome, PayloadRecord, RejectCode,
-    Response, Store, TokenKind, encode_batch,
+    Response, Scope, Store, TokenKind, encode_batch,
 };
 
 async fn apply(store: &Store, at_ms: i64, command: Command) -> anyhow::Result<Outcome> {
@@ -43,6 +43,7 @@ fn content(id: &str, channel: &str, version: u64, created: i64, expires: i64) ->
         }],
         new_trust_json: None,
         channel_resets: vec![],
+        config: vec![(Scope::Global, format!("from.{id}"), "yes".into())],
         node_id: 1,
     }
 }
@@ -157,6 +158,13 @@ async fn bundle_floors_are_enforced_in_apply() -> anyhow::Result<()> {
         [("other", 1), ("site", 5)]
     );
     assert_eq!(r.bundle_time_floor()?, 600);
+    // Configuration carried by accepted bundles applied with them, none of refused ones.
+    let keys: Vec<String> = r
+        .config_list(Some(&Scope::Global))?
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(keys, ["from.a1", "from.a5", "from.o1"]);
     assert_eq!(r.wanted_blobs()?.len(), 3);
 
     // Trust rotation: next version only, and it resets a channel floor.
@@ -174,6 +182,7 @@ async fn bundle_floors_are_enforced_in_apply() -> anyhow::Result<()> {
             payloads: vec![],
             new_trust_json: Some(format!("{{\"version\":{v}}}")),
             channel_resets: vec![("site".into(), 1)],
+            config: vec![],
             node_id: 1,
         })
     };
