@@ -392,3 +392,136 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
         max_ms: all.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
     })
 }
+
+/// Figures of `outpost bench bundle`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleReport {
+    pub payload_bytes: u64,
+    pub bundle_bytes: u64,
+    pub sha256sum_s: f64,
+    pub import_s: f64,
+    /// import time / sha256sum time of the same file (aim: under 1.3).
+    pub ratio: f64,
+    /// From the start of the import until every node holds every blob.
+    pub all_nodes_s: f64,
+}
+
+impl std::fmt::Display for BundleReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = self.bundle_bytes as f64 / 1048576.0;
+        write!(
+            f,
+            "bundle of {mib:.0} MiB: sha256sum {:.2} s ({:.0} MiB/s); outpost bundle import {:.2} s ({:.0} MiB/s) = {:.2}x sha256sum; every blob on all 3 nodes after {:.2} s",
+            self.sha256sum_s,
+            mib / self.sha256sum_s.max(1e-9),
+            self.import_s,
+            mib / self.import_s.max(1e-9),
+            self.ratio,
+            self.all_nodes_s
+        )
+    }
+}
+
+/// Builds a bundle with one payload of `size_mib` MiB under `work` (a disk directory, not
+/// tmpfs, so fsync costs what it costs), times `sha256sum` of it (after one warm-up read) and
+/// `outpost bundle import` of it into a follower of a temporary three-node cluster, and the
+/// time until every node holds the blob.
+pub async fn bundle(size_mib: u64, work: &std::path::Path) -> Result<BundleReport> {
+    use std::io::Write as _;
+    use std::process::Command as Proc;
+    std::fs::create_dir_all(work)?;
+    let root = tempfile::Builder::new()
+        .prefix("outpost-bench-bundle-")
+        .tempdir_in(work)?;
+    let exe = std::env::current_exe()?;
+    let key = root.path().join("release");
+    outpost_bundles::keygen(&key)?;
+    let payload = root.path().join("payload.bin");
+    {
+        // Incompressible-looking bytes, quickly: a xorshift stream.
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&payload)?);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..size_mib {
+            for chunk in buf.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&buf)?;
+        }
+        f.flush()?;
+    }
+    let spec = root.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "channel = \"bench\"\nversion = 1\n[[payload]]\npath = \"payload.bin\"\nkind = \"artifact\"\nname = \"payload\"\n",
+    )?;
+    let file = root.path().join("bench.obundle");
+    let signing = outpost_bundles::load_signing_key(&key)?;
+    outpost_bundles::create_bundle(&spec, &[signing], &file, crate::blobs::now_secs())?;
+    std::fs::remove_file(&payload)?;
+    let bundle_bytes = std::fs::metadata(&file)?.len();
+
+    let time_sha = || -> Result<f64> {
+        let t = Instant::now();
+        let out = Proc::new("sha256sum").arg(&file).output()?;
+        if !out.status.success() {
+            anyhow::bail!("sha256sum failed");
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    time_sha()?; // warm the page cache for both
+    let sha256sum_s = time_sha()?;
+
+    let opts = LocalOptions {
+        log_level: "warn".into(),
+        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
+        ..LocalOptions::default()
+    };
+    let mut cluster = LocalCluster::start(&root.path().join("cluster"), &exe, 3, opts).await?;
+    let leader = cluster.leader(Duration::from_secs(10)).await?;
+    let follower = (leader + 1) % 3;
+    let t = Instant::now();
+    let out = Proc::new(&exe)
+        .args(["bundle", "import"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&cluster.nodes[follower].dir)
+        .stderr(std::process::Stdio::null())
+        .output()?;
+    let import_s = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        anyhow::bail!("import failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let client = local_client(&cluster.nodes[leader].dir);
+    let all_nodes_s = loop {
+        let v: crate::bundles::ListView =
+            client.call(Method::GET, "/v1/bundles", None::<&()>).await?;
+        let done = v.bundles.iter().all(|b| {
+            b.payloads
+                .iter()
+                .all(|p| p.held_by.len() == cluster.nodes.len())
+        });
+        if done && !v.bundles.is_empty() {
+            break t.elapsed().as_secs_f64();
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the blob did not reach every node within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for i in 0..cluster.nodes.len() {
+        cluster.stop(i, Duration::from_secs(5))?;
+    }
+    Ok(BundleReport {
+        payload_bytes: size_mib << 20,
+        bundle_bytes,
+        sha256sum_s,
+        import_s,
+        ratio: import_s / sha256sum_s.max(1e-9),
+        all_nodes_s,
+    })
+}

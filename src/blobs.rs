@@ -26,6 +26,8 @@ pub const CHUNK: u64 = 1 << 20;
 const IN_FLIGHT: usize = 4;
 /// How often the replication loop looks for missing blobs.
 const SCAN_EVERY: Duration = Duration::from_secs(2);
+/// After the applied index moves, wait this long before a pass (batches bursts of commits).
+const WAKE_DELAY: Duration = Duration::from_millis(100);
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
@@ -119,13 +121,33 @@ impl Blobs {
         Ok(path)
     }
 
-    /// Pulls every missing blob the state refers to and reports holdings, forever.
+    /// Pulls every missing blob the state refers to and reports holdings, forever: a pass
+    /// soon after the applied log moves (a bundle may have committed), and every few seconds.
     pub async fn replicate(self: Arc<Self>) {
+        let mut metrics = self.node.metrics();
+        let mut seen_applied = None;
         loop {
             if let Err(e) = self.replicate_once().await {
                 tracing::warn!(error = %e, "blob replication pass failed; retrying");
             }
-            tokio::time::sleep(SCAN_EVERY).await;
+            let rest = tokio::time::sleep(SCAN_EVERY);
+            tokio::pin!(rest);
+            loop {
+                tokio::select! {
+                    _ = &mut rest => break,
+                    changed = metrics.changed() => {
+                        if changed.is_err() {
+                            return; // the node is shutting down
+                        }
+                        let applied = metrics.borrow_and_update().last_applied.map(|l| l.index);
+                        if applied != seen_applied {
+                            seen_applied = applied;
+                            tokio::time::sleep(WAKE_DELAY).await;
+                            break;
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -487,6 +487,17 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A bundle of --size-mib MiB: `outpost bundle import` time as a ratio to `sha256sum` of
+    /// the same file, and the time until all three nodes of a temporary cluster hold it.
+    Bundle {
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Where the bundle and the temporary cluster live (a disk, not tmpfs).
+        #[arg(long, default_value = ".")]
+        work_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
     /// temporary three-node cluster of real `outpost serve` processes.
     Failover {
@@ -763,6 +774,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                 interval: interval.into(),
             };
             let report = crate::bench::sync(&DataDir::new(&dir.data_dir), opts).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Bundle {
+                    size_mib,
+                    work_dir,
+                    json,
+                },
+        } => {
+            let report = crate::bench::bundle(size_mib, &work_dir).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
