@@ -81,6 +81,10 @@ pub async fn enroll(
         },
     )
     .await?;
+    // The enrollment may have committed through another node: see it here before reading.
+    if let Err(e) = st.node.linearizable_barrier(Duration::from_secs(5)).await {
+        tracing::warn!(error = %e, "enrollment: local state may lag the commit");
+    }
     let id = client_id.clone();
     let groups = st
         .read(move |r| r.client(&id))

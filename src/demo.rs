@@ -20,8 +20,16 @@ pub async fn run(exit: bool) -> Result<()> {
     println!(
         "- outpost init (node1), outpost serve, then token create + join + serve for node2 and node3 ..."
     );
+    // The release key a vendor would keep offline; the cluster pins its public half at init.
+    let keys = root.path().join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let release_key = keys.join("release");
+    outpost_bundles::keygen(&release_key)?;
+    let release_pub = format!("{}.pub", release_key.display());
+    println!("- outpost bundle keygen -o {}", release_key.display());
     let opts = LocalOptions {
         log_level: "warn".into(),
+        init_args: vec!["--bundle-trust".into(), release_pub.clone()],
         ..LocalOptions::default()
     };
     let mut cluster = LocalCluster::start(root.path(), &exe, 3, opts).await?;
@@ -57,6 +65,58 @@ pub async fn run(exit: bool) -> Result<()> {
         cluster.nodes[reader].name,
         value.trim()
     );
+    // One signed bundle, as it would arrive on a USB stick, imported on a follower.
+    let usb = root.path().join("usb");
+    std::fs::create_dir_all(usb.join("files"))?;
+    std::fs::write(
+        usb.join("files/hello.sh"),
+        "#!/bin/sh\necho \"hello from the demo bundle\"\n",
+    )?;
+    std::fs::write(
+        usb.join("files/site.toml"),
+        "[group.lab]\nmotd = \"Welcome to the demo plant\"\n",
+    )?;
+    let spec = usb.join("spec.toml");
+    std::fs::write(
+        &spec,
+        "channel = \"site\"\nversion = 1\n\n[[payload]]\npath = \"files/hello.sh\"\nkind = \"artifact\"\nname = \"hello\"\n\n[[payload]]\npath = \"files/site.toml\"\nkind = \"config\"\n",
+    )?;
+    let bundle = usb.join("site-1.obundle");
+    let (spec_s, bundle_s, key_s) = (
+        spec.to_string_lossy().to_string(),
+        bundle.to_string_lossy().to_string(),
+        release_key.to_string_lossy().to_string(),
+    );
+    let created = run_ok(
+        &cluster,
+        &[
+            "bundle", "create", "--spec", &spec_s, "--key", &key_s, "-o", &bundle_s,
+        ],
+    )?;
+    println!("- outpost bundle create: {}", created.trim());
+    let imported = cluster.cli(follower, &["bundle", "import", &bundle_s])?;
+    println!(
+        "- outpost bundle import on {}: {}",
+        cluster.nodes[follower].name,
+        imported.trim()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let listing = loop {
+        let listing = cluster.cli(leader, &["bundle", "list"])?;
+        let everywhere = listing
+            .lines()
+            .filter(|l| l.contains(" bytes "))
+            .all(|l| l.contains(&format!("on {0}/{0}", cluster.nodes.len())));
+        if everywhere || std::time::Instant::now() > deadline {
+            break listing;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("- outpost bundle list (blobs replicated to every node by sha256):");
+    for line in listing.lines() {
+        println!("  {line}");
+    }
+
     // One agent: a client token for group "lab", enrollment through node3, one sync.
     cluster.cli(
         0,
@@ -104,6 +164,8 @@ pub async fn run(exit: bool) -> Result<()> {
     println!("  outpost config set greeting hello --group lab --data-dir {d}");
     println!("  outpost audit --data-dir {d}");
     println!("  outpost client list --data-dir {d}");
+    println!("  outpost bundle list --data-dir {d}");
+    println!("  outpost bundle inspect {bundle_s}");
     println!("  outpost agent sync --once --state-dir {agent}");
     println!("  outpost bench write --data-dir {d} --clients 64 --seconds 5");
     if exit {
