@@ -561,6 +561,44 @@ async fn author_import_replicate_and_refuse() {
             "version 5 after 6: {err}"
         );
         assert_eq!(bundle_ids(&list_json(&c, follower)?).len(), 2);
+
+        // Trust rotation: a trust bundle signed by two current root keys (and its own new
+        // root keys) makes kc the only release key; the seed keys stop counting.
+        let kc = root.join("kc");
+        ok(&["bundle", "keygen", "-o", s(&kc)])?;
+        let trust_spec = root.join("trust.toml");
+        std::fs::write(
+            &trust_spec,
+            format!(
+                "type = \"trust\"\nversion = 2\n[trust]\nroot_keys = [\"{pa}\", \"{pb}\"]\nroot_threshold = 2\nrelease_keys = [\"{}.pub\"]\nrelease_threshold = 1\n",
+                kc.display()
+            ),
+        )?;
+        let tb = root.join("trust-2.obundle");
+        ok(&["bundle", "create", "--spec", s(&trust_spec), "--key", s(&ka), "-o", s(&tb)])?;
+        let (good, _, err) = import(&c, follower, &tb)?;
+        assert!(!good && err.contains("threshold not met"), "one root signature: {err}");
+        ok(&["bundle", "sign", s(&tb), "--key", s(&kb)])?;
+        let (good, out, err) = import(&c, follower, &tb)?;
+        assert!(good && out.contains("trust version 2"), "rotation: {out} {err}");
+        let mut v7 = good_draft();
+        v7.manifest.version = 7;
+        v7.manifest.id = "7".repeat(32);
+        v7.sign(&[1, 2]);
+        let f7 = root.join("v7.obundle");
+        std::fs::write(&f7, v7.to_bytes())?;
+        let (good, _, err) = import(&c, leader, &f7)?;
+        assert!(!good && err.contains("unknown key"), "old release keys after rotation: {err}");
+        let spec7 = root.join("spec7.toml");
+        std::fs::write(
+            &spec7,
+            "channel = \"site\"\nversion = 7\n[[payload]]\npath = \"files/site.toml\"\nkind = \"config\"\n",
+        )?;
+        let b7 = root.join("b7.obundle");
+        ok(&["bundle", "create", "--spec", s(&spec7), "--key", s(&kc), "-o", s(&b7)])?;
+        let (good, _, err) = import(&c, leader, &b7)?;
+        assert!(good, "new release key: {err}");
+        assert_eq!(bundle_ids(&list_json(&c, follower)?).len(), 4);
         Ok::<_, anyhow::Error>(())
     }
     .await;
@@ -682,4 +720,66 @@ async fn kill_9_mid_import_leaves_no_trace() {
         dump_logs(&c);
         panic!("{e:#}");
     }
+}
+
+/// Unmounts on drop, also when the test panics.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A node whose blob store fills up refuses the import with "disk full" and keeps nothing.
+/// Needs root to mount a 1 MiB tmpfs over the node's blob store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_refuses_and_keeps_nothing() {
+    let _g = serial();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let why = "disk-full test needs root to mount a small tmpfs";
+        if std::env::var_os("CI").is_some() {
+            panic!("{why} (CI is set, so this is a failure)");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let trust = seed_keys(root).expect("keys");
+    let mut c = cluster(root, 1, &trust, 2).await.expect("one-node cluster");
+    let blobs = c.nodes[0].dir.join("blobs");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&blobs)
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        let why = "mount -t tmpfs failed (no mount privilege in this container?)";
+        if std::env::var_os("CI").is_some() {
+            panic!("{why} (CI is set, so this is a failure)");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _m = Mount(blobs.clone());
+    let r = async {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut d = Draft::new(&[("big", &big)]);
+        d.sign(&[1, 2]);
+        let f = root.join("big.obundle");
+        std::fs::write(&f, d.to_bytes())?;
+        let (good, _, err) = import(&c, 0, &f)?;
+        assert!(!good && err.contains("disk full"), "{err}");
+        let left = store_files(&c.nodes[0].dir);
+        assert!(left.is_empty(), "kept after disk full: {left:?}");
+        assert!(bundle_ids(&list_json(&c, 0)?).is_empty());
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = r {
+        dump_logs(&c);
+        panic!("{e:#}");
+    }
+    c.kill9(0);
 }
