@@ -175,7 +175,7 @@ pub fn matches(facts: &Value, path: &str, want: &str) -> bool {
                 None => match v {
                     Value::String(s) => s == want,
                     Value::Null => false,
-                    other => other.to_string() == want,
+                    other => *other == want,
                 },
                 Some((head, rest)) => v.get(*head).is_some_and(|next| walk(next, rest, want)),
             },

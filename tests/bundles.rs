@@ -3,6 +3,10 @@
 //! its reason and nothing left behind, replay refusal, and kill -9 at several points of an
 //! import. Tests in this file run one at a time.
 
+// Tests of a file run one at a time: each holds SERIAL for its whole run, across awaits,
+// on its own runtime, so the std Mutex cannot deadlock.
+#![allow(clippy::await_holding_lock)]
+
 #[path = "../offline-bundles/tests/common/mod.rs"]
 #[allow(dead_code, clippy::all)]
 mod bcommon;

@@ -3,6 +3,10 @@
 //! and the local socket. Tests in this file run one at a time (three processes each on a
 //! two-core machine is plenty).
 
+// Tests of a file run one at a time: each holds SERIAL for its whole run, across awaits,
+// on its own runtime, so the std Mutex cannot deadlock.
+#![allow(clippy::await_holding_lock)]
+
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;

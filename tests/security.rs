@@ -2,6 +2,10 @@
 //! refuse clients without a certificate of this cluster's CA (and the peer port anything
 //! that is not a node certificate).
 
+// Tests of a file run one at a time: each holds SERIAL for its whole run, across awaits,
+// on its own runtime, so the std Mutex cannot deadlock.
+#![allow(clippy::await_holding_lock)]
+
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;

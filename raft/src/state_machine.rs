@@ -228,10 +228,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut marker = AppliedMarker::default();
-        marker.membership = match &self.membership {
+        let membership = match &self.membership {
             Some(m) => m.clone(),
             None => self.applied_state().await?.1,
+        };
+        let mut marker = AppliedMarker {
+            membership,
+            ..AppliedMarker::default()
         };
         let mut payloads = Vec::new();
         for entry in entries {

@@ -40,6 +40,9 @@ pub const MAX_FRAME: usize = codec::MAX_DECODE_BYTES;
 pub const PEER_ALPN: &[u8] = b"outpost-peer/1";
 
 /// TLS material and identity policy for the peer port, supplied by the node (which owns certs).
+/// Maps a verified peer certificate to the node id it names; `Err` refuses the connection.
+pub type Authorize = Arc<dyn Fn(&CertificateDer<'_>) -> Result<NodeId, String> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct PeerTls {
     pub server: Arc<rustls::ServerConfig>,
@@ -47,7 +50,7 @@ pub struct PeerTls {
     /// The TLS server name that the certificate of node `id` carries.
     pub server_name: fn(NodeId) -> String,
     /// The node id bound in a verified client certificate; `Err` refuses the connection.
-    pub authorize: Arc<dyn Fn(&CertificateDer<'_>) -> Result<NodeId, String> + Send + Sync>,
+    pub authorize: Authorize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -392,7 +395,7 @@ async fn serve_conn<H: PeerHandler>(
     tcp: TcpStream,
     remote: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
-    authorize: Arc<dyn Fn(&CertificateDer<'_>) -> Result<NodeId, String> + Send + Sync>,
+    authorize: Authorize,
     handler: H,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
