@@ -292,6 +292,10 @@ enum AgentCmd {
         /// The name this machine reports (default: the system host name).
         #[arg(long)]
         hostname: Option<String>,
+        /// With no --server and no address in the token: how long to browse mDNS for a node
+        /// of the token's cluster.
+        #[arg(long, default_value = "5s")]
+        discover_timeout: humantime::Duration,
     },
     /// Sync once with the first node that answers and exit.
     Sync {
@@ -931,12 +935,20 @@ async fn agent(cmd: AgentCmd) -> Result<()> {
             server,
             state_dir,
             hostname,
+            discover_timeout,
         } => {
             let hostname = match hostname {
                 Some(h) => h,
                 None => crate::agent::system_hostname(),
             };
-            let r = crate::agent::enroll(&state_dir, &token, &server, &hostname).await?;
+            let r = crate::agent::enroll(
+                &state_dir,
+                &token,
+                &server,
+                &hostname,
+                discover_timeout.into(),
+            )
+            .await?;
             println!(
                 "enrolled as client {} of cluster {} (groups: {}); next: outpost agent run --state-dir {}",
                 r.client_id,

@@ -482,3 +482,57 @@ fn static_peer_list_alone_with_mdns_off() {
     a.stop();
     b.stop();
 }
+
+/// An agent enrolls with a client token that carries no address and no `--server`: it finds
+/// the token's cluster by mDNS, then syncs with what it found.
+#[test]
+fn agent_enrolls_through_mdns() {
+    let _g = serial();
+    let Some(site) = Site::builder("dagent").hosts(2).build() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut n = Node::new(site.host(0), tmp.path(), "g1");
+    let mut args = vec!["init".to_string()];
+    args.extend(n.addr_args());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(run(n.host, &refs), "init g1");
+    n.serve();
+    wait_for(Duration::from_secs(20), "g1 has a leader", || {
+        (voters(&n) == 1).then_some(())
+    });
+    let raw = n.cli(&["token", "create", "--kind", "client"]);
+    let mut token = Token::decode(raw.trim()).expect("client token");
+    token.addrs.clear();
+    let state = tmp.path().join("agent");
+    let state = state.to_str().expect("utf-8");
+    let out = ok(
+        run(
+            site.host(1),
+            &[
+                "agent",
+                "enroll",
+                "--token",
+                &token.encode(),
+                "--state-dir",
+                state,
+                "--hostname",
+                "client1",
+            ],
+        ),
+        "agent enroll",
+    );
+    assert!(out.contains(&token.cluster_id), "{out}");
+    let out = ok(
+        run(
+            site.host(1),
+            &["agent", "sync", "--once", "--state-dir", state],
+        ),
+        "agent sync",
+    );
+    assert!(
+        out.contains(&format!("{}:{API_PORT}", site.host(0).addr())),
+        "{out}"
+    );
+    n.stop();
+}
