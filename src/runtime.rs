@@ -140,23 +140,25 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tokio::spawn(crate::clients::flush_last_seen(state.clone())),
     ];
     tracing::info!(node = file.node_id, name = %file.name, api = %file.api_addr, peer = %file.peer_addr, "node started");
-    let running = Running {
+    // Discovery is a hint: if mDNS cannot start, the node still serves (static peers and the
+    // addresses in node rows keep working), and says so loudly.
+    let discovery = match crate::discovery::NodeDiscovery::start(&file, node.clone(), peer_client) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "discovery did not start: this node is not advertised and re-addresses no peer"
+            );
+            None
+        }
+    };
+    Ok(Running {
         node,
         state,
         tasks,
         socket,
-        discovery: None,
-    };
-    match crate::discovery::NodeDiscovery::start(&file, running.node.clone(), peer_client) {
-        Ok(d) => Ok(Running {
-            discovery: Some(d),
-            ..running
-        }),
-        Err(e) => {
-            running.stop().await;
-            Err(e)
-        }
-    }
+        discovery,
+    })
 }
 
 /// `outpost serve`: runs until SIGTERM or SIGINT.
