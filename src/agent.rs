@@ -59,6 +59,7 @@ pub async fn enroll(
     token: &str,
     servers: &[String],
     hostname: &str,
+    discover_timeout: std::time::Duration,
 ) -> Result<EnrollResponse> {
     let token = Token::decode(token)?;
     if token.kind != "client" {
@@ -79,14 +80,26 @@ pub async fn enroll(
     let pin = Fingerprint::from_str(&token.ca_sha256)
         .map_err(|e| anyhow!("token CA fingerprint: {e}"))?;
     let tls = outpost_certs::pinned_client_config(pin, None, &[b"http/1.1"])?;
-    let servers = if servers.is_empty() {
+    let servers = if !servers.is_empty() {
+        servers.to_vec()
+    } else if !token.addrs.is_empty() {
         token.addrs.clone()
     } else {
-        servers.to_vec()
+        // No address given or carried: find the token's cluster by mDNS.
+        let found = crate::discovery::browse_api_addrs(
+            &outpost_discovery::DiscoveryConfig::default(),
+            &token.cluster_id,
+            discover_timeout,
+        )
+        .await?;
+        if found.is_empty() {
+            bail!(
+                "no node to contact: the token carries no address, no --server was given, and mDNS found no node of cluster {} within {discover_timeout:?}",
+                token.cluster_id
+            );
+        }
+        found
     };
-    if servers.is_empty() {
-        bail!("no node to contact: give --server HOST:PORT");
-    }
     let (key_pem, csr_pem) = outpost_certs::new_key_and_csr(hostname)?;
     let req = EnrollRequest {
         token_id: token.id.clone(),

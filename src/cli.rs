@@ -103,6 +103,46 @@ impl Addrs {
     }
 }
 
+/// Listening addresses and discovery, for `init` and `join` (written to node.toml).
+#[derive(Args, Debug, Clone)]
+struct NetArgs {
+    /// Where the API listens when not on --api-addr, e.g. 0.0.0.0:7443: the node keeps serving
+    /// when its advertised address changes (DHCP).
+    #[arg(long, value_name = "HOST:PORT")]
+    api_listen: Option<String>,
+    /// Where the Raft peer transport listens when not on --peer-addr, e.g. 0.0.0.0:7444.
+    #[arg(long, value_name = "HOST:PORT")]
+    peer_listen: Option<String>,
+    /// Neither advertise nor browse mDNS (only --static-peer entries are used).
+    #[arg(long)]
+    no_mdns: bool,
+    /// Use mDNS only on this interface (repeatable); default: every non-loopback multicast one.
+    #[arg(long = "mdns-interface", value_name = "IF")]
+    mdns_interfaces: Vec<String>,
+    /// A node's API address to find the cluster through when multicast does not reach
+    /// (repeatable); kept in node.toml as `[discovery] peers`.
+    #[arg(long = "static-peer", value_name = "HOST:PORT")]
+    static_peers: Vec<String>,
+}
+
+impl NetArgs {
+    fn options(&self) -> Result<runtime::NetOptions> {
+        for p in &self.static_peers {
+            outpost_discovery::PeerSpec::parse(p)
+                .with_context(|| format!("--static-peer {p:?}"))?;
+        }
+        Ok(runtime::NetOptions {
+            api_listen: self.api_listen.clone(),
+            peer_listen: self.peer_listen.clone(),
+            discovery: outpost_discovery::DiscoveryConfig {
+                mdns: !self.no_mdns,
+                interfaces: self.mdns_interfaces.clone(),
+                peers: self.static_peers.clone(),
+            },
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Create a new cluster: its CA, this first node, and join/enrollment tokens.
@@ -118,6 +158,8 @@ enum Cmd {
         /// Signatures a bundle needs, of the --bundle-trust keys (default 1).
         #[arg(long = "bundle-threshold")]
         bundle_threshold: Option<usize>,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// Join an existing cluster with a node token.
     Join {
@@ -125,11 +167,34 @@ enum Cmd {
         dir: DataDirArg,
         #[command(flatten)]
         addrs: Addrs,
+        #[command(flatten)]
+        net: NetArgs,
         #[arg(long)]
         token: String,
-        /// A node's API address to contact (repeatable); default: the addresses in the token.
+        /// A node's API address to contact (repeatable); default: the addresses in the token,
+        /// the --static-peer entries, then nodes of the token's cluster found by mDNS.
         #[arg(long)]
         peer: Vec<String>,
+        /// How long to browse mDNS for a node of the token's cluster.
+        #[arg(long, default_value = "5s")]
+        discover_timeout: humantime::Duration,
+    },
+    /// List the Outpost nodes visible on the network (mDNS and --static-peer entries).
+    Discover {
+        /// Browse this long: mDNS answers trickle in, there is no "complete" signal.
+        #[arg(long, default_value = "3s")]
+        timeout: humantime::Duration,
+        /// Only nodes of this cluster id.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Use mDNS only on this interface (repeatable).
+        #[arg(long = "mdns-interface", value_name = "IF")]
+        mdns_interfaces: Vec<String>,
+        /// Also list this node API address (repeatable).
+        #[arg(long = "static-peer", value_name = "HOST:PORT")]
+        static_peers: Vec<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Run the node in the foreground (SIGTERM stops it cleanly).
     Serve {
@@ -293,6 +358,10 @@ enum AgentCmd {
         /// The name this machine reports (default: the system host name).
         #[arg(long)]
         hostname: Option<String>,
+        /// With no --server and no address in the token: how long to browse mDNS for a node
+        /// of the token's cluster.
+        #[arg(long, default_value = "5s")]
+        discover_timeout: humantime::Duration,
     },
     /// Sync once with the first node that answers and exit.
     Sync {
@@ -574,6 +643,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Init {
             dir,
             addrs,
+            net,
             bundle_trust,
             bundle_threshold,
         } => {
@@ -587,6 +657,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     peer_addr: addrs.peer_addr.clone(),
                     tuning: addrs.tuning()?,
                     bundle_trust,
+                    net: net.options()?,
                 },
             )
             .await?;
@@ -601,8 +672,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Join {
             dir,
             addrs,
+            net,
             token,
             peer,
+            discover_timeout,
         } => {
             let dd = DataDir::new(&dir.data_dir);
             let resp = runtime::join(
@@ -614,6 +687,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                     token,
                     peers: peer,
                     tuning: addrs.tuning()?,
+                    net: net.options()?,
+                    discover_timeout: discover_timeout.into(),
                 },
             )
             .await?;
@@ -626,6 +701,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
         }
         Cmd::Serve { dir } => runtime::serve(&DataDir::new(&dir.data_dir)).await?,
+        Cmd::Discover {
+            timeout,
+            cluster,
+            mdns_interfaces,
+            static_peers,
+            json,
+        } => discover(timeout.into(), cluster, mdns_interfaces, static_peers, json).await?,
         Cmd::Status { dir, json } => {
             let s: StatusView = api(&remote, &dir)?
                 .call(Method::GET, "/v1/status", NO_BODY)
@@ -828,6 +910,55 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `outpost discover`: one browse, then a table (or JSON) of what answered.
+async fn discover(
+    timeout: Duration,
+    cluster: Option<String>,
+    interfaces: Vec<String>,
+    peers: Vec<String>,
+    json: bool,
+) -> Result<()> {
+    let cfg = outpost_discovery::DiscoveryConfig {
+        mdns: true,
+        interfaces,
+        peers,
+    };
+    let view = tokio::task::spawn_blocking(move || {
+        outpost_discovery::discover(&cfg, cluster.as_deref(), timeout)
+    })
+    .await
+    .context("the discovery thread failed")?
+    .context("browsing mDNS")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view.peers)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<24} {:<6} {:<6} {:<34} {:<5} VERSION",
+        "NAME", "ADDRESSES", "API", "PEER", "CLUSTER", "NODE"
+    );
+    let dash = || "-".to_string();
+    for p in &view.peers {
+        let addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
+        println!(
+            "{:<16} {:<24} {:<6} {:<6} {:<34} {:<5} {}",
+            p.name
+                .clone()
+                .unwrap_or_else(|| format!("(static {})", p.static_entries.join(","))),
+            addrs.join(","),
+            p.api_port,
+            p.peer_port.map(|x| x.to_string()).unwrap_or_else(dash),
+            p.cluster.clone().unwrap_or_else(dash),
+            p.node_id.map(|x| x.to_string()).unwrap_or_else(dash),
+            p.version.clone().unwrap_or_else(dash),
+        );
+    }
+    if view.is_empty() {
+        eprintln!("no Outpost node answered within {timeout:?}");
+    }
+    Ok(())
+}
+
 async fn config(remote: &Remote, cmd: ConfigCmd) -> Result<()> {
     match cmd {
         ConfigCmd::Set {
@@ -944,12 +1075,20 @@ async fn agent(cmd: AgentCmd) -> Result<()> {
             server,
             state_dir,
             hostname,
+            discover_timeout,
         } => {
             let hostname = match hostname {
                 Some(h) => h,
                 None => crate::agent::system_hostname(),
             };
-            let r = crate::agent::enroll(&state_dir, &token, &server, &hostname).await?;
+            let r = crate::agent::enroll(
+                &state_dir,
+                &token,
+                &server,
+                &hostname,
+                discover_timeout.into(),
+            )
+            .await?;
             println!(
                 "enrolled as client {} of cluster {} (groups: {}); next: outpost agent run --state-dir {}",
                 r.client_id,

@@ -28,8 +28,31 @@ pub struct NodeFile {
     pub name: String,
     pub api_addr: String,
     pub peer_addr: String,
+    /// Where the API listens, when not on `api_addr` (e.g. `0.0.0.0:7443`, so a DHCP change of
+    /// the advertised address does not stop the node). Absent = `api_addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_listen: Option<String>,
+    /// Where the Raft peer transport listens, when not on `peer_addr`. Absent = `peer_addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<String>,
     #[serde(default)]
     pub raft: outpost_raft::RaftTuning,
+    /// `[discovery]`: mDNS on/off, interface allow-list, static peers. Absent = mDNS on, no
+    /// static peers (files written before discovery existed load unchanged).
+    #[serde(default)]
+    pub discovery: outpost_discovery::DiscoveryConfig,
+}
+
+impl NodeFile {
+    /// The address the API binds.
+    pub fn api_listen(&self) -> &str {
+        self.api_listen.as_deref().unwrap_or(&self.api_addr)
+    }
+
+    /// The address the peer transport binds.
+    pub fn peer_listen(&self) -> &str {
+        self.peer_listen.as_deref().unwrap_or(&self.peer_addr)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -152,5 +175,44 @@ impl DataDir {
 
     pub fn read(&self, path: &Path) -> Result<String> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_toml_without_discovery_still_loads_and_round_trips() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let dd = DataDir::new(dir.path());
+        // A node.toml written before `[discovery]` and the listen addresses existed.
+        std::fs::write(
+            dd.node_file(),
+            "format = 1\ncluster_id = \"c\"\nnode_id = 2\nname = \"n2\"\napi_addr = \"10.0.0.2:7443\"\npeer_addr = \"10.0.0.2:7444\"\n",
+        )?;
+        let file = dd.load_node_file()?;
+        assert_eq!(
+            file.discovery,
+            outpost_discovery::DiscoveryConfig::default()
+        );
+        assert_eq!(file.api_listen(), "10.0.0.2:7443");
+        assert_eq!(file.peer_listen(), "10.0.0.2:7444");
+
+        let written = NodeFile {
+            api_listen: Some("0.0.0.0:7443".into()),
+            discovery: outpost_discovery::DiscoveryConfig {
+                mdns: false,
+                interfaces: vec!["eth1".into()],
+                peers: vec!["10.0.0.1:7443".into()],
+            },
+            ..file
+        };
+        dd.save_node_file(&written)?;
+        let back = dd.load_node_file()?;
+        assert_eq!(back.api_listen(), "0.0.0.0:7443");
+        assert_eq!(back.peer_listen(), "10.0.0.2:7444");
+        assert_eq!(back.discovery, written.discovery);
+        Ok(())
     }
 }

@@ -150,6 +150,8 @@ impl LocalCluster {
             n.api_addr.clone(),
             "--peer-addr".into(),
             n.peer_addr.clone(),
+            // Loopback clusters never multicast on the machine's real interfaces.
+            "--no-mdns".into(),
         ];
         v.extend(self.opts.node_args.iter().cloned());
         v

@@ -31,10 +31,14 @@ pub struct Running {
     pub state: Arc<AppState>,
     tasks: Vec<JoinHandle<()>>,
     socket: std::path::PathBuf,
+    discovery: Option<crate::discovery::NodeDiscovery>,
 }
 
 impl Running {
     pub async fn stop(self) {
+        if let Some(d) = self.discovery {
+            d.stop().await;
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -88,12 +92,12 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     };
     let api_tls = outpost_certs::server_config(&ca_pem, &identity, ClientAuth::Optional, API_ALPN)?;
 
-    let peer_listener = TcpListener::bind(&file.peer_addr)
+    let peer_listener = TcpListener::bind(file.peer_listen())
         .await
-        .with_context(|| format!("binding the peer address {}", file.peer_addr))?;
-    let api_listener = TcpListener::bind(&file.api_addr)
+        .with_context(|| format!("binding the peer address {}", file.peer_listen()))?;
+    let api_listener = TcpListener::bind(file.api_listen())
         .await
-        .with_context(|| format!("binding the API address {}", file.api_addr))?;
+        .with_context(|| format!("binding the API address {}", file.api_listen()))?;
     let socket = dd.socket();
     if socket.exists() {
         // A socket left by a killed node: nobody can be listening on it, since we hold the
@@ -108,6 +112,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     }
 
+    let peer_client = peer_tls.client.clone();
     let node = RaftNode::start(NodeConfig {
         id: file.node_id,
         data_dir: dd.root.clone(),
@@ -141,11 +146,24 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tokio::spawn(blobs.replicate()),
     ];
     tracing::info!(node = file.node_id, name = %file.name, api = %file.api_addr, peer = %file.peer_addr, "node started");
+    // Discovery is a hint: if mDNS cannot start, the node still serves (static peers and the
+    // addresses in node rows keep working), and says so loudly.
+    let discovery = match crate::discovery::NodeDiscovery::start(&file, node.clone(), peer_client) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "discovery did not start: this node is not advertised and re-addresses no peer"
+            );
+            None
+        }
+    };
     Ok(Running {
         node,
         state,
         tasks,
         socket,
+        discovery,
     })
 }
 
@@ -168,6 +186,15 @@ pub struct InitOptions {
     pub tuning: RaftTuning,
     /// The bundle trust to pin: (version, trust document JSON).
     pub bundle_trust: Option<(u64, String)>,
+    pub net: NetOptions,
+}
+
+/// Listening addresses and the `[discovery]` section, as given to `init`/`join`.
+#[derive(Debug, Clone, Default)]
+pub struct NetOptions {
+    pub api_listen: Option<String>,
+    pub peer_listen: Option<String>,
+    pub discovery: outpost_discovery::DiscoveryConfig,
 }
 
 pub struct InitOutput {
@@ -199,7 +226,10 @@ pub async fn init(dd: &DataDir, opts: InitOptions) -> Result<InitOutput> {
         name: opts.name.clone(),
         api_addr: opts.api_addr.clone(),
         peer_addr: opts.peer_addr.clone(),
+        api_listen: opts.net.api_listen,
+        peer_listen: opts.net.peer_listen,
         raft: opts.tuning,
+        discovery: opts.net.discovery,
     };
     dd.save_node_file(&file)?;
 
@@ -289,6 +319,9 @@ pub struct JoinOptions {
     pub token: String,
     pub peers: Vec<String>,
     pub tuning: RaftTuning,
+    pub net: NetOptions,
+    /// How long to browse mDNS for a node of the token's cluster when no given address answers.
+    pub discover_timeout: Duration,
 }
 
 /// `outpost join`: prove the token to a node whose CA matches the token's fingerprint, send a
@@ -307,14 +340,6 @@ pub async fn join(dd: &DataDir, opts: JoinOptions) -> Result<JoinResponse> {
     let pin = Fingerprint::from_str(&token.ca_sha256)
         .map_err(|e| anyhow!("token CA fingerprint: {e}"))?;
     let tls = outpost_certs::pinned_client_config(pin, None, &[b"http/1.1"])?;
-    let peers = if opts.peers.is_empty() {
-        token.addrs.clone()
-    } else {
-        opts.peers.clone()
-    };
-    if peers.is_empty() {
-        bail!("no node to contact: give --peer HOST:PORT");
-    }
     let (key_pem, csr_pem) = outpost_certs::new_key_and_csr(&opts.name)?;
     let req = JoinRequest {
         token_id: token.id.clone(),
@@ -325,40 +350,7 @@ pub async fn join(dd: &DataDir, opts: JoinOptions) -> Result<JoinResponse> {
         version: VERSION.to_string(),
         csr_pem,
     };
-    let mut last_err = None;
-    let mut resp = None;
-    for peer in &peers {
-        let client = ApiClient::new(Endpoint::Tls {
-            addr: peer.clone(),
-            config: tls.clone(),
-            server_name: ANY_NODE_SERVER_NAME.to_string(),
-        });
-        match client
-            .call::<JoinResponse>(Method::POST, "/v1/join", Some(&req))
-            .await
-        {
-            Ok(r) => {
-                resp = Some(r);
-                break;
-            }
-            // The cluster answered and said no: asking another node would not change that.
-            Err(e) if e.downcast_ref::<ApiFailure>().is_some() => {
-                return Err(e.context("join refused"));
-            }
-            Err(e) => {
-                tracing::warn!(peer = %peer, error = format!("{e:#}"), "join attempt failed");
-                last_err = Some(e);
-            }
-        }
-    }
-    let resp = match resp {
-        Some(r) => r,
-        None => {
-            return Err(last_err
-                .unwrap_or_else(|| anyhow!("no node answered"))
-                .context("join failed"));
-        }
-    };
+    let resp = contact_for_join(&opts, &token, &tls, &req).await?;
     if Fingerprint::of_pem(&resp.ca_cert_pem)? != pin {
         bail!(
             "CA mismatch: the cluster's CA certificate does not match the token's fingerprint {pin}"
@@ -384,9 +376,141 @@ pub async fn join(dd: &DataDir, opts: JoinOptions) -> Result<JoinResponse> {
         name: opts.name,
         api_addr: opts.api_addr,
         peer_addr: opts.peer_addr,
+        api_listen: opts.net.api_listen,
+        peer_listen: opts.net.peer_listen,
         raft: opts.tuning,
+        discovery: opts.net.discovery,
     })?;
     Ok(resp)
+}
+
+/// Finds a node that takes the join request: `--peer` addresses alone when given; otherwise the
+/// token's addresses and the static peers, then nodes of the token's cluster browsed through
+/// mDNS for up to `discover_timeout`. Every address is only a hint: the pinned CA decides.
+async fn contact_for_join(
+    opts: &JoinOptions,
+    token: &Token,
+    tls: &Arc<rustls::ClientConfig>,
+    req: &JoinRequest,
+) -> Result<JoinResponse> {
+    let mut tried: Vec<String> = Vec::new();
+    let mut last_err: Option<anyhow::Error> = None;
+    let first: Vec<String> = if opts.peers.is_empty() {
+        token
+            .addrs
+            .iter()
+            .chain(&opts.net.discovery.peers)
+            .cloned()
+            .collect()
+    } else {
+        opts.peers.clone()
+    };
+    let browse = opts.peers.is_empty() && opts.net.discovery.mdns;
+    // Browsing starts at once so that answers are in by the time the given addresses failed.
+    let browser = if browse {
+        let cfg = outpost_discovery::DiscoveryConfig {
+            peers: Vec::new(),
+            ..opts.net.discovery.clone()
+        };
+        Some(
+            outpost_discovery::Discovery::start(&cfg, Some(&token.cluster_id))
+                .context("starting the mDNS browser")?,
+        )
+    } else {
+        None
+    };
+    let mut result = None;
+    for addr in first {
+        if tried.contains(&addr) {
+            continue;
+        }
+        tried.push(addr.clone());
+        if let Some(r) = try_join(&addr, tls, req, &mut last_err).await? {
+            result = Some(r);
+            break;
+        }
+    }
+    if result.is_none()
+        && let Some(b) = &browser
+    {
+        let deadline = tokio::time::Instant::now() + opts.discover_timeout;
+        let mut rx = b.subscribe();
+        'browse: loop {
+            let view = rx.borrow_and_update().clone();
+            for peer in &view.peers {
+                for addr in peer.api_addrs() {
+                    let addr = addr.to_string();
+                    if tried.contains(&addr) {
+                        continue;
+                    }
+                    tracing::info!(node = ?peer.node_id, name = ?peer.name, %addr, "trying a node found by mDNS");
+                    tried.push(addr.clone());
+                    if let Some(r) = try_join(&addr, tls, req, &mut last_err).await? {
+                        result = Some(r);
+                        break 'browse;
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+    if let Some(b) = browser {
+        let _ = tokio::task::spawn_blocking(move || b.shutdown()).await;
+    }
+    match result {
+        Some(r) => Ok(r),
+        None => {
+            let mut what = if tried.is_empty() {
+                "no address to try (the token carries none, no --peer, no --static-peer)"
+                    .to_string()
+            } else {
+                format!("tried {}", tried.join(", "))
+            };
+            if browse {
+                what.push_str(&format!(
+                    "; browsed mDNS for nodes of cluster {} for {:?}",
+                    token.cluster_id, opts.discover_timeout
+                ));
+            } else if opts.peers.is_empty() {
+                what.push_str("; mDNS is off (--no-mdns)");
+            }
+            let err = match last_err {
+                Some(e) => e.context(format!("no node answered: {what}")),
+                None => anyhow!("no node answered: {what}"),
+            };
+            Err(err.context("join failed: give --peer HOST:PORT of a running node"))
+        }
+    }
+}
+
+/// One join attempt: `Ok(Some)` joined, `Ok(None)` unreachable (try another), `Err` the
+/// cluster refused (asking another node would not change that).
+async fn try_join(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    req: &JoinRequest,
+    last_err: &mut Option<anyhow::Error>,
+) -> Result<Option<JoinResponse>> {
+    let client = ApiClient::new(Endpoint::Tls {
+        addr: addr.to_string(),
+        config: tls.clone(),
+        server_name: ANY_NODE_SERVER_NAME.to_string(),
+    });
+    match client
+        .call::<JoinResponse>(Method::POST, "/v1/join", Some(req))
+        .await
+    {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if e.downcast_ref::<ApiFailure>().is_some() => Err(e.context("join refused")),
+        Err(e) => {
+            tracing::warn!(peer = %addr, error = format!("{e:#}"), "join attempt failed");
+            *last_err = Some(e);
+            Ok(None)
+        }
+    }
 }
 
 /// An API client for this host's node: the Unix socket of the data directory.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[discovery]` in the node's TOML configuration.
 ///
@@ -13,7 +13,7 @@ use serde::Deserialize;
 /// interfaces = ["eth1"]        # allow-list; empty = every non-loopback multicast interface
 /// peers = ["10.1.2.3:7443"]    # static list, `host:port` of a node's API endpoint
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
     /// Use mDNS at all. With `false` only the static `peers` are used and nothing is multicast.
