@@ -176,6 +176,10 @@ pub struct SyncReport {
     pub config_keys: usize,
     /// Whether the facts changed since the last upload (and so were uploaded).
     pub inventory_uploaded: bool,
+    /// One line per deployment installed or failed in this sync.
+    pub deployments: Vec<String>,
+    /// The new certificate serial when the certificate was renewed.
+    pub renewed: Option<String>,
 }
 
 /// Gathers the facts and uploads them when their hash differs from the last upload's.
@@ -212,6 +216,7 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
     let read = |p: PathBuf| {
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     };
+    crate::deployments::finish_renewal(&paths.dir)?;
     let ca = read(paths.ca())?;
     let id = TlsIdentity::from_pem(&read(paths.cert())?, &read(paths.key())?, &ca)?;
     let tls = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
@@ -237,10 +242,20 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
                     &serde_json::to_vec_pretty(&config)?,
                 )?;
                 let inventory_uploaded = upload_inventory_if_changed(&client, &paths).await?;
+                let deployments =
+                    crate::deployments::agent_step(&client, &paths.dir, &config).await?;
+                let renewed = crate::deployments::renew_if_due(
+                    &client,
+                    &paths.dir,
+                    outpost_raft::now_ms() / 1000,
+                )
+                .await?;
                 return Ok(SyncReport {
                     server: server.clone(),
                     config_keys: config.len(),
                     inventory_uploaded,
+                    deployments,
+                    renewed,
                 });
             }
             // The cluster said no (revoked, not enrolled): another node would say the same.

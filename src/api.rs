@@ -128,6 +128,21 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(crate::bundles::list).post(crate::bundles::commit),
         )
         .route("/v1/bundles/context", get(crate::bundles::context))
+        .route(
+            "/v1/deployments",
+            get(crate::deployments::list).post(crate::deployments::create),
+        )
+        .route("/v1/deployments/{id}", get(crate::deployments::status))
+        .route(
+            "/v1/agent/assignments",
+            get(crate::deployments::assignments),
+        )
+        .route(
+            "/v1/agent/artifacts/{sha256}",
+            get(crate::deployments::artifact),
+        )
+        .route("/v1/agent/results", post(crate::deployments::report))
+        .route("/v1/agent/renew", post(crate::deployments::renew))
         .route("/v1/bundles/gc", post(crate::bundles::gc))
         .with_state(state)
 }

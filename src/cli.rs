@@ -263,11 +263,48 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BundleCmd,
     },
+    /// Artifacts from imported bundles assigned to groups of clients.
+    Deployment {
+        #[command(subcommand)]
+        cmd: DeploymentCmd,
+    },
     /// Start a three-node cluster on 127.0.0.1 in a temporary directory and show it working.
     Demo {
         /// Exit after the walk-through instead of running until Ctrl-C.
         #[arg(long)]
         exit: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeploymentCmd {
+    /// Assign an artifact (NAME or NAME@VERSION, the bundle's channel version; default the
+    /// newest) to a group (`all` = every client). Prints the deployment id.
+    Create {
+        #[arg(long)]
+        artifact: String,
+        #[arg(long)]
+        group: String,
+        /// Choose the id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Every deployment.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One deployment with each client's result, and who has not reported yet.
+    Status {
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -596,7 +633,7 @@ impl Cli {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -879,6 +916,22 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Agent { cmd } => agent(cmd).await?,
         Cmd::Bundle { cmd } => bundle(&remote, cmd).await?,
+        Cmd::Deployment { cmd } => match cmd {
+            DeploymentCmd::Create {
+                artifact,
+                group,
+                id,
+                dir,
+            } => {
+                crate::deployments::create_cmd(&api(&remote, &dir)?, &artifact, &group, id).await?
+            }
+            DeploymentCmd::List { dir, json } => {
+                crate::deployments::list_cmd(&api(&remote, &dir)?, json).await?
+            }
+            DeploymentCmd::Status { id, dir, json } => {
+                crate::deployments::status_cmd(&api(&remote, &dir)?, &id, json).await?
+            }
+        },
         Cmd::Client { cmd } => client(&remote, cmd).await?,
         Cmd::Inventory { cmd } => inventory(&remote, cmd).await?,
         Cmd::Admin {
@@ -1113,6 +1166,12 @@ async fn agent(cmd: AgentCmd) -> Result<()> {
                     "unchanged"
                 }
             );
+            for line in &r.deployments {
+                println!("deployment {line}");
+            }
+            if let Some(serial) = &r.renewed {
+                println!("certificate renewed: serial {serial}");
+            }
         }
         AgentCmd::Run {
             state_dir,

@@ -180,6 +180,78 @@ impl ApiClient {
     }
 }
 
+impl ApiClient {
+    /// GETs `path` into the file `dest`, resuming after its current length with a Range
+    /// request (a server that ignores Range gets the file rewritten from the start). Streams
+    /// the body to disk as it arrives; returns the file's final length. The caller verifies
+    /// the content.
+    pub async fn download(&self, path: &str, dest: &std::path::Path) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let offset = tokio::fs::metadata(dest)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut sender = self.connect().await?;
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(hyper::header::HOST, "outpost");
+        if offset > 0 {
+            req = req.header(hyper::header::RANGE, format!("bytes={offset}-"));
+        }
+        let req = req.body(Full::new(Bytes::new()))?;
+        let resp = tokio::time::timeout(self.timeout, async {
+            sender.ready().await?;
+            sender.send_request(req).await
+        })
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "{} did not answer {path} within {:?}",
+                self.endpoint,
+                self.timeout
+            )
+        })?
+        .with_context(|| format!("request {path} to {}", self.endpoint))?;
+        let status = resp.status();
+        let mut file = match status {
+            StatusCode::PARTIAL_CONTENT => tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(dest)
+                .await
+                .with_context(|| format!("opening {}", dest.display()))?,
+            StatusCode::OK => tokio::fs::File::create(dest)
+                .await
+                .with_context(|| format!("creating {}", dest.display()))?,
+            _ => {
+                let body = resp.into_body().collect().await?.to_bytes();
+                let message = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| format!("{status}"));
+                return Err(ApiFailure { status, message }.into());
+            }
+        };
+        let mut body = resp.into_body();
+        loop {
+            let frame = tokio::time::timeout(self.timeout, body.frame())
+                .await
+                .map_err(|_| anyhow!("{} stalled sending {path}", self.endpoint))?;
+            let Some(frame) = frame else { break };
+            let frame =
+                frame.with_context(|| format!("receiving {path} from {}", self.endpoint))?;
+            if let Ok(data) = frame.into_data() {
+                file.write_all(&data)
+                    .await
+                    .with_context(|| format!("writing {}", dest.display()))?;
+            }
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        Ok(tokio::fs::metadata(dest).await?.len())
+    }
+}
+
 async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

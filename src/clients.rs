@@ -43,6 +43,17 @@ pub struct EnrollResponse {
     pub servers: Vec<String>,
 }
 
+/// Validity of a client certificate issued now: `CLIENT_CERT_DAYS`, or
+/// `OUTPOST_CLIENT_CERT_SECS` seconds when the node runs with that set (an operations and
+/// test knob for exercising renewal).
+pub fn client_validity(now: i64) -> Validity {
+    let secs = std::env::var("OUTPOST_CLIENT_CERT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|s| *s > 0);
+    crate::deployments::validity(now, secs)
+}
+
 fn new_client_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 6];
@@ -59,7 +70,7 @@ pub async fn enroll(
     let client_id = new_client_id();
     // Sign first (to know the serial), commit second: a refused enrollment never hands out
     // the certificate.
-    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, CLIENT_CERT_DAYS);
+    let validity = client_validity(outpost_raft::now_ms() / 1000);
     let cert_pem = st
         .ca
         .issue(&req.csr_pem, &Role::Client(client_id.clone()), &validity)
@@ -108,7 +119,7 @@ pub async fn enroll(
     }))
 }
 
-fn pem_serial(cert_pem: &str) -> Result<String, ApiError> {
+pub(crate) fn pem_serial(cert_pem: &str) -> Result<String, ApiError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(ApiError::internal)?;
@@ -117,7 +128,10 @@ fn pem_serial(cert_pem: &str) -> Result<String, ApiError> {
 
 /// The client behind a client certificate, if it is enrolled and neither it nor this
 /// certificate is revoked.
-async fn authorized_client(st: &AppState, caller: &Caller) -> Result<ClientRecord, ApiError> {
+pub(crate) async fn authorized_client(
+    st: &AppState,
+    caller: &Caller,
+) -> Result<ClientRecord, ApiError> {
     let Caller::Client { id, serial } = caller else {
         return Err(match caller {
             Caller::Anonymous => {

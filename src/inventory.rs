@@ -175,7 +175,9 @@ pub fn matches(facts: &Value, path: &str, want: &str) -> bool {
                 None => match v {
                     Value::String(s) => s == want,
                     Value::Null => false,
-                    other => *other == want,
+                    // Numbers and booleans compare by their JSON text (`cpu.count=2`).
+                    #[allow(clippy::cmp_owned)]
+                    other => other.to_string() == want,
                 },
                 Some((head, rest)) => v.get(*head).is_some_and(|next| walk(next, rest, want)),
             },

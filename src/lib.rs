@@ -16,6 +16,7 @@ pub mod client;
 pub mod clients;
 pub mod datadir;
 pub mod demo;
+pub mod deployments;
 pub mod discovery;
 pub mod inventory;
 pub mod localcluster;

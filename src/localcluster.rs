@@ -22,6 +22,8 @@ pub struct LocalOptions {
     pub node_args: Vec<String>,
     /// Extra arguments for `init` only (e.g. `--bundle-trust KEY.pub`).
     pub init_args: Vec<String>,
+    /// Environment of the `serve` processes (e.g. `OUTPOST_CLIENT_CERT_SECS`).
+    pub env: Vec<(String, String)>,
     /// Where node logs go: a file per node in its directory's parent.
     pub log_level: String,
 }
@@ -31,6 +33,7 @@ impl Default for LocalOptions {
         LocalOptions {
             node_args: Vec::new(),
             init_args: Vec::new(),
+            env: Vec::new(),
             log_level: "info".into(),
         }
     }
@@ -223,6 +226,7 @@ impl LocalCluster {
             .stdout(log.try_clone()?)
             .stderr(log)
             .env("RUST_LOG", &self.opts.log_level)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .with_context(|| format!("starting outpost serve for {}", node.name))?;
         node.child = Some(child);

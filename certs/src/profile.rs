@@ -92,6 +92,11 @@ pub fn not_after_unix(cert_der: &[u8]) -> Result<i64, CertError> {
     Ok(parse_cert(cert_der)?.validity().not_after.timestamp())
 }
 
+/// The certificate's notBefore, in Unix seconds.
+pub fn not_before_unix(cert_der: &[u8]) -> Result<i64, CertError> {
+    Ok(parse_cert(cert_der)?.validity().not_before.timestamp())
+}
+
 /// The certificate's serial number as lowercase hex of its DER bytes (32 digits for ours).
 pub fn serial_hex(cert_der: &[u8]) -> Result<String, CertError> {
     Ok(hex::encode(parse_cert(cert_der)?.raw_serial()))

@@ -33,6 +33,7 @@ pub use model::{
     TrustRecord,
 };
 pub use reader::Reader;
+pub use releases::{ALL_CLIENTS, MAX_DETAIL_BYTES};
 pub use rules::{
     MAX_FACTS_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES, changed_facts, effective_config,
 };

@@ -1,0 +1,739 @@
+//! Deployments: artifacts from imported bundles assigned to groups of clients, fetched by
+//! agents (resumable, hash-checked, from any node), installed through handlers, with each
+//! client's result reported through Raft. Also the agent's certificate renewal.
+//!
+//! Node side: admin routes (`/v1/deployments`) and agent routes (`/v1/agent/assignments`,
+//! `/v1/agent/artifacts/{sha256}` with Range, `/v1/agent/results`, `/v1/agent/renew`). A client
+//! may download only blobs of its own assignments; a node that lacks one fetches it from a
+//! peer first (`Blobs::local_path`).
+//!
+//! Agent side (`S` = state dir): `S/artifacts/partial/<sha256>` grows across attempts,
+//! is checked (size, sha256) and renamed to `S/artifacts/<sha256>`; the handler for the
+//! payload kind is the effective configuration key `agent.handler.<kind>` (run with `sh -c`);
+//! `S/deployments.json` remembers results so a success is not re-run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper::Method;
+use outpost_certs::{Role, Validity};
+use outpost_storage::{Assignment, Command, DeploymentRecord, DeploymentResult, DeploymentStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::client::ApiClient;
+use crate::clients::authorized_client;
+
+/// A failed install is retried on later syncs at most this many times in all.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// Default bound on a handler's run time (`agent.handler_timeout`, seconds, overrides it).
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest result detail kept (the tail of the handler's stderr).
+const DETAIL_BYTES: usize = 2000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub artifact: String,
+    pub version: Option<u64>,
+    pub group: String,
+    pub id: Option<String>,
+}
+
+/// `deployment status ID`: the deployment, each client's result, and the clients of the
+/// group that have not reported yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub deployment: DeploymentRecord,
+    pub results: Vec<DeploymentResult>,
+    pub pending: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultReport {
+    pub deployment_id: String,
+    pub status: DeploymentStatus,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub cert_pem: String,
+}
+
+/// `NAME[@VERSION]` as `deployment create --artifact` takes it. Pure.
+pub fn parse_artifact(s: &str) -> Result<(String, Option<u64>)> {
+    match s.split_once('@') {
+        None if !s.is_empty() => Ok((s.to_string(), None)),
+        Some((name, v)) if !name.is_empty() => {
+            let v = v
+                .parse()
+                .with_context(|| format!("--artifact {s}: the version after @ must be a number"))?;
+            Ok((name.to_string(), Some(v)))
+        }
+        _ => bail!("--artifact must be NAME or NAME@VERSION"),
+    }
+}
+
+fn new_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 5];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("d-{}", hex::encode(b))
+}
+
+// ---- admin routes -------------------------------------------------------------------------
+
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<CreateRequest>,
+) -> ApiResult<DeploymentRecord> {
+    caller.require_admin()?;
+    let id = req.id.clone().unwrap_or_else(new_id);
+    st.commit(
+        &caller,
+        Command::CreateDeployment {
+            id: id.clone(),
+            artifact: req.artifact,
+            version: req.version,
+            group: req.group,
+        },
+    )
+    .await?;
+    st.node
+        .linearizable_barrier(Duration::from_secs(5))
+        .await
+        .map_err(ApiError::unavailable)?;
+    let i = id.clone();
+    st.read(move |r| r.deployment(&i))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::internal(format!("deployment {id} committed but not found")))
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Vec<DeploymentRecord>> {
+    caller.require_admin()?;
+    Ok(Json(st.read(|r| r.deployments()).await?))
+}
+
+pub async fn status(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<StatusView> {
+    caller.require_admin()?;
+    let i = id.clone();
+    let (d, results, clients) = st
+        .read(move |r| Ok((r.deployment(&i)?, r.deployment_results(&i)?, r.clients()?)))
+        .await?;
+    let Some(deployment) = d else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("deployment {id} does not exist"),
+        ));
+    };
+    let reported: BTreeSet<&str> = results.iter().map(|r| r.client_id.as_str()).collect();
+    let pending = clients
+        .iter()
+        .filter(|c| !c.revoked)
+        .filter(|c| {
+            deployment.group == outpost_storage::ALL_CLIENTS || c.groups.contains(&deployment.group)
+        })
+        .filter(|c| !reported.contains(c.id.as_str()))
+        .map(|c| c.id.clone())
+        .collect();
+    Ok(Json(StatusView {
+        deployment,
+        results,
+        pending,
+    }))
+}
+
+// ---- agent routes -------------------------------------------------------------------------
+
+pub async fn assignments(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Vec<Assignment>> {
+    let client = authorized_client(&st, &caller).await?;
+    Ok(Json(st.read(move |r| r.assignments(&client.id)).await?))
+}
+
+pub async fn report(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(rep): Json<ResultReport>,
+) -> ApiResult<serde_json::Value> {
+    let client = authorized_client(&st, &caller).await?;
+    st.commit(
+        &caller,
+        Command::ReportDeployment {
+            deployment_id: rep.deployment_id,
+            client_id: client.id,
+            status: rep.status,
+            detail: tail(&rep.detail, DETAIL_BYTES),
+        },
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// A new certificate for the calling client from a CSR; committed before it is handed out.
+pub async fn renew(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<RenewRequest>,
+) -> ApiResult<RenewResponse> {
+    let client = authorized_client(&st, &caller).await?;
+    let validity = crate::clients::client_validity(outpost_raft::now_ms() / 1000);
+    let cert_pem = st
+        .ca
+        .issue(&req.csr_pem, &Role::Client(client.id.clone()), &validity)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("certificate request refused: {e}"),
+            )
+        })?;
+    let serial = crate::clients::pem_serial(&cert_pem)?;
+    st.commit(
+        &caller,
+        Command::RenewClientCert {
+            client_id: client.id.clone(),
+            cert_serial: serial.clone(),
+        },
+    )
+    .await?;
+    tracing::info!(client = %client.id, %serial, "client certificate renewed");
+    Ok(Json(RenewResponse { cert_pem }))
+}
+
+/// Streams a blob of one of the caller's assignments, from the offset a `Range: bytes=N-`
+/// header asks for (206), or whole (200).
+pub async fn artifact(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(sha256): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let client = authorized_client(&st, &caller).await?;
+    let id = client.id.clone();
+    let mine = st.read(move |r| r.assignments(&id)).await?;
+    let Some(a) = mine.iter().find(|a| a.deployment.sha256 == sha256) else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("blob {sha256} is not assigned to client {}", client.id),
+        ));
+    };
+    let size = a.deployment.size;
+    let path = st
+        .blobs
+        .local_path(&sha256)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let offset = match headers.get(header::RANGE).map(|v| v.to_str()) {
+        None => 0,
+        Some(Ok(v)) => parse_range(v).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("unsupported Range {v:?}: only bytes=N- is served"),
+            )
+        })?,
+        Some(Err(_)) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "Range is not text"));
+        }
+    };
+    if offset > size {
+        return Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("offset {offset} past the end of {size} bytes"),
+        ));
+    }
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(ApiError::internal)?;
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(ApiError::internal)?;
+    let stream = futures::stream::unfold((file, size - offset), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; (256 * 1024).min(left as usize)];
+        match file.read(&mut buf).await {
+            Ok(0) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob shorter than recorded",
+                )),
+                (file, 0),
+            )),
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), (file, left - n as u64)))
+            }
+            Err(e) => Some((Err(e), (file, 0))),
+        }
+    });
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, (size - offset).into());
+    h.insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
+    if offset > 0 {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = header::HeaderValue::from_str(&format!(
+            "bytes {offset}-{}/{size}",
+            size.saturating_sub(1)
+        )) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `bytes=N-` → N. Pure.
+pub fn parse_range(v: &str) -> Option<u64> {
+    v.trim()
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
+}
+
+// ---- CLI ----------------------------------------------------------------------------------
+
+pub async fn create_cmd(
+    api: &ApiClient,
+    artifact: &str,
+    group: &str,
+    id: Option<String>,
+) -> Result<()> {
+    let (name, version) = parse_artifact(artifact)?;
+    let d: DeploymentRecord = api
+        .call(
+            Method::POST,
+            "/v1/deployments",
+            Some(&CreateRequest {
+                artifact: name,
+                version,
+                group: group.to_string(),
+                id,
+            }),
+        )
+        .await?;
+    println!(
+        "{}  {}@{} (sha256 {}) to group {}",
+        d.id,
+        d.artifact,
+        d.version,
+        &d.sha256[..16.min(d.sha256.len())],
+        d.group
+    );
+    Ok(())
+}
+
+pub async fn list_cmd(api: &ApiClient, json: bool) -> Result<()> {
+    let v: Vec<DeploymentRecord> = api
+        .call(Method::GET, "/v1/deployments", crate::cli::NO_BODY)
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if v.is_empty() {
+        println!("no deployments");
+    } else {
+        for d in v {
+            println!(
+                "{:<14} {}@{:<6} {:<8} group {:<12} by {}",
+                d.id, d.artifact, d.version, d.kind, d.group, d.created_by
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn status_cmd(api: &ApiClient, id: &str, json: bool) -> Result<()> {
+    let v: StatusView = api
+        .call(
+            Method::GET,
+            &format!("/v1/deployments/{}", crate::cli::urlencode(id)),
+            crate::cli::NO_BODY,
+        )
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let d = &v.deployment;
+    println!(
+        "{}: {}@{} ({} bytes, sha256 {}) to group {}",
+        d.id, d.artifact, d.version, d.size, d.sha256, d.group
+    );
+    for r in &v.results {
+        println!(
+            "  {:<16} {:<9} attempts {}  {}",
+            r.client_id,
+            r.status.as_str(),
+            r.attempts,
+            r.detail.replace('\n', " ")
+        );
+    }
+    for c in &v.pending {
+        println!("  {c:<16} pending");
+    }
+    Ok(())
+}
+
+// ---- agent --------------------------------------------------------------------------------
+
+/// What the agent remembers of each deployment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LocalResult {
+    pub status: Option<DeploymentStatus>,
+    pub attempts: u32,
+}
+
+/// One sync's deployment work: for each assignment not yet installed here, fetch, install,
+/// report. Returns one line per deployment acted on.
+pub async fn agent_step(
+    client: &ApiClient,
+    state_dir: &Path,
+    config: &BTreeMap<String, String>,
+) -> Result<Vec<String>> {
+    let list: Vec<Assignment> = client
+        .call(Method::GET, "/v1/agent/assignments", crate::cli::NO_BODY)
+        .await?;
+    let state_path = state_dir.join("deployments.json");
+    let mut local: BTreeMap<String, LocalResult> = std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    for a in list {
+        let d = &a.deployment;
+        let entry = local.entry(d.id.clone()).or_default();
+        if entry.status == Some(DeploymentStatus::Installed) || entry.attempts >= MAX_ATTEMPTS {
+            continue;
+        }
+        let path = fetch(client, state_dir, d).await?;
+        entry.attempts += 1;
+        let (status, detail) = run_handler(config, d, &path).await;
+        client
+            .call::<serde_json::Value>(
+                Method::POST,
+                "/v1/agent/results",
+                Some(&ResultReport {
+                    deployment_id: d.id.clone(),
+                    status,
+                    detail: detail.clone(),
+                }),
+            )
+            .await?;
+        entry.status = Some(status);
+        lines.push(format!(
+            "{} {}@{}: {} ({})",
+            d.id,
+            d.artifact,
+            d.version,
+            status.as_str(),
+            detail.lines().last().unwrap_or("")
+        ));
+        outpost_certs::write_public_file(&state_path, &serde_json::to_vec_pretty(&local)?)?;
+    }
+    Ok(lines)
+}
+
+/// The artifact's verified local copy, downloading (resuming) it if needed.
+async fn fetch(client: &ApiClient, state_dir: &Path, d: &DeploymentRecord) -> Result<PathBuf> {
+    let dir = state_dir.join("artifacts");
+    let partial_dir = dir.join("partial");
+    tokio::fs::create_dir_all(&partial_dir).await?;
+    let done = dir.join(&d.sha256);
+    if tokio::fs::metadata(&done)
+        .await
+        .is_ok_and(|m| m.len() == d.size)
+    {
+        return Ok(done);
+    }
+    let partial = partial_dir.join(&d.sha256);
+    if tokio::fs::metadata(&partial)
+        .await
+        .is_ok_and(|m| m.len() > d.size)
+    {
+        tokio::fs::remove_file(&partial).await?;
+    }
+    let have = tokio::fs::metadata(&partial)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if have < d.size {
+        client
+            .download(&format!("/v1/agent/artifacts/{}", d.sha256), &partial)
+            .await
+            .with_context(|| format!("downloading {}@{}", d.artifact, d.version))?;
+    }
+    let (p, sha, size) = (partial.clone(), d.sha256.clone(), d.size);
+    let ok = tokio::task::spawn_blocking(move || -> Result<bool> {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut f = std::fs::File::open(&p)?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n_total = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            n_total += n as u64;
+            h.update(&buf[..n]);
+        }
+        Ok(n_total == size && hex::encode(h.finalize()) == sha)
+    })
+    .await??;
+    if !ok {
+        let _ = tokio::fs::remove_file(&partial).await;
+        bail!(
+            "{}@{}: the download does not match size {} and sha256 {}; discarded",
+            d.artifact,
+            d.version,
+            d.size,
+            d.sha256
+        );
+    }
+    tokio::fs::rename(&partial, &done).await?;
+    if let Ok(dirf) = std::fs::File::open(&dir) {
+        let _ = dirf.sync_all();
+    }
+    Ok(done)
+}
+
+/// Runs `agent.handler.<kind>` for the artifact (or keeps it stored when none is set).
+async fn run_handler(
+    config: &BTreeMap<String, String>,
+    d: &DeploymentRecord,
+    path: &Path,
+) -> (DeploymentStatus, String) {
+    let Some(cmd) = config.get(&format!("agent.handler.{}", d.kind)) else {
+        return (
+            DeploymentStatus::Installed,
+            format!(
+                "stored at {} (no agent.handler.{} set)",
+                path.display(),
+                d.kind
+            ),
+        );
+    };
+    let limit = config
+        .get("agent.handler_timeout")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(HANDLER_TIMEOUT);
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("OUTPOST_ARTIFACT", path)
+        .env("OUTPOST_ARTIFACT_NAME", &d.artifact)
+        .env("OUTPOST_ARTIFACT_VERSION", d.version.to_string())
+        .env("OUTPOST_ARTIFACT_SHA256", &d.sha256)
+        .env("OUTPOST_DEPLOYMENT", &d.id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return (DeploymentStatus::Failed, format!("starting sh: {e}")),
+    };
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Err(_) => (
+            DeploymentStatus::Failed,
+            format!("handler killed after {limit:?}"),
+        ),
+        Ok(Err(e)) => (
+            DeploymentStatus::Failed,
+            format!("waiting for the handler: {e}"),
+        ),
+        Ok(Ok(out)) => {
+            let stderr = tail(String::from_utf8_lossy(&out.stderr).trim(), DETAIL_BYTES);
+            match out.status.code() {
+                Some(0) => (
+                    DeploymentStatus::Installed,
+                    format!("handler exit 0 {stderr}").trim().to_string(),
+                ),
+                Some(c) => (
+                    DeploymentStatus::Failed,
+                    format!("handler exit {c}: {stderr}"),
+                ),
+                None => (
+                    DeploymentStatus::Failed,
+                    format!("handler killed by a signal: {stderr}"),
+                ),
+            }
+        }
+    }
+}
+
+/// Renews the client certificate when less than a third of its lifetime is left: a new key
+/// and CSR, the new certificate from the cluster, both written beside the old ones and then
+/// renamed in (an interrupted renewal is rolled forward by [`finish_renewal`]).
+pub async fn renew_if_due(
+    client: &ApiClient,
+    state_dir: &Path,
+    now: i64,
+) -> Result<Option<String>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let cert_path = state_dir.join("client.crt");
+    let pem = std::fs::read_to_string(&cert_path)
+        .with_context(|| format!("reading {}", cert_path.display()))?;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow!("{}: {e}", cert_path.display()))?;
+    let (nb, na) = (
+        outpost_certs::not_before_unix(&der)?,
+        outpost_certs::not_after_unix(&der)?,
+    );
+    if !renewal_due(nb, na, now) {
+        return Ok(None);
+    }
+    let (key_pem, csr_pem) = outpost_certs::new_key_and_csr("outpost-agent")?;
+    let resp: RenewResponse = client
+        .call(
+            Method::POST,
+            "/v1/agent/renew",
+            Some(&RenewRequest { csr_pem }),
+        )
+        .await
+        .context("renewing the client certificate")?;
+    let key_new = state_dir.join("client.key.new");
+    let crt_new = state_dir.join("client.crt.new");
+    outpost_certs::write_secret_file(&key_new, key_pem.as_bytes())?;
+    outpost_certs::write_public_file(&crt_new, resp.cert_pem.as_bytes())?;
+    finish_renewal(state_dir)?;
+    let der = CertificateDer::from_pem_slice(resp.cert_pem.as_bytes())
+        .map_err(|e| anyhow!("renewed certificate: {e}"))?;
+    Ok(Some(outpost_certs::serial_hex(&der)?))
+}
+
+/// Less than a third of [not_before, not_after] left at `now`. Pure.
+pub fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {
+    let life = (not_after - not_before).max(0);
+    not_after - now < life / 3
+}
+
+/// Rolls an interrupted renewal forward: `client.key.new` then `client.crt.new` renamed over
+/// the old pair (both were fsynced before the first rename).
+pub fn finish_renewal(state_dir: &Path) -> Result<()> {
+    let key_new = state_dir.join("client.key.new");
+    let crt_new = state_dir.join("client.crt.new");
+    if !crt_new.exists() {
+        let _ = std::fs::remove_file(&key_new); // a key without its certificate: never used
+        return Ok(());
+    }
+    if key_new.exists() {
+        std::fs::rename(&key_new, state_dir.join("client.key"))?;
+    }
+    std::fs::rename(&crt_new, state_dir.join("client.crt"))?;
+    std::fs::File::open(state_dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Validity for client certificates issued now.
+pub fn validity(now: i64, secs: Option<i64>) -> Validity {
+    match secs {
+        Some(s) => Validity {
+            not_before_unix: now,
+            not_after_unix: now.saturating_add(s),
+        },
+        None => Validity::days_from(now, crate::clients::CLIENT_CERT_DAYS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_ranges_and_renewal_windows() {
+        assert_eq!(parse_artifact("tool").ok(), Some(("tool".into(), None)));
+        assert_eq!(
+            parse_artifact("tool@3").ok(),
+            Some(("tool".into(), Some(3)))
+        );
+        for bad in ["", "@3", "tool@x", "tool@"] {
+            assert!(parse_artifact(bad).is_err(), "{bad}");
+        }
+        for (v, want) in [
+            ("bytes=0-", Some(0)),
+            ("bytes=1024-", Some(1024)),
+            ("bytes=0-99", None),
+            ("items=1-", None),
+            ("bytes=-5", None),
+        ] {
+            assert_eq!(parse_range(v), want, "{v}");
+        }
+        // (not_before, not_after, now, due)
+        for (nb, na, now, due) in [
+            (0, 90, 10, false),
+            (0, 90, 59, false),
+            (0, 90, 61, true),
+            (0, 90, 100, true),
+        ] {
+            assert_eq!(renewal_due(nb, na, now), due, "{nb} {na} {now}");
+        }
+        assert_eq!(tail("abcdef", 3), "…def");
+        assert_eq!(tail("ab", 3), "ab");
+    }
+
+    #[test]
+    fn interrupted_renewal_rolls_forward() -> Result<()> {
+        let d = tempfile::tempdir()?;
+        let p = d.path();
+        std::fs::write(p.join("client.key"), "old key")?;
+        std::fs::write(p.join("client.crt"), "old crt")?;
+        // Crash after the key was renamed in, before the certificate.
+        std::fs::write(p.join("client.key"), "new key")?;
+        std::fs::write(p.join("client.crt.new"), "new crt")?;
+        finish_renewal(p)?;
+        assert_eq!(std::fs::read_to_string(p.join("client.crt"))?, "new crt");
+        assert_eq!(std::fs::read_to_string(p.join("client.key"))?, "new key");
+        // A key written without its certificate is dropped, the old pair stays.
+        std::fs::write(p.join("client.key.new"), "orphan")?;
+        finish_renewal(p)?;
+        assert!(!p.join("client.key.new").exists());
+        assert_eq!(std::fs::read_to_string(p.join("client.key"))?, "new key");
+        Ok(())
+    }
+}
