@@ -25,6 +25,9 @@ pub struct AgentFile {
     pub client_id: String,
     pub cluster_id: String,
     pub servers: Vec<String>,
+    /// Enrolled through mDNS: when every known node fails, browse for the cluster again.
+    #[serde(default)]
+    pub mdns: bool,
 }
 
 struct Paths {
@@ -80,6 +83,7 @@ pub async fn enroll(
     let pin = Fingerprint::from_str(&token.ca_sha256)
         .map_err(|e| anyhow!("token CA fingerprint: {e}"))?;
     let tls = outpost_certs::pinned_client_config(pin, None, &[b"http/1.1"])?;
+    let used_mdns = servers.is_empty() && token.addrs.is_empty();
     let servers = if !servers.is_empty() {
         servers.to_vec()
     } else if !token.addrs.is_empty() {
@@ -156,6 +160,7 @@ pub async fn enroll(
         client_id: resp.client_id.clone(),
         cluster_id: resp.cluster_id.clone(),
         servers: known,
+        mdns: used_mdns,
     };
     // agent.json last: its presence marks a complete enrollment.
     outpost_certs::write_public_file(&paths.agent(), &serde_json::to_vec_pretty(&file)?)?;
@@ -221,44 +226,50 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
     let id = TlsIdentity::from_pem(&read(paths.cert())?, &read(paths.key())?, &ca)?;
     let tls = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
     let mut errors = Vec::new();
-    for server in &file.servers {
+    if let Some(r) = sync_any(&file.servers, &tls, &paths, &mut errors).await? {
+        return Ok(r);
+    }
+    if file.mdns {
+        // Every known node failed: the cluster may have moved (DHCP). Look for it again.
+        let found = crate::discovery::browse_api_addrs(
+            &outpost_discovery::DiscoveryConfig::default(),
+            &file.cluster_id,
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap_or_default();
+        let new: Vec<String> = found
+            .into_iter()
+            .filter(|s| !file.servers.contains(s))
+            .collect();
+        if let Some(r) = sync_any(&new, &tls, &paths, &mut errors).await? {
+            let mut file = file.clone();
+            file.servers.extend(new);
+            outpost_certs::write_public_file(&paths.agent(), &serde_json::to_vec_pretty(&file)?)?;
+            return Ok(r);
+        }
+    }
+    bail!("no node answered: {}", errors.join("; "))
+}
+
+/// Tries `servers` in order: the first that answers does the sync. A refusal (revoked, not
+/// enrolled) ends it with an error, since another node would say the same; other failures
+/// are collected in `errors` and the next node is tried. `Ok(None)`: nobody answered.
+async fn sync_any(
+    servers: &[String],
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    paths: &Paths,
+    errors: &mut Vec<String>,
+) -> Result<Option<SyncReport>> {
+    for server in servers {
         let mut client = ApiClient::new(Endpoint::Tls {
             addr: server.clone(),
             config: tls.clone(),
             server_name: ANY_NODE_SERVER_NAME.into(),
         });
         client.set_timeout(Duration::from_secs(5));
-        match client
-            .call::<std::collections::BTreeMap<String, String>>(
-                Method::GET,
-                "/v1/agent/config",
-                None::<&()>,
-            )
-            .await
-        {
-            Ok(config) => {
-                outpost_certs::write_public_file(
-                    &paths.config(),
-                    &serde_json::to_vec_pretty(&config)?,
-                )?;
-                let inventory_uploaded = upload_inventory_if_changed(&client, &paths).await?;
-                let deployments =
-                    crate::deployments::agent_step(&client, &paths.dir, &config).await?;
-                let renewed = crate::deployments::renew_if_due(
-                    &client,
-                    &paths.dir,
-                    outpost_raft::now_ms() / 1000,
-                )
-                .await?;
-                return Ok(SyncReport {
-                    server: server.clone(),
-                    config_keys: config.len(),
-                    inventory_uploaded,
-                    deployments,
-                    renewed,
-                });
-            }
-            // The cluster said no (revoked, not enrolled): another node would say the same.
+        match sync_with(&client, server, paths).await {
+            Ok(r) => return Ok(Some(r)),
             Err(e)
                 if e.downcast_ref::<ApiFailure>()
                     .is_some_and(|f| f.status.is_client_error()) =>
@@ -271,7 +282,26 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
             }
         }
     }
-    bail!("no node answered: {}", errors.join("; "))
+    Ok(None)
+}
+
+/// One sync with one node: configuration, inventory, deployments, renewal.
+async fn sync_with(client: &ApiClient, server: &str, paths: &Paths) -> Result<SyncReport> {
+    let config: std::collections::BTreeMap<String, String> = client
+        .call(Method::GET, "/v1/agent/config", None::<&()>)
+        .await?;
+    outpost_certs::write_public_file(&paths.config(), &serde_json::to_vec_pretty(&config)?)?;
+    let inventory_uploaded = upload_inventory_if_changed(client, paths).await?;
+    let deployments = crate::deployments::agent_step(client, &paths.dir, &config).await?;
+    let renewed =
+        crate::deployments::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000).await?;
+    Ok(SyncReport {
+        server: server.to_string(),
+        config_keys: config.len(),
+        inventory_uploaded,
+        deployments,
+        renewed,
+    })
 }
 
 /// `outpost agent run`: sync every `interval` (with up to 10% jitter), backing off on errors.

@@ -145,11 +145,54 @@ pub async fn run(exit: bool) -> Result<()> {
         ],
     )?;
     println!("- agent enroll via node3: {}", enrolled.trim());
+    // Deploy the bundle's artifact to the lab group; the agent's handler runs it.
+    cluster.cli(
+        0,
+        &[
+            "config",
+            "set",
+            "agent.handler.artifact",
+            "sh \"$OUTPOST_ARTIFACT\"",
+            "--group",
+            "lab",
+        ],
+    )?;
+    let deployed = cluster.cli(
+        leader,
+        &[
+            "deployment",
+            "create",
+            "--artifact",
+            "hello",
+            "--group",
+            "lab",
+        ],
+    )?;
+    println!(
+        "- deployment create --artifact hello --group lab: {}",
+        deployed.trim()
+    );
+    let deployment_id = deployed
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let synced = run_ok(
         &cluster,
         &["agent", "sync", "--once", "--state-dir", &agent],
     )?;
-    println!("- agent sync --once: {}", synced.trim());
+    println!("- agent sync --once:");
+    for line in synced.lines() {
+        println!("  {line}");
+    }
+    let status = cluster.cli(reader, &["deployment", "status", &deployment_id])?;
+    println!(
+        "- deployment status {deployment_id} on {}:",
+        cluster.nodes[reader].name
+    );
+    for line in status.lines() {
+        println!("  {line}");
+    }
     let config = std::fs::read_to_string(agent_dir.join("config.json"))
         .context("reading the agent's config.json")?;
     println!(
@@ -165,6 +208,7 @@ pub async fn run(exit: bool) -> Result<()> {
     println!("  outpost audit --data-dir {d}");
     println!("  outpost client list --data-dir {d}");
     println!("  outpost bundle list --data-dir {d}");
+    println!("  outpost deployment list --data-dir {d}");
     println!("  outpost bundle inspect {bundle_s}");
     println!("  outpost agent sync --once --state-dir {agent}");
     println!("  outpost bench write --data-dir {d} --clients 64 --seconds 5");

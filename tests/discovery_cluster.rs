@@ -534,5 +534,22 @@ fn agent_enrolls_through_mdns() {
         out.contains(&format!("{}:{API_PORT}", site.host(0).addr())),
         "{out}"
     );
+    // The node's host moves (DHCP): every address the agent knows fails, so it browses for
+    // its cluster again and syncs with the node at its new address.
+    let new_ip = Ipv4Addr::new(198, 18, 2, 1);
+    site.host(0).set_addr(new_ip).expect("set_addr");
+    let out = wait_for(
+        Duration::from_secs(60),
+        "agent syncs at the new address",
+        || {
+            let o = run(
+                site.host(1),
+                &["agent", "sync", "--once", "--state-dir", state],
+            );
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            (o.status.success() && text.contains(&format!("{new_ip}:{API_PORT}"))).then_some(text)
+        },
+    );
+    assert!(out.starts_with("synced with"), "{out}");
     n.stop();
 }
