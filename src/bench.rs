@@ -354,14 +354,25 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match agent
-                    .call::<std::collections::BTreeMap<String, String>>(
-                        Method::GET,
-                        "/v1/agent/config",
-                        None::<&()>,
-                    )
-                    .await
-                {
+                // One sync as the agent makes it when its inventory is unchanged: the
+                // effective configuration, then its deployment assignments.
+                let sync = async {
+                    agent
+                        .call::<std::collections::BTreeMap<String, String>>(
+                            Method::GET,
+                            "/v1/agent/config",
+                            None::<&()>,
+                        )
+                        .await?;
+                    agent
+                        .call::<Vec<outpost_storage::Assignment>>(
+                            Method::GET,
+                            "/v1/agent/assignments",
+                            None::<&()>,
+                        )
+                        .await
+                };
+                match sync.await {
                     Ok(_) => lat.push(t.elapsed()),
                     Err(_) => errors += 1,
                 }
