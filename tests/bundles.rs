@@ -7,6 +7,11 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
+#[path = "support/local.rs"]
+mod local;
+
+use local::{dump_logs, exe, serial};
+
 #[path = "../offline-bundles/tests/common/mod.rs"]
 #[allow(dead_code, clippy::all)]
 mod bcommon;
@@ -14,23 +19,12 @@ mod bcommon;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bcommon::{Draft, Part, pk, sha, tar_bytes};
 use outpost::localcluster::{LocalCluster, LocalOptions};
 use outpost_bundles::{MANIFEST_NAME, PAYLOAD_PREFIX, PayloadEntry, PayloadKind};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_outpost"))
-}
 
 const T: Duration = Duration::from_secs(30);
 
@@ -91,16 +85,6 @@ async fn cluster(
         ..LocalOptions::default()
     };
     LocalCluster::start(&root.join("cluster"), &exe(), n, opts).await
-}
-
-fn dump_logs(c: &LocalCluster) {
-    for n in &c.nodes {
-        if let Ok(text) = std::fs::read_to_string(&n.log) {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("---- {} ----\n{}", n.name, tail.join("\n"));
-        }
-    }
 }
 
 /// Every file under a node's blob store (relative paths), temp files included.

@@ -5,22 +5,16 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+#[path = "support/local.rs"]
+mod local;
+
+use local::{exe, serial};
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use outpost::localcluster::{LocalCluster, LocalOptions};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_outpost"))
-}
 
 fn run(c: &LocalCluster, args: &[&str]) -> Result<String> {
     let out = c.run(args)?;

@@ -7,22 +7,15 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+#[path = "support/local.rs"]
+mod local;
+
+use local::{dump_logs, exe, serial};
+
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use outpost::localcluster::{LocalCluster, LocalOptions};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_outpost"))
-}
 
 async fn cluster(n: usize, node_args: &[&str]) -> Result<(tempfile::TempDir, LocalCluster)> {
     let dir = tempfile::tempdir()?;
@@ -33,17 +26,6 @@ async fn cluster(n: usize, node_args: &[&str]) -> Result<(tempfile::TempDir, Loc
     };
     let c = LocalCluster::start(dir.path(), &exe(), n, opts).await?;
     Ok((dir, c))
-}
-
-/// On failure, the tail of every node's log helps more than the assertion alone.
-fn dump_logs(c: &LocalCluster) {
-    for n in &c.nodes {
-        if let Ok(text) = std::fs::read_to_string(&n.log) {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("---- {} ----\n{}", n.name, tail.join("\n"));
-        }
-    }
 }
 
 async fn with_logs<T>(c: &LocalCluster, r: Result<T>) -> T {

@@ -8,23 +8,17 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+#[path = "support/local.rs"]
+mod local;
+
+use local::{dump_logs, exe, serial};
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use outpost::client::{ApiClient, ApiFailure, Endpoint};
 use outpost::localcluster::{LocalCluster, LocalOptions};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_outpost"))
-}
 
 const T: Duration = Duration::from_secs(30);
 /// Client certificates of this test's nodes live this long (renewal after two thirds).
@@ -49,16 +43,6 @@ fn run(c: &LocalCluster, args: &[&str]) -> Result<String> {
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
-}
-
-fn dump_logs(c: &LocalCluster) {
-    for n in &c.nodes {
-        if let Ok(text) = std::fs::read_to_string(&n.log) {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(30)..];
-            eprintln!("---- {} ----\n{}", n.name, tail.join("\n"));
-        }
-    }
 }
 
 fn enroll(c: &LocalCluster, token: &str, server: &str, dir: &Path) -> Result<String> {

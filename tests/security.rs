@@ -6,8 +6,11 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+#[path = "support/local.rs"]
+mod local;
+
+use local::{exe, serial};
+
 use std::time::Duration;
 
 use hyper::Method;
@@ -15,16 +18,6 @@ use outpost::client::{ApiClient, ApiFailure, Endpoint};
 use outpost::localcluster::{LocalCluster, LocalOptions};
 use outpost::token::Token;
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_outpost"))
-}
 
 async fn one_node() -> (tempfile::TempDir, LocalCluster) {
     let dir = tempfile::tempdir().expect("tempdir");

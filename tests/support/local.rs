@@ -1,0 +1,32 @@
+//! Helpers shared by the tests that run real `outpost` processes on 127.0.0.1 through
+//! `localcluster`. Included by each test file with `#[path = "support/local.rs"] mod local;`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use outpost::localcluster::LocalCluster;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Tests of one file run one at a time: several node processes each on a two-core machine
+/// are plenty. Held for a whole test, across awaits, on the test's own runtime.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `outpost` binary cargo built for these tests.
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_outpost"))
+}
+
+/// On failure, the tail of every node's log helps more than the assertion alone.
+pub fn dump_logs(c: &LocalCluster) {
+    for n in &c.nodes {
+        if let Ok(text) = std::fs::read_to_string(&n.log) {
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("---- {} ----\n{}", n.name, tail.join("\n"));
+        }
+    }
+}
