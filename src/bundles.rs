@@ -133,7 +133,7 @@ pub async fn commit(
             .store()
             .blob_path(&p.sha256)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-        let len = std::fs::metadata(&path).map(|m| m.len()).ok();
+        let len = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
         if len != Some(p.size) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -123,8 +123,14 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     .await
     .with_context(|| format!("starting node {} from {}", file.node_id, dd.root.display()))?;
 
-    let blobs = crate::blobs::Blobs::open(&dd.blobs(), node.clone(), file.node_id)
-        .with_context(|| format!("opening the blob store {}", dd.blobs().display()))?;
+    // Cleaning the store reads the state (SQLite) and walks the disk: a blocking thread.
+    let blobs = {
+        let (dir, node, id) = (dd.blobs(), node.clone(), file.node_id);
+        tokio::task::spawn_blocking(move || crate::blobs::Blobs::open(&dir, node, id))
+            .await
+            .context("blob store thread")?
+            .with_context(|| format!("opening the blob store {}", dd.blobs().display()))?
+    };
     node.set_app_handler(blobs.peer_handler());
     let state = Arc::new(AppState {
         node: node.clone(),
