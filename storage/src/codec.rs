@@ -8,6 +8,12 @@ use crate::model::Envelope;
 /// of the older variants), so older bytes decode as is.
 pub const COMMAND_FORMAT: u16 = 3;
 
+/// Largest encoded payload of one Raft entry (format header + batch), in bytes. The batcher
+/// closes a batch before it would pass this, a single command larger than this never enters
+/// the log, and the peer transport sizes AppendEntries requests so that any entry fits a frame.
+/// One constant for all three, so none of them can disagree with the others.
+pub const MAX_ENTRY_BYTES: usize = 8 << 20;
+
 /// Encoding of one Raft entry's payload: 2 bytes little-endian COMMAND_FORMAT, then bincode 2
 /// (serde, standard config) of Vec<Envelope>. A batch carries many envelopes (group commit).
 pub fn encode_batch(batch: &[Envelope]) -> Vec<u8> {
