@@ -72,6 +72,13 @@ pub struct VerifiedBundle {
     pub signers: Vec<String>,
     /// Payloads in manifest order.
     pub payloads: Vec<StoredPayload>,
+    /// The exact manifest bytes that were signed (a commit carries them, so that every node
+    /// verifies the signatures again).
+    #[serde(skip)]
+    pub manifest_bytes: Vec<u8>,
+    /// The exact signature-document bytes.
+    #[serde(skip)]
+    pub signature_bytes: Vec<u8>,
 }
 
 /// One verified payload.
@@ -222,6 +229,8 @@ pub fn import_bundle(
         manifest_sha256: head.sha256.clone(),
         signers,
         payloads,
+        manifest_bytes: head.bytes,
+        signature_bytes: head.sig_bytes,
     }))
 }
 
@@ -258,6 +267,8 @@ pub fn verify_bundle(
         manifest_sha256: head.sha256,
         signers,
         payloads,
+        manifest_bytes: head.bytes,
+        signature_bytes: head.sig_bytes,
     })
 }
 
@@ -308,6 +319,7 @@ pub(crate) struct Head {
     pub bytes: Vec<u8>,
     pub sha256: String,
     pub signatures: SignatureDocument,
+    pub sig_bytes: Vec<u8>,
 }
 
 pub(crate) fn read_head<R: Read>(
@@ -348,14 +360,6 @@ pub(crate) fn read_head<R: Read>(
         });
     }
     let bytes = tr.read_small(&mh)?;
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|source| BundleError::ManifestParse {
-            entry: mh.name.clone(),
-            source,
-        })?;
-    check_manifest(&manifest, limits)?;
-
-    // 3. signatures
     let sh = expect_entry(tr, MANIFEST_NAME, SIGNATURES_NAME)?;
     if sh.size > limits.max_signature_bytes {
         return Err(BundleError::SignaturesTooLarge {
@@ -365,14 +369,44 @@ pub(crate) fn read_head<R: Read>(
         });
     }
     let sig_bytes = tr.read_small(&sh)?;
+    parse_head(bytes, sig_bytes, limits)
+}
+
+/// Parses and checks a manifest and a signature document given as bytes (as read from a
+/// bundle, or as carried in a Raft command), without verifying the signatures. Pure.
+pub(crate) fn parse_head(
+    bytes: Vec<u8>,
+    sig_bytes: Vec<u8>,
+    limits: &Limits,
+) -> Result<Head, BundleError> {
+    if bytes.len() as u64 > limits.max_manifest_bytes {
+        return Err(BundleError::ManifestTooLarge {
+            entry: MANIFEST_NAME.into(),
+            size: bytes.len() as u64,
+            limit: limits.max_manifest_bytes,
+        });
+    }
+    if sig_bytes.len() as u64 > limits.max_signature_bytes {
+        return Err(BundleError::SignaturesTooLarge {
+            entry: SIGNATURES_NAME.into(),
+            size: sig_bytes.len() as u64,
+            limit: limits.max_signature_bytes,
+        });
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|source| BundleError::ManifestParse {
+            entry: MANIFEST_NAME.into(),
+            source,
+        })?;
+    check_manifest(&manifest, limits)?;
     let signatures: SignatureDocument =
         serde_json::from_slice(&sig_bytes).map_err(|source| BundleError::SignaturesParse {
-            entry: sh.name.clone(),
+            entry: SIGNATURES_NAME.into(),
             source,
         })?;
     if signatures.format != FORMAT_VERSION {
         return Err(BundleError::UnsupportedFormat {
-            entry: sh.name,
+            entry: SIGNATURES_NAME.into(),
             found: signatures.format.to_string(),
         });
     }
@@ -382,6 +416,38 @@ pub(crate) fn read_head<R: Read>(
         bytes,
         sha256,
         signatures,
+        sig_bytes,
+    })
+}
+
+/// A manifest and its signatures, parsed, checked against `limits` and verified against
+/// `trust`: what a node re-checks when it commits a bundle (the exact signed bytes travel in
+/// the Raft command, so every node verifies them again in `apply`). Pure and deterministic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHead {
+    /// The manifest as signed.
+    pub manifest: Manifest,
+    /// sha256 of the exact manifest bytes.
+    pub manifest_sha256: String,
+    /// Key ids of the valid signatures.
+    pub signers: Vec<String>,
+}
+
+/// Verifies manifest bytes and signature-document bytes against a trust document: format,
+/// limits, well-formedness and the signature thresholds. Times, targets and floors are the
+/// caller's to check (`check_expiry`, `check_target`, `check_floor`). Pure.
+pub fn verify_signed_head(
+    manifest_bytes: &[u8],
+    signature_bytes: &[u8],
+    trust: &TrustDocument,
+    limits: &Limits,
+) -> Result<SignedHead, BundleError> {
+    let head = parse_head(manifest_bytes.to_vec(), signature_bytes.to_vec(), limits)?;
+    let signers = verify_signatures(&head.manifest, &head.bytes, &head.signatures, trust)?;
+    Ok(SignedHead {
+        manifest: head.manifest,
+        manifest_sha256: head.sha256,
+        signers,
     })
 }
 

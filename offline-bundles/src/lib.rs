@@ -37,9 +37,9 @@ pub use container::{
 };
 pub use error::BundleError;
 pub use import::{
-    ImportContext, ImportOutcome, Inspection, Progress, StoredPayload, VerifiedBundle,
+    ImportContext, ImportOutcome, Inspection, Progress, SignedHead, StoredPayload, VerifiedBundle,
     VerifyOptions, import_bundle, import_file, inspect_bundle, inspect_file, verify_bundle,
-    verify_file,
+    verify_file, verify_signed_head,
 };
 pub use keys::{
     PUBLIC_KEY_TAG, SECRET_KEY_TAG, keygen, load_public_key, load_signing_key, parse_public,

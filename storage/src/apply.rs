@@ -242,6 +242,30 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             format!("client:{client_id}"),
             json!({ "cert_serial": cert_serial }),
         ),
+        Command::ImportSignedBundle(b) => (
+            "bundle.import",
+            format!("manifest:{}", hex::encode(Sha256::digest(&b.manifest))),
+            json!({
+                "manifest_bytes": b.manifest.len(),
+                "config_payloads": b.config_payloads.len(),
+                "node": b.node_id,
+            }),
+        ),
+        Command::RevokeAdmin { name } => ("admin.revoke", format!("admin:{name}"), json!({})),
+        Command::RotateClientCert {
+            client_id,
+            old_serial,
+            new_serial,
+        } => (
+            "client.renew",
+            format!("client:{client_id}"),
+            json!({ "old_serial": old_serial, "cert_serial": new_serial }),
+        ),
+        Command::ConfirmClientCert { client_id, serial } => (
+            "client.renew.confirm",
+            format!("client:{client_id}"),
+            json!({ "cert_serial": serial }),
+        ),
     };
     // Keys sorted whatever serde_json's features are: the detail is hashed and replicated.
     let detail: std::collections::BTreeMap<String, serde_json::Value> = match detail {
@@ -448,7 +472,29 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
             client_id,
             cert_serial,
         } => releases::renew_client_cert(conn, client_id, cert_serial),
+        Command::ImportSignedBundle(b) => releases::import_signed_bundle(conn, env, b),
+        Command::RevokeAdmin { name } => revoke_admin(conn, env.at_ms, name),
+        Command::RotateClientCert {
+            client_id,
+            old_serial,
+            new_serial,
+        } => releases::rotate_client_cert(conn, env.at_ms, client_id, old_serial, new_serial),
+        Command::ConfirmClientCert { client_id, serial } => {
+            releases::confirm_client_cert(conn, env.at_ms, client_id, serial)
+        }
     }
+}
+
+/// Revokes the admin certificates named `name` issued up to `at_ms` (a later revocation of
+/// the same name moves the line forward, never back).
+fn revoke_admin(conn: &Connection, at_ms: i64, name: &str) -> Result<Response, Fail> {
+    check_name("admin name", name).map_err(invalid)?;
+    conn.prepare_cached(
+        "INSERT INTO revoked_admins (name, revoked_at_ms) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET revoked_at_ms = MAX(revoked_at_ms, excluded.revoked_at_ms)",
+    )?
+    .execute(params![name, at_ms])?;
+    Ok(Response::Done)
 }
 
 fn init_cluster(
@@ -600,6 +646,84 @@ fn join_node(
     Ok(Response::NodeId(id as u64))
 }
 
+/// A token row as stored, for the checks shared by `apply` and the pre-check on the read side.
+pub(crate) struct TokenRow {
+    kind: String,
+    secret_sha256: String,
+    expires_at_ms: i64,
+    uses_left: Option<i64>,
+    revoked: bool,
+    groups_json: String,
+}
+
+pub(crate) fn load_token(
+    conn: &Connection,
+    token_id: &str,
+) -> Result<Option<TokenRow>, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT kind, secret_sha256, expires_at_ms, uses_left, revoked, groups_json FROM tokens WHERE id = ?1",
+    )?
+    .query_row([token_id], |r| {
+        Ok(TokenRow {
+            kind: r.get(0)?,
+            secret_sha256: r.get(1)?,
+            expires_at_ms: r.get(2)?,
+            uses_left: r.get(3)?,
+            revoked: r.get(4)?,
+            groups_json: r.get(5)?,
+        })
+    })
+    .optional()
+}
+
+/// Whether a token of `kind` may be used at `at_ms` with this secret hash: it exists, is of
+/// that kind, the secret matches (compared in constant time), it is not revoked, not expired
+/// and has uses left. Pure; the same verdict in the API's pre-check and in `apply`.
+pub(crate) fn token_verdict(
+    row: Option<&TokenRow>,
+    token_id: &str,
+    secret_sha256: &str,
+    kind: &str,
+    at_ms: i64,
+) -> Result<(), Rejection> {
+    let token_invalid = |why: String| Rejection {
+        code: RejectCode::TokenInvalid,
+        message: why,
+    };
+    let Some(row) = row else {
+        return Err(token_invalid(format!("token {token_id} does not exist")));
+    };
+    if row.kind != kind {
+        return Err(token_invalid(format!(
+            "token {token_id} is not a {kind} token"
+        )));
+    }
+    let secret_ok = normalize_sha256("secret_sha256", secret_sha256)
+        .map(|s| constant_time_eq(s.as_bytes(), row.secret_sha256.as_bytes()))
+        .unwrap_or(false);
+    if !secret_ok {
+        return Err(token_invalid(format!(
+            "the secret does not match token {token_id}"
+        )));
+    }
+    if row.revoked {
+        return Err(token_invalid(format!("token {token_id} is revoked")));
+    }
+    if at_ms >= row.expires_at_ms {
+        return Err(Rejection {
+            code: RejectCode::TokenExpired,
+            message: format!("token {token_id} expired at {}", row.expires_at_ms),
+        });
+    }
+    if row.uses_left.is_some_and(|left| left <= 0) {
+        return Err(Rejection {
+            code: RejectCode::TokenUsedUp,
+            message: format!("token {token_id} has no uses left"),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a token of `kind` against its stored secret hash, revocation, expiry (`at_ms`)
 /// and uses, consumes one use, and returns the groups it grants.
 fn consume_token(
@@ -609,50 +733,19 @@ fn consume_token(
     secret_sha256: &str,
     kind: &str,
 ) -> Result<Vec<String>, Fail> {
-    let row: Option<(String, String, i64, Option<i64>, bool, String)> = conn
-        .prepare_cached(
-            "SELECT kind, secret_sha256, expires_at_ms, uses_left, revoked, groups_json FROM tokens WHERE id = ?1",
-        )?
-        .query_row([token_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-        .optional()?;
-    let token_invalid = |why: String| reject(RejectCode::TokenInvalid, why);
-    let Some((found_kind, stored_secret, expires_at_ms, uses_left, revoked, groups_json)) = row
-    else {
-        return Err(token_invalid(format!("token {token_id} does not exist")));
-    };
-    if found_kind != kind {
-        return Err(token_invalid(format!(
-            "token {token_id} is not a {kind} token"
-        )));
-    }
-    let secret_ok = normalize_sha256("secret_sha256", secret_sha256)
-        .map(|s| constant_time_eq(s.as_bytes(), stored_secret.as_bytes()))
-        .unwrap_or(false);
-    if !secret_ok {
-        return Err(token_invalid(format!(
-            "the secret does not match token {token_id}"
-        )));
-    }
-    if revoked {
-        return Err(token_invalid(format!("token {token_id} is revoked")));
-    }
-    if at_ms >= expires_at_ms {
+    let row = load_token(conn, token_id)?;
+    token_verdict(row.as_ref(), token_id, secret_sha256, kind, at_ms).map_err(Fail::Reject)?;
+    let Some(row) = row else {
         return Err(reject(
-            RejectCode::TokenExpired,
-            format!("token {token_id} expired at {expires_at_ms}"),
+            RejectCode::TokenInvalid,
+            format!("token {token_id} does not exist"),
         ));
-    }
-    if let Some(left) = uses_left {
-        if left <= 0 {
-            return Err(reject(
-                RejectCode::TokenUsedUp,
-                format!("token {token_id} has no uses left"),
-            ));
-        }
+    };
+    if let Some(left) = row.uses_left {
         conn.prepare_cached("UPDATE tokens SET uses_left = ?1 WHERE id = ?2")?
             .execute(params![left - 1, token_id])?;
     }
-    serde_json::from_str(&groups_json).map_err(|e| {
+    serde_json::from_str(&row.groups_json).map_err(|e| {
         Fail::Sql(rusqlite::Error::FromSqlConversionFailure(
             5,
             rusqlite::types::Type::Text,

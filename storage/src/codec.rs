@@ -4,9 +4,10 @@ use crate::error::StorageError;
 use crate::model::Envelope;
 
 /// The newest command format this build reads and writes. Format 2 appended the client
-/// commands to format 1, format 3 the bundle, deployment and renewal commands (same encoding
-/// of the older variants), so older bytes decode as is.
-pub const COMMAND_FORMAT: u16 = 3;
+/// commands to format 1, format 3 the bundle, deployment and renewal commands, format 4 the
+/// signed bundle commit, admin revocation and client certificate rotation (same encoding of
+/// the older variants), so older bytes decode as is.
+pub const COMMAND_FORMAT: u16 = 4;
 
 /// Largest encoded payload of one Raft entry (format header + batch), in bytes. The batcher
 /// closes a batch before it would pass this, a single command larger than this never enters
@@ -168,9 +169,9 @@ mod tests {
                 matches!(
                     e,
                     StorageError::NeedsUpgrade {
-                        found: 4,
-                        supported: 3
-                    }
+                        found,
+                        supported: COMMAND_FORMAT
+                    } if *found == COMMAND_FORMAT + 1
                 )
             }),
             ("format 0", zero, |e| matches!(e, StorageError::Decode(_))),

@@ -13,6 +13,7 @@
 
 mod apply;
 mod audit;
+mod bundle_config;
 mod codec;
 mod error;
 mod model;
@@ -23,17 +24,21 @@ mod schema;
 mod snapshot;
 mod store;
 
+pub use bundle_config::parse_config_payload;
 pub use codec::{COMMAND_FORMAT, MAX_ENTRY_BYTES, decode_batch, encode_batch};
 pub use error::StorageError;
 pub use model::{
     Assignment, AuditCheck, AuditRecord, BundleImport, BundleRecord, BundleType, ChannelRecord,
-    ClientRecord, ClusterInfo, Command, ConfigEntry, DeploymentRecord, DeploymentResult,
-    DeploymentStatus, Envelope, InventoryChange, InventoryRecord, NodeRecord, NodeRole, Outcome,
-    PayloadHolding, PayloadRecord, RejectCode, Rejection, Response, Scope, TokenKind, TokenRecord,
-    TrustRecord,
+    ClientCertState, ClientRecord, ClusterInfo, Command, ConfigEntry, DeploymentRecord,
+    DeploymentResult, DeploymentStatus, Envelope, InventoryChange, InventoryRecord, NodeRecord,
+    NodeRole, Outcome, PayloadHolding, PayloadRecord, RejectCode, Rejection, Response, Scope,
+    SignedBundle, TokenKind, TokenRecord, TrustRecord,
 };
 pub use reader::Reader;
-pub use releases::{ALL_CLIENTS, MAX_DETAIL_BYTES};
+pub use releases::{
+    ALL_CLIENTS, MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, RENEWAL_INTERVAL_MS,
+    RETIRED_SERIAL_GRACE_MS,
+};
 pub use rules::{
     MAX_FACTS_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES, changed_facts, effective_config,
 };

@@ -141,6 +141,47 @@ pub enum Command {
         client_id: String,
         cert_serial: String,
     },
+    // ---- format 4 ----
+    /// Commits a bundle from its exact signed bytes: `apply` verifies the signatures against
+    /// the trust held in the state, the target, the times and the floors, and parses the
+    /// `config` payloads it carries, so no proposer can commit an unsigned bundle. Replaces
+    /// `ImportBundle`, which proposers no longer make (it stays decodable for old logs).
+    ImportSignedBundle(Box<SignedBundle>),
+    /// Revokes every admin certificate named `name` issued up to the envelope's time.
+    RevokeAdmin {
+        name: String,
+    },
+    /// A client renewed its certificate inside the renewal window: `new_serial` becomes its
+    /// current one and `old_serial` stays valid for at most `RETIRED_SERIAL_GRACE_MS` (or
+    /// until the new one is confirmed). At most one renewal per client per
+    /// `RENEWAL_INTERVAL_MS`. Replaces `RenewClientCert`.
+    RotateClientCert {
+        client_id: String,
+        old_serial: String,
+        new_serial: String,
+    },
+    /// The client used its renewed certificate: the retired serial ends now.
+    ConfirmClientCert {
+        client_id: String,
+        serial: String,
+    },
+}
+
+/// A bundle as its signed bytes, with what `apply` cannot read itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBundle {
+    /// The manifest bytes exactly as signed.
+    pub manifest: Vec<u8>,
+    /// The bundle's signature document (signatures.json) bytes.
+    pub signatures: Vec<u8>,
+    /// The bytes of every `config` payload, in manifest order (checked against the manifest's
+    /// sha256 and size in `apply`).
+    pub config_payloads: Vec<Vec<u8>>,
+    /// The voters' median clock (unix seconds) as the importing node measured it; the cluster
+    /// time floor is the highest of it and the newest accepted `created`.
+    pub cluster_time: i64,
+    /// The importing node, which holds every blob on commit.
+    pub node_id: u64,
 }
 
 /// A verified bundle as the importing node commits it (plain values: storage does not know
@@ -290,6 +331,10 @@ impl Command {
             | Command::CreateDeployment { .. }
             | Command::ReportDeployment { .. }
             | Command::RenewClientCert { .. } => 3,
+            Command::ImportSignedBundle(_)
+            | Command::RevokeAdmin { .. }
+            | Command::RotateClientCert { .. }
+            | Command::ConfirmClientCert { .. } => 4,
             _ => 1,
         }
     }
@@ -363,6 +408,29 @@ pub struct ClientRecord {
     pub revoked: bool,
     pub last_seen: Option<i64>,
     pub last_seen_node: Option<u64>,
+}
+
+/// Which certificates of a client are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCertState {
+    pub cert_serial: String,
+    /// The serial a renewal retired, accepted until `prev_serial_until_ms`.
+    pub prev_serial: Option<String>,
+    pub prev_serial_until_ms: Option<i64>,
+    pub renewed_at_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+impl ClientCertState {
+    /// Whether a certificate with `serial` is accepted at `now_ms`.
+    pub fn accepts(&self, serial: &str, now_ms: i64) -> bool {
+        !self.revoked
+            && (self.cert_serial == serial
+                || (self.prev_serial.as_deref() == Some(serial)
+                    && self
+                        .prev_serial_until_ms
+                        .is_some_and(|until| now_ms < until)))
+    }
 }
 
 /// A client's latest facts.

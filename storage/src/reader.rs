@@ -13,8 +13,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use crate::audit::{AuditFields, ChainWalker, StoredRow};
 use crate::error::StorageError;
 use crate::model::{
-    AuditCheck, AuditRecord, ClientRecord, ClusterInfo, ConfigEntry, InventoryChange,
-    InventoryRecord, NodeRecord, NodeRole, Scope, TokenKind, TokenRecord,
+    AuditCheck, AuditRecord, ClientCertState, ClientRecord, ClusterInfo, ConfigEntry,
+    InventoryChange, InventoryRecord, NodeRecord, NodeRole, Rejection, Scope, TokenKind,
+    TokenRecord,
 };
 use crate::rules::effective_config;
 use crate::schema::meta_blob;
@@ -206,6 +207,61 @@ impl Reader {
                 })
             })
             .collect()
+        })
+    }
+
+    /// Whether a `kind` token with this secret hash may be used at `at_ms`, without using it:
+    /// the same verdict `apply` reaches (exists, kind, secret in constant time, not revoked,
+    /// not expired, uses left), so a request that would be refused never reaches Raft.
+    pub fn check_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        kind: TokenKind,
+        at_ms: i64,
+    ) -> Result<Result<(), Rejection>, StorageError> {
+        self.with(|c| {
+            let row = crate::apply::load_token(c, token_id)?;
+            Ok(crate::apply::token_verdict(
+                row.as_ref(),
+                token_id,
+                secret_sha256,
+                kind.as_str(),
+                at_ms,
+            ))
+        })
+    }
+
+    /// When admin certificates named `name` were last revoked (ms), if ever: certificates of
+    /// that name issued up to then are refused.
+    pub fn admin_revoked_at(&self, name: &str) -> Result<Option<i64>, StorageError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT revoked_at_ms FROM revoked_admins WHERE name = ?1")?
+                    .query_row([name], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+    }
+
+    /// A client's certificate state: current serial, the retired one and until when it is
+    /// still accepted, and when it last renewed.
+    pub fn client_cert_state(&self, id: &str) -> Result<Option<ClientCertState>, StorageError> {
+        self.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT cert_serial, prev_serial, prev_serial_until_ms, renewed_at_ms, revoked
+                     FROM clients WHERE id = ?1",
+            )?
+            .query_row([id], |r| {
+                Ok(ClientCertState {
+                    cert_serial: r.get(0)?,
+                    prev_serial: r.get(1)?,
+                    prev_serial_until_ms: r.get(2)?,
+                    renewed_at_ms: r.get(3)?,
+                    revoked: r.get(4)?,
+                })
+            })
+            .optional()?)
         })
     }
 

@@ -9,13 +9,14 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use sha2::Digest;
 
 use crate::apply::{Fail, invalid, node_id_sql, reject};
 use crate::error::StorageError;
 use crate::model::{
     Assignment, BundleImport, BundleRecord, BundleType, ChannelRecord, DeploymentRecord,
-    DeploymentResult, DeploymentStatus, Envelope, PayloadHolding, RejectCode, Response,
-    TrustRecord,
+    DeploymentResult, DeploymentStatus, Envelope, PayloadHolding, PayloadRecord, RejectCode,
+    Response, SignedBundle, TrustRecord,
 };
 use crate::reader::Reader;
 use crate::rules::{check_id, check_name, normalize_sha256};
@@ -26,6 +27,15 @@ pub const ALL_CLIENTS: &str = "all";
 pub const MAX_DETAIL_BYTES: usize = 16 << 10;
 /// Payload kinds a deployment can carry to clients.
 const DEPLOYABLE_KIND: &str = "artifact";
+/// How far past the cluster time floor a bundle's `created` may be (unix seconds): a bundle
+/// from the future, even correctly signed (a leaked release key), cannot raise the floor
+/// by more than this in one step.
+pub const MAX_CREATED_SKEW_SECS: i64 = 24 * 3600;
+/// A client renews its certificate at most once in this many milliseconds.
+pub const RENEWAL_INTERVAL_MS: i64 = 3600 * 1000;
+/// How long a renewed client's old serial stays valid at most (until the new one is
+/// confirmed, or this long).
+pub const RETIRED_SERIAL_GRACE_MS: i64 = 3600 * 1000;
 
 impl Reader {
     /// The pinned bundle trust, if any.
@@ -386,6 +396,128 @@ pub(crate) fn import_bundle(
     Ok(Response::Done)
 }
 
+/// `ImportSignedBundle`: verifies the exact signed bytes against the trust held in the state
+/// (signatures and thresholds, limits, the target cluster, the trust version of a rotation,
+/// expiry and `created` against the cluster time floor), checks and parses the `config`
+/// payloads it carries, then commits like `import_bundle`. Deterministic: the same bytes and
+/// the same state give the same verdict on every node.
+pub(crate) fn import_signed_bundle(
+    conn: &Connection,
+    env: &Envelope,
+    sb: &SignedBundle,
+) -> Result<Response, Fail> {
+    let trust_row: Option<(i64, String)> = conn
+        .prepare_cached("SELECT version, trust_json FROM bundle_trust")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((trust_version, trust_json)) = trust_row else {
+        return Err(invalid(
+            "no bundle trust is pinned in this cluster (outpost init --bundle-trust KEY.pub)"
+                .into(),
+        ));
+    };
+    let trust: outpost_bundles::TrustDocument = serde_json::from_str(&trust_json)
+        .map_err(|e| invalid(format!("the stored bundle trust does not parse: {e}")))?;
+    let limits = outpost_bundles::Limits::default();
+    let head = outpost_bundles::verify_signed_head(&sb.manifest, &sb.signatures, &trust, &limits)
+        .map_err(|e| invalid(format!("bundle refused: {e}")))?;
+    let m = &head.manifest;
+    let cluster_id: String = conn
+        .prepare_cached("SELECT id FROM cluster")?
+        .query_row([], |r| r.get(0))?;
+    outpost_bundles::check_target(m, &cluster_id)
+        .map_err(|e| invalid(format!("bundle {} refused: {e}", m.id)))?;
+    if let (outpost_bundles::BundleType::Trust, Some(new)) = (m.bundle_type, &m.trust) {
+        outpost_bundles::check_trust_version(&trust, new)
+            .map_err(|e| invalid(format!("bundle {} refused: {e}", m.id)))?;
+    }
+    let floor = time_floor(conn)?.max(sb.cluster_time);
+    outpost_bundles::check_expiry(m, floor)
+        .map_err(|e| invalid(format!("bundle {} refused: {e}", m.id)))?;
+    if m.created > floor.saturating_add(MAX_CREATED_SKEW_SECS) {
+        return Err(invalid(format!(
+            "bundle {} was created at {} (unix seconds), later than the cluster time floor {floor} plus the allowed skew of {MAX_CREATED_SKEW_SECS} s",
+            m.id, m.created
+        )));
+    }
+
+    let config_entries: Vec<&outpost_bundles::PayloadEntry> = m
+        .payloads
+        .iter()
+        .filter(|p| p.kind == outpost_bundles::PayloadKind::Config)
+        .collect();
+    if config_entries.len() != sb.config_payloads.len() {
+        return Err(invalid(format!(
+            "bundle {} lists {} config payload(s) but the command carries {}",
+            m.id,
+            config_entries.len(),
+            sb.config_payloads.len()
+        )));
+    }
+    let mut config = Vec::new();
+    for (entry, bytes) in config_entries.iter().zip(&sb.config_payloads) {
+        let sha = hex::encode(sha2::Sha256::digest(bytes));
+        if bytes.len() as u64 != entry.size || sha != entry.sha256 {
+            return Err(invalid(format!(
+                "config payload {} of bundle {} does not match its manifest entry (size or sha256)",
+                entry.name, m.id
+            )));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| {
+            invalid(format!(
+                "config payload {} of bundle {} is not UTF-8 text",
+                entry.name, m.id
+            ))
+        })?;
+        config.extend(
+            crate::bundle_config::parse_config_payload(text).map_err(|e| {
+                invalid(format!(
+                    "config payload {} of bundle {}: {e}",
+                    entry.name, m.id
+                ))
+            })?,
+        );
+    }
+    let b = BundleImport {
+        id: m.id.clone(),
+        manifest_sha256: head.manifest_sha256.clone(),
+        bundle_type: match m.bundle_type {
+            outpost_bundles::BundleType::Content => BundleType::Content,
+            outpost_bundles::BundleType::Trust => BundleType::Trust,
+        },
+        channel: m.channel.clone(),
+        version: m.version,
+        created: m.created,
+        expires: m.expires,
+        signers: head.signers.clone(),
+        trust_version: u64::try_from(trust_version).unwrap_or(0),
+        payloads: m
+            .payloads
+            .iter()
+            .map(|p| PayloadRecord {
+                name: p.name.clone(),
+                kind: p.kind.as_str().to_string(),
+                size: p.size,
+                sha256: p.sha256.clone(),
+            })
+            .collect(),
+        new_trust_json: m
+            .trust
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| invalid(format!("bundle {}: trust document: {e}", m.id)))?,
+        channel_resets: m
+            .channel_resets
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        config,
+        node_id: sb.node_id,
+    };
+    import_bundle(conn, env, &b)
+}
+
 pub(crate) fn blobs_held(
     conn: &Connection,
     at_ms: i64,
@@ -534,6 +666,87 @@ pub(crate) fn renew_client_cert(
         Some(false) => {
             conn.prepare_cached("UPDATE clients SET cert_serial = ?2 WHERE id = ?1")?
                 .execute(params![client_id, cert_serial])?;
+            Ok(Response::Done)
+        }
+    }
+}
+
+/// `RotateClientCert`: the current serial must be `old_serial`, the client enrolled and not
+/// revoked, and its last renewal at least `RENEWAL_INTERVAL_MS` ago.
+pub(crate) fn rotate_client_cert(
+    conn: &Connection,
+    at_ms: i64,
+    client_id: &str,
+    old_serial: &str,
+    new_serial: &str,
+) -> Result<Response, Fail> {
+    check_id("certificate serial", new_serial).map_err(invalid)?;
+    let row: Option<(bool, String, Option<i64>)> = conn
+        .prepare_cached("SELECT revoked, cert_serial, renewed_at_ms FROM clients WHERE id = ?1")?
+        .query_row([client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((revoked, current, renewed_at)) = row else {
+        return Err(reject(
+            RejectCode::NotFound,
+            format!("client {client_id} does not exist"),
+        ));
+    };
+    if revoked {
+        return Err(invalid(format!("client {client_id} is revoked")));
+    }
+    if current != old_serial {
+        return Err(invalid(format!(
+            "certificate {old_serial} is not client {client_id}'s current certificate"
+        )));
+    }
+    if let Some(t) = renewed_at
+        && at_ms < t.saturating_add(RENEWAL_INTERVAL_MS)
+    {
+        return Err(invalid(format!(
+            "client {client_id} renewed its certificate at {t}; the next renewal is allowed from {}",
+            t.saturating_add(RENEWAL_INTERVAL_MS)
+        )));
+    }
+    conn.prepare_cached(
+        "UPDATE clients SET cert_serial = ?2, prev_serial = ?3, prev_serial_until_ms = ?4,
+                            renewed_at_ms = ?5 WHERE id = ?1",
+    )?
+    .execute(params![
+        client_id,
+        new_serial,
+        old_serial,
+        at_ms.saturating_add(RETIRED_SERIAL_GRACE_MS),
+        at_ms
+    ])?;
+    Ok(Response::Done)
+}
+
+/// `ConfirmClientCert`: the client used `serial`, its current certificate; the retired one
+/// ends now.
+pub(crate) fn confirm_client_cert(
+    conn: &Connection,
+    at_ms: i64,
+    client_id: &str,
+    serial: &str,
+) -> Result<Response, Fail> {
+    let current: Option<String> = conn
+        .prepare_cached("SELECT cert_serial FROM clients WHERE id = ?1")?
+        .query_row([client_id], |r| r.get(0))
+        .optional()?;
+    match current {
+        None => Err(reject(
+            RejectCode::NotFound,
+            format!("client {client_id} does not exist"),
+        )),
+        Some(c) if c != serial => Err(invalid(format!(
+            "certificate {serial} is not client {client_id}'s current certificate"
+        ))),
+        Some(_) => {
+            conn.prepare_cached(
+                "UPDATE clients SET prev_serial_until_ms = MIN(prev_serial_until_ms, ?2)
+                 WHERE id = ?1 AND prev_serial IS NOT NULL",
+            )?
+            .execute(params![client_id, at_ms])?;
             Ok(Response::Done)
         }
     }

@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -173,6 +173,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         attempts      INTEGER NOT NULL,
         PRIMARY KEY (deployment_id, client_id)
     ) STRICT, WITHOUT ROWID;
+    "#,
+    // v4: retired client serials (renewal), renewal times, revoked admin names.
+    r#"
+    ALTER TABLE clients ADD COLUMN prev_serial TEXT;
+    ALTER TABLE clients ADD COLUMN prev_serial_until_ms INTEGER;
+    ALTER TABLE clients ADD COLUMN renewed_at_ms INTEGER;
+    CREATE TABLE revoked_admins (
+        name          TEXT PRIMARY KEY NOT NULL,
+        revoked_at_ms INTEGER NOT NULL
+    ) STRICT;
     "#,
 ];
 
