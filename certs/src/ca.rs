@@ -87,6 +87,21 @@ impl CertAuthority {
         self.sign(&public_key, role, validity)
     }
 
+    /// Like [`issue`](Self::issue) with a serial chosen beforehand ([`Serial::random`]), so
+    /// that the serial can be committed first and the certificate signed only afterwards.
+    pub fn issue_with_serial(
+        &self,
+        csr_pem: &str,
+        role: &Role,
+        validity: &Validity,
+        serial: &Serial,
+    ) -> Result<String, CertError> {
+        let public_key = csr_public_key(csr_pem)?;
+        let params = leaf_params(role, validity, serial.0)?;
+        let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)?;
+        Ok(params.signed_by(&public_key, &issuer)?.pem())
+    }
+
     /// A new ECDSA P-256 key and a leaf for it: (cert PEM, key PEM). For admin certificates
     /// and the first node, whose keys are made where the CA is.
     pub fn issue_with_new_key(
@@ -164,7 +179,40 @@ fn random_serial() -> [u8; 16] {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
+    positive(bytes)
+}
+
+/// The serial as it appears in the certificate: positive, without a leading zero byte (the
+/// same rule as the profile's, so that a chosen serial's hex is the certificate's).
+fn positive(mut bytes: [u8; 16]) -> [u8; 16] {
+    bytes[0] &= 0x7f;
+    if bytes[0] == 0 {
+        bytes[0] = 0x01;
+    }
     bytes
+}
+
+/// A certificate serial number chosen before signing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serial([u8; 16]);
+
+impl Serial {
+    /// 16 random bytes from the OS, made positive.
+    pub fn random() -> Serial {
+        Serial(random_serial())
+    }
+
+    /// Lowercase hex, exactly as [`serial_hex`](crate::serial_hex) reads it from the
+    /// certificate.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// Checks a CSR (PEM) as [`CertAuthority::issue`] would, without signing anything: it
+/// parses, its own signature checks out, and its key is ECDSA P-256.
+pub fn check_csr(csr_pem: &str) -> Result<(), CertError> {
+    csr_public_key(csr_pem).map(|_| ())
 }
 
 #[cfg(test)]
@@ -197,6 +245,27 @@ mod tests {
         );
         let ca_cert = parse_cert(&ca.cert_der).unwrap();
         assert_eq!(cert.issuer(), ca_cert.subject());
+    }
+
+    #[test]
+    fn chosen_serial_is_the_certificate_serial() {
+        let ca = CertAuthority::generate("c1", "plant").unwrap();
+        let (_, csr) = new_key_and_csr("x").unwrap();
+        assert!(check_csr(&csr).is_ok());
+        assert!(check_csr("not a csr").is_err());
+        for _ in 0..8 {
+            let serial = Serial::random();
+            let pem = ca
+                .issue_with_serial(
+                    &csr,
+                    &Role::Client("c-1".into()),
+                    &Validity::days_from(now(), 1),
+                    &serial,
+                )
+                .unwrap();
+            let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            assert_eq!(crate::serial_hex(&der).unwrap(), serial.to_hex());
+        }
     }
 
     #[test]

@@ -16,12 +16,12 @@ mod fingerprint;
 mod profile;
 mod tls;
 
-pub use ca::{CertAuthority, new_key_and_csr};
+pub use ca::{CertAuthority, Serial, check_csr, new_key_and_csr};
 pub use files::{write_public_file, write_secret_file};
 pub use fingerprint::Fingerprint;
 pub use profile::{
-    ANY_NODE_SERVER_NAME, Role, Validity, node_server_name, not_after_unix, not_before_unix,
-    role_of, serial_hex,
+    ANY_NODE_SERVER_NAME, CLOCK_SKEW_SECS, Role, Validity, node_server_name, not_after_unix,
+    not_before_unix, role_of, serial_hex,
 };
 pub use tls::{
     ClientAuth, PinMismatch, TlsIdentity, client_config, pinned_client_config, server_config,

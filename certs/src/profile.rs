@@ -103,7 +103,9 @@ pub fn serial_hex(cert_der: &[u8]) -> Result<String, CertError> {
 }
 
 const URI_PREFIX: &str = "urn:outpost:";
-const CLOCK_SKEW_SECS: i64 = 3600;
+/// How far before its issue a certificate is valid (clock skew between machines): its issue
+/// time is `not_before + CLOCK_SKEW_SECS`.
+pub const CLOCK_SKEW_SECS: i64 = 3600;
 const DAY_SECS: i64 = 86_400;
 /// How long the cluster CA lives: 20 years. Air-gapped sites have nobody to re-root them often.
 pub(crate) const CA_DAYS: u32 = 20 * 365 + 5;
