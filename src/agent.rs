@@ -291,6 +291,7 @@ async fn sync_with(client: &ApiClient, server: &str, paths: &Paths) -> Result<Sy
         .call(Method::GET, "/v1/agent/config", None::<&()>)
         .await?;
     outpost_certs::write_public_file(&paths.config(), &serde_json::to_vec_pretty(&config)?)?;
+    crate::deployments::confirm_renewal_if_pending(client, &paths.dir).await?;
     let inventory_uploaded = upload_inventory_if_changed(client, paths).await?;
     let deployments = crate::deployments::agent_step(client, &paths.dir, &config).await?;
     let renewed =

@@ -25,30 +25,49 @@ use crate::token::{Token, secret_sha256};
 pub enum Caller {
     /// The local Unix socket, by a process of our own user or root.
     Local,
-    Admin(String),
+    /// An admin certificate: its name and when it was issued (unix seconds), which decides
+    /// whether `admin revoke NAME` covers it.
+    Admin {
+        name: String,
+        issued_at: i64,
+    },
     Node(u64),
-    /// A client certificate: the client id and the certificate's serial (lowercase hex).
+    /// A client certificate: the client id, the certificate's serial (lowercase hex) and its
+    /// validity (unix seconds), which decides whether it may renew.
     Client {
         id: String,
         serial: String,
+        not_before: i64,
+        not_after: i64,
     },
     /// TLS without a client certificate: only join (and health) are open to it.
     Anonymous,
 }
 
 impl Caller {
-    pub fn from_role(role: Role, serial: String) -> Caller {
-        match role {
+    /// The caller behind a leaf certificate that rustls verified against the cluster CA: the
+    /// role comes from our own certificate profile.
+    pub fn from_cert(leaf: &[u8]) -> Result<Caller, outpost_certs::CertError> {
+        Ok(match outpost_certs::role_of(leaf)? {
             Role::Node(id) => Caller::Node(id),
-            Role::Admin(n) => Caller::Admin(n),
-            Role::Client(id) => Caller::Client { id, serial },
-        }
+            Role::Admin(name) => Caller::Admin {
+                name,
+                issued_at: outpost_certs::not_before_unix(leaf)?
+                    .saturating_add(outpost_certs::CLOCK_SKEW_SECS),
+            },
+            Role::Client(id) => Caller::Client {
+                id,
+                serial: outpost_certs::serial_hex(leaf)?,
+                not_before: outpost_certs::not_before_unix(leaf)?,
+                not_after: outpost_certs::not_after_unix(leaf)?,
+            },
+        })
     }
 
     pub(crate) fn actor(&self) -> String {
         match self {
             Caller::Local => "local-admin".into(),
-            Caller::Admin(n) => format!("admin:{n}"),
+            Caller::Admin { name, .. } => format!("admin:{name}"),
             Caller::Node(id) => format!("node:{id}"),
             Caller::Client { id, .. } => format!("client:{id}"),
             Caller::Anonymous => "anonymous".into(),
@@ -57,7 +76,7 @@ impl Caller {
 
     pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
         match self {
-            Caller::Local | Caller::Admin(_) => Ok(()),
+            Caller::Local | Caller::Admin { .. } => Ok(()),
             Caller::Anonymous => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "a client certificate is required",
@@ -71,7 +90,7 @@ impl Caller {
 
     fn require_member(&self) -> Result<(), ApiError> {
         match self {
-            Caller::Local | Caller::Admin(_) | Caller::Node(_) => Ok(()),
+            Caller::Local | Caller::Admin { .. } | Caller::Node(_) => Ok(()),
             _ => self.require_admin(),
         }
     }
@@ -93,15 +112,38 @@ pub struct AppState {
     pub blobs: Arc<crate::blobs::Blobs>,
     /// The data directory (bundle import runs beside the node on the same host).
     pub data_dir: std::path::PathBuf,
+    /// Refused unauthenticated requests, counted by reason and logged at most once per source
+    /// address per minute.
+    pub refusals: crate::refusals::Refusals,
+    /// The last answer of the readiness probe (a read-index round trip), reused for a second
+    /// so that a flood of anonymous `/readyz` requests costs the leader nothing.
+    pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
 }
 
+/// Whether this node serves a committing cluster, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: String,
+}
+
+/// Request bodies are capped per route before they are read: enrollment and join are open to
+/// anyone (64 KiB), inventory reports carry facts (1 MiB), a bundle commit carries the signed
+/// manifest and signature bytes (base64), everything else is small.
+pub const BODY_LIMIT: usize = 64 << 10;
+pub const INVENTORY_BODY_LIMIT: usize = (outpost_storage::MAX_FACTS_BYTES + (64 << 10)) as usize;
+pub const BUNDLE_BODY_LIMIT: usize = 12 << 20;
+
 pub fn router(state: Arc<AppState>) -> Router {
+    use axum::extract::DefaultBodyLimit;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
-        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens", post(create_token).get(token_list))
+        .route("/v1/tokens/{id}/revoke", post(token_revoke))
+        .route("/v1/admins/{name}/revoke", post(admin_revoke))
         .route("/v1/join", post(join))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{id}", delete(remove_node))
@@ -113,7 +155,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/agent/config", get(crate::clients::agent_config))
         .route(
             "/v1/agent/inventory",
-            axum::routing::put(crate::clients::agent_inventory),
+            axum::routing::put(crate::clients::agent_inventory)
+                .layer(DefaultBodyLimit::max(INVENTORY_BODY_LIMIT)),
         )
         .route("/v1/inventory", get(crate::clients::inventory_query))
         .route(
@@ -125,7 +168,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/clients/{id}/revoke", post(crate::clients::revoke))
         .route(
             "/v1/bundles",
-            get(crate::bundles::list).post(crate::bundles::commit),
+            get(crate::bundles::list)
+                .post(crate::bundles::commit)
+                .layer(DefaultBodyLimit::max(BUNDLE_BODY_LIMIT)),
         )
         .route("/v1/bundles/context", get(crate::bundles::context))
         .route(
@@ -143,9 +188,62 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/agent/results", post(crate::deployments::report))
         .route("/v1/agent/renew", post(crate::deployments::renew))
+        .route(
+            "/v1/agent/renew/confirm",
+            post(crate::deployments::renew_confirm),
+        )
         .route("/v1/bundles/gc", post(crate::bundles::gc))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            identity_still_valid,
+        ))
         .with_state(state)
 }
+
+/// Refuses, on every request, an admin certificate whose name was revoked after it was
+/// issued and a node certificate of a node that was removed (or never joined): an identity
+/// ends from the moment its revocation applies on this node, even on a connection opened
+/// before. Client certificates are checked by the agent routes (`authorized_client`).
+async fn identity_still_valid(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let refusal = match &caller {
+        Caller::Admin { name, issued_at } => {
+            let n = name.clone();
+            match st.read(move |r| r.admin_revoked_at(&n)).await {
+                Ok(Some(at)) if issued_at.saturating_mul(1000) <= at => Some(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("the admin certificate of {name} was revoked"),
+                )),
+                Ok(_) => None,
+                Err(e) => Some(e),
+            }
+        }
+        Caller::Node(id) => {
+            let id = *id;
+            match st.read(move |r| r.node(id)).await {
+                Ok(Some(n)) if n.role != outpost_storage::NodeRole::Removed => None,
+                Ok(_) => Some(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("node {id} is not a member of this cluster"),
+                )),
+                Err(e) => Some(e),
+            }
+        }
+        _ => None,
+    };
+    match refusal {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+/// Configuration keys that name a program agents run: set only by signed bundles.
+pub const HANDLER_PREFIX: &str = "agent.handler.";
 
 // ---- wire types (shared with the CLI) ----
 
@@ -163,6 +261,9 @@ pub struct StatusView {
     pub snapshot_index: Option<u64>,
     pub members: Vec<MemberStatus>,
     pub fatal: Option<String>,
+    /// What `/readyz` answers: whether this node serves a committing cluster.
+    #[serde(default)]
+    pub ready: Option<Readiness>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -299,6 +400,55 @@ impl AppState {
         outcome(o)
     }
 
+    /// Checks a token against the local state before anything is written. A token unknown
+    /// here may have been made on another node a moment ago: then this node first catches up
+    /// with the leader (read index, bounded) and looks again. Err carries the answer and the
+    /// reason for the refusal counter.
+    pub(crate) async fn check_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        kind: TokenKind,
+    ) -> Result<(), (ApiError, &'static str)> {
+        for attempt in 0..2 {
+            let (id, secret) = (token_id.to_string(), secret_sha256.to_string());
+            let now = outpost_raft::now_ms();
+            let verdict = self
+                .read(move |r| r.check_token(&id, &secret, kind, now))
+                .await
+                .map_err(|e| (e, "internal"))?;
+            match verdict {
+                Ok(()) => return Ok(()),
+                Err(rej) => {
+                    let unknown = rej.code == RejectCode::TokenInvalid
+                        && rej.message.ends_with("does not exist");
+                    if attempt == 0 && unknown {
+                        // Only a bounded read-index round trip, never a write.
+                        if self
+                            .node
+                            .linearizable_barrier(Duration::from_secs(2))
+                            .await
+                            .is_ok()
+                        {
+                            continue;
+                        }
+                    }
+                    let reason = match rej.code {
+                        RejectCode::TokenExpired => "token_expired",
+                        RejectCode::TokenUsedUp => "token_used_up",
+                        _ if unknown => "token_unknown",
+                        _ => "token_invalid",
+                    };
+                    return Err((ApiError::new(StatusCode::FORBIDDEN, rej.message), reason));
+                }
+            }
+        }
+        Err((
+            ApiError::new(StatusCode::FORBIDDEN, "the token was not accepted"),
+            "token_invalid",
+        ))
+    }
+
     /// Runs a blocking storage query on a blocking thread.
     pub(crate) async fn read<T: Send + 'static>(
         &self,
@@ -334,7 +484,43 @@ impl AppState {
             snapshot_index: s.snapshot_index,
             members: s.members,
             fatal: s.fatal,
+            ready: Some(self.readiness().await),
         }
+    }
+
+    /// Ready: not stopped, a member, a leader known, and that leader confirms (read index,
+    /// a heartbeat round with a quorum) within two seconds. Answers are reused for a second.
+    pub(crate) async fn readiness(&self) -> Readiness {
+        let mut cached = self.readiness.lock().await;
+        if let Some((at, r)) = cached.as_ref()
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return r.clone();
+        }
+        let s = self.node.status();
+        let member = s.members.iter().any(|m| m.id == self.node_id);
+        let verdict = match (s.fatal, s.leader_id, member) {
+            (Some(f), _, _) => Err(f),
+            (None, _, false) => Err("not a member of the cluster".to_string()),
+            (None, None, true) => Err("no leader".to_string()),
+            (None, Some(_), true) => self
+                .node
+                .linearizable_barrier(Duration::from_secs(2))
+                .await
+                .map_err(|e| format!("the cluster cannot commit: {e}")),
+        };
+        let r = match verdict {
+            Ok(()) => Readiness {
+                ready: true,
+                reason: "ready".into(),
+            },
+            Err(reason) => Readiness {
+                ready: false,
+                reason,
+            },
+        };
+        *cached = Some((std::time::Instant::now(), r.clone()));
+        r
     }
 }
 
@@ -348,16 +534,13 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> Response {
-    let s = st.node.status();
-    let member = s.members.iter().any(|m| m.id == st.node_id);
-    match (s.fatal, s.leader_id, member) {
-        (Some(f), _, _) => (StatusCode::SERVICE_UNAVAILABLE, format!("{f}\n")).into_response(),
-        (None, None, _) => (StatusCode::SERVICE_UNAVAILABLE, "no leader\n").into_response(),
-        (None, Some(_), false) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "not yet a member\n").into_response()
-        }
-        (None, Some(_), true) => (StatusCode::OK, "ready\n").into_response(),
-    }
+    let r = st.readiness().await;
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, format!("{}\n", r.reason)).into_response()
 }
 
 async fn metrics(
@@ -419,6 +602,7 @@ async fn metrics(
         "1 if this node stopped applying.",
         u8::from(s.fatal.is_some()).to_string(),
     );
+    st.refusals.render_metrics(&mut out);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -465,6 +649,9 @@ async fn create_token(
             "token ttl must be positive",
         ));
     }
+    for g in &req.groups {
+        crate::fields::id("group", g)?;
+    }
     let addrs = st
         .node
         .status()
@@ -502,36 +689,57 @@ async fn create_token(
 async fn join(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    remote: Option<Extension<crate::refusals::Source>>,
     Json(req): Json<JoinRequest>,
-) -> ApiResult<JoinResponse> {
+) -> Result<Json<JoinResponse>, Response> {
+    let source = remote.map(|Extension(s)| s);
+    let refuse = |e: ApiError, reason: &'static str| st.refusals.refuse("join", reason, source, e);
+    // Everything below is checked against local state only: a request that fails here leaves
+    // no Raft entry, no audit row and no certificate.
+    let bad = |e: ApiError| refuse(e, "malformed");
+    crate::fields::id("token id", &req.token_id).map_err(bad)?;
+    crate::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
+    crate::fields::id("node name", &req.name).map_err(bad)?;
+    crate::fields::host_port("api address", &req.api_addr).map_err(bad)?;
+    crate::fields::host_port("peer address", &req.peer_addr).map_err(bad)?;
+    crate::fields::text("version", &req.version, 64).map_err(bad)?;
+    crate::fields::csr(&req.csr_pem).map_err(bad)?;
+    let secret_sha256 = secret_sha256(&req.secret);
+    st.check_token(&req.token_id, &secret_sha256, TokenKind::Node)
+        .await
+        .map_err(|(e, reason)| refuse(e, reason))?;
+    outpost_certs::check_csr(&req.csr_pem).map_err(|e| {
+        refuse(
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("certificate request refused: {e}"),
+            ),
+            "bad_csr",
+        )
+    })?;
     tracing::info!(name = %req.name, peer = %req.peer_addr, caller = %caller.actor(), "join request");
     let cmd = Command::JoinNode {
         token_id: req.token_id.clone(),
-        secret_sha256: secret_sha256(&req.secret),
+        secret_sha256,
         name: req.name.clone(),
         api_addr: req.api_addr.clone(),
         peer_addr: req.peer_addr.clone(),
         version: req.version.clone(),
     };
-    // Check the CSR before anything commits, so a bad request cannot leave a half-joined
-    // node (with an allocated id and a learner slot) behind.
-    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 365);
-    st.ca
-        .issue(&req.csr_pem, &Role::Node(0), &validity)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("certificate request refused: {e}"),
-            )
-        })?;
-    let node_id = match st.commit(&Caller::Anonymous, cmd).await? {
+    let node_id = match st
+        .commit(&Caller::Anonymous, cmd)
+        .await
+        .map_err(IntoResponse::into_response)?
+    {
         Done::NodeId(id) => id,
         other => {
             return Err(ApiError::internal(format!(
                 "join committed with unexpected response {other:?}"
-            )));
+            ))
+            .into_response());
         }
     };
+    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 365);
     let cert_pem = st
         .ca
         .issue(&req.csr_pem, &Role::Node(node_id), &validity)
@@ -540,10 +748,12 @@ async fn join(
                 StatusCode::BAD_REQUEST,
                 format!("certificate request refused: {e}"),
             )
+            .into_response()
         })?;
     let cluster_name = st
         .read(|r| r.cluster())
-        .await?
+        .await
+        .map_err(IntoResponse::into_response)?
         .map(|c| c.name)
         .unwrap_or_default();
     Ok(Json(JoinResponse {
@@ -554,6 +764,41 @@ async fn join(
         ca_cert_pem: st.ca.cert_pem().to_string(),
         ca_key_pem: st.ca.key_pem().to_string(),
     }))
+}
+
+async fn token_list(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Vec<outpost_storage::TokenRecord>> {
+    caller.require_admin()?;
+    Ok(Json(st.read(|r| r.tokens()).await?))
+}
+
+async fn token_revoke(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    caller.require_admin()?;
+    crate::fields::id("token id", &id)?;
+    st.commit(&caller, Command::RevokeToken { id: id.clone() })
+        .await?;
+    Ok(Json(serde_json::json!({ "revoked": id })))
+}
+
+async fn admin_revoke(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    caller.require_admin()?;
+    crate::fields::text("admin name", &name, 64)?;
+    let at_ms = outpost_raft::now_ms();
+    st.commit(&caller, Command::RevokeAdmin { name: name.clone() })
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "revoked": name, "issued_until_ms": at_ms }),
+    ))
 }
 
 async fn nodes(
@@ -590,6 +835,21 @@ async fn config_set(
     Json(req): Json<ConfigSetRequest>,
 ) -> ApiResult<ConfigSetResponse> {
     caller.require_admin()?;
+    crate::fields::config_key(&req.key)?;
+    crate::fields::config_value(&req.key, &req.value)?;
+    if let Scope::Group(g) | Scope::Client(g) = &req.scope {
+        crate::fields::id("scope", g)?;
+    }
+    if req.key.starts_with(HANDLER_PREFIX) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} runs code on clients: it is set only by a config payload of a signed bundle \
+                 (outpost bundle create with a [[payload]] of kind \"config\")",
+                req.key
+            ),
+        ));
+    }
     match st
         .commit(
             &caller,

@@ -22,7 +22,7 @@ use outpost_bundles::{
     BlobStore, BundleType as WireBundleType, ChannelFloor, ImportContext, ImportOutcome, Limits,
     PayloadKind, Progress, PublicKey, TrustDocument, VerifiedBundle, VerifyOptions,
 };
-use outpost_storage::{BundleImport, BundleRecord, BundleType, Command, PayloadRecord, Scope};
+use outpost_storage::{BundleRecord, Command, SignedBundle};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
@@ -114,20 +114,53 @@ pub async fn list(
     }))
 }
 
+/// What `bundle import` posts to commit a bundle it stored: the exact signed bytes. The node
+/// verifies them against the trust in its state, finds every payload in its blob store,
+/// reads the `config` payloads, and proposes one `ImportSignedBundle`, which every node
+/// verifies again in `apply`. Nothing in the body is taken on trust.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// base64 of the manifest bytes.
+    pub manifest: String,
+    /// base64 of the signature document bytes.
+    pub signatures: String,
+}
+
 /// Commits a bundle stored in this node's blob store by `bundle import` on this host.
 pub async fn commit(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Json(mut b): Json<BundleImport>,
+    Json(req): Json<CommitRequest>,
 ) -> ApiResult<CommitView> {
+    use base64::Engine;
     if caller != Caller::Local {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "bundles are imported on a node's host (outpost bundle import FILE --data-dir D)",
         ));
     }
-    b.node_id = st.node_id;
-    for p in &b.payloads {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bad =
+        |what: &str, e: String| ApiError::new(StatusCode::BAD_REQUEST, format!("{what}: {e}"));
+    let manifest = b64
+        .decode(&req.manifest)
+        .map_err(|e| bad("manifest is not base64", e.to_string()))?;
+    let signatures = b64
+        .decode(&req.signatures)
+        .map_err(|e| bad("signatures are not base64", e.to_string()))?;
+    let trust = st.read(|r| r.bundle_trust()).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no bundle trust is pinned in this cluster: it was initialised without --bundle-trust KEY.pub",
+        )
+    })?;
+    let doc: TrustDocument = serde_json::from_str(&trust.trust_json)
+        .map_err(|e| ApiError::internal(format!("stored bundle trust does not parse: {e}")))?;
+    let head =
+        outpost_bundles::verify_signed_head(&manifest, &signatures, &doc, &Limits::default())
+            .map_err(|e| bad("bundle refused", e.to_string()))?;
+    let mut config_payloads = Vec::new();
+    for p in &head.manifest.payloads {
         let path = st
             .blobs
             .store()
@@ -143,9 +176,40 @@ pub async fn commit(
                 ),
             ));
         }
+        if p.kind == PayloadKind::Config {
+            if p.size > MAX_CONFIG_PAYLOAD {
+                return Err(bad(
+                    "bundle refused",
+                    format!(
+                        "config payload {} is {} bytes, at most {MAX_CONFIG_PAYLOAD} allowed",
+                        p.name, p.size
+                    ),
+                ));
+            }
+            config_payloads.push(tokio::fs::read(&path).await.map_err(ApiError::internal)?);
+        }
     }
+    let voters: Vec<u64> = st
+        .node
+        .status()
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    let accepted = st.read(|r| r.bundle_time_floor()).await?;
+    let cluster_time = crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await;
     let done = st
-        .commit(&caller, Command::ImportBundle(Box::new(b)))
+        .commit(
+            &caller,
+            Command::ImportSignedBundle(Box::new(SignedBundle {
+                manifest,
+                signatures,
+                config_payloads,
+                cluster_time,
+                node_id: st.node_id,
+            })),
+        )
         .await?;
     Ok(Json(CommitView {
         imported: done != outpost_storage::Response::Unchanged,
@@ -328,7 +392,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
     let secs = started.elapsed().as_secs_f64();
     let bytes: u64 = vb.payloads.iter().map(|p| p.size).sum();
     let committed: Result<CommitView> = async {
-        let body = commit_body(&vb, ctx.trust_version)?;
+        let body = commit_body(&vb)?;
         api.call(hyper::Method::POST, "/v1/bundles", Some(&body))
             .await
     }
@@ -369,9 +433,10 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
     }
 }
 
-fn commit_body(vb: &VerifiedBundle, trust_version: u64) -> Result<BundleImport> {
-    let m = &vb.manifest;
-    let mut config = Vec::new();
+/// The commit request for a verified bundle: its exact signed bytes. The `config` payloads
+/// are parsed here first only to refuse a bad one before the node is asked.
+fn commit_body(vb: &VerifiedBundle) -> Result<CommitRequest> {
+    use base64::Engine;
     for p in vb.payloads.iter().filter(|p| p.kind == PayloadKind::Config) {
         if p.size > MAX_CONFIG_PAYLOAD {
             bail!(
@@ -386,41 +451,13 @@ fn commit_body(vb: &VerifiedBundle, trust_version: u64) -> Result<BundleImport> 
             .with_context(|| format!("config payload {} was not stored", p.name))?;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("config payload {} is not UTF-8 text", p.name))?;
-        config.extend(
-            parse_config_payload(&text).map_err(|e| anyhow!("config payload {}: {e}", p.name))?,
-        );
+        outpost_storage::parse_config_payload(&text)
+            .map_err(|e| anyhow!("config payload {}: {e}", p.name))?;
     }
-    Ok(BundleImport {
-        id: m.id.clone(),
-        manifest_sha256: vb.manifest_sha256.clone(),
-        bundle_type: match m.bundle_type {
-            WireBundleType::Content => BundleType::Content,
-            WireBundleType::Trust => BundleType::Trust,
-        },
-        channel: m.channel.clone(),
-        version: m.version,
-        created: m.created,
-        expires: m.expires,
-        signers: vb.signers.clone(),
-        trust_version,
-        payloads: vb
-            .payloads
-            .iter()
-            .map(|p| PayloadRecord {
-                name: p.name.clone(),
-                kind: p.kind.as_str().to_string(),
-                size: p.size,
-                sha256: p.sha256.clone(),
-            })
-            .collect(),
-        new_trust_json: m.trust.as_ref().map(serde_json::to_string).transpose()?,
-        channel_resets: m
-            .channel_resets
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
-        config,
-        node_id: 0, // the committing node fills in itself
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(CommitRequest {
+        manifest: b64.encode(&vb.manifest_bytes),
+        signatures: b64.encode(&vb.signature_bytes),
     })
 }
 

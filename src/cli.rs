@@ -369,15 +369,29 @@ enum TokenCmd {
         dir: DataDirArg,
         #[arg(long, value_parser = ["node", "client"])]
         kind: String,
-        /// Lifetime, e.g. 30m, 24h, 7d.
-        #[arg(long, default_value = "24h")]
-        ttl: humantime::Duration,
-        /// Uses allowed (default: unlimited within the lifetime).
+        /// Lifetime, e.g. 30m, 24h, 7d (default: 1h for node tokens, 24h for client tokens).
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        /// Uses allowed (default: 1 for node tokens, unlimited within the lifetime for client
+        /// tokens).
         #[arg(long)]
         uses: Option<u32>,
         /// Groups given to clients enrolled with it (client tokens).
         #[arg(long = "group")]
         groups: Vec<String>,
+    },
+    /// Every token: id, kind, groups, uses left, expiry (never the secret).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Revoke a token: it can no longer join or enroll anything.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
     },
 }
 
@@ -471,6 +485,13 @@ enum AdminCmd {
         out: PathBuf,
         #[arg(long, default_value_t = 365)]
         days: u32,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Revoke every admin certificate named NAME issued until now (on every node as soon as
+    /// the revocation commits); a certificate issued afterwards under the name works.
+    Revoke {
+        name: String,
         #[command(flatten)]
         dir: DataDirArg,
     },
@@ -633,6 +654,12 @@ impl Cli {
     }
 }
 
+/// A time in ms since the epoch as RFC 3339 UTC, to the second.
+pub(crate) fn format_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -704,6 +731,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             println!("node join token:         {}", out.node_token);
             println!("client enrollment token: {}", out.client_token);
+            println!(
+                "(the node token allows {} joins within an hour; later ones: outpost token create --kind node)",
+                runtime::INIT_NODE_TOKEN_USES
+            );
             println!("next: outpost serve --data-dir {}", dir.data_dir.display());
         }
         Cmd::Join {
@@ -765,16 +796,96 @@ pub async fn run(cli: Cli) -> Result<()> {
                     groups,
                 },
         } => {
+            let node = kind == "node";
+            let ttl = ttl
+                .map(|t| t.as_secs())
+                .unwrap_or(if node { 3600 } else { 24 * 3600 });
+            let uses = uses.or(node.then_some(1));
             let req = TokenRequest {
-                kind,
-                ttl_secs: ttl.as_secs(),
+                kind: kind.clone(),
+                ttl_secs: ttl,
                 uses,
                 groups,
             };
             let r: TokenResponse = api(&remote, &dir)?
                 .call(Method::POST, "/v1/tokens", Some(&req))
                 .await?;
+            // stdout carries only the token; what was made goes to stderr.
+            eprintln!(
+                "{kind} token {}: {}, expires {} (widen with --uses / --ttl)",
+                r.id,
+                match uses {
+                    Some(1) => "1 use".to_string(),
+                    Some(n) => format!("{n} uses"),
+                    None => "unlimited uses".to_string(),
+                },
+                format_ms(r.expires_at_ms)
+            );
             println!("{}", r.token);
+        }
+        Cmd::Token {
+            cmd: TokenCmd::List { json, dir },
+        } => {
+            let tokens: Vec<outpost_storage::TokenRecord> = api(&remote, &dir)?
+                .call(Method::GET, "/v1/tokens", NO_BODY)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                println!(
+                    "{:<18} {:<7} {:<10} {:<26} {:<8} GROUPS",
+                    "ID", "KIND", "USES LEFT", "EXPIRES", "STATE"
+                );
+                let now = outpost_raft::now_ms();
+                for t in tokens {
+                    let state = if t.revoked {
+                        "revoked"
+                    } else if t.expires_at_ms <= now {
+                        "expired"
+                    } else if t.uses_left == Some(0) {
+                        "used"
+                    } else {
+                        "valid"
+                    };
+                    println!(
+                        "{:<18} {:<7} {:<10} {:<26} {:<8} {}",
+                        t.id,
+                        t.kind.as_str(),
+                        t.uses_left
+                            .map(|u| u.to_string())
+                            .unwrap_or_else(|| "unlimited".into()),
+                        format_ms(t.expires_at_ms),
+                        state,
+                        t.groups.join(",")
+                    );
+                }
+            }
+        }
+        Cmd::Token {
+            cmd: TokenCmd::Revoke { id, dir },
+        } => {
+            let _: serde_json::Value = api(&remote, &dir)?
+                .call(
+                    Method::POST,
+                    &format!("/v1/tokens/{}/revoke", urlencode(&id)),
+                    NO_BODY,
+                )
+                .await?;
+            println!("token {id} revoked");
+        }
+        Cmd::Admin {
+            cmd: AdminCmd::Revoke { name, dir },
+        } => {
+            let _: serde_json::Value = api(&remote, &dir)?
+                .call(
+                    Method::POST,
+                    &format!("/v1/admins/{}/revoke", urlencode(&name)),
+                    NO_BODY,
+                )
+                .await?;
+            println!(
+                "admin certificates of {name} issued until now are revoked on every node; issue a new one with: outpost admin issue-cert --name {name} -o DIR"
+            );
         }
         Cmd::Node {
             cmd: NodeCmd::List { dir, json },

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
@@ -185,7 +185,9 @@ impl ApiClient {
     /// request (a server that ignores Range gets the file rewritten from the start). Streams
     /// the body to disk as it arrives; returns the file's final length. The caller verifies
     /// the content.
-    pub async fn download(&self, path: &str, dest: &std::path::Path) -> Result<u64> {
+    /// The file never grows past `max_len` bytes: a server that sends more than the declared
+    /// size is cut off with an error.
+    pub async fn download(&self, path: &str, dest: &std::path::Path, max_len: u64) -> Result<u64> {
         use tokio::io::AsyncWriteExt;
         let offset = tokio::fs::metadata(dest)
             .await
@@ -232,6 +234,10 @@ impl ApiClient {
                 return Err(ApiFailure { status, message }.into());
             }
         };
+        let mut written = match status {
+            StatusCode::PARTIAL_CONTENT => offset,
+            _ => 0,
+        };
         let mut body = resp.into_body();
         loop {
             let frame = tokio::time::timeout(self.timeout, body.frame())
@@ -241,6 +247,14 @@ impl ApiClient {
             let frame =
                 frame.with_context(|| format!("receiving {path} from {}", self.endpoint))?;
             if let Ok(data) = frame.into_data() {
+                written = written.saturating_add(data.len() as u64);
+                if written > max_len {
+                    file.flush().await?;
+                    bail!(
+                        "{} sent more than the {max_len} bytes declared for {path}; stopped",
+                        self.endpoint
+                    );
+                }
                 file.write_all(&data)
                     .await
                     .with_context(|| format!("writing {}", dest.display()))?;

@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use outpost_certs::{Role, Validity};
-use outpost_storage::{ClientRecord, Command};
+use outpost_storage::{ClientRecord, Command, TokenKind};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
@@ -64,34 +64,63 @@ fn new_client_id() -> String {
 pub async fn enroll(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    remote: Option<Extension<crate::refusals::Source>>,
     Json(req): Json<EnrollRequest>,
-) -> ApiResult<EnrollResponse> {
-    tracing::info!(hostname = %req.hostname, caller = %caller.actor(), "enrollment request");
-    let client_id = new_client_id();
-    // Sign first (to know the serial), commit second: a refused enrollment never hands out
-    // the certificate.
-    let validity = client_validity(outpost_raft::now_ms() / 1000);
-    let cert_pem = st
-        .ca
-        .issue(&req.csr_pem, &Role::Client(client_id.clone()), &validity)
-        .map_err(|e| {
+) -> Result<Json<EnrollResponse>, axum::response::Response> {
+    use axum::response::IntoResponse;
+    let source = remote.map(|Extension(s)| s);
+    let refuse =
+        |e: ApiError, reason: &'static str| st.refusals.refuse("enroll", reason, source, e);
+    // Checked against local state only: a request refused here leaves no Raft entry, no audit
+    // row and no certificate.
+    let bad = |e: ApiError| refuse(e, "malformed");
+    crate::fields::id("token id", &req.token_id).map_err(bad)?;
+    crate::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
+    crate::fields::hostname(&req.hostname).map_err(bad)?;
+    crate::fields::csr(&req.csr_pem).map_err(bad)?;
+    let secret_sha256 = secret_sha256(&req.secret);
+    st.check_token(&req.token_id, &secret_sha256, TokenKind::Client)
+        .await
+        .map_err(|(e, reason)| refuse(e, reason))?;
+    outpost_certs::check_csr(&req.csr_pem).map_err(|e| {
+        refuse(
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("certificate request refused: {e}"),
-            )
-        })?;
-    let serial = pem_serial(&cert_pem)?;
+            ),
+            "bad_csr",
+        )
+    })?;
+    tracing::info!(hostname = %req.hostname, caller = %caller.actor(), "enrollment request");
+    let client_id = new_client_id();
+    // The serial is chosen now and committed with the enrollment; the certificate is signed
+    // only after the commit, so a refused enrollment never has one.
+    let serial = outpost_certs::Serial::random();
     st.commit(
         &Caller::Anonymous,
         Command::EnrollClient {
             token_id: req.token_id,
-            secret_sha256: secret_sha256(&req.secret),
+            secret_sha256,
             client_id: client_id.clone(),
             hostname: req.hostname,
-            cert_serial: serial,
+            cert_serial: serial.to_hex(),
         },
     )
-    .await?;
+    .await
+    .map_err(IntoResponse::into_response)?;
+    let validity = client_validity(outpost_raft::now_ms() / 1000);
+    let cert_pem = st
+        .ca
+        .issue_with_serial(
+            &req.csr_pem,
+            &Role::Client(client_id.clone()),
+            &validity,
+            &serial,
+        )
+        .map_err(|e| {
+            ApiError::internal(format!("signing the enrolled client's certificate: {e}"))
+                .into_response()
+        })?;
     // The enrollment may have committed through another node: see it here before reading.
     if let Err(e) = st.node.linearizable_barrier(Duration::from_secs(5)).await {
         tracing::warn!(error = %e, "enrollment: local state may lag the commit");
@@ -99,7 +128,8 @@ pub async fn enroll(
     let id = client_id.clone();
     let groups = st
         .read(move |r| r.client(&id))
-        .await?
+        .await
+        .map_err(IntoResponse::into_response)?
         .map(|c| c.groups)
         .unwrap_or_default();
     let servers = st
@@ -119,20 +149,13 @@ pub async fn enroll(
     }))
 }
 
-pub(crate) fn pem_serial(cert_pem: &str) -> Result<String, ApiError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(ApiError::internal)?;
-    outpost_certs::serial_hex(&der).map_err(ApiError::internal)
-}
-
 /// The client behind a client certificate, if it is enrolled and neither it nor this
 /// certificate is revoked.
 pub(crate) async fn authorized_client(
     st: &AppState,
     caller: &Caller,
 ) -> Result<ClientRecord, ApiError> {
-    let Caller::Client { id, serial } = caller else {
+    let Caller::Client { id, serial, .. } = caller else {
         return Err(match caller {
             Caller::Anonymous => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "a client certificate is required")
@@ -143,20 +166,27 @@ pub(crate) async fn authorized_client(
             ),
         });
     };
-    let (id2, serial2) = (id.clone(), serial.clone());
-    let (record, revoked) = st
-        .read(move |r| Ok((r.client(&id2)?, r.serial_revoked(&serial2)?)))
+    let id2 = id.clone();
+    let (record, cert) = st
+        .read(move |r| Ok((r.client(&id2)?, r.client_cert_state(&id2)?)))
         .await?;
-    match record {
-        None => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("client {id} is not enrolled in this cluster"),
-        )),
-        Some(c) if c.revoked || revoked => Err(ApiError::new(
+    let now = outpost_raft::now_ms();
+    match (record, cert) {
+        (Some(c), Some(cert)) if !c.revoked && cert.accepts(serial, now) => Ok(c),
+        (Some(c), _) if c.revoked => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("client {id} is revoked"),
         )),
-        Some(c) => Ok(c),
+        (Some(_), _) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "certificate {serial} of client {id} is no longer valid: it was renewed (use the new certificate) or revoked"
+            ),
+        )),
+        (None, _) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("client {id} is not enrolled in this cluster"),
+        )),
     }
 }
 

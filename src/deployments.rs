@@ -199,29 +199,125 @@ pub async fn renew(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<RenewRequest>,
-) -> ApiResult<RenewResponse> {
-    let client = authorized_client(&st, &caller).await?;
-    let validity = crate::clients::client_validity(outpost_raft::now_ms() / 1000);
-    let cert_pem = st
-        .ca
-        .issue(&req.csr_pem, &Role::Client(client.id.clone()), &validity)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("certificate request refused: {e}"),
+) -> Result<Json<RenewResponse>, Response> {
+    let client = authorized_client(&st, &caller)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let Caller::Client {
+        serial,
+        not_before,
+        not_after,
+        ..
+    } = &caller
+    else {
+        return Err(
+            ApiError::new(StatusCode::FORBIDDEN, "a client certificate is required")
+                .into_response(),
+        );
+    };
+    crate::fields::csr(&req.csr_pem).map_err(IntoResponse::into_response)?;
+    let now_ms = outpost_raft::now_ms();
+    // Only inside the renewal window (the last third of the certificate's life, with a
+    // minute of slack for clocks), and at most once per RENEWAL_INTERVAL_MS.
+    if !renewal_due(*not_before, *not_after, now_ms / 1000 + 60) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "certificate {serial} is not due for renewal: renew in the last third of its life (it ends at {not_after})"
+            ),
+        )
+        .into_response());
+    }
+    let id = client.id.clone();
+    let state = st
+        .read(move |r| r.client_cert_state(&id))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    if state.as_ref().is_some_and(|c| &c.cert_serial != serial) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("certificate {serial} was already renewed: use the new certificate"),
+        )
+        .into_response());
+    }
+    if let Some(at) = state.and_then(|c| c.renewed_at_ms) {
+        let next = at.saturating_add(outpost_storage::RENEWAL_INTERVAL_MS);
+        if now_ms < next {
+            let secs = (next - now_ms + 999) / 1000;
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs.to_string())],
+                Json(serde_json::json!({
+                    "error": format!("client {} renewed its certificate less than an hour ago", client.id)
+                })),
             )
-        })?;
-    let serial = crate::clients::pem_serial(&cert_pem)?;
+                .into_response());
+        }
+    }
+    outpost_certs::check_csr(&req.csr_pem).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("certificate request refused: {e}"),
+        )
+        .into_response()
+    })?;
+    let new_serial = outpost_certs::Serial::random();
     st.commit(
         &caller,
-        Command::RenewClientCert {
+        Command::RotateClientCert {
             client_id: client.id.clone(),
-            cert_serial: serial.clone(),
+            old_serial: serial.clone(),
+            new_serial: new_serial.to_hex(),
+        },
+    )
+    .await
+    .map_err(IntoResponse::into_response)?;
+    let validity = crate::clients::client_validity(now_ms / 1000);
+    let cert_pem = st
+        .ca
+        .issue_with_serial(
+            &req.csr_pem,
+            &Role::Client(client.id.clone()),
+            &validity,
+            &new_serial,
+        )
+        .map_err(|e| {
+            ApiError::internal(format!("signing the renewed certificate: {e}")).into_response()
+        })?;
+    tracing::info!(client = %client.id, serial = %new_serial.to_hex(), "client certificate renewed");
+    Ok(Json(RenewResponse { cert_pem }))
+}
+
+/// The agent's first request with its renewed certificate: the retired one ends now.
+pub async fn renew_confirm(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<serde_json::Value> {
+    let client = authorized_client(&st, &caller).await?;
+    let Caller::Client { serial, .. } = &caller else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a client certificate is required",
+        ));
+    };
+    if &client.cert_serial != serial {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "certificate {serial} is not client {}'s current one",
+                client.id
+            ),
+        ));
+    }
+    st.commit(
+        &caller,
+        Command::ConfirmClientCert {
+            client_id: client.id.clone(),
+            serial: serial.clone(),
         },
     )
     .await?;
-    tracing::info!(client = %client.id, %serial, "client certificate renewed");
-    Ok(Json(RenewResponse { cert_pem }))
+    Ok(Json(serde_json::json!({ "confirmed": serial })))
 }
 
 /// Streams a blob of one of the caller's assignments, from the offset a `Range: bytes=N-`
@@ -476,6 +572,18 @@ pub async fn agent_step(
 
 /// The artifact's verified local copy, downloading (resuming) it if needed.
 async fn fetch(client: &ApiClient, state_dir: &Path, d: &DeploymentRecord) -> Result<PathBuf> {
+    // The hash becomes a file name and a URL: only 64 lowercase hex digits may.
+    if !(d.sha256.len() == 64
+        && d.sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        bail!(
+            "deployment {} names sha256 {} which is not 64 lowercase hex digits; refused",
+            d.id,
+            crate::fields::shown(&d.sha256)
+        );
+    }
     let dir = state_dir.join("artifacts");
     let partial_dir = dir.join("partial");
     tokio::fs::create_dir_all(&partial_dir).await?;
@@ -499,7 +607,11 @@ async fn fetch(client: &ApiClient, state_dir: &Path, d: &DeploymentRecord) -> Re
         .unwrap_or(0);
     if have < d.size {
         client
-            .download(&format!("/v1/agent/artifacts/{}", d.sha256), &partial)
+            .download(
+                &format!("/v1/agent/artifacts/{}", d.sha256),
+                &partial,
+                d.size,
+            )
             .await
             .with_context(|| format!("downloading {}@{}", d.artifact, d.version))?;
     }
@@ -642,9 +754,36 @@ pub async fn renew_if_due(
     outpost_certs::write_secret_file(&key_new, key_pem.as_bytes())?;
     outpost_certs::write_public_file(&crt_new, resp.cert_pem.as_bytes())?;
     finish_renewal(state_dir)?;
+    // The next sync, made with the new certificate, confirms it (the old one ends then).
+    outpost_certs::write_public_file(&state_dir.join(UNCONFIRMED), b"")?;
     let der = CertificateDer::from_pem_slice(resp.cert_pem.as_bytes())
         .map_err(|e| anyhow!("renewed certificate: {e}"))?;
     Ok(Some(outpost_certs::serial_hex(&der)?))
+}
+
+/// Marker file in the agent's state dir: a renewed certificate not yet confirmed.
+const UNCONFIRMED: &str = "renewal.unconfirmed";
+
+/// After a renewal, the first sync with the new certificate tells the cluster so, which ends
+/// the old certificate at once instead of after its grace hour.
+pub async fn confirm_renewal_if_pending(client: &ApiClient, state_dir: &Path) -> Result<()> {
+    let marker = state_dir.join(UNCONFIRMED);
+    if !marker.exists() {
+        return Ok(());
+    }
+    match client
+        .call::<serde_json::Value>(Method::POST, "/v1/agent/renew/confirm", None::<&()>)
+        .await
+    {
+        Ok(_) => {}
+        // Already superseded or confirmed elsewhere: nothing left to confirm.
+        Err(e)
+            if e.downcast_ref::<crate::client::ApiFailure>()
+                .is_some_and(|f| f.status == StatusCode::CONFLICT) => {}
+        Err(e) => return Err(e.context("confirming the renewed certificate")),
+    }
+    std::fs::remove_file(&marker)?;
+    Ok(())
 }
 
 /// Less than a third of [not_before, not_after] left at `now`. Pure.

@@ -143,6 +143,8 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         seen: Default::default(),
         blobs: blobs.clone(),
         data_dir: dd.root.clone(),
+        refusals: Default::default(),
+        readiness: Default::default(),
     });
     let app = api::router(state.clone());
     let tasks = vec![
@@ -202,6 +204,11 @@ pub struct NetOptions {
     pub peer_listen: Option<String>,
     pub discovery: outpost_discovery::DiscoveryConfig,
 }
+
+/// Uses of the node token `init` prints: the four other voters of a five-node cluster.
+pub const INIT_NODE_TOKEN_USES: u32 = 4;
+/// Lifetime of the node token `init` prints.
+pub const INIT_NODE_TOKEN_TTL_MS: i64 = 3600 * 1000;
 
 pub struct InitOutput {
     pub cluster_id: String,
@@ -300,14 +307,24 @@ async fn bootstrap(
     }
     let fp = ca.fingerprint().to_string();
     let mut tokens = Vec::new();
-    for (kind, k) in [("node", TokenKind::Node), ("client", TokenKind::Client)] {
+    // The node token forms the cluster: enough uses for the other voters of a five-node
+    // cluster, for one hour. The client token enrolls the fleet: unlimited uses for a day.
+    for (kind, k, ttl_ms, uses) in [
+        (
+            "node",
+            TokenKind::Node,
+            INIT_NODE_TOKEN_TTL_MS,
+            Some(INIT_NODE_TOKEN_USES),
+        ),
+        ("client", TokenKind::Client, 24 * 3600 * 1000, None),
+    ] {
         let token = Token::new(kind, &file.cluster_id, &fp, vec![file.api_addr.clone()]);
         commit(Command::CreateToken {
             id: token.id.clone(),
             kind: k,
             secret_sha256: token.secret_sha256(),
-            expires_at_ms: now + 24 * 3600 * 1000,
-            uses: None,
+            expires_at_ms: now + ttl_ms,
+            uses,
             groups: Vec::new(),
         })
         .await?;

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tower::ServiceExt;
 
 use crate::api::Caller;
+use crate::refusals::Source;
 
 pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -46,11 +47,8 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ap
                     None => Caller::Anonymous,
                     // The chain was verified against the cluster CA by rustls; the role comes
                     // from our own certificate profile.
-                    Some(leaf) => match outpost_certs::role_of(leaf) {
-                        Ok(role) => Caller::from_role(
-                            role,
-                            outpost_certs::serial_hex(leaf).unwrap_or_default(),
-                        ),
+                    Some(leaf) => match Caller::from_cert(leaf) {
+                        Ok(caller) => caller,
                         Err(e) => {
                             tracing::warn!(%remote, error = %e, "refusing certificate without an Outpost role");
                             return;
@@ -58,7 +56,7 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ap
                     },
                 }
             };
-            serve_conn(TokioIo::new(tls), app, caller).await;
+            serve_conn(TokioIo::new(tls), app, caller, Some(Source(remote.ip()))).await;
         });
     }
 }
@@ -91,16 +89,19 @@ pub async fn serve_unix(listener: UnixListener, app: Router) {
             }
         }
         let app = app.clone();
-        tokio::spawn(serve_conn(TokioIo::new(stream), app, Caller::Local));
+        tokio::spawn(serve_conn(TokioIo::new(stream), app, Caller::Local, None));
     }
 }
 
-async fn serve_conn<I>(io: TokioIo<I>, app: Router, caller: Caller)
+async fn serve_conn<I>(io: TokioIo<I>, app: Router, caller: Caller, source: Option<Source>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(caller.clone());
+        if let Some(s) = source {
+            req.extensions_mut().insert(s);
+        }
         let app = app.clone();
         async move {
             Ok::<_, Infallible>(

@@ -40,6 +40,11 @@ fn run(c: &LocalCluster, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
+/// A TOML basic string holding `v`.
+fn toml_string(v: &str) -> String {
+    serde_json::to_string(v).expect("a string serializes")
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
@@ -114,9 +119,23 @@ async fn deployment_reaches_agents_and_results_come_back() {
         let tool: Vec<u8> = (0..400_000u32).map(|i| (i % 241) as u8).collect();
         std::fs::write(root.join("tool.bin"), &tool)?;
         std::fs::write(root.join("secret.bin"), b"not for everyone")?;
+        // The lab handler records what it installed; the other group's handler fails. Code
+        // that runs on clients comes only from a signed bundle's config payload.
+        let marker = root.join("installed.txt");
+        let handler = format!(
+            "sha256sum \"$OUTPOST_ARTIFACT\" > {} && echo \"$OUTPOST_ARTIFACT_NAME@$OUTPOST_ARTIFACT_VERSION $OUTPOST_DEPLOYMENT\" >> {}",
+            marker.display(),
+            marker.display()
+        );
+        let handlers = format!(
+            "[group.lab]\n\"agent.handler.artifact\" = {}\n[group.other]\n\"agent.handler.artifact\" = {}\n",
+            toml_string(&handler),
+            toml_string("echo boom >&2; exit 3")
+        );
+        std::fs::write(root.join("handlers.toml"), handlers)?;
         std::fs::write(
             root.join("spec.toml"),
-            "channel = \"site\"\nversion = 1\n[[payload]]\npath = \"tool.bin\"\nkind = \"artifact\"\nname = \"tool\"\n[[payload]]\npath = \"secret.bin\"\nkind = \"artifact\"\nname = \"secret\"\n",
+            "channel = \"site\"\nversion = 1\n[[payload]]\npath = \"tool.bin\"\nkind = \"artifact\"\nname = \"tool\"\n[[payload]]\npath = \"secret.bin\"\nkind = \"artifact\"\nname = \"secret\"\n[[payload]]\npath = \"handlers.toml\"\nkind = \"config\"\nname = \"handlers\"\n",
         )?;
         let bundle = root.join("b.obundle");
         run(&c, &["bundle", "create", "--spec", s(&root.join("spec.toml")), "--key", s(&key), "-o", s(&bundle)])?;
@@ -136,15 +155,10 @@ async fn deployment_reaches_agents_and_results_come_back() {
         let id_a = enroll(&c, &tok("lab")?, &c.nodes[1].api_addr, &a)?;
         let id_b = enroll(&c, &tok("other")?, &c.nodes[2].api_addr, &b)?;
 
-        // The lab handler records what it installed; the other group's handler fails.
-        let marker = root.join("installed.txt");
-        let handler = format!(
-            "sha256sum \"$OUTPOST_ARTIFACT\" > {} && echo \"$OUTPOST_ARTIFACT_NAME@$OUTPOST_ARTIFACT_VERSION $OUTPOST_DEPLOYMENT\" >> {}",
-            marker.display(),
-            marker.display()
-        );
-        c.cli(1, &["config", "set", "agent.handler.artifact", &handler, "--group", "lab"])?;
-        c.cli(2, &["config", "set", "agent.handler.artifact", "echo boom >&2; exit 3", "--group", "other"])?;
+        // `config set` of a handler is refused with the reason, on any node.
+        let refused = c.run(&["config", "set", "agent.handler.artifact", "rm -rf /", "--group", "lab", "--data-dir", s(&c.nodes[1].dir)])?;
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("signed bundle"), "{}", String::from_utf8_lossy(&refused.stderr));
         let d1 = c.cli(0, &["deployment", "create", "--artifact", "tool@1", "--group", "lab"])?;
         let d1 = d1.split_whitespace().next().context("deployment id")?.to_string();
         let refused = c.run(&["deployment", "create", "--artifact", "tool@9", "--group", "lab", "--data-dir", s(&c.nodes[0].dir)])?;
