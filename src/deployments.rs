@@ -217,9 +217,10 @@ pub async fn renew(
     };
     crate::fields::csr(&req.csr_pem).map_err(IntoResponse::into_response)?;
     let now_ms = outpost_raft::now_ms();
-    // Only inside the renewal window (the last third of the certificate's life, with a
-    // minute of slack for clocks), and at most once per RENEWAL_INTERVAL_MS.
-    if !renewal_due(*not_before, *not_after, now_ms / 1000 + 60) {
+    // Only inside the renewal window (the last third of the certificate's life, with up to
+    // a minute of slack for the agent's clock), and at most once per RENEWAL_INTERVAL_MS.
+    let slack = ((not_after - not_before) / 100).clamp(0, 60);
+    if !renewal_due(*not_before, *not_after, now_ms / 1000 + slack) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
