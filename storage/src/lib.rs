@@ -23,7 +23,9 @@ mod schema;
 mod snapshot;
 mod store;
 
-pub use codec::{COMMAND_FORMAT, MAX_ENTRY_BYTES, decode_batch, encode_batch};
+pub use codec::{
+    COMMAND_FORMAT, MAX_ENTRY_BYTES, batch_len, decode_batch, encode_batch, encoded_len,
+};
 pub use error::StorageError;
 pub use model::{
     Assignment, AuditCheck, AuditRecord, BundleImport, BundleRecord, BundleType, ChannelRecord,
