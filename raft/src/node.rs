@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
-use outpost_storage::{Envelope, NodeRole, Outcome, Reader, Store};
+use outpost_storage::{Command, Envelope, MAX_ENTRY_BYTES, NodeRole, Outcome, Reader, Store};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -94,6 +94,10 @@ pub enum WriteError {
     Stopped(String),
     #[error("encoding the command: {0}")]
     Encode(String),
+    /// The command alone would make a Raft entry of `bytes` bytes (format header and batch
+    /// length included), more than `outpost_storage::MAX_ENTRY_BYTES`. It never reaches Raft.
+    #[error("a command of {bytes} bytes exceeds the {cap}-byte Raft entry cap")]
+    TooLarge { bytes: usize, cap: usize },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -146,6 +150,8 @@ pub struct NodeStatus {
 
 struct WriteReq {
     env: Envelope,
+    /// `outpost_storage::encoded_len(&env)`, measured once when the write is queued.
+    len: usize,
     reply: oneshot::Sender<Result<Outcome, WriteError>>,
 }
 
@@ -446,10 +452,13 @@ fn status_of(m: &RaftMetrics, fatal: Option<String>) -> NodeStatus {
 }
 
 impl Inner {
+    /// Every write (local or forwarded) enters the batcher here; a command too large for an
+    /// entry of its own is refused before it is queued.
     async fn write(&self, env: Envelope) -> Result<Outcome, WriteError> {
+        let len = admit_size(&env)?;
         let (reply, rx) = oneshot::channel();
         self.batcher
-            .send(WriteReq { env, reply })
+            .send(WriteReq { env, len, reply })
             .await
             .map_err(|_| WriteError::Stopped("write batcher stopped".into()))?;
         rx.await
@@ -560,18 +569,85 @@ impl Inner {
     }
 }
 
+/// The encoded size of `env` in a batch, or `TooLarge` when a batch of it alone would pass
+/// `MAX_ENTRY_BYTES` (so it could never be committed).
+fn admit_size(env: &Envelope) -> Result<usize, WriteError> {
+    let len = outpost_storage::encoded_len(env);
+    let alone = outpost_storage::batch_len(1, len);
+    if alone > MAX_ENTRY_BYTES {
+        return Err(WriteError::TooLarge {
+            bytes: alone,
+            cap: MAX_ENTRY_BYTES,
+        });
+    }
+    Ok(len)
+}
+
+/// One batch being packed: how many envelopes and their encoded bytes so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Packer {
+    count: usize,
+    envelopes: usize,
+    max_batch: usize,
+    cap: usize,
+}
+
+impl Packer {
+    fn new(max_batch: usize, cap: usize) -> Packer {
+        Packer {
+            count: 0,
+            envelopes: 0,
+            max_batch: max_batch.max(1),
+            cap,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.count >= self.max_batch
+    }
+
+    /// Adds an envelope of `len` encoded bytes if the batch stays within `max_batch`
+    /// envelopes and `encode_batch` of it stays within the cap. The first envelope is always
+    /// taken (`admit_size` has checked it fits alone).
+    fn try_add(&mut self, len: usize) -> bool {
+        let next = outpost_storage::batch_len(self.count + 1, self.envelopes.saturating_add(len));
+        if self.count > 0 && (self.is_full() || next > self.cap) {
+            return false;
+        }
+        self.count += 1;
+        self.envelopes = self.envelopes.saturating_add(len);
+        true
+    }
+}
+
 /// Gathers concurrent writes into one Raft entry each round (group commit): while one batch
-/// is being committed, the next fills up. A few batches may be in flight at once.
+/// is being committed, the next fills up. A few batches may be in flight at once. A batch
+/// closes at `max_batch` envelopes or before its encoding would pass `MAX_ENTRY_BYTES`; the
+/// write that did not fit opens the next batch.
 async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<WriteReq>) {
     let in_flight = Arc::new(Semaphore::new(2));
-    while let Some(first) = rx.recv().await {
+    let mut held: Option<WriteReq> = None;
+    loop {
+        let first = match held.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => break,
+            },
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
+        let mut packer = Packer::new(inner.tuning.max_batch, MAX_ENTRY_BYTES);
+        packer.try_add(first.len);
         let mut reqs = vec![first];
-        while reqs.len() < inner.tuning.max_batch {
+        while !packer.is_full() {
             match rx.try_recv() {
-                Ok(r) => reqs.push(r),
+                Ok(r) if packer.try_add(r.len) => reqs.push(r),
+                Ok(r) => {
+                    held = Some(r);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -701,7 +777,7 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
                     let env = Envelope {
                         at_ms: now_ms(),
                         actor: format!("node:{}", inner.id),
-                        command: outpost_storage::Command::UpdateNode {
+                        command: Command::UpdateNode {
                             id: rec.id,
                             api_addr: None,
                             peer_addr: None,
@@ -790,5 +866,99 @@ impl PeerHandler for Handler {
                 PeerResponse::Forward(Ok(outcomes))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_storage::{Scope, encode_batch, encoded_len};
+
+    fn env(actor: &str, value_len: usize) -> Envelope {
+        Envelope {
+            at_ms: 5,
+            actor: actor.into(),
+            command: Command::SetConfig {
+                scope: Scope::Global,
+                key: "k".into(),
+                value: "v".repeat(value_len),
+            },
+        }
+    }
+
+    /// An envelope whose batch alone is exactly `batch_bytes` long.
+    fn env_with_batch_len(batch_bytes: usize) -> Envelope {
+        let base = outpost_storage::batch_len(1, encoded_len(&env("a", 0)));
+        let mut e = env("a", batch_bytes - base);
+        // The value's length prefix may have grown by a few bytes: shave them off again.
+        while outpost_storage::batch_len(1, encoded_len(&e)) > batch_bytes {
+            if let Command::SetConfig { value, .. } = &mut e.command {
+                value.pop();
+            }
+        }
+        assert_eq!(encode_batch(std::slice::from_ref(&e)).len(), batch_bytes);
+        e
+    }
+
+    #[test]
+    fn a_command_over_the_cap_is_refused() {
+        let at_cap = env_with_batch_len(MAX_ENTRY_BYTES);
+        assert_eq!(admit_size(&at_cap).ok(), Some(encoded_len(&at_cap)));
+        let over = env_with_batch_len(MAX_ENTRY_BYTES + 1);
+        match admit_size(&over) {
+            Err(e @ WriteError::TooLarge { bytes, cap }) => {
+                assert_eq!((bytes, cap), (MAX_ENTRY_BYTES + 1, MAX_ENTRY_BYTES));
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "a command of {} bytes exceeds the {MAX_ENTRY_BYTES}-byte Raft entry cap",
+                        MAX_ENTRY_BYTES + 1
+                    )
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_close_at_the_cap_and_at_max_batch() {
+        // (max_batch, cap, sizes offered in order) -> how many the first batch takes.
+        let cases: &[(usize, usize, &[usize], usize)] = &[
+            (10, 100, &[10, 10, 10], 3),
+            // 2 + 1 + 48 + 49 = 100: exactly at the cap, both fit.
+            (10, 100, &[48, 49], 2),
+            // One byte over: the second opens the next batch.
+            (10, 100, &[48, 50], 1),
+            (10, 100, &[97, 1], 1),
+            // The first is always taken (it was admitted alone).
+            (10, 100, &[97], 1),
+            (2, 100, &[1, 1, 1], 2),
+            (0, 100, &[1, 1], 1),
+            // 250 envelopes take a 1-byte length prefix, 251 a 3-byte one.
+            (1000, 2 + 1 + 250, &[1; 260], 250),
+            (1000, 2 + 3 + 251, &[1; 260], 251),
+            (1000, 2 + 3 + 251 - 1, &[1; 260], 250),
+        ];
+        for (i, &(max_batch, cap, sizes, want)) in cases.iter().enumerate() {
+            let mut p = Packer::new(max_batch, cap);
+            let taken = sizes.iter().take_while(|&&s| p.try_add(s)).count();
+            assert_eq!(taken, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn two_envelopes_that_fit_alone_but_not_together_make_two_entries() {
+        let a = env_with_batch_len(MAX_ENTRY_BYTES / 2 + 10);
+        let b = env_with_batch_len(MAX_ENTRY_BYTES / 2 + 10);
+        let small = env("cli", 10);
+        let mut p = Packer::new(1024, MAX_ENTRY_BYTES);
+        assert!(p.try_add(admit_size(&a).unwrap_or(usize::MAX)));
+        assert!(!p.try_add(admit_size(&b).unwrap_or(usize::MAX)));
+        assert!(p.try_add(admit_size(&small).unwrap_or(usize::MAX)));
+        // What the packer accepted is what encode_batch writes, and it is within the cap.
+        let both = encode_batch(&[a.clone(), small.clone()]);
+        assert_eq!(outpost_storage::batch_len(p.count, p.envelopes), both.len());
+        assert!(both.len() <= MAX_ENTRY_BYTES);
+        assert!(encode_batch(&[a, b]).len() > MAX_ENTRY_BYTES);
     }
 }
