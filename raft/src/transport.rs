@@ -9,6 +9,10 @@
 //! rustls) that the server's certificate carries the name bound to the node id it meant to
 //! reach; the listener maps the client certificate to a node id with `PeerTls::authorize`
 //! and refuses anything that is not a node certificate of this cluster's CA.
+//!
+//! Frames are at most `MAX_FRAME` bytes, and every Raft entry at most
+//! `outpost_storage::MAX_ENTRY_BYTES`, so one entry always fits a frame: an AppendEntries
+//! request that would not fit is never sent; openraft is asked to split it (`PayloadTooLarge`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -35,6 +40,17 @@ use crate::types::{NodeId, PeerNode, Proposal, TypeConfig};
 
 /// Largest frame accepted from a peer (a snapshot chunk plus headroom).
 pub const MAX_FRAME: usize = codec::MAX_DECODE_BYTES;
+
+/// Room in an AppendEntries frame for everything but the entries' payloads: frame and
+/// request headers, and per entry its log id, payload tag and length prefix.
+pub(crate) const FRAME_HEADROOM: usize = 1 << 20;
+
+/// Most bytes of stored entries (their encoding in the log store, which is also their
+/// encoding in a frame) that the log reader hands to one AppendEntries request.
+pub(crate) const ENTRIES_PER_FRAME_BYTES: usize = MAX_FRAME - FRAME_HEADROOM;
+
+// One entry always fits a frame, and two do, so splitting a request always makes progress.
+const _: () = assert!(MAX_FRAME >= 2 * outpost_storage::MAX_ENTRY_BYTES + FRAME_HEADROOM);
 
 /// ALPN protocol name of the peer transport.
 pub const PEER_ALPN: &[u8] = b"outpost-peer/1";
@@ -332,6 +348,53 @@ pub async fn ping(
     }
 }
 
+/// Encoded length of an AppendEntries request frame without its entries, counting the largest
+/// request id and an entries length prefix of the largest width (9 bytes, 1 counted already).
+fn append_entries_header_len(rpc: &AppendEntriesRequest<TypeConfig>) -> usize {
+    let empty = AppendEntriesRequest {
+        vote: rpc.vote,
+        prev_log_id: rpc.prev_log_id,
+        leader_commit: rpc.leader_commit,
+        entries: Vec::new(),
+    };
+    codec::encoded_len(&Frame::Request(u64::MAX, PeerRequest::AppendEntries(empty))) + 8
+}
+
+/// How many entries of an AppendEntries request fit one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameFit {
+    All,
+    /// Only the first n (at least one): send those, the rest in later requests.
+    First(usize),
+    /// Not even the first entry.
+    None,
+}
+
+/// The longest prefix of entries (their encoded sizes, in order) whose frame stays within
+/// `max_frame`, given the frame's length without entries.
+pub(crate) fn entries_that_fit(
+    header: usize,
+    sizes: impl IntoIterator<Item = usize>,
+    max_frame: usize,
+) -> FrameFit {
+    let mut total = header;
+    for (i, size) in sizes.into_iter().enumerate() {
+        total = total.saturating_add(size);
+        if total > max_frame {
+            return if i == 0 {
+                FrameFit::None
+            } else {
+                FrameFit::First(i)
+            };
+        }
+    }
+    if total > max_frame {
+        FrameFit::None
+    } else {
+        FrameFit::All
+    }
+}
+
 fn encode_frame(frame: &Frame) -> Result<Vec<u8>, String> {
     let body = codec::encode(frame).map_err(|e| e.to_string())?;
     if body.len() > MAX_FRAME {
@@ -515,6 +578,36 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        let sizes = rpc.entries.iter().map(codec::encoded_len);
+        match entries_that_fit(append_entries_header_len(&rpc), sizes, MAX_FRAME) {
+            FrameFit::All => {}
+            FrameFit::First(n) => {
+                tracing::debug!(
+                    target = self.target,
+                    entries = rpc.entries.len(),
+                    fit = n,
+                    "AppendEntries would pass the frame limit; asking openraft to split it"
+                );
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(n as u64),
+                ));
+            }
+            FrameFit::None => {
+                // Only an entry written before the entry cap existed can be this large.
+                let e = TransportError::Encode(
+                    self.target,
+                    format!(
+                        "log entry {} alone does not fit the {MAX_FRAME}-byte frame limit",
+                        rpc.entries
+                            .first()
+                            .map(|e| e.log_id.index.to_string())
+                            .unwrap_or_default()
+                    ),
+                );
+                tracing::error!(target = self.target, error = %e, "cannot replicate");
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+        }
         match self.rpc(PeerRequest::AppendEntries(rpc), &option).await {
             Ok(PeerResponse::AppendEntries(Ok(r))) => Ok(r),
             Ok(PeerResponse::AppendEntries(Err(e))) => {
@@ -568,5 +661,80 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     fn backoff(&self) -> openraft::network::Backoff {
         // A dead peer is retried every 200 ms: quick to notice its return, cheap while it is gone.
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Entry, LogId, Vote};
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    #[test]
+    fn entries_that_fit_a_frame() {
+        // (header, entry sizes, max frame) -> fit
+        let cases: &[(usize, &[usize], usize, FrameFit)] = &[
+            (10, &[], 100, FrameFit::All),
+            (10, &[30, 30, 30], 100, FrameFit::All), // exactly 100
+            (10, &[30, 30, 31], 100, FrameFit::First(2)),
+            (10, &[90, 1], 100, FrameFit::First(1)),
+            (10, &[91], 100, FrameFit::None),
+            (10, &[usize::MAX, 1], 100, FrameFit::None),
+            (10, &[1, usize::MAX], 100, FrameFit::First(1)),
+            (101, &[], 100, FrameFit::None),
+        ];
+        for (i, (header, sizes, max, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                entries_that_fit(*header, sizes.iter().copied(), *max),
+                *want,
+                "case {i}"
+            );
+        }
+    }
+
+    fn entry(index: u64, payload: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
+            payload: EntryPayload::Normal(Proposal(vec![1u8; payload])),
+        }
+    }
+
+    #[test]
+    fn an_append_entries_over_the_frame_limit_is_split() -> Result<(), String> {
+        let cap = outpost_storage::MAX_ENTRY_BYTES;
+        let prev = Some(LogId::new(CommittedLeaderId::new(3, 1), 0));
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: prev,
+            leader_commit: prev,
+            entries: (1..=10).map(|i| entry(i, cap)).collect(),
+        };
+        let header = append_entries_header_len(&rpc);
+        let sizes: Vec<usize> = rpc.entries.iter().map(codec::encoded_len).collect();
+        let FrameFit::First(n) = entries_that_fit(header, sizes.iter().copied(), MAX_FRAME) else {
+            return Err("ten full entries must not fit one frame".into());
+        };
+        assert!(n >= 2, "{n}");
+        // The first n really encode within the limit, n + 1 really do not.
+        let frame = |k: usize| {
+            Frame::Request(
+                u64::MAX,
+                PeerRequest::AppendEntries(AppendEntriesRequest {
+                    vote: rpc.vote,
+                    prev_log_id: rpc.prev_log_id,
+                    leader_commit: rpc.leader_commit,
+                    entries: rpc.entries[..k].to_vec(),
+                }),
+            )
+        };
+        let fits = encode_frame(&frame(n))?;
+        assert!(fits.len() <= MAX_FRAME + 4);
+        assert!(encode_frame(&frame(n + 1)).is_err());
+        // One entry at the cap always fits (the compile-time assertion, checked for real).
+        assert_eq!(
+            entries_that_fit(header, [sizes[0]], MAX_FRAME),
+            FrameFit::All
+        );
+        Ok(())
     }
 }
