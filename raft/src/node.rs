@@ -18,7 +18,7 @@ use crate::codec::Bytes;
 use crate::log_store::{LogStore, LogStoreError};
 use crate::state_machine::{Health, StateMachine};
 use crate::transport::{
-    self, Network, PeerClients, PeerHandler, PeerRequest, PeerResponse, PeerTls,
+    self, MemberView, Network, PeerClients, PeerHandler, PeerRequest, PeerResponse, PeerTls,
 };
 use crate::types::{NodeId, PeerNode, Proposal, Raft, RaftMetrics};
 
@@ -811,6 +811,16 @@ struct Handler {
 }
 
 impl PeerHandler for Handler {
+    fn member_view(&self, from: NodeId) -> MemberView {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        MemberView {
+            has_membership: membership.nodes().next().is_some(),
+            is_member: membership.get_node(&from).is_some(),
+        }
+    }
+
     async fn handle(&self, from: NodeId, req: PeerRequest) -> PeerResponse {
         let raft = &self.inner.raft;
         match req {

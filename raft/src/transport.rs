@@ -10,6 +10,11 @@
 //! reach; the listener maps the client certificate to a node id with `PeerTls::authorize`
 //! and refuses anything that is not a node certificate of this cluster's CA.
 //!
+//! A certificate proves who a peer is, not that it still belongs: every request is also checked
+//! against this node's current Raft membership (`admission`), so a node removed while connected
+//! is refused from its next request on. A node with no membership yet (a fresh learner) takes
+//! everyone, so the leader's first AppendEntries reaches it.
+//!
 //! Frames are at most `MAX_FRAME` bytes, and every Raft entry at most
 //! `outpost_storage::MAX_ENTRY_BYTES`, so one entry always fits a frame: an AppendEntries
 //! request that would not fit is never sent; openraft is asked to split it (`PayloadTooLarge`).
@@ -18,7 +23,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
@@ -36,7 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
-use crate::types::{NodeId, PeerNode, Proposal, TypeConfig};
+use crate::types::{NodeId, PeerNode, Proposal, TypeConfig, Vote};
 
 /// Largest frame accepted from a peer (a snapshot chunk plus headroom).
 pub const MAX_FRAME: usize = codec::MAX_DECODE_BYTES;
@@ -428,12 +433,78 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> std::io::Res
 
 /// What the listener does with a request from an authenticated peer.
 pub(crate) trait PeerHandler: Clone + Send + Sync + 'static {
+    /// What this node knows of node `from`'s membership, for `admission`. Called for every
+    /// request: must be cheap (in memory, no I/O).
+    fn member_view(&self, from: NodeId) -> MemberView;
     fn handle(&self, from: NodeId, req: PeerRequest) -> impl Future<Output = PeerResponse> + Send;
+}
+
+/// This node's current Raft membership as far as one peer is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemberView {
+    /// This node has a membership at all (false: uninitialised, e.g. a learner that has not
+    /// yet heard from the leader).
+    pub has_membership: bool,
+    /// The peer is a voter or learner of it.
+    pub is_member: bool,
+}
+
+/// Whether a request from authenticated node `from` is served. Members are; so is anyone while
+/// this node has no membership (joining needs the leader's first AppendEntries). A non-member
+/// gets a `Ping` answer (only our id, which our certificate shows anyway) and its
+/// AppendEntries/InstallSnapshot are passed to openraft when it sends them as the leader (its
+/// vote names itself): this node may lag behind the membership change that added that leader,
+/// and refusing it would stall this node for good; openraft itself refuses a stale leader.
+/// Everything else from a non-member (votes, forwarded writes, reads, application requests)
+/// is refused.
+pub(crate) fn admission(view: MemberView, from: NodeId, req: &PeerRequest) -> Result<(), String> {
+    if view.is_member || !view.has_membership {
+        return Ok(());
+    }
+    let leads = |vote: &Vote| vote.is_committed() && vote.leader_id().voted_for() == Some(from);
+    match req {
+        PeerRequest::Ping => Ok(()),
+        PeerRequest::AppendEntries(r) if leads(&r.vote) => Ok(()),
+        PeerRequest::InstallSnapshot(r) if leads(&r.vote) => Ok(()),
+        _ => Err(format!("node {from} is not a member of this cluster")),
+    }
+}
+
+/// Refused peers, so that each is logged at most once per `every` (a removed node retries
+/// several times a second).
+struct Refusals {
+    every: Duration,
+    last: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Refusals {
+    fn new(every: Duration) -> Refusals {
+        Refusals {
+            every,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True when a refusal of `id` at `now` should be logged.
+    fn should_log(&self, id: NodeId, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .get(&id)
+            .is_some_and(|t| now.saturating_duration_since(*t) < self.every)
+        {
+            return false;
+        }
+        let every = self.every;
+        last.retain(|_, t| now.saturating_duration_since(*t) < every);
+        last.insert(id, now);
+        true
+    }
 }
 
 /// Accepts peer connections until the listener task is aborted.
 pub(crate) async fn serve<H: PeerHandler>(listener: TcpListener, tls: PeerTls, handler: H) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let refusals = Arc::new(Refusals::new(Duration::from_secs(60)));
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -446,8 +517,9 @@ pub(crate) async fn serve<H: PeerHandler>(listener: TcpListener, tls: PeerTls, h
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let authorize = tls.authorize.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(tcp, remote, acceptor, authorize, handler).await {
+            if let Err(e) = serve_conn(tcp, remote, acceptor, authorize, handler, refusals).await {
                 tracing::debug!(%remote, error = %e, "peer connection ended");
             }
         });
@@ -460,6 +532,7 @@ async fn serve_conn<H: PeerHandler>(
     acceptor: tokio_rustls::TlsAcceptor,
     authorize: Authorize,
     handler: H,
+    refusals: Arc<Refusals>,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
     let tls = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp))
@@ -506,6 +579,19 @@ async fn serve_conn<H: PeerHandler>(
                 "peer sent a response as a request",
             ));
         };
+        // Checked per request, not once per connection: a node removed while connected is
+        // refused from its next request on.
+        if let Err(why) = admission(handler.member_view(from), from, &req) {
+            if refusals.should_log(from, Instant::now()) {
+                tracing::warn!(%remote, node = from, %why, "refusing peer requests (logged once a minute per node)");
+            }
+            if let Ok(bytes) = encode_frame(&Frame::Response(id, PeerResponse::Failed(why)))
+                && out_tx.send(bytes).await.is_err()
+            {
+                break Ok(());
+            }
+            continue;
+        }
         let handler = handler.clone();
         let out = out_tx.clone();
         tokio::spawn(async move {
@@ -736,5 +822,98 @@ mod tests {
             FrameFit::All
         );
         Ok(())
+    }
+
+    #[test]
+    fn only_members_are_served() {
+        let member = MemberView {
+            has_membership: true,
+            is_member: true,
+        };
+        let stranger = MemberView {
+            has_membership: true,
+            is_member: false,
+        };
+        let fresh = MemberView {
+            has_membership: false,
+            is_member: false,
+        };
+        let append = |vote: Vote| {
+            PeerRequest::AppendEntries(AppendEntriesRequest {
+                vote,
+                prev_log_id: None,
+                leader_commit: None,
+                entries: Vec::new(),
+            })
+        };
+        let forward = || PeerRequest::Forward(Proposal(vec![1, 0, 0]));
+        let vote_req = || {
+            PeerRequest::Vote(VoteRequest {
+                vote: Vote::new(9, 5),
+                last_log_id: None,
+            })
+        };
+        // (view, request from node 5) -> served?
+        let cases: Vec<(&str, MemberView, PeerRequest, bool)> = vec![
+            ("member forwards", member, forward(), true),
+            ("member votes", member, vote_req(), true),
+            ("fresh node takes anyone", fresh, forward(), true),
+            (
+                "fresh node takes the leader",
+                fresh,
+                append(Vote::new_committed(2, 5)),
+                true,
+            ),
+            ("stranger forwards", stranger, forward(), false),
+            ("stranger votes", stranger, vote_req(), false),
+            ("stranger reads", stranger, PeerRequest::ReadIndex, false),
+            (
+                "stranger app",
+                stranger,
+                PeerRequest::App(codec::Bytes(vec![])),
+                false,
+            ),
+            ("stranger pings", stranger, PeerRequest::Ping, true),
+            // A leader we have not heard of yet (we lag behind the change that added it).
+            (
+                "stranger leads",
+                stranger,
+                append(Vote::new_committed(9, 5)),
+                true,
+            ),
+            (
+                "stranger campaigns",
+                stranger,
+                append(Vote::new(9, 5)),
+                false,
+            ),
+            (
+                "stranger speaks for another",
+                stranger,
+                append(Vote::new_committed(9, 6)),
+                false,
+            ),
+        ];
+        for (name, view, req, want) in cases {
+            let got = admission(view, 5, &req);
+            assert_eq!(got.is_ok(), want, "{name}: {got:?}");
+            if let Err(why) = got {
+                assert_eq!(why, "node 5 is not a member of this cluster");
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_are_logged_once_a_minute_per_node() {
+        let r = Refusals::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(r.should_log(1, at(0)));
+        assert!(!r.should_log(1, at(1)));
+        assert!(r.should_log(2, at(1)));
+        assert!(!r.should_log(1, at(59)));
+        assert!(r.should_log(1, at(60)));
+        assert!(!r.should_log(2, at(60)));
+        assert!(r.should_log(2, at(61)));
     }
 }
