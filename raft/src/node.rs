@@ -1,5 +1,11 @@
 //! `RaftNode`: one Outpost node's Raft, with its stores, transport, write batching, forwarding,
 //! linearizable reads and membership upkeep. The only entry point the binary uses.
+//!
+//! Every write, local or forwarded, enters the batcher through `Inner::write`, which refuses a
+//! command whose own batch would pass `MAX_ENTRY_BYTES`; the batcher closes a batch at
+//! `max_batch` envelopes or before it would pass that cap. A batch forwarded by a follower is
+//! admitted by the leader only through `admit_forwarded` (decoded, size- and format-checked,
+//! actor and time re-stamped) and then fed to the leader's own batcher.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -805,6 +811,62 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Longest part of a forwarded envelope's actor text that the leader keeps.
+const MAX_FORWARDED_ACTOR_BYTES: usize = 200;
+
+/// The leader's admission of a batch that node `from` forwarded: the forwarder's certificate
+/// proves which node it is, not who acted or when, and its bytes are not trusted to decode.
+/// Bytes over `MAX_ENTRY_BYTES`, undecodable, or in a newer command format than this build's are
+/// refused with the reason (nothing is proposed), as is a batch carrying a command that peers
+/// may not forward (`forwardable`). Every envelope is re-stamped: actor
+/// `"{actor} via node:{from}"` (the original text cut to 200 bytes at a char boundary), time
+/// `now_ms` (the leader's clock).
+fn admit_forwarded(from: NodeId, bytes: &[u8], now_ms: i64) -> Result<Vec<Envelope>, String> {
+    if bytes.len() > MAX_ENTRY_BYTES {
+        return Err(format!(
+            "forwarded batch from node {from}: {} bytes exceed the {MAX_ENTRY_BYTES}-byte Raft entry cap",
+            bytes.len()
+        ));
+    }
+    let envs = outpost_storage::decode_batch(bytes)
+        .map_err(|e| format!("forwarded batch from node {from}: {e}"))?;
+    envs.into_iter()
+        .map(|mut env| {
+            forwardable(&env.command)
+                .map_err(|why| format!("forwarded batch from node {from}: {why}"))?;
+            env.actor = format!(
+                "{} via node:{from}",
+                truncate_at_char(&env.actor, MAX_FORWARDED_ACTOR_BYTES)
+            );
+            env.at_ms = now_ms;
+            Ok(env)
+        })
+        .collect()
+}
+
+/// The hook where command kinds that a peer may not forward are refused (only the node that
+/// received them from a local, authenticated proposer may submit them, and only if it is the
+/// leader). Every kind passes today. The rule meant for here is
+/// `Command::ImportBundle(_) => Err("unsigned bundle commands are not accepted from peers")`,
+/// but a bundle import on a follower still reaches the leader as a forwarded `ImportBundle`
+/// (`src/bundles.rs`, `tests/bundles.rs`), so it can only be added once imports no longer
+/// depend on forwarding.
+fn forwardable(_command: &Command) -> Result<(), &'static str> {
+    Ok(())
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[derive(Clone)]
 struct Handler {
     inner: Arc<Inner>,
@@ -849,12 +911,12 @@ impl PeerHandler for Handler {
                 PeerResponse::App(handler.handle(from, bytes.0).await.map(Bytes))
             }
             PeerRequest::Forward(p) => {
-                let envs = match outpost_storage::decode_batch(&p.0) {
+                let envs = match admit_forwarded(from, &p.0, now_ms()) {
                     Ok(e) => e,
-                    Err(e) => {
-                        return PeerResponse::Forward(Err(format!(
-                            "forwarded batch from node {from}: {e}"
-                        )));
+                    Err(why) => {
+                        // Debug only: the forwarder retries until its deadline (every <= 200 ms).
+                        tracing::debug!(from, %why, "refused a forwarded batch");
+                        return PeerResponse::Forward(Err(why));
                     }
                 };
                 // Only the leader takes forwarded writes; a stale forwarder retries elsewhere.
@@ -864,6 +926,8 @@ impl PeerHandler for Handler {
                         self.inner.id
                     )));
                 }
+                // Each envelope goes through this node's batcher, so forwarded and local writes
+                // share entries.
                 let writes = envs.into_iter().map(|env| self.inner.write(env));
                 let results = futures::future::join_all(writes).await;
                 let mut outcomes = Vec::with_capacity(results.len());
@@ -970,5 +1034,58 @@ mod tests {
         assert_eq!(outpost_storage::batch_len(p.count, p.envelopes), both.len());
         assert!(both.len() <= MAX_ENTRY_BYTES);
         assert!(encode_batch(&[a, b]).len() > MAX_ENTRY_BYTES);
+    }
+
+    #[test]
+    fn forwarded_batches_are_checked_and_restamped() {
+        let long = "\u{e9}".repeat(150); // 300 bytes, 2 bytes a char
+        let good = encode_batch(&[env("admin:ops", 3), env(&long, 1), env("", 0)]);
+        let mut newer = good.clone();
+        newer[..2].copy_from_slice(&(outpost_storage::COMMAND_FORMAT + 1).to_le_bytes());
+        let mut over = encode_batch(&[env_with_batch_len(MAX_ENTRY_BYTES)]);
+        over.push(0);
+        type Check = fn(&Result<Vec<Envelope>, String>) -> bool;
+        let cases: Vec<(&str, Vec<u8>, Check)> = vec![
+            ("good", good, |r| {
+                let Ok(envs) = r else { return false };
+                let cut = "\u{e9}".repeat(100); // 200 bytes exactly
+                envs.len() == 3
+                    && envs.iter().all(|e| e.at_ms == 42)
+                    && envs[0].actor == "admin:ops via node:7"
+                    && envs[1].actor == format!("{cut} via node:7")
+                    && envs[2].actor == " via node:7"
+                    && envs[0].command == env("x", 3).command
+            }),
+            ("empty bytes", vec![], |r| {
+                r.as_ref().is_err_and(|e| e.contains("node 7"))
+            }),
+            ("garbage", vec![1, 0, 0xff, 0xff, 0xff], |r| r.is_err()),
+            ("newer format", newer, |r| {
+                r.as_ref()
+                    .is_err_and(|e| e.contains("upgrade") || e.contains("format"))
+            }),
+            ("over the cap", over, |r| {
+                r.as_ref().is_err_and(|e| e.contains("Raft entry cap"))
+            }),
+        ];
+        for (name, bytes, check) in cases {
+            let r = admit_forwarded(7, &bytes, 42);
+            assert!(check(&r), "{name}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn truncates_at_char_boundaries() {
+        let cases = [
+            ("", 3, ""),
+            ("abc", 3, "abc"),
+            ("abcd", 3, "abc"),
+            ("a\u{e9}", 2, "a"),
+            ("a\u{e9}", 3, "a\u{e9}"),
+            ("\u{1f600}x", 3, ""),
+        ];
+        for (s, max, want) in cases {
+            assert_eq!(truncate_at_char(s, max), want, "{s:?} {max}");
+        }
     }
 }
