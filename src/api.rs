@@ -242,8 +242,7 @@ async fn identity_still_valid(
     }
 }
 
-/// Configuration keys that name a program agents run: set only by signed bundles.
-pub const HANDLER_PREFIX: &str = "agent.handler.";
+use outpost_storage::HANDLER_KEY_PREFIX as HANDLER_PREFIX;
 
 // ---- wire types (shared with the CLI) ----
 

@@ -468,27 +468,27 @@ async fn client_renewal_mints_one_certificate_and_retires_the_old() {
         // Too early: the certificate is fresh.
         let err = renew(&old).await.expect_err("renewed a fresh certificate");
         assert_eq!(status_of(&err), Some(409), "{err:#}");
-        // In the window: once.
+        // In the window the agent renews, once.
         let due = enrolled + Duration::from_secs(17);
         tokio::time::sleep(due.saturating_duration_since(Instant::now())).await;
-        renew(&old).await.context("renewal in the window")?;
+        let synced = c.run(&["agent", "sync", "--once", "--state-dir", s(&state)])?;
+        let text = String::from_utf8_lossy(&synced.stdout);
+        assert!(
+            text.contains("certificate renewed"),
+            "{text} {}",
+            String::from_utf8_lossy(&synced.stderr)
+        );
+        let new = identity(&state)?;
+        // The old certificate cannot renew again ...
         let err = renew(&old)
             .await
             .expect_err("a second renewal with the old certificate");
         assert_eq!(status_of(&err), Some(409), "{err:#}");
-        // The old certificate still works until the new one is used ...
+        // ... and still works until the new one is used, which the agent's next sync does.
         tls_client(&c, 0, Some(&old))
             .call::<serde_json::Value>(Method::GET, "/v1/agent/config", None::<&()>)
             .await
             .context("the old certificate within its grace")?;
-        // ... which the agent does on its next sync with the renewed pair it stored.
-        let synced = c.run(&["agent", "sync", "--once", "--state-dir", s(&state)])?;
-        assert!(
-            synced.status.success(),
-            "{}",
-            String::from_utf8_lossy(&synced.stderr)
-        );
-        let new = identity(&state)?;
         let synced = c.run(&["agent", "sync", "--once", "--state-dir", s(&state)])?;
         assert!(
             synced.status.success(),

@@ -14,6 +14,16 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     bincode::serde::encode_to_vec(value, config())
 }
 
+/// The length of `encode(value)`, counted without building the bytes.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::serde::encode_into_writer(value, &mut size, config()) {
+        Ok(()) => size.bytes_written,
+        // Encoding only fails on types bincode cannot write; such a value never fits anything.
+        Err(_) => usize::MAX,
+    }
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, config())?;
     if used != bytes.len() {
@@ -66,6 +76,7 @@ mod tests {
             let enc = encode(&b)?;
             assert!(enc.len() <= len + 9, "{len} bytes encoded as {}", enc.len());
             assert_eq!(decode::<Bytes>(&enc)?, b);
+            assert_eq!(encoded_len(&b), enc.len());
         }
         Ok(())
     }

@@ -6,6 +6,13 @@
 //! into one entry (group commit), forwards them to the leader, serves linearizable reads and
 //! keeps the membership in line with the nodes recorded in the state.
 //!
+//! One byte cap, `outpost_storage::MAX_ENTRY_BYTES`, bounds every Raft entry: the batcher
+//! closes a batch before its encoding would pass it and refuses a command too large for an
+//! entry of its own (`WriteError::TooLarge`); the log reader and the transport size
+//! AppendEntries requests so that they always fit a peer frame. The peer port serves only
+//! current members, and the leader re-checks and re-stamps (actor, time) writes that other
+//! nodes forward to it.
+//!
 //! It deliberately knows nothing of certificates (the node hands it rustls configs and a
 //! function that maps a peer certificate to a node id), of HTTP, or of discovery. openraft's
 //! types stay inside; the public surface is `RaftNode`, its config and status types.

@@ -3,6 +3,13 @@
 //! Every request (reads too) goes through the thread's bounded channel, so a read always sees
 //! every append submitted before it, and async code never touches rusqlite. Consecutive appends
 //! waiting in the channel are written in one transaction: one fsync covers them all.
+//!
+//! Reads for replication (`limited_get_log_entries`) are bounded in bytes as well as in count:
+//! they return the longest prefix of the range whose stored entries fit one peer frame
+//! (`transport::ENTRIES_PER_FRAME_BYTES`, sized from `outpost_storage::MAX_ENTRY_BYTES`), at
+//! least one entry. Appends are never refused (they come from the leader); an entry whose
+//! payload exceeds `MAX_ENTRY_BYTES` can only have been written before that cap existed: it is
+//! read, replicated alone and applied as usual, with a warning.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -14,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
+use crate::transport::ENTRIES_PER_FRAME_BYTES;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// Version of the on-disk log format (table layout + entry encoding).
@@ -72,9 +80,11 @@ pub enum LogStoreError {
 
 enum Req {
     State(oneshot::Sender<Result<LogState<TypeConfig>, String>>),
+    /// [start, end), and at most this many bytes of stored entries (but at least one entry).
     Read(
         u64,
         Option<u64>,
+        Option<usize>,
         oneshot::Sender<Result<Vec<Entry>, String>>,
     ),
     SaveVote(Vote, oneshot::Sender<Result<(), String>>),
@@ -189,8 +199,8 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Req>, path: PathBuf)
                 }
             }
             Req::State(tx) => drop(tx.send(log_state(&conn).map_err(|e| e.to_string()))),
-            Req::Read(start, end, tx) => {
-                drop(tx.send(read(&conn, start, end).map_err(|e| e.to_string())))
+            Req::Read(start, end, budget, tx) => {
+                drop(tx.send(read(&conn, start, end, budget).map_err(|e| e.to_string())))
             }
             Req::SaveVote(v, tx) => {
                 drop(tx.send(put_meta(&conn, "vote", &v).map_err(|e| e.to_string())))
@@ -237,19 +247,51 @@ fn append<'a>(
     Ok(())
 }
 
-fn read(conn: &Connection, start: u64, end: Option<u64>) -> Result<Vec<Entry>, OpError> {
+fn read(
+    conn: &Connection,
+    start: u64,
+    end: Option<u64>,
+    budget: Option<usize>,
+) -> Result<Vec<Entry>, OpError> {
     let end = end
         .map(|e| e.min(i64::MAX as u64) as i64)
         .unwrap_or(i64::MAX);
-    let mut stmt =
-        conn.prepare_cached("SELECT entry FROM log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT entry, length(entry) FROM log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+    )?;
     let mut rows = stmt.query(params![start.min(i64::MAX as u64) as i64, end])?;
     let mut out = Vec::new();
+    let mut used = 0usize;
     while let Some(row) = rows.next()? {
+        let len = usize::try_from(row.get::<_, i64>(1)?).unwrap_or(usize::MAX);
+        if !within_budget(out.len(), used, len, budget) {
+            break;
+        }
+        used = used.saturating_add(len);
         let bytes: Vec<u8> = row.get(0)?;
-        out.push(codec::decode(&bytes)?);
+        let entry: Entry = codec::decode(&bytes)?;
+        if let openraft::EntryPayload::Normal(p) = &entry.payload
+            && p.0.len() > outpost_storage::MAX_ENTRY_BYTES
+        {
+            tracing::warn!(
+                index = entry.log_id.index,
+                bytes = p.0.len(),
+                cap = outpost_storage::MAX_ENTRY_BYTES,
+                "log entry exceeds the Raft entry cap (written by an older build); it is replicated alone"
+            );
+        }
+        out.push(entry);
     }
     Ok(out)
+}
+
+/// Whether an entry of `len` stored bytes joins a read that holds `count` entries of `used`
+/// bytes: always the first, then while the total stays within `budget`.
+fn within_budget(count: usize, used: usize, len: usize, budget: Option<usize>) -> bool {
+    match budget {
+        None => true,
+        Some(b) => count == 0 || used.saturating_add(len) <= b,
+    }
 }
 
 fn log_state(conn: &Connection) -> Result<LogState<TypeConfig>, OpError> {
@@ -322,7 +364,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = range_to_bounds(&range);
-        self.call(|tx| Req::Read(start, end, tx))
+        self.call(|tx| Req::Read(start, end, None, tx))
+            .await
+            .map_err(|e| StorageIOError::read_logs(e).into())
+    }
+
+    /// For replication: the longest prefix of [start, end) that fits one AppendEntries frame
+    /// (at least one entry), so a run of large entries is never read, or sent, at once.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.call(|tx| Req::Read(start, Some(end), Some(ENTRIES_PER_FRAME_BYTES), tx))
             .await
             .map_err(|e| StorageIOError::read_logs(e).into())
     }
@@ -387,5 +441,70 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.call(|tx| Req::Purge(log_id, tx))
             .await
             .map_err(|e| StorageIOError::write_logs(e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_stop_at_the_byte_budget() {
+        // (entries held, bytes held, next entry's bytes, budget) -> taken?
+        let cases = [
+            (0, 0, 10, None, true),
+            (5, 1 << 40, 10, None, true),
+            (0, 0, 100, Some(10), true), // the first entry always, however large
+            (1, 6, 4, Some(10), true),   // exactly at the budget
+            (1, 6, 5, Some(10), false),  // one byte over
+            (2, 10, 1, Some(10), false),
+            (1, usize::MAX, 1, Some(10), false),
+        ];
+        for (count, used, len, budget, want) in cases {
+            assert_eq!(
+                within_budget(count, used, len, budget),
+                want,
+                "{count} {used} {len} {budget:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn limited_reads_fit_a_frame() -> Result<(), Box<dyn std::error::Error>> {
+        use openraft::{CommittedLeaderId, EntryPayload};
+        let dir = tempfile::tempdir()?;
+        let mut log = LogStore::open(&dir.path().join("raft.db"))?;
+        // Payloads just under the entry cap: 7 of them pass the frame budget.
+        let big = crate::types::Proposal(vec![7u8; outpost_storage::MAX_ENTRY_BYTES]);
+        let entries: Vec<Entry> = (1..=10u64)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                payload: EntryPayload::Normal(big.clone()),
+            })
+            .collect();
+        let conn = open_conn(&dir.path().join("raft.db"))?;
+        let mut c = conn;
+        append(&mut c, entries.iter())?;
+        drop(c);
+        let got = log.limited_get_log_entries(1, 11).await?;
+        let stored: usize = got.iter().map(codec::encoded_len).sum();
+        assert!(!got.is_empty() && got.len() < 10, "{} entries", got.len());
+        assert!(stored <= ENTRIES_PER_FRAME_BYTES);
+        assert!(stored + codec::encoded_len(&entries[got.len()]) > ENTRIES_PER_FRAME_BYTES);
+        assert_eq!(got[0].log_id.index, 1);
+        // The unbounded reader still returns the whole range.
+        assert_eq!(log.try_get_log_entries(1..11).await?.len(), 10);
+        // One entry is returned even when it alone is over the budget.
+        assert_eq!(
+            read(
+                &open_conn(&dir.path().join("raft.db"))?,
+                3,
+                Some(11),
+                Some(1)
+            )?
+            .len(),
+            1
+        );
+        Ok(())
     }
 }

@@ -1,5 +1,11 @@
 //! `RaftNode`: one Outpost node's Raft, with its stores, transport, write batching, forwarding,
 //! linearizable reads and membership upkeep. The only entry point the binary uses.
+//!
+//! Every write, local or forwarded, enters the batcher through `Inner::write`, which refuses a
+//! command whose own batch would pass `MAX_ENTRY_BYTES`; the batcher closes a batch at
+//! `max_batch` envelopes or before it would pass that cap. A batch forwarded by a follower is
+//! admitted by the leader only through `admit_forwarded` (decoded, size- and format-checked,
+//! actor and time re-stamped) and then fed to the leader's own batcher.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -8,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
-use outpost_storage::{Envelope, NodeRole, Outcome, Reader, Store};
+use outpost_storage::{Command, Envelope, MAX_ENTRY_BYTES, NodeRole, Outcome, Reader, Store};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -18,7 +24,7 @@ use crate::codec::Bytes;
 use crate::log_store::{LogStore, LogStoreError};
 use crate::state_machine::{Health, StateMachine};
 use crate::transport::{
-    self, Network, PeerClients, PeerHandler, PeerRequest, PeerResponse, PeerTls,
+    self, MemberView, Network, PeerClients, PeerHandler, PeerRequest, PeerResponse, PeerTls,
 };
 use crate::types::{NodeId, PeerNode, Proposal, Raft, RaftMetrics};
 
@@ -94,6 +100,10 @@ pub enum WriteError {
     Stopped(String),
     #[error("encoding the command: {0}")]
     Encode(String),
+    /// The command alone would make a Raft entry of `bytes` bytes (format header and batch
+    /// length included), more than `outpost_storage::MAX_ENTRY_BYTES`. It never reaches Raft.
+    #[error("a command of {bytes} bytes exceeds the {cap}-byte Raft entry cap")]
+    TooLarge { bytes: usize, cap: usize },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -146,6 +156,8 @@ pub struct NodeStatus {
 
 struct WriteReq {
     env: Envelope,
+    /// `outpost_storage::encoded_len(&env)`, measured once when the write is queued.
+    len: usize,
     reply: oneshot::Sender<Result<Outcome, WriteError>>,
 }
 
@@ -446,10 +458,13 @@ fn status_of(m: &RaftMetrics, fatal: Option<String>) -> NodeStatus {
 }
 
 impl Inner {
+    /// Every write (local or forwarded) enters the batcher here; a command too large for an
+    /// entry of its own is refused before it is queued.
     async fn write(&self, env: Envelope) -> Result<Outcome, WriteError> {
+        let len = admit_size(&env)?;
         let (reply, rx) = oneshot::channel();
         self.batcher
-            .send(WriteReq { env, reply })
+            .send(WriteReq { env, len, reply })
             .await
             .map_err(|_| WriteError::Stopped("write batcher stopped".into()))?;
         rx.await
@@ -560,18 +575,85 @@ impl Inner {
     }
 }
 
+/// The encoded size of `env` in a batch, or `TooLarge` when a batch of it alone would pass
+/// `MAX_ENTRY_BYTES` (so it could never be committed).
+fn admit_size(env: &Envelope) -> Result<usize, WriteError> {
+    let len = outpost_storage::encoded_len(env);
+    let alone = outpost_storage::batch_len(1, len);
+    if alone > MAX_ENTRY_BYTES {
+        return Err(WriteError::TooLarge {
+            bytes: alone,
+            cap: MAX_ENTRY_BYTES,
+        });
+    }
+    Ok(len)
+}
+
+/// One batch being packed: how many envelopes and their encoded bytes so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Packer {
+    count: usize,
+    envelopes: usize,
+    max_batch: usize,
+    cap: usize,
+}
+
+impl Packer {
+    fn new(max_batch: usize, cap: usize) -> Packer {
+        Packer {
+            count: 0,
+            envelopes: 0,
+            max_batch: max_batch.max(1),
+            cap,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.count >= self.max_batch
+    }
+
+    /// Adds an envelope of `len` encoded bytes if the batch stays within `max_batch`
+    /// envelopes and `encode_batch` of it stays within the cap. The first envelope is always
+    /// taken (`admit_size` has checked it fits alone).
+    fn try_add(&mut self, len: usize) -> bool {
+        let next = outpost_storage::batch_len(self.count + 1, self.envelopes.saturating_add(len));
+        if self.count > 0 && (self.is_full() || next > self.cap) {
+            return false;
+        }
+        self.count += 1;
+        self.envelopes = self.envelopes.saturating_add(len);
+        true
+    }
+}
+
 /// Gathers concurrent writes into one Raft entry each round (group commit): while one batch
-/// is being committed, the next fills up. A few batches may be in flight at once.
+/// is being committed, the next fills up. A few batches may be in flight at once. A batch
+/// closes at `max_batch` envelopes or before its encoding would pass `MAX_ENTRY_BYTES`; the
+/// write that did not fit opens the next batch.
 async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<WriteReq>) {
     let in_flight = Arc::new(Semaphore::new(2));
-    while let Some(first) = rx.recv().await {
+    let mut held: Option<WriteReq> = None;
+    loop {
+        let first = match held.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => break,
+            },
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
+        let mut packer = Packer::new(inner.tuning.max_batch, MAX_ENTRY_BYTES);
+        packer.try_add(first.len);
         let mut reqs = vec![first];
-        while reqs.len() < inner.tuning.max_batch {
+        while !packer.is_full() {
             match rx.try_recv() {
-                Ok(r) => reqs.push(r),
+                Ok(r) if packer.try_add(r.len) => reqs.push(r),
+                Ok(r) => {
+                    held = Some(r);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -701,7 +783,7 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
                     let env = Envelope {
                         at_ms: now_ms(),
                         actor: format!("node:{}", inner.id),
-                        command: outpost_storage::Command::UpdateNode {
+                        command: Command::UpdateNode {
                             id: rec.id,
                             api_addr: None,
                             peer_addr: None,
@@ -729,12 +811,77 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Longest part of a forwarded envelope's actor text that the leader keeps.
+const MAX_FORWARDED_ACTOR_BYTES: usize = 200;
+
+/// The leader's admission of a batch that node `from` forwarded: the forwarder's certificate
+/// proves which node it is, not who acted or when, and its bytes are not trusted to decode.
+/// Bytes over `MAX_ENTRY_BYTES`, undecodable, or in a newer command format than this build's are
+/// refused with the reason (nothing is proposed), as is a batch carrying a command that peers
+/// may not forward (`forwardable`). Every envelope is re-stamped: actor
+/// `"{actor} via node:{from}"` (the original text cut to 200 bytes at a char boundary), time
+/// `now_ms` (the leader's clock).
+fn admit_forwarded(from: NodeId, bytes: &[u8], now_ms: i64) -> Result<Vec<Envelope>, String> {
+    if bytes.len() > MAX_ENTRY_BYTES {
+        return Err(format!(
+            "forwarded batch from node {from}: {} bytes exceed the {MAX_ENTRY_BYTES}-byte Raft entry cap",
+            bytes.len()
+        ));
+    }
+    let envs = outpost_storage::decode_batch(bytes)
+        .map_err(|e| format!("forwarded batch from node {from}: {e}"))?;
+    envs.into_iter()
+        .map(|mut env| {
+            forwardable(&env.command)
+                .map_err(|why| format!("forwarded batch from node {from}: {why}"))?;
+            env.actor = format!(
+                "{} via node:{from}",
+                truncate_at_char(&env.actor, MAX_FORWARDED_ACTOR_BYTES)
+            );
+            env.at_ms = now_ms;
+            Ok(env)
+        })
+        .collect()
+}
+
+/// Command kinds that a peer may not forward are refused here (storage's policy,
+/// `Command::refused_from_peers`): the legacy unsigned bundle commit and certificate renewal,
+/// which no proposer of this version makes, and handler keys, which only signed bundles set.
+fn forwardable(command: &Command) -> Result<(), &'static str> {
+    match command.refused_from_peers() {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[derive(Clone)]
 struct Handler {
     inner: Arc<Inner>,
 }
 
 impl PeerHandler for Handler {
+    fn member_view(&self, from: NodeId) -> MemberView {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        MemberView {
+            has_membership: membership.nodes().next().is_some(),
+            is_member: membership.get_node(&from).is_some(),
+        }
+    }
+
     async fn handle(&self, from: NodeId, req: PeerRequest) -> PeerResponse {
         let raft = &self.inner.raft;
         match req {
@@ -763,12 +910,12 @@ impl PeerHandler for Handler {
                 PeerResponse::App(handler.handle(from, bytes.0).await.map(Bytes))
             }
             PeerRequest::Forward(p) => {
-                let envs = match outpost_storage::decode_batch(&p.0) {
+                let envs = match admit_forwarded(from, &p.0, now_ms()) {
                     Ok(e) => e,
-                    Err(e) => {
-                        return PeerResponse::Forward(Err(format!(
-                            "forwarded batch from node {from}: {e}"
-                        )));
+                    Err(why) => {
+                        // Debug only: the forwarder retries until its deadline (every <= 200 ms).
+                        tracing::debug!(from, %why, "refused a forwarded batch");
+                        return PeerResponse::Forward(Err(why));
                     }
                 };
                 // Only the leader takes forwarded writes; a stale forwarder retries elsewhere.
@@ -778,6 +925,8 @@ impl PeerHandler for Handler {
                         self.inner.id
                     )));
                 }
+                // Each envelope goes through this node's batcher, so forwarded and local writes
+                // share entries.
                 let writes = envs.into_iter().map(|env| self.inner.write(env));
                 let results = futures::future::join_all(writes).await;
                 let mut outcomes = Vec::with_capacity(results.len());
@@ -789,6 +938,153 @@ impl PeerHandler for Handler {
                 }
                 PeerResponse::Forward(Ok(outcomes))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_storage::{Scope, encode_batch, encoded_len};
+
+    fn env(actor: &str, value_len: usize) -> Envelope {
+        Envelope {
+            at_ms: 5,
+            actor: actor.into(),
+            command: Command::SetConfig {
+                scope: Scope::Global,
+                key: "k".into(),
+                value: "v".repeat(value_len),
+            },
+        }
+    }
+
+    /// An envelope whose batch alone is exactly `batch_bytes` long.
+    fn env_with_batch_len(batch_bytes: usize) -> Envelope {
+        let base = outpost_storage::batch_len(1, encoded_len(&env("a", 0)));
+        let mut e = env("a", batch_bytes - base);
+        // The value's length prefix may have grown by a few bytes: shave them off again.
+        while outpost_storage::batch_len(1, encoded_len(&e)) > batch_bytes {
+            if let Command::SetConfig { value, .. } = &mut e.command {
+                value.pop();
+            }
+        }
+        assert_eq!(encode_batch(std::slice::from_ref(&e)).len(), batch_bytes);
+        e
+    }
+
+    #[test]
+    fn a_command_over_the_cap_is_refused() {
+        let at_cap = env_with_batch_len(MAX_ENTRY_BYTES);
+        assert_eq!(admit_size(&at_cap).ok(), Some(encoded_len(&at_cap)));
+        let over = env_with_batch_len(MAX_ENTRY_BYTES + 1);
+        match admit_size(&over) {
+            Err(e @ WriteError::TooLarge { bytes, cap }) => {
+                assert_eq!((bytes, cap), (MAX_ENTRY_BYTES + 1, MAX_ENTRY_BYTES));
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "a command of {} bytes exceeds the {MAX_ENTRY_BYTES}-byte Raft entry cap",
+                        MAX_ENTRY_BYTES + 1
+                    )
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_close_at_the_cap_and_at_max_batch() {
+        // (max_batch, cap, sizes offered in order) -> how many the first batch takes.
+        let cases: &[(usize, usize, &[usize], usize)] = &[
+            (10, 100, &[10, 10, 10], 3),
+            // 2 + 1 + 48 + 49 = 100: exactly at the cap, both fit.
+            (10, 100, &[48, 49], 2),
+            // One byte over: the second opens the next batch.
+            (10, 100, &[48, 50], 1),
+            (10, 100, &[97, 1], 1),
+            // The first is always taken (it was admitted alone).
+            (10, 100, &[97], 1),
+            (2, 100, &[1, 1, 1], 2),
+            (0, 100, &[1, 1], 1),
+            // 250 envelopes take a 1-byte length prefix, 251 a 3-byte one.
+            (1000, 2 + 1 + 250, &[1; 260], 250),
+            (1000, 2 + 3 + 251, &[1; 260], 251),
+            (1000, 2 + 3 + 251 - 1, &[1; 260], 250),
+        ];
+        for (i, &(max_batch, cap, sizes, want)) in cases.iter().enumerate() {
+            let mut p = Packer::new(max_batch, cap);
+            let taken = sizes.iter().take_while(|&&s| p.try_add(s)).count();
+            assert_eq!(taken, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn two_envelopes_that_fit_alone_but_not_together_make_two_entries() {
+        let a = env_with_batch_len(MAX_ENTRY_BYTES / 2 + 10);
+        let b = env_with_batch_len(MAX_ENTRY_BYTES / 2 + 10);
+        let small = env("cli", 10);
+        let mut p = Packer::new(1024, MAX_ENTRY_BYTES);
+        assert!(p.try_add(admit_size(&a).unwrap_or(usize::MAX)));
+        assert!(!p.try_add(admit_size(&b).unwrap_or(usize::MAX)));
+        assert!(p.try_add(admit_size(&small).unwrap_or(usize::MAX)));
+        // What the packer accepted is what encode_batch writes, and it is within the cap.
+        let both = encode_batch(&[a.clone(), small.clone()]);
+        assert_eq!(outpost_storage::batch_len(p.count, p.envelopes), both.len());
+        assert!(both.len() <= MAX_ENTRY_BYTES);
+        assert!(encode_batch(&[a, b]).len() > MAX_ENTRY_BYTES);
+    }
+
+    #[test]
+    fn forwarded_batches_are_checked_and_restamped() {
+        let long = "\u{e9}".repeat(150); // 300 bytes, 2 bytes a char
+        let good = encode_batch(&[env("admin:ops", 3), env(&long, 1), env("", 0)]);
+        let mut newer = good.clone();
+        newer[..2].copy_from_slice(&(outpost_storage::COMMAND_FORMAT + 1).to_le_bytes());
+        let mut over = encode_batch(&[env_with_batch_len(MAX_ENTRY_BYTES)]);
+        over.push(0);
+        type Check = fn(&Result<Vec<Envelope>, String>) -> bool;
+        let cases: Vec<(&str, Vec<u8>, Check)> = vec![
+            ("good", good, |r| {
+                let Ok(envs) = r else { return false };
+                let cut = "\u{e9}".repeat(100); // 200 bytes exactly
+                envs.len() == 3
+                    && envs.iter().all(|e| e.at_ms == 42)
+                    && envs[0].actor == "admin:ops via node:7"
+                    && envs[1].actor == format!("{cut} via node:7")
+                    && envs[2].actor == " via node:7"
+                    && envs[0].command == env("x", 3).command
+            }),
+            ("empty bytes", vec![], |r| {
+                r.as_ref().is_err_and(|e| e.contains("node 7"))
+            }),
+            ("garbage", vec![1, 0, 0xff, 0xff, 0xff], |r| r.is_err()),
+            ("newer format", newer, |r| {
+                r.as_ref()
+                    .is_err_and(|e| e.contains("upgrade") || e.contains("format"))
+            }),
+            ("over the cap", over, |r| {
+                r.as_ref().is_err_and(|e| e.contains("Raft entry cap"))
+            }),
+        ];
+        for (name, bytes, check) in cases {
+            let r = admit_forwarded(7, &bytes, 42);
+            assert!(check(&r), "{name}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn truncates_at_char_boundaries() {
+        let cases = [
+            ("", 3, ""),
+            ("abc", 3, "abc"),
+            ("abcd", 3, "abc"),
+            ("a\u{e9}", 2, "a"),
+            ("a\u{e9}", 3, "a\u{e9}"),
+            ("\u{1f600}x", 3, ""),
+        ];
+        for (s, max, want) in cases {
+            assert_eq!(truncate_at_char(s, max), want, "{s:?} {max}");
         }
     }
 }

@@ -9,15 +9,25 @@
 //! rustls) that the server's certificate carries the name bound to the node id it meant to
 //! reach; the listener maps the client certificate to a node id with `PeerTls::authorize`
 //! and refuses anything that is not a node certificate of this cluster's CA.
+//!
+//! A certificate proves who a peer is, not that it still belongs: every request is also checked
+//! against this node's current Raft membership (`admission`), so a node removed while connected
+//! is refused from its next request on. A node with no membership yet (a fresh learner) takes
+//! everyone, so the leader's first AppendEntries reaches it.
+//!
+//! Frames are at most `MAX_FRAME` bytes, and every Raft entry at most
+//! `outpost_storage::MAX_ENTRY_BYTES`, so one entry always fits a frame: an AppendEntries
+//! request that would not fit is never sent; openraft is asked to split it (`PayloadTooLarge`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -31,10 +41,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
-use crate::types::{NodeId, PeerNode, Proposal, TypeConfig};
+use crate::types::{NodeId, PeerNode, Proposal, TypeConfig, Vote};
 
 /// Largest frame accepted from a peer (a snapshot chunk plus headroom).
 pub const MAX_FRAME: usize = codec::MAX_DECODE_BYTES;
+
+/// Room in an AppendEntries frame for everything but the entries' payloads: frame and
+/// request headers, and per entry its log id, payload tag and length prefix.
+pub(crate) const FRAME_HEADROOM: usize = 1 << 20;
+
+/// Most bytes of stored entries (their encoding in the log store, which is also their
+/// encoding in a frame) that the log reader hands to one AppendEntries request.
+pub(crate) const ENTRIES_PER_FRAME_BYTES: usize = MAX_FRAME - FRAME_HEADROOM;
+
+// One entry always fits a frame, and two do, so splitting a request always makes progress.
+const _: () = assert!(MAX_FRAME >= 2 * outpost_storage::MAX_ENTRY_BYTES + FRAME_HEADROOM);
 
 /// ALPN protocol name of the peer transport.
 pub const PEER_ALPN: &[u8] = b"outpost-peer/1";
@@ -332,6 +353,53 @@ pub async fn ping(
     }
 }
 
+/// Encoded length of an AppendEntries request frame without its entries, counting the largest
+/// request id and an entries length prefix of the largest width (9 bytes, 1 counted already).
+fn append_entries_header_len(rpc: &AppendEntriesRequest<TypeConfig>) -> usize {
+    let empty = AppendEntriesRequest {
+        vote: rpc.vote,
+        prev_log_id: rpc.prev_log_id,
+        leader_commit: rpc.leader_commit,
+        entries: Vec::new(),
+    };
+    codec::encoded_len(&Frame::Request(u64::MAX, PeerRequest::AppendEntries(empty))) + 8
+}
+
+/// How many entries of an AppendEntries request fit one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameFit {
+    All,
+    /// Only the first n (at least one): send those, the rest in later requests.
+    First(usize),
+    /// Not even the first entry.
+    None,
+}
+
+/// The longest prefix of entries (their encoded sizes, in order) whose frame stays within
+/// `max_frame`, given the frame's length without entries.
+pub(crate) fn entries_that_fit(
+    header: usize,
+    sizes: impl IntoIterator<Item = usize>,
+    max_frame: usize,
+) -> FrameFit {
+    let mut total = header;
+    for (i, size) in sizes.into_iter().enumerate() {
+        total = total.saturating_add(size);
+        if total > max_frame {
+            return if i == 0 {
+                FrameFit::None
+            } else {
+                FrameFit::First(i)
+            };
+        }
+    }
+    if total > max_frame {
+        FrameFit::None
+    } else {
+        FrameFit::All
+    }
+}
+
 fn encode_frame(frame: &Frame) -> Result<Vec<u8>, String> {
     let body = codec::encode(frame).map_err(|e| e.to_string())?;
     if body.len() > MAX_FRAME {
@@ -365,12 +433,78 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> std::io::Res
 
 /// What the listener does with a request from an authenticated peer.
 pub(crate) trait PeerHandler: Clone + Send + Sync + 'static {
+    /// What this node knows of node `from`'s membership, for `admission`. Called for every
+    /// request: must be cheap (in memory, no I/O).
+    fn member_view(&self, from: NodeId) -> MemberView;
     fn handle(&self, from: NodeId, req: PeerRequest) -> impl Future<Output = PeerResponse> + Send;
+}
+
+/// This node's current Raft membership as far as one peer is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemberView {
+    /// This node has a membership at all (false: uninitialised, e.g. a learner that has not
+    /// yet heard from the leader).
+    pub has_membership: bool,
+    /// The peer is a voter or learner of it.
+    pub is_member: bool,
+}
+
+/// Whether a request from authenticated node `from` is served. Members are; so is anyone while
+/// this node has no membership (joining needs the leader's first AppendEntries). A non-member
+/// gets a `Ping` answer (only our id, which our certificate shows anyway) and its
+/// AppendEntries/InstallSnapshot are passed to openraft when it sends them as the leader (its
+/// vote names itself): this node may lag behind the membership change that added that leader,
+/// and refusing it would stall this node for good; openraft itself refuses a stale leader.
+/// Everything else from a non-member (votes, forwarded writes, reads, application requests)
+/// is refused.
+pub(crate) fn admission(view: MemberView, from: NodeId, req: &PeerRequest) -> Result<(), String> {
+    if view.is_member || !view.has_membership {
+        return Ok(());
+    }
+    let leads = |vote: &Vote| vote.is_committed() && vote.leader_id().voted_for() == Some(from);
+    match req {
+        PeerRequest::Ping => Ok(()),
+        PeerRequest::AppendEntries(r) if leads(&r.vote) => Ok(()),
+        PeerRequest::InstallSnapshot(r) if leads(&r.vote) => Ok(()),
+        _ => Err(format!("node {from} is not a member of this cluster")),
+    }
+}
+
+/// Refused peers, so that each is logged at most once per `every` (a removed node retries
+/// several times a second).
+struct Refusals {
+    every: Duration,
+    last: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Refusals {
+    fn new(every: Duration) -> Refusals {
+        Refusals {
+            every,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True when a refusal of `id` at `now` should be logged.
+    fn should_log(&self, id: NodeId, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .get(&id)
+            .is_some_and(|t| now.saturating_duration_since(*t) < self.every)
+        {
+            return false;
+        }
+        let every = self.every;
+        last.retain(|_, t| now.saturating_duration_since(*t) < every);
+        last.insert(id, now);
+        true
+    }
 }
 
 /// Accepts peer connections until the listener task is aborted.
 pub(crate) async fn serve<H: PeerHandler>(listener: TcpListener, tls: PeerTls, handler: H) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let refusals = Arc::new(Refusals::new(Duration::from_secs(60)));
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -383,8 +517,9 @@ pub(crate) async fn serve<H: PeerHandler>(listener: TcpListener, tls: PeerTls, h
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let authorize = tls.authorize.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(tcp, remote, acceptor, authorize, handler).await {
+            if let Err(e) = serve_conn(tcp, remote, acceptor, authorize, handler, refusals).await {
                 tracing::debug!(%remote, error = %e, "peer connection ended");
             }
         });
@@ -397,6 +532,7 @@ async fn serve_conn<H: PeerHandler>(
     acceptor: tokio_rustls::TlsAcceptor,
     authorize: Authorize,
     handler: H,
+    refusals: Arc<Refusals>,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
     let tls = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp))
@@ -443,6 +579,19 @@ async fn serve_conn<H: PeerHandler>(
                 "peer sent a response as a request",
             ));
         };
+        // Checked per request, not once per connection: a node removed while connected is
+        // refused from its next request on.
+        if let Err(why) = admission(handler.member_view(from), from, &req) {
+            if refusals.should_log(from, Instant::now()) {
+                tracing::warn!(%remote, node = from, %why, "refusing peer requests (logged once a minute per node)");
+            }
+            if let Ok(bytes) = encode_frame(&Frame::Response(id, PeerResponse::Failed(why)))
+                && out_tx.send(bytes).await.is_err()
+            {
+                break Ok(());
+            }
+            continue;
+        }
         let handler = handler.clone();
         let out = out_tx.clone();
         tokio::spawn(async move {
@@ -515,6 +664,36 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        let sizes = rpc.entries.iter().map(codec::encoded_len);
+        match entries_that_fit(append_entries_header_len(&rpc), sizes, MAX_FRAME) {
+            FrameFit::All => {}
+            FrameFit::First(n) => {
+                tracing::debug!(
+                    target = self.target,
+                    entries = rpc.entries.len(),
+                    fit = n,
+                    "AppendEntries would pass the frame limit; asking openraft to split it"
+                );
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(n as u64),
+                ));
+            }
+            FrameFit::None => {
+                // Only an entry written before the entry cap existed can be this large.
+                let e = TransportError::Encode(
+                    self.target,
+                    format!(
+                        "log entry {} alone does not fit the {MAX_FRAME}-byte frame limit",
+                        rpc.entries
+                            .first()
+                            .map(|e| e.log_id.index.to_string())
+                            .unwrap_or_default()
+                    ),
+                );
+                tracing::error!(target = self.target, error = %e, "cannot replicate");
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+        }
         match self.rpc(PeerRequest::AppendEntries(rpc), &option).await {
             Ok(PeerResponse::AppendEntries(Ok(r))) => Ok(r),
             Ok(PeerResponse::AppendEntries(Err(e))) => {
@@ -568,5 +747,173 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     fn backoff(&self) -> openraft::network::Backoff {
         // A dead peer is retried every 200 ms: quick to notice its return, cheap while it is gone.
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Entry, LogId, Vote};
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    #[test]
+    fn entries_that_fit_a_frame() {
+        // (header, entry sizes, max frame) -> fit
+        let cases: &[(usize, &[usize], usize, FrameFit)] = &[
+            (10, &[], 100, FrameFit::All),
+            (10, &[30, 30, 30], 100, FrameFit::All), // exactly 100
+            (10, &[30, 30, 31], 100, FrameFit::First(2)),
+            (10, &[90, 1], 100, FrameFit::First(1)),
+            (10, &[91], 100, FrameFit::None),
+            (10, &[usize::MAX, 1], 100, FrameFit::None),
+            (10, &[1, usize::MAX], 100, FrameFit::First(1)),
+            (101, &[], 100, FrameFit::None),
+        ];
+        for (i, (header, sizes, max, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                entries_that_fit(*header, sizes.iter().copied(), *max),
+                *want,
+                "case {i}"
+            );
+        }
+    }
+
+    fn entry(index: u64, payload: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
+            payload: EntryPayload::Normal(Proposal(vec![1u8; payload])),
+        }
+    }
+
+    #[test]
+    fn an_append_entries_over_the_frame_limit_is_split() -> Result<(), String> {
+        let cap = outpost_storage::MAX_ENTRY_BYTES;
+        let prev = Some(LogId::new(CommittedLeaderId::new(3, 1), 0));
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: prev,
+            leader_commit: prev,
+            entries: (1..=10).map(|i| entry(i, cap)).collect(),
+        };
+        let header = append_entries_header_len(&rpc);
+        let sizes: Vec<usize> = rpc.entries.iter().map(codec::encoded_len).collect();
+        let FrameFit::First(n) = entries_that_fit(header, sizes.iter().copied(), MAX_FRAME) else {
+            return Err("ten full entries must not fit one frame".into());
+        };
+        assert!(n >= 2, "{n}");
+        // The first n really encode within the limit, n + 1 really do not.
+        let frame = |k: usize| {
+            Frame::Request(
+                u64::MAX,
+                PeerRequest::AppendEntries(AppendEntriesRequest {
+                    vote: rpc.vote,
+                    prev_log_id: rpc.prev_log_id,
+                    leader_commit: rpc.leader_commit,
+                    entries: rpc.entries[..k].to_vec(),
+                }),
+            )
+        };
+        let fits = encode_frame(&frame(n))?;
+        assert!(fits.len() <= MAX_FRAME + 4);
+        assert!(encode_frame(&frame(n + 1)).is_err());
+        // One entry at the cap always fits (the compile-time assertion, checked for real).
+        assert_eq!(
+            entries_that_fit(header, [sizes[0]], MAX_FRAME),
+            FrameFit::All
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn only_members_are_served() {
+        let member = MemberView {
+            has_membership: true,
+            is_member: true,
+        };
+        let stranger = MemberView {
+            has_membership: true,
+            is_member: false,
+        };
+        let fresh = MemberView {
+            has_membership: false,
+            is_member: false,
+        };
+        let append = |vote: Vote| {
+            PeerRequest::AppendEntries(AppendEntriesRequest {
+                vote,
+                prev_log_id: None,
+                leader_commit: None,
+                entries: Vec::new(),
+            })
+        };
+        let forward = || PeerRequest::Forward(Proposal(vec![1, 0, 0]));
+        let vote_req = || {
+            PeerRequest::Vote(VoteRequest {
+                vote: Vote::new(9, 5),
+                last_log_id: None,
+            })
+        };
+        // (view, request from node 5) -> served?
+        let cases: Vec<(&str, MemberView, PeerRequest, bool)> = vec![
+            ("member forwards", member, forward(), true),
+            ("member votes", member, vote_req(), true),
+            ("fresh node takes anyone", fresh, forward(), true),
+            (
+                "fresh node takes the leader",
+                fresh,
+                append(Vote::new_committed(2, 5)),
+                true,
+            ),
+            ("stranger forwards", stranger, forward(), false),
+            ("stranger votes", stranger, vote_req(), false),
+            ("stranger reads", stranger, PeerRequest::ReadIndex, false),
+            (
+                "stranger app",
+                stranger,
+                PeerRequest::App(codec::Bytes(vec![])),
+                false,
+            ),
+            ("stranger pings", stranger, PeerRequest::Ping, true),
+            // A leader we have not heard of yet (we lag behind the change that added it).
+            (
+                "stranger leads",
+                stranger,
+                append(Vote::new_committed(9, 5)),
+                true,
+            ),
+            (
+                "stranger campaigns",
+                stranger,
+                append(Vote::new(9, 5)),
+                false,
+            ),
+            (
+                "stranger speaks for another",
+                stranger,
+                append(Vote::new_committed(9, 6)),
+                false,
+            ),
+        ];
+        for (name, view, req, want) in cases {
+            let got = admission(view, 5, &req);
+            assert_eq!(got.is_ok(), want, "{name}: {got:?}");
+            if let Err(why) = got {
+                assert_eq!(why, "node 5 is not a member of this cluster");
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_are_logged_once_a_minute_per_node() {
+        let r = Refusals::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(r.should_log(1, at(0)));
+        assert!(!r.should_log(1, at(1)));
+        assert!(r.should_log(2, at(1)));
+        assert!(!r.should_log(1, at(59)));
+        assert!(r.should_log(1, at(60)));
+        assert!(!r.should_log(2, at(60)));
+        assert!(r.should_log(2, at(61)));
     }
 }

@@ -27,6 +27,30 @@ pub fn encode_batch(batch: &[Envelope]) -> Vec<u8> {
     out
 }
 
+/// Encoded size of one envelope inside a batch, exactly as `encode_batch` writes it (bincode 2,
+/// standard config), measured without building the bytes.
+pub fn encoded_len(env: &Envelope) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    // Cannot fail, as in `encode_batch`: the writer only counts.
+    match bincode::serde::encode_into_writer(env, &mut size, bincode::config::standard()) {
+        Ok(()) => size.bytes_written,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// Exact length of `encode_batch` for `count` envelopes whose `encoded_len`s sum to
+/// `envelopes`: the 2-byte format, the batch length (a bincode varint: 1, 3, 5 or 9 bytes),
+/// then the envelopes.
+pub fn batch_len(count: usize, envelopes: usize) -> usize {
+    let prefix = match count as u64 {
+        0..=250 => 1,
+        251..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    };
+    envelopes.saturating_add(2 + prefix)
+}
+
 /// format > COMMAND_FORMAT => Err(NeedsUpgrade{found, supported}); undecodable => Err(Decode{..}).
 /// Trailing bytes after the batch count as undecodable.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Envelope>, StorageError> {
@@ -133,6 +157,40 @@ mod tests {
             let bytes = encode_batch(&batch);
             assert_eq!(&bytes[..2], &format.to_le_bytes());
             assert_eq!(decode_batch(&bytes).ok(), Some(batch));
+        }
+    }
+
+    #[test]
+    fn batch_len_is_exact() {
+        let big = Envelope {
+            at_ms: i64::MIN,
+            actor: "x".repeat(70_000),
+            command: Command::SetConfig {
+                scope: Scope::Global,
+                key: "k".into(),
+                value: "\u{e9}".repeat(1000),
+            },
+        };
+        for n in [0usize, 1, 2, 250, 251, 252, 300] {
+            let batch: Vec<Envelope> = sample().into_iter().cycle().take(n).collect();
+            let sum: usize = batch.iter().map(encoded_len).sum();
+            assert_eq!(
+                batch_len(n, sum),
+                encode_batch(&batch).len(),
+                "{n} envelopes"
+            );
+        }
+        let mut with_big = sample();
+        with_big.push(big.clone());
+        let sum: usize = with_big.iter().map(encoded_len).sum();
+        assert_eq!(
+            batch_len(with_big.len(), sum),
+            encode_batch(&with_big).len()
+        );
+        assert_eq!(batch_len(1, encoded_len(&big)), encode_batch(&[big]).len());
+        // Length prefixes at each varint width.
+        for (count, prefix) in [(250usize, 1usize), (251, 3), (65_535, 3), (65_536, 5)] {
+            assert_eq!(batch_len(count, 0), 2 + prefix, "{count}");
         }
     }
 

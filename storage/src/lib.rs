@@ -25,14 +25,16 @@ mod snapshot;
 mod store;
 
 pub use bundle_config::parse_config_payload;
-pub use codec::{COMMAND_FORMAT, MAX_ENTRY_BYTES, decode_batch, encode_batch};
+pub use codec::{
+    COMMAND_FORMAT, MAX_ENTRY_BYTES, batch_len, decode_batch, encode_batch, encoded_len,
+};
 pub use error::StorageError;
 pub use model::{
     Assignment, AuditCheck, AuditRecord, BundleImport, BundleRecord, BundleType, ChannelRecord,
     ClientCertState, ClientRecord, ClusterInfo, Command, ConfigEntry, DeploymentRecord,
-    DeploymentResult, DeploymentStatus, Envelope, InventoryChange, InventoryRecord, NodeRecord,
-    NodeRole, Outcome, PayloadHolding, PayloadRecord, RejectCode, Rejection, Response, Scope,
-    SignedBundle, TokenKind, TokenRecord, TrustRecord,
+    DeploymentResult, DeploymentStatus, Envelope, HANDLER_KEY_PREFIX, InventoryChange,
+    InventoryRecord, NodeRecord, NodeRole, Outcome, PayloadHolding, PayloadRecord, RejectCode,
+    Rejection, Response, Scope, SignedBundle, TokenKind, TokenRecord, TrustRecord,
 };
 pub use reader::Reader;
 pub use releases::{

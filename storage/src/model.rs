@@ -315,7 +315,31 @@ pub struct Assignment {
     pub result: Option<DeploymentResult>,
 }
 
+/// Configuration keys that name a program agents run: set only by signed bundles.
+pub const HANDLER_KEY_PREFIX: &str = "agent.handler.";
+
 impl Command {
+    /// Why a leader refuses this command when a peer forwards it, if it does. Policy added
+    /// after a command format shipped lives at the proposers (the API and this check), so
+    /// that `apply` keeps accepting what older nodes accepted and mixed versions never
+    /// diverge: the legacy unsigned `ImportBundle` and unlimited `RenewClientCert` (this
+    /// version proposes `ImportSignedBundle` and `RotateClientCert`), and `SetConfig` of an
+    /// `agent.handler.*` key (set only by a signed bundle's config payload).
+    pub fn refused_from_peers(&self) -> Option<&'static str> {
+        match self {
+            Command::ImportBundle(_) => {
+                Some("unsigned bundle commands are not accepted: commit the signed bytes")
+            }
+            Command::RenewClientCert { .. } => {
+                Some("unbounded certificate renewals are not accepted: use RotateClientCert")
+            }
+            Command::SetConfig { key, .. } if key.starts_with(HANDLER_KEY_PREFIX) => {
+                Some("agent.handler.* keys are set only by a signed bundle")
+            }
+            _ => None,
+        }
+    }
+
     /// The oldest command format that can carry this command: a batch is written in the
     /// highest format of its commands, so nodes that do not know a new command stop exactly
     /// where one appears (and ask for an upgrade) instead of at every entry.
