@@ -19,6 +19,7 @@ pub mod demo;
 pub mod deployments;
 pub mod discovery;
 pub mod inventory;
+pub mod limits;
 pub mod localcluster;
 pub mod runtime;
 pub mod server;
