@@ -500,6 +500,7 @@ async fn create_token(
 }
 
 async fn join(
+    _: crate::limits::RateLimited,
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<JoinRequest>,

@@ -62,6 +62,7 @@ fn new_client_id() -> String {
 }
 
 pub async fn enroll(
+    _: crate::limits::RateLimited,
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<EnrollRequest>,
