@@ -158,8 +158,8 @@ pub struct ApiLimits {
     per_source: DefaultKeyedRateLimiter<IpAddr>,
     global: DefaultDirectRateLimiter,
     clock: DefaultClock,
-    /// Last warning per source (refusals, 429s): one line per source per minute at most.
-    logged: Mutex<HashMap<IpAddr, Instant>>,
+    /// Last warning per source and kind (refusal, 429): one line each a minute at most.
+    logged: Mutex<HashMap<(IpAddr, &'static str), Instant>>,
 }
 
 /// At most this many sources are remembered for log throttling between two prunes; beyond
@@ -224,7 +224,7 @@ impl ApiLimits {
             None => Ok(()),
             Some((not_until, counter, limit)) => {
                 counter.fetch_add(1, Ordering::Relaxed);
-                if self.should_log(key) {
+                if self.should_log(key, "rate") {
                     tracing::warn!(source = %key, limit, "enroll/join rate limit: answering 429 (logged once a minute per source)");
                 }
                 Err(not_until.wait_time_from(self.clock.now()))
@@ -332,7 +332,7 @@ impl ApiLimits {
                         }
                     };
                     self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
-                    if self.should_log(key) {
+                    if self.should_log(key, "refused") {
                         tracing::warn!(source = %key, reason = why.label(), "API connection refused: cap full (logged once a minute per source)");
                     }
                     return None;
@@ -358,8 +358,9 @@ impl ApiLimits {
         }
     }
 
-    fn should_log(&self, key: IpAddr) -> bool {
+    fn should_log(&self, source: IpAddr, kind: &'static str) -> bool {
         let now = Instant::now();
+        let key = (source, kind);
         let mut logged = lock(&self.logged);
         match logged.get(&key) {
             Some(at) if now.duration_since(*at) < LOG_EVERY => false,
