@@ -118,6 +118,8 @@ pub struct AppState {
     /// The last answer of the readiness probe (a read-index round trip), reused for a second
     /// so that a flood of anonymous `/readyz` requests costs the leader nothing.
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
+    /// Connection caps, timeouts and the enroll/join rate limit of the API port.
+    pub limits: Arc<crate::limits::ApiLimits>,
 }
 
 /// Whether this node serves a committing cluster, and if not, why.
@@ -602,6 +604,7 @@ async fn metrics(
         u8::from(s.fatal.is_some()).to_string(),
     );
     st.refusals.render_metrics(&mut out);
+    st.limits.render_metrics(&mut out);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -686,12 +689,13 @@ async fn create_token(
 }
 
 async fn join(
+    _: crate::limits::RateLimited,
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    remote: Option<Extension<crate::refusals::Source>>,
+    remote: Option<Extension<crate::limits::Remote>>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>, Response> {
-    let source = remote.map(|Extension(s)| s);
+    let source = remote.map(|Extension(crate::limits::Remote(addr))| addr.ip());
     let refuse = |e: ApiError, reason: &'static str| st.refusals.refuse("join", reason, source, e);
     // Everything below is checked against local state only: a request that fails here leaves
     // no Raft entry, no audit row and no certificate.

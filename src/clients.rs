@@ -62,13 +62,14 @@ fn new_client_id() -> String {
 }
 
 pub async fn enroll(
+    _: crate::limits::RateLimited,
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    remote: Option<Extension<crate::refusals::Source>>,
+    remote: Option<Extension<crate::limits::Remote>>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, axum::response::Response> {
     use axum::response::IntoResponse;
-    let source = remote.map(|Extension(s)| s);
+    let source = remote.map(|Extension(crate::limits::Remote(addr))| addr.ip());
     let refuse =
         |e: ApiError, reason: &'static str| st.refusals.refuse("enroll", reason, source, e);
     // Checked against local state only: a request refused here leaves no Raft entry, no audit

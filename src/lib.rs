@@ -20,6 +20,7 @@ pub mod deployments;
 pub mod discovery;
 pub mod fields;
 pub mod inventory;
+pub mod limits;
 pub mod localcluster;
 pub mod refusals;
 pub mod runtime;

@@ -11,10 +11,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::ApiError;
 
-/// The source address of a request, as the TLS listener saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Source(pub IpAddr);
-
 /// One log line per source address per this long.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Sources remembered for the log limit; past this the oldest are forgotten.
@@ -34,13 +30,13 @@ impl Refusals {
         &self,
         route: &'static str,
         reason: &'static str,
-        source: Option<Source>,
+        source: Option<IpAddr>,
         error: ApiError,
     ) -> Response {
         if let Ok(mut c) = self.counts.lock() {
             *c.entry((route, reason)).or_default() += 1;
         }
-        let ip = source.map(|Source(ip)| ip);
+        let ip = source;
         if self.should_log(ip, Instant::now()) {
             tracing::warn!(
                 route,

@@ -132,6 +132,8 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
             .with_context(|| format!("opening the blob store {}", dd.blobs().display()))?
     };
     node.set_app_handler(blobs.peer_handler());
+    // Caps, timeouts and rate limits of the API port (and their /metrics counters).
+    let limits = crate::limits::ApiLimits::new(crate::limits::LimitsConfig::default());
     let state = Arc::new(AppState {
         node: node.clone(),
         node_id: file.node_id,
@@ -145,10 +147,16 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         data_dir: dd.root.clone(),
         refusals: Default::default(),
         readiness: Default::default(),
+        limits: limits.clone(),
     });
     let app = api::router(state.clone());
     let tasks = vec![
-        tokio::spawn(crate::server::serve_tls(api_listener, api_tls, app.clone())),
+        tokio::spawn(crate::server::serve_tls(
+            api_listener,
+            api_tls,
+            app.clone(),
+            limits,
+        )),
         tokio::spawn(crate::server::serve_unix(unix, app)),
         tokio::spawn(crate::clients::flush_last_seen(state.clone())),
         tokio::spawn(blobs.replicate()),

@@ -1,0 +1,816 @@
+//! Limits of the API port against a flood from the site LAN: connection caps (per port, per
+//! source address, and a smaller pool for anonymous connections), idle timeouts through an IO
+//! wrapper that records when bytes last moved, and a rate limit for the two routes an
+//! anonymous caller may use to make the node work (enroll and join).
+//!
+//! A connection is *anonymous* from accept until its TLS handshake shows a client certificate;
+//! then it moves to the *authenticated* pool. The anonymous pool is small and shared fairly:
+//! when it is full, a newcomer from a source holding fewer anonymous connections than the
+//! biggest holder takes the oldest slot of that holder (which is closed), so a flood from a
+//! few addresses cannot keep an admin, a node or an agent from starting its handshake.
+//!
+//! The caps and the rate limits are pure bookkeeping (`Pool`, governor's GCRA); the sockets
+//! stay in `server.rs`. The numbers are in `LimitsConfig::default`, with the reasons.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The remote address of an API request's connection, in the request's extensions (HTTPS
+/// only: requests over the local Unix socket have none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote(pub SocketAddr);
+
+/// The limits of the API port. The defaults are what a 3-5 node appliance serving a few
+/// thousand agents needs; see each field.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// From accept to the end of the TLS handshake. A LAN handshake takes milliseconds; 5 s
+    /// leaves room for a loaded node and a slow agent.
+    pub handshake_timeout: Duration,
+    /// An anonymous connection on which no byte moved for this long is closed (HTTP/1 and
+    /// HTTP/2 alike); it is also hyper's HTTP/1 header read timeout (which in hyper 1.12 also
+    /// runs while a keep-alive connection waits for its next request). Join and enroll are
+    /// one request each.
+    pub idle_anonymous: Duration,
+    /// The same for connections with a certificate (and the local socket). An agent keeps
+    /// its connection between syncs; a download keeps moving bytes. While a request is being
+    /// handled the clock stops (a blob is fetched from a peer before it is streamed).
+    pub idle_authenticated: Duration,
+    /// An anonymous connection is closed after this long whatever moves on it: it cannot be
+    /// kept open by a trickle (HTTP/2 pings, one byte at a time).
+    pub anonymous_max_age: Duration,
+    /// Anonymous connections at once (in handshake, or established without a certificate).
+    pub anonymous_total: usize,
+    /// Anonymous connections at once from one source (IPv4 address, IPv6 /64).
+    pub anonymous_per_source: usize,
+    /// Connections with a certificate at once: agents keep one each.
+    pub authenticated_total: usize,
+    /// Connections with a certificate from one source: generous, agents may sit behind NAT.
+    pub authenticated_per_source: usize,
+    /// Enroll + join requests per second from one source, and the burst allowed.
+    pub rate_per_source: (u32, u32),
+    /// Enroll + join requests per second from all sources together, and the burst allowed.
+    pub rate_global: (u32, u32),
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            handshake_timeout: Duration::from_secs(5),
+            idle_anonymous: Duration::from_secs(10),
+            idle_authenticated: Duration::from_secs(60),
+            anonymous_max_age: Duration::from_secs(120),
+            anonymous_total: 256,
+            anonymous_per_source: 32,
+            authenticated_total: 4096,
+            authenticated_per_source: 1024,
+            // An agent enrolls once; a rollout behind one NAT address gets 20 at once, then 5
+            // a second (1,000 agents in under 4 minutes, each told when to retry).
+            rate_per_source: (5, 20),
+            // Each enroll or join costs a CSR check, a signature and a Raft entry with its
+            // audit row even when the token is wrong: 50 a second keeps that under a few
+            // percent of one core and far below what the batcher commits.
+            rate_global: (50, 100),
+        }
+    }
+}
+
+/// Why a connection was refused at once (a cap was full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    AnonymousTotal,
+    AnonymousPerSource,
+    AuthenticatedTotal,
+    AuthenticatedPerSource,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 4] = [
+        Refusal::AnonymousTotal,
+        Refusal::AnonymousPerSource,
+        Refusal::AuthenticatedTotal,
+        Refusal::AuthenticatedPerSource,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::AnonymousTotal => "anonymous_total",
+            Refusal::AnonymousPerSource => "anonymous_per_source",
+            Refusal::AuthenticatedTotal => "authenticated_total",
+            Refusal::AuthenticatedPerSource => "authenticated_per_source",
+        }
+    }
+}
+
+/// Why the server ended an established (or handshaking) connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    HandshakeTimeout,
+    Idle,
+    MaxAge,
+    /// An anonymous slot taken over by a source holding fewer (see the module comment).
+    Evicted,
+}
+
+impl Closed {
+    const ALL: [Closed; 4] = [
+        Closed::HandshakeTimeout,
+        Closed::Idle,
+        Closed::MaxAge,
+        Closed::Evicted,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            Closed::HandshakeTimeout => "handshake_timeout",
+            Closed::Idle => "idle",
+            Closed::MaxAge => "max_age",
+            Closed::Evicted => "evicted",
+        }
+    }
+}
+
+/// Connection caps, rate limits and their counters for one API port. `runtime` creates one
+/// and hands it to `server::serve_tls`; `/metrics` shows it through `render_metrics`.
+pub struct ApiLimits {
+    cfg: LimitsConfig,
+    anonymous: Mutex<Pool>,
+    authenticated: Mutex<Pool>,
+    refused: [AtomicU64; 4],
+    closed: [AtomicU64; 4],
+    limited_source: AtomicU64,
+    limited_global: AtomicU64,
+    per_source: DefaultKeyedRateLimiter<IpAddr>,
+    global: DefaultDirectRateLimiter,
+    clock: DefaultClock,
+    /// Last warning per source and kind (refusal, 429): one line each a minute at most.
+    logged: Mutex<HashMap<(IpAddr, &'static str), Instant>>,
+}
+
+/// At most this many sources are remembered for log throttling between two prunes; beyond
+/// it new sources are not logged (the counters still count them).
+const LOGGED_SOURCES: usize = 4096;
+const LOG_EVERY: Duration = Duration::from_secs(60);
+/// The keyed rate limiter is pruned when it holds more sources than this (and on every
+/// `prune`), so its memory stays bounded whatever the number of addresses.
+const RATE_KEYS: usize = 65_536;
+/// How often `serve_tls` calls `prune`.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+impl ApiLimits {
+    pub fn new(cfg: LimitsConfig) -> Arc<ApiLimits> {
+        let quota = |(per_s, burst): (u32, u32)| {
+            let per_s = NonZeroU32::new(per_s).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(burst).unwrap_or(per_s);
+            Quota::per_second(per_s).allow_burst(burst)
+        };
+        Arc::new(ApiLimits {
+            anonymous: Mutex::new(Pool::new(
+                cfg.anonymous_total,
+                cfg.anonymous_per_source,
+                true,
+            )),
+            authenticated: Mutex::new(Pool::new(
+                cfg.authenticated_total,
+                cfg.authenticated_per_source,
+                false,
+            )),
+            refused: Default::default(),
+            closed: Default::default(),
+            limited_source: AtomicU64::new(0),
+            limited_global: AtomicU64::new(0),
+            per_source: RateLimiter::keyed(quota(cfg.rate_per_source)),
+            global: RateLimiter::direct(quota(cfg.rate_global)),
+            clock: DefaultClock::default(),
+            logged: Mutex::new(HashMap::new()),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &LimitsConfig {
+        &self.cfg
+    }
+
+    /// The rate limit of enroll and join: `Err(retry after)` when this source, or all
+    /// sources together, sent too many. Callers answer `too_many(retry_after)`.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let key = source_key(ip);
+        if self.per_source.len() > RATE_KEYS {
+            self.per_source.retain_recent();
+        }
+        let refused = match self.per_source.check_key(&key) {
+            Err(not_until) => Some((not_until, &self.limited_source, "source")),
+            Ok(()) => match self.global.check() {
+                Err(not_until) => Some((not_until, &self.limited_global, "global")),
+                Ok(()) => None,
+            },
+        };
+        match refused {
+            None => Ok(()),
+            Some((not_until, counter, limit)) => {
+                counter.fetch_add(1, Ordering::Relaxed);
+                if self.should_log(key, "rate") {
+                    tracing::warn!(source = %key, limit, "enroll/join rate limit: answering 429 (logged once a minute per source)");
+                }
+                Err(not_until.wait_time_from(self.clock.now()))
+            }
+        }
+    }
+
+    /// Takes an anonymous slot for a connection just accepted from `ip`. `None`: a cap is
+    /// full, the caller closes the connection (already counted and logged).
+    pub fn admit_anonymous(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        self.admit(PoolKind::Anonymous, ip)
+    }
+
+    /// Moves a connection whose handshake showed a certificate to the authenticated pool;
+    /// its anonymous slot is given back when `anonymous` is dropped by the caller.
+    pub fn admit_authenticated(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        self.admit(PoolKind::Authenticated, ip)
+    }
+
+    pub fn count_closed(&self, why: Closed) {
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Current (anonymous, authenticated) connections.
+    pub fn current(&self) -> (usize, usize) {
+        (lock(&self.anonymous).count, lock(&self.authenticated).count)
+    }
+
+    /// Connections refused at once for `why` since start.
+    pub fn refused(&self, why: Refusal) -> u64 {
+        self.refused[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Forgets rate-limit state indistinguishable from a fresh one and old log marks, so
+    /// memory stays bounded. `serve_tls` calls it every `PRUNE_EVERY`.
+    pub fn prune(&self) {
+        self.per_source.retain_recent();
+        self.per_source.shrink_to_fit();
+        let now = Instant::now();
+        lock(&self.logged).retain(|_, at| now.duration_since(*at) < LOG_EVERY);
+    }
+
+    /// Prometheus text for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let (anonymous, authenticated) = self.current();
+        let _ = writeln!(
+            out,
+            "# HELP outpost_api_connections Open connections on the API port (anonymous: no client certificate (yet)).\n\
+             # TYPE outpost_api_connections gauge\n\
+             outpost_api_connections{{kind=\"anonymous\"}} {anonymous}\n\
+             outpost_api_connections{{kind=\"authenticated\"}} {authenticated}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP outpost_api_connections_refused_total API connections closed at once because a cap was full.\n\
+             # TYPE outpost_api_connections_refused_total counter"
+        );
+        for r in Refusal::ALL {
+            let _ = writeln!(
+                out,
+                "outpost_api_connections_refused_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.refused(r)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP outpost_api_connections_closed_total API connections the server ended: handshake timeout, idle, maximum anonymous age, anonymous slot taken over.\n\
+             # TYPE outpost_api_connections_closed_total counter"
+        );
+        for c in Closed::ALL {
+            let _ = writeln!(
+                out,
+                "outpost_api_connections_closed_total{{reason=\"{}\"}} {}",
+                c.label(),
+                self.closed[c as usize].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP outpost_api_rate_limited_total Enroll and join requests answered 429, by the limit that refused them.\n\
+             # TYPE outpost_api_rate_limited_total counter\n\
+             outpost_api_rate_limited_total{{limit=\"source\"}} {}\n\
+             outpost_api_rate_limited_total{{limit=\"global\"}} {}",
+            self.limited_source.load(Ordering::Relaxed),
+            self.limited_global.load(Ordering::Relaxed)
+        );
+    }
+
+    fn admit(self: &Arc<Self>, kind: PoolKind, ip: IpAddr) -> Option<Slot> {
+        let key = source_key(ip);
+        let (admitted, victim) = {
+            let mut pool = lock(self.pool(kind));
+            match pool.admit(key) {
+                Ok(x) => x,
+                Err(full) => {
+                    drop(pool);
+                    let why = match (kind, full) {
+                        (PoolKind::Anonymous, Full::Total) => Refusal::AnonymousTotal,
+                        (PoolKind::Anonymous, Full::PerSource) => Refusal::AnonymousPerSource,
+                        (PoolKind::Authenticated, Full::Total) => Refusal::AuthenticatedTotal,
+                        (PoolKind::Authenticated, Full::PerSource) => {
+                            Refusal::AuthenticatedPerSource
+                        }
+                    };
+                    self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+                    if self.should_log(key, "refused") {
+                        tracing::warn!(source = %key, reason = why.label(), "API connection refused: cap full (logged once a minute per source)");
+                    }
+                    return None;
+                }
+            }
+        };
+        if let Some(victim) = victim {
+            victim.notify_one();
+        }
+        Some(Slot {
+            limits: self.clone(),
+            kind,
+            key,
+            id: admitted.0,
+            kicked: admitted.1,
+        })
+    }
+
+    fn pool(&self, kind: PoolKind) -> &Mutex<Pool> {
+        match kind {
+            PoolKind::Anonymous => &self.anonymous,
+            PoolKind::Authenticated => &self.authenticated,
+        }
+    }
+
+    fn should_log(&self, source: IpAddr, kind: &'static str) -> bool {
+        let now = Instant::now();
+        let key = (source, kind);
+        let mut logged = lock(&self.logged);
+        match logged.get(&key) {
+            Some(at) if now.duration_since(*at) < LOG_EVERY => false,
+            Some(_) => {
+                logged.insert(key, now);
+                true
+            }
+            None if logged.len() >= LOGGED_SOURCES => false,
+            None => {
+                logged.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+/// A connection's place in a pool, given back on drop.
+pub struct Slot {
+    limits: Arc<ApiLimits>,
+    kind: PoolKind,
+    key: IpAddr,
+    id: u64,
+    kicked: Arc<Notify>,
+}
+
+impl Slot {
+    /// Resolves when the slot was taken over by another source (anonymous pool only): the
+    /// connection must close.
+    pub async fn kicked(&self) {
+        self.kicked.notified().await
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(self.limits.pool(self.kind)).release(self.key, self.id);
+    }
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up) and the API's error body.
+pub fn too_many(retry_after: Duration) -> Response {
+    let secs = retry_after_secs(retry_after);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        Json(serde_json::json!({
+            "error": format!("too many enrollment or join requests; retry in {secs} s")
+        })),
+    )
+        .into_response()
+}
+
+/// An extractor that applies `ApiLimits::check` to the request's source address before the
+/// handler (and its body) runs, and answers `too_many` when the limit is reached. Requests
+/// over the local socket carry no `Remote` and pass.
+pub struct RateLimited;
+
+impl<S: Send + Sync> FromRequestParts<S> for RateLimited {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let remote = parts.extensions.get::<Remote>().copied();
+        let limits = parts.extensions.get::<Arc<ApiLimits>>();
+        match (remote, limits) {
+            (Some(Remote(addr)), Some(limits)) => limits
+                .check(addr.ip())
+                .map(|()| RateLimited)
+                .map_err(too_many),
+            _ => Ok(RateLimited),
+        }
+    }
+}
+
+/// When bytes last moved on a connection, and how many requests are being handled on it.
+pub struct Activity {
+    start: Instant,
+    /// Milliseconds since `start`.
+    last_ms: AtomicU64,
+    busy: AtomicUsize,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Marks a request as being handled until the guard drops.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// Resolves when the connection should close: no byte moved for `idle` (while a
+    /// request is being handled the clock stops, unless `strict`), or `max_age` passed.
+    pub async fn watchdog(&self, idle: Duration, strict: bool, max_age: Option<Instant>) -> Closed {
+        loop {
+            let now = Instant::now();
+            if max_age.is_some_and(|at| now >= at) {
+                return Closed::MaxAge;
+            }
+            let mut due = self.last() + idle;
+            if due <= now {
+                if strict || self.busy.load(Ordering::Relaxed) == 0 {
+                    return Closed::Idle;
+                }
+                due = now + idle;
+            }
+            if let Some(at) = max_age {
+                due = due.min(at);
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        // The answer is ready: its bytes are about to move; count from now.
+        self.0.touch();
+    }
+}
+
+/// An IO stream that records in `Activity` every read or write that moved bytes.
+pub struct Watched<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I> Watched<I> {
+    pub fn new(inner: I, activity: Arc<Activity>) -> Watched<I> {
+        Watched { inner, activity }
+    }
+    pub fn get_ref(&self) -> &I {
+        &self.inner
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The key a source is counted under: an IPv4 address (IPv4-mapped IPv6 included), or the
+/// /64 of an IPv6 address (one host usually holds a whole /64).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolKind {
+    Anonymous,
+    Authenticated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Total,
+    PerSource,
+}
+
+/// Connections held per source, oldest first.
+struct Pool {
+    max_total: usize,
+    max_per_source: usize,
+    /// When full, a source holding fewer than the biggest holder takes over that holder's
+    /// oldest slot (max-min fairness) instead of being refused.
+    take_over: bool,
+    count: usize,
+    next_id: u64,
+    sources: HashMap<IpAddr, Vec<(u64, Arc<Notify>)>>,
+}
+
+impl Pool {
+    fn new(max_total: usize, max_per_source: usize, take_over: bool) -> Pool {
+        Pool {
+            max_total,
+            max_per_source,
+            take_over,
+            count: 0,
+            next_id: 0,
+            sources: HashMap::new(),
+        }
+    }
+
+    /// `Ok(((id, kick), victim))`: admitted; `victim` must be told to close.
+    #[allow(clippy::type_complexity)]
+    fn admit(&mut self, key: IpAddr) -> Result<((u64, Arc<Notify>), Option<Arc<Notify>>), Full> {
+        let held = self.held(key);
+        if held >= self.max_per_source {
+            return Err(Full::PerSource);
+        }
+        let mut victim = None;
+        if self.count >= self.max_total {
+            if !self.take_over {
+                return Err(Full::Total);
+            }
+            // The biggest holder; among equals the one whose oldest slot is oldest.
+            let biggest = self
+                .sources
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .max_by(|(_, a), (_, b)| a.len().cmp(&b.len()).then(b[0].0.cmp(&a[0].0)))
+                .map(|(k, v)| (*k, v.len()));
+            match biggest {
+                Some((big, n)) if n > held => {
+                    let slots = self.sources.get_mut(&big).ok_or(Full::Total)?;
+                    let (_, kick) = slots.remove(0);
+                    if slots.is_empty() {
+                        self.sources.remove(&big);
+                    }
+                    self.count -= 1;
+                    victim = Some(kick);
+                }
+                _ => return Err(Full::Total),
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let kick = Arc::new(Notify::new());
+        self.sources
+            .entry(key)
+            .or_default()
+            .push((id, kick.clone()));
+        self.count += 1;
+        Ok(((id, kick), victim))
+    }
+
+    /// Gives a slot back; a slot already taken over is no longer there.
+    fn release(&mut self, key: IpAddr, id: u64) {
+        if let Some(slots) = self.sources.get_mut(&key)
+            && let Some(i) = slots.iter().position(|(s, _)| *s == id)
+        {
+            slots.remove(i);
+            self.count -= 1;
+            if slots.is_empty() {
+                self.sources.remove(&key);
+            }
+        }
+    }
+
+    fn held(&self, key: IpAddr) -> usize {
+        self.sources.get(&key).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn per_source_and_total_caps_refuse_without_take_over() {
+        let mut p = Pool::new(3, 2, false);
+        assert!(p.admit(ip("10.0.0.1")).is_ok());
+        assert!(p.admit(ip("10.0.0.1")).is_ok());
+        assert_eq!(p.admit(ip("10.0.0.1")).err(), Some(Full::PerSource));
+        assert!(p.admit(ip("10.0.0.2")).is_ok());
+        assert_eq!(p.admit(ip("10.0.0.3")).err(), Some(Full::Total));
+        assert_eq!(p.count, 3);
+    }
+
+    #[test]
+    fn a_full_anonymous_pool_gives_a_newcomer_the_oldest_slot_of_the_biggest_holder() {
+        let mut p = Pool::new(4, 3, true);
+        let (first, _) = p.admit(ip("10.0.0.1")).unwrap();
+        p.admit(ip("10.0.0.1")).unwrap();
+        p.admit(ip("10.0.0.1")).unwrap();
+        p.admit(ip("10.0.0.2")).unwrap();
+        // Full. A newcomer holding nothing takes 10.0.0.1's oldest slot.
+        let (_, victim) = p.admit(ip("10.0.0.9")).unwrap();
+        assert!(victim.is_some());
+        assert_eq!(p.count, 4);
+        assert_eq!(p.held(ip("10.0.0.1")), 2);
+        // The taken-over connection ends later: giving its slot back changes nothing.
+        p.release(ip("10.0.0.1"), first.0);
+        assert_eq!(p.count, 4);
+        assert_eq!(p.held(ip("10.0.0.1")), 2);
+        // Now 2/1/1: 10.0.0.2 (holding 1) still gets in over 10.0.0.1 (holding 2) ...
+        assert!(p.admit(ip("10.0.0.2")).unwrap().1.is_some());
+        // ... but at 1/2/1 nobody holds more than 10.0.0.2 does: refused.
+        assert_eq!(p.admit(ip("10.0.0.2")).err(), Some(Full::Total));
+        // A source holding nothing still gets in.
+        assert!(p.admit(ip("10.0.0.7")).unwrap().1.is_some());
+    }
+
+    #[test]
+    fn release_frees_a_slot() {
+        let mut p = Pool::new(1, 1, false);
+        let ((id, _), _) = p.admit(ip("10.0.0.1")).unwrap();
+        assert_eq!(p.admit(ip("10.0.0.2")).err(), Some(Full::Total));
+        p.release(ip("10.0.0.1"), id);
+        assert_eq!(p.count, 0);
+        assert!(p.sources.is_empty());
+        assert!(p.admit(ip("10.0.0.2")).is_ok());
+    }
+
+    #[test]
+    fn source_keys() {
+        for (given, key) in [
+            ("192.0.2.7", "192.0.2.7"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"),
+            ("::1", "::"),
+        ] {
+            assert_eq!(source_key(ip(given)), ip(key), "{given}");
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        for (d, s) in [
+            (Duration::ZERO, 1),
+            (Duration::from_millis(1), 1),
+            (Duration::from_millis(1000), 1),
+            (Duration::from_millis(1001), 2),
+            (Duration::from_secs(7), 7),
+        ] {
+            assert_eq!(retry_after_secs(d), s, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_burst_from_one_source_is_limited_while_another_source_passes() {
+        let limits = ApiLimits::new(LimitsConfig::default());
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let passed = (0..100).filter(|_| limits.check(a).is_ok()).count();
+        assert!((20..=25).contains(&passed), "{passed} of 100 passed");
+        let wait = limits.check(a).unwrap_err();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(limits.check(b).is_ok());
+        let mut out = String::new();
+        limits.render_metrics(&mut out);
+        assert!(out.contains("outpost_api_rate_limited_total{limit=\"source\"} "));
+        assert!(out.contains("outpost_api_connections{kind=\"anonymous\"} 0"));
+    }
+
+    #[test]
+    fn the_global_limit_holds_across_sources() {
+        let limits = ApiLimits::new(LimitsConfig {
+            rate_global: (1, 3),
+            ..LimitsConfig::default()
+        });
+        let passed = (1..=10u8)
+            .filter(|i| limits.check(IpAddr::from([10, 0, 0, *i])).is_ok())
+            .count();
+        assert_eq!(passed, 3);
+    }
+
+    #[tokio::test]
+    async fn slots_are_given_back_on_drop_and_taken_over_slots_are_kicked() {
+        let limits = ApiLimits::new(LimitsConfig {
+            anonymous_total: 2,
+            ..LimitsConfig::default()
+        });
+        let a = limits.admit_anonymous(ip("10.0.0.1")).unwrap();
+        let _b = limits.admit_anonymous(ip("10.0.0.1")).unwrap();
+        assert_eq!(limits.current(), (2, 0));
+        let _c = limits.admit_anonymous(ip("10.0.0.2")).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), a.kicked())
+            .await
+            .expect("the oldest slot of the biggest holder is kicked");
+        drop(a);
+        assert_eq!(limits.current(), (2, 0));
+        let auth = limits.admit_authenticated(ip("10.0.0.2")).unwrap();
+        assert_eq!(limits.current(), (2, 1));
+        drop(auth);
+        assert_eq!(limits.current(), (2, 0));
+    }
+}
