@@ -301,9 +301,11 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
     let token = Token::decode(&token.token)?;
     let anon = outpost_certs::client_config(&ca_pem, None, &[b"http/1.1"])?;
 
-    // Enroll every agent, 64 at a time.
+    // Enroll every agent, 24 at a time (under the per-source cap of anonymous connections),
+    // waiting as told when the enrollment rate limit answers 429 (run the nodes with
+    // OUTPOST_ENROLL_RATE=1000 for large fleets).
     let t0 = Instant::now();
-    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let sem = Arc::new(tokio::sync::Semaphore::new(24));
     let mut tasks = Vec::new();
     for i in 0..opts.clients {
         let permit = sem.clone().acquire_owned().await?;
@@ -323,7 +325,22 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
                 hostname: format!("bench-{i}"),
                 csr_pem: csr,
             };
-            let r: EnrollResponse = client.call(Method::POST, "/v1/enroll", Some(&req)).await?;
+            let mut waited = Duration::ZERO;
+            let r: EnrollResponse = loop {
+                match client.call(Method::POST, "/v1/enroll", Some(&req)).await {
+                    Err(e)
+                        if waited < Duration::from_secs(600)
+                            && e.downcast_ref::<crate::client::ApiFailure>()
+                                .is_some_and(|f| {
+                                    f.status == hyper::StatusCode::TOO_MANY_REQUESTS
+                                }) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        waited += Duration::from_millis(500);
+                    }
+                    other => break other?,
+                }
+            };
             let id = TlsIdentity::from_pem(&r.cert_pem, &key, &ca_pem)?;
             let config = outpost_certs::client_config(&ca_pem, Some(&id), &[b"http/1.1"])?;
             Ok::<_, anyhow::Error>(ApiClient::new(Endpoint::Tls {

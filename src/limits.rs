@@ -92,6 +92,25 @@ impl Default for LimitsConfig {
     }
 }
 
+impl LimitsConfig {
+    /// The defaults, with the enroll/join rate taken from `OUTPOST_ENROLL_RATE` when set
+    /// (requests per second per source; the burst is four times that and the cluster-wide
+    /// limit ten times): an operations setting for a mass rollout behind one address, and
+    /// for `bench sync`, whose simulated agents all enroll from one host.
+    pub fn from_env() -> Self {
+        let mut cfg = LimitsConfig::default();
+        if let Some(rate) = std::env::var("OUTPOST_ENROLL_RATE")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|r| *r > 0)
+        {
+            cfg.rate_per_source = (rate, rate.saturating_mul(4));
+            cfg.rate_global = (rate.saturating_mul(10), rate.saturating_mul(20));
+        }
+        cfg
+    }
+}
+
 /// Why a connection was refused at once (a cap was full).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

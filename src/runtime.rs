@@ -133,7 +133,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     };
     node.set_app_handler(blobs.peer_handler());
     // Caps, timeouts and rate limits of the API port (and their /metrics counters).
-    let limits = crate::limits::ApiLimits::new(crate::limits::LimitsConfig::default());
+    let limits = crate::limits::ApiLimits::new(crate::limits::LimitsConfig::from_env());
     let state = Arc::new(AppState {
         node: node.clone(),
         node_id: file.node_id,

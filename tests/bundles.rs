@@ -144,8 +144,16 @@ fn import(c: &LocalCluster, i: usize, file: &Path) -> Result<(bool, String, Stri
 const TOOL: &[u8] = &[7u8; 300_000];
 const CONF: &[u8] = b"[global]\nsite.mode = \"strict\"\n";
 
+/// A draft created a minute ago: a bundle created later than the cluster time floor plus
+/// the allowed skew is refused, and the shared fixtures are dated in 2027.
+fn draft(parts: &[(&str, &[u8])]) -> Draft {
+    let mut d = Draft::new(parts);
+    d.manifest.created = now() - 60;
+    d
+}
+
 fn good_draft() -> Draft {
-    let mut d = Draft::new(&[("tool", TOOL), ("site.conf", CONF)]);
+    let mut d = draft(&[("tool", TOOL), ("site.conf", CONF)]);
     d.manifest.version = 6;
     d.manifest.payloads[1].kind = PayloadKind::Config;
     d.sign(&[1, 2]);
@@ -354,7 +362,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     ));
     v.push(("empty file", Vec::new(), "truncated"));
     let bad_conf: &[u8] = b"[plant]\nmode = 1\n";
-    let mut conf = Draft::new(&[("tool", TOOL), ("site.conf", bad_conf)]);
+    let mut conf = draft(&[("tool", TOOL), ("site.conf", bad_conf)]);
     conf.manifest.version = 6;
     conf.manifest.payloads[1].kind = PayloadKind::Config;
     conf.sign(&[1, 2]);
@@ -612,7 +620,7 @@ async fn kill_9_mid_import_leaves_no_trace() {
     let trust = seed_keys(root).expect("keys");
     let mut c = cluster(root, 1, &trust, 2).await.expect("one-node cluster");
     let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
-    let mut d = Draft::new(&[("first", &big), ("second", &big[..1_500_000])]);
+    let mut d = draft(&[("first", &big), ("second", &big[..1_500_000])]);
     d.sign(&[1, 2]);
     let bytes = d.to_bytes();
     let head = tar_bytes(&d.head_parts()).len() - 1024;
@@ -753,7 +761,7 @@ async fn disk_full_refuses_and_keeps_nothing() {
     let _m = Mount(blobs.clone());
     let r = async {
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        let mut d = Draft::new(&[("big", &big)]);
+        let mut d = draft(&[("big", &big)]);
         d.sign(&[1, 2]);
         let f = root.join("big.obundle");
         std::fs::write(&f, d.to_bytes())?;
