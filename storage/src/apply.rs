@@ -1569,6 +1569,123 @@ mod tests {
         Ok(out)
     }
 
+    /// `ImportSignedBundle` is verified in apply whoever proposes it: no or a forged
+    /// signature, a stranger's key, a `created` far past the time floor, or a config payload
+    /// whose bytes differ from the manifest are refused and change nothing; the good one applies
+    /// its config; the very same bytes again are a no-op.
+    #[test]
+    fn signed_bundles_are_verified_in_apply() -> Result<(), StorageError> {
+        use outpost_bundles::{
+            BundleType as BT, Manifest, PayloadEntry, PayloadKind, PublicKey, SignatureDocument,
+            SignatureEntry, SigningKey, TrustDocument, manifest_bytes, sign_manifest,
+        };
+        let release = SigningKey::from_bytes(&[7; 32]);
+        let stranger = SigningKey::from_bytes(&[8; 32]);
+        let trust = TrustDocument::initial(vec![PublicKey::of(&release)], 1).expect("trust");
+        let config = b"[global]\nsite = \"a\"\n".to_vec();
+        let now_s = NOW / 1000;
+        let manifest = |created: i64| Manifest {
+            format: 1,
+            id: "ab".repeat(16),
+            bundle_type: BT::Content,
+            channel: Some("site".into()),
+            version: 1,
+            created,
+            expires: created + 86_400 * 30,
+            targets: vec!["any".into()],
+            payloads: vec![PayloadEntry {
+                name: "cfg".into(),
+                kind: PayloadKind::Config,
+                size: config.len() as u64,
+                sha256: sha(std::str::from_utf8(&config).expect("utf8")),
+            }],
+            trust: None,
+            channel_resets: Default::default(),
+        };
+        let cmd = |m: &Manifest, sig: Option<&SigningKey>, payload: Vec<u8>| {
+            let bytes = manifest_bytes(m).expect("manifest");
+            let entry = match sig {
+                Some(k) => sign_manifest(k, m.bundle_type, &bytes),
+                None => SignatureEntry {
+                    key_id: "nobody".into(),
+                    signature: "00".repeat(64),
+                },
+            };
+            let sigs = SignatureDocument {
+                format: 1,
+                signatures: vec![entry],
+            };
+            Command::ImportSignedBundle(Box::new(crate::model::SignedBundle {
+                manifest: bytes,
+                signatures: serde_json::to_vec(&sigs).expect("json"),
+                config_payloads: vec![payload],
+                cluster_time: now_s,
+                node_id: 1,
+            }))
+        };
+        let mut conn = fresh()?;
+        let mut envs: Vec<Envelope> = vec![init(), add(1, "n1")].into_iter().map(env).collect();
+        envs.push(env(Command::SetBundleTrust {
+            version: 1,
+            trust_json: serde_json::to_string(&trust).expect("json"),
+        }));
+        for o in run(&mut conn, envs)? {
+            o.expect("setup");
+        }
+        let good = manifest(now_s);
+        let refused = [
+            (
+                "unsigned",
+                cmd(&good, None, config.clone()),
+                "bundle refused",
+            ),
+            (
+                "stranger",
+                cmd(&good, Some(&stranger), config.clone()),
+                "bundle refused",
+            ),
+            (
+                "future",
+                cmd(
+                    &manifest(now_s + 2 * 86_400),
+                    Some(&release),
+                    config.clone(),
+                ),
+                "later than the cluster time floor",
+            ),
+            (
+                "payload swapped",
+                cmd(&good, Some(&release), b"[global]\nsite = \"b\"\n".to_vec()),
+                "does not match its manifest entry",
+            ),
+        ];
+        for (name, c, want) in refused {
+            let before = dump(&conn)?;
+            let out = run(&mut conn, vec![env(c)])?;
+            match &out[0] {
+                Err(r) => assert!(r.message.contains(want), "{name}: {}", r.message),
+                Ok(v) => panic!("{name}: applied ({v:?})"),
+            }
+            assert_eq!(before, dump(&conn)?, "{name} changed the state");
+            let bundles: i64 = conn.query_row("SELECT COUNT(*) FROM bundles", [], |r| r.get(0))?;
+            assert_eq!(bundles, 0, "{name} left a bundle");
+        }
+        let out = run(
+            &mut conn,
+            vec![env(cmd(&good, Some(&release), config.clone()))],
+        )?;
+        assert_eq!(out[0], Ok(Response::Done));
+        let site: String = conn.query_row(
+            "SELECT value FROM config WHERE scope_kind = 'global' AND key = 'site'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(site, "a");
+        let again = run(&mut conn, vec![env(cmd(&good, Some(&release), config))])?;
+        assert_eq!(again[0], Ok(Response::Unchanged));
+        Ok(())
+    }
+
     #[test]
     fn join_consumes_a_use_and_allocates_growing_ids() -> Result<(), StorageError> {
         let mut conn = fresh()?;
