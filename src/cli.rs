@@ -599,6 +599,28 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Writes/s without and then under an anonymous flood (enrollment requests of ~64 KiB and
+    /// idle anonymous TLS connections against every member), and raft.db growth during a
+    /// window of flood alone; one run, so the ratio compares like with like.
+    Flood {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        #[arg(long, default_value_t = 200)]
+        enroll_per_s: u32,
+        #[arg(long, default_value_t = 3000)]
+        idle: usize,
+        /// Source address of the flood (e.g. 127.0.0.2 against a loopback cluster).
+        #[arg(long)]
+        from: Option<std::net::IpAddr>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Simulated agents (each enrolled with its own certificate, one keep-alive connection
     /// each) syncing their configuration; prints syncs/s and latency.
     Sync {
@@ -959,6 +981,36 @@ pub async fn run(cli: Cli) -> Result<()> {
                 value_bytes,
             };
             let report = crate::bench::write(&DataDir::new(&dir.data_dir), opts).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Flood {
+                    dir,
+                    clients,
+                    seconds,
+                    value_bytes,
+                    enroll_per_s,
+                    idle,
+                    from,
+                    json,
+                },
+        } => {
+            let opts = crate::bench::FloodBench {
+                write: crate::bench::WriteBench {
+                    clients,
+                    seconds,
+                    value_bytes,
+                },
+                enroll_per_s,
+                idle,
+                from,
+            };
+            let report = crate::bench::flood(&DataDir::new(&dir.data_dir), opts).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
