@@ -33,7 +33,7 @@ use tokio_rustls::client::TlsStream;
 
 /// The flood: half bare TCP connections (no ClientHello), half completed anonymous TLS
 /// sessions, spread over eight source addresses.
-const FLOOD: usize = 2000;
+const FLOOD: usize = 5000;
 const SOURCES: u8 = 8;
 /// In rounds of this many connection attempts at once.
 const ROUND: usize = 100;
@@ -174,6 +174,19 @@ async fn an_idle_anonymous_flood_is_shed_and_does_not_keep_an_admin_out() {
             }
         };
     assert_eq!(status["node_id"], 1, "status: {status}");
+    // And a write commits: an admin `config set` during the flood.
+    let set = outpost::api::ConfigSetRequest {
+        key: "during.flood".into(),
+        value: "committed".into(),
+        scope: outpost_storage::Scope::Global,
+    };
+    if let Err(e) = admin_api
+        .call::<serde_json::Value>(Method::PUT, "/v1/config", Some(&set))
+        .await
+    {
+        dump_logs(&c);
+        panic!("an admin config set during the flood failed: {e:#}");
+    }
 
     // Every flood connection is closed by the server: at once when refused, else by the
     // handshake timeout (5 s) or the anonymous idle timeout (10 s); 45 s leaves slack.
