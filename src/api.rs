@@ -133,7 +133,7 @@ pub struct Readiness {
 /// anyone (64 KiB), inventory reports carry facts (1 MiB), a bundle commit carries the signed
 /// manifest and signature bytes (base64), everything else is small.
 pub const BODY_LIMIT: usize = 64 << 10;
-pub const INVENTORY_BODY_LIMIT: usize = (outpost_storage::MAX_FACTS_BYTES + (64 << 10)) as usize;
+pub const INVENTORY_BODY_LIMIT: usize = outpost_storage::MAX_FACTS_BYTES + (64 << 10);
 pub const BUNDLE_BODY_LIMIT: usize = 12 << 20;
 
 pub fn router(state: Arc<AppState>) -> Router {
