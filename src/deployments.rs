@@ -216,7 +216,54 @@ pub async fn renew(
         );
     };
     crate::fields::csr(&req.csr_pem).map_err(IntoResponse::into_response)?;
+    let key_sha256 = outpost_certs::check_csr(&req.csr_pem).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("certificate request refused: {e}"),
+        )
+        .into_response()
+    })?;
     let now_ms = outpost_raft::now_ms();
+    let id = client.id.clone();
+    let state = st
+        .read(move |r| r.client_cert_state(&id))
+        .await
+        .map_err(IntoResponse::into_response)?
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::FORBIDDEN, "client is not enrolled").into_response()
+        })?;
+    let validity = crate::clients::client_validity(now_ms / 1000);
+    let sign = |serial: &outpost_certs::Serial| {
+        st.ca
+            .issue_with_serial(
+                &req.csr_pem,
+                &Role::Client(client.id.clone()),
+                &validity,
+                serial,
+            )
+            .map_err(|e| {
+                ApiError::internal(format!("signing the renewed certificate: {e}")).into_response()
+            })
+    };
+    if &state.cert_serial != serial {
+        // The caller holds the retired certificate (still inside its grace). An agent cut off
+        // after its renewal committed asks again with the same key: it gets the certificate of
+        // the serial already committed, and nothing is written. Any other key is refused.
+        let same_key = state.cert_key_sha256.as_deref() == Some(key_sha256.as_str());
+        let current = outpost_certs::Serial::from_hex(&state.cert_serial);
+        return match (same_key, current) {
+            (true, Some(current)) => {
+                let cert_pem = sign(&current)?;
+                tracing::info!(client = %client.id, serial = %state.cert_serial, "client certificate renewal completed again for the same key");
+                Ok(Json(RenewResponse { cert_pem }))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("certificate {serial} was already renewed: use the new certificate"),
+            )
+            .into_response()),
+        };
+    }
     // Only inside the renewal window (the last third of the certificate's life, with up to
     // a minute of slack for the agent's clock), and at most once per RENEWAL_INTERVAL_MS.
     let slack = ((not_after - not_before) / 100).clamp(0, 60);
@@ -229,19 +276,7 @@ pub async fn renew(
         )
         .into_response());
     }
-    let id = client.id.clone();
-    let state = st
-        .read(move |r| r.client_cert_state(&id))
-        .await
-        .map_err(IntoResponse::into_response)?;
-    if state.as_ref().is_some_and(|c| &c.cert_serial != serial) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("certificate {serial} was already renewed: use the new certificate"),
-        )
-        .into_response());
-    }
-    if let Some(at) = state.and_then(|c| c.renewed_at_ms) {
+    if let Some(at) = state.renewed_at_ms {
         let next = at.saturating_add(outpost_storage::RENEWAL_INTERVAL_MS);
         if now_ms < next {
             let secs = (next - now_ms + 999) / 1000;
@@ -255,13 +290,6 @@ pub async fn renew(
                 .into_response());
         }
     }
-    outpost_certs::check_csr(&req.csr_pem).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("certificate request refused: {e}"),
-        )
-        .into_response()
-    })?;
     let new_serial = outpost_certs::Serial::random();
     st.commit(
         &caller,
@@ -269,22 +297,12 @@ pub async fn renew(
             client_id: client.id.clone(),
             old_serial: serial.clone(),
             new_serial: new_serial.to_hex(),
+            new_key_sha256: key_sha256,
         },
     )
     .await
     .map_err(IntoResponse::into_response)?;
-    let validity = crate::clients::client_validity(now_ms / 1000);
-    let cert_pem = st
-        .ca
-        .issue_with_serial(
-            &req.csr_pem,
-            &Role::Client(client.id.clone()),
-            &validity,
-            &new_serial,
-        )
-        .map_err(|e| {
-            ApiError::internal(format!("signing the renewed certificate: {e}")).into_response()
-        })?;
+    let cert_pem = sign(&new_serial)?;
     tracing::info!(client = %client.id, serial = %new_serial.to_hex(), "client certificate renewed");
     Ok(Json(RenewResponse { cert_pem }))
 }
@@ -741,7 +759,20 @@ pub async fn renew_if_due(
     if !renewal_due(nb, na, now) {
         return Ok(None);
     }
-    let (key_pem, csr_pem) = outpost_certs::new_key_and_csr("outpost-agent")?;
+    // The key and CSR are kept until the renewal finishes: an agent cut off after the cluster
+    // committed its renewal asks again with the same key and gets the same certificate.
+    let key_new = state_dir.join("client.key.new");
+    let csr_new = state_dir.join("client.csr.new");
+    let crt_new = state_dir.join("client.crt.new");
+    let csr_pem = match (key_new.exists(), std::fs::read_to_string(&csr_new)) {
+        (true, Ok(csr)) => csr,
+        _ => {
+            let (key, csr) = outpost_certs::new_key_and_csr("outpost-agent")?;
+            outpost_certs::write_secret_file(&key_new, key.as_bytes())?;
+            outpost_certs::write_public_file(&csr_new, csr.as_bytes())?;
+            csr
+        }
+    };
     let resp: RenewResponse = client
         .call(
             Method::POST,
@@ -750,9 +781,6 @@ pub async fn renew_if_due(
         )
         .await
         .context("renewing the client certificate")?;
-    let key_new = state_dir.join("client.key.new");
-    let crt_new = state_dir.join("client.crt.new");
-    outpost_certs::write_secret_file(&key_new, key_pem.as_bytes())?;
     outpost_certs::write_public_file(&crt_new, resp.cert_pem.as_bytes())?;
     finish_renewal(state_dir)?;
     // The next sync, made with the new certificate, confirms it (the old one ends then).
@@ -794,18 +822,19 @@ pub fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {
 }
 
 /// Rolls an interrupted renewal forward: `client.key.new` then `client.crt.new` renamed over
-/// the old pair (both were fsynced before the first rename).
+/// the old pair (both were fsynced before the first rename). A key without its certificate
+/// stays with its CSR: the renewal is asked again with them.
 pub fn finish_renewal(state_dir: &Path) -> Result<()> {
     let key_new = state_dir.join("client.key.new");
     let crt_new = state_dir.join("client.crt.new");
     if !crt_new.exists() {
-        let _ = std::fs::remove_file(&key_new); // a key without its certificate: never used
         return Ok(());
     }
     if key_new.exists() {
         std::fs::rename(&key_new, state_dir.join("client.key"))?;
     }
     std::fs::rename(&crt_new, state_dir.join("client.crt"))?;
+    let _ = std::fs::remove_file(state_dir.join("client.csr.new"));
     std::fs::File::open(state_dir)?.sync_all()?;
     Ok(())
 }
@@ -869,11 +898,27 @@ mod tests {
         finish_renewal(p)?;
         assert_eq!(std::fs::read_to_string(p.join("client.crt"))?, "new crt");
         assert_eq!(std::fs::read_to_string(p.join("client.key"))?, "new key");
-        // A key written without its certificate is dropped, the old pair stays.
-        std::fs::write(p.join("client.key.new"), "orphan")?;
+        // A key written without its certificate stays with its CSR (the renewal is asked
+        // again with them, and the cluster answers with the serial it committed); the pair in
+        // use is untouched.
+        std::fs::write(p.join("client.key.new"), "pending key")?;
+        std::fs::write(p.join("client.csr.new"), "pending csr")?;
         finish_renewal(p)?;
-        assert!(!p.join("client.key.new").exists());
+        assert_eq!(
+            std::fs::read_to_string(p.join("client.key.new"))?,
+            "pending key"
+        );
         assert_eq!(std::fs::read_to_string(p.join("client.key"))?, "new key");
+        assert_eq!(std::fs::read_to_string(p.join("client.crt"))?, "new crt");
+        // Once its certificate arrives, the pending pair rolls in and the CSR goes.
+        std::fs::write(p.join("client.crt.new"), "newer crt")?;
+        finish_renewal(p)?;
+        assert_eq!(
+            std::fs::read_to_string(p.join("client.key"))?,
+            "pending key"
+        );
+        assert_eq!(std::fs::read_to_string(p.join("client.crt"))?, "newer crt");
+        assert!(!p.join("client.csr.new").exists());
         Ok(())
     }
 }

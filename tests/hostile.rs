@@ -468,9 +468,25 @@ async fn client_renewal_mints_one_certificate_and_retires_the_old() {
         // Too early: the certificate is fresh.
         let err = renew(&old).await.expect_err("renewed a fresh certificate");
         assert_eq!(status_of(&err), Some(409), "{err:#}");
-        // In the window the agent renews, once.
+        // In the window: the agent's renewal is cut off after the cluster committed it (the
+        // agent had written its new key and CSR first, as it does, then died before it saved
+        // the certificate).
         let due = enrolled + Duration::from_secs(17);
         tokio::time::sleep(due.saturating_duration_since(Instant::now())).await;
+        let (pending_key, pending_csr) = outpost_certs::new_key_and_csr("outpost-agent")?;
+        std::fs::write(state.join("client.key.new"), pending_key.as_bytes())?;
+        std::fs::write(state.join("client.csr.new"), &pending_csr)?;
+        let body = serde_json::json!({ "csr_pem": pending_csr });
+        tls_client(&c, 0, Some(&old))
+            .call::<serde_json::Value>(Method::POST, "/v1/agent/renew", Some(&body))
+            .await
+            .context("renewal in the window")?;
+        // Another key cannot ride on the retired certificate ...
+        let err = renew(&old)
+            .await
+            .expect_err("a second key renewed on the old certificate");
+        assert_eq!(status_of(&err), Some(409), "{err:#}");
+        // ... but the agent, asking again with its pending key, completes its renewal.
         let synced = c.run(&["agent", "sync", "--once", "--state-dir", s(&state)])?;
         let text = String::from_utf8_lossy(&synced.stdout);
         assert!(
@@ -479,6 +495,7 @@ async fn client_renewal_mints_one_certificate_and_retires_the_old() {
             String::from_utf8_lossy(&synced.stderr)
         );
         let new = identity(&state)?;
+        assert!(!state.join("client.csr.new").exists());
         // The old certificate cannot renew again ...
         let err = renew(&old)
             .await

@@ -150,6 +150,12 @@ pub fn new_key_and_csr(common_name: &str) -> Result<(Zeroizing<String>, String),
 /// The public key of a CSR whose signature verifies, if it is ECDSA P-256. Nothing else of
 /// the request is read, so extensions this crate does not know cannot make it fail or leak in.
 fn csr_public_key(csr_pem: &str) -> Result<SubjectPublicKeyInfo, CertError> {
+    parse_csr(csr_pem).map(|(spki, _)| spki)
+}
+
+/// The CSR's checked public key and the SHA-256 of its DER SubjectPublicKeyInfo.
+fn parse_csr(csr_pem: &str) -> Result<(SubjectPublicKeyInfo, [u8; 32]), CertError> {
+    use sha2::Digest;
     let der =
         CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|source| {
             CertError::Pem {
@@ -166,12 +172,13 @@ fn csr_public_key(csr_pem: &str) -> Result<SubjectPublicKeyInfo, CertError> {
         return Err(CertError::CsrTrailing(rest.len()));
     }
     csr.verify_signature().map_err(CertError::CsrSignature)?;
-    let spki = SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
-        .map_err(|e| CertError::CsrKeyAlgorithm(Some(e)))?;
+    let raw = csr.certification_request_info.subject_pki.raw;
+    let spki =
+        SubjectPublicKeyInfo::from_der(raw).map_err(|e| CertError::CsrKeyAlgorithm(Some(e)))?;
     if spki.algorithm() != &PKCS_ECDSA_P256_SHA256 {
         return Err(CertError::CsrKeyAlgorithm(None));
     }
-    Ok(spki)
+    Ok((spki, sha2::Sha256::digest(raw).into()))
 }
 
 /// 16 random bytes from the OS for a serial number (made positive by the profile).
@@ -207,12 +214,20 @@ impl Serial {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// A serial from [`to_hex`](Self::to_hex) form: 16 bytes, positive, no leading zero byte.
+    pub fn from_hex(s: &str) -> Option<Serial> {
+        let bytes: [u8; 16] = hex::decode(s).ok()?.try_into().ok()?;
+        (positive(bytes) == bytes).then_some(Serial(bytes))
+    }
 }
 
 /// Checks a CSR (PEM) as [`CertAuthority::issue`] would, without signing anything: it
-/// parses, its own signature checks out, and its key is ECDSA P-256.
-pub fn check_csr(csr_pem: &str) -> Result<(), CertError> {
-    csr_public_key(csr_pem).map(|_| ())
+/// parses, its own signature checks out, and its key is ECDSA P-256. Returns the lowercase
+/// hex SHA-256 of the key (its DER SubjectPublicKeyInfo), which identifies the key whatever
+/// CSR carries it.
+pub fn check_csr(csr_pem: &str) -> Result<String, CertError> {
+    parse_csr(csr_pem).map(|(_, sha)| hex::encode(sha))
 }
 
 #[cfg(test)]
@@ -251,7 +266,8 @@ mod tests {
     fn chosen_serial_is_the_certificate_serial() {
         let ca = CertAuthority::generate("c1", "plant").unwrap();
         let (_, csr) = new_key_and_csr("x").unwrap();
-        assert!(check_csr(&csr).is_ok());
+        let key_sha = check_csr(&csr).unwrap();
+        assert_eq!(key_sha.len(), 64);
         assert!(check_csr("not a csr").is_err());
         for _ in 0..8 {
             let serial = Serial::random();
@@ -265,6 +281,7 @@ mod tests {
                 .unwrap();
             let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
             assert_eq!(crate::serial_hex(&der).unwrap(), serial.to_hex());
+            assert_eq!(Serial::from_hex(&serial.to_hex()), Some(serial.clone()));
         }
     }
 

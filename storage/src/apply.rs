@@ -256,6 +256,7 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             client_id,
             old_serial,
             new_serial,
+            ..
         } => (
             "client.renew",
             format!("client:{client_id}"),
@@ -478,7 +479,14 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
             client_id,
             old_serial,
             new_serial,
-        } => releases::rotate_client_cert(conn, env.at_ms, client_id, old_serial, new_serial),
+            new_key_sha256,
+        } => releases::rotate_client_cert(
+            conn,
+            env.at_ms,
+            client_id,
+            (old_serial, new_serial),
+            new_key_sha256,
+        ),
         Command::ConfirmClientCert { client_id, serial } => {
             releases::confirm_client_cert(conn, env.at_ms, client_id, serial)
         }

@@ -159,6 +159,9 @@ pub enum Command {
         client_id: String,
         old_serial: String,
         new_serial: String,
+        /// SHA-256 of the new certificate's public key: an agent whose renewal was cut off
+        /// after this committed asks again with the same key and gets the same serial.
+        new_key_sha256: String,
     },
     /// The client used its renewed certificate: the retired serial ends now.
     ConfirmClientCert {
@@ -443,6 +446,8 @@ pub struct ClientCertState {
     pub prev_serial_until_ms: Option<i64>,
     pub renewed_at_ms: Option<i64>,
     pub revoked: bool,
+    /// SHA-256 of the current certificate's public key, when it came from a renewal.
+    pub cert_key_sha256: Option<String>,
 }
 
 impl ClientCertState {

@@ -249,8 +249,9 @@ impl Reader {
     pub fn client_cert_state(&self, id: &str) -> Result<Option<ClientCertState>, StorageError> {
         self.with(|c| {
             Ok(c.prepare_cached(
-                "SELECT cert_serial, prev_serial, prev_serial_until_ms, renewed_at_ms, revoked
-                     FROM clients WHERE id = ?1",
+                "SELECT cert_serial, prev_serial, prev_serial_until_ms, renewed_at_ms, revoked,
+                        cert_key_sha256
+                 FROM clients WHERE id = ?1",
             )?
             .query_row([id], |r| {
                 Ok(ClientCertState {
@@ -259,6 +260,7 @@ impl Reader {
                     prev_serial_until_ms: r.get(2)?,
                     renewed_at_ms: r.get(3)?,
                     revoked: r.get(4)?,
+                    cert_key_sha256: r.get(5)?,
                 })
             })
             .optional()?)

@@ -677,10 +677,11 @@ pub(crate) fn rotate_client_cert(
     conn: &Connection,
     at_ms: i64,
     client_id: &str,
-    old_serial: &str,
-    new_serial: &str,
+    (old_serial, new_serial): (&str, &str),
+    new_key_sha256: &str,
 ) -> Result<Response, Fail> {
     check_id("certificate serial", new_serial).map_err(invalid)?;
+    let key_sha = normalize_sha256("key sha256", new_key_sha256).map_err(invalid)?;
     let row: Option<(bool, String, Option<i64>)> = conn
         .prepare_cached("SELECT revoked, cert_serial, renewed_at_ms FROM clients WHERE id = ?1")?
         .query_row([client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -709,14 +710,15 @@ pub(crate) fn rotate_client_cert(
     }
     conn.prepare_cached(
         "UPDATE clients SET cert_serial = ?2, prev_serial = ?3, prev_serial_until_ms = ?4,
-                            renewed_at_ms = ?5 WHERE id = ?1",
+                            renewed_at_ms = ?5, cert_key_sha256 = ?6 WHERE id = ?1",
     )?
     .execute(params![
         client_id,
         new_serial,
         old_serial,
         at_ms.saturating_add(RETIRED_SERIAL_GRACE_MS),
-        at_ms
+        at_ms,
+        key_sha
     ])?;
     Ok(Response::Done)
 }

@@ -179,6 +179,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE clients ADD COLUMN prev_serial TEXT;
     ALTER TABLE clients ADD COLUMN prev_serial_until_ms INTEGER;
     ALTER TABLE clients ADD COLUMN renewed_at_ms INTEGER;
+    ALTER TABLE clients ADD COLUMN cert_key_sha256 TEXT;
     CREATE TABLE revoked_admins (
         name          TEXT PRIMARY KEY NOT NULL,
         revoked_at_ms INTEGER NOT NULL
