@@ -14,7 +14,7 @@ use outpost_certs::{CertAuthority, Fingerprint, Role, Validity};
 use outpost_raft::{MemberStatus, NodeStatus, RaftNode};
 use outpost_storage::{
     Command, ConfigEntry, Envelope, NodeRecord, Outcome, RejectCode, Response as Done, Scope,
-    TokenKind,
+    TokenCheck, TokenKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -418,31 +418,29 @@ impl AppState {
                 .read(move |r| r.check_token(&id, &secret, kind, now))
                 .await
                 .map_err(|e| (e, "internal"))?;
-            match verdict {
-                Ok(()) => return Ok(()),
-                Err(rej) => {
-                    let unknown = rej.code == RejectCode::TokenInvalid
-                        && rej.message.ends_with("does not exist");
-                    if attempt == 0 && unknown {
-                        // Only a bounded read-index round trip, never a write.
-                        if self
-                            .node
-                            .linearizable_barrier(Duration::from_secs(2))
-                            .await
-                            .is_ok()
-                        {
-                            continue;
-                        }
-                    }
-                    let reason = match rej.code {
-                        RejectCode::TokenExpired => "token_expired",
-                        RejectCode::TokenUsedUp => "token_used_up",
-                        _ if unknown => "token_unknown",
-                        _ => "token_invalid",
-                    };
-                    return Err((ApiError::new(StatusCode::FORBIDDEN, rej.message), reason));
-                }
+            let (rej, unknown) = match verdict {
+                TokenCheck::Usable => return Ok(()),
+                TokenCheck::Unknown(rej) => (rej, true),
+                TokenCheck::Refused(rej) => (rej, false),
+            };
+            // Only a bounded read-index round trip, never a write.
+            if attempt == 0
+                && unknown
+                && self
+                    .node
+                    .linearizable_barrier(Duration::from_secs(2))
+                    .await
+                    .is_ok()
+            {
+                continue;
             }
+            let reason = match rej.code {
+                RejectCode::TokenExpired => "token_expired",
+                RejectCode::TokenUsedUp => "token_used_up",
+                _ if unknown => "token_unknown",
+                _ => "token_invalid",
+            };
+            return Err((ApiError::new(StatusCode::FORBIDDEN, rej.message), reason));
         }
         Err((
             ApiError::new(StatusCode::FORBIDDEN, "the token was not accepted"),

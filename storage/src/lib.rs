@@ -34,7 +34,7 @@ pub use model::{
     ClientCertState, ClientRecord, ClusterInfo, Command, ConfigEntry, DeploymentRecord,
     DeploymentResult, DeploymentStatus, Envelope, HANDLER_KEY_PREFIX, InventoryChange,
     InventoryRecord, NodeRecord, NodeRole, Outcome, PayloadHolding, PayloadRecord, RejectCode,
-    Rejection, Response, Scope, SignedBundle, TokenKind, TokenRecord, TrustRecord,
+    Rejection, Response, Scope, SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord,
 };
 pub use reader::Reader;
 pub use releases::{

@@ -437,6 +437,18 @@ pub struct ClientRecord {
     pub last_seen_node: Option<u64>,
 }
 
+/// What the pre-check of a token found (`Reader::check_token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// `apply` would accept it now.
+    Usable,
+    /// No token of that id in this node's state (it may have been made a moment ago on
+    /// another node).
+    Unknown(Rejection),
+    /// It exists and is refused: wrong kind or secret, revoked, expired or used up.
+    Refused(Rejection),
+}
+
 /// Which certificates of a client are accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientCertState {

@@ -14,7 +14,7 @@ use crate::audit::{AuditFields, ChainWalker, StoredRow};
 use crate::error::StorageError;
 use crate::model::{
     AuditCheck, AuditRecord, ClientCertState, ClientRecord, ClusterInfo, ConfigEntry,
-    InventoryChange, InventoryRecord, NodeRecord, NodeRole, Rejection, Scope, TokenKind,
+    InventoryChange, InventoryRecord, NodeRecord, NodeRole, Scope, TokenCheck, TokenKind,
     TokenRecord,
 };
 use crate::rules::effective_config;
@@ -219,16 +219,21 @@ impl Reader {
         secret_sha256: &str,
         kind: TokenKind,
         at_ms: i64,
-    ) -> Result<Result<(), Rejection>, StorageError> {
+    ) -> Result<TokenCheck, StorageError> {
         self.with(|c| {
             let row = crate::apply::load_token(c, token_id)?;
-            Ok(crate::apply::token_verdict(
+            let verdict = crate::apply::token_verdict(
                 row.as_ref(),
                 token_id,
                 secret_sha256,
                 kind.as_str(),
                 at_ms,
-            ))
+            );
+            Ok(match (row, verdict) {
+                (_, Ok(())) => TokenCheck::Usable,
+                (None, Err(r)) => TokenCheck::Unknown(r),
+                (Some(_), Err(r)) => TokenCheck::Refused(r),
+            })
         })
     }
 
