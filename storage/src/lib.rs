@@ -18,12 +18,15 @@ mod codec;
 mod error;
 mod model;
 mod reader;
-mod releases;
 mod rules;
 mod schema;
 mod snapshot;
 mod store;
+mod token_check;
 
+pub use apply::{
+    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, RENEWAL_INTERVAL_MS, RETIRED_SERIAL_GRACE_MS,
+};
 pub use bundle_config::parse_config_payload;
 pub use codec::{
     COMMAND_FORMAT, MAX_ENTRY_BYTES, batch_len, decode_batch, encode_batch, encoded_len,
@@ -37,12 +40,8 @@ pub use model::{
     Rejection, Response, Scope, SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord,
 };
 pub use reader::Reader;
-pub use releases::{
-    ALL_CLIENTS, MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, RENEWAL_INTERVAL_MS,
-    RETIRED_SERIAL_GRACE_MS,
-};
 pub use rules::{
-    MAX_FACTS_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES, changed_facts, effective_config,
+    ALL_CLIENTS, MAX_FACTS_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES, changed_facts, effective_config,
 };
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::SnapshotInfo;

@@ -8,6 +8,8 @@ use crate::model::{ConfigEntry, Scope};
 pub const MAX_NAME_BYTES: usize = 256;
 /// Largest configuration value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// The group name that targets every client.
+pub const ALL_CLIENTS: &str = "all";
 
 /// A key, scope id, token id or group name: non-empty, at most 256 bytes, no control characters.
 /// Err names the problem; `what` says which thing ("config key", "group id").

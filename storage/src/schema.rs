@@ -275,6 +275,17 @@ pub(crate) fn meta_blob(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>,
         .map(Option::flatten)
 }
 
+/// The newest `created` of any accepted bundle (unix seconds, from meta): part of the cluster
+/// time floor, read by bundle imports in `apply` and by the reader.
+pub(crate) fn bundle_time_floor(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'bundle_time_floor'")?
+        .query_row([], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten()
+        .unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

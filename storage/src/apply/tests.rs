@@ -1,0 +1,724 @@
+//! Command table and cross-domain cases for `apply`, through `apply_entries` on an in-memory
+//! database.
+
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+
+use super::apply_entries;
+use super::audit_text::{audit_text, outcome_text};
+use crate::codec::encode_batch;
+use crate::error::StorageError;
+use crate::model::{
+    Command, Envelope, NodeRole, Outcome, RejectCode, Rejection, Response, Scope, TokenKind,
+};
+use crate::schema::migrate;
+
+const NOW: i64 = 1_000;
+
+fn sha(s: &str) -> String {
+    hex::encode(Sha256::digest(s))
+}
+
+fn env(command: Command) -> Envelope {
+    Envelope {
+        at_ms: NOW,
+        actor: "tester".into(),
+        command,
+    }
+}
+
+fn init() -> Command {
+    Command::InitCluster {
+        cluster_id: "c-1".into(),
+        name: "plant".into(),
+        ca_cert_pem: "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----\n".into(),
+    }
+}
+
+fn add(id: u64, name: &str) -> Command {
+    Command::AddNode {
+        id,
+        name: name.into(),
+        api_addr: "10.0.0.1:7443".into(),
+        peer_addr: "10.0.0.1:7444".into(),
+        version: "0.1.0".into(),
+    }
+}
+
+fn join(token: &str, secret: &str) -> Command {
+    Command::JoinNode {
+        token_id: token.into(),
+        secret_sha256: sha(secret),
+        name: "n".into(),
+        api_addr: "a:1".into(),
+        peer_addr: "a:2".into(),
+        version: "0.1.0".into(),
+    }
+}
+
+fn token(id: &str, kind: TokenKind, uses: Option<u32>) -> Command {
+    Command::CreateToken {
+        id: id.into(),
+        kind,
+        secret_sha256: sha("secret"),
+        expires_at_ms: 10_000,
+        uses,
+        groups: vec!["lab".into()],
+    }
+}
+
+fn set(scope: Scope, key: &str, value: &str) -> Command {
+    Command::SetConfig {
+        scope,
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+fn upd(id: u64) -> Command {
+    Command::UpdateNode {
+        id,
+        api_addr: Some("10.0.0.9:7443".into()),
+        peer_addr: None,
+        role: Some(NodeRole::Learner),
+        version: None,
+    }
+}
+
+/// Initialized cluster with node 1, node token t1 (1 use) and client token c1.
+fn base() -> Vec<Command> {
+    vec![
+        init(),
+        add(1, "first"),
+        token("t1", TokenKind::Node, Some(1)),
+        token("c1", TokenKind::Client, None),
+    ]
+}
+
+fn fresh() -> Result<Connection, StorageError> {
+    let mut conn = Connection::open_in_memory()?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn run(conn: &mut Connection, envs: Vec<Envelope>) -> Result<Vec<Outcome>, StorageError> {
+    let mut out = apply_entries(conn, vec![Some(encode_batch(&envs))], b"m")?;
+    Ok(out.pop().flatten().unwrap_or_default())
+}
+
+fn audit_count(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+}
+
+type Want = Result<Response, RejectCode>;
+
+#[test]
+fn command_table() -> Result<(), StorageError> {
+    use Response::*;
+    let g = |s: &str| Scope::Group(s.into());
+    let cases: Vec<(&str, bool, Vec<Envelope>, Envelope, Want)> = vec![
+        // (name, start from base()?, extra setup, command, expected)
+        ("init", false, vec![], env(init()), Ok(Done)),
+        (
+            "init twice",
+            true,
+            vec![],
+            env(init()),
+            Err(RejectCode::AlreadyExists),
+        ),
+        (
+            "init empty pem",
+            false,
+            vec![],
+            env(Command::InitCluster {
+                cluster_id: "c".into(),
+                name: "n".into(),
+                ca_cert_pem: " ".into(),
+            }),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "init bad id",
+            false,
+            vec![],
+            env(Command::InitCluster {
+                cluster_id: "".into(),
+                name: "n".into(),
+                ca_cert_pem: "p".into(),
+            }),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "add before init",
+            false,
+            vec![],
+            env(add(1, "a")),
+            Err(RejectCode::NotInitialized),
+        ),
+        (
+            "set before init",
+            false,
+            vec![],
+            env(set(Scope::Global, "k", "v")),
+            Err(RejectCode::NotInitialized),
+        ),
+        ("add", true, vec![], env(add(2, "b")), Ok(Done)),
+        (
+            "add existing",
+            true,
+            vec![],
+            env(add(1, "a")),
+            Err(RejectCode::AlreadyExists),
+        ),
+        (
+            "add id 0",
+            true,
+            vec![],
+            env(add(0, "a")),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "add id too big",
+            true,
+            vec![],
+            env(add(u64::MAX, "a")),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "add id i64::MAX rolls back",
+            true,
+            vec![],
+            env(add(i64::MAX as u64, "a")),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "add below next id",
+            true,
+            vec![env(add(5, "e"))],
+            env(add(3, "c")),
+            Err(RejectCode::AlreadyExists),
+        ),
+        (
+            "add empty name",
+            true,
+            vec![],
+            env(add(2, " ")),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "join",
+            true,
+            vec![],
+            env(join("t1", "secret")),
+            Ok(NodeId(2)),
+        ),
+        (
+            "join after add 7",
+            true,
+            vec![env(add(7, "x"))],
+            env(join("t1", "secret")),
+            Ok(NodeId(8)),
+        ),
+        (
+            "join wrong secret",
+            true,
+            vec![],
+            env(join("t1", "nope")),
+            Err(RejectCode::TokenInvalid),
+        ),
+        (
+            "join unknown token",
+            true,
+            vec![],
+            env(join("zz", "secret")),
+            Err(RejectCode::TokenInvalid),
+        ),
+        (
+            "join with client token",
+            true,
+            vec![],
+            env(join("c1", "secret")),
+            Err(RejectCode::TokenInvalid),
+        ),
+        (
+            "join revoked",
+            true,
+            vec![env(Command::RevokeToken { id: "t1".into() })],
+            env(join("t1", "secret")),
+            Err(RejectCode::TokenInvalid),
+        ),
+        (
+            "join expired",
+            true,
+            vec![],
+            Envelope {
+                at_ms: 10_000,
+                ..env(join("t1", "secret"))
+            },
+            Err(RejectCode::TokenExpired),
+        ),
+        (
+            "join used up",
+            true,
+            vec![env(join("t1", "secret"))],
+            env(join("t1", "secret")),
+            Err(RejectCode::TokenUsedUp),
+        ),
+        (
+            "join bad secret hex",
+            true,
+            vec![],
+            env(Command::JoinNode {
+                token_id: "t1".into(),
+                secret_sha256: "xyz".into(),
+                name: "n".into(),
+                api_addr: "a".into(),
+                peer_addr: "b".into(),
+                version: "v".into(),
+            }),
+            Err(RejectCode::TokenInvalid),
+        ),
+        ("update", true, vec![], env(upd(1)), Ok(Done)),
+        (
+            "update missing",
+            true,
+            vec![],
+            env(upd(9)),
+            Err(RejectCode::NotFound),
+        ),
+        (
+            "update nothing",
+            true,
+            vec![],
+            env(Command::UpdateNode {
+                id: 1,
+                api_addr: None,
+                peer_addr: None,
+                role: None,
+                version: None,
+            }),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "update removed",
+            true,
+            vec![env(Command::RemoveNode { id: 1 })],
+            env(upd(1)),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "remove",
+            true,
+            vec![],
+            env(Command::RemoveNode { id: 1 }),
+            Ok(Done),
+        ),
+        (
+            "remove missing",
+            true,
+            vec![],
+            env(Command::RemoveNode { id: 4 }),
+            Err(RejectCode::NotFound),
+        ),
+        (
+            "set",
+            true,
+            vec![],
+            env(set(Scope::Global, "ntp", "10.0.0.1")),
+            Ok(ConfigVersion(1)),
+        ),
+        (
+            "set again",
+            true,
+            vec![env(set(g("lab"), "ntp", "a"))],
+            env(set(g("lab"), "ntp", "b")),
+            Ok(ConfigVersion(2)),
+        ),
+        (
+            "set other scope",
+            true,
+            vec![env(set(g("lab"), "ntp", "a"))],
+            env(set(g("ship"), "ntp", "b")),
+            Ok(ConfigVersion(1)),
+        ),
+        (
+            "set bad key",
+            true,
+            vec![],
+            env(set(Scope::Global, "a\nb", "v")),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "set empty key",
+            true,
+            vec![],
+            env(set(Scope::Global, "", "v")),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "set huge value",
+            true,
+            vec![],
+            env(set(
+                Scope::Global,
+                "k",
+                &"x".repeat(crate::rules::MAX_VALUE_BYTES + 1),
+            )),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "set empty group",
+            true,
+            vec![],
+            env(set(g(""), "k", "v")),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "delete",
+            true,
+            vec![env(set(Scope::Client("h".into()), "k", "v"))],
+            env(Command::DeleteConfig {
+                scope: Scope::Client("h".into()),
+                key: "k".into(),
+            }),
+            Ok(Done),
+        ),
+        (
+            "delete absent",
+            true,
+            vec![],
+            env(Command::DeleteConfig {
+                scope: Scope::Global,
+                key: "k".into(),
+            }),
+            Err(RejectCode::NotFound),
+        ),
+        (
+            "token",
+            true,
+            vec![],
+            env(token("t2", TokenKind::Client, Some(3))),
+            Ok(Done),
+        ),
+        (
+            "token dup",
+            true,
+            vec![],
+            env(token("t1", TokenKind::Node, None)),
+            Err(RejectCode::AlreadyExists),
+        ),
+        (
+            "token zero uses",
+            true,
+            vec![],
+            env(token("t2", TokenKind::Node, Some(0))),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "token already expired",
+            true,
+            vec![],
+            Envelope {
+                at_ms: 10_000,
+                ..env(token("t2", TokenKind::Node, None))
+            },
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "token bad hash",
+            true,
+            vec![],
+            env(Command::CreateToken {
+                id: "t2".into(),
+                kind: TokenKind::Node,
+                secret_sha256: "abc".into(),
+                expires_at_ms: 10_000,
+                uses: None,
+                groups: vec![],
+            }),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "token bad group",
+            true,
+            vec![],
+            env(Command::CreateToken {
+                id: "t2".into(),
+                kind: TokenKind::Client,
+                secret_sha256: sha("s"),
+                expires_at_ms: 10_000,
+                uses: None,
+                groups: vec!["".into()],
+            }),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "revoke",
+            true,
+            vec![],
+            env(Command::RevokeToken { id: "c1".into() }),
+            Ok(Done),
+        ),
+        (
+            "revoke missing",
+            true,
+            vec![],
+            env(Command::RevokeToken { id: "zz".into() }),
+            Err(RejectCode::NotFound),
+        ),
+    ];
+    for (name, with_base, extra, cmd, want) in cases {
+        let mut conn = fresh()?;
+        let mut setup: Vec<Envelope> = if with_base {
+            base().into_iter().map(env).collect()
+        } else {
+            vec![]
+        };
+        setup.extend(extra);
+        for (i, o) in run(&mut conn, setup)?.into_iter().enumerate() {
+            assert!(o.is_ok(), "{name}: setup step {i} failed: {o:?}");
+        }
+        let before = audit_count(&conn)?;
+        let dump_before = dump(&conn)?;
+        let got = run(&mut conn, vec![cmd])?;
+        assert_eq!(got.len(), 1, "{name}");
+        let got = got.into_iter().next().unwrap_or_else(|| unreachable!());
+        let outcome: String = conn.query_row(
+            "SELECT outcome FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(
+            audit_count(&conn)?,
+            before + 1,
+            "{name}: one audit row per envelope"
+        );
+        match (&got, &want) {
+            (Ok(r), Ok(w)) => {
+                assert_eq!(r, w, "{name}");
+                assert_eq!(outcome, "ok", "{name}");
+            }
+            (Err(rej), Err(code)) => {
+                assert_eq!(rej.code, *code, "{name}: {}", rej.message);
+                assert!(!rej.message.is_empty(), "{name}");
+                assert_eq!(outcome, format!("rejected: {rej}"), "{name}");
+                // A rejection changes nothing but the audit log.
+                assert_eq!(
+                    dump(&conn)?,
+                    dump_before,
+                    "{name}: rejected command left changes"
+                );
+            }
+            _ => panic!("{name}: got {got:?}, want {want:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// Every table except audit and meta's audit_head/marker, as text.
+fn dump(conn: &Connection) -> Result<Vec<String>, rusqlite::Error> {
+    let mut out = Vec::new();
+    for (table, order) in [
+        ("cluster", "singleton"),
+        ("nodes", "id"),
+        ("config", "scope_kind, scope_id, key"),
+        ("tokens", "id"),
+        ("meta WHERE key = 'next_node_id'", "key"),
+    ] {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))?;
+        let n = stmt.column_count();
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let mut line = table.to_owned();
+            for i in 0..n {
+                line.push_str(&format!("|{:?}", r.get_ref(i)?));
+            }
+            out.push(line);
+        }
+    }
+    Ok(out)
+}
+
+/// `ImportSignedBundle` is verified in apply whoever proposes it: no or a forged
+/// signature, a stranger's key, a `created` far past the time floor, or a config payload
+/// whose bytes differ from the manifest are refused and change nothing; the good one applies
+/// its config; the very same bytes again are a no-op.
+#[test]
+fn signed_bundles_are_verified_in_apply() -> Result<(), StorageError> {
+    use outpost_bundles::{
+        BundleType as BT, Manifest, PayloadEntry, PayloadKind, PublicKey, SignatureDocument,
+        SignatureEntry, SigningKey, TrustDocument, manifest_bytes, sign_manifest,
+    };
+    let release = SigningKey::from_bytes(&[7; 32]);
+    let stranger = SigningKey::from_bytes(&[8; 32]);
+    let trust = TrustDocument::initial(vec![PublicKey::of(&release)], 1).expect("trust");
+    let config = b"[global]\nsite = \"a\"\n".to_vec();
+    let now_s = NOW / 1000;
+    let manifest = |created: i64| Manifest {
+        format: 1,
+        id: "ab".repeat(16),
+        bundle_type: BT::Content,
+        channel: Some("site".into()),
+        version: 1,
+        created,
+        expires: created + 86_400 * 30,
+        targets: vec!["any".into()],
+        payloads: vec![PayloadEntry {
+            name: "cfg".into(),
+            kind: PayloadKind::Config,
+            size: config.len() as u64,
+            sha256: sha(std::str::from_utf8(&config).expect("utf8")),
+        }],
+        trust: None,
+        channel_resets: Default::default(),
+    };
+    let cmd = |m: &Manifest, sig: Option<&SigningKey>, payload: Vec<u8>| {
+        let bytes = manifest_bytes(m).expect("manifest");
+        let entry = match sig {
+            Some(k) => sign_manifest(k, m.bundle_type, &bytes),
+            None => SignatureEntry {
+                key_id: "nobody".into(),
+                signature: "00".repeat(64),
+            },
+        };
+        let sigs = SignatureDocument {
+            format: 1,
+            signatures: vec![entry],
+        };
+        Command::ImportSignedBundle(Box::new(crate::model::SignedBundle {
+            manifest: bytes,
+            signatures: serde_json::to_vec(&sigs).expect("json"),
+            config_payloads: vec![payload],
+            cluster_time: now_s,
+            node_id: 1,
+        }))
+    };
+    let mut conn = fresh()?;
+    let mut envs: Vec<Envelope> = vec![init(), add(1, "n1")].into_iter().map(env).collect();
+    envs.push(env(Command::SetBundleTrust {
+        version: 1,
+        trust_json: serde_json::to_string(&trust).expect("json"),
+    }));
+    for o in run(&mut conn, envs)? {
+        o.expect("setup");
+    }
+    let good = manifest(now_s);
+    let refused = [
+        (
+            "unsigned",
+            cmd(&good, None, config.clone()),
+            "bundle refused",
+        ),
+        (
+            "stranger",
+            cmd(&good, Some(&stranger), config.clone()),
+            "bundle refused",
+        ),
+        (
+            "future",
+            cmd(
+                &manifest(now_s + 2 * 86_400),
+                Some(&release),
+                config.clone(),
+            ),
+            "later than the cluster time floor",
+        ),
+        (
+            "payload swapped",
+            cmd(&good, Some(&release), b"[global]\nsite = \"b\"\n".to_vec()),
+            "does not match its manifest entry",
+        ),
+    ];
+    for (name, c, want) in refused {
+        let before = dump(&conn)?;
+        let out = run(&mut conn, vec![env(c)])?;
+        match &out[0] {
+            Err(r) => assert!(r.message.contains(want), "{name}: {}", r.message),
+            Ok(v) => panic!("{name}: applied ({v:?})"),
+        }
+        assert_eq!(before, dump(&conn)?, "{name} changed the state");
+        let bundles: i64 = conn.query_row("SELECT COUNT(*) FROM bundles", [], |r| r.get(0))?;
+        assert_eq!(bundles, 0, "{name} left a bundle");
+    }
+    let out = run(
+        &mut conn,
+        vec![env(cmd(&good, Some(&release), config.clone()))],
+    )?;
+    assert_eq!(out[0], Ok(Response::Done));
+    let site: String = conn.query_row(
+        "SELECT value FROM config WHERE scope_kind = 'global' AND key = 'site'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(site, "a");
+    let again = run(&mut conn, vec![env(cmd(&good, Some(&release), config))])?;
+    assert_eq!(again[0], Ok(Response::Unchanged));
+    Ok(())
+}
+
+#[test]
+fn join_consumes_a_use_and_allocates_growing_ids() -> Result<(), StorageError> {
+    let mut conn = fresh()?;
+    let mut envs: Vec<Envelope> = base().into_iter().map(env).collect();
+    envs.push(env(token("t3", TokenKind::Node, Some(3))));
+    envs.push(env(join("t3", "secret")));
+    envs.push(env(Command::RemoveNode { id: 2 }));
+    envs.push(env(join("t3", "secret")));
+    let out = run(&mut conn, envs)?;
+    assert_eq!(out[5], Ok(Response::NodeId(2)));
+    assert_eq!(
+        out[7],
+        Ok(Response::NodeId(3)),
+        "removed id 2 is not reused"
+    );
+    let left: i64 = conn.query_row("SELECT uses_left FROM tokens WHERE id = 't3'", [], |r| {
+        r.get(0)
+    })?;
+    assert_eq!(left, 1);
+    let role: String = conn.query_row("SELECT role FROM nodes WHERE id = 3", [], |r| r.get(0))?;
+    assert_eq!(role, "joining");
+    Ok(())
+}
+
+#[test]
+fn audit_text_table() {
+    let ok_join: Outcome = Ok(Response::NodeId(4));
+    let rejected: Outcome = Err(Rejection::new(RejectCode::TokenInvalid, "bad"));
+    let cases = [
+        (env(join("t1", "s")), ok_join.clone(), "node.join", "node:4"),
+        (
+            env(join("t1", "s")),
+            rejected.clone(),
+            "node.join",
+            "token:t1",
+        ),
+        (
+            env(set(Scope::Group("lab".into()), "k", "v")),
+            Ok(Response::ConfigVersion(3)),
+            "config.set",
+            "config:group:lab/k",
+        ),
+        (
+            env(Command::RevokeToken { id: "x".into() }),
+            Ok(Response::Done),
+            "token.revoke",
+            "token:x",
+        ),
+    ];
+    for (e, outcome, action, target) in cases {
+        let t = audit_text(&e, &outcome);
+        assert_eq!((t.action, t.target.as_str()), (action, target));
+    }
+    let t = audit_text(&env(join("t1", "s")), &ok_join);
+    assert!(
+        !t.detail.contains(&sha("s")),
+        "secrets never reach the audit log"
+    );
+    let t = audit_text(
+        &env(set(Scope::Global, "k", "v")),
+        &Ok(Response::ConfigVersion(3)),
+    );
+    assert!(t.detail.contains("\"version\":3") && !t.detail.contains("\"v\""));
+    assert_eq!(outcome_text(&rejected), "rejected: token_invalid: bad");
+    assert_eq!(outcome_text(&Ok(Response::Done)), "ok");
+}
