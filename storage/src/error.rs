@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// A command batch was written by a newer release; this node must be upgraded before it
@@ -27,3 +27,29 @@ pub enum StorageError {
     #[error("the storage writer thread has stopped")]
     WriterStopped,
 }
+
+impl From<rusqlite::Error> for StorageError {
+    /// A row that did not decode into its record (`rows::corrupt`) is `Corrupt`, with the
+    /// message that names the row; every other SQLite error is `Sqlite`.
+    fn from(e: rusqlite::Error) -> StorageError {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, cause) if cause.is::<CorruptRow>() => {
+                StorageError::Corrupt(cause.to_string())
+            }
+            e => StorageError::Sqlite(e),
+        }
+    }
+}
+
+/// Why a row read back from the database does not fit its record: carried inside
+/// `rusqlite::Error::FromSqlConversionFailure` from a row mapper to `From` above.
+#[derive(Debug)]
+pub(crate) struct CorruptRow(pub(crate) String);
+
+impl std::fmt::Display for CorruptRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CorruptRow {}

@@ -18,6 +18,7 @@ mod codec;
 mod error;
 mod model;
 mod reader;
+mod rows;
 mod rules;
 mod schema;
 mod snapshot;

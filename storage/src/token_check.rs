@@ -2,9 +2,10 @@
 //! side's pre-check (`Reader::check_token`), so that both read the same columns and reach the
 //! same verdict.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, Row};
 
 use crate::model::{RejectCode, Rejection};
+use crate::rows::{FromRow, one};
 use crate::rules::{constant_time_eq, normalize_sha256};
 
 /// A token row as stored, for the checks shared by `apply` and the pre-check on the read side.
@@ -17,14 +18,11 @@ pub(crate) struct TokenRow {
     pub groups_json: String,
 }
 
-pub(crate) fn load_token(
-    conn: &Connection,
-    token_id: &str,
-) -> Result<Option<TokenRow>, rusqlite::Error> {
-    conn.prepare_cached(
-        "SELECT kind, secret_sha256, expires_at_ms, uses_left, revoked, groups_json FROM tokens WHERE id = ?1",
-    )?
-    .query_row([token_id], |r| {
+impl FromRow for TokenRow {
+    const SELECT: &'static str =
+        "SELECT kind, secret_sha256, expires_at_ms, uses_left, revoked, groups_json FROM tokens";
+
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
         Ok(TokenRow {
             kind: r.get(0)?,
             secret_sha256: r.get(1)?,
@@ -33,8 +31,14 @@ pub(crate) fn load_token(
             revoked: r.get(4)?,
             groups_json: r.get(5)?,
         })
-    })
-    .optional()
+    }
+}
+
+pub(crate) fn load_token(
+    conn: &Connection,
+    token_id: &str,
+) -> Result<Option<TokenRow>, rusqlite::Error> {
+    one(conn, "WHERE id = ?1", [token_id])
 }
 
 /// Whether a token of `kind` may be used at `at_ms` with this secret hash: it exists, is of

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, Row};
 
 use super::Reader;
 use crate::error::StorageError;
 use crate::model::{ConfigEntry, Scope};
+use crate::rows::{FromRow, all, corrupt, one};
 use crate::rules::effective_config;
 
 impl Reader {
@@ -17,14 +18,11 @@ impl Reader {
     ) -> Result<Option<ConfigEntry>, StorageError> {
         let (kind, sid) = scope.to_columns();
         self.with(|c| {
-            c.query_row(
-                &format!("{CONFIG_SELECT} WHERE scope_kind = ?1 AND scope_id = ?2 AND key = ?3"),
+            Ok(one(
+                c,
+                "WHERE scope_kind = ?1 AND scope_id = ?2 AND key = ?3",
                 [kind, sid, key],
-                raw_config,
-            )
-            .optional()?
-            .map(config_from_raw)
-            .transpose()
+            )?)
         })
     }
 
@@ -65,46 +63,40 @@ impl Reader {
     }
 }
 
-const CONFIG_SELECT: &str =
-    "SELECT scope_kind, scope_id, key, value, version, updated_at_ms, updated_by FROM config";
+impl FromRow for ConfigEntry {
+    const SELECT: &'static str =
+        "SELECT scope_kind, scope_id, key, value, version, updated_at_ms, updated_by FROM config";
 
-type RawConfig = (String, String, String, String, i64, i64, String);
-
-fn raw_config(r: &Row<'_>) -> rusqlite::Result<RawConfig> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<ConfigEntry> {
+        let kind: String = r.get(0)?;
+        let sid: String = r.get(1)?;
+        let key: String = r.get(2)?;
+        let Some(scope) = Scope::from_columns(&kind, &sid) else {
+            return Err(corrupt(
+                0,
+                format!("config key {key} has bad scope {kind:?}/{sid:?}"),
+            ));
+        };
+        Ok(ConfigEntry {
+            scope,
+            key,
+            value: r.get(3)?,
+            version: r.get::<_, i64>(4)? as u64,
+            updated_at_ms: r.get(5)?,
+            updated_by: r.get(6)?,
+        })
+    }
 }
 
-fn config_from_raw(r: RawConfig) -> Result<ConfigEntry, StorageError> {
-    let (kind, sid, key, value, version, updated_at_ms, updated_by) = r;
-    let scope = Scope::from_columns(&kind, &sid).ok_or_else(|| {
-        StorageError::Corrupt(format!("config key {key} has bad scope {kind:?}/{sid:?}"))
-    })?;
-    Ok(ConfigEntry {
-        scope,
-        key,
-        value,
-        version: version as u64,
-        updated_at_ms,
-        updated_by,
-    })
-}
-
+/// The entries matching `filter`, ordered by scope then key.
 fn query_config(
     c: &Connection,
     filter: &str,
     args: &[&str],
 ) -> Result<Vec<ConfigEntry>, StorageError> {
-    let mut stmt = c.prepare(&format!(
-        "{CONFIG_SELECT} {filter} ORDER BY scope_kind, scope_id, key"
-    ))?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), raw_config)?;
-    rows.map(|r| config_from_raw(r?)).collect()
+    Ok(all(
+        c,
+        &format!("{filter} ORDER BY scope_kind, scope_id, key"),
+        rusqlite::params_from_iter(args),
+    )?)
 }

@@ -7,17 +7,19 @@
 //! (cluster and nodes), `config`, `tokens`, `clients` (clients, certificates, inventory),
 //! `bundles` (trust, channels, bundles, blobs) and `deployments`. This file holds the pool and
 //! what spans every domain: the audit log and the applied marker. Reads never use `apply`:
-//! what both sides need lives in the crate's lower modules (`rules`, `token_check`, `schema`).
+//! what both sides need lives in the crate's lower modules (`rows`, `rules`, `token_check`,
+//! `schema`). Each record type is read by its `rows::FromRow` impl, beside its queries.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, Row};
 
 use crate::audit::{AuditFields, ChainWalker, StoredRow};
 use crate::error::StorageError;
 use crate::model::{AuditCheck, AuditRecord};
+use crate::rows::{FromRow, all};
 use crate::schema::meta_blob;
 
 mod bundles;
@@ -38,23 +40,11 @@ impl Reader {
     pub fn audit(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StorageError> {
         let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
         self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT seq, at_ms, actor, action, target, detail, outcome, hash
-                 FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(rusqlite::params![after, limit], |r| {
-                Ok(AuditRecord {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    at_ms: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    detail: r.get(5)?,
-                    outcome: r.get(6)?,
-                    hash: r.get(7)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(all(
+                c,
+                "WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                rusqlite::params![after, limit],
+            )?)
         })
     }
 
@@ -67,42 +57,22 @@ impl Reader {
                 meta_blob(&tx, "audit_head")?.map(|b| String::from_utf8_lossy(&b).into_owned());
             let mut walker = ChainWalker::new();
             {
-                let mut stmt = tx.prepare(
-                    "SELECT seq, at_ms, actor, action, target, detail, outcome, prev_hash, hash
-                     FROM audit ORDER BY seq",
-                )?;
-                let mut rows = stmt.query([])?;
-                while let Some(r) = rows.next()? {
-                    let seq: i64 = r.get(0)?;
-                    let (actor, action, target, detail, outcome, prev, hash): (
-                        String,
-                        String,
-                        String,
-                        String,
-                        String,
-                        String,
-                        String,
-                    ) = (
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    );
+                // Row by row: the log can be long.
+                let mut stmt = tx.prepare(&format!("{} ORDER BY seq", ChainRow::SELECT))?;
+                for r in stmt.query_map([], ChainRow::from_row)? {
+                    let r = r?;
                     let row = StoredRow {
                         fields: AuditFields {
-                            seq: seq as u64,
-                            at_ms: r.get(1)?,
-                            actor: &actor,
-                            action: &action,
-                            target: &target,
-                            detail: &detail,
-                            outcome: &outcome,
+                            seq: r.seq as u64,
+                            at_ms: r.at_ms,
+                            actor: &r.actor,
+                            action: &r.action,
+                            target: &r.target,
+                            detail: &r.detail,
+                            outcome: &r.outcome,
                         },
-                        prev_hash: &prev,
-                        hash: &hash,
+                        prev_hash: &r.prev_hash,
+                        hash: &r.hash,
                     };
                     if let Err(seq) = walker.step(&row) {
                         return Ok(AuditCheck::Broken { seq });
@@ -181,7 +151,52 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection, rusqlite::Error>
     Ok(conn)
 }
 
-/// Columns are checked non-negative on the way in.
-fn u64_col(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
+impl FromRow for AuditRecord {
+    const SELECT: &'static str =
+        "SELECT seq, at_ms, actor, action, target, detail, outcome, hash FROM audit";
+
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+        Ok(AuditRecord {
+            seq: r.get::<_, i64>(0)? as u64,
+            at_ms: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            target: r.get(4)?,
+            detail: r.get(5)?,
+            outcome: r.get(6)?,
+            hash: r.get(7)?,
+        })
+    }
+}
+
+/// An audit row with its chain columns, as `verify_audit_chain` checks it.
+struct ChainRow {
+    seq: i64,
+    at_ms: i64,
+    actor: String,
+    action: String,
+    target: String,
+    detail: String,
+    outcome: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl FromRow for ChainRow {
+    const SELECT: &'static str = "SELECT seq, at_ms, actor, action, target, detail, outcome, \
+                                  prev_hash, hash FROM audit";
+
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<ChainRow> {
+        Ok(ChainRow {
+            seq: r.get(0)?,
+            at_ms: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            target: r.get(4)?,
+            detail: r.get(5)?,
+            outcome: r.get(6)?,
+            prev_hash: r.get(7)?,
+            hash: r.get(8)?,
+        })
+    }
 }

@@ -1,28 +1,20 @@
 //! Token queries and the token pre-check.
 
-use rusqlite::{OptionalExtension, Row};
+use rusqlite::Row;
 
 use super::Reader;
 use crate::error::StorageError;
 use crate::model::{TokenCheck, TokenKind, TokenRecord};
+use crate::rows::{FromRow, all, corrupt, json, one};
 use crate::token_check::{load_token, token_verdict};
 
 impl Reader {
     pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StorageError> {
-        self.with(|c| {
-            c.query_row(&format!("{TOKEN_SELECT} WHERE id = ?1"), [id], raw_token)
-                .optional()?
-                .map(token_from_raw)
-                .transpose()
-        })
+        self.with(|c| Ok(one(c, "WHERE id = ?1", [id])?))
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StorageError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(&format!("{TOKEN_SELECT} ORDER BY id"))?;
-            let rows = stmt.query_map([], raw_token)?;
-            rows.map(|r| token_from_raw(r?)).collect()
-        })
+        self.with(|c| Ok(all(c, "ORDER BY id", [])?))
     }
 
     /// Whether a `kind` token with this secret hash may be used at `at_ms`, without using it:
@@ -48,39 +40,28 @@ impl Reader {
     }
 }
 
-const TOKEN_SELECT: &str = "SELECT id, kind, expires_at_ms, uses_left, groups_json, revoked, \
-                            created_at_ms FROM tokens";
+impl FromRow for TokenRecord {
+    const SELECT: &'static str = "SELECT id, kind, expires_at_ms, uses_left, groups_json, revoked, \
+                                  created_at_ms FROM tokens";
 
-type RawToken = (String, String, i64, Option<i64>, String, bool, i64);
-
-fn raw_token(r: &Row<'_>) -> rusqlite::Result<RawToken> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
-}
-
-fn token_from_raw(r: RawToken) -> Result<TokenRecord, StorageError> {
-    let (id, kind, expires_at_ms, uses_left, groups_json, revoked, created_at_ms) = r;
-    let bad = |what: &str| StorageError::Corrupt(format!("token {id} has bad {what}"));
-    let kind = TokenKind::parse(&kind).ok_or_else(|| bad("kind"))?;
-    let uses_left = uses_left
-        .map(u32::try_from)
-        .transpose()
-        .map_err(|_| bad("uses_left"))?;
-    let groups: Vec<String> = serde_json::from_str(&groups_json).map_err(|_| bad("groups"))?;
-    Ok(TokenRecord {
-        id,
-        kind,
-        expires_at_ms,
-        uses_left,
-        groups,
-        revoked,
-        created_at_ms,
-    })
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+        let id: String = r.get(0)?;
+        let bad = |col: usize, what: &str| corrupt(col, format!("token {id} has bad {what}"));
+        let kind = TokenKind::parse(&r.get::<_, String>(1)?).ok_or_else(|| bad(1, "kind"))?;
+        let uses_left = r
+            .get::<_, Option<i64>>(3)?
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| bad(3, "uses_left"))?;
+        let groups = json(r, 4, |_| format!("token {id} has bad groups"))?;
+        Ok(TokenRecord {
+            kind,
+            expires_at_ms: r.get(2)?,
+            uses_left,
+            groups,
+            revoked: r.get(5)?,
+            created_at_ms: r.get(6)?,
+            id,
+        })
+    }
 }
