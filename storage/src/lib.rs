@@ -10,6 +10,26 @@
 //! bounded tokio mpsc channel, replies go back on oneshots); `Reader` uses pooled read-only
 //! connections and blocks, so async callers run it on blocking threads; snapshot file work
 //! runs on short-lived threads of its own.
+//!
+//! Layout, by domain (nodes, config, tokens, clients, bundles, deployments), each module using
+//! only those listed below it:
+//! - `store`: the writer thread and the async face (`Store`); uses `apply`, `reader`, `snapshot`.
+//! - `snapshot`: snapshot files (export, checked import).
+//! - `apply/`: the write side. `mod.rs` has the transaction, the dispatch of each command to its
+//!   domain file (`nodes`, `config`, `tokens`, `clients`, `bundles`, `deployments`), the
+//!   failure helpers and the audit append; `audit_text` says what each command's audit row reads.
+//! - `reader/`: the read side. `mod.rs` has the connection pool and the audit queries; each
+//!   domain file of the same name adds its queries to `Reader`, with the `FromRow` impl of
+//!   each record it returns.
+//! - shared below both sides, never using them: `token_check` (the token verdict), `rows` (row
+//!   mapping), `schema` (migrations, meta values), `codec`, `audit` (the hash chain), `rules`
+//!   (pure checks and limits), `bundle_config`, `model` (the boundary types), `error`.
+//!
+//! Where a change goes: a new command is a `model::Command` variant (and its format), an arm in
+//! `apply::execute`, a step in `apply/<domain>.rs` and a line in `apply/audit_text.rs`; a new
+//! query goes in `reader/<domain>.rs`; a new table or column is a migration in `schema.rs`
+//! plus the domain's apply step and `FromRow` impl; a rule that apply and the reader must agree
+//! on goes below both (`rules` when pure).
 
 mod apply;
 mod audit;
