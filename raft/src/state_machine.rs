@@ -80,8 +80,9 @@ impl StateMachine {
         })
     }
 
-    fn snapshot_io(e: impl std::fmt::Display) -> StorageError {
-        StorageIOError::write_snapshot(None, AnyError::error(e)).into()
+    /// A snapshot I/O failure for openraft; `AnyError::new` keeps `e`'s source chain.
+    fn snapshot_io<E: std::error::Error + 'static>(e: E) -> StorageError {
+        StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
     }
 }
 
