@@ -26,7 +26,8 @@ pub mod types;
 
 pub use node::{
     AppCallError, AppFuture, AppHandler, MemberStatus, MembershipError, NodeConfig, NodeError,
-    NodeStatus, RaftNode, RaftTuning, ReadError, WriteError, now_ms,
+    NodeStatus, RaftNode, RaftTuning, ReadError, StopCause, WriteError, now_ms,
 };
+pub use state_machine::StoppedApplying;
 pub use transport::{PEER_ALPN, PeerTls};
 pub use types::{NodeId, PeerNode};
