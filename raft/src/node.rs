@@ -13,7 +13,7 @@
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,10 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// The blocking task that opens the stores did not finish (it panicked, or the runtime
+    /// is shutting down).
+    #[error("opening the stores: {0}")]
+    Open(#[source] tokio::task::JoinError),
     #[error("invalid raft settings: {0}")]
     Config(#[from] openraft::ConfigError),
     /// openraft could not start (e.g. reading its stores back failed).
@@ -303,16 +307,16 @@ impl RaftNode {
     /// and the membership upkeep. A fresh node starts uninitialised and waits to be contacted
     /// by a leader (or `initialize`d as a one-node cluster).
     pub async fn start(cfg: NodeConfig) -> Result<RaftNode, NodeError> {
-        let log = LogStore::open(&cfg.data_dir.join("raft.db"))?;
-        let store = Store::open(&cfg.data_dir.join("state.db"))?;
         let health = Arc::new(Health::default());
-        let snap_dir = cfg.data_dir.join("snapshots");
-        let sm = StateMachine::new(store.clone(), &snap_dir, health.clone()).map_err(|source| {
-            NodeError::SnapshotDir {
-                path: snap_dir.clone(),
-                source,
-            }
-        })?;
+        // Opening the databases (migrations, quick_check) and cleaning the snapshot directory
+        // block: they run on a blocking thread, never on the executor.
+        let (log, store, sm) = {
+            let data_dir = cfg.data_dir.clone();
+            let health = health.clone();
+            tokio::task::spawn_blocking(move || open_stores(&data_dir, health))
+                .await
+                .map_err(NodeError::Open)??
+        };
         let t = &cfg.tuning;
         let config = Config {
             cluster_name: "outpost".into(),
@@ -516,6 +520,24 @@ impl RaftNode {
             h.abort();
         }
     }
+}
+
+/// Opens raft.db and state.db under `data_dir` and the snapshot directory (removing leftovers
+/// of interrupted transfers). Blocking: call it on a blocking thread.
+fn open_stores(
+    data_dir: &Path,
+    health: Arc<Health>,
+) -> Result<(LogStore, Store, StateMachine), NodeError> {
+    let log = LogStore::open(&data_dir.join("raft.db"))?;
+    let store = Store::open(&data_dir.join("state.db"))?;
+    let snap_dir = data_dir.join("snapshots");
+    let sm = StateMachine::new(store.clone(), &snap_dir, health).map_err(|source| {
+        NodeError::SnapshotDir {
+            path: snap_dir.clone(),
+            source,
+        }
+    })?;
+    Ok((log, store, sm))
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -1411,6 +1433,39 @@ mod tests {
             ),
             "{e}"
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn start_reports_which_store_failed_with_its_cause() -> anyhow::Result<()> {
+        type Check = fn(&NodeError) -> bool;
+        // (what is broken in the data directory, what start says)
+        let cases: Vec<(&str, &str, Check)> = vec![
+            ("raft.db", "garbage", |e| {
+                matches!(e, NodeError::LogStore(LogStoreError::Sqlite { .. }))
+                    && source_as::<rusqlite::Error>(e).is_some()
+            }),
+            ("state.db", "garbage", |e| {
+                matches!(e, NodeError::State(_))
+                    && source_as::<outpost_storage::StorageError>(e).is_some()
+            }),
+            ("snapshots", "a file", |e| {
+                matches!(e, NodeError::SnapshotDir { .. })
+                    && source_as::<std::io::Error>(e).is_some()
+            }),
+        ];
+        let tls = peer_tls()?;
+        for (file, what, check) in cases {
+            let dir = tempfile::tempdir()?;
+            std::fs::write(dir.path().join(file), vec![0x5a; 8192])?;
+            match start_in(dir.path(), tls.clone(), RaftTuning::default()).await? {
+                Err(e) => assert!(check(&e), "{file} is {what}: {e:?}"),
+                Ok(node) => {
+                    node.shutdown().await;
+                    anyhow::bail!("{file} is {what}: started");
+                }
+            }
+        }
         Ok(())
     }
 
