@@ -6,6 +6,11 @@
 //! `max_batch` envelopes or before it would pass that cap. A batch forwarded by a follower is
 //! admitted by the leader only through `admit_forwarded` (decoded, size- and format-checked,
 //! actor and time re-stamped) and then fed to the leader's own batcher.
+//!
+//! A write that cannot go on fails with `WriteError::Stopped` and a `StopCause` (openraft's
+//! error, the storage error that stopped applying, or the batcher gone), cloned to every write
+//! of the batch. The membership upkeep logs an `UpkeepError` naming the step, the node and
+//! the cause.
 
 // openraft's errors are large (a storage error carries log ids and an `AnyError`) and ours keep
 // them whole, so that `source()` hands out openraft's own error; like openraft, we accept the
