@@ -16,6 +16,13 @@
 //! It deliberately knows nothing of certificates (the node hands it rustls configs and a
 //! function that maps a peer certificate to a node id), of HTTP, or of discovery. openraft's
 //! types stay inside; the public surface is `RaftNode`, its config and status types.
+//!
+//! Errors keep their cause: each error type here holds the error underneath (openraft's, under
+//! the aliases in `types`; storage's; SQLite's; I/O) as its `source()`, and its text names it
+//! too. Strings remain only where text is all there is: what crossed the wire from a peer (a
+//! refusal, an application error) and the reason the node's `authorize` callback gives.
+//! `RaftNode::start` opens both databases and the snapshot directory on a blocking thread:
+//! async code never calls rusqlite or blocks on the file system.
 
 mod codec;
 pub mod log_store;
@@ -26,7 +33,8 @@ pub mod types;
 
 pub use node::{
     AppCallError, AppFuture, AppHandler, MemberStatus, MembershipError, NodeConfig, NodeError,
-    NodeStatus, RaftNode, RaftTuning, ReadError, WriteError, now_ms,
+    NodeStatus, RaftNode, RaftTuning, ReadError, StopCause, WriteError, now_ms,
 };
+pub use state_machine::StoppedApplying;
 pub use transport::{PEER_ALPN, PeerTls};
 pub use types::{NodeId, PeerNode};

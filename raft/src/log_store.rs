@@ -14,6 +14,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, RaftLogReader, StorageIOError};
@@ -49,16 +50,18 @@ impl LogStore {
 
     async fn call<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Req,
+        make: impl FnOnce(oneshot::Sender<Result<T, OpError>>) -> Req,
     ) -> Result<T, AnyError> {
         let (tx, rx) = oneshot::channel();
+        // A closed channel has no cause to keep: the thread is gone.
         self.tx
             .send(make(tx))
             .await
             .map_err(|_| AnyError::error("raft log writer thread stopped"))?;
         rx.await
             .map_err(|_| AnyError::error("raft log writer thread dropped a request"))?
-            .map_err(AnyError::error)
+            // AnyError keeps the whole source chain (SQLite, bincode) for openraft.
+            .map_err(|e| AnyError::new(&e))
     }
 }
 
@@ -79,19 +82,19 @@ pub enum LogStoreError {
 }
 
 enum Req {
-    State(oneshot::Sender<Result<LogState<TypeConfig>, String>>),
+    State(oneshot::Sender<Result<LogState<TypeConfig>, OpError>>),
     /// [start, end), and at most this many bytes of stored entries (but at least one entry).
     Read(
         u64,
         Option<u64>,
         Option<usize>,
-        oneshot::Sender<Result<Vec<Entry>, String>>,
+        oneshot::Sender<Result<Vec<Entry>, OpError>>,
     ),
-    SaveVote(Vote, oneshot::Sender<Result<(), String>>),
-    ReadVote(oneshot::Sender<Result<Option<Vote>, String>>),
+    SaveVote(Vote, oneshot::Sender<Result<(), OpError>>),
+    ReadVote(oneshot::Sender<Result<Option<Vote>, OpError>>),
     Append(Vec<Entry>, LogFlushed<TypeConfig>),
-    Truncate(LogId, oneshot::Sender<Result<(), String>>),
-    Purge(LogId, oneshot::Sender<Result<(), String>>),
+    Truncate(LogId, oneshot::Sender<Result<(), OpError>>),
+    Purge(LogId, oneshot::Sender<Result<(), OpError>>),
 }
 
 fn open_conn(path: &Path) -> Result<Connection, LogStoreError> {
@@ -187,35 +190,37 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Req>, path: PathBuf)
                         Err(_) => break,
                     }
                 }
-                let result = append(&mut conn, batch.iter().flat_map(|(e, _)| e.iter()));
+                let result =
+                    append(&mut conn, batch.iter().flat_map(|(e, _)| e.iter())).map_err(Arc::new);
                 // When the callbacks fire, the COMMIT above has returned with synchronous=FULL:
                 // the entries are in the fsynced WAL and survive a crash or power loss.
                 for (_, cb) in batch {
                     let r = match &result {
                         Ok(()) => Ok(()),
-                        Err(e) => Err(std::io::Error::other(format!("{}: {e}", path.display()))),
+                        // Every append of the transaction fails with the same cause.
+                        Err(e) => Err(std::io::Error::other(AppendFailed {
+                            path: path.clone(),
+                            source: e.clone(),
+                        })),
                     };
                     cb.log_io_completed(r);
                 }
             }
-            Req::State(tx) => drop(tx.send(log_state(&conn).map_err(|e| e.to_string()))),
-            Req::Read(start, end, budget, tx) => {
-                drop(tx.send(read(&conn, start, end, budget).map_err(|e| e.to_string())))
-            }
-            Req::SaveVote(v, tx) => {
-                drop(tx.send(put_meta(&conn, "vote", &v).map_err(|e| e.to_string())))
-            }
-            Req::ReadVote(tx) => drop(tx.send(get_meta(&conn, "vote").map_err(|e| e.to_string()))),
+            Req::State(tx) => drop(tx.send(log_state(&conn))),
+            Req::Read(start, end, budget, tx) => drop(tx.send(read(&conn, start, end, budget))),
+            Req::SaveVote(v, tx) => drop(tx.send(put_meta(&conn, "vote", &v))),
+            Req::ReadVote(tx) => drop(tx.send(get_meta(&conn, "vote"))),
             Req::Truncate(id, tx) => {
                 let r = conn.execute("DELETE FROM log WHERE idx >= ?1", params![id.index as i64]);
-                drop(tx.send(r.map(|_| ()).map_err(|e| e.to_string())))
+                drop(tx.send(r.map(|_| ()).map_err(OpError::from)))
             }
-            Req::Purge(id, tx) => drop(tx.send(purge(&mut conn, &id).map_err(|e| e.to_string()))),
+            Req::Purge(id, tx) => drop(tx.send(purge(&mut conn, &id))),
         }
     }
     tracing::debug!("raft log writer thread exits");
 }
 
+/// What the writer thread's SQLite work failed with; sent back to the caller as it is.
 #[derive(Debug, thiserror::Error)]
 enum OpError {
     #[error(transparent)]
@@ -224,6 +229,15 @@ enum OpError {
     Encode(#[from] bincode::error::EncodeError),
     #[error("decoding a stored record: {0}")]
     Decode(#[from] bincode::error::DecodeError),
+}
+
+/// A failed append as openraft's flush callback receives it (inside an `io::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+struct AppendFailed {
+    path: PathBuf,
+    #[source]
+    source: Arc<OpError>,
 }
 
 fn append<'a>(
@@ -467,6 +481,32 @@ mod tests {
                 "{count} {used} {len} {budget:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_keeps_its_cause() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("raft.db");
+        let mut log = LogStore::open(&path)?;
+        open_conn(&path)?.execute(
+            "INSERT INTO log (idx, term, entry) VALUES (1, 1, ?1)",
+            [vec![0xffu8; 3]],
+        )?;
+        let Err(e) = log.try_get_log_entries(1..2).await else {
+            return Err("an undecodable entry was read".into());
+        };
+        // Walk the chain: the writer thread's error arrives with its own cause (bincode's),
+        // not flattened into a message.
+        let mut chain: Vec<&dyn std::error::Error> = vec![&e];
+        while let Some(next) = chain[chain.len() - 1].source() {
+            chain.push(next);
+        }
+        let texts: Vec<String> = chain.iter().map(|c| c.to_string()).collect();
+        let ours = |t: &String| t.contains("decoding a stored record");
+        assert!(texts.iter().any(ours), "{texts:?}");
+        // The root cause is bincode's error itself, below our message.
+        assert!(texts.last().is_some_and(|t| !ours(t)), "{texts:?}");
+        Ok(())
     }
 
     #[tokio::test]

@@ -6,9 +6,19 @@
 //! `max_batch` envelopes or before it would pass that cap. A batch forwarded by a follower is
 //! admitted by the leader only through `admit_forwarded` (decoded, size- and format-checked,
 //! actor and time re-stamped) and then fed to the leader's own batcher.
+//!
+//! A write that cannot go on fails with `WriteError::Stopped` and a `StopCause` (openraft's
+//! error, the storage error that stopped applying, or the batcher gone), cloned to every write
+//! of the batch. The membership upkeep logs an `UpkeepError` naming the step, the node and
+//! the cause.
+
+// openraft's errors are large (a storage error carries log ids and an `AnyError`) and ours keep
+// them whole, so that `source()` hands out openraft's own error; like openraft, we accept the
+// size: errors are the cold path, and a write that gets one has waited for Raft anyway.
+#![allow(clippy::result_large_err, clippy::large_enum_variant)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,11 +32,14 @@ use tokio::task::JoinHandle;
 
 use crate::codec::Bytes;
 use crate::log_store::{LogStore, LogStoreError};
-use crate::state_machine::{Health, StateMachine};
+use crate::state_machine::{Health, StateMachine, StoppedApplying};
 use crate::transport::{
     self, MemberView, Network, PeerClients, PeerHandler, PeerRequest, PeerResponse, PeerTls,
 };
-use crate::types::{NodeId, PeerNode, Proposal, Raft, RaftMetrics};
+use crate::types::{
+    NodeId, PeerNode, Proposal, Raft, RaftFatal, RaftInitError, RaftMetrics, RaftReadIndexError,
+    RaftWriteError,
+};
 
 /// Timing and sizing of one node's Raft. Defaults fit a LAN: a follower that hears nothing
 /// campaigns after openraft's leader lease (= `election_timeout_max_ms`) plus a random
@@ -86,10 +99,18 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// The blocking task that opens the stores did not finish (it panicked, or the runtime
+    /// is shutting down).
+    #[error("opening the stores: {0}")]
+    Open(#[source] tokio::task::JoinError),
     #[error("invalid raft settings: {0}")]
     Config(#[from] openraft::ConfigError),
+    /// openraft could not start (e.g. reading its stores back failed).
     #[error("raft: {0}")]
-    Raft(String),
+    Raft(#[source] RaftFatal),
+    /// `initialize` was refused (e.g. this node already has a membership) or Raft stopped.
+    #[error("raft: {0}")]
+    Initialize(#[source] RaftInitError),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -97,13 +118,32 @@ pub enum WriteError {
     #[error("no leader within {0:?}: is a majority of the voters running and reachable?")]
     NoLeader(Duration),
     #[error("this node has stopped: {0}")]
-    Stopped(String),
-    #[error("encoding the command: {0}")]
-    Encode(String),
+    Stopped(#[source] StopCause),
     /// The command alone would make a Raft entry of `bytes` bytes (format header and batch
     /// length included), more than `outpost_storage::MAX_ENTRY_BYTES`. It never reaches Raft.
     #[error("a command of {bytes} bytes exceeds the {cap}-byte Raft entry cap")]
     TooLarge { bytes: usize, cap: usize },
+}
+
+/// Why a node takes no more writes, with the error behind it where there is one. Clone: one
+/// failed batch answers every write it carried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StopCause {
+    /// The write batcher has ended (the node is shutting down).
+    #[error("write batcher stopped")]
+    Batcher,
+    /// The batcher ended while the write waited for its answer.
+    #[error("write batcher dropped the request")]
+    Dropped,
+    /// This node stopped applying committed entries (e.g. it needs an upgrade).
+    #[error("{0}")]
+    Applying(#[source] StoppedApplying),
+    /// openraft refused the write or has stopped.
+    #[error("{0}")]
+    Raft(#[source] RaftWriteError),
+    /// The state machine answered a batch with another number of outcomes (a bug).
+    #[error("batch of {sent} commands got {got} outcomes")]
+    Outcomes { sent: usize, got: usize },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,7 +153,7 @@ pub enum ReadError {
     #[error("this node did not catch up to the read index {index} within {timeout:?}")]
     Lagging { index: u64, timeout: Duration },
     #[error("this node has stopped: {0}")]
-    Stopped(String),
+    Stopped(#[source] StoppedApplying),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -123,9 +163,77 @@ pub enum MembershipError {
     #[error("removing node {0} would leave no voter")]
     LastVoter(NodeId),
     #[error("membership change failed: {0}")]
-    Raft(String),
+    Raft(#[source] RaftWriteError),
     #[error(transparent)]
     Write(#[from] WriteError),
+}
+
+/// Why one round of the membership upkeep stopped early (logged; the next round retries).
+#[derive(Debug, thiserror::Error)]
+enum UpkeepError {
+    #[error("reading the node records: {0}")]
+    Nodes(#[source] outpost_storage::StorageError),
+    #[error("reading the node records: {0}")]
+    NodesTask(#[source] tokio::task::JoinError),
+    #[error("removing node {node}: {source}")]
+    Remove {
+        node: NodeId,
+        #[source]
+        source: MembershipError,
+    },
+    #[error("{change} node {node}: {source}")]
+    Change {
+        change: Change,
+        node: NodeId,
+        #[source]
+        source: RaftWriteError,
+    },
+    #[error("recording node {node}'s role: {source}")]
+    RecordRole {
+        node: NodeId,
+        #[source]
+        source: WriteError,
+    },
+    #[error("recording node {node}'s role: {source}")]
+    RoleRejected {
+        node: NodeId,
+        #[source]
+        source: outpost_storage::Rejection,
+    },
+}
+
+/// Why one read-index attempt failed (logged; the barrier retries until its deadline).
+#[derive(Debug, thiserror::Error)]
+enum ReadIndexError {
+    #[error("no leader")]
+    NoLeader,
+    #[error("the address of leader {0} is unknown")]
+    LeaderAddress(NodeId),
+    #[error("{0}")]
+    Local(#[source] RaftReadIndexError),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    /// The leader's refusal: it crossed the wire as text, so a string is all there is.
+    #[error("leader {leader}: {reason}")]
+    Remote { leader: NodeId, reason: String },
+}
+
+/// The membership changes the upkeep makes through openraft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    AddLearner,
+    SetAddress,
+    Promote,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Change::AddLearner => "adding learner",
+            Change::SetAddress => "updating the address of",
+            Change::Promote => "promoting to voter",
+        })
+    }
 }
 
 /// A member as status shows it.
@@ -204,16 +312,16 @@ impl RaftNode {
     /// and the membership upkeep. A fresh node starts uninitialised and waits to be contacted
     /// by a leader (or `initialize`d as a one-node cluster).
     pub async fn start(cfg: NodeConfig) -> Result<RaftNode, NodeError> {
-        let log = LogStore::open(&cfg.data_dir.join("raft.db"))?;
-        let store = Store::open(&cfg.data_dir.join("state.db"))?;
         let health = Arc::new(Health::default());
-        let snap_dir = cfg.data_dir.join("snapshots");
-        let sm = StateMachine::new(store.clone(), &snap_dir, health.clone()).map_err(|source| {
-            NodeError::SnapshotDir {
-                path: snap_dir.clone(),
-                source,
-            }
-        })?;
+        // Opening the databases (migrations, quick_check) and cleaning the snapshot directory
+        // block: they run on a blocking thread, never on the executor.
+        let (log, store, sm) = {
+            let data_dir = cfg.data_dir.clone();
+            let health = health.clone();
+            tokio::task::spawn_blocking(move || open_stores(&data_dir, health))
+                .await
+                .map_err(NodeError::Open)??
+        };
         let t = &cfg.tuning;
         let config = Config {
             cluster_name: "outpost".into(),
@@ -234,7 +342,7 @@ impl RaftNode {
         };
         let raft = Raft::new(cfg.id, Arc::new(config), network, log, sm)
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+            .map_err(NodeError::Raft)?;
         let (batch_tx, batch_rx) = mpsc::channel(8192);
         let inner = Arc::new(Inner {
             id: cfg.id,
@@ -313,7 +421,7 @@ impl RaftNode {
             .raft
             .initialize(members)
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))
+            .map_err(NodeError::Initialize)
     }
 
     pub async fn is_initialized(&self) -> bool {
@@ -342,9 +450,9 @@ impl RaftNode {
             }
             let leader = inner.raft.metrics().borrow().current_leader;
             let attempt = match leader {
-                Some(l) if l == inner.id => inner.read_index().await,
+                Some(l) if l == inner.id => inner.read_index().await.map_err(ReadIndexError::Local),
                 Some(l) => inner.remote_read_index(l, remaining(deadline)).await,
-                None => Err(String::from("no leader")),
+                None => Err(ReadIndexError::NoLeader),
             };
             match attempt {
                 Ok(i) => break i,
@@ -380,7 +488,7 @@ impl RaftNode {
 
     pub fn status(&self) -> NodeStatus {
         let m = self.inner.raft.metrics().borrow().clone();
-        status_of(&m, self.inner.health.fatal())
+        status_of(&m, self.inner.health.fatal().map(|f| f.to_string()))
     }
 
     /// Subscribe to Raft metrics changes (leader, applied index, membership).
@@ -417,6 +525,24 @@ impl RaftNode {
             h.abort();
         }
     }
+}
+
+/// Opens raft.db and state.db under `data_dir` and the snapshot directory (removing leftovers
+/// of interrupted transfers). Blocking: call it on a blocking thread.
+fn open_stores(
+    data_dir: &Path,
+    health: Arc<Health>,
+) -> Result<(LogStore, Store, StateMachine), NodeError> {
+    let log = LogStore::open(&data_dir.join("raft.db"))?;
+    let store = Store::open(&data_dir.join("state.db"))?;
+    let snap_dir = data_dir.join("snapshots");
+    let sm = StateMachine::new(store.clone(), &snap_dir, health).map_err(|source| {
+        NodeError::SnapshotDir {
+            path: snap_dir.clone(),
+            source,
+        }
+    })?;
+    Ok((log, store, sm))
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -466,9 +592,9 @@ impl Inner {
         self.batcher
             .send(WriteReq { env, len, reply })
             .await
-            .map_err(|_| WriteError::Stopped("write batcher stopped".into()))?;
+            .map_err(|_| WriteError::Stopped(StopCause::Batcher))?;
         rx.await
-            .map_err(|_| WriteError::Stopped("write batcher dropped the request".into()))?
+            .map_err(|_| WriteError::Stopped(StopCause::Dropped))?
     }
 
     async fn wait_leader_change(&self, deadline: Instant) {
@@ -485,7 +611,7 @@ impl Inner {
         let bytes = outpost_storage::encode_batch(batch);
         loop {
             if let Some(f) = self.health.fatal() {
-                return Err(WriteError::Stopped(f));
+                return Err(WriteError::Stopped(StopCause::Applying(f)));
             }
             let leader = self.raft.metrics().borrow().current_leader;
             match leader {
@@ -493,10 +619,7 @@ impl Inner {
                     match self.raft.client_write(Proposal(bytes.clone())).await {
                         Ok(resp) => return Ok(resp.data.0),
                         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                        Err(RaftError::APIError(e)) => {
-                            return Err(WriteError::Stopped(e.to_string()));
-                        }
-                        Err(RaftError::Fatal(f)) => return Err(WriteError::Stopped(f.to_string())),
+                        Err(e) => return Err(WriteError::Stopped(StopCause::Raft(e))),
                     }
                 }
                 Some(l) => {
@@ -533,25 +656,31 @@ impl Inner {
             .map(|n| n.peer_addr.clone())
     }
 
-    async fn read_index(&self) -> Result<u64, String> {
-        let (read, _applied) = self
-            .raft
-            .get_read_log_id()
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn read_index(&self) -> Result<u64, RaftReadIndexError> {
+        let (read, _applied) = self.raft.get_read_log_id().await?;
         Ok(read.map(|l| l.index).unwrap_or(0))
     }
 
-    async fn remote_read_index(&self, leader: NodeId, timeout: Duration) -> Result<u64, String> {
-        let addr = self.peer_addr_of(leader).ok_or("leader address unknown")?;
+    async fn remote_read_index(
+        &self,
+        leader: NodeId,
+        timeout: Duration,
+    ) -> Result<u64, ReadIndexError> {
+        let addr = self
+            .peer_addr_of(leader)
+            .ok_or(ReadIndexError::LeaderAddress(leader))?;
         match self
             .clients
             .call(leader, &addr, PeerRequest::ReadIndex, timeout)
-            .await
+            .await?
         {
-            Ok(PeerResponse::ReadIndex(r)) => r,
-            Ok(other) => Err(format!("unexpected response {other:?}")),
-            Err(e) => Err(e.to_string()),
+            PeerResponse::ReadIndex(r) => {
+                r.map_err(|reason| ReadIndexError::Remote { leader, reason })
+            }
+            other => Err(ReadIndexError::Remote {
+                leader,
+                reason: format!("unexpected response {other:?}"),
+            }),
         }
     }
 
@@ -565,12 +694,12 @@ impl Inner {
             self.raft
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
                 .await
-                .map_err(|e| MembershipError::Raft(e.to_string()))?;
+                .map_err(MembershipError::Raft)?;
         }
         self.raft
             .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            .map_err(MembershipError::Raft)?;
         Ok(())
     }
 }
@@ -668,11 +797,10 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<WriteReq>) {
                     }
                 }
                 Ok(outcomes) => {
-                    let e = WriteError::Stopped(format!(
-                        "batch of {} commands got {} outcomes",
-                        replies.len(),
-                        outcomes.len()
-                    ));
+                    let e = WriteError::Stopped(StopCause::Outcomes {
+                        sent: replies.len(),
+                        got: outcomes.len(),
+                    });
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
@@ -702,7 +830,7 @@ async fn upkeep(inner: Arc<Inner>) {
     }
 }
 
-async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
+async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), UpkeepError> {
     let m = inner.raft.metrics().borrow().clone();
     if m.current_leader != Some(inner.id) || m.state != ServerState::Leader {
         return Ok(());
@@ -710,8 +838,8 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
     let reader = inner.store.reader();
     let nodes = tokio::task::spawn_blocking(move || reader.nodes())
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(UpkeepError::NodesTask)?
+        .map_err(UpkeepError::Nodes)?;
     let membership = m.membership_config.membership().clone();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let last = m.last_log_index.unwrap_or(0);
@@ -731,7 +859,10 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
                 inner
                     .remove_from_membership(rec.id)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|source| UpkeepError::Remove {
+                        node: rec.id,
+                        source,
+                    })?;
             }
             (NodeRole::Removed, None) => {}
             (_, None) => {
@@ -740,7 +871,11 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
                     .raft
                     .add_learner(rec.id, wanted, false)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|source| UpkeepError::Change {
+                        change: Change::AddLearner,
+                        node: rec.id,
+                        source,
+                    })?;
             }
             (_, Some(cur)) if *cur != wanted => {
                 tracing::info!(node = rec.id, addr = %rec.peer_addr, "updating node address in membership");
@@ -751,7 +886,11 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
                         true,
                     )
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|source| UpkeepError::Change {
+                        change: Change::SetAddress,
+                        node: rec.id,
+                        source,
+                    })?;
             }
             (_, Some(_)) => {
                 let is_voter = voters.contains(&rec.id);
@@ -770,7 +909,11 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
                                 true,
                             )
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|source| UpkeepError::Change {
+                                change: Change::Promote,
+                                node: rec.id,
+                                source,
+                            })?;
                         continue;
                     }
                 }
@@ -794,8 +937,14 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), String> {
                     inner
                         .write(env)
                         .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|r| r.message)?;
+                        .map_err(|source| UpkeepError::RecordRole {
+                            node: rec.id,
+                            source,
+                        })?
+                        .map_err(|source| UpkeepError::RoleRejected {
+                            node: rec.id,
+                            source,
+                        })?;
                 }
             }
         }
@@ -892,7 +1041,10 @@ impl PeerHandler for Handler {
             PeerRequest::InstallSnapshot(r) => {
                 PeerResponse::InstallSnapshot(raft.install_snapshot(r).await)
             }
-            PeerRequest::ReadIndex => PeerResponse::ReadIndex(self.inner.read_index().await),
+            // The reason crosses the wire as text.
+            PeerRequest::ReadIndex => {
+                PeerResponse::ReadIndex(self.inner.read_index().await.map_err(|e| e.to_string()))
+            }
             PeerRequest::Ping => PeerResponse::Pong(self.inner.id),
             PeerRequest::App(bytes) => {
                 let handler = self
@@ -933,6 +1085,7 @@ impl PeerHandler for Handler {
                 for r in results {
                     match r {
                         Ok(o) => outcomes.push(o),
+                        // The forwarder gets the reason as text (it crosses the wire).
                         Err(e) => return PeerResponse::Forward(Err(e.to_string())),
                     }
                 }
@@ -946,6 +1099,7 @@ impl PeerHandler for Handler {
 mod tests {
     use super::*;
     use outpost_storage::{Scope, encode_batch, encoded_len};
+    use std::error::Error;
 
     fn env(actor: &str, value_len: usize) -> Envelope {
         Envelope {
@@ -1071,6 +1225,253 @@ mod tests {
             let r = admit_forwarded(7, &bytes, 42);
             assert!(check(&r), "{name}: {r:?}");
         }
+    }
+
+    /// The error `e.source()` names, as a `T`.
+    fn source_as<T: std::error::Error + 'static>(e: &dyn std::error::Error) -> Option<&T> {
+        e.source().and_then(|s| s.downcast_ref::<T>())
+    }
+
+    #[test]
+    fn a_stopped_write_keeps_its_cause() {
+        use openraft::error::Fatal;
+        type Check = fn(&StopCause) -> bool;
+        // (cause, its text, what its own source is)
+        let cases: Vec<(StopCause, &str, Check)> = vec![
+            (StopCause::Batcher, "write batcher stopped", |c| {
+                c.source().is_none()
+            }),
+            (
+                StopCause::Dropped,
+                "write batcher dropped the request",
+                |c| c.source().is_none(),
+            ),
+            (
+                StopCause::Outcomes { sent: 3, got: 2 },
+                "batch of 3 commands got 2 outcomes",
+                |c| c.source().is_none(),
+            ),
+            (
+                StopCause::Raft(RaftError::Fatal(Fatal::Stopped)),
+                "raft stopped",
+                |c| {
+                    matches!(
+                        source_as::<RaftWriteError>(c),
+                        Some(RaftError::Fatal(Fatal::Stopped))
+                    )
+                },
+            ),
+            (
+                StopCause::Applying(StoppedApplying::new(
+                    outpost_storage::StorageError::NeedsUpgrade {
+                        found: 9,
+                        supported: 3,
+                    },
+                )),
+                "stopped applying: command format 9 is newer than the supported format 3: \
+                 upgrade this node; install a newer outpost release on this node",
+                |c| {
+                    source_as::<StoppedApplying>(c)
+                        .and_then(|s| source_as::<Arc<outpost_storage::StorageError>>(s))
+                        .is_some_and(|e| {
+                            matches!(
+                                **e,
+                                outpost_storage::StorageError::NeedsUpgrade {
+                                    found: 9,
+                                    supported: 3
+                                }
+                            )
+                        })
+                },
+            ),
+        ];
+        for (cause, text, check) in cases {
+            // One failed batch answers each of its writes with a clone.
+            let e = WriteError::Stopped(cause.clone());
+            assert_eq!(
+                e.clone().to_string(),
+                format!("this node has stopped: {text}")
+            );
+            let got = source_as::<StopCause>(&e);
+            assert!(got.is_some_and(check), "{text}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn upkeep_errors_name_the_step_and_keep_the_cause() {
+        use openraft::error::Fatal;
+        type Check = fn(&UpkeepError) -> bool;
+        let rejection = outpost_storage::Rejection {
+            code: outpost_storage::RejectCode::NotFound,
+            message: "node 4 does not exist".into(),
+        };
+        let cases: Vec<(UpkeepError, &str, Check)> = vec![
+            (
+                UpkeepError::Change {
+                    change: Change::Promote,
+                    node: 4,
+                    source: RaftError::Fatal(Fatal::Stopped),
+                },
+                "promoting to voter node 4: raft stopped",
+                |e| source_as::<RaftWriteError>(e).is_some(),
+            ),
+            (
+                UpkeepError::Remove {
+                    node: 4,
+                    source: MembershipError::Raft(RaftError::Fatal(Fatal::Panicked)),
+                },
+                "removing node 4: membership change failed: panicked",
+                |e| {
+                    source_as::<MembershipError>(e)
+                        .and_then(|m| source_as::<RaftWriteError>(m))
+                        .is_some_and(|r| matches!(r, RaftError::Fatal(Fatal::Panicked)))
+                },
+            ),
+            (
+                UpkeepError::RecordRole {
+                    node: 4,
+                    source: WriteError::Stopped(StopCause::Batcher),
+                },
+                "recording node 4's role: this node has stopped: write batcher stopped",
+                |e| source_as::<WriteError>(e).is_some(),
+            ),
+            (
+                UpkeepError::RoleRejected {
+                    node: 4,
+                    source: rejection,
+                },
+                "recording node 4's role: not_found: node 4 does not exist",
+                |e| {
+                    source_as::<outpost_storage::Rejection>(e)
+                        .is_some_and(|r| r.code == outpost_storage::RejectCode::NotFound)
+                },
+            ),
+        ];
+        for (e, text, check) in cases {
+            assert_eq!(e.to_string(), text);
+            assert!(check(&e), "{text}: {:?}", e.source());
+        }
+    }
+
+    fn peer_tls() -> anyhow::Result<PeerTls> {
+        use outpost_certs::{CertAuthority, ClientAuth, Role, TlsIdentity, Validity};
+        let ca = CertAuthority::generate("c-node", "node")?;
+        let validity = Validity::days_from(now_ms() / 1000, 1);
+        let (cert, key) = ca.issue_with_new_key(&Role::Node(1), &validity)?;
+        let identity = TlsIdentity::from_pem(&cert, &key, ca.cert_pem())?;
+        let alpn = [crate::PEER_ALPN];
+        Ok(PeerTls {
+            server: outpost_certs::server_config(
+                ca.cert_pem(),
+                &identity,
+                ClientAuth::Required,
+                &alpn,
+            )?,
+            client: outpost_certs::client_config(ca.cert_pem(), Some(&identity), &alpn)?,
+            server_name: outpost_certs::node_server_name,
+            authorize: Arc::new(|der| match outpost_certs::role_of(der) {
+                Ok(outpost_certs::Role::Node(id)) => Ok(id),
+                Ok(other) => Err(format!("{other:?} is not a node")),
+                Err(e) => Err(e.to_string()),
+            }),
+        })
+    }
+
+    async fn start_in(
+        dir: &std::path::Path,
+        tls: PeerTls,
+        tuning: RaftTuning,
+    ) -> anyhow::Result<Result<RaftNode, NodeError>> {
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await?;
+        Ok(RaftNode::start(NodeConfig {
+            id: 1,
+            data_dir: dir.to_path_buf(),
+            peer_listener,
+            tls,
+            tuning,
+        })
+        .await)
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_stopped_node_keeps_its_cause() -> anyhow::Result<()> {
+        use openraft::error::Fatal;
+        let dir = tempfile::tempdir()?;
+        let tuning = RaftTuning {
+            write_timeout_ms: 5_000,
+            ..RaftTuning::default()
+        };
+        let node = start_in(dir.path(), peer_tls()?, tuning).await??;
+        node.initialize(PeerNode {
+            name: "n1".into(),
+            api_addr: "127.0.0.1:1".into(),
+            peer_addr: "127.0.0.1:1".into(),
+        })
+        .await?;
+        let env = || env("test", 1);
+        node.linearizable_barrier(Duration::from_secs(20)).await?;
+        // Committed (applied or rejected by storage, either way through Raft).
+        let _outcome = node.write(env()).await?;
+
+        // openraft stops; the batcher still runs and answers with openraft's own error.
+        node.inner.raft.shutdown().await?;
+        let e = match node.write(env()).await {
+            Err(e @ WriteError::Stopped(_)) => e,
+            other => anyhow::bail!("expected Stopped, got {other:?}"),
+        };
+        let raft = source_as::<StopCause>(&e).and_then(|c| source_as::<RaftWriteError>(c));
+        assert!(
+            matches!(raft, Some(RaftError::Fatal(Fatal::Stopped))),
+            "{e}: {raft:?}"
+        );
+
+        // The batcher is gone too.
+        node.shutdown().await;
+        let e = match node.write(env()).await {
+            Err(e @ WriteError::Stopped(_)) => e,
+            other => anyhow::bail!("expected Stopped, got {other:?}"),
+        };
+        assert!(
+            matches!(
+                source_as::<StopCause>(&e),
+                Some(StopCause::Batcher | StopCause::Dropped)
+            ),
+            "{e}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn start_reports_which_store_failed_with_its_cause() -> anyhow::Result<()> {
+        type Check = fn(&NodeError) -> bool;
+        // (what is broken in the data directory, what start says)
+        let cases: Vec<(&str, &str, Check)> = vec![
+            ("raft.db", "garbage", |e| {
+                matches!(e, NodeError::LogStore(LogStoreError::Sqlite { .. }))
+                    && source_as::<rusqlite::Error>(e).is_some()
+            }),
+            ("state.db", "garbage", |e| {
+                matches!(e, NodeError::State(_))
+                    && source_as::<outpost_storage::StorageError>(e).is_some()
+            }),
+            ("snapshots", "a file", |e| {
+                matches!(e, NodeError::SnapshotDir { .. })
+                    && source_as::<std::io::Error>(e).is_some()
+            }),
+        ];
+        let tls = peer_tls()?;
+        for (file, what, check) in cases {
+            let dir = tempfile::tempdir()?;
+            std::fs::write(dir.path().join(file), vec![0x5a; 8192])?;
+            match start_in(dir.path(), tls.clone(), RaftTuning::default()).await? {
+                Err(e) => assert!(check(&e), "{file} is {what}: {e:?}"),
+                Ok(node) => {
+                    node.shutdown().await;
+                    anyhow::bail!("{file} is {what}: started");
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]

@@ -30,21 +30,39 @@ struct AppliedMarker {
     membership: StoredMembership,
 }
 
-/// A condition that stopped this node from applying, shown by `status` (e.g. an upgrade is needed).
+/// Why this node stopped applying committed entries (e.g. it needs an upgrade), with the
+/// storage error that stopped it. Cheap to clone: every refused write carries it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("stopped applying: {source}; install a newer outpost release on this node")]
+pub struct StoppedApplying {
+    #[source]
+    source: Arc<DbError>,
+}
+
+impl StoppedApplying {
+    pub(crate) fn new(source: DbError) -> StoppedApplying {
+        StoppedApplying {
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// A condition that stopped this node from applying, shown by `status` and returned to
+/// writes and reads.
 #[derive(Debug, Default)]
 pub struct Health {
-    fatal: std::sync::Mutex<Option<String>>,
+    fatal: std::sync::Mutex<Option<StoppedApplying>>,
 }
 
 impl Health {
-    pub fn fatal(&self) -> Option<String> {
+    pub fn fatal(&self) -> Option<StoppedApplying> {
         self.fatal
             .lock()
             .map(|g| g.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    fn set_fatal(&self, why: String) {
+    fn set_fatal(&self, why: StoppedApplying) {
         match self.fatal.lock() {
             Ok(mut g) => *g = Some(why),
             Err(p) => *p.into_inner() = Some(why),
@@ -80,8 +98,9 @@ impl StateMachine {
         })
     }
 
-    fn snapshot_io(e: impl std::fmt::Display) -> StorageError {
-        StorageIOError::write_snapshot(None, AnyError::error(e)).into()
+    /// A snapshot I/O failure for openraft; `AnyError::new` keeps `e`'s source chain.
+    fn snapshot_io<E: std::error::Error + 'static>(e: E) -> StorageError {
+        StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
     }
 }
 
@@ -258,14 +277,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let results = match self.store.apply(payloads, marker_bytes).await {
             Ok(r) => r,
             Err(e) => {
-                if let DbError::NeedsUpgrade { .. } = &e {
-                    self.health.set_fatal(format!(
-                        "stopped applying: {e}; install a newer outpost release on this node"
-                    ));
-                }
                 tracing::error!(error = %e, "applying committed entries failed; this node stops applying");
                 let id = last.unwrap_or_default();
-                return Err(StorageIOError::apply(id, AnyError::new(&e)).into());
+                let err = StorageIOError::apply(id, AnyError::new(&e)).into();
+                if let DbError::NeedsUpgrade { .. } = &e {
+                    self.health.set_fatal(StoppedApplying::new(e));
+                }
+                return Err(err);
             }
         };
         self.membership = Some(membership);

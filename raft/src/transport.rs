@@ -127,15 +127,28 @@ pub enum TransportError {
         source: std::io::Error,
     },
     #[error("node {0}: invalid server name: {1}")]
-    ServerName(NodeId, String),
+    ServerName(NodeId, #[source] rustls::pki_types::InvalidDnsNameError),
     #[error("node {0}: connection closed")]
     Closed(NodeId),
     #[error("node {0}: no answer within {1:?}")]
     Timeout(NodeId, Duration),
     #[error("node {0}: encoding a frame: {1}")]
-    Encode(NodeId, String),
+    Encode(NodeId, #[source] FrameError),
+    /// The peer answered with another kind of response (its Debug text).
     #[error("node {0}: unexpected response {1}")]
     Unexpected(NodeId, String),
+}
+
+/// Why a frame could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Encode(#[source] bincode::error::EncodeError),
+    #[error("frame of {bytes} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge { bytes: usize },
+    /// Only an entry written before the entry cap existed can be this large.
+    #[error("log entry {index} alone does not fit the {MAX_FRAME}-byte frame limit")]
+    EntryTooLarge { index: u64 },
 }
 
 /// Outgoing connections, one per target node, shared by Raft replication and the node.
@@ -210,8 +223,8 @@ async fn dial_with(
             source,
         })?;
     let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(server_name)
-        .map_err(|e| TransportError::ServerName(target, e.to_string()))?;
+    let name =
+        ServerName::try_from(server_name).map_err(|e| TransportError::ServerName(target, e))?;
     let connector = tokio_rustls::TlsConnector::from(client);
     let tls = tokio::time::timeout(Duration::from_secs(3), connector.connect(name, tcp))
         .await
@@ -400,13 +413,10 @@ pub(crate) fn entries_that_fit(
     }
 }
 
-fn encode_frame(frame: &Frame) -> Result<Vec<u8>, String> {
-    let body = codec::encode(frame).map_err(|e| e.to_string())?;
+fn encode_frame(frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    let body = codec::encode(frame).map_err(FrameError::Encode)?;
     if body.len() > MAX_FRAME {
-        return Err(format!(
-            "frame of {} bytes exceeds the {MAX_FRAME}-byte limit",
-            body.len()
-        ));
+        return Err(FrameError::TooLarge { bytes: body.len() });
     }
     let mut out = Vec::with_capacity(4 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -426,10 +436,14 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> std::io::Res
     }
     let mut buf = vec![0u8; len];
     rd.read_exact(&mut buf).await?;
-    codec::decode(&buf).map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("peer frame: {e}"))
-    })
+    codec::decode(&buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, BadFrame(e)))
 }
+
+/// A peer frame that did not decode (inside an `io::Error`, as the connection tasks see it).
+#[derive(Debug, thiserror::Error)]
+#[error("peer frame: {0}")]
+struct BadFrame(#[source] bincode::error::DecodeError);
 
 /// What the listener does with a request from an authenticated peer.
 pub(crate) trait PeerHandler: Clone + Send + Sync + 'static {
@@ -598,10 +612,13 @@ async fn serve_conn<H: PeerHandler>(
             let resp = handler.handle(from, req).await;
             let bytes = match encode_frame(&Frame::Response(id, resp)) {
                 Ok(b) => b,
-                Err(e) => match encode_frame(&Frame::Response(id, PeerResponse::Failed(e))) {
-                    Ok(b) => b,
-                    Err(_) => return,
-                },
+                // The reason crosses the wire as text.
+                Err(e) => {
+                    match encode_frame(&Frame::Response(id, PeerResponse::Failed(e.to_string()))) {
+                        Ok(b) => b,
+                        Err(_) => return,
+                    }
+                }
             };
             let _ = out.send(bytes).await;
         });
@@ -682,13 +699,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 // Only an entry written before the entry cap existed can be this large.
                 let e = TransportError::Encode(
                     self.target,
-                    format!(
-                        "log entry {} alone does not fit the {MAX_FRAME}-byte frame limit",
-                        rpc.entries
-                            .first()
-                            .map(|e| e.log_id.index.to_string())
-                            .unwrap_or_default()
-                    ),
+                    FrameError::EntryTooLarge {
+                        index: rpc.entries.first().map(|e| e.log_id.index).unwrap_or(0),
+                    },
                 );
                 tracing::error!(target = self.target, error = %e, "cannot replicate");
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
@@ -786,7 +799,7 @@ mod tests {
     }
 
     #[test]
-    fn an_append_entries_over_the_frame_limit_is_split() -> Result<(), String> {
+    fn an_append_entries_over_the_frame_limit_is_split() -> Result<(), Box<dyn std::error::Error>> {
         let cap = outpost_storage::MAX_ENTRY_BYTES;
         let prev = Some(LogId::new(CommittedLeaderId::new(3, 1), 0));
         let rpc = AppendEntriesRequest::<TypeConfig> {
@@ -815,7 +828,13 @@ mod tests {
         };
         let fits = encode_frame(&frame(n))?;
         assert!(fits.len() <= MAX_FRAME + 4);
-        assert!(encode_frame(&frame(n + 1)).is_err());
+        match encode_frame(&frame(n + 1)) {
+            Err(FrameError::TooLarge { bytes }) => assert!(bytes > MAX_FRAME, "{bytes}"),
+            other => {
+                let got = other.map(|b| b.len());
+                return Err(format!("{} entries: {got:?}", n + 1).into());
+            }
+        }
         // One entry at the cap always fits (the compile-time assertion, checked for real).
         assert_eq!(
             entries_that_fit(header, [sizes[0]], MAX_FRAME),

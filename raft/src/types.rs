@@ -58,6 +58,18 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
 pub type Snapshot = openraft::Snapshot<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type RaftMetrics = openraft::RaftMetrics<NodeId, PeerNode>;
+/// Raft stopped for good (a storage failure, a panic, or shutdown).
+pub type RaftFatal = openraft::error::Fatal<NodeId>;
+/// What a client write or a membership change (`client_write`, `add_learner`,
+/// `change_membership`) fails with.
+pub type RaftWriteError =
+    openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, PeerNode>>;
+/// What `initialize` fails with.
+pub type RaftInitError =
+    openraft::error::RaftError<NodeId, openraft::error::InitializeError<NodeId, PeerNode>>;
+/// What a read-index request (`get_read_log_id`) fails with.
+pub type RaftReadIndexError =
+    openraft::error::RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, PeerNode>>;
 
 /// Snapshot bytes as a file on disk, with its path so an install can hand it to storage.
 /// Small snapshots received in memory are never needed: everything streams through files.
