@@ -8,21 +8,8 @@
 
 pub mod agent;
 pub mod api;
-pub mod bench;
 pub mod blobs;
-pub mod bundles;
 pub mod cli;
-pub mod client;
-pub mod clients;
-pub mod datadir;
-pub mod demo;
-pub mod deployments;
-pub mod discovery;
-pub mod fields;
-pub mod inventory;
-pub mod limits;
-pub mod localcluster;
-pub mod refusals;
-pub mod runtime;
-pub mod server;
-pub mod token;
+pub mod harness;
+pub mod node;
+pub mod shared;

@@ -26,7 +26,7 @@ use outpost_storage::{BundleRecord, Command, SignedBundle};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::client::ApiClient;
+use crate::shared::client::ApiClient;
 
 /// What `bundle import` needs from the replicated state.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,10 +10,10 @@ use outpost_storage::Scope;
 use serde::Serialize;
 
 use crate::api::{ConfigSetRequest, ConfigSetResponse, StatusView};
-use crate::client::{ApiClient, Endpoint};
-use crate::datadir::DataDir;
-use crate::localcluster::{LocalCluster, LocalOptions};
-use crate::runtime::local_client;
+use crate::harness::localcluster::{LocalCluster, LocalOptions};
+use crate::node::local_client;
+use crate::shared::client::{ApiClient, Endpoint};
+use crate::shared::datadir::DataDir;
 
 pub struct WriteBench {
     pub clients: usize,
@@ -280,8 +280,8 @@ impl std::fmt::Display for SyncReport {
 /// TLS connection to one node (spread over every member), and fetches its effective
 /// configuration once per interval.
 pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
-    use crate::clients::{EnrollRequest, EnrollResponse};
-    use crate::token::Token;
+    use crate::api::clients::{EnrollRequest, EnrollResponse};
+    use crate::shared::token::Token;
     if opts.clients == 0 || opts.seconds == 0 {
         bail!("--clients and --seconds must be positive");
     }
@@ -330,7 +330,7 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
                 match client.call(Method::POST, "/v1/enroll", Some(&req)).await {
                     Err(e)
                         if waited < Duration::from_secs(600)
-                            && e.downcast_ref::<crate::client::ApiFailure>()
+                            && e.downcast_ref::<crate::shared::client::ApiFailure>()
                                 .is_some_and(|f| {
                                     f.status == hyper::StatusCode::TOO_MANY_REQUESTS
                                 }) =>
@@ -526,7 +526,7 @@ pub async fn bundle(size_mib: u64, work: &std::path::Path) -> Result<BundleRepor
     let deadline = Instant::now() + Duration::from_secs(600);
     let client = local_client(&cluster.nodes[leader].dir);
     let all_nodes_s = loop {
-        let v: crate::bundles::ListView =
+        let v: crate::api::bundles::ListView =
             client.call(Method::GET, "/v1/bundles", None::<&()>).await?;
         let done = v.bundles.iter().all(|b| {
             b.payloads

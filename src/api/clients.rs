@@ -17,7 +17,7 @@ use outpost_storage::{ClientRecord, Command, TokenKind};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::token::secret_sha256;
+use crate::shared::token::secret_sha256;
 
 /// Client certificates live 90 days; agents renew them (later) when a third is left.
 pub const CLIENT_CERT_DAYS: u32 = 90;
@@ -51,7 +51,7 @@ pub fn client_validity(now: i64) -> Validity {
         .ok()
         .and_then(|v| v.parse::<i64>().ok())
         .filter(|s| *s > 0);
-    crate::deployments::validity(now, secs)
+    crate::api::deployments::validity(now, secs)
 }
 
 fn new_client_id() -> String {
@@ -62,23 +62,23 @@ fn new_client_id() -> String {
 }
 
 pub async fn enroll(
-    _: crate::limits::RateLimited,
+    _: crate::api::limits::RateLimited,
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    remote: Option<Extension<crate::limits::Remote>>,
+    remote: Option<Extension<crate::api::limits::Remote>>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, axum::response::Response> {
     use axum::response::IntoResponse;
-    let source = remote.map(|Extension(crate::limits::Remote(addr))| addr.ip());
+    let source = remote.map(|Extension(crate::api::limits::Remote(addr))| addr.ip());
     let refuse =
         |e: ApiError, reason: &'static str| st.refusals.refuse("enroll", reason, source, e);
     // Checked against local state only: a request refused here leaves no Raft entry, no audit
     // row and no certificate.
     let bad = |e: ApiError| refuse(e, "malformed");
-    crate::fields::id("token id", &req.token_id).map_err(bad)?;
-    crate::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
-    crate::fields::hostname(&req.hostname).map_err(bad)?;
-    crate::fields::csr(&req.csr_pem).map_err(bad)?;
+    crate::api::fields::id("token id", &req.token_id).map_err(bad)?;
+    crate::api::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
+    crate::api::fields::hostname(&req.hostname).map_err(bad)?;
+    crate::api::fields::csr(&req.csr_pem).map_err(bad)?;
     let secret_sha256 = secret_sha256(&req.secret);
     st.check_token(&req.token_id, &secret_sha256, TokenKind::Client)
         .await
@@ -343,7 +343,7 @@ pub async fn inventory_query(
             continue;
         }
         if let Some((path, want)) = &fact
-            && !crate::inventory::matches(&inv.facts, path, want)
+            && !crate::agent::inventory::matches(&inv.facts, path, want)
         {
             continue;
         }

@@ -6,6 +6,8 @@
 //! timeout the agent moves to the next node it knows; a refusal (revoked, not enrolled)
 //! stops it with the reason.
 
+pub mod inventory;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,9 +17,9 @@ use hyper::Method;
 use outpost_certs::{ANY_NODE_SERVER_NAME, Fingerprint, TlsIdentity};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ApiClient, ApiFailure, Endpoint};
-use crate::clients::{EnrollRequest, EnrollResponse};
-use crate::token::Token;
+use crate::api::clients::{EnrollRequest, EnrollResponse};
+use crate::shared::client::{ApiClient, ApiFailure, Endpoint};
+use crate::shared::token::Token;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentFile {
@@ -90,7 +92,7 @@ pub async fn enroll(
         token.addrs.clone()
     } else {
         // No address given or carried: find the token's cluster by mDNS.
-        let found = crate::discovery::browse_api_addrs(
+        let found = crate::node::discovery::browse_api_addrs(
             &outpost_discovery::DiscoveryConfig::default(),
             &token.cluster_id,
             discover_timeout,
@@ -190,7 +192,7 @@ pub struct SyncReport {
 /// Gathers the facts and uploads them when their hash differs from the last upload's.
 async fn upload_inventory_if_changed(client: &ApiClient, paths: &Paths) -> Result<bool> {
     use sha2::Digest;
-    let facts = tokio::task::spawn_blocking(crate::inventory::gather).await?;
+    let facts = tokio::task::spawn_blocking(crate::agent::inventory::gather).await?;
     // serde_json::Value keeps keys sorted: the same facts give the same bytes and hash.
     let sha = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&facts)?));
     let last = std::fs::read_to_string(paths.inventory_hash()).unwrap_or_default();
@@ -221,7 +223,7 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
     let read = |p: PathBuf| {
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     };
-    crate::deployments::finish_renewal(&paths.dir)?;
+    crate::api::deployments::finish_renewal(&paths.dir)?;
     let ca = read(paths.ca())?;
     let id = TlsIdentity::from_pem(&read(paths.cert())?, &read(paths.key())?, &ca)?;
     let tls = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
@@ -231,7 +233,7 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
     }
     if file.mdns {
         // Every known node failed: the cluster may have moved (DHCP). Look for it again.
-        let found = crate::discovery::browse_api_addrs(
+        let found = crate::node::discovery::browse_api_addrs(
             &outpost_discovery::DiscoveryConfig::default(),
             &file.cluster_id,
             Duration::from_secs(3),
@@ -291,11 +293,12 @@ async fn sync_with(client: &ApiClient, server: &str, paths: &Paths) -> Result<Sy
         .call(Method::GET, "/v1/agent/config", None::<&()>)
         .await?;
     outpost_certs::write_public_file(&paths.config(), &serde_json::to_vec_pretty(&config)?)?;
-    crate::deployments::confirm_renewal_if_pending(client, &paths.dir).await?;
+    crate::api::deployments::confirm_renewal_if_pending(client, &paths.dir).await?;
     let inventory_uploaded = upload_inventory_if_changed(client, paths).await?;
-    let deployments = crate::deployments::agent_step(client, &paths.dir, &config).await?;
+    let deployments = crate::api::deployments::agent_step(client, &paths.dir, &config).await?;
     let renewed =
-        crate::deployments::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000).await?;
+        crate::api::deployments::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000)
+            .await?;
     Ok(SyncReport {
         server: server.to_string(),
         config_keys: config.len(),

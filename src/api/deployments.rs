@@ -28,9 +28,9 @@ use outpost_certs::{Role, Validity};
 use outpost_storage::{Assignment, Command, DeploymentRecord, DeploymentResult, DeploymentStatus};
 use serde::{Deserialize, Serialize};
 
+use crate::api::clients::authorized_client;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::client::ApiClient;
-use crate::clients::authorized_client;
+use crate::shared::client::ApiClient;
 
 /// A failed install is retried on later syncs at most this many times in all.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -215,7 +215,7 @@ pub async fn renew(
                 .into_response(),
         );
     };
-    crate::fields::csr(&req.csr_pem).map_err(IntoResponse::into_response)?;
+    crate::api::fields::csr(&req.csr_pem).map_err(IntoResponse::into_response)?;
     let key_sha256 = outpost_certs::check_csr(&req.csr_pem).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -232,7 +232,7 @@ pub async fn renew(
         .ok_or_else(|| {
             ApiError::new(StatusCode::FORBIDDEN, "client is not enrolled").into_response()
         })?;
-    let validity = crate::clients::client_validity(now_ms / 1000);
+    let validity = crate::api::clients::client_validity(now_ms / 1000);
     let sign = |serial: &outpost_certs::Serial| {
         st.ca
             .issue_with_serial(
@@ -600,7 +600,7 @@ async fn fetch(client: &ApiClient, state_dir: &Path, d: &DeploymentRecord) -> Re
         bail!(
             "deployment {} names sha256 {} which is not 64 lowercase hex digits; refused",
             d.id,
-            crate::fields::shown(&d.sha256)
+            crate::api::fields::shown(&d.sha256)
         );
     }
     let dir = state_dir.join("artifacts");
@@ -807,7 +807,7 @@ pub async fn confirm_renewal_if_pending(client: &ApiClient, state_dir: &Path) ->
         Ok(_) => {}
         // Already superseded or confirmed elsewhere: nothing left to confirm.
         Err(e)
-            if e.downcast_ref::<crate::client::ApiFailure>()
+            if e.downcast_ref::<crate::shared::client::ApiFailure>()
                 .is_some_and(|f| f.status == StatusCode::CONFLICT) => {}
         Err(e) => return Err(e.context("confirming the renewed certificate")),
     }
@@ -846,7 +846,7 @@ pub fn validity(now: i64, secs: Option<i64>) -> Validity {
             not_before_unix: now,
             not_after_unix: now.saturating_add(s),
         },
-        None => Validity::days_from(now, crate::clients::CLIENT_CERT_DAYS),
+        None => Validity::days_from(now, crate::api::clients::CLIENT_CERT_DAYS),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Node start-up, in one place: `init`, `join` and `serve` (and so the demo and the tests,
 //! which run the real binary) all start a node through `start`.
 
+pub mod discovery;
+pub mod server;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,9 +21,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, JoinRequest, JoinResponse};
-use crate::client::{ApiClient, ApiFailure, Endpoint};
-use crate::datadir::{DataDir, NODE_CONFIG_FORMAT, NodeFile};
-use crate::token::Token;
+use crate::shared::client::{ApiClient, ApiFailure, Endpoint};
+use crate::shared::datadir::{DataDir, NODE_CONFIG_FORMAT, NodeFile};
+use crate::shared::token::Token;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const API_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -31,7 +34,7 @@ pub struct Running {
     pub state: Arc<AppState>,
     tasks: Vec<JoinHandle<()>>,
     socket: std::path::PathBuf,
-    discovery: Option<crate::discovery::NodeDiscovery>,
+    discovery: Option<crate::node::discovery::NodeDiscovery>,
 }
 
 impl Running {
@@ -133,7 +136,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     };
     node.set_app_handler(blobs.peer_handler());
     // Caps, timeouts and rate limits of the API port (and their /metrics counters).
-    let limits = crate::limits::ApiLimits::new(crate::limits::LimitsConfig::from_env());
+    let limits = crate::api::limits::ApiLimits::new(crate::api::limits::LimitsConfig::from_env());
     let state = Arc::new(AppState {
         node: node.clone(),
         node_id: file.node_id,
@@ -151,29 +154,30 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     });
     let app = api::router(state.clone());
     let tasks = vec![
-        tokio::spawn(crate::server::serve_tls(
+        tokio::spawn(crate::node::server::serve_tls(
             api_listener,
             api_tls,
             app.clone(),
             limits,
         )),
-        tokio::spawn(crate::server::serve_unix(unix, app)),
-        tokio::spawn(crate::clients::flush_last_seen(state.clone())),
+        tokio::spawn(crate::node::server::serve_unix(unix, app)),
+        tokio::spawn(crate::api::clients::flush_last_seen(state.clone())),
         tokio::spawn(blobs.replicate()),
     ];
     tracing::info!(node = file.node_id, name = %file.name, api = %file.api_addr, peer = %file.peer_addr, "node started");
     // Discovery is a hint: if mDNS cannot start, the node still serves (static peers and the
     // addresses in node rows keep working), and says so loudly.
-    let discovery = match crate::discovery::NodeDiscovery::start(&file, node.clone(), peer_client) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "discovery did not start: this node is not advertised and re-addresses no peer"
-            );
-            None
-        }
-    };
+    let discovery =
+        match crate::node::discovery::NodeDiscovery::start(&file, node.clone(), peer_client) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "discovery did not start: this node is not advertised and re-addresses no peer"
+                );
+                None
+            }
+        };
     Ok(Running {
         node,
         state,

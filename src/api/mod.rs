@@ -2,6 +2,13 @@
 //! local Unix socket (root only, no certificate). One router for both; the connection decides
 //! who the caller is, the handlers decide what the caller may do.
 
+pub mod bundles;
+pub mod clients;
+pub mod deployments;
+pub mod fields;
+pub mod limits;
+pub mod refusals;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +25,7 @@ use outpost_storage::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::token::{Token, secret_sha256};
+use crate::shared::token::{Token, secret_sha256};
 
 /// Who is calling, decided per connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,12 +121,12 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// Refused unauthenticated requests, counted by reason and logged at most once per source
     /// address per minute.
-    pub refusals: crate::refusals::Refusals,
+    pub refusals: crate::api::refusals::Refusals,
     /// The last answer of the readiness probe (a read-index round trip), reused for a second
     /// so that a flood of anonymous `/readyz` requests costs the leader nothing.
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
     /// Connection caps, timeouts and the enroll/join rate limit of the API port.
-    pub limits: Arc<crate::limits::ApiLimits>,
+    pub limits: Arc<crate::api::limits::ApiLimits>,
 }
 
 /// Whether this node serves a committing cluster, and if not, why.
@@ -153,48 +160,48 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/config/{key}", get(config_get).delete(config_delete))
         .route("/v1/audit", get(audit))
         .route("/v1/config-effective/{client}", get(config_effective))
-        .route("/v1/enroll", post(crate::clients::enroll))
-        .route("/v1/agent/config", get(crate::clients::agent_config))
+        .route("/v1/enroll", post(crate::api::clients::enroll))
+        .route("/v1/agent/config", get(crate::api::clients::agent_config))
         .route(
             "/v1/agent/inventory",
-            axum::routing::put(crate::clients::agent_inventory)
+            axum::routing::put(crate::api::clients::agent_inventory)
                 .layer(DefaultBodyLimit::max(INVENTORY_BODY_LIMIT)),
         )
-        .route("/v1/inventory", get(crate::clients::inventory_query))
+        .route("/v1/inventory", get(crate::api::clients::inventory_query))
         .route(
             "/v1/inventory/{client}",
-            get(crate::clients::inventory_show),
+            get(crate::api::clients::inventory_show),
         )
-        .route("/v1/clients", get(crate::clients::list))
-        .route("/v1/clients/{id}", get(crate::clients::show))
-        .route("/v1/clients/{id}/revoke", post(crate::clients::revoke))
+        .route("/v1/clients", get(crate::api::clients::list))
+        .route("/v1/clients/{id}", get(crate::api::clients::show))
+        .route("/v1/clients/{id}/revoke", post(crate::api::clients::revoke))
         .route(
             "/v1/bundles",
-            get(crate::bundles::list)
-                .post(crate::bundles::commit)
+            get(crate::api::bundles::list)
+                .post(crate::api::bundles::commit)
                 .layer(DefaultBodyLimit::max(BUNDLE_BODY_LIMIT)),
         )
-        .route("/v1/bundles/context", get(crate::bundles::context))
+        .route("/v1/bundles/context", get(crate::api::bundles::context))
         .route(
             "/v1/deployments",
-            get(crate::deployments::list).post(crate::deployments::create),
+            get(crate::api::deployments::list).post(crate::api::deployments::create),
         )
-        .route("/v1/deployments/{id}", get(crate::deployments::status))
+        .route("/v1/deployments/{id}", get(crate::api::deployments::status))
         .route(
             "/v1/agent/assignments",
-            get(crate::deployments::assignments),
+            get(crate::api::deployments::assignments),
         )
         .route(
             "/v1/agent/artifacts/{sha256}",
-            get(crate::deployments::artifact),
+            get(crate::api::deployments::artifact),
         )
-        .route("/v1/agent/results", post(crate::deployments::report))
-        .route("/v1/agent/renew", post(crate::deployments::renew))
+        .route("/v1/agent/results", post(crate::api::deployments::report))
+        .route("/v1/agent/renew", post(crate::api::deployments::renew))
         .route(
             "/v1/agent/renew/confirm",
-            post(crate::deployments::renew_confirm),
+            post(crate::api::deployments::renew_confirm),
         )
-        .route("/v1/bundles/gc", post(crate::bundles::gc))
+        .route("/v1/bundles/gc", post(crate::api::bundles::gc))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -650,7 +657,7 @@ async fn create_token(
         ));
     }
     for g in &req.groups {
-        crate::fields::id("group", g)?;
+        crate::api::fields::id("group", g)?;
     }
     let addrs = st
         .node
@@ -687,24 +694,24 @@ async fn create_token(
 }
 
 async fn join(
-    _: crate::limits::RateLimited,
+    _: crate::api::limits::RateLimited,
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    remote: Option<Extension<crate::limits::Remote>>,
+    remote: Option<Extension<crate::api::limits::Remote>>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>, Response> {
-    let source = remote.map(|Extension(crate::limits::Remote(addr))| addr.ip());
+    let source = remote.map(|Extension(crate::api::limits::Remote(addr))| addr.ip());
     let refuse = |e: ApiError, reason: &'static str| st.refusals.refuse("join", reason, source, e);
     // Everything below is checked against local state only: a request that fails here leaves
     // no Raft entry, no audit row and no certificate.
     let bad = |e: ApiError| refuse(e, "malformed");
-    crate::fields::id("token id", &req.token_id).map_err(bad)?;
-    crate::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
-    crate::fields::id("node name", &req.name).map_err(bad)?;
-    crate::fields::host_port("api address", &req.api_addr).map_err(bad)?;
-    crate::fields::host_port("peer address", &req.peer_addr).map_err(bad)?;
-    crate::fields::text("version", &req.version, 64).map_err(bad)?;
-    crate::fields::csr(&req.csr_pem).map_err(bad)?;
+    crate::api::fields::id("token id", &req.token_id).map_err(bad)?;
+    crate::api::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
+    crate::api::fields::id("node name", &req.name).map_err(bad)?;
+    crate::api::fields::host_port("api address", &req.api_addr).map_err(bad)?;
+    crate::api::fields::host_port("peer address", &req.peer_addr).map_err(bad)?;
+    crate::api::fields::text("version", &req.version, 64).map_err(bad)?;
+    crate::api::fields::csr(&req.csr_pem).map_err(bad)?;
     let secret_sha256 = secret_sha256(&req.secret);
     st.check_token(&req.token_id, &secret_sha256, TokenKind::Node)
         .await
@@ -781,7 +788,7 @@ async fn token_revoke(
     Path(id): Path<String>,
 ) -> ApiResult<serde_json::Value> {
     caller.require_admin()?;
-    crate::fields::id("token id", &id)?;
+    crate::api::fields::id("token id", &id)?;
     st.commit(&caller, Command::RevokeToken { id: id.clone() })
         .await?;
     Ok(Json(serde_json::json!({ "revoked": id })))
@@ -793,7 +800,7 @@ async fn admin_revoke(
     Path(name): Path<String>,
 ) -> ApiResult<serde_json::Value> {
     caller.require_admin()?;
-    crate::fields::text("admin name", &name, 64)?;
+    crate::api::fields::text("admin name", &name, 64)?;
     let at_ms = outpost_raft::now_ms();
     st.commit(&caller, Command::RevokeAdmin { name: name.clone() })
         .await?;
@@ -836,10 +843,10 @@ async fn config_set(
     Json(req): Json<ConfigSetRequest>,
 ) -> ApiResult<ConfigSetResponse> {
     caller.require_admin()?;
-    crate::fields::config_key(&req.key)?;
-    crate::fields::config_value(&req.key, &req.value)?;
+    crate::api::fields::config_key(&req.key)?;
+    crate::api::fields::config_value(&req.key, &req.value)?;
     if let Scope::Group(g) | Scope::Client(g) = &req.scope {
-        crate::fields::id("scope", g)?;
+        crate::api::fields::id("scope", g)?;
     }
     if req.key.starts_with(HANDLER_PREFIX) {
         return Err(ApiError::new(

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use hyper::Method;
 
 use crate::api::StatusView;
-use crate::runtime::local_client;
+use crate::node::local_client;
 
 /// Settings for every node of a local cluster.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::api::Caller;
-use crate::limits::{Activity, ApiLimits, Closed, Remote, Slot, Watched};
+use crate::api::limits::{Activity, ApiLimits, Closed, Remote, Slot, Watched};
 
 pub async fn serve_tls(
     listener: TcpListener,
@@ -32,7 +32,7 @@ pub async fn serve_tls(
     limits: Arc<ApiLimits>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let mut prune = tokio::time::interval(crate::limits::PRUNE_EVERY);
+    let mut prune = tokio::time::interval(crate::api::limits::PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let accepted = tokio::select! {
@@ -144,7 +144,7 @@ async fn tls_conn(
 
 /// The local socket is root-only: no caps, but the idle timeout of authenticated connections.
 pub async fn serve_unix(listener: UnixListener, app: Router) {
-    let idle = crate::limits::LimitsConfig::default().idle_authenticated;
+    let idle = crate::api::limits::LimitsConfig::default().idle_authenticated;
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(x) => x,

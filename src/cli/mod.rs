@@ -11,9 +11,9 @@ use outpost_raft::RaftTuning;
 use outpost_storage::{ConfigEntry, NodeRecord, Scope};
 
 use crate::api::{ConfigSetRequest, ConfigSetResponse, StatusView, TokenRequest, TokenResponse};
-use crate::client::{ApiClient, Endpoint};
-use crate::datadir::DataDir;
-use crate::runtime;
+use crate::node;
+use crate::shared::client::{ApiClient, Endpoint};
+use crate::shared::datadir::DataDir;
 
 const DEFAULT_DATA_DIR: &str = "/var/lib/outpost";
 
@@ -126,12 +126,12 @@ struct NetArgs {
 }
 
 impl NetArgs {
-    fn options(&self) -> Result<runtime::NetOptions> {
+    fn options(&self) -> Result<node::NetOptions> {
         for p in &self.static_peers {
             outpost_discovery::PeerSpec::parse(p)
                 .with_context(|| format!("--static-peer {p:?}"))?;
         }
-        Ok(runtime::NetOptions {
+        Ok(node::NetOptions {
             api_listen: self.api_listen.clone(),
             peer_listen: self.peer_listen.clone(),
             discovery: outpost_discovery::DiscoveryConfig {
@@ -697,7 +697,7 @@ pub(crate) fn urlencode(s: &str) -> String {
 /// The node to talk to: the remote one named by --server, or the local socket.
 fn api(remote: &Remote, dir: &DataDirArg) -> Result<ApiClient> {
     match &remote.server {
-        None => Ok(runtime::local_client(&dir.data_dir)),
+        None => Ok(node::local_client(&dir.data_dir)),
         Some(server) => {
             let read = |p: &Option<PathBuf>, what: &str| -> Result<String> {
                 let p = p
@@ -734,10 +734,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             bundle_threshold,
         } => {
             let dd = DataDir::new(&dir.data_dir);
-            let bundle_trust = crate::bundles::initial_trust(&bundle_trust, bundle_threshold)?;
-            let out = runtime::init(
+            let bundle_trust = crate::api::bundles::initial_trust(&bundle_trust, bundle_threshold)?;
+            let out = node::init(
                 &dd,
-                runtime::InitOptions {
+                node::InitOptions {
                     name: addrs.name.clone(),
                     api_addr: addrs.api_addr.clone(),
                     peer_addr: addrs.peer_addr.clone(),
@@ -755,7 +755,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("client enrollment token: {}", out.client_token);
             println!(
                 "(the node token allows {} joins within an hour; later ones: outpost token create --kind node)",
-                runtime::INIT_NODE_TOKEN_USES
+                node::INIT_NODE_TOKEN_USES
             );
             println!("next: outpost serve --data-dir {}", dir.data_dir.display());
         }
@@ -768,9 +768,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             discover_timeout,
         } => {
             let dd = DataDir::new(&dir.data_dir);
-            let resp = runtime::join(
+            let resp = node::join(
                 &dd,
-                runtime::JoinOptions {
+                node::JoinOptions {
                     name: addrs.name.clone(),
                     api_addr: addrs.api_addr.clone(),
                     peer_addr: addrs.peer_addr.clone(),
@@ -790,7 +790,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 dir.data_dir.display()
             );
         }
-        Cmd::Serve { dir } => runtime::serve(&DataDir::new(&dir.data_dir)).await?,
+        Cmd::Serve { dir } => node::serve(&DataDir::new(&dir.data_dir)).await?,
         Cmd::Discover {
             timeout,
             cluster,
@@ -975,12 +975,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                     json,
                 },
         } => {
-            let opts = crate::bench::WriteBench {
+            let opts = crate::harness::bench::WriteBench {
                 clients,
                 seconds,
                 value_bytes,
             };
-            let report = crate::bench::write(&DataDir::new(&dir.data_dir), opts).await?;
+            let report = crate::harness::bench::write(&DataDir::new(&dir.data_dir), opts).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -1000,8 +1000,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                     json,
                 },
         } => {
-            let opts = crate::bench::FloodBench {
-                write: crate::bench::WriteBench {
+            let opts = crate::harness::bench::FloodBench {
+                write: crate::harness::bench::WriteBench {
                     clients,
                     seconds,
                     value_bytes,
@@ -1010,7 +1010,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 idle,
                 from,
             };
-            let report = crate::bench::flood(&DataDir::new(&dir.data_dir), opts).await?;
+            let report = crate::harness::bench::flood(&DataDir::new(&dir.data_dir), opts).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -1032,14 +1032,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "--election-timeout-ms".to_string(),
                 election_timeout_ms,
             ];
-            let report = crate::bench::failover(runs, node_args).await?;
+            let report = crate::harness::bench::failover(runs, node_args).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!("{report}");
             }
         }
-        Cmd::Demo { exit } => crate::demo::run(exit).await?,
+        Cmd::Demo { exit } => crate::harness::demo::run(exit).await?,
         Cmd::Bench {
             cmd:
                 BenchCmd::Sync {
@@ -1050,12 +1050,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                     json,
                 },
         } => {
-            let opts = crate::bench::SyncBench {
+            let opts = crate::harness::bench::SyncBench {
                 clients,
                 seconds,
                 interval: interval.into(),
             };
-            let report = crate::bench::sync(&DataDir::new(&dir.data_dir), opts).await?;
+            let report = crate::harness::bench::sync(&DataDir::new(&dir.data_dir), opts).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -1070,7 +1070,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     json,
                 },
         } => {
-            let report = crate::bench::bundle(size_mib, &work_dir).await?;
+            let report = crate::harness::bench::bundle(size_mib, &work_dir).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -1086,13 +1086,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 id,
                 dir,
             } => {
-                crate::deployments::create_cmd(&api(&remote, &dir)?, &artifact, &group, id).await?
+                crate::api::deployments::create_cmd(&api(&remote, &dir)?, &artifact, &group, id)
+                    .await?
             }
             DeploymentCmd::List { dir, json } => {
-                crate::deployments::list_cmd(&api(&remote, &dir)?, json).await?
+                crate::api::deployments::list_cmd(&api(&remote, &dir)?, json).await?
             }
             DeploymentCmd::Status { id, dir, json } => {
-                crate::deployments::status_cmd(&api(&remote, &dir)?, &id, json).await?
+                crate::api::deployments::status_cmd(&api(&remote, &dir)?, &id, json).await?
             }
         },
         Cmd::Client { cmd } => client(&remote, cmd).await?,
@@ -1246,7 +1247,7 @@ async fn config(remote: &Remote, cmd: ConfigCmd) -> Result<()> {
 }
 
 async fn bundle(remote: &Remote, cmd: BundleCmd) -> Result<()> {
-    use crate::bundles;
+    use crate::api::bundles;
     match cmd {
         BundleCmd::Keygen { out } => bundles::keygen(&out),
         BundleCmd::Create { spec, out } => {
@@ -1419,7 +1420,7 @@ async fn inventory(remote: &Remote, cmd: InventoryCmd) -> Result<()> {
                 q.push(format!("group={}", urlencode(g)));
             }
             let path = format!("/v1/inventory?{}", q.join("&"));
-            let found: Vec<crate::clients::InventoryMatch> =
+            let found: Vec<crate::api::clients::InventoryMatch> =
                 api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&found)?);
@@ -1436,7 +1437,7 @@ async fn inventory(remote: &Remote, cmd: InventoryCmd) -> Result<()> {
         }
         InventoryCmd::Show { client, json, dir } => {
             let path = format!("/v1/inventory/{}", urlencode(&client));
-            let v: crate::clients::InventoryView =
+            let v: crate::api::clients::InventoryView =
                 api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

@@ -20,8 +20,8 @@ use outpost_raft::RaftNode;
 use outpost_storage::{Command, Envelope, NodeRecord, NodeRole};
 use tokio::task::JoinHandle;
 
-use crate::datadir::NodeFile;
-use crate::runtime::VERSION;
+use crate::node::VERSION;
+use crate::shared::datadir::NodeFile;
 
 /// How long a failed check of (node, address) is remembered before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
