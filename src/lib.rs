@@ -13,3 +13,4 @@ pub mod cli;
 pub mod harness;
 pub mod node;
 pub mod shared;
+pub mod wire;

@@ -17,9 +17,9 @@ use hyper::Method;
 use outpost_certs::{ANY_NODE_SERVER_NAME, Fingerprint, TlsIdentity};
 use serde::{Deserialize, Serialize};
 
-use crate::api::clients::{EnrollRequest, EnrollResponse};
 use crate::shared::client::{ApiClient, ApiFailure, Endpoint};
 use crate::shared::token::Token;
+use crate::wire::{EnrollRequest, EnrollResponse};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentFile {

@@ -22,44 +22,18 @@ use outpost_bundles::{
     BlobStore, BundleType as WireBundleType, ChannelFloor, ImportContext, ImportOutcome, Limits,
     PayloadKind, Progress, PublicKey, TrustDocument, VerifiedBundle, VerifyOptions,
 };
-use outpost_storage::{BundleRecord, Command, SignedBundle};
-use serde::{Deserialize, Serialize};
+use outpost_storage::{Command, SignedBundle};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::shared::client::ApiClient;
-
-/// What `bundle import` needs from the replicated state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ContextView {
-    pub cluster_id: String,
-    pub trust_version: u64,
-    pub trust: TrustDocument,
-    pub channels: Vec<(String, u64, String)>,
-    /// Unix seconds: max of the voters' median clock and the newest accepted `created`.
-    pub time_floor: i64,
-}
-
-/// `bundle list`: every bundle with its payloads and which nodes hold each blob.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ListView {
-    /// Members of the cluster (id, name), to read `held_by` against.
-    pub nodes: Vec<(u64, String)>,
-    pub bundles: Vec<BundleRecord>,
-}
-
-/// The answer to a commit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CommitView {
-    /// False when the very same bundle was already imported.
-    pub imported: bool,
-}
+use crate::wire::{BundleCommit, BundleCommitted, BundleContext, BundleList, MAX_CONFIG_PAYLOAD};
 
 // ---- API ----------------------------------------------------------------------------------
 
 pub async fn context(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<ContextView> {
+) -> ApiResult<BundleContext> {
     caller.require_admin()?;
     st.node
         .linearizable_barrier(Duration::from_secs(5))
@@ -86,7 +60,7 @@ pub async fn context(
         .map(|m| m.id)
         .collect();
     let time_floor = crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await;
-    Ok(Json(ContextView {
+    Ok(Json(BundleContext {
         cluster_id: st.cluster_id.clone(),
         trust_version: trust.version,
         trust: doc,
@@ -101,10 +75,10 @@ pub async fn context(
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<ListView> {
+) -> ApiResult<BundleList> {
     caller.require_admin()?;
     let (bundles, nodes) = st.read(|r| Ok((r.bundles()?, r.nodes()?))).await?;
-    Ok(Json(ListView {
+    Ok(Json(BundleList {
         nodes: nodes
             .into_iter()
             .filter(|n| n.role != outpost_storage::NodeRole::Removed)
@@ -114,24 +88,12 @@ pub async fn list(
     }))
 }
 
-/// What `bundle import` posts to commit a bundle it stored: the exact signed bytes. The node
-/// verifies them against the trust in its state, finds every payload in its blob store,
-/// reads the `config` payloads, and proposes one `ImportSignedBundle`, which every node
-/// verifies again in `apply`. Nothing in the body is taken on trust.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CommitRequest {
-    /// base64 of the manifest bytes.
-    pub manifest: String,
-    /// base64 of the signature document bytes.
-    pub signatures: String,
-}
-
 /// Commits a bundle stored in this node's blob store by `bundle import` on this host.
 pub async fn commit(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Json(req): Json<CommitRequest>,
-) -> ApiResult<CommitView> {
+    Json(req): Json<BundleCommit>,
+) -> ApiResult<BundleCommitted> {
     use base64::Engine;
     if caller != Caller::Local {
         return Err(ApiError::new(
@@ -211,7 +173,7 @@ pub async fn commit(
             })),
         )
         .await?;
-    Ok(Json(CommitView {
+    Ok(Json(BundleCommitted {
         imported: done != outpost_storage::Response::Unchanged,
     }))
 }
@@ -342,7 +304,7 @@ pub fn initial_trust(keys: &[PathBuf], threshold: Option<usize>) -> Result<Optio
 
 /// `outpost bundle import FILE`: verify and store on this host's node, then commit.
 pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()> {
-    let ctx: ContextView = api
+    let ctx: BundleContext = api
         .call(
             hyper::Method::GET,
             "/v1/bundles/context",
@@ -391,7 +353,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
     };
     let secs = started.elapsed().as_secs_f64();
     let bytes: u64 = vb.payloads.iter().map(|p| p.size).sum();
-    let committed: Result<CommitView> = async {
+    let committed: Result<BundleCommitted> = async {
         let body = commit_body(&vb)?;
         api.call(hyper::Method::POST, "/v1/bundles", Some(&body))
             .await
@@ -435,7 +397,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
 
 /// The commit request for a verified bundle: its exact signed bytes. The `config` payloads
 /// are parsed here first only to refuse a bad one before the node is asked.
-fn commit_body(vb: &VerifiedBundle) -> Result<CommitRequest> {
+fn commit_body(vb: &VerifiedBundle) -> Result<BundleCommit> {
     use base64::Engine;
     for p in vb.payloads.iter().filter(|p| p.kind == PayloadKind::Config) {
         if p.size > MAX_CONFIG_PAYLOAD {
@@ -455,17 +417,14 @@ fn commit_body(vb: &VerifiedBundle) -> Result<CommitRequest> {
             .map_err(|e| anyhow!("config payload {}: {e}", p.name))?;
     }
     let b64 = base64::engine::general_purpose::STANDARD;
-    Ok(CommitRequest {
+    Ok(BundleCommit {
         manifest: b64.encode(&vb.manifest_bytes),
         signatures: b64.encode(&vb.signature_bytes),
     })
 }
 
-/// Largest `config` payload, in bytes.
-const MAX_CONFIG_PAYLOAD: u64 = 1 << 20;
-
 pub async fn list_cmd(api: &ApiClient, json: bool) -> Result<()> {
-    let v: ListView = api
+    let v: BundleList = api
         .call(hyper::Method::GET, "/v1/bundles", crate::cli::NO_BODY)
         .await?;
     if json {

@@ -14,34 +14,16 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use outpost_certs::{Role, Validity};
 use outpost_storage::{ClientRecord, Command, TokenKind};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::shared::token::secret_sha256;
+use crate::wire::{EnrollRequest, EnrollResponse, InventoryMatch, InventoryView};
 
 /// Client certificates live 90 days; agents renew them (later) when a third is left.
 pub const CLIENT_CERT_DAYS: u32 = 90;
 /// How often a node flushes the last-seen times it gathered, as one Raft command.
 pub const LAST_SEEN_FLUSH: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EnrollRequest {
-    pub token_id: String,
-    pub secret: String,
-    pub hostname: String,
-    pub csr_pem: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EnrollResponse {
-    pub client_id: String,
-    pub cluster_id: String,
-    pub cert_pem: String,
-    pub ca_cert_pem: String,
-    pub groups: Vec<String>,
-    /// API addresses of the cluster's members when enrolled (the agent's first node list).
-    pub servers: Vec<String>,
-}
 
 /// Validity of a client certificate issued now: `CLIENT_CERT_DAYS`, or
 /// `OUTPOST_CLIENT_CERT_SECS` seconds when the node runs with that set (an operations and
@@ -303,14 +285,6 @@ pub struct InventoryQuery {
     pub group: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InventoryMatch {
-    pub client_id: String,
-    pub hostname: String,
-    pub groups: Vec<String>,
-    pub updated_at_ms: i64,
-}
-
 /// Clients whose latest facts match `fact` (and that are in `group`, when given).
 pub async fn inventory_query(
     State(st): State<Arc<AppState>>,
@@ -355,12 +329,6 @@ pub async fn inventory_query(
         });
     }
     Ok(Json(out))
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InventoryView {
-    pub inventory: outpost_storage::InventoryRecord,
-    pub history: Vec<outpost_storage::InventoryChange>,
 }
 
 pub async fn inventory_show(

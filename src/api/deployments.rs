@@ -25,12 +25,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::Method;
 use outpost_certs::{Role, Validity};
-use outpost_storage::{Assignment, Command, DeploymentRecord, DeploymentResult, DeploymentStatus};
+use outpost_storage::{Assignment, Command, DeploymentRecord, DeploymentStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::api::clients::authorized_client;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::shared::client::ApiClient;
+use crate::wire::{
+    DeploymentRequest, DeploymentStatusView, RenewRequest, RenewResponse, ResultReport,
+};
 
 /// A failed install is retried on later syncs at most this many times in all.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -38,40 +41,6 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest result detail kept (the tail of the handler's stderr).
 const DETAIL_BYTES: usize = 2000;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreateRequest {
-    pub artifact: String,
-    pub version: Option<u64>,
-    pub group: String,
-    pub id: Option<String>,
-}
-
-/// `deployment status ID`: the deployment, each client's result, and the clients of the
-/// group that have not reported yet.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusView {
-    pub deployment: DeploymentRecord,
-    pub results: Vec<DeploymentResult>,
-    pub pending: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResultReport {
-    pub deployment_id: String,
-    pub status: DeploymentStatus,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RenewRequest {
-    pub csr_pem: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RenewResponse {
-    pub cert_pem: String,
-}
 
 /// `NAME[@VERSION]` as `deployment create --artifact` takes it. Pure.
 pub fn parse_artifact(s: &str) -> Result<(String, Option<u64>)> {
@@ -99,7 +68,7 @@ fn new_id() -> String {
 pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Json(req): Json<CreateRequest>,
+    Json(req): Json<DeploymentRequest>,
 ) -> ApiResult<DeploymentRecord> {
     caller.require_admin()?;
     let id = req.id.clone().unwrap_or_else(new_id);
@@ -136,7 +105,7 @@ pub async fn status(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
-) -> ApiResult<StatusView> {
+) -> ApiResult<DeploymentStatusView> {
     caller.require_admin()?;
     let i = id.clone();
     let (d, results, clients) = st
@@ -158,7 +127,7 @@ pub async fn status(
         .filter(|c| !reported.contains(c.id.as_str()))
         .map(|c| c.id.clone())
         .collect();
-    Ok(Json(StatusView {
+    Ok(Json(DeploymentStatusView {
         deployment,
         results,
         pending,
@@ -460,7 +429,7 @@ pub async fn create_cmd(
         .call(
             Method::POST,
             "/v1/deployments",
-            Some(&CreateRequest {
+            Some(&DeploymentRequest {
                 artifact: name,
                 version,
                 group: group.to_string(),
@@ -499,7 +468,7 @@ pub async fn list_cmd(api: &ApiClient, json: bool) -> Result<()> {
 }
 
 pub async fn status_cmd(api: &ApiClient, id: &str, json: bool) -> Result<()> {
-    let v: StatusView = api
+    let v: DeploymentStatusView = api
         .call(
             Method::GET,
             &format!("/v1/deployments/{}", crate::cli::urlencode(id)),

@@ -18,14 +18,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use outpost_certs::{CertAuthority, Fingerprint, Role, Validity};
-use outpost_raft::{MemberStatus, NodeStatus, RaftNode};
+use outpost_raft::{NodeStatus, RaftNode};
 use outpost_storage::{
     Command, ConfigEntry, Envelope, NodeRecord, Outcome, RejectCode, Response as Done, Scope,
     TokenCheck, TokenKind,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::shared::token::{Token, secret_sha256};
+use crate::wire::{
+    ConfigSetRequest, ConfigSetResponse, JoinRequest, JoinResponse, Readiness, StatusView,
+    TokenRequest, TokenResponse,
+};
 
 /// Who is calling, decided per connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,13 +131,6 @@ pub struct AppState {
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
     /// Connection caps, timeouts and the enroll/join rate limit of the API port.
     pub limits: Arc<crate::api::limits::ApiLimits>,
-}
-
-/// Whether this node serves a committing cluster, and if not, why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Readiness {
-    pub ready: bool,
-    pub reason: String,
 }
 
 /// Request bodies are capped per route before they are read: enrollment and join are open to
@@ -253,77 +250,7 @@ async fn identity_still_valid(
 
 use outpost_storage::HANDLER_KEY_PREFIX as HANDLER_PREFIX;
 
-// ---- wire types (shared with the CLI) ----
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusView {
-    pub node_id: u64,
-    pub name: String,
-    pub cluster_id: String,
-    pub cluster_name: Option<String>,
-    pub leader_id: Option<u64>,
-    pub term: u64,
-    pub state: String,
-    pub applied_index: u64,
-    pub last_log_index: u64,
-    pub snapshot_index: Option<u64>,
-    pub members: Vec<MemberStatus>,
-    pub fatal: Option<String>,
-    /// What `/readyz` answers: whether this node serves a committing cluster.
-    #[serde(default)]
-    pub ready: Option<Readiness>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenRequest {
-    pub kind: String,
-    pub ttl_secs: u64,
-    pub uses: Option<u32>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenResponse {
-    pub token: String,
-    pub id: String,
-    pub expires_at_ms: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
-    pub token_id: String,
-    pub secret: String,
-    pub name: String,
-    pub api_addr: String,
-    pub peer_addr: String,
-    pub version: String,
-    pub csr_pem: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinResponse {
-    pub node_id: u64,
-    pub cluster_id: String,
-    pub cluster_name: String,
-    pub cert_pem: String,
-    pub ca_cert_pem: String,
-    /// Every node can sign certificates, so a node holds the CA key (sent only over the
-    /// pinned TLS session, stored 0600).
-    pub ca_key_pem: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConfigSetRequest {
-    pub key: String,
-    pub value: String,
-    pub scope: Scope,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConfigSetResponse {
-    pub version: u64,
-}
+// ---- query strings ----
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ScopeQuery {

@@ -10,10 +10,10 @@ use hyper::Method;
 use outpost_raft::RaftTuning;
 use outpost_storage::{ConfigEntry, NodeRecord, Scope};
 
-use crate::api::{ConfigSetRequest, ConfigSetResponse, StatusView, TokenRequest, TokenResponse};
 use crate::node;
 use crate::shared::client::{ApiClient, Endpoint};
 use crate::shared::datadir::DataDir;
+use crate::wire::{ConfigSetRequest, ConfigSetResponse, StatusView, TokenRequest, TokenResponse};
 
 const DEFAULT_DATA_DIR: &str = "/var/lib/outpost";
 
@@ -1420,7 +1420,7 @@ async fn inventory(remote: &Remote, cmd: InventoryCmd) -> Result<()> {
                 q.push(format!("group={}", urlencode(g)));
             }
             let path = format!("/v1/inventory?{}", q.join("&"));
-            let found: Vec<crate::api::clients::InventoryMatch> =
+            let found: Vec<crate::wire::InventoryMatch> =
                 api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&found)?);
@@ -1437,7 +1437,7 @@ async fn inventory(remote: &Remote, cmd: InventoryCmd) -> Result<()> {
         }
         InventoryCmd::Show { client, json, dir } => {
             let path = format!("/v1/inventory/{}", urlencode(&client));
-            let v: crate::api::clients::InventoryView =
+            let v: crate::wire::InventoryView =
                 api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

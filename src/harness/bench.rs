@@ -9,11 +9,11 @@ use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 use outpost_storage::Scope;
 use serde::Serialize;
 
-use crate::api::{ConfigSetRequest, ConfigSetResponse, StatusView};
 use crate::harness::localcluster::{LocalCluster, LocalOptions};
 use crate::node::local_client;
 use crate::shared::client::{ApiClient, Endpoint};
 use crate::shared::datadir::DataDir;
+use crate::wire::{ConfigSetRequest, ConfigSetResponse, StatusView};
 
 pub struct WriteBench {
     pub clients: usize,
@@ -280,8 +280,8 @@ impl std::fmt::Display for SyncReport {
 /// TLS connection to one node (spread over every member), and fetches its effective
 /// configuration once per interval.
 pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
-    use crate::api::clients::{EnrollRequest, EnrollResponse};
     use crate::shared::token::Token;
+    use crate::wire::{EnrollRequest, EnrollResponse};
     if opts.clients == 0 || opts.seconds == 0 {
         bail!("--clients and --seconds must be positive");
     }
@@ -290,13 +290,13 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
     let local = local_client(&dd.root);
     let status: StatusView = local.call(Method::GET, "/v1/status", None::<&()>).await?;
     let addrs: Vec<String> = status.members.iter().map(|m| m.api_addr.clone()).collect();
-    let req = crate::api::TokenRequest {
+    let req = crate::wire::TokenRequest {
         kind: "client".into(),
         ttl_secs: 3600,
         uses: Some(opts.clients as u32),
         groups: vec!["bench".into()],
     };
-    let token: crate::api::TokenResponse =
+    let token: crate::wire::TokenResponse =
         local.call(Method::POST, "/v1/tokens", Some(&req)).await?;
     let token = Token::decode(&token.token)?;
     let anon = outpost_certs::client_config(&ca_pem, None, &[b"http/1.1"])?;
@@ -526,7 +526,7 @@ pub async fn bundle(size_mib: u64, work: &std::path::Path) -> Result<BundleRepor
     let deadline = Instant::now() + Duration::from_secs(600);
     let client = local_client(&cluster.nodes[leader].dir);
     let all_nodes_s = loop {
-        let v: crate::api::bundles::ListView =
+        let v: crate::wire::BundleList =
             client.call(Method::GET, "/v1/bundles", None::<&()>).await?;
         let done = v.bundles.iter().all(|b| {
             b.payloads

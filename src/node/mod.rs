@@ -20,10 +20,11 @@ use outpost_storage::{Command, Envelope, TokenKind};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState, JoinRequest, JoinResponse};
+use crate::api::{self, AppState};
 use crate::shared::client::{ApiClient, ApiFailure, Endpoint};
 use crate::shared::datadir::{DataDir, NODE_CONFIG_FORMAT, NodeFile};
 use crate::shared::token::Token;
+use crate::wire::{JoinRequest, JoinResponse};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const API_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
