@@ -6,7 +6,7 @@
 //! they are and are not repeated here.
 
 use outpost_bundles::TrustDocument;
-use outpost_raft::MemberStatus;
+use outpost_raft::NodeStatus;
 use outpost_storage::{BundleRecord, DeploymentRecord, DeploymentResult, DeploymentStatus, Scope};
 use serde::{Deserialize, Serialize};
 
@@ -19,24 +19,28 @@ pub struct Readiness {
     pub reason: String,
 }
 
-/// `/v1/status`: this node's view of the cluster.
+/// `/v1/status`: this node's view of the cluster, its Raft status as the Raft layer reports
+/// it (flattened: the JSON keeps one flat object), and its readiness.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {
-    pub node_id: u64,
     pub name: String,
     pub cluster_id: String,
     pub cluster_name: Option<String>,
-    pub leader_id: Option<u64>,
-    pub term: u64,
-    pub state: String,
-    pub applied_index: u64,
-    pub last_log_index: u64,
-    pub snapshot_index: Option<u64>,
-    pub members: Vec<MemberStatus>,
-    pub fatal: Option<String>,
+    /// `node_id`, `leader_id`, `term`, `state`, `applied_index`, `last_log_index`,
+    /// `snapshot_index`, `members`, `fatal`.
+    #[serde(flatten)]
+    pub raft: NodeStatus,
     /// What `/readyz` answers: whether this node serves a committing cluster.
     #[serde(default)]
     pub ready: Option<Readiness>,
+}
+
+/// The Raft fields read as the view's own (`status.leader_id`), as they appear in its JSON.
+impl std::ops::Deref for StatusView {
+    type Target = NodeStatus;
+    fn deref(&self) -> &NodeStatus {
+        &self.raft
+    }
 }
 
 /// `token create`: kind (`node` or `client`), lifetime, uses (None: unlimited), groups.
@@ -211,4 +215,58 @@ pub struct RenewRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RenewResponse {
     pub cert_pem: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_view_json_is_one_flat_object() {
+        let v = StatusView {
+            name: "a".into(),
+            cluster_id: "c".into(),
+            cluster_name: None,
+            raft: NodeStatus {
+                node_id: 1,
+                leader_id: Some(1),
+                term: 2,
+                state: "Leader".into(),
+                applied_index: 3,
+                last_log_index: 4,
+                snapshot_index: None,
+                members: Vec::new(),
+                fatal: None,
+            },
+            ready: None,
+        };
+        let json = serde_json::to_value(&v).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "applied_index",
+                "cluster_id",
+                "cluster_name",
+                "fatal",
+                "last_log_index",
+                "leader_id",
+                "members",
+                "name",
+                "node_id",
+                "ready",
+                "snapshot_index",
+                "state",
+                "term"
+            ]
+        );
+        let back: StatusView = serde_json::from_value(json).unwrap();
+        assert_eq!((back.node_id, back.term, back.leader_id), (1, 2, Some(1)));
+    }
 }

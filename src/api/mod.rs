@@ -405,18 +405,10 @@ impl AppState {
             .flatten()
             .map(|c| c.name);
         StatusView {
-            node_id: self.node_id,
             name: self.name.clone(),
             cluster_id: self.cluster_id.clone(),
             cluster_name,
-            leader_id: s.leader_id,
-            term: s.term,
-            state: s.state,
-            applied_index: s.applied_index,
-            last_log_index: s.last_log_index,
-            snapshot_index: s.snapshot_index,
-            members: s.members,
-            fatal: s.fatal,
+            raft: s,
             ready: Some(self.readiness().await),
         }
     }
