@@ -10,7 +10,7 @@ pub mod inventory;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hyper::Method;
@@ -92,7 +92,7 @@ pub async fn enroll(
         token.addrs.clone()
     } else {
         // No address given or carried: find the token's cluster by mDNS.
-        let found = crate::node::discovery::browse_api_addrs(
+        let found = browse_api_addrs(
             &outpost_discovery::DiscoveryConfig::default(),
             &token.cluster_id,
             discover_timeout,
@@ -233,7 +233,7 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
     }
     if file.mdns {
         // Every known node failed: the cluster may have moved (DHCP). Look for it again.
-        let found = crate::node::discovery::browse_api_addrs(
+        let found = browse_api_addrs(
             &outpost_discovery::DiscoveryConfig::default(),
             &file.cluster_id,
             Duration::from_secs(3),
@@ -341,4 +341,41 @@ pub fn system_hostname() -> String {
         .map(|s| s.trim().to_string())
         .find(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Browses mDNS for nodes of `cluster` until one is seen (then half a second more, for the
+/// others' answers) or `timeout` passes; returns their API addresses. Each is only a hint: the
+/// caller dials it with the token's pinned CA.
+pub async fn browse_api_addrs(
+    config: &outpost_discovery::DiscoveryConfig,
+    cluster: &str,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let config = outpost_discovery::DiscoveryConfig {
+        peers: Vec::new(),
+        ..config.clone()
+    };
+    let cluster = cluster.to_string();
+    let view = tokio::task::spawn_blocking(move || -> Result<outpost_discovery::PeerView> {
+        let d = outpost_discovery::Discovery::start(&config, Some(&cluster))
+            .context("starting the mDNS browser")?;
+        let deadline = Instant::now() + timeout;
+        let first = d.wait_until(deadline, |v| !v.is_empty());
+        let view = if first.is_empty() {
+            first
+        } else {
+            let settle = (Instant::now() + Duration::from_millis(500)).min(deadline);
+            d.wait_until(settle, |_| false)
+        };
+        d.shutdown();
+        Ok(view)
+    })
+    .await
+    .context("the mDNS browse thread failed")??;
+    Ok(view
+        .peers
+        .iter()
+        .flat_map(|p| p.api_addrs())
+        .map(|a| a.to_string())
+        .collect())
 }

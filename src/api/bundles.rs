@@ -218,7 +218,7 @@ pub fn create(spec: &Path, keys: &[PathBuf], out: &Path) -> Result<()> {
         .iter()
         .map(|k| outpost_bundles::load_signing_key(k))
         .collect::<Result<Vec<_>, _>>()?;
-    let m = outpost_bundles::create_bundle(spec, &keys, out, crate::blobs::now_secs())?;
+    let m = outpost_bundles::create_bundle(spec, &keys, out, crate::shared::now_secs())?;
     let bytes: u64 = m.payloads.iter().map(|p| p.size).sum();
     println!(
         "wrote {}: bundle {}, {} payload(s), {bytes} bytes, signed by {} key(s)",
@@ -266,7 +266,7 @@ pub fn verify(
     let opts = VerifyOptions {
         trust: doc,
         cluster_id: cluster,
-        time_floor: Some(crate::blobs::now_secs()),
+        time_floor: Some(crate::shared::now_secs()),
         limits: Limits::default(),
     };
     let v = outpost_bundles::verify_file(file, &opts)?;
@@ -308,7 +308,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
         .call(
             hyper::Method::GET,
             "/v1/bundles/context",
-            crate::cli::NO_BODY,
+            crate::shared::client::NO_BODY,
         )
         .await
         .context("asking the node for the import context")?;
@@ -387,7 +387,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
                 .call::<serde_json::Value>(
                     hyper::Method::POST,
                     "/v1/bundles/gc",
-                    crate::cli::NO_BODY,
+                    crate::shared::client::NO_BODY,
                 )
                 .await;
             Err(e.context(format!("bundle {} refused by the cluster", vb.manifest.id)))
@@ -425,7 +425,11 @@ fn commit_body(vb: &VerifiedBundle) -> Result<BundleCommit> {
 
 pub async fn list_cmd(api: &ApiClient, json: bool) -> Result<()> {
     let v: BundleList = api
-        .call(hyper::Method::GET, "/v1/bundles", crate::cli::NO_BODY)
+        .call(
+            hyper::Method::GET,
+            "/v1/bundles",
+            crate::shared::client::NO_BODY,
+        )
         .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);

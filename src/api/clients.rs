@@ -317,7 +317,7 @@ pub async fn inventory_query(
             continue;
         }
         if let Some((path, want)) = &fact
-            && !crate::agent::inventory::matches(&inv.facts, path, want)
+            && !crate::shared::policy::matches(&inv.facts, path, want)
         {
             continue;
         }

@@ -31,6 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::api::clients::authorized_client;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::shared::client::ApiClient;
+use crate::shared::files::rename_durably;
+use crate::shared::policy::renewal_due;
+use crate::shared::text::tail;
 use crate::wire::{
     DeploymentRequest, DeploymentStatusView, RenewRequest, RenewResponse, ResultReport,
 };
@@ -405,17 +408,6 @@ pub fn parse_range(v: &str) -> Option<u64> {
         .ok()
 }
 
-fn tail(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", &s[start..])
-}
-
 // ---- CLI ----------------------------------------------------------------------------------
 
 pub async fn create_cmd(
@@ -450,7 +442,11 @@ pub async fn create_cmd(
 
 pub async fn list_cmd(api: &ApiClient, json: bool) -> Result<()> {
     let v: Vec<DeploymentRecord> = api
-        .call(Method::GET, "/v1/deployments", crate::cli::NO_BODY)
+        .call(
+            Method::GET,
+            "/v1/deployments",
+            crate::shared::client::NO_BODY,
+        )
         .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -471,8 +467,8 @@ pub async fn status_cmd(api: &ApiClient, id: &str, json: bool) -> Result<()> {
     let v: DeploymentStatusView = api
         .call(
             Method::GET,
-            &format!("/v1/deployments/{}", crate::cli::urlencode(id)),
-            crate::cli::NO_BODY,
+            &format!("/v1/deployments/{}", crate::shared::client::urlencode(id)),
+            crate::shared::client::NO_BODY,
         )
         .await?;
     if json {
@@ -516,7 +512,11 @@ pub async fn agent_step(
     config: &BTreeMap<String, String>,
 ) -> Result<Vec<String>> {
     let list: Vec<Assignment> = client
-        .call(Method::GET, "/v1/agent/assignments", crate::cli::NO_BODY)
+        .call(
+            Method::GET,
+            "/v1/agent/assignments",
+            crate::shared::client::NO_BODY,
+        )
         .await?;
     let state_path = state_dir.join("deployments.json");
     let mut local: BTreeMap<String, LocalResult> = std::fs::read(&state_path)
@@ -569,7 +569,7 @@ async fn fetch(client: &ApiClient, state_dir: &Path, d: &DeploymentRecord) -> Re
         bail!(
             "deployment {} names sha256 {} which is not 64 lowercase hex digits; refused",
             d.id,
-            crate::api::fields::shown(&d.sha256)
+            crate::shared::text::shown(&d.sha256)
         );
     }
     let dir = state_dir.join("artifacts");
@@ -632,10 +632,8 @@ async fn fetch(client: &ApiClient, state_dir: &Path, d: &DeploymentRecord) -> Re
             d.sha256
         );
     }
-    tokio::fs::rename(&partial, &done).await?;
-    if let Ok(dirf) = std::fs::File::open(&dir) {
-        let _ = dirf.sync_all();
-    }
+    // `download` fsynced the partial file.
+    rename_durably(&partial, &done)?;
     Ok(done)
 }
 
@@ -784,12 +782,6 @@ pub async fn confirm_renewal_if_pending(client: &ApiClient, state_dir: &Path) ->
     Ok(())
 }
 
-/// Less than a third of [not_before, not_after] left at `now`. Pure.
-pub fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {
-    let life = (not_after - not_before).max(0);
-    not_after - now < life / 3
-}
-
 /// Rolls an interrupted renewal forward: `client.key.new` then `client.crt.new` renamed over
 /// the old pair (both were fsynced before the first rename). A key without its certificate
 /// stays with its CSR: the renewal is asked again with them.
@@ -800,11 +792,12 @@ pub fn finish_renewal(state_dir: &Path) -> Result<()> {
         return Ok(());
     }
     if key_new.exists() {
-        std::fs::rename(&key_new, state_dir.join("client.key"))?;
+        rename_durably(&key_new, &state_dir.join("client.key"))?;
     }
-    std::fs::rename(&crt_new, state_dir.join("client.crt"))?;
+    rename_durably(&crt_new, &state_dir.join("client.crt"))?;
+    // A CSR left behind by a crash here is harmless: without `client.key.new` beside it, the
+    // next renewal makes a new key and CSR.
     let _ = std::fs::remove_file(state_dir.join("client.csr.new"));
-    std::fs::File::open(state_dir)?.sync_all()?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use outpost_raft::RaftTuning;
 use outpost_storage::{ConfigEntry, NodeRecord, Scope};
 
 use crate::node;
-use crate::shared::client::{ApiClient, Endpoint};
+use crate::shared::client::{ApiClient, Endpoint, NO_BODY, local_client, urlencode};
 use crate::shared::datadir::DataDir;
 use crate::wire::{ConfigSetRequest, ConfigSetResponse, StatusView, TokenRequest, TokenResponse};
 
@@ -682,22 +682,10 @@ pub(crate) fn format_ms(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-pub(crate) fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The node to talk to: the remote one named by --server, or the local socket.
 fn api(remote: &Remote, dir: &DataDirArg) -> Result<ApiClient> {
     match &remote.server {
-        None => Ok(node::local_client(&dir.data_dir)),
+        None => Ok(local_client(&dir.data_dir)),
         Some(server) => {
             let read = |p: &Option<PathBuf>, what: &str| -> Result<String> {
                 let p = p
@@ -720,8 +708,6 @@ fn api(remote: &Remote, dir: &DataDirArg) -> Result<ApiClient> {
         }
     }
 }
-
-pub(crate) const NO_BODY: Option<&()> = None;
 
 pub async fn run(cli: Cli) -> Result<()> {
     let remote = cli.remote.clone();

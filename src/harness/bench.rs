@@ -10,7 +10,7 @@ use outpost_storage::Scope;
 use serde::Serialize;
 
 use crate::harness::localcluster::{LocalCluster, LocalOptions};
-use crate::node::local_client;
+use crate::shared::client::local_client;
 use crate::shared::client::{ApiClient, Endpoint};
 use crate::shared::datadir::DataDir;
 use crate::wire::{ConfigSetRequest, ConfigSetResponse, StatusView};
@@ -488,7 +488,7 @@ pub async fn bundle(size_mib: u64, work: &std::path::Path) -> Result<BundleRepor
     )?;
     let file = root.path().join("bench.obundle");
     let signing = outpost_bundles::load_signing_key(&key)?;
-    outpost_bundles::create_bundle(&spec, &[signing], &file, crate::blobs::now_secs())?;
+    outpost_bundles::create_bundle(&spec, &[signing], &file, crate::shared::now_secs())?;
     std::fs::remove_file(&payload)?;
     let bundle_bytes = std::fs::metadata(&file)?.len();
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use hyper::Method;
 
-use crate::node::local_client;
+use crate::shared::client::local_client;
 use crate::wire::StatusView;
 
 /// Settings for every node of a local cluster.

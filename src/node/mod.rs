@@ -4,7 +4,6 @@
 pub mod discovery;
 pub mod server;
 
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -547,11 +546,6 @@ async fn try_join(
             Ok(None)
         }
     }
-}
-
-/// An API client for this host's node: the Unix socket of the data directory.
-pub fn local_client(dd: &Path) -> ApiClient {
-    ApiClient::new(Endpoint::Unix(DataDir::new(dd).socket()))
 }
 
 /// Raises the soft open-files limit to the hard limit: a node holds a TLS connection per
