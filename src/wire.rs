@@ -198,6 +198,10 @@ pub struct DeploymentStatusView {
     pub pending: Vec<String>,
 }
 
+/// Longest result detail a node keeps (the tail of the handler's stderr); the agent sends
+/// no more.
+pub const RESULT_DETAIL_BYTES: usize = 2000;
+
 /// An agent's result for one deployment (`/v1/agent/results`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultReport {

@@ -6,7 +6,9 @@
 //! timeout the agent moves to the next node it knows; a refusal (revoked, not enrolled)
 //! stops it with the reason.
 
+pub mod deployments;
 pub mod inventory;
+pub mod renewal;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -223,7 +225,7 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
     let read = |p: PathBuf| {
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     };
-    crate::api::deployments::finish_renewal(&paths.dir)?;
+    renewal::finish_renewal(&paths.dir)?;
     let ca = read(paths.ca())?;
     let id = TlsIdentity::from_pem(&read(paths.cert())?, &read(paths.key())?, &ca)?;
     let tls = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
@@ -293,12 +295,10 @@ async fn sync_with(client: &ApiClient, server: &str, paths: &Paths) -> Result<Sy
         .call(Method::GET, "/v1/agent/config", None::<&()>)
         .await?;
     outpost_certs::write_public_file(&paths.config(), &serde_json::to_vec_pretty(&config)?)?;
-    crate::api::deployments::confirm_renewal_if_pending(client, &paths.dir).await?;
+    renewal::confirm_renewal_if_pending(client, &paths.dir).await?;
     let inventory_uploaded = upload_inventory_if_changed(client, paths).await?;
-    let deployments = crate::api::deployments::agent_step(client, &paths.dir, &config).await?;
-    let renewed =
-        crate::api::deployments::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000)
-            .await?;
+    let deployments = deployments::agent_step(client, &paths.dir, &config).await?;
+    let renewed = renewal::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000).await?;
     Ok(SyncReport {
         server: server.to_string(),
         config_keys: config.len(),

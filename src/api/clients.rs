@@ -33,7 +33,13 @@ pub fn client_validity(now: i64) -> Validity {
         .ok()
         .and_then(|v| v.parse::<i64>().ok())
         .filter(|s| *s > 0);
-    crate::api::deployments::validity(now, secs)
+    match secs {
+        Some(s) => Validity {
+            not_before_unix: now,
+            not_after_unix: now.saturating_add(s),
+        },
+        None => Validity::days_from(now, CLIENT_CERT_DAYS),
+    }
 }
 
 fn new_client_id() -> String {

@@ -8,6 +8,7 @@ pub mod deployments;
 pub mod fields;
 pub mod limits;
 pub mod refusals;
+pub mod renewal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,10 +194,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(crate::api::deployments::artifact),
         )
         .route("/v1/agent/results", post(crate::api::deployments::report))
-        .route("/v1/agent/renew", post(crate::api::deployments::renew))
+        .route("/v1/agent/renew", post(crate::api::renewal::renew))
         .route(
             "/v1/agent/renew/confirm",
-            post(crate::api::deployments::renew_confirm),
+            post(crate::api::renewal::renew_confirm),
         )
         .route("/v1/bundles/gc", post(crate::api::bundles::gc))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,6 +1,8 @@
 //! The command line: clap definitions and what each command does (through the API client or
 //! the runtime).
 
+mod deployment;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -1071,15 +1073,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 group,
                 id,
                 dir,
-            } => {
-                crate::api::deployments::create_cmd(&api(&remote, &dir)?, &artifact, &group, id)
-                    .await?
-            }
+            } => deployment::create_cmd(&api(&remote, &dir)?, &artifact, &group, id).await?,
             DeploymentCmd::List { dir, json } => {
-                crate::api::deployments::list_cmd(&api(&remote, &dir)?, json).await?
+                deployment::list_cmd(&api(&remote, &dir)?, json).await?
             }
             DeploymentCmd::Status { id, dir, json } => {
-                crate::api::deployments::status_cmd(&api(&remote, &dir)?, &id, json).await?
+                deployment::status_cmd(&api(&remote, &dir)?, &id, json).await?
             }
         },
         Cmd::Client { cmd } => client(&remote, cmd).await?,

@@ -38,6 +38,19 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn renewal_windows() {
+        // (not_before, not_after, now, due)
+        for (nb, na, now, due) in [
+            (0, 90, 10, false),
+            (0, 90, 59, false),
+            (0, 90, 61, true),
+            (0, 90, 100, true),
+        ] {
+            assert_eq!(renewal_due(nb, na, now), due, "{nb} {na} {now}");
+        }
+    }
+
+    #[test]
     fn fact_matching_table() {
         let facts = json!({
             "os": {"id": "debian", "version_id": "12"},

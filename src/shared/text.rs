@@ -21,3 +21,14 @@ pub fn tail(s: &str, max: usize) -> String {
     }
     format!("…{}", &s[start..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails() {
+        assert_eq!(tail("abcdef", 3), "…def");
+        assert_eq!(tail("ab", 3), "ab");
+    }
+}
