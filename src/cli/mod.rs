@@ -1,6 +1,7 @@
 //! The command line: clap definitions and what each command does (through the API client or
 //! the runtime).
 
+mod bundle;
 mod deployment;
 
 use std::path::PathBuf;
@@ -722,7 +723,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             bundle_threshold,
         } => {
             let dd = DataDir::new(&dir.data_dir);
-            let bundle_trust = crate::api::bundles::initial_trust(&bundle_trust, bundle_threshold)?;
+            let bundle_trust = bundle::initial_trust(&bundle_trust, bundle_threshold)?;
             let out = node::init(
                 &dd,
                 node::InitOptions {
@@ -1232,7 +1233,7 @@ async fn config(remote: &Remote, cmd: ConfigCmd) -> Result<()> {
 }
 
 async fn bundle(remote: &Remote, cmd: BundleCmd) -> Result<()> {
-    use crate::api::bundles;
+    use crate::cli::bundle as bundles;
     match cmd {
         BundleCmd::Keygen { out } => bundles::keygen(&out),
         BundleCmd::Create { spec, out } => {
