@@ -6,6 +6,7 @@ pub mod bundles;
 pub mod clients;
 pub mod deployments;
 pub mod fields;
+pub mod inventory;
 pub mod limits;
 pub mod refusals;
 pub mod renewal;
@@ -162,13 +163,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/agent/config", get(crate::api::clients::agent_config))
         .route(
             "/v1/agent/inventory",
-            axum::routing::put(crate::api::clients::agent_inventory)
+            axum::routing::put(crate::api::inventory::agent_inventory)
                 .layer(DefaultBodyLimit::max(INVENTORY_BODY_LIMIT)),
         )
-        .route("/v1/inventory", get(crate::api::clients::inventory_query))
+        .route("/v1/inventory", get(crate::api::inventory::inventory_query))
         .route(
             "/v1/inventory/{client}",
-            get(crate::api::clients::inventory_show),
+            get(crate::api::inventory::inventory_show),
         )
         .route("/v1/clients", get(crate::api::clients::list))
         .route("/v1/clients/{id}", get(crate::api::clients::show))
