@@ -19,8 +19,102 @@ use outpost_bundles::{
     PayloadKind, Progress, PublicKey, TrustDocument, VerifiedBundle, VerifyOptions,
 };
 
+use clap::Subcommand;
+
+use super::{DataDirArg, Remote, api};
 use crate::shared::client::{ApiClient, NO_BODY};
 use crate::wire::{BundleCommit, BundleCommitted, BundleContext, BundleList, MAX_CONFIG_PAYLOAD};
+
+#[derive(Subcommand, Debug)]
+pub(super) enum BundleCmd {
+    /// Make an Ed25519 signing key: KEY (secret, mode 0600) and KEY.pub.
+    Keygen {
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Build and sign a bundle from a TOML spec (payload paths relative to the spec);
+    /// `--key KEY` is the signing key.
+    Create {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Add the signature of `--key KEY` to a bundle (m-of-n thresholds).
+    Sign { file: PathBuf },
+    /// Show a bundle's manifest and signers (signatures not checked).
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a bundle against trusted public keys: signatures, expiry, every payload's hash.
+    Verify {
+        file: PathBuf,
+        /// Trusted public key (repeatable).
+        #[arg(long = "trust")]
+        trust: Vec<PathBuf>,
+        /// Signatures needed (default 1).
+        #[arg(long)]
+        threshold: Option<usize>,
+        /// Also check the bundle targets this cluster id.
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a bundle on this node's host: verify, store, commit through Raft.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Every imported bundle, its payloads, and which nodes hold each blob.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn run(remote: &Remote, cmd: BundleCmd) -> Result<()> {
+    match cmd {
+        BundleCmd::Keygen { out } => keygen(&out),
+        BundleCmd::Create { spec, out } => {
+            let key = remote
+                .key
+                .clone()
+                .context("bundle create needs the signing key: --key KEY")?;
+            create(&spec, &[key], &out)
+        }
+        BundleCmd::Sign { file } => {
+            let key = remote
+                .key
+                .clone()
+                .context("bundle sign needs the signing key: --key KEY")?;
+            sign(&file, &key)
+        }
+        BundleCmd::Inspect { file, json } => inspect(&file, json),
+        BundleCmd::Verify {
+            file,
+            trust,
+            threshold,
+            cluster,
+            json,
+        } => verify(&file, &trust, threshold, cluster, json),
+        BundleCmd::Import { file, dir } => {
+            if remote.server.is_some() {
+                bail!(
+                    "bundle import runs on a node's host (its blob store is local); drop --server"
+                );
+            }
+            check_node_dir(&dir.data_dir)?;
+            import(&api(remote, &dir)?, &dir.data_dir, &file).await
+        }
+        BundleCmd::List { dir, json } => list_cmd(&api(remote, &dir)?, json).await,
+    }
+}
 
 // ---- authoring (no cluster needed) -----------------------------------------------------
 

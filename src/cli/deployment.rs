@@ -5,8 +5,59 @@ use anyhow::{Context, Result, bail};
 use hyper::Method;
 use outpost_storage::DeploymentRecord;
 
+use clap::Subcommand;
+
+use super::{DataDirArg, Remote, api};
 use crate::shared::client::{ApiClient, NO_BODY, urlencode};
 use crate::wire::{DeploymentRequest, DeploymentStatusView};
+
+#[derive(Subcommand, Debug)]
+pub(super) enum DeploymentCmd {
+    /// Assign an artifact (NAME or NAME@VERSION, the bundle's channel version; default the
+    /// newest) to a group (`all` = every client). Prints the deployment id.
+    Create {
+        #[arg(long)]
+        artifact: String,
+        #[arg(long)]
+        group: String,
+        /// Choose the id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Every deployment.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One deployment with each client's result, and who has not reported yet.
+    Status {
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn run(remote: &Remote, cmd: DeploymentCmd) -> Result<()> {
+    match cmd {
+        DeploymentCmd::Create {
+            artifact,
+            group,
+            id,
+            dir,
+        } => create_cmd(&api(remote, &dir)?, &artifact, &group, id).await?,
+        DeploymentCmd::List { dir, json } => list_cmd(&api(remote, &dir)?, json).await?,
+        DeploymentCmd::Status { id, dir, json } => {
+            status_cmd(&api(remote, &dir)?, &id, json).await?
+        }
+    };
+    Ok(())
+}
 
 /// `NAME[@VERSION]` as `deployment create --artifact` takes it. Pure.
 pub fn parse_artifact(s: &str) -> Result<(String, Option<u64>)> {
