@@ -120,7 +120,7 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
             from,
             json,
         } => {
-            let opts = crate::harness::bench::FloodBench {
+            let opts = crate::harness::flood::FloodBench {
                 write: crate::harness::bench::WriteBench {
                     clients,
                     seconds,
@@ -130,7 +130,7 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
                 idle,
                 from,
             };
-            let report = crate::harness::bench::flood(&DataDir::new(&dir.data_dir), opts).await?;
+            let report = crate::harness::flood::flood(&DataDir::new(&dir.data_dir), opts).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -1,5 +1,7 @@
-//! Node start-up, in one place: `init`, `join` and `serve` (and so the demo and the tests,
-//! which run the real binary) all start a node through `start`.
+//! The running node: start-up in one place (`init`, `join` and `serve`, and so the demo and
+//! the tests, which run the real binary, all start a node through `start`), the accept loops
+//! that serve the API (`server`) and the discovery wiring (`discovery`). `start` opens the
+//! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it.
 
 pub mod discovery;
 pub mod server;
