@@ -64,9 +64,7 @@ pub async fn renew(
                 &validity,
                 serial,
             )
-            .map_err(|e| {
-                ApiError::internal(format!("signing the renewed certificate: {e}")).into_response()
-            })
+            .map_err(|e| ApiError::internal(format!("signing the renewed certificate: {e}")))
     };
     if &state.cert_serial != serial {
         // The caller holds the retired certificate (still inside its grace). An agent cut off
@@ -76,7 +74,7 @@ pub async fn renew(
         let current = outpost_certs::Serial::from_hex(&state.cert_serial);
         return match (same_key, current) {
             (true, Some(current)) => {
-                let cert_pem = sign(&current)?;
+                let cert_pem = sign(&current).map_err(IntoResponse::into_response)?;
                 tracing::info!(client = %client.id, serial = %state.cert_serial, "client certificate renewal completed again for the same key");
                 Ok(Json(RenewResponse { cert_pem }))
             }
@@ -125,7 +123,7 @@ pub async fn renew(
     )
     .await
     .map_err(IntoResponse::into_response)?;
-    let cert_pem = sign(&new_serial)?;
+    let cert_pem = sign(&new_serial).map_err(IntoResponse::into_response)?;
     tracing::info!(client = %client.id, serial = %new_serial.to_hex(), "client certificate renewed");
     Ok(Json(RenewResponse { cert_pem }))
 }
