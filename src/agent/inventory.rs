@@ -1,7 +1,8 @@
 //! Inventory: what an agent reports about its machine, gathered from the OS itself
-//! (/etc/os-release, /proc, /sys, dpkg-query/rpm/opkg where present), and the fact queries
-//! operators run over it. Parsers are pure functions over text, table-tested; `gather` is the
-//! thin layer that reads the files and runs the package tools.
+//! (/etc/os-release, /proc, /sys, dpkg-query/rpm/opkg where present). Parsers are pure
+//! functions over text, table-tested; `gather` is the thin layer that reads the files and runs
+//! the package tools. The queries operators run over the facts match with
+//! `crate::shared::policy::matches`, on the node.
 
 use serde_json::{Map, Value, json};
 

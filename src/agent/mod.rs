@@ -1,4 +1,7 @@
-//! The client agent: `outpost agent enroll | sync --once | run`.
+//! The client agent: `outpost agent enroll | sync --once | run`. Enrollment and the sync loop
+//! are here; each sync also uploads the inventory (`inventory`), installs deployments
+//! (`deployments`) and renews the certificate (`renewal`). The agent speaks to nodes only
+//! through `crate::shared::client` with `crate::wire` bodies.
 //!
 //! State directory `S` (0700): `client.key` (0600), `client.crt`, `ca.crt`, `agent.json`
 //! (client id, cluster id, the nodes it knows), and `config.json`, the effective

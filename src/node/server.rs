@@ -1,7 +1,7 @@
 //! Accept loops for the API: HTTPS with optional client certificates, and the local Unix
 //! socket. Each connection gets its `Caller` once, from the certificate or socket credentials.
 //!
-//! The HTTPS port is open to the site LAN, so every connection is bounded (`limits`): a slot
+//! The HTTPS port is open to the site LAN, so every connection is bounded (`crate::api::limits`): a slot
 //! in the anonymous pool from accept (refused at once when a cap is full), a 5 s handshake,
 //! then the authenticated pool if a certificate was shown; an idle watchdog on the bytes that
 //! move (10 s anonymous, 60 s with a certificate), hyper's HTTP/1 header read timeout, and a

@@ -1,5 +1,6 @@
-//! The HTTP client the CLI, the bench and the tests use to reach a node's API: over the local
-//! Unix socket (no certificate) or over HTTPS with mTLS (remote admin, joiners).
+//! The HTTP client the CLI, the agent, a joining node, the benchmarks and the tests use to
+//! reach a node's API: over the local Unix socket (no certificate) or over HTTPS with mTLS
+//! (remote admin, agents, joiners).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
