@@ -20,6 +20,8 @@ use outpost_storage::{Command, Envelope};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::shared::now_secs;
+
 /// Bytes per chunk request.
 pub const CHUNK: u64 = 1 << 20;
 /// Chunk requests in flight per blob transfer.
@@ -307,11 +309,6 @@ impl Blobs {
             blobs: self.clone(),
         })
     }
-}
-
-/// The node's clock as the time floor uses it: unix seconds.
-pub fn now_secs() -> i64 {
-    outpost_raft::now_ms() / 1000
 }
 
 /// The cluster time floor for bundle expiry: the highest of the voters' median clock and the

@@ -1,28 +1,27 @@
 //! The `outpost` binary's code, as a library so that the integration tests and the demo drive
 //! nodes through exactly the same functions as `outpost serve` does.
 //!
-//! Map: `cli` (commands) → `runtime` (node start-up: init, join, serve) → `api` + `server`
-//! (HTTPS and Unix-socket API) over `outpost_raft::RaftNode`. `client` is the API client the
-//! CLI uses; `localcluster` runs real `outpost` processes on loopback for the demo, the
-//! benchmarks and the tests.
+//! Map, by side. Each room uses only the rooms listed after it (`tests/layout.rs` checks):
+//!
+//! - `cli`: the `Cli` type and dispatch; one file per noun (its arguments and printing).
+//! - `harness`: real `outpost` processes on loopback (`localcluster`), the demo, benchmarks.
+//! - `agent`: the client agent: enrollment, sync loop, inventory, downloads and handlers,
+//!   certificate renewal.
+//! - `node`: the running node: start-up (init, join, serve), the accept loops, discovery.
+//! - `api`: the HTTP API over `outpost_raft::RaftNode`: router, caller, state, errors, input
+//!   checks, port limits, one file per resource.
+//! - `blobs`: the node's blob store and its replication between nodes (the API serves from
+//!   it; the node starts it).
+//! - `shared`: helpers every side may use: the API client, tokens, the data directory, a
+//!   durable rename, pure policy (renewal window, fact matching), text for people.
+//! - `wire`: the request and response bodies the API, the CLI, the agent and the benchmarks
+//!   share.
 
 pub mod agent;
 pub mod api;
-pub mod bench;
 pub mod blobs;
-pub mod bundles;
 pub mod cli;
-pub mod client;
-pub mod clients;
-pub mod datadir;
-pub mod demo;
-pub mod deployments;
-pub mod discovery;
-pub mod fields;
-pub mod inventory;
-pub mod limits;
-pub mod localcluster;
-pub mod refusals;
-pub mod runtime;
-pub mod server;
-pub mod token;
+pub mod harness;
+pub mod node;
+pub mod shared;
+pub mod wire;

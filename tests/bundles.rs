@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bcommon::{Draft, Part, pk, sha, tar_bytes};
-use outpost::localcluster::{LocalCluster, LocalOptions};
+use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use outpost_bundles::{MANIFEST_NAME, PAYLOAD_PREFIX, PayloadEntry, PayloadKind};
 
 const T: Duration = Duration::from_secs(30);

@@ -15,7 +15,7 @@ use local::{dump_logs, exe, serial};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use outpost::localcluster::{LocalCluster, LocalOptions};
+use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 
 async fn cluster(n: usize, node_args: &[&str]) -> Result<(tempfile::TempDir, LocalCluster)> {
     let dir = tempfile::tempdir()?;

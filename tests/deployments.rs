@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use outpost::client::{ApiClient, ApiFailure, Endpoint};
-use outpost::localcluster::{LocalCluster, LocalOptions};
+use outpost::harness::localcluster::{LocalCluster, LocalOptions};
+use outpost::shared::client::{ApiClient, ApiFailure, Endpoint};
 
 const T: Duration = Duration::from_secs(30);
 /// Client certificates of this test's nodes live this long (renewal after two thirds).

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use netns::{Host, Site};
-use outpost::token::Token;
+use outpost::shared::token::Token;
 use outpost_discovery::{Discovery, DiscoveryConfig};
 use serde_json::Value;
 

@@ -23,8 +23,8 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use outpost::client::{ApiClient, Endpoint};
-use outpost::localcluster::{LocalCluster, LocalOptions};
+use outpost::harness::localcluster::{LocalCluster, LocalOptions};
+use outpost::shared::client::{ApiClient, Endpoint};
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -175,7 +175,7 @@ async fn an_idle_anonymous_flood_is_shed_and_does_not_keep_an_admin_out() {
         };
     assert_eq!(status["node_id"], 1, "status: {status}");
     // And a write commits: an admin `config set` during the flood.
-    let set = outpost::api::ConfigSetRequest {
+    let set = outpost::wire::ConfigSetRequest {
         key: "during.flood".into(),
         value: "committed".into(),
         scope: outpost_storage::Scope::Global,

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use hyper::Method;
-use outpost::client::{ApiClient, ApiFailure, Endpoint};
-use outpost::localcluster::{LocalCluster, LocalOptions};
+use outpost::harness::localcluster::{LocalCluster, LocalOptions};
+use outpost::shared::client::{ApiClient, ApiFailure, Endpoint};
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 
 const T: Duration = Duration::from_secs(30);
@@ -256,8 +256,8 @@ async fn node_tokens_are_single_use_listed_and_revocable() {
         assert!(String::from_utf8_lossy(&second.stderr).contains("no uses left"));
 
         let list = c.cli(0, &["token", "list", "--json"])?;
-        let id = outpost::token::Token::decode(&token)?.id;
-        let secret = outpost::token::Token::decode(&token)?.secret;
+        let id = outpost::shared::token::Token::decode(&token)?.id;
+        let secret = outpost::shared::token::Token::decode(&token)?.secret;
         assert!(list.contains(&id) && !list.contains(&secret), "{list}");
         let tokens: Vec<serde_json::Value> = serde_json::from_str(&list)?;
         let t = tokens
@@ -268,7 +268,7 @@ async fn node_tokens_are_single_use_listed_and_revocable() {
 
         let client_token = c.cli(0, &["token", "create", "--kind", "client"])?;
         let client_token = client_token.trim();
-        let cid = outpost::token::Token::decode(client_token)?.id;
+        let cid = outpost::shared::token::Token::decode(client_token)?.id;
         c.cli(0, &["token", "revoke", &cid])?;
         let state = dir.path().join("agent");
         let out = c.run(&[

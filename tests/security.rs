@@ -14,9 +14,9 @@ use local::{exe, serial};
 use std::time::Duration;
 
 use hyper::Method;
-use outpost::client::{ApiClient, ApiFailure, Endpoint};
-use outpost::localcluster::{LocalCluster, LocalOptions};
-use outpost::token::Token;
+use outpost::harness::localcluster::{LocalCluster, LocalOptions};
+use outpost::shared::client::{ApiClient, ApiFailure, Endpoint};
+use outpost::shared::token::Token;
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 
 async fn one_node() -> (tempfile::TempDir, LocalCluster) {

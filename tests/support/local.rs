@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-use outpost::localcluster::LocalCluster;
+use outpost::harness::localcluster::LocalCluster;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 
 use crate::api::ApiError;
+use crate::shared::text::shown;
 
 /// Names, ids and groups: 1 to 64 of `A-Z a-z 0-9 . _ -`.
 pub const MAX_ID_CHARS: usize = 64;
@@ -17,16 +18,6 @@ pub const MAX_CONFIG_VALUE_BYTES: usize = 64 << 10;
 
 fn bad(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
-}
-
-/// At most 24 characters of `s`, escaped: enough to recognise, never an echo of the whole.
-pub fn shown(s: &str) -> String {
-    let head: String = s.chars().take(24).collect();
-    if head.len() < s.len() {
-        format!("{head:?}…")
-    } else {
-        format!("{head:?}")
-    }
 }
 
 fn id_with(what: &str, s: &str, extra: &[u8]) -> Result<(), ApiError> {

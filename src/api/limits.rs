@@ -10,7 +10,7 @@
 //! few addresses cannot keep an admin, a node or an agent from starting its handshake.
 //!
 //! The caps and the rate limits are pure bookkeeping (`Pool`, governor's GCRA); the sockets
-//! stay in `server.rs`. The numbers are in `LimitsConfig::default`, with the reasons.
+//! stay in `crate::node::server`. The numbers are in `LimitsConfig::default`, with the reasons.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

@@ -1,5 +1,7 @@
-//! The client side of the API: enrollment (the one route open without a certificate besides
-//! node join), the agent's own routes, and the admin's view of clients.
+//! Client routes: enrollment (the one route open without a certificate besides node join),
+//! the agent's configuration, the admin's view of clients, and the check every agent route
+//! makes (`authorized_client`). Inventory is `api::inventory`, deployments
+//! `api::deployments`, renewal `api::renewal`.
 //!
 //! A client certificate reaches only its own records: the agent routes take the client id
 //! from the certificate, never from the request. Revocation is checked on every request
@@ -14,34 +16,15 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use outpost_certs::{Role, Validity};
 use outpost_storage::{ClientRecord, Command, TokenKind};
-use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::token::secret_sha256;
+use crate::shared::token::secret_sha256;
+use crate::wire::{EnrollRequest, EnrollResponse};
 
 /// Client certificates live 90 days; agents renew them (later) when a third is left.
 pub const CLIENT_CERT_DAYS: u32 = 90;
 /// How often a node flushes the last-seen times it gathered, as one Raft command.
 pub const LAST_SEEN_FLUSH: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EnrollRequest {
-    pub token_id: String,
-    pub secret: String,
-    pub hostname: String,
-    pub csr_pem: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EnrollResponse {
-    pub client_id: String,
-    pub cluster_id: String,
-    pub cert_pem: String,
-    pub ca_cert_pem: String,
-    pub groups: Vec<String>,
-    /// API addresses of the cluster's members when enrolled (the agent's first node list).
-    pub servers: Vec<String>,
-}
 
 /// Validity of a client certificate issued now: `CLIENT_CERT_DAYS`, or
 /// `OUTPOST_CLIENT_CERT_SECS` seconds when the node runs with that set (an operations and
@@ -51,7 +34,13 @@ pub fn client_validity(now: i64) -> Validity {
         .ok()
         .and_then(|v| v.parse::<i64>().ok())
         .filter(|s| *s > 0);
-    crate::deployments::validity(now, secs)
+    match secs {
+        Some(s) => Validity {
+            not_before_unix: now,
+            not_after_unix: now.saturating_add(s),
+        },
+        None => Validity::days_from(now, CLIENT_CERT_DAYS),
+    }
 }
 
 fn new_client_id() -> String {
@@ -62,23 +51,23 @@ fn new_client_id() -> String {
 }
 
 pub async fn enroll(
-    _: crate::limits::RateLimited,
+    _: crate::api::limits::RateLimited,
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    remote: Option<Extension<crate::limits::Remote>>,
+    remote: Option<Extension<crate::api::limits::Remote>>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, axum::response::Response> {
     use axum::response::IntoResponse;
-    let source = remote.map(|Extension(crate::limits::Remote(addr))| addr.ip());
+    let source = remote.map(|Extension(crate::api::limits::Remote(addr))| addr.ip());
     let refuse =
         |e: ApiError, reason: &'static str| st.refusals.refuse("enroll", reason, source, e);
     // Checked against local state only: a request refused here leaves no Raft entry, no audit
     // row and no certificate.
     let bad = |e: ApiError| refuse(e, "malformed");
-    crate::fields::id("token id", &req.token_id).map_err(bad)?;
-    crate::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
-    crate::fields::hostname(&req.hostname).map_err(bad)?;
-    crate::fields::csr(&req.csr_pem).map_err(bad)?;
+    crate::api::fields::id("token id", &req.token_id).map_err(bad)?;
+    crate::api::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
+    crate::api::fields::hostname(&req.hostname).map_err(bad)?;
+    crate::api::fields::csr(&req.csr_pem).map_err(bad)?;
     let secret_sha256 = secret_sha256(&req.secret);
     st.check_token(&req.token_id, &secret_sha256, TokenKind::Client)
         .await
@@ -265,119 +254,4 @@ pub async fn flush_last_seen(st: Arc<AppState>) {
             tracing::debug!(error = ?e, "last-seen flush failed; the next sync records it again");
         }
     }
-}
-
-/// The agent's inventory upload (its own facts; the client id comes from the certificate).
-pub async fn agent_inventory(
-    State(st): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Json(facts): Json<serde_json::Value>,
-) -> ApiResult<serde_json::Value> {
-    let client = authorized_client(&st, &caller).await?;
-    if !facts.is_object() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "inventory must be a JSON object",
-        ));
-    }
-    // serde_json::Value keeps object keys sorted: the same facts always give the same bytes.
-    let facts_json = serde_json::to_string(&facts).map_err(ApiError::internal)?;
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-        facts_json.as_bytes(),
-    ));
-    st.commit(
-        &caller,
-        Command::ReportInventory {
-            client_id: client.id,
-            facts_json,
-        },
-    )
-    .await?;
-    Ok(Json(serde_json::json!({ "facts_sha256": sha })))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct InventoryQuery {
-    /// `PATH=VALUE`, e.g. `os.id=debian` or `packages.name=openssl`.
-    pub fact: Option<String>,
-    pub group: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InventoryMatch {
-    pub client_id: String,
-    pub hostname: String,
-    pub groups: Vec<String>,
-    pub updated_at_ms: i64,
-}
-
-/// Clients whose latest facts match `fact` (and that are in `group`, when given).
-pub async fn inventory_query(
-    State(st): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    axum::extract::Query(q): axum::extract::Query<InventoryQuery>,
-) -> ApiResult<Vec<InventoryMatch>> {
-    caller.require_admin()?;
-    let fact = match &q.fact {
-        None => None,
-        Some(f) => Some(
-            f.split_once('=')
-                .map(|(p, v)| (p.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("fact {f:?} must look like PATH=VALUE"),
-                    )
-                })?,
-        ),
-    };
-    let (clients, inventories) = st.read(|r| Ok((r.clients()?, r.inventories()?))).await?;
-    let by_id: std::collections::HashMap<&str, &ClientRecord> =
-        clients.iter().map(|c| (c.id.as_str(), c)).collect();
-    let mut out = Vec::new();
-    for inv in &inventories {
-        let Some(c) = by_id.get(inv.client_id.as_str()) else {
-            continue;
-        };
-        if q.group.as_ref().is_some_and(|g| !c.groups.contains(g)) {
-            continue;
-        }
-        if let Some((path, want)) = &fact
-            && !crate::inventory::matches(&inv.facts, path, want)
-        {
-            continue;
-        }
-        out.push(InventoryMatch {
-            client_id: c.id.clone(),
-            hostname: c.hostname.clone(),
-            groups: c.groups.clone(),
-            updated_at_ms: inv.updated_at_ms,
-        });
-    }
-    Ok(Json(out))
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InventoryView {
-    pub inventory: outpost_storage::InventoryRecord,
-    pub history: Vec<outpost_storage::InventoryChange>,
-}
-
-pub async fn inventory_show(
-    State(st): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult<InventoryView> {
-    caller.require_admin()?;
-    let i = id.clone();
-    let (inv, history) = st
-        .read(move |r| Ok((r.inventory(&i)?, r.inventory_history(&i, 50)?)))
-        .await?;
-    let inventory = inv.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no inventory for client {id}"),
-        )
-    })?;
-    Ok(Json(InventoryView { inventory, history }))
 }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use hyper::Method;
 
-use crate::api::StatusView;
-use crate::runtime::local_client;
+use crate::shared::client::local_client;
+use crate::wire::StatusView;
 
 /// Settings for every node of a local cluster.
 #[derive(Debug, Clone)]

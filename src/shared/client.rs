@@ -1,7 +1,8 @@
-//! The HTTP client the CLI, the bench and the tests use to reach a node's API: over the local
-//! Unix socket (no certificate) or over HTTPS with mTLS (remote admin, joiners).
+//! The HTTP client the CLI, the agent, a joining node, the benchmarks and the tests use to
+//! reach a node's API: over the local Unix socket (no certificate) or over HTTPS with mTLS
+//! (remote admin, agents, joiners).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpStream, UnixStream};
+
+use crate::shared::datadir::DataDir;
 
 #[derive(Clone)]
 pub enum Endpoint {
@@ -277,4 +280,25 @@ where
         }
     });
     Ok(sender)
+}
+
+/// No request body (`call(.., NO_BODY)`).
+pub const NO_BODY: Option<&()> = None;
+
+/// An API client for this host's node: the Unix socket of the data directory.
+pub fn local_client(dd: &Path) -> ApiClient {
+    ApiClient::new(Endpoint::Unix(DataDir::new(dd).socket()))
+}
+
+/// A path segment or query value, percent-encoded (everything but `A-Za-z0-9-_.~`).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

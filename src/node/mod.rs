@@ -1,7 +1,11 @@
-//! Node start-up, in one place: `init`, `join` and `serve` (and so the demo and the tests,
-//! which run the real binary) all start a node through `start`.
+//! The running node: start-up in one place (`init`, `join` and `serve`, and so the demo and
+//! the tests, which run the real binary, all start a node through `start`), the accept loops
+//! that serve the API (`server`) and the discovery wiring (`discovery`). `start` opens the
+//! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it.
 
-use std::path::Path;
+pub mod discovery;
+pub mod server;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +21,11 @@ use outpost_storage::{Command, Envelope, TokenKind};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState, JoinRequest, JoinResponse};
-use crate::client::{ApiClient, ApiFailure, Endpoint};
-use crate::datadir::{DataDir, NODE_CONFIG_FORMAT, NodeFile};
-use crate::token::Token;
+use crate::api::{self, AppState};
+use crate::shared::client::{ApiClient, ApiFailure, Endpoint};
+use crate::shared::datadir::{DataDir, NODE_CONFIG_FORMAT, NodeFile};
+use crate::shared::token::Token;
+use crate::wire::{JoinRequest, JoinResponse};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const API_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -31,7 +36,7 @@ pub struct Running {
     pub state: Arc<AppState>,
     tasks: Vec<JoinHandle<()>>,
     socket: std::path::PathBuf,
-    discovery: Option<crate::discovery::NodeDiscovery>,
+    discovery: Option<crate::node::discovery::NodeDiscovery>,
 }
 
 impl Running {
@@ -133,7 +138,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     };
     node.set_app_handler(blobs.peer_handler());
     // Caps, timeouts and rate limits of the API port (and their /metrics counters).
-    let limits = crate::limits::ApiLimits::new(crate::limits::LimitsConfig::from_env());
+    let limits = crate::api::limits::ApiLimits::new(crate::api::limits::LimitsConfig::from_env());
     let state = Arc::new(AppState {
         node: node.clone(),
         node_id: file.node_id,
@@ -151,29 +156,30 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     });
     let app = api::router(state.clone());
     let tasks = vec![
-        tokio::spawn(crate::server::serve_tls(
+        tokio::spawn(crate::node::server::serve_tls(
             api_listener,
             api_tls,
             app.clone(),
             limits,
         )),
-        tokio::spawn(crate::server::serve_unix(unix, app)),
-        tokio::spawn(crate::clients::flush_last_seen(state.clone())),
+        tokio::spawn(crate::node::server::serve_unix(unix, app)),
+        tokio::spawn(crate::api::clients::flush_last_seen(state.clone())),
         tokio::spawn(blobs.replicate()),
     ];
     tracing::info!(node = file.node_id, name = %file.name, api = %file.api_addr, peer = %file.peer_addr, "node started");
     // Discovery is a hint: if mDNS cannot start, the node still serves (static peers and the
     // addresses in node rows keep working), and says so loudly.
-    let discovery = match crate::discovery::NodeDiscovery::start(&file, node.clone(), peer_client) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "discovery did not start: this node is not advertised and re-addresses no peer"
-            );
-            None
-        }
-    };
+    let discovery =
+        match crate::node::discovery::NodeDiscovery::start(&file, node.clone(), peer_client) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "discovery did not start: this node is not advertised and re-addresses no peer"
+                );
+                None
+            }
+        };
     Ok(Running {
         node,
         state,
@@ -542,11 +548,6 @@ async fn try_join(
             Ok(None)
         }
     }
-}
-
-/// An API client for this host's node: the Unix socket of the data directory.
-pub fn local_client(dd: &Path) -> ApiClient {
-    ApiClient::new(Endpoint::Unix(DataDir::new(dd).socket()))
 }
 
 /// Raises the soft open-files limit to the hard limit: a node holds a TLS connection per

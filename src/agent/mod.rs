@@ -1,4 +1,7 @@
-//! The client agent: `outpost agent enroll | sync --once | run`.
+//! The client agent: `outpost agent enroll | sync --once | run`. Enrollment and the sync loop
+//! are here; each sync also uploads the inventory (`inventory`), installs deployments
+//! (`deployments`) and renews the certificate (`renewal`). The agent speaks to nodes only
+//! through `crate::shared::client` with `crate::wire` bodies.
 //!
 //! State directory `S` (0700): `client.key` (0600), `client.crt`, `ca.crt`, `agent.json`
 //! (client id, cluster id, the nodes it knows), and `config.json`, the effective
@@ -6,18 +9,22 @@
 //! timeout the agent moves to the next node it knows; a refusal (revoked, not enrolled)
 //! stops it with the reason.
 
+pub mod deployments;
+pub mod inventory;
+pub mod renewal;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hyper::Method;
 use outpost_certs::{ANY_NODE_SERVER_NAME, Fingerprint, TlsIdentity};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ApiClient, ApiFailure, Endpoint};
-use crate::clients::{EnrollRequest, EnrollResponse};
-use crate::token::Token;
+use crate::shared::client::{ApiClient, ApiFailure, Endpoint};
+use crate::shared::token::Token;
+use crate::wire::{EnrollRequest, EnrollResponse};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentFile {
@@ -90,7 +97,7 @@ pub async fn enroll(
         token.addrs.clone()
     } else {
         // No address given or carried: find the token's cluster by mDNS.
-        let found = crate::discovery::browse_api_addrs(
+        let found = browse_api_addrs(
             &outpost_discovery::DiscoveryConfig::default(),
             &token.cluster_id,
             discover_timeout,
@@ -190,7 +197,7 @@ pub struct SyncReport {
 /// Gathers the facts and uploads them when their hash differs from the last upload's.
 async fn upload_inventory_if_changed(client: &ApiClient, paths: &Paths) -> Result<bool> {
     use sha2::Digest;
-    let facts = tokio::task::spawn_blocking(crate::inventory::gather).await?;
+    let facts = tokio::task::spawn_blocking(crate::agent::inventory::gather).await?;
     // serde_json::Value keeps keys sorted: the same facts give the same bytes and hash.
     let sha = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&facts)?));
     let last = std::fs::read_to_string(paths.inventory_hash()).unwrap_or_default();
@@ -221,7 +228,7 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
     let read = |p: PathBuf| {
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     };
-    crate::deployments::finish_renewal(&paths.dir)?;
+    renewal::finish_renewal(&paths.dir)?;
     let ca = read(paths.ca())?;
     let id = TlsIdentity::from_pem(&read(paths.cert())?, &read(paths.key())?, &ca)?;
     let tls = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
@@ -231,7 +238,7 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
     }
     if file.mdns {
         // Every known node failed: the cluster may have moved (DHCP). Look for it again.
-        let found = crate::discovery::browse_api_addrs(
+        let found = browse_api_addrs(
             &outpost_discovery::DiscoveryConfig::default(),
             &file.cluster_id,
             Duration::from_secs(3),
@@ -291,11 +298,10 @@ async fn sync_with(client: &ApiClient, server: &str, paths: &Paths) -> Result<Sy
         .call(Method::GET, "/v1/agent/config", None::<&()>)
         .await?;
     outpost_certs::write_public_file(&paths.config(), &serde_json::to_vec_pretty(&config)?)?;
-    crate::deployments::confirm_renewal_if_pending(client, &paths.dir).await?;
+    renewal::confirm_renewal_if_pending(client, &paths.dir).await?;
     let inventory_uploaded = upload_inventory_if_changed(client, paths).await?;
-    let deployments = crate::deployments::agent_step(client, &paths.dir, &config).await?;
-    let renewed =
-        crate::deployments::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000).await?;
+    let deployments = deployments::agent_step(client, &paths.dir, &config).await?;
+    let renewed = renewal::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000).await?;
     Ok(SyncReport {
         server: server.to_string(),
         config_keys: config.len(),
@@ -338,4 +344,41 @@ pub fn system_hostname() -> String {
         .map(|s| s.trim().to_string())
         .find(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Browses mDNS for nodes of `cluster` until one is seen (then half a second more, for the
+/// others' answers) or `timeout` passes; returns their API addresses. Each is only a hint: the
+/// caller dials it with the token's pinned CA.
+pub async fn browse_api_addrs(
+    config: &outpost_discovery::DiscoveryConfig,
+    cluster: &str,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let config = outpost_discovery::DiscoveryConfig {
+        peers: Vec::new(),
+        ..config.clone()
+    };
+    let cluster = cluster.to_string();
+    let view = tokio::task::spawn_blocking(move || -> Result<outpost_discovery::PeerView> {
+        let d = outpost_discovery::Discovery::start(&config, Some(&cluster))
+            .context("starting the mDNS browser")?;
+        let deadline = Instant::now() + timeout;
+        let first = d.wait_until(deadline, |v| !v.is_empty());
+        let view = if first.is_empty() {
+            first
+        } else {
+            let settle = (Instant::now() + Duration::from_millis(500)).min(deadline);
+            d.wait_until(settle, |_| false)
+        };
+        d.shutdown();
+        Ok(view)
+    })
+    .await
+    .context("the mDNS browse thread failed")??;
+    Ok(view
+        .peers
+        .iter()
+        .flat_map(|p| p.api_addrs())
+        .map(|a| a.to_string())
+        .collect())
 }

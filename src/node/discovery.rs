@@ -20,8 +20,8 @@ use outpost_raft::RaftNode;
 use outpost_storage::{Command, Envelope, NodeRecord, NodeRole};
 use tokio::task::JoinHandle;
 
-use crate::datadir::NodeFile;
-use crate::runtime::VERSION;
+use crate::node::VERSION;
+use crate::shared::datadir::NodeFile;
 
 /// How long a failed check of (node, address) is remembered before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -113,42 +113,6 @@ impl NodeDiscovery {
             tracing::warn!(error = %e, "stopping discovery");
         }
     }
-}
-
-/// Browses mDNS for nodes of `cluster` until one is seen (then half a second more, for the
-/// others' answers) or `timeout` passes; returns their API addresses. Each is only a hint: the
-/// caller dials it with the token's pinned CA.
-pub async fn browse_api_addrs(
-    config: &outpost_discovery::DiscoveryConfig,
-    cluster: &str,
-    timeout: Duration,
-) -> Result<Vec<String>> {
-    let config = outpost_discovery::DiscoveryConfig {
-        peers: Vec::new(),
-        ..config.clone()
-    };
-    let cluster = cluster.to_string();
-    let view = tokio::task::spawn_blocking(move || -> Result<PeerView> {
-        let d = Discovery::start(&config, Some(&cluster)).context("starting the mDNS browser")?;
-        let deadline = Instant::now() + timeout;
-        let first = d.wait_until(deadline, |v| !v.is_empty());
-        let view = if first.is_empty() {
-            first
-        } else {
-            let settle = (Instant::now() + Duration::from_millis(500)).min(deadline);
-            d.wait_until(settle, |_| false)
-        };
-        d.shutdown();
-        Ok(view)
-    })
-    .await
-    .context("the mDNS browse thread failed")??;
-    Ok(view
-        .peers
-        .iter()
-        .flat_map(|p| p.api_addrs())
-        .map(|a| a.to_string())
-        .collect())
 }
 
 struct Readdresser {

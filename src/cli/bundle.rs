@@ -1,241 +1,122 @@
-//! Offline bundles in the node: authoring commands (no cluster needed), import on a node's
-//! host, and the API routes behind `bundle import` and `bundle list`.
+//! `outpost bundle`: authoring commands that need no cluster (keygen, create, sign, inspect,
+//! verify), and on a node's host `import` and `list`.
 //!
 //! Import runs in the `outpost bundle import` process on the node's host, beside the node:
 //! it asks the node (Unix socket) for the import context (trust, floors, cluster time floor),
 //! streams the file once through `outpost_bundles::import_file` into the node's blob store
 //! (the store's lock file keeps writers apart), then asks the node to commit the bundle in one
-//! Raft command. The node checks that every payload blob is in its store before proposing.
-//! Anything refused leaves nothing: the crate removes what it stored on error, and blobs of a
-//! refused commit are collected at once (and at every start-up).
+//! Raft command (`api::bundles`). Anything refused leaves nothing: the crate removes what it
+//! stored on error, and blobs of a refused commit are collected at once (and at every
+//! start-up).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use axum::Json;
-use axum::extract::{Extension, State};
-use axum::http::StatusCode;
 use outpost_bundles::{
     BlobStore, BundleType as WireBundleType, ChannelFloor, ImportContext, ImportOutcome, Limits,
     PayloadKind, Progress, PublicKey, TrustDocument, VerifiedBundle, VerifyOptions,
 };
-use outpost_storage::{BundleRecord, Command, SignedBundle};
-use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::client::ApiClient;
+use clap::Subcommand;
 
-/// What `bundle import` needs from the replicated state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ContextView {
-    pub cluster_id: String,
-    pub trust_version: u64,
-    pub trust: TrustDocument,
-    pub channels: Vec<(String, u64, String)>,
-    /// Unix seconds: max of the voters' median clock and the newest accepted `created`.
-    pub time_floor: i64,
+use super::{DataDirArg, Remote, api};
+use crate::shared::client::{ApiClient, NO_BODY};
+use crate::wire::{BundleCommit, BundleCommitted, BundleContext, BundleList, MAX_CONFIG_PAYLOAD};
+
+#[derive(Subcommand, Debug)]
+pub(super) enum BundleCmd {
+    /// Make an Ed25519 signing key: KEY (secret, mode 0600) and KEY.pub.
+    Keygen {
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Build and sign a bundle from a TOML spec (payload paths relative to the spec);
+    /// `--key KEY` is the signing key.
+    Create {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Add the signature of `--key KEY` to a bundle (m-of-n thresholds).
+    Sign { file: PathBuf },
+    /// Show a bundle's manifest and signers (signatures not checked).
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a bundle against trusted public keys: signatures, expiry, every payload's hash.
+    Verify {
+        file: PathBuf,
+        /// Trusted public key (repeatable).
+        #[arg(long = "trust")]
+        trust: Vec<PathBuf>,
+        /// Signatures needed (default 1).
+        #[arg(long)]
+        threshold: Option<usize>,
+        /// Also check the bundle targets this cluster id.
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a bundle on this node's host: verify, store, commit through Raft.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Every imported bundle, its payloads, and which nodes hold each blob.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-/// `bundle list`: every bundle with its payloads and which nodes hold each blob.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ListView {
-    /// Members of the cluster (id, name), to read `held_by` against.
-    pub nodes: Vec<(u64, String)>,
-    pub bundles: Vec<BundleRecord>,
-}
-
-/// The answer to a commit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CommitView {
-    /// False when the very same bundle was already imported.
-    pub imported: bool,
-}
-
-// ---- API ----------------------------------------------------------------------------------
-
-pub async fn context(
-    State(st): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<ContextView> {
-    caller.require_admin()?;
-    st.node
-        .linearizable_barrier(Duration::from_secs(5))
-        .await
-        .map_err(ApiError::unavailable)?;
-    let (trust, channels, accepted) = st
-        .read(|r| Ok((r.bundle_trust()?, r.channels()?, r.bundle_time_floor()?)))
-        .await?;
-    let Some(trust) = trust else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "no bundle trust is pinned in this cluster: it was initialised without \
-             --bundle-trust KEY.pub, so no bundle can be verified",
-        ));
-    };
-    let doc: TrustDocument = serde_json::from_str(&trust.trust_json)
-        .map_err(|e| ApiError::internal(format!("stored bundle trust does not parse: {e}")))?;
-    let voters: Vec<u64> = st
-        .node
-        .status()
-        .members
-        .iter()
-        .filter(|m| m.voter)
-        .map(|m| m.id)
-        .collect();
-    let time_floor = crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await;
-    Ok(Json(ContextView {
-        cluster_id: st.cluster_id.clone(),
-        trust_version: trust.version,
-        trust: doc,
-        channels: channels
-            .into_iter()
-            .map(|c| (c.name, c.version, c.manifest_sha256))
-            .collect(),
-        time_floor,
-    }))
-}
-
-pub async fn list(
-    State(st): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<ListView> {
-    caller.require_admin()?;
-    let (bundles, nodes) = st.read(|r| Ok((r.bundles()?, r.nodes()?))).await?;
-    Ok(Json(ListView {
-        nodes: nodes
-            .into_iter()
-            .filter(|n| n.role != outpost_storage::NodeRole::Removed)
-            .map(|n| (n.id, n.name))
-            .collect(),
-        bundles,
-    }))
-}
-
-/// What `bundle import` posts to commit a bundle it stored: the exact signed bytes. The node
-/// verifies them against the trust in its state, finds every payload in its blob store,
-/// reads the `config` payloads, and proposes one `ImportSignedBundle`, which every node
-/// verifies again in `apply`. Nothing in the body is taken on trust.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CommitRequest {
-    /// base64 of the manifest bytes.
-    pub manifest: String,
-    /// base64 of the signature document bytes.
-    pub signatures: String,
-}
-
-/// Commits a bundle stored in this node's blob store by `bundle import` on this host.
-pub async fn commit(
-    State(st): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    Json(req): Json<CommitRequest>,
-) -> ApiResult<CommitView> {
-    use base64::Engine;
-    if caller != Caller::Local {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "bundles are imported on a node's host (outpost bundle import FILE --data-dir D)",
-        ));
-    }
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let bad =
-        |what: &str, e: String| ApiError::new(StatusCode::BAD_REQUEST, format!("{what}: {e}"));
-    let manifest = b64
-        .decode(&req.manifest)
-        .map_err(|e| bad("manifest is not base64", e.to_string()))?;
-    let signatures = b64
-        .decode(&req.signatures)
-        .map_err(|e| bad("signatures are not base64", e.to_string()))?;
-    let trust = st.read(|r| r.bundle_trust()).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "no bundle trust is pinned in this cluster: it was initialised without --bundle-trust KEY.pub",
-        )
-    })?;
-    let doc: TrustDocument = serde_json::from_str(&trust.trust_json)
-        .map_err(|e| ApiError::internal(format!("stored bundle trust does not parse: {e}")))?;
-    let head =
-        outpost_bundles::verify_signed_head(&manifest, &signatures, &doc, &Limits::default())
-            .map_err(|e| bad("bundle refused", e.to_string()))?;
-    let mut config_payloads = Vec::new();
-    for p in &head.manifest.payloads {
-        let path = st
-            .blobs
-            .store()
-            .blob_path(&p.sha256)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-        let len = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
-        if len != Some(p.size) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "payload {} (sha256 {}) is not in this node's blob store with {} bytes; import again",
-                    p.name, p.sha256, p.size
-                ),
-            ));
+pub(super) async fn run(remote: &Remote, cmd: BundleCmd) -> Result<()> {
+    match cmd {
+        BundleCmd::Keygen { out } => keygen(&out),
+        BundleCmd::Create { spec, out } => {
+            let key = remote
+                .key
+                .clone()
+                .context("bundle create needs the signing key: --key KEY")?;
+            create(&spec, &[key], &out)
         }
-        if p.kind == PayloadKind::Config {
-            if p.size > MAX_CONFIG_PAYLOAD {
-                return Err(bad(
-                    "bundle refused",
-                    format!(
-                        "config payload {} is {} bytes, at most {MAX_CONFIG_PAYLOAD} allowed",
-                        p.name, p.size
-                    ),
-                ));
+        BundleCmd::Sign { file } => {
+            let key = remote
+                .key
+                .clone()
+                .context("bundle sign needs the signing key: --key KEY")?;
+            sign(&file, &key)
+        }
+        BundleCmd::Inspect { file, json } => inspect(&file, json),
+        BundleCmd::Verify {
+            file,
+            trust,
+            threshold,
+            cluster,
+            json,
+        } => verify(&file, &trust, threshold, cluster, json),
+        BundleCmd::Import { file, dir } => {
+            if remote.server.is_some() {
+                bail!(
+                    "bundle import runs on a node's host (its blob store is local); drop --server"
+                );
             }
-            config_payloads.push(tokio::fs::read(&path).await.map_err(ApiError::internal)?);
+            check_node_dir(&dir.data_dir)?;
+            import(&api(remote, &dir)?, &dir.data_dir, &file).await
         }
+        BundleCmd::List { dir, json } => list_cmd(&api(remote, &dir)?, json).await,
     }
-    let voters: Vec<u64> = st
-        .node
-        .status()
-        .members
-        .iter()
-        .filter(|m| m.voter)
-        .map(|m| m.id)
-        .collect();
-    let accepted = st.read(|r| r.bundle_time_floor()).await?;
-    let cluster_time = crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await;
-    let done = st
-        .commit(
-            &caller,
-            Command::ImportSignedBundle(Box::new(SignedBundle {
-                manifest,
-                signatures,
-                config_payloads,
-                cluster_time,
-                node_id: st.node_id,
-            })),
-        )
-        .await?;
-    Ok(Json(CommitView {
-        imported: done != outpost_storage::Response::Unchanged,
-    }))
 }
 
-/// Removes blobs no committed bundle refers to (after a refused commit).
-pub async fn gc(
-    State(st): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<serde_json::Value> {
-    if caller != Caller::Local {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "local only"));
-    }
-    let wanted = st.read(|r| r.wanted_blobs()).await?;
-    let store = st.blobs.store().clone();
-    let report = tokio::task::spawn_blocking(move || store.gc(&wanted.into_keys().collect()))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    Ok(Json(
-        serde_json::json!({ "removed": report.removed.len(), "bytes": report.bytes }),
-    ))
-}
-
-// ---- authoring ----------------------------------------------------------------------------
+// ---- authoring (no cluster needed) -----------------------------------------------------
 
 pub fn keygen(out: &Path) -> Result<()> {
     let public = outpost_bundles::keygen(out)?;
@@ -256,7 +137,7 @@ pub fn create(spec: &Path, keys: &[PathBuf], out: &Path) -> Result<()> {
         .iter()
         .map(|k| outpost_bundles::load_signing_key(k))
         .collect::<Result<Vec<_>, _>>()?;
-    let m = outpost_bundles::create_bundle(spec, &keys, out, crate::blobs::now_secs())?;
+    let m = outpost_bundles::create_bundle(spec, &keys, out, crate::shared::now_secs())?;
     let bytes: u64 = m.payloads.iter().map(|p| p.size).sum();
     println!(
         "wrote {}: bundle {}, {} payload(s), {bytes} bytes, signed by {} key(s)",
@@ -304,7 +185,7 @@ pub fn verify(
     let opts = VerifyOptions {
         trust: doc,
         cluster_id: cluster,
-        time_floor: Some(crate::blobs::now_secs()),
+        time_floor: Some(crate::shared::now_secs()),
         limits: Limits::default(),
     };
     let v = outpost_bundles::verify_file(file, &opts)?;
@@ -342,12 +223,8 @@ pub fn initial_trust(keys: &[PathBuf], threshold: Option<usize>) -> Result<Optio
 
 /// `outpost bundle import FILE`: verify and store on this host's node, then commit.
 pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()> {
-    let ctx: ContextView = api
-        .call(
-            hyper::Method::GET,
-            "/v1/bundles/context",
-            crate::cli::NO_BODY,
-        )
+    let ctx: BundleContext = api
+        .call(hyper::Method::GET, "/v1/bundles/context", NO_BODY)
         .await
         .context("asking the node for the import context")?;
     let import_ctx = ImportContext {
@@ -391,7 +268,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
     };
     let secs = started.elapsed().as_secs_f64();
     let bytes: u64 = vb.payloads.iter().map(|p| p.size).sum();
-    let committed: Result<CommitView> = async {
+    let committed: Result<BundleCommitted> = async {
         let body = commit_body(&vb)?;
         api.call(hyper::Method::POST, "/v1/bundles", Some(&body))
             .await
@@ -422,11 +299,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
         Err(e) => {
             // The blobs stored for a refused bundle must not stay behind.
             let _ = api
-                .call::<serde_json::Value>(
-                    hyper::Method::POST,
-                    "/v1/bundles/gc",
-                    crate::cli::NO_BODY,
-                )
+                .call::<serde_json::Value>(hyper::Method::POST, "/v1/bundles/gc", NO_BODY)
                 .await;
             Err(e.context(format!("bundle {} refused by the cluster", vb.manifest.id)))
         }
@@ -435,7 +308,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
 
 /// The commit request for a verified bundle: its exact signed bytes. The `config` payloads
 /// are parsed here first only to refuse a bad one before the node is asked.
-fn commit_body(vb: &VerifiedBundle) -> Result<CommitRequest> {
+fn commit_body(vb: &VerifiedBundle) -> Result<BundleCommit> {
     use base64::Engine;
     for p in vb.payloads.iter().filter(|p| p.kind == PayloadKind::Config) {
         if p.size > MAX_CONFIG_PAYLOAD {
@@ -455,19 +328,14 @@ fn commit_body(vb: &VerifiedBundle) -> Result<CommitRequest> {
             .map_err(|e| anyhow!("config payload {}: {e}", p.name))?;
     }
     let b64 = base64::engine::general_purpose::STANDARD;
-    Ok(CommitRequest {
+    Ok(BundleCommit {
         manifest: b64.encode(&vb.manifest_bytes),
         signatures: b64.encode(&vb.signature_bytes),
     })
 }
 
-/// Largest `config` payload, in bytes.
-const MAX_CONFIG_PAYLOAD: u64 = 1 << 20;
-
 pub async fn list_cmd(api: &ApiClient, json: bool) -> Result<()> {
-    let v: ListView = api
-        .call(hyper::Method::GET, "/v1/bundles", crate::cli::NO_BODY)
-        .await?;
+    let v: BundleList = api.call(hyper::Method::GET, "/v1/bundles", NO_BODY).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

@@ -1,7 +1,8 @@
 //! Inventory: what an agent reports about its machine, gathered from the OS itself
-//! (/etc/os-release, /proc, /sys, dpkg-query/rpm/opkg where present), and the fact queries
-//! operators run over it. Parsers are pure functions over text, table-tested; `gather` is the
-//! thin layer that reads the files and runs the package tools.
+//! (/etc/os-release, /proc, /sys, dpkg-query/rpm/opkg where present). Parsers are pure
+//! functions over text, table-tested; `gather` is the thin layer that reads the files and runs
+//! the package tools. The queries operators run over the facts match with
+//! `crate::shared::policy::matches`, on the node.
 
 use serde_json::{Map, Value, json};
 
@@ -165,28 +166,6 @@ fn packages() -> Vec<Value> {
     Vec::new()
 }
 
-/// Does `facts` have `want` at `path` (dot-separated)? Arrays on the way match if any
-/// element matches: `packages.name=openssl`, `network.addresses=10.0.0.5`, `os.id=debian`.
-pub fn matches(facts: &Value, path: &str, want: &str) -> bool {
-    fn walk(v: &Value, parts: &[&str], want: &str) -> bool {
-        match v {
-            Value::Array(items) => items.iter().any(|i| walk(i, parts, want)),
-            _ => match parts.split_first() {
-                None => match v {
-                    Value::String(s) => s == want,
-                    Value::Null => false,
-                    // Numbers and booleans compare by their JSON text (`cpu.count=2`).
-                    #[allow(clippy::cmp_owned)]
-                    other => other.to_string() == want,
-                },
-                Some((head, rest)) => v.get(*head).is_some_and(|next| walk(next, rest, want)),
-            },
-        }
-    }
-    let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
-    walk(facts, &parts, want)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,29 +197,5 @@ mod tests {
                 json!({"name": "zlib", "version": "1.2"})
             ]
         );
-    }
-
-    #[test]
-    fn fact_matching_table() {
-        let facts = json!({
-            "os": {"id": "debian", "version_id": "12"},
-            "cpu": {"count": 2},
-            "packages": [{"name": "openssl", "version": "3.0"}, {"name": "zlib", "version": "1.2"}],
-            "network": [{"name": "eth0", "addresses": ["10.0.0.5", "fe80::1"]}],
-        });
-        let cases = [
-            ("os.id", "debian", true),
-            ("os.id", "ubuntu", false),
-            ("cpu.count", "2", true),
-            ("packages.name", "openssl", true),
-            ("packages.name", "curl", false),
-            ("packages.version", "1.2", true),
-            ("network.addresses", "10.0.0.5", true),
-            ("network.name", "eth1", false),
-            ("missing.path", "x", false),
-        ];
-        for (path, want, expect) in cases {
-            assert_eq!(matches(&facts, path, want), expect, "{path}={want}");
-        }
     }
 }

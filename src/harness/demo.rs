@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::localcluster::{LocalCluster, LocalOptions};
+use crate::harness::localcluster::{LocalCluster, LocalOptions};
 
 pub async fn run(exit: bool) -> Result<()> {
     let root = tempfile::Builder::new()

@@ -1,7 +1,7 @@
 //! Accept loops for the API: HTTPS with optional client certificates, and the local Unix
 //! socket. Each connection gets its `Caller` once, from the certificate or socket credentials.
 //!
-//! The HTTPS port is open to the site LAN, so every connection is bounded (`limits`): a slot
+//! The HTTPS port is open to the site LAN, so every connection is bounded (`crate::api::limits`): a slot
 //! in the anonymous pool from accept (refused at once when a cap is full), a 5 s handshake,
 //! then the authenticated pool if a certificate was shown; an idle watchdog on the bytes that
 //! move (10 s anonymous, 60 s with a certificate), hyper's HTTP/1 header read timeout, and a
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::api::Caller;
-use crate::limits::{Activity, ApiLimits, Closed, Remote, Slot, Watched};
+use crate::api::limits::{Activity, ApiLimits, Closed, Remote, Slot, Watched};
 
 pub async fn serve_tls(
     listener: TcpListener,
@@ -32,7 +32,7 @@ pub async fn serve_tls(
     limits: Arc<ApiLimits>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let mut prune = tokio::time::interval(crate::limits::PRUNE_EVERY);
+    let mut prune = tokio::time::interval(crate::api::limits::PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let accepted = tokio::select! {
@@ -144,7 +144,7 @@ async fn tls_conn(
 
 /// The local socket is root-only: no caps, but the idle timeout of authenticated connections.
 pub async fn serve_unix(listener: UnixListener, app: Router) {
-    let idle = crate::limits::LimitsConfig::default().idle_authenticated;
+    let idle = crate::api::limits::LimitsConfig::default().idle_authenticated;
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(x) => x,

@@ -1,0 +1,231 @@
+//! The agent's deployment work (`S` = state dir): `S/artifacts/partial/<sha256>` grows across
+//! attempts, is checked (size, sha256) and renamed to `S/artifacts/<sha256>`; the handler for
+//! the payload kind is the effective configuration key `agent.handler.<kind>` (run with
+//! `sh -c`); `S/deployments.json` remembers results so a success is not re-run. Each result
+//! is reported to the node (`/v1/agent/results`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hyper::Method;
+use outpost_storage::{Assignment, DeploymentRecord, DeploymentStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::shared::client::{ApiClient, NO_BODY};
+use crate::shared::files::rename_durably;
+use crate::shared::text::tail;
+use crate::wire::{RESULT_DETAIL_BYTES, ResultReport};
+
+/// A failed install is retried on later syncs at most this many times in all.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Default bound on a handler's run time (`agent.handler_timeout`, seconds, overrides it).
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the agent remembers of each deployment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LocalResult {
+    pub status: Option<DeploymentStatus>,
+    pub attempts: u32,
+}
+
+/// One sync's deployment work: for each assignment not yet installed here, fetch, install,
+/// report. Returns one line per deployment acted on.
+pub async fn agent_step(
+    client: &ApiClient,
+    state_dir: &Path,
+    config: &BTreeMap<String, String>,
+) -> Result<Vec<String>> {
+    let list: Vec<Assignment> = client
+        .call(Method::GET, "/v1/agent/assignments", NO_BODY)
+        .await?;
+    let state_path = state_dir.join("deployments.json");
+    let mut local: BTreeMap<String, LocalResult> = std::fs::read(&state_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    for a in list {
+        let d = &a.deployment;
+        let entry = local.entry(d.id.clone()).or_default();
+        if entry.status == Some(DeploymentStatus::Installed) || entry.attempts >= MAX_ATTEMPTS {
+            continue;
+        }
+        let path = fetch(client, state_dir, d).await?;
+        entry.attempts += 1;
+        let (status, detail) = run_handler(config, d, &path).await;
+        client
+            .call::<serde_json::Value>(
+                Method::POST,
+                "/v1/agent/results",
+                Some(&ResultReport {
+                    deployment_id: d.id.clone(),
+                    status,
+                    detail: detail.clone(),
+                }),
+            )
+            .await?;
+        entry.status = Some(status);
+        lines.push(format!(
+            "{} {}@{}: {} ({})",
+            d.id,
+            d.artifact,
+            d.version,
+            status.as_str(),
+            detail.lines().last().unwrap_or("")
+        ));
+        outpost_certs::write_public_file(&state_path, &serde_json::to_vec_pretty(&local)?)?;
+    }
+    Ok(lines)
+}
+
+/// The artifact's verified local copy, downloading (resuming) it if needed.
+async fn fetch(client: &ApiClient, state_dir: &Path, d: &DeploymentRecord) -> Result<PathBuf> {
+    // The hash becomes a file name and a URL: only 64 lowercase hex digits may.
+    if !(d.sha256.len() == 64
+        && d.sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        bail!(
+            "deployment {} names sha256 {} which is not 64 lowercase hex digits; refused",
+            d.id,
+            crate::shared::text::shown(&d.sha256)
+        );
+    }
+    let dir = state_dir.join("artifacts");
+    let partial_dir = dir.join("partial");
+    tokio::fs::create_dir_all(&partial_dir).await?;
+    let done = dir.join(&d.sha256);
+    if tokio::fs::metadata(&done)
+        .await
+        .is_ok_and(|m| m.len() == d.size)
+    {
+        return Ok(done);
+    }
+    let partial = partial_dir.join(&d.sha256);
+    if tokio::fs::metadata(&partial)
+        .await
+        .is_ok_and(|m| m.len() > d.size)
+    {
+        tokio::fs::remove_file(&partial).await?;
+    }
+    let have = tokio::fs::metadata(&partial)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if have < d.size {
+        client
+            .download(
+                &format!("/v1/agent/artifacts/{}", d.sha256),
+                &partial,
+                d.size,
+            )
+            .await
+            .with_context(|| format!("downloading {}@{}", d.artifact, d.version))?;
+    }
+    let (p, sha, size) = (partial.clone(), d.sha256.clone(), d.size);
+    let ok = tokio::task::spawn_blocking(move || -> Result<bool> {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut f = std::fs::File::open(&p)?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n_total = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            n_total += n as u64;
+            h.update(&buf[..n]);
+        }
+        Ok(n_total == size && hex::encode(h.finalize()) == sha)
+    })
+    .await??;
+    if !ok {
+        let _ = tokio::fs::remove_file(&partial).await;
+        bail!(
+            "{}@{}: the download does not match size {} and sha256 {}; discarded",
+            d.artifact,
+            d.version,
+            d.size,
+            d.sha256
+        );
+    }
+    // `download` fsynced the partial file.
+    rename_durably(&partial, &done)?;
+    Ok(done)
+}
+
+/// Runs `agent.handler.<kind>` for the artifact (or keeps it stored when none is set).
+async fn run_handler(
+    config: &BTreeMap<String, String>,
+    d: &DeploymentRecord,
+    path: &Path,
+) -> (DeploymentStatus, String) {
+    let Some(cmd) = config.get(&format!("agent.handler.{}", d.kind)) else {
+        return (
+            DeploymentStatus::Installed,
+            format!(
+                "stored at {} (no agent.handler.{} set)",
+                path.display(),
+                d.kind
+            ),
+        );
+    };
+    let limit = config
+        .get("agent.handler_timeout")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(HANDLER_TIMEOUT);
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("OUTPOST_ARTIFACT", path)
+        .env("OUTPOST_ARTIFACT_NAME", &d.artifact)
+        .env("OUTPOST_ARTIFACT_VERSION", d.version.to_string())
+        .env("OUTPOST_ARTIFACT_SHA256", &d.sha256)
+        .env("OUTPOST_DEPLOYMENT", &d.id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return (DeploymentStatus::Failed, format!("starting sh: {e}")),
+    };
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Err(_) => (
+            DeploymentStatus::Failed,
+            format!("handler killed after {limit:?}"),
+        ),
+        Ok(Err(e)) => (
+            DeploymentStatus::Failed,
+            format!("waiting for the handler: {e}"),
+        ),
+        Ok(Ok(out)) => {
+            let stderr = tail(
+                String::from_utf8_lossy(&out.stderr).trim(),
+                RESULT_DETAIL_BYTES,
+            );
+            match out.status.code() {
+                Some(0) => (
+                    DeploymentStatus::Installed,
+                    format!("handler exit 0 {stderr}").trim().to_string(),
+                ),
+                Some(c) => (
+                    DeploymentStatus::Failed,
+                    format!("handler exit {c}: {stderr}"),
+                ),
+                None => (
+                    DeploymentStatus::Failed,
+                    format!("handler killed by a signal: {stderr}"),
+                ),
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Bundle routes behind `bundle import` and `bundle list`: the import context (trust,
+//! channel floors, cluster time floor), the commit of a bundle already stored in this node's
+//! blob store, the list, and the collection of blobs of a refused commit.
+//!
+//! The node checks that every payload blob is in its store before proposing, and verifies the
+//! signed bytes against the trust in its state; `apply` verifies them again on every node.
+//! The CLI's side (authoring, import, list) is `cli::bundle`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use outpost_bundles::{Limits, PayloadKind, TrustDocument};
+use outpost_storage::{Command, SignedBundle};
+
+use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::wire::{BundleCommit, BundleCommitted, BundleContext, BundleList, MAX_CONFIG_PAYLOAD};
+
+pub async fn context(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<BundleContext> {
+    caller.require_admin()?;
+    st.node
+        .linearizable_barrier(Duration::from_secs(5))
+        .await
+        .map_err(ApiError::unavailable)?;
+    let (trust, channels, accepted) = st
+        .read(|r| Ok((r.bundle_trust()?, r.channels()?, r.bundle_time_floor()?)))
+        .await?;
+    let Some(trust) = trust else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no bundle trust is pinned in this cluster: it was initialised without \
+             --bundle-trust KEY.pub, so no bundle can be verified",
+        ));
+    };
+    let doc: TrustDocument = serde_json::from_str(&trust.trust_json)
+        .map_err(|e| ApiError::internal(format!("stored bundle trust does not parse: {e}")))?;
+    let voters: Vec<u64> = st
+        .node
+        .status()
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    let time_floor = crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await;
+    Ok(Json(BundleContext {
+        cluster_id: st.cluster_id.clone(),
+        trust_version: trust.version,
+        trust: doc,
+        channels: channels
+            .into_iter()
+            .map(|c| (c.name, c.version, c.manifest_sha256))
+            .collect(),
+        time_floor,
+    }))
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<BundleList> {
+    caller.require_admin()?;
+    let (bundles, nodes) = st.read(|r| Ok((r.bundles()?, r.nodes()?))).await?;
+    Ok(Json(BundleList {
+        nodes: nodes
+            .into_iter()
+            .filter(|n| n.role != outpost_storage::NodeRole::Removed)
+            .map(|n| (n.id, n.name))
+            .collect(),
+        bundles,
+    }))
+}
+
+/// Commits a bundle stored in this node's blob store by `bundle import` on this host.
+pub async fn commit(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<BundleCommit>,
+) -> ApiResult<BundleCommitted> {
+    use base64::Engine;
+    if caller != Caller::Local {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bundles are imported on a node's host (outpost bundle import FILE --data-dir D)",
+        ));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bad =
+        |what: &str, e: String| ApiError::new(StatusCode::BAD_REQUEST, format!("{what}: {e}"));
+    let manifest = b64
+        .decode(&req.manifest)
+        .map_err(|e| bad("manifest is not base64", e.to_string()))?;
+    let signatures = b64
+        .decode(&req.signatures)
+        .map_err(|e| bad("signatures are not base64", e.to_string()))?;
+    let trust = st.read(|r| r.bundle_trust()).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no bundle trust is pinned in this cluster: it was initialised without --bundle-trust KEY.pub",
+        )
+    })?;
+    let doc: TrustDocument = serde_json::from_str(&trust.trust_json)
+        .map_err(|e| ApiError::internal(format!("stored bundle trust does not parse: {e}")))?;
+    let head =
+        outpost_bundles::verify_signed_head(&manifest, &signatures, &doc, &Limits::default())
+            .map_err(|e| bad("bundle refused", e.to_string()))?;
+    let mut config_payloads = Vec::new();
+    for p in &head.manifest.payloads {
+        let path = st
+            .blobs
+            .store()
+            .blob_path(&p.sha256)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let len = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
+        if len != Some(p.size) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "payload {} (sha256 {}) is not in this node's blob store with {} bytes; import again",
+                    p.name, p.sha256, p.size
+                ),
+            ));
+        }
+        if p.kind == PayloadKind::Config {
+            if p.size > MAX_CONFIG_PAYLOAD {
+                return Err(bad(
+                    "bundle refused",
+                    format!(
+                        "config payload {} is {} bytes, at most {MAX_CONFIG_PAYLOAD} allowed",
+                        p.name, p.size
+                    ),
+                ));
+            }
+            config_payloads.push(tokio::fs::read(&path).await.map_err(ApiError::internal)?);
+        }
+    }
+    let voters: Vec<u64> = st
+        .node
+        .status()
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    let accepted = st.read(|r| r.bundle_time_floor()).await?;
+    let cluster_time = crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await;
+    let done = st
+        .commit(
+            &caller,
+            Command::ImportSignedBundle(Box::new(SignedBundle {
+                manifest,
+                signatures,
+                config_payloads,
+                cluster_time,
+                node_id: st.node_id,
+            })),
+        )
+        .await?;
+    Ok(Json(BundleCommitted {
+        imported: done != outpost_storage::Response::Unchanged,
+    }))
+}
+
+/// Removes blobs no committed bundle refers to (after a refused commit).
+pub async fn gc(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<serde_json::Value> {
+    if caller != Caller::Local {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "local only"));
+    }
+    let wanted = st.read(|r| r.wanted_blobs()).await?;
+    let store = st.blobs.store().clone();
+    let report = tokio::task::spawn_blocking(move || store.gc(&wanted.into_keys().collect()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        serde_json::json!({ "removed": report.removed.len(), "bytes": report.bytes }),
+    ))
+}

@@ -1,0 +1,165 @@
+//! Configuration routes: keys and values scoped global < group < client, and a client's
+//! effective configuration. `agent.handler.*` keys are refused here: only a signed bundle
+//! sets them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use outpost_storage::HANDLER_KEY_PREFIX as HANDLER_PREFIX;
+use outpost_storage::{Command, ConfigEntry, Response as Done, Scope};
+use serde::Deserialize;
+
+use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::wire::{ConfigSetRequest, ConfigSetResponse};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ScopeQuery {
+    pub group: Option<String>,
+    pub client: Option<String>,
+    #[serde(default)]
+    pub linearizable: bool,
+}
+
+impl ScopeQuery {
+    fn scope(&self) -> Result<Scope, ApiError> {
+        match (&self.group, &self.client) {
+            (None, None) => Ok(Scope::Global),
+            (Some(g), None) => Ok(Scope::Group(g.clone())),
+            (None, Some(c)) => Ok(Scope::Client(c.clone())),
+            (Some(_), Some(_)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "give --group or --client, not both",
+            )),
+        }
+    }
+}
+
+pub(crate) async fn config_set(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<ConfigSetRequest>,
+) -> ApiResult<ConfigSetResponse> {
+    caller.require_admin()?;
+    crate::api::fields::config_key(&req.key)?;
+    crate::api::fields::config_value(&req.key, &req.value)?;
+    if let Scope::Group(g) | Scope::Client(g) = &req.scope {
+        crate::api::fields::id("scope", g)?;
+    }
+    if req.key.starts_with(HANDLER_PREFIX) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} runs code on clients: it is set only by a config payload of a signed bundle \
+                 (outpost bundle create with a [[payload]] of kind \"config\")",
+                req.key
+            ),
+        ));
+    }
+    match st
+        .commit(
+            &caller,
+            Command::SetConfig {
+                scope: req.scope,
+                key: req.key,
+                value: req.value,
+            },
+        )
+        .await?
+    {
+        Done::ConfigVersion(version) => Ok(Json(ConfigSetResponse { version })),
+        other => Err(ApiError::internal(format!("unexpected response {other:?}"))),
+    }
+}
+
+pub(crate) async fn config_get(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<ConfigEntry> {
+    caller.require_admin()?;
+    let scope = q.scope()?;
+    if q.linearizable {
+        st.node
+            .linearizable_barrier(Duration::from_secs(5))
+            .await
+            .map_err(ApiError::unavailable)?;
+    }
+    let k = key.clone();
+    let s = scope.clone();
+    match st.read(move |r| r.config_get(&s, &k)).await? {
+        Some(e) => Ok(Json(e)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("key not found: {key} ({})", scope_text(&scope)),
+        )),
+    }
+}
+
+fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Global => "global scope".into(),
+        Scope::Group(g) => format!("group {g}"),
+        Scope::Client(c) => format!("client {c}"),
+    }
+}
+
+pub(crate) async fn config_delete(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<serde_json::Value> {
+    caller.require_admin()?;
+    let scope = q.scope()?;
+    st.commit(
+        &caller,
+        Command::DeleteConfig {
+            scope,
+            key: key.clone(),
+        },
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "deleted": key })))
+}
+
+pub(crate) async fn config_list(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<Vec<ConfigEntry>> {
+    caller.require_admin()?;
+    let scope = match (&q.group, &q.client) {
+        (None, None) => None,
+        _ => Some(q.scope()?),
+    };
+    if q.linearizable {
+        st.node
+            .linearizable_barrier(Duration::from_secs(5))
+            .await
+            .map_err(ApiError::unavailable)?;
+    }
+    Ok(Json(st.read(move |r| r.config_list(scope.as_ref())).await?))
+}
+
+pub(crate) async fn config_effective(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(client): Path<String>,
+) -> ApiResult<std::collections::BTreeMap<String, String>> {
+    caller.require_admin()?;
+    let c = client.clone();
+    let record = st.read(move |r| r.client(&c)).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("client {client} does not exist"),
+        )
+    })?;
+    Ok(Json(
+        st.read(move |r| r.config_effective(&record.id, &record.groups))
+            .await?,
+    ))
+}

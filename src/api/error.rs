@@ -1,0 +1,55 @@
+//! The API's error answer: a status and `{"error": message}`, and how a rejected command
+//! maps to a status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use outpost_storage::{Outcome, RejectCode, Response as Done};
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+    pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub(crate) fn outcome(o: Outcome) -> Result<Done, ApiError> {
+    o.map_err(|r| {
+        let status = match r.code {
+            RejectCode::NotFound => StatusCode::NOT_FOUND,
+            RejectCode::AlreadyExists => StatusCode::CONFLICT,
+            RejectCode::TokenInvalid | RejectCode::TokenExpired | RejectCode::TokenUsedUp => {
+                StatusCode::FORBIDDEN
+            }
+            RejectCode::Invalid => StatusCode::BAD_REQUEST,
+            RejectCode::NotInitialized => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, r.message)
+    })
+}

@@ -1,0 +1,155 @@
+//! The node's HTTP API, served on the HTTPS port (mTLS; roles from certificates) and on the
+//! local Unix socket (root only, no certificate). One router for both; the connection decides
+//! who the caller is, the handlers decide what the caller may do.
+//!
+//! Here: the router, the body caps and the identity check every request passes. Beside it:
+//! `caller` (who is calling), `state` (what handlers share and how they commit and read),
+//! `error` (the error answer), the input checks where fields enter (`fields`), the port's
+//! limits (`limits`) and the refusal counters (`refusals`), and one file per resource
+//! (`status`, `tokens`, `admins`, `nodes`, `config`, `audit`, `clients`, `inventory`,
+//! `bundles`, `deployments`, `renewal`). Bodies are `crate::wire` types. The API knows nothing
+//! of the CLI or the agent; it is started by `crate::node`.
+
+pub mod admins;
+pub mod audit;
+pub mod bundles;
+mod caller;
+pub mod clients;
+pub mod config;
+pub mod deployments;
+mod error;
+pub mod fields;
+pub mod inventory;
+pub mod limits;
+pub mod nodes;
+pub mod refusals;
+pub mod renewal;
+mod state;
+pub mod status;
+pub mod tokens;
+
+pub use caller::Caller;
+pub use error::{ApiError, ApiResult};
+pub use state::AppState;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+
+/// Request bodies are capped per route before they are read: enrollment and join are open to
+/// anyone (64 KiB), inventory reports carry facts (1 MiB), a bundle commit carries the signed
+/// manifest and signature bytes (base64), everything else is small.
+pub const BODY_LIMIT: usize = 64 << 10;
+pub const INVENTORY_BODY_LIMIT: usize = outpost_storage::MAX_FACTS_BYTES + (64 << 10);
+pub const BUNDLE_BODY_LIMIT: usize = 12 << 20;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    use axum::extract::DefaultBodyLimit;
+    Router::new()
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/metrics", get(status::metrics))
+        .route("/v1/status", get(status::status))
+        .route(
+            "/v1/tokens",
+            post(tokens::create_token).get(tokens::token_list),
+        )
+        .route("/v1/tokens/{id}/revoke", post(tokens::token_revoke))
+        .route("/v1/admins/{name}/revoke", post(admins::admin_revoke))
+        .route("/v1/join", post(nodes::join))
+        .route("/v1/nodes", get(nodes::nodes))
+        .route("/v1/nodes/{id}", delete(nodes::remove_node))
+        .route(
+            "/v1/config",
+            get(config::config_list).put(config::config_set),
+        )
+        .route(
+            "/v1/config/{key}",
+            get(config::config_get).delete(config::config_delete),
+        )
+        .route("/v1/audit", get(audit::audit))
+        .route(
+            "/v1/config-effective/{client}",
+            get(config::config_effective),
+        )
+        .route("/v1/enroll", post(clients::enroll))
+        .route("/v1/agent/config", get(clients::agent_config))
+        .route(
+            "/v1/agent/inventory",
+            put(inventory::agent_inventory).layer(DefaultBodyLimit::max(INVENTORY_BODY_LIMIT)),
+        )
+        .route("/v1/inventory", get(inventory::inventory_query))
+        .route("/v1/inventory/{client}", get(inventory::inventory_show))
+        .route("/v1/clients", get(clients::list))
+        .route("/v1/clients/{id}", get(clients::show))
+        .route("/v1/clients/{id}/revoke", post(clients::revoke))
+        .route(
+            "/v1/bundles",
+            get(bundles::list)
+                .post(bundles::commit)
+                .layer(DefaultBodyLimit::max(BUNDLE_BODY_LIMIT)),
+        )
+        .route("/v1/bundles/context", get(bundles::context))
+        .route(
+            "/v1/deployments",
+            get(deployments::list).post(deployments::create),
+        )
+        .route("/v1/deployments/{id}", get(deployments::status))
+        .route("/v1/agent/assignments", get(deployments::assignments))
+        .route("/v1/agent/artifacts/{sha256}", get(deployments::artifact))
+        .route("/v1/agent/results", post(deployments::report))
+        .route("/v1/agent/renew", post(renewal::renew))
+        .route("/v1/agent/renew/confirm", post(renewal::renew_confirm))
+        .route("/v1/bundles/gc", post(bundles::gc))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            identity_still_valid,
+        ))
+        .with_state(state)
+}
+
+/// Refuses, on every request, an admin certificate whose name was revoked after it was
+/// issued and a node certificate of a node that was removed (or never joined): an identity
+/// ends from the moment its revocation applies on this node, even on a connection opened
+/// before. Client certificates are checked by the agent routes (`authorized_client`).
+async fn identity_still_valid(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let refusal = match &caller {
+        Caller::Admin { name, issued_at } => {
+            let n = name.clone();
+            match st.read(move |r| r.admin_revoked_at(&n)).await {
+                Ok(Some(at)) if issued_at.saturating_mul(1000) <= at => Some(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("the admin certificate of {name} was revoked"),
+                )),
+                Ok(_) => None,
+                Err(e) => Some(e),
+            }
+        }
+        Caller::Node(id) => {
+            let id = *id;
+            match st.read(move |r| r.node(id)).await {
+                Ok(Some(n)) if n.role != outpost_storage::NodeRole::Removed => None,
+                Ok(_) => Some(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("node {id} is not a member of this cluster"),
+                )),
+                Err(e) => Some(e),
+            }
+        }
+        _ => None,
+    };
+    match refusal {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
+    }
+}

@@ -1,0 +1,124 @@
+//! Cluster nodes: join (open to a node token; the certificate is signed after the commit),
+//! the node list, and removal.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use outpost_certs::{Role, Validity};
+use outpost_storage::{Command, NodeRecord, Response as Done, TokenKind};
+
+use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::shared::token::secret_sha256;
+use crate::wire::{JoinRequest, JoinResponse};
+
+pub(crate) async fn join(
+    _: crate::api::limits::RateLimited,
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    remote: Option<Extension<crate::api::limits::Remote>>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<JoinResponse>, Response> {
+    let source = remote.map(|Extension(crate::api::limits::Remote(addr))| addr.ip());
+    let refuse = |e: ApiError, reason: &'static str| st.refusals.refuse("join", reason, source, e);
+    // Everything below is checked against local state only: a request that fails here leaves
+    // no Raft entry, no audit row and no certificate.
+    let bad = |e: ApiError| refuse(e, "malformed");
+    crate::api::fields::id("token id", &req.token_id).map_err(bad)?;
+    crate::api::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
+    crate::api::fields::id("node name", &req.name).map_err(bad)?;
+    crate::api::fields::host_port("api address", &req.api_addr).map_err(bad)?;
+    crate::api::fields::host_port("peer address", &req.peer_addr).map_err(bad)?;
+    crate::api::fields::text("version", &req.version, 64).map_err(bad)?;
+    crate::api::fields::csr(&req.csr_pem).map_err(bad)?;
+    let secret_sha256 = secret_sha256(&req.secret);
+    st.check_token(&req.token_id, &secret_sha256, TokenKind::Node)
+        .await
+        .map_err(|(e, reason)| refuse(e, reason))?;
+    outpost_certs::check_csr(&req.csr_pem).map_err(|e| {
+        refuse(
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("certificate request refused: {e}"),
+            ),
+            "bad_csr",
+        )
+    })?;
+    tracing::info!(name = %req.name, peer = %req.peer_addr, caller = %caller.actor(), "join request");
+    let cmd = Command::JoinNode {
+        token_id: req.token_id.clone(),
+        secret_sha256,
+        name: req.name.clone(),
+        api_addr: req.api_addr.clone(),
+        peer_addr: req.peer_addr.clone(),
+        version: req.version.clone(),
+    };
+    let node_id = match st
+        .commit(&Caller::Anonymous, cmd)
+        .await
+        .map_err(IntoResponse::into_response)?
+    {
+        Done::NodeId(id) => id,
+        other => {
+            return Err(ApiError::internal(format!(
+                "join committed with unexpected response {other:?}"
+            ))
+            .into_response());
+        }
+    };
+    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 365);
+    let cert_pem = st
+        .ca
+        .issue(&req.csr_pem, &Role::Node(node_id), &validity)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("certificate request refused: {e}"),
+            )
+            .into_response()
+        })?;
+    let cluster_name = st
+        .read(|r| r.cluster())
+        .await
+        .map_err(IntoResponse::into_response)?
+        .map(|c| c.name)
+        .unwrap_or_default();
+    Ok(Json(JoinResponse {
+        node_id,
+        cluster_id: st.cluster_id.clone(),
+        cluster_name,
+        cert_pem,
+        ca_cert_pem: st.ca.cert_pem().to_string(),
+        ca_key_pem: st.ca.key_pem().to_string(),
+    }))
+}
+
+pub(crate) async fn nodes(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Vec<NodeRecord>> {
+    caller.require_member()?;
+    Ok(Json(st.read(|r| r.nodes()).await?))
+}
+
+pub(crate) async fn remove_node(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<u64>,
+) -> ApiResult<serde_json::Value> {
+    caller.require_admin()?;
+    let s = st.node.status();
+    let voters: Vec<u64> = s.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+    if voters == [id] {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("node {id} is the last voter; it cannot be removed"),
+        ));
+    }
+    st.commit(&caller, Command::RemoveNode { id }).await?;
+    // The leader's membership upkeep takes the node out of the Raft membership.
+    st.node.remove_member(id).await.ok();
+    Ok(Json(serde_json::json!({ "removed": id })))
+}

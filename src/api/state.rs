@@ -1,0 +1,166 @@
+//! What every handler shares: the Raft node, the CA, the blob store, the limits, and the
+//! ways handlers reach the state (`commit` a command, `read` on a blocking thread, check a
+//! token, readiness).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use outpost_certs::{CertAuthority, Fingerprint};
+use outpost_raft::{NodeStatus, RaftNode};
+use outpost_storage::{Command, Envelope, RejectCode, Response as Done, TokenCheck, TokenKind};
+
+use crate::api::error::outcome;
+use crate::api::{ApiError, Caller};
+use crate::wire::{Readiness, StatusView};
+
+pub struct AppState {
+    pub node: RaftNode,
+    pub node_id: u64,
+    pub name: String,
+    pub cluster_id: String,
+    pub ca: CertAuthority,
+    pub ca_fingerprint: Fingerprint,
+    /// Not-after (unix seconds) of this node's own certificate, for /metrics.
+    pub node_cert_not_after: i64,
+    /// Clients seen by this node since the last flush (client id -> ms); flushed to Raft as
+    /// one `TouchClients` command every few seconds by `clients::flush_last_seen`.
+    pub seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// The content-addressed blob store and its replication from peers.
+    pub blobs: Arc<crate::blobs::Blobs>,
+    /// The data directory (bundle import runs beside the node on the same host).
+    pub data_dir: std::path::PathBuf,
+    /// Refused unauthenticated requests, counted by reason and logged at most once per source
+    /// address per minute.
+    pub refusals: crate::api::refusals::Refusals,
+    /// The last answer of the readiness probe (a read-index round trip), reused for a second
+    /// so that a flood of anonymous `/readyz` requests costs the leader nothing.
+    pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
+    /// Connection caps, timeouts and the enroll/join rate limit of the API port.
+    pub limits: Arc<crate::api::limits::ApiLimits>,
+}
+
+impl AppState {
+    pub(crate) async fn commit(&self, caller: &Caller, command: Command) -> Result<Done, ApiError> {
+        let env = Envelope {
+            at_ms: outpost_raft::now_ms(),
+            actor: caller.actor(),
+            command,
+        };
+        let o = self.node.write(env).await.map_err(ApiError::unavailable)?;
+        outcome(o)
+    }
+
+    /// Checks a token against the local state before anything is written. A token unknown
+    /// here may have been made on another node a moment ago: then this node first catches up
+    /// with the leader (read index, bounded) and looks again. Err carries the answer and the
+    /// reason for the refusal counter.
+    pub(crate) async fn check_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        kind: TokenKind,
+    ) -> Result<(), (ApiError, &'static str)> {
+        for attempt in 0..2 {
+            let (id, secret) = (token_id.to_string(), secret_sha256.to_string());
+            let now = outpost_raft::now_ms();
+            let verdict = self
+                .read(move |r| r.check_token(&id, &secret, kind, now))
+                .await
+                .map_err(|e| (e, "internal"))?;
+            let (rej, unknown) = match verdict {
+                TokenCheck::Usable => return Ok(()),
+                TokenCheck::Unknown(rej) => (rej, true),
+                TokenCheck::Refused(rej) => (rej, false),
+            };
+            // Only a bounded read-index round trip, never a write.
+            if attempt == 0
+                && unknown
+                && self
+                    .node
+                    .linearizable_barrier(Duration::from_secs(2))
+                    .await
+                    .is_ok()
+            {
+                continue;
+            }
+            let reason = match rej.code {
+                RejectCode::TokenExpired => "token_expired",
+                RejectCode::TokenUsedUp => "token_used_up",
+                _ if unknown => "token_unknown",
+                _ => "token_invalid",
+            };
+            return Err((ApiError::new(StatusCode::FORBIDDEN, rej.message), reason));
+        }
+        Err((
+            ApiError::new(StatusCode::FORBIDDEN, "the token was not accepted"),
+            "token_invalid",
+        ))
+    }
+
+    /// Runs a blocking storage query on a blocking thread.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&outpost_storage::Reader) -> Result<T, outpost_storage::StorageError>
+        + Send
+        + 'static,
+    ) -> Result<T, ApiError> {
+        let reader = self.node.reader();
+        tokio::task::spawn_blocking(move || f(&reader))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+    }
+
+    pub(crate) async fn status_view(&self) -> StatusView {
+        let s: NodeStatus = self.node.status();
+        let cluster_name = self
+            .read(|r| r.cluster())
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.name);
+        StatusView {
+            name: self.name.clone(),
+            cluster_id: self.cluster_id.clone(),
+            cluster_name,
+            raft: s,
+            ready: Some(self.readiness().await),
+        }
+    }
+
+    /// Ready: not stopped, a member, a leader known, and that leader confirms (read index,
+    /// a heartbeat round with a quorum) within two seconds. Answers are reused for a second.
+    pub(crate) async fn readiness(&self) -> Readiness {
+        let mut cached = self.readiness.lock().await;
+        if let Some((at, r)) = cached.as_ref()
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return r.clone();
+        }
+        let s = self.node.status();
+        let member = s.members.iter().any(|m| m.id == self.node_id);
+        let verdict = match (s.fatal, s.leader_id, member) {
+            (Some(f), _, _) => Err(f),
+            (None, _, false) => Err("not a member of the cluster".to_string()),
+            (None, None, true) => Err("no leader".to_string()),
+            (None, Some(_), true) => self
+                .node
+                .linearizable_barrier(Duration::from_secs(2))
+                .await
+                .map_err(|e| format!("the cluster cannot commit: {e}")),
+        };
+        let r = match verdict {
+            Ok(()) => Readiness {
+                ready: true,
+                reason: "ready".into(),
+            },
+            Err(reason) => Readiness {
+                ready: false,
+                reason,
+            },
+        };
+        *cached = Some((std::time::Instant::now(), r.clone()));
+        r
+    }
+}

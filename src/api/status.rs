@@ -1,0 +1,114 @@
+//! Health, readiness, metrics and `/v1/status`: what a load balancer, a monitor and
+//! `outpost status` ask a node.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::wire::StatusView;
+
+pub(crate) async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    match st.node.status().fatal {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(f) => (StatusCode::SERVICE_UNAVAILABLE, format!("{f}\n")).into_response(),
+    }
+}
+
+pub(crate) async fn readyz(State(st): State<Arc<AppState>>) -> Response {
+    let r = st.readiness().await;
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, format!("{}\n", r.reason)).into_response()
+}
+
+pub(crate) async fn metrics(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    caller.require_member()?;
+    let s = st.node.status();
+    let now = outpost_raft::now_ms() / 1000;
+    let ca_not_after = pem_der(st.ca.cert_pem())
+        .and_then(|d| outpost_certs::not_after_unix(&d).ok())
+        .unwrap_or(i64::MAX);
+    let soonest = st.node_cert_not_after.min(ca_not_after);
+    let voters = s.members.iter().filter(|m| m.voter).count();
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "outpost_raft_term",
+        "Current Raft term.",
+        s.term.to_string(),
+    );
+    metric(
+        "outpost_raft_is_leader",
+        "1 if this node is the leader.",
+        u8::from(s.leader_id == Some(st.node_id)).to_string(),
+    );
+    metric(
+        "outpost_raft_has_leader",
+        "1 if this node knows a leader.",
+        u8::from(s.leader_id.is_some()).to_string(),
+    );
+    metric(
+        "outpost_raft_applied_index",
+        "Last log index applied to the state.",
+        s.applied_index.to_string(),
+    );
+    metric(
+        "outpost_raft_last_log_index",
+        "Last log index in this node's log.",
+        s.last_log_index.to_string(),
+    );
+    metric(
+        "outpost_raft_members",
+        "Members (voters and learners).",
+        s.members.len().to_string(),
+    );
+    metric("outpost_raft_voters", "Voting members.", voters.to_string());
+    metric(
+        "outpost_cert_soonest_expiry_seconds",
+        "Seconds until the soonest certificate expiry on this node.",
+        (soonest - now).to_string(),
+    );
+    metric(
+        "outpost_node_fatal",
+        "1 if this node stopped applying.",
+        u8::from(s.fatal.is_some()).to_string(),
+    );
+    st.refusals.render_metrics(&mut out);
+    st.limits.render_metrics(&mut out);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+pub(crate) async fn status(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<StatusView> {
+    caller.require_member()?;
+    Ok(Json(st.status_view().await))
+}

@@ -1,0 +1,192 @@
+//! `outpost bench`: the benchmark commands; the benchmarks themselves are
+//! `crate::harness::bench`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use outpost_raft::RaftTuning;
+
+use super::DataDirArg;
+use crate::shared::datadir::DataDir;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum BenchCmd {
+    /// Replicated writes/s through the API port (mTLS), spread over every member.
+    Write {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes/s without and then under an anonymous flood (enrollment requests of ~64 KiB and
+    /// idle anonymous TLS connections against every member), and raft.db growth during a
+    /// window of flood alone; one run, so the ratio compares like with like.
+    Flood {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        #[arg(long, default_value_t = 200)]
+        enroll_per_s: u32,
+        #[arg(long, default_value_t = 3000)]
+        idle: usize,
+        /// Source address of the flood (e.g. 127.0.0.2 against a loopback cluster).
+        #[arg(long)]
+        from: Option<std::net::IpAddr>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Simulated agents (each enrolled with its own certificate, one keep-alive connection
+    /// each) syncing their configuration; prints syncs/s and latency.
+    Sync {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Each agent syncs once per interval; 0s = as fast as it can.
+        #[arg(long, default_value = "0s")]
+        interval: humantime::Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A bundle of --size-mib MiB: `outpost bundle import` time as a ratio to `sha256sum` of
+    /// the same file, and the time until all three nodes of a temporary cluster hold it.
+    Bundle {
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Where the bundle and the temporary cluster live (a disk, not tmpfs).
+        #[arg(long, default_value = ".")]
+        work_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
+    /// temporary three-node cluster of real `outpost serve` processes.
+    Failover {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Heartbeat interval of the temporary nodes, in ms.
+        #[arg(long, default_value_t = RaftTuning::default().heartbeat_ms)]
+        heartbeat_ms: u64,
+        /// Election timeout range of the temporary nodes, MIN-MAX in ms.
+        #[arg(long, default_value = "150-300")]
+        election_timeout_ms: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Write {
+            dir,
+            clients,
+            seconds,
+            value_bytes,
+            json,
+        } => {
+            let opts = crate::harness::bench::WriteBench {
+                clients,
+                seconds,
+                value_bytes,
+            };
+            let report = crate::harness::bench::write(&DataDir::new(&dir.data_dir), opts).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        BenchCmd::Flood {
+            dir,
+            clients,
+            seconds,
+            value_bytes,
+            enroll_per_s,
+            idle,
+            from,
+            json,
+        } => {
+            let opts = crate::harness::flood::FloodBench {
+                write: crate::harness::bench::WriteBench {
+                    clients,
+                    seconds,
+                    value_bytes,
+                },
+                enroll_per_s,
+                idle,
+                from,
+            };
+            let report = crate::harness::flood::flood(&DataDir::new(&dir.data_dir), opts).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        BenchCmd::Failover {
+            runs,
+            heartbeat_ms,
+            election_timeout_ms,
+            json,
+        } => {
+            let node_args = vec![
+                "--heartbeat-ms".to_string(),
+                heartbeat_ms.to_string(),
+                "--election-timeout-ms".to_string(),
+                election_timeout_ms,
+            ];
+            let report = crate::harness::bench::failover(runs, node_args).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        BenchCmd::Sync {
+            dir,
+            clients,
+            seconds,
+            interval,
+            json,
+        } => {
+            let opts = crate::harness::bench::SyncBench {
+                clients,
+                seconds,
+                interval: interval.into(),
+            };
+            let report = crate::harness::bench::sync(&DataDir::new(&dir.data_dir), opts).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        BenchCmd::Bundle {
+            size_mib,
+            work_dir,
+            json,
+        } => {
+            let report = crate::harness::bench::bundle(size_mib, &work_dir).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The request and response bodies of the API: what the node's routes (`api`), the CLI, the
+//! agent and the benchmarks say to each other. Plain data with serde derives and no behaviour;
+//! changing a field here changes the protocol, so it must stay readable by the other side.
+//!
+//! Types that the storage crate already defines (records such as `ClientRecord`) travel as
+//! they are and are not repeated here.
+
+use outpost_bundles::TrustDocument;
+use outpost_raft::NodeStatus;
+use outpost_storage::{BundleRecord, DeploymentRecord, DeploymentResult, DeploymentStatus, Scope};
+use serde::{Deserialize, Serialize};
+
+// ---- cluster: status, tokens, join, configuration ----
+
+/// Whether this node serves a committing cluster, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: String,
+}
+
+/// `/v1/status`: this node's view of the cluster, its Raft status as the Raft layer reports
+/// it (flattened: the JSON keeps one flat object), and its readiness.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub name: String,
+    pub cluster_id: String,
+    pub cluster_name: Option<String>,
+    /// `node_id`, `leader_id`, `term`, `state`, `applied_index`, `last_log_index`,
+    /// `snapshot_index`, `members`, `fatal`.
+    #[serde(flatten)]
+    pub raft: NodeStatus,
+    /// What `/readyz` answers: whether this node serves a committing cluster.
+    #[serde(default)]
+    pub ready: Option<Readiness>,
+}
+
+/// The Raft fields read as the view's own (`status.leader_id`), as they appear in its JSON.
+impl std::ops::Deref for StatusView {
+    type Target = NodeStatus;
+    fn deref(&self) -> &NodeStatus {
+        &self.raft
+    }
+}
+
+/// `token create`: kind (`node` or `client`), lifetime, uses (None: unlimited), groups.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub kind: String,
+    pub ttl_secs: u64,
+    pub uses: Option<u32>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub id: String,
+    pub expires_at_ms: i64,
+}
+
+/// `/v1/join`: a node token, the joiner's addresses and version, and a CSR for its key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token_id: String,
+    pub secret: String,
+    pub name: String,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub version: String,
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node_id: u64,
+    pub cluster_id: String,
+    pub cluster_name: String,
+    pub cert_pem: String,
+    pub ca_cert_pem: String,
+    /// Every node can sign certificates, so a node holds the CA key (sent only over the
+    /// pinned TLS session, stored 0600).
+    pub ca_key_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigSetRequest {
+    pub key: String,
+    pub value: String,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigSetResponse {
+    pub version: u64,
+}
+
+// ---- clients: enrollment and inventory ----
+
+/// `/v1/enroll`: a client token, the host name the agent reports, and a CSR for its key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token_id: String,
+    pub secret: String,
+    pub hostname: String,
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub client_id: String,
+    pub cluster_id: String,
+    pub cert_pem: String,
+    pub ca_cert_pem: String,
+    pub groups: Vec<String>,
+    /// API addresses of the cluster's members when enrolled (the agent's first node list).
+    pub servers: Vec<String>,
+}
+
+/// One client found by `inventory query`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InventoryMatch {
+    pub client_id: String,
+    pub hostname: String,
+    pub groups: Vec<String>,
+    pub updated_at_ms: i64,
+}
+
+/// `inventory show`: a client's latest facts and what changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InventoryView {
+    pub inventory: outpost_storage::InventoryRecord,
+    pub history: Vec<outpost_storage::InventoryChange>,
+}
+
+// ---- bundles ----
+
+/// What `bundle import` needs from the replicated state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleContext {
+    pub cluster_id: String,
+    pub trust_version: u64,
+    pub trust: TrustDocument,
+    pub channels: Vec<(String, u64, String)>,
+    /// Unix seconds: max of the voters' median clock and the newest accepted `created`.
+    pub time_floor: i64,
+}
+
+/// `bundle list`: every bundle with its payloads and which nodes hold each blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleList {
+    /// Members of the cluster (id, name), to read `held_by` against.
+    pub nodes: Vec<(u64, String)>,
+    pub bundles: Vec<BundleRecord>,
+}
+
+/// The answer to a commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleCommitted {
+    /// False when the very same bundle was already imported.
+    pub imported: bool,
+}
+
+/// What `bundle import` posts to commit a bundle it stored: the exact signed bytes. The node
+/// verifies them against the trust in its state, finds every payload in its blob store,
+/// reads the `config` payloads, and proposes one `ImportSignedBundle`, which every node
+/// verifies again in `apply`. Nothing in the body is taken on trust.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleCommit {
+    /// base64 of the manifest bytes.
+    pub manifest: String,
+    /// base64 of the signature document bytes.
+    pub signatures: String,
+}
+
+/// Largest `config` payload of a bundle, in bytes: `bundle import` refuses a larger one before
+/// it asks the node, and the node refuses it again.
+pub const MAX_CONFIG_PAYLOAD: u64 = 1 << 20;
+
+// ---- deployments and certificate renewal ----
+
+/// `deployment create`: an artifact (name, and channel version or the newest) for a group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentRequest {
+    pub artifact: String,
+    pub version: Option<u64>,
+    pub group: String,
+    pub id: Option<String>,
+}
+
+/// `deployment status ID`: the deployment, each client's result, and the clients of the
+/// group that have not reported yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentStatusView {
+    pub deployment: DeploymentRecord,
+    pub results: Vec<DeploymentResult>,
+    pub pending: Vec<String>,
+}
+
+/// Longest result detail a node keeps (the tail of the handler's stderr); the agent sends
+/// no more.
+pub const RESULT_DETAIL_BYTES: usize = 2000;
+
+/// An agent's result for one deployment (`/v1/agent/results`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultReport {
+    pub deployment_id: String,
+    pub status: DeploymentStatus,
+    pub detail: String,
+}
+
+/// A client certificate renewal (`/v1/agent/renew`): a CSR for a new key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub cert_pem: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_view_json_is_one_flat_object() {
+        let v = StatusView {
+            name: "a".into(),
+            cluster_id: "c".into(),
+            cluster_name: None,
+            raft: NodeStatus {
+                node_id: 1,
+                leader_id: Some(1),
+                term: 2,
+                state: "Leader".into(),
+                applied_index: 3,
+                last_log_index: 4,
+                snapshot_index: None,
+                members: Vec::new(),
+                fatal: None,
+            },
+            ready: None,
+        };
+        let json = serde_json::to_value(&v).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "applied_index",
+                "cluster_id",
+                "cluster_name",
+                "fatal",
+                "last_log_index",
+                "leader_id",
+                "members",
+                "name",
+                "node_id",
+                "ready",
+                "snapshot_index",
+                "state",
+                "term"
+            ]
+        );
+        let back: StatusView = serde_json::from_value(json).unwrap();
+        assert_eq!((back.node_id, back.term, back.leader_id), (1, 2, Some(1)));
+    }
+}
