@@ -183,12 +183,30 @@ async fn anonymous_enrollment_floods_write_nothing() {
             let grew = raft_bytes(&n.dir).saturating_sub(before[i]);
             assert!(grew < 64 << 10, "raft.db of node {i} grew {grew} bytes");
         }
+        // Once the source's rate budget has refilled, a well-formed enrollment with a made-up
+        // token reaches the token check (under load the flood may have been shed entirely at
+        // the connection cap and the rate limit) and is refused there: 403, counted.
+        let deadline = Instant::now() + T;
+        loop {
+            let api = tls_client(&c, leader, None);
+            match api
+                .call_raw(Method::POST, "/v1/enroll", Some(&unknown(9999)))
+                .await
+            {
+                Err(e) if status_of(&e) == Some(403) => break,
+                Ok(b) => bail!("a made-up token enrolled: {}", String::from_utf8_lossy(&b)),
+                Err(e) if Instant::now() > deadline => bail!("no token-check refusal: {e:#}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
         let metrics = local_client(&c, leader)
             .call_raw(Method::GET, "/metrics", None::<&()>)
             .await?;
         let metrics = String::from_utf8_lossy(&metrics);
         assert!(
-            metrics.contains("outpost_refused_requests_total{route=\"enroll\""),
+            metrics.contains(
+                "outpost_refused_requests_total{route=\"enroll\",reason=\"token_unknown\"}"
+            ),
             "{metrics}"
         );
         let audit = c.cli(leader, &["audit", "--json"])?;
