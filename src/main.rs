@@ -34,8 +34,8 @@ fn main() -> ExitCode {
     match rt.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, with the chain of causes.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            // One line, with the chain of causes, each once.
+            eprintln!("error: {}", outpost::shared::text::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -22,9 +22,43 @@ pub fn tail(s: &str, max: usize) -> String {
     format!("…{}", &s[start..])
 }
 
+/// An error as one line with its chain of causes, each cause once: a cause whose text the
+/// line already ends with (an error that prints its source as well as returning it) is not
+/// repeated.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("this node has stopped: {0}")]
+    struct Repeats(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("raft stopped")]
+    struct Inner;
+
+    #[test]
+    fn error_lines_say_each_cause_once() {
+        let e = anyhow::Error::new(Repeats(Inner)).context("writing");
+        assert_eq!(
+            error_line(&e),
+            "writing: this node has stopped: raft stopped"
+        );
+        let e = anyhow::anyhow!("root\ncause").context("outer");
+        assert_eq!(error_line(&e), "outer: root cause");
+    }
 
     #[test]
     fn tails() {
