@@ -58,6 +58,9 @@ pub enum PeerAsk {
     },
     /// The answering node's clock, unix seconds as 8 bytes little-endian (for the time floor).
     Clock,
+    /// The answering node's own audit chain (recomputed) and its hash at `at_seq`, as JSON
+    /// `outpost_storage::AuditChain` (for `audit verify`).
+    AuditChain { at_seq: u64 },
 }
 
 /// The node's blob store, shared by the API, the replication loop and the peer handler.
@@ -355,6 +358,14 @@ impl AppHandler for PeerServer {
                 .map_err(|e| format!("request from node {from} does not parse: {e}"))?;
             match ask {
                 PeerAsk::Clock => Ok(now_secs().to_le_bytes().to_vec()),
+                PeerAsk::AuditChain { at_seq } => {
+                    let reader = blobs.node.reader();
+                    let view = tokio::task::spawn_blocking(move || reader.audit_chain(at_seq))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("audit chain: {e}"))?;
+                    serde_json::to_vec(&view).map_err(|e| e.to_string())
+                }
                 PeerAsk::Chunk {
                     sha256,
                     offset,

@@ -19,6 +19,27 @@ pub struct Readiness {
     pub reason: String,
 }
 
+/// `audit verify`: this node's chain, and every other member's chain compared with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerifyView {
+    pub node_id: u64,
+    pub local: outpost_storage::AuditChain,
+    /// Members that answered, each with whether its hash at `at_seq` equals ours there.
+    pub peers: Vec<AuditPeerView>,
+    /// Every chain intact and every answering member agrees.
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditPeerView {
+    /// The member's own chain recomputed, and its hash at our last verified record.
+    pub chain: Option<outpost_storage::AuditChain>,
+    pub node_id: u64,
+    /// None when the member did not answer (not compared).
+    pub agrees: Option<bool>,
+    pub error: Option<String>,
+}
+
 /// `/v1/status`: this node's view of the cluster, its Raft status as the Raft layer reports
 /// it (flattened: the JSON keeps one flat object), and its readiness.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -72,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(config::config_get).delete(config::config_delete),
         )
         .route("/v1/audit", get(audit::audit))
+        .route("/v1/audit/verify", get(audit::verify))
         .route(
             "/v1/config-effective/{client}",
             get(config::config_effective),

@@ -145,8 +145,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: config::ConfigCmd,
     },
-    /// The hash-chained audit log.
+    /// The hash-chained audit log (the newest records; `audit verify` checks the chain).
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        cmd: Option<audit::AuditCmd>,
         #[command(flatten)]
         dir: DataDirArg,
         #[arg(long, default_value_t = 50)]
@@ -275,7 +278,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Token { cmd } => token::run(remote, cmd).await,
         Cmd::Admin { cmd } => admin::run(remote, cmd).await,
         Cmd::Config { cmd } => config::run(remote, cmd).await,
-        Cmd::Audit { dir, limit, json } => audit::run(remote, dir, limit, json).await,
+        Cmd::Audit {
+            cmd: Some(audit::AuditCmd::Verify { dir, json }),
+            ..
+        } => audit::verify(remote, dir, json).await,
+        Cmd::Audit {
+            cmd: None,
+            dir,
+            limit,
+            json,
+        } => audit::run(remote, dir, limit, json).await,
         Cmd::Client { cmd } => client::run(remote, cmd).await,
         Cmd::Inventory { cmd } => inventory::run(remote, cmd).await,
         Cmd::Bundle { cmd } => bundle::run(remote, cmd).await,

@@ -54,11 +54,12 @@ pub use codec::{
 };
 pub use error::StorageError;
 pub use model::{
-    Assignment, AuditCheck, AuditRecord, BundleImport, BundleRecord, BundleType, ChannelRecord,
-    ClientCertState, ClientRecord, ClusterInfo, Command, ConfigEntry, DeploymentRecord,
-    DeploymentResult, DeploymentStatus, Envelope, HANDLER_KEY_PREFIX, InventoryChange,
-    InventoryRecord, NodeRecord, NodeRole, Outcome, PayloadHolding, PayloadRecord, RejectCode,
-    Rejection, Response, Scope, SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord,
+    Assignment, AuditChain, AuditCheck, AuditRecord, BundleImport, BundleRecord, BundleType,
+    ChannelRecord, ClientCertState, ClientRecord, ClusterInfo, Command, ConfigEntry,
+    DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope, HANDLER_KEY_PREFIX,
+    InventoryChange, InventoryRecord, NodeRecord, NodeRole, Outcome, PayloadHolding, PayloadRecord,
+    RejectCode, Rejection, Response, Scope, SignedBundle, TokenCheck, TokenKind, TokenRecord,
+    TrustRecord,
 };
 pub use reader::Reader;
 pub use rules::{

@@ -549,6 +549,14 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// A node's audit chain recomputed from its rows, and the hash it holds at `at_seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChain {
+    pub check: AuditCheck,
+    pub at_seq: u64,
+    pub hash: Option<String>,
+}
+
 /// Result of walking the audit hash chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuditCheck {

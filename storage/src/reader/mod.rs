@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rusqlite::OptionalExtension;
 use rusqlite::{Connection, OpenFlags, Row};
 
 use crate::audit::{AuditFields, ChainWalker, StoredRow};
 use crate::error::StorageError;
-use crate::model::{AuditCheck, AuditRecord};
+use crate::model::{AuditChain, AuditCheck, AuditRecord};
 use crate::rows::{FromRow, all};
 use crate::schema::meta_blob;
 
@@ -45,6 +46,44 @@ impl Reader {
                 "WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 rusqlite::params![after, limit],
             )?)
+        })
+    }
+
+    /// The chain recomputed (`verify_audit_chain`) and the hash held at `want_seq`, or at the
+    /// last record when there are fewer: what two nodes compare.
+    pub fn audit_chain(&self, want_seq: u64) -> Result<AuditChain, StorageError> {
+        let check = self.verify_audit_chain()?;
+        let last = self.audit_head()?.map(|(seq, _)| seq).unwrap_or(0);
+        let at_seq = want_seq.min(last);
+        let hash = self.audit_hash_at(at_seq)?;
+        Ok(AuditChain {
+            check,
+            at_seq,
+            hash,
+        })
+    }
+
+    /// The hash of audit record `seq` (None for 0 or a record this node does not have).
+    pub fn audit_hash_at(&self, seq: u64) -> Result<Option<String>, StorageError> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        Ok(self
+            .audit(seq - 1, 1)?
+            .into_iter()
+            .find(|r| r.seq == seq)
+            .map(|r| r.hash))
+    }
+
+    /// The newest audit record's seq and hash, if any.
+    pub fn audit_head(&self) -> Result<Option<(u64, String)>, StorageError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+                    .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                    .optional()?
+                    .map(|(seq, hash)| (u64::try_from(seq).unwrap_or(0), hash)),
+            )
         })
     }
 
