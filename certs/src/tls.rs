@@ -53,6 +53,113 @@ impl fmt::Debug for TlsIdentity {
     }
 }
 
+/// A node's own certificate and key, replaceable while servers and clients run: configs built
+/// with [`live_server_config`] / [`live_client_config`] present whatever it holds at each new
+/// handshake, so a renewed certificate is used without a restart (established connections
+/// keep the one they started with).
+pub struct LiveIdentity {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+}
+
+impl LiveIdentity {
+    pub fn new(id: &TlsIdentity) -> Result<Arc<LiveIdentity>, CertError> {
+        Ok(Arc::new(LiveIdentity {
+            current: std::sync::RwLock::new(Arc::new(certified(id)?)),
+        }))
+    }
+
+    /// Presents `id` from the next handshake on.
+    pub fn replace(&self, id: &TlsIdentity) -> Result<(), CertError> {
+        let key = Arc::new(certified(id)?);
+        if let Ok(mut current) = self.current.write() {
+            *current = key;
+        }
+        Ok(())
+    }
+
+    /// The leaf currently presented (DER).
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        self.get().and_then(|k| k.cert.first().cloned())
+    }
+
+    fn get(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|k| k.clone())
+    }
+}
+
+fn certified(id: &TlsIdentity) -> Result<CertifiedKey, CertError> {
+    Ok(CertifiedKey::from_der(
+        id.chain.clone(),
+        id.key.clone_key(),
+        &provider(),
+    )?)
+}
+
+impl fmt::Debug for LiveIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let leaf = self.leaf().map(|c| Fingerprint::of_der(&c));
+        f.debug_struct("LiveIdentity")
+            .field("leaf", &leaf)
+            .finish_non_exhaustive()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveIdentity {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.get()
+    }
+}
+
+impl rustls::client::ResolvesClientCert for LiveIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.get()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Like [`server_config`], presenting whatever `id` holds at each handshake.
+pub fn live_server_config(
+    ca_pem: &str,
+    id: Arc<LiveIdentity>,
+    auth: ClientAuth,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let provider = provider();
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone());
+    let verifier = match auth {
+        ClientAuth::Required => builder.build()?,
+        ClientAuth::Optional => builder.allow_unauthenticated().build()?,
+    };
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(id);
+    cfg.alpn_protocols = alpn_list(alpn);
+    Ok(Arc::new(cfg))
+}
+
+/// Like [`client_config`] with a client certificate, presenting whatever `id` holds at each
+/// handshake.
+pub fn live_client_config(
+    ca_pem: &str,
+    id: Arc<LiveIdentity>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, CertError> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_cert_resolver(id);
+    cfg.alpn_protocols = alpn_list(alpn);
+    Ok(Arc::new(cfg))
+}
+
 /// Whether a server demands a client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {

@@ -602,3 +602,42 @@ fn identities_refuse_a_key_of_another_certificate() {
     assert!(TlsIdentity::from_pem(&cert, "no key", ca.cert_pem()).is_err());
     assert!(TlsIdentity::from_pem(&cert, &other_key, "no ca").is_err());
 }
+
+/// A live identity is presented at each new handshake, by servers and by clients alike, so a
+/// renewed certificate is used without rebuilding any config.
+#[test]
+fn live_identities_present_the_replacement_from_the_next_handshake() {
+    let ca = CertAuthority::generate("c1", "plant").unwrap();
+    let first = identity(&ca, Role::Node(1));
+    let second = identity(&ca, Role::Node(1));
+    let peer = identity(&ca, Role::Node(2));
+    let live = LiveIdentity::new(&first).unwrap();
+    // Fresh configs on the other end for every handshake: a resumed TLS 1.3 session shows the
+    // certificates of the session it resumes, not a new handshake's.
+    let server =
+        live_server_config(ca.cert_pem(), live.clone(), ClientAuth::Required, &[]).unwrap();
+    let client = || client_config(ca.cert_pem(), Some(&peer), &[]).unwrap();
+    let presented = |c: &ClientConnection| c.peer_certificates().unwrap()[0].to_vec();
+    let (c, _) = handshake(client(), server.clone(), &node_server_name(1)).unwrap();
+    assert_eq!(presented(&c), first.chain[0].to_vec());
+    live.replace(&second).unwrap();
+    let (c, _) = handshake(client(), server, &node_server_name(1)).unwrap();
+    assert_eq!(presented(&c), second.chain[0].to_vec());
+
+    // The client side: the server sees the live client certificate of the moment.
+    let peer_server = || server_config(ca.cert_pem(), &peer, ClientAuth::Required, &[]).unwrap();
+    let live_client = live_client_config(ca.cert_pem(), live.clone(), &[]).unwrap();
+    live.replace(&first).unwrap();
+    let (_, s) = handshake(live_client.clone(), peer_server(), &node_server_name(2)).unwrap();
+    assert_eq!(
+        s.peer_certificates().unwrap()[0].to_vec(),
+        first.chain[0].to_vec()
+    );
+    live.replace(&second).unwrap();
+    let (_, s) = handshake(live_client, peer_server(), &node_server_name(2)).unwrap();
+    assert_eq!(
+        s.peer_certificates().unwrap()[0].to_vec(),
+        second.chain[0].to_vec()
+    );
+    assert_eq!(live.leaf().unwrap().to_vec(), second.chain[0].to_vec());
+}

@@ -30,7 +30,13 @@ pub const LAST_SEEN_FLUSH: Duration = Duration::from_secs(5);
 /// `OUTPOST_CLIENT_CERT_SECS` seconds when the node runs with that set (an operations and
 /// test knob for exercising renewal).
 pub fn client_validity(now: i64) -> Validity {
-    let secs = std::env::var("OUTPOST_CLIENT_CERT_SECS")
+    validity_from_env(now, "OUTPOST_CLIENT_CERT_SECS", CLIENT_CERT_DAYS)
+}
+
+/// `days` from `now`, or the seconds in the environment variable `knob` when the node runs
+/// with it set (operations and test knobs for exercising renewal).
+pub fn validity_from_env(now: i64, knob: &str, days: u32) -> Validity {
+    let secs = std::env::var(knob)
         .ok()
         .and_then(|v| v.parse::<i64>().ok())
         .filter(|s| *s > 0);
@@ -39,7 +45,7 @@ pub fn client_validity(now: i64) -> Validity {
             not_before_unix: now,
             not_after_unix: now.saturating_add(s),
         },
-        None => Validity::days_from(now, CLIENT_CERT_DAYS),
+        None => Validity::days_from(now, days),
     }
 }
 

@@ -14,6 +14,15 @@ use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::shared::token::secret_sha256;
 use crate::wire::{JoinRequest, JoinResponse};
 
+/// Node certificates live a year and renew themselves when a third is left
+/// (`node::renew_node_cert`); `OUTPOST_NODE_CERT_SECS` sets their life in seconds instead.
+pub const NODE_CERT_DAYS: u32 = 365;
+
+/// Validity of a node certificate issued now.
+pub fn node_validity(now: i64) -> Validity {
+    crate::api::clients::validity_from_env(now, "OUTPOST_NODE_CERT_SECS", NODE_CERT_DAYS)
+}
+
 pub(crate) async fn join(
     _: crate::api::limits::RateLimited,
     State(st): State<Arc<AppState>>,
@@ -68,7 +77,7 @@ pub(crate) async fn join(
             .into_response());
         }
     };
-    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 365);
+    let validity = node_validity(outpost_raft::now_ms() / 1000);
     let cert_pem = st
         .ca
         .issue(&req.csr_pem, &Role::Node(node_id), &validity)

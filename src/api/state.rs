@@ -22,7 +22,7 @@ pub struct AppState {
     pub ca: CertAuthority,
     pub ca_fingerprint: Fingerprint,
     /// Not-after (unix seconds) of this node's own certificate, for /metrics.
-    pub node_cert_not_after: i64,
+    pub node_cert_not_after: std::sync::atomic::AtomicI64,
     /// Clients seen by this node since the last flush (client id -> ms); flushed to Raft as
     /// one `TouchClients` command every few seconds by `clients::flush_last_seen`.
     pub seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,

@@ -38,7 +38,10 @@ pub(crate) async fn metrics(
     let ca_not_after = pem_der(st.ca.cert_pem())
         .and_then(|d| outpost_certs::not_after_unix(&d).ok())
         .unwrap_or(i64::MAX);
-    let soonest = st.node_cert_not_after.min(ca_not_after);
+    let soonest = st
+        .node_cert_not_after
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .min(ca_not_after);
     let voters = s.members.iter().filter(|m| m.voter).count();
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, value: String| {

@@ -116,12 +116,14 @@ impl LocalCluster {
         Ok(i)
     }
 
-    /// Runs `outpost ARGS` to completion (not a node process).
+    /// Runs `outpost ARGS` to completion (not a node process), with the same environment
+    /// knobs as the nodes (so `init` signs the first node's certificate as `serve` would).
     pub fn run(&self, args: &[&str]) -> Result<Output> {
         Command::new(&self.exe)
             .args(args)
             .stdin(Stdio::null())
             .env("RUST_LOG", "warn")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .output()
             .with_context(|| format!("running {} {}", self.exe.display(), args.join(" ")))
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use hyper::Method;
 use outpost_certs::{
-    ANY_NODE_SERVER_NAME, CertAuthority, ClientAuth, Fingerprint, Role, TlsIdentity, Validity,
+    ANY_NODE_SERVER_NAME, CertAuthority, ClientAuth, Fingerprint, Role, TlsIdentity,
     node_server_name,
 };
 use outpost_raft::{NodeConfig, PEER_ALPN, PeerNode, PeerTls, RaftNode, RaftTuning};
@@ -52,9 +52,38 @@ impl Running {
     }
 }
 
+/// Where a node certificate renewal writes the new pair before renaming it over the old one.
+fn renewal_paths(dd: &DataDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        dd.node_key().with_extension("key.new"),
+        dd.node_cert().with_extension("crt.new"),
+    )
+}
+
+/// Rolls an interrupted node certificate renewal forward: a complete new pair (the
+/// certificate is written after the key) is renamed in; a key without its certificate was
+/// never used and is removed.
+fn finish_node_cert_renewal(dd: &DataDir) -> Result<()> {
+    let (key_new, crt_new) = renewal_paths(dd);
+    if !crt_new.exists() {
+        if key_new.exists() {
+            std::fs::remove_file(&key_new)?;
+        }
+        return Ok(());
+    }
+    if key_new.exists() {
+        std::fs::rename(&key_new, dd.node_key())?;
+    }
+    std::fs::rename(&crt_new, dd.node_cert())?;
+    std::fs::File::open(&dd.root)?.sync_all()?;
+    tracing::info!("finished a node certificate renewal that was interrupted");
+    Ok(())
+}
+
 /// Starts the node whose data directory is `dd`.
 pub async fn start(dd: &DataDir) -> Result<Running> {
     dd.check()?;
+    finish_node_cert_renewal(dd).context("finishing an interrupted certificate renewal")?;
     let file = dd.load_node_file()?;
     let ca_pem = dd.read(&dd.ca_cert())?;
     let ca_key = dd.read(&dd.ca_key())?;
@@ -80,14 +109,16 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         ),
     }
 
+    // Every TLS config presents the live identity, which renewal replaces in place.
+    let live = outpost_certs::LiveIdentity::new(&identity)?;
     let peer_tls = PeerTls {
-        server: outpost_certs::server_config(
+        server: outpost_certs::live_server_config(
             &ca_pem,
-            &identity,
+            live.clone(),
             ClientAuth::Required,
             &[PEER_ALPN],
         )?,
-        client: outpost_certs::client_config(&ca_pem, Some(&identity), &[PEER_ALPN])?,
+        client: outpost_certs::live_client_config(&ca_pem, live.clone(), &[PEER_ALPN])?,
         server_name: node_server_name,
         authorize: Arc::new(|der| match outpost_certs::role_of(der) {
             Ok(Role::Node(id)) => Ok(id),
@@ -95,7 +126,8 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
             Err(e) => Err(e.to_string()),
         }),
     };
-    let api_tls = outpost_certs::server_config(&ca_pem, &identity, ClientAuth::Optional, API_ALPN)?;
+    let api_tls =
+        outpost_certs::live_server_config(&ca_pem, live.clone(), ClientAuth::Optional, API_ALPN)?;
 
     let peer_listener = TcpListener::bind(file.peer_listen())
         .await
@@ -146,7 +178,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         cluster_id: file.cluster_id.clone(),
         ca_fingerprint: ca.fingerprint(),
         ca,
-        node_cert_not_after,
+        node_cert_not_after: node_cert_not_after.into(),
         seen: Default::default(),
         blobs: blobs.clone(),
         data_dir: dd.root.clone(),
@@ -165,6 +197,12 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tokio::spawn(crate::node::server::serve_unix(unix, app)),
         tokio::spawn(crate::api::clients::flush_last_seen(state.clone())),
         tokio::spawn(blobs.replicate()),
+        tokio::spawn(renew_node_cert(
+            dd.clone(),
+            state.clone(),
+            live,
+            ca_pem.clone(),
+        )),
     ];
     tracing::info!(node = file.node_id, name = %file.name, api = %file.api_addr, peer = %file.peer_addr, "node started");
     // Discovery is a hint: if mDNS cannot start, the node still serves (static peers and the
@@ -187,6 +225,83 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         socket,
         discovery,
     })
+}
+
+/// Keeps this node's certificate alive for years without anyone touching it: when less than a
+/// third of its life is left, a new key and certificate (signed with the cluster CA, which
+/// every node holds) are written beside the old pair as `node.key.new` and `node.crt.new`
+/// (each fsynced), renamed over it key first, and presented from the next handshake on. A
+/// crash between the renames is rolled forward by `finish_node_cert_renewal` at start.
+/// Checked every minute, or every twentieth of the certificate's life if that is shorter.
+async fn renew_node_cert(
+    dd: DataDir,
+    state: Arc<AppState>,
+    live: Arc<outpost_certs::LiveIdentity>,
+    ca_pem: String,
+) {
+    loop {
+        let leaf = live.leaf();
+        let (nb, na) = match leaf.as_ref().map(|c| {
+            Ok::<_, outpost_certs::CertError>((
+                outpost_certs::not_before_unix(c)?,
+                outpost_certs::not_after_unix(c)?,
+            ))
+        }) {
+            Some(Ok(v)) => v,
+            _ => {
+                tracing::error!("this node's certificate cannot be read; renewal stopped");
+                return;
+            }
+        };
+        let now = outpost_raft::now_ms() / 1000;
+        if crate::shared::policy::renewal_due(nb, na, now) {
+            let (dd, st, live, ca_pem) = (dd.clone(), state.clone(), live.clone(), ca_pem.clone());
+            // Signing, writing and fsyncing files: a blocking thread.
+            let renewed =
+                tokio::task::spawn_blocking(move || renew_once(&dd, &st, &live, &ca_pem, now))
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r);
+            match renewed {
+                Ok(not_after) => {
+                    state
+                        .node_cert_not_after
+                        .store(not_after, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(node = state.node_id, not_after, "node certificate renewed");
+                }
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "node certificate renewal failed")
+                }
+            }
+        }
+        let life = (na - nb).max(1);
+        let wait = Duration::from_secs((life / 20).clamp(1, 60) as u64);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One renewal: the new pair on disk (durably), then in the live identity. Returns the new
+/// certificate's not-after.
+fn renew_once(
+    dd: &DataDir,
+    state: &AppState,
+    live: &outpost_certs::LiveIdentity,
+    ca_pem: &str,
+    now: i64,
+) -> Result<i64> {
+    let validity = crate::api::nodes::node_validity(now);
+    let (cert, key) = state
+        .ca
+        .issue_with_new_key(&Role::Node(state.node_id), &validity)?;
+    let identity = TlsIdentity::from_pem(&cert, &key, ca_pem)?;
+    let (key_new, crt_new) = renewal_paths(dd);
+    outpost_certs::write_secret_file(&key_new, key.as_bytes())?;
+    outpost_certs::write_public_file(&crt_new, cert.as_bytes())?;
+    std::fs::rename(&key_new, dd.node_key())?;
+    std::fs::rename(&crt_new, dd.node_cert())?;
+    std::fs::File::open(&dd.root)?.sync_all()?;
+    live.replace(&identity)?;
+    Ok(validity.not_after_unix)
 }
 
 /// `outpost serve`: runs until SIGTERM or SIGINT.
@@ -240,7 +355,7 @@ pub async fn init(dd: &DataDir, opts: InitOptions) -> Result<InitOutput> {
         hex::encode(b)
     };
     let ca = CertAuthority::generate(&cluster_id, &opts.name).context("creating the cluster CA")?;
-    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 365);
+    let validity = crate::api::nodes::node_validity(outpost_raft::now_ms() / 1000);
     let (cert, key) = ca.issue_with_new_key(&Role::Node(1), &validity)?;
     outpost_certs::write_public_file(&dd.ca_cert(), ca.cert_pem().as_bytes())?;
     outpost_certs::write_secret_file(&dd.ca_key(), ca.key_pem().as_bytes())?;
