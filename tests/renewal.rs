@@ -13,7 +13,7 @@ use local::{dump_logs, exe, serial};
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, bail};
 use hyper::Method;
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use outpost::shared::client::{ApiClient, Endpoint};
