@@ -18,7 +18,6 @@ use outpost_certs::{Role, Validity};
 use outpost_storage::{ClientRecord, Command, TokenKind};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::shared::token::secret_sha256;
 use crate::wire::{EnrollRequest, EnrollResponse};
 
 /// Client certificates live 90 days; agents renew them (later) when a third is left.
@@ -65,28 +64,15 @@ pub async fn enroll(
 ) -> Result<Json<EnrollResponse>, axum::response::Response> {
     use axum::response::IntoResponse;
     let source = remote.map(|Extension(crate::api::limits::Remote(addr))| addr.ip());
-    let refuse =
-        |e: ApiError, reason: &'static str| st.refusals.refuse("enroll", reason, source, e);
-    // Checked against local state only: a request refused here leaves no Raft entry, no audit
-    // row and no certificate.
-    let bad = |e: ApiError| refuse(e, "malformed");
-    crate::api::fields::id("token id", &req.token_id).map_err(bad)?;
-    crate::api::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
-    crate::api::fields::hostname(&req.hostname).map_err(bad)?;
-    crate::api::fields::csr(&req.csr_pem).map_err(bad)?;
-    let secret_sha256 = secret_sha256(&req.secret);
-    st.check_token(&req.token_id, &secret_sha256, TokenKind::Client)
-        .await
-        .map_err(|(e, reason)| refuse(e, reason))?;
-    outpost_certs::check_csr(&req.csr_pem).map_err(|e| {
-        refuse(
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("certificate request refused: {e}"),
-            ),
-            "bad_csr",
+    let secret_sha256 = st
+        .admit_with_token(
+            "enroll",
+            source,
+            (&req.token_id, &req.secret, TokenKind::Client),
+            &req.csr_pem,
+            || crate::api::fields::hostname(&req.hostname),
         )
-    })?;
+        .await?;
     tracing::info!(hostname = %req.hostname, caller = %caller.actor(), "enrollment request");
     let client_id = new_client_id();
     // The serial is chosen now and committed with the enrollment; the certificate is signed

@@ -11,7 +11,6 @@ use outpost_certs::{Role, Validity};
 use outpost_storage::{Command, NodeRecord, Response as Done, TokenKind};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::shared::token::secret_sha256;
 use crate::wire::{JoinRequest, JoinResponse};
 
 /// Node certificates live a year and renew themselves when a third is left
@@ -31,30 +30,20 @@ pub(crate) async fn join(
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>, Response> {
     let source = remote.map(|Extension(crate::api::limits::Remote(addr))| addr.ip());
-    let refuse = |e: ApiError, reason: &'static str| st.refusals.refuse("join", reason, source, e);
-    // Everything below is checked against local state only: a request that fails here leaves
-    // no Raft entry, no audit row and no certificate.
-    let bad = |e: ApiError| refuse(e, "malformed");
-    crate::api::fields::id("token id", &req.token_id).map_err(bad)?;
-    crate::api::fields::sha256_hex("token secret", &req.secret).map_err(bad)?;
-    crate::api::fields::id("node name", &req.name).map_err(bad)?;
-    crate::api::fields::host_port("api address", &req.api_addr).map_err(bad)?;
-    crate::api::fields::host_port("peer address", &req.peer_addr).map_err(bad)?;
-    crate::api::fields::text("version", &req.version, 64).map_err(bad)?;
-    crate::api::fields::csr(&req.csr_pem).map_err(bad)?;
-    let secret_sha256 = secret_sha256(&req.secret);
-    st.check_token(&req.token_id, &secret_sha256, TokenKind::Node)
-        .await
-        .map_err(|(e, reason)| refuse(e, reason))?;
-    outpost_certs::check_csr(&req.csr_pem).map_err(|e| {
-        refuse(
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("certificate request refused: {e}"),
-            ),
-            "bad_csr",
+    let secret_sha256 = st
+        .admit_with_token(
+            "join",
+            source,
+            (&req.token_id, &req.secret, TokenKind::Node),
+            &req.csr_pem,
+            || {
+                crate::api::fields::id("node name", &req.name)?;
+                crate::api::fields::host_port("api address", &req.api_addr)?;
+                crate::api::fields::host_port("peer address", &req.peer_addr)?;
+                crate::api::fields::text("version", &req.version, 64)
+            },
         )
-    })?;
+        .await?;
     tracing::info!(name = %req.name, peer = %req.peer_addr, caller = %caller.actor(), "join request");
     let cmd = Command::JoinNode {
         token_id: req.token_id.clone(),

@@ -51,6 +51,44 @@ impl AppState {
         outcome(o)
     }
 
+    /// The gate of the routes open without a certificate (enroll, join), against local state
+    /// only, so that a request refused here leaves no Raft entry, no audit row and no
+    /// certificate: the shared field caps (token id, secret, CSR size) and the route's own
+    /// (`fields`), the token (`check_token`), then the CSR (parsed and its signature checked,
+    /// nothing signed). Every refusal is counted for `route` and logged once a minute per
+    /// source. Returns the SHA-256 of the token secret, for the Raft command.
+    pub(crate) async fn admit_with_token(
+        &self,
+        route: &'static str,
+        source: Option<std::net::IpAddr>,
+        token: (&str, &str, TokenKind),
+        csr_pem: &str,
+        fields: impl FnOnce() -> Result<(), ApiError>,
+    ) -> Result<String, axum::response::Response> {
+        let (token_id, secret, kind) = token;
+        let refuse =
+            |e: ApiError, reason: &'static str| self.refusals.refuse(route, reason, source, e);
+        let bad = |e: ApiError| refuse(e, "malformed");
+        crate::api::fields::id("token id", token_id).map_err(bad)?;
+        crate::api::fields::sha256_hex("token secret", secret).map_err(bad)?;
+        crate::api::fields::csr(csr_pem).map_err(bad)?;
+        fields().map_err(bad)?;
+        let secret_sha256 = crate::shared::token::secret_sha256(secret);
+        self.check_token(token_id, &secret_sha256, kind)
+            .await
+            .map_err(|(e, reason)| refuse(e, reason))?;
+        outpost_certs::check_csr(csr_pem).map_err(|e| {
+            refuse(
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("certificate request refused: {e}"),
+                ),
+                "bad_csr",
+            )
+        })?;
+        Ok(secret_sha256)
+    }
+
     /// Checks a token against the local state before anything is written. A token unknown
     /// here may have been made on another node a moment ago: then this node first catches up
     /// with the leader (read index, bounded) and looks again. Err carries the answer and the
