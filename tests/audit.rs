@@ -8,7 +8,7 @@
 #[path = "support/local.rs"]
 mod local;
 
-use local::{dump_logs, exe, serial};
+use local::{exe, or_dump, serial};
 
 use std::time::Duration;
 
@@ -77,8 +77,5 @@ async fn audit_verify_agrees_then_names_an_altered_record() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }

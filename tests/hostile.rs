@@ -9,7 +9,7 @@
 #[path = "support/local.rs"]
 mod local;
 
-use local::{dump_logs, exe, serial};
+use local::{exe, or_dump, serial};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -217,10 +217,7 @@ async fn anonymous_enrollment_floods_write_nothing() {
         cluster_works(&c, "enroll-flood").await
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 /// A node token is single-use by default and short-lived; tokens are listed without their
@@ -304,10 +301,7 @@ async fn node_tokens_are_single_use_listed_and_revocable() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 /// After `node remove 3`, node 3 can no longer write: not through its local socket (the
@@ -358,10 +352,7 @@ async fn a_removed_node_cannot_write() {
         cluster_works_on(&c, &[leader, other], "removed").await
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 async fn cluster_works_on(c: &LocalCluster, nodes: &[usize], tag: &str) -> Result<()> {
@@ -428,10 +419,7 @@ async fn revoked_admin_certificates_end() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 /// A client renews only in the last third of its certificate's life and only once: the old
@@ -547,10 +535,7 @@ async fn client_renewal_mints_one_certificate_and_retires_the_old() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 /// On the local socket, a hand-written bundle commit without a valid signature is refused,
@@ -642,10 +627,7 @@ async fn unsigned_and_future_bundles_are_refused_on_the_local_socket() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 /// /readyz tells the truth: with two of three nodes gone, the survivor is alive but not
@@ -680,8 +662,5 @@ async fn readyz_fails_without_a_committing_cluster() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }

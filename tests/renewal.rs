@@ -9,7 +9,7 @@
 #[path = "support/local.rs"]
 mod local;
 
-use local::{dump_logs, exe, serial};
+use local::{exe, or_dump, serial};
 
 use std::time::{Duration, Instant};
 
@@ -89,8 +89,5 @@ async fn node_certificates_renew_and_the_cluster_keeps_committing() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }

@@ -131,16 +131,7 @@ pub fn live_server_config(
     auth: ClientAuth,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, CertError> {
-    let provider = provider();
-    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone());
-    let verifier = match auth {
-        ClientAuth::Required => builder.build()?,
-        ClientAuth::Optional => builder.allow_unauthenticated().build()?,
-    };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(id);
+    let mut cfg = server_builder(ca_pem, auth)?.with_cert_resolver(id);
     cfg.alpn_protocols = alpn_list(alpn);
     Ok(Arc::new(cfg))
 }
@@ -152,10 +143,7 @@ pub fn live_client_config(
     id: Arc<LiveIdentity>,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ClientConfig>, CertError> {
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca_pem)?)
-        .with_client_cert_resolver(id);
+    let mut cfg = client_builder(ca_pem)?.with_client_cert_resolver(id);
     cfg.alpn_protocols = alpn_list(alpn);
     Ok(Arc::new(cfg))
 }
@@ -199,16 +187,8 @@ pub fn server_config(
     auth: ClientAuth,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, CertError> {
-    let provider = provider();
-    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone());
-    let verifier = match auth {
-        ClientAuth::Required => builder.build()?,
-        ClientAuth::Optional => builder.allow_unauthenticated().build()?,
-    };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    let mut cfg =
+        server_builder(ca_pem, auth)?.with_single_cert(id.chain.clone(), id.key.clone_key())?;
     cfg.alpn_protocols = alpn_list(alpn);
     Ok(Arc::new(cfg))
 }
@@ -219,15 +199,41 @@ pub fn client_config(
     id: Option<&TlsIdentity>,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ClientConfig>, CertError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca_pem)?);
+    let builder = client_builder(ca_pem)?;
     let mut cfg = match id {
         Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
         None => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = alpn_list(alpn);
     Ok(Arc::new(cfg))
+}
+
+/// A server config up to its certificate: TLS 1.3, ring, client certificates of `ca_pem`
+/// required or optional.
+fn server_builder(
+    ca_pem: &str,
+    auth: ClientAuth,
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, CertError>
+{
+    let provider = provider();
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone());
+    let verifier = match auth {
+        ClientAuth::Required => builder.build()?,
+        ClientAuth::Optional => builder.allow_unauthenticated().build()?,
+    };
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier))
+}
+
+/// A client config up to its certificate: TLS 1.3, ring, trusting only `ca_pem`.
+fn client_builder(
+    ca_pem: &str,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, CertError>
+{
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?))
 }
 
 /// For join/enroll: the server's presented chain must contain a certificate whose SHA-256

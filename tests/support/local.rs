@@ -30,3 +30,15 @@ pub fn dump_logs(c: &LocalCluster) {
         }
     }
 }
+
+/// The value of a test body, or, on failure, the tail of every node's log and then a panic
+/// with the error and its causes.
+pub fn or_dump<T>(c: &LocalCluster, r: anyhow::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            dump_logs(c);
+            panic!("{e:#}");
+        }
+    }
+}
