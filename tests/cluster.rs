@@ -228,3 +228,143 @@ async fn at_most_five_voters_the_sixth_node_stays_a_learner() {
     .await;
     with_logs(&c, r).await;
 }
+
+/// Log text without its colour codes (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// The Raft id of local node `i`, from a status's membership.
+fn member_id(c: &LocalCluster, s: &outpost::wire::StatusView, i: usize) -> Result<u64> {
+    Ok(s.members
+        .iter()
+        .find(|m| m.api_addr == c.nodes[i].api_addr)
+        .with_context(|| format!("{} is not a member: {s:?}", c.nodes[i].name))?
+        .id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_voter_is_auto_removed_and_the_cluster_stays_writable() {
+    let _g = serial();
+    let (_dir, mut c) = cluster(4, &["--auto-remove-after", "3s"])
+        .await
+        .expect("four voters");
+    let r = async {
+        let leader = c.leader(T).await?;
+        let victim = (leader + 1) % 4;
+        let watcher = (leader + 2) % 4;
+        let s = c.status(watcher).await?;
+        assert_eq!(s.members.iter().filter(|m| m.voter).count(), 4, "{s:?}");
+        let gone = member_id(&c, &s, victim)?;
+
+        c.kill9(victim);
+        c.wait_for(
+            watcher,
+            Duration::from_secs(30),
+            "dead voter auto-removed",
+            |s| {
+                s.members.len() == 3
+                    && s.members.iter().filter(|m| m.voter).count() == 3
+                    && s.members.iter().all(|m| m.id != gone)
+            },
+        )
+        .await?;
+        let nodes: serde_json::Value =
+            serde_json::from_str(&c.cli(watcher, &["node", "list", "--json"])?)?;
+        let row = nodes
+            .as_array()
+            .context("list")?
+            .iter()
+            .find(|n| n["id"] == gone)
+            .context("removed row kept")?;
+        assert_eq!(row["role"], "removed", "{nodes}");
+        // Audited as the automatic removal, not as an operator's.
+        let audit: serde_json::Value =
+            serde_json::from_str(&c.cli(watcher, &["audit", "--json", "--limit", "200"])?)?;
+        let target = format!("node:{gone}");
+        assert!(
+            audit.as_array().context("audit")?.iter().any(|a| {
+                a["action"] == "node.remove" && a["target"] == target && a["actor"] == "auto-remove"
+            }),
+            "no auto-remove audit row for {target}: {audit}"
+        );
+
+        // Logged at warn by the leader that removed it, with the setting.
+        let logged = c.nodes.iter().any(|n| {
+            std::fs::read_to_string(&n.log).is_ok_and(|t| {
+                strip_ansi(&t).lines().any(|l| {
+                    l.contains("removed a member that has not answered")
+                        && l.contains(&format!("node={gone}"))
+                        && l.contains("auto_remove_after=3s")
+                })
+            })
+        });
+        assert!(logged, "no auto-removal warning in the node logs");
+
+        // The three left take writes and every one of them reads it back.
+        c.cli(watcher, &["config", "set", "after.auto.remove", "ok"])?;
+        for i in (0..4).filter(|&i| i != victim) {
+            assert_eq!(
+                c.cli(i, &["config", "get", "after.auto.remove", "--linearizable"])?
+                    .trim(),
+                "ok",
+                "read on {}",
+                c.nodes[i].name
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    with_logs(&c, r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_removal_never_leaves_fewer_than_three_voters() {
+    let _g = serial();
+    let (_dir, mut c) = cluster(3, &["--auto-remove-after", "3s"])
+        .await
+        .expect("three voters");
+    let r = async {
+        let leader = c.leader(T).await?;
+        let victim = (leader + 1) % 3;
+        let watcher = (leader + 2) % 3;
+        let gone = member_id(&c, &c.status(watcher).await?, victim)?;
+        c.kill9(victim);
+        // Well past the setting, the dead voter stays a voter all along.
+        let until = std::time::Instant::now() + Duration::from_secs(8);
+        while std::time::Instant::now() < until {
+            let s = c.status(watcher).await?;
+            let voters: Vec<u64> = s.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+            assert_eq!(voters.len(), 3, "a voter was removed from three: {s:?}");
+            assert!(voters.contains(&gone), "{s:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let nodes: serde_json::Value =
+            serde_json::from_str(&c.cli(watcher, &["node", "list", "--json"])?)?;
+        let row = nodes
+            .as_array()
+            .context("list")?
+            .iter()
+            .find(|n| n["id"] == gone)
+            .context("row")?;
+        assert_eq!(row["role"], "voter", "{nodes}");
+        // Two of three still commit.
+        c.cli(watcher, &["config", "set", "two.of.three", "yes"])?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    with_logs(&c, r).await;
+}

@@ -25,6 +25,7 @@
 //! async code never calls rusqlite or blocks on the file system.
 
 mod codec;
+mod dead_members;
 pub mod log_store;
 mod node;
 pub mod state_machine;

@@ -31,6 +31,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::codec::Bytes;
+use crate::dead_members::{self, Watch};
 use crate::log_store::{LogStore, LogStoreError};
 use crate::state_machine::{Health, StateMachine, StoppedApplying};
 use crate::transport::{
@@ -60,6 +61,11 @@ pub struct RaftTuning {
     pub write_timeout_ms: u64,
     /// Most envelopes gathered into one Raft entry.
     pub max_batch: usize,
+    /// The leader removes a member that has not answered for this long (`None`: never), under
+    /// the guard of `dead_members::pick_removal`. Set from node.toml's
+    /// `[cluster] auto_remove_after`, not from `[raft]`.
+    #[serde(skip)]
+    pub auto_remove_after: Option<Duration>,
 }
 
 impl Default for RaftTuning {
@@ -73,6 +79,7 @@ impl Default for RaftTuning {
             max_voters: 5,
             write_timeout_ms: 10_000,
             max_batch: 1024,
+            auto_remove_after: None,
         }
     }
 }
@@ -193,6 +200,18 @@ enum UpkeepError {
         node: NodeId,
         #[source]
         source: WriteError,
+    },
+    #[error("auto-removing node {node}: {source}")]
+    AutoRemove {
+        node: NodeId,
+        #[source]
+        source: WriteError,
+    },
+    #[error("auto-removing node {node}: {source}")]
+    AutoRemoveRejected {
+        node: NodeId,
+        #[source]
+        source: outpost_storage::Rejection,
     },
     #[error("recording node {node}'s role: {source}")]
     RoleRejected {
@@ -816,23 +835,26 @@ async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<WriteReq>) {
     }
 }
 
-/// Leader-side membership upkeep, every 300 ms: nodes recorded in the state (by join) become
-/// learners; caught-up learners become voters up to `max_voters`; nodes marked removed leave;
-/// changed addresses are updated; the state's node roles follow the membership.
+/// Leader-side membership upkeep, every 300 ms: with `auto_remove_after` set, a dead member
+/// is removed first (`auto_remove`, at most one a round); nodes recorded in the state (by
+/// join) become learners; caught-up learners become voters up to `max_voters`; nodes marked
+/// removed leave; changed addresses are updated; the state's node roles follow the membership.
 async fn upkeep(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = Watch::default();
     loop {
         tick.tick().await;
-        if let Err(e) = upkeep_once(&inner).await {
+        if let Err(e) = upkeep_once(&inner, &mut watch).await {
             tracing::debug!(error = %e, "membership upkeep");
         }
     }
 }
 
-async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), UpkeepError> {
+async fn upkeep_once(inner: &Arc<Inner>, watch: &mut Watch) -> Result<(), UpkeepError> {
     let m = inner.raft.metrics().borrow().clone();
     if m.current_leader != Some(inner.id) || m.state != ServerState::Leader {
+        watch.clear();
         return Ok(());
     }
     let reader = inner.store.reader();
@@ -840,6 +862,17 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), UpkeepError> {
         .await
         .map_err(UpkeepError::NodesTask)?
         .map_err(UpkeepError::Nodes)?;
+    if let Some(after) = inner.tuning.auto_remove_after {
+        // While a member marked removed is still in the membership, the step below finishes
+        // that removal first: one change at a time, and no second `RemoveNode` for it.
+        let membership = m.membership_config.membership();
+        let removing = nodes
+            .iter()
+            .any(|r| r.role == NodeRole::Removed && membership.get_node(&r.id).is_some());
+        if !removing && auto_remove(inner, watch, &m, after).await? {
+            return Ok(());
+        }
+    }
     let membership = m.membership_config.membership().clone();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let last = m.last_log_index.unwrap_or(0);
@@ -950,6 +983,74 @@ async fn upkeep_once(inner: &Arc<Inner>) -> Result<(), UpkeepError> {
         }
     }
     Ok(())
+}
+
+/// The actor of the commands the dead-member upkeep proposes (audited as such).
+const AUTO_REMOVE_ACTOR: &str = "auto-remove";
+
+/// The dead-member step of the upkeep (leader only): picks at most one member to remove
+/// (`dead_members::pick_removal`), commits `RemoveNode` for it as `auto-remove` (so the state
+/// marks it removed and the audit says who did it), then takes it out of the membership, the
+/// same path as `outpost node remove`. Returns whether it removed one.
+async fn auto_remove(
+    inner: &Arc<Inner>,
+    watch: &mut Watch,
+    m: &RaftMetrics,
+    after: Duration,
+) -> Result<bool, UpkeepError> {
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let members: Vec<(NodeId, bool)> = membership
+        .nodes()
+        .map(|(id, _)| (*id, voters.contains(id)))
+        .collect();
+    let silences = watch.silences(m.current_term, Instant::now(), &members, |id| {
+        inner.clients.last_answer(id)
+    });
+    let Some(gone) = dead_members::pick_removal(
+        inner.id,
+        &silences,
+        after,
+        dead_members::REACHABLE_WITHIN.min(after),
+    ) else {
+        return Ok(false);
+    };
+    let env = Envelope {
+        at_ms: now_ms(),
+        actor: AUTO_REMOVE_ACTOR.to_string(),
+        command: Command::RemoveNode { id: gone.id },
+    };
+    inner
+        .write(env)
+        .await
+        .map_err(|source| UpkeepError::AutoRemove {
+            node: gone.id,
+            source,
+        })?
+        .map_err(|source| UpkeepError::AutoRemoveRejected {
+            node: gone.id,
+            source,
+        })?;
+    // Logged once the removal is committed: a failed round is retried without a new warning.
+    tracing::warn!(
+        node = gone.id,
+        voter = gone.voter,
+        unreachable_for = %humantime::format_duration(whole_seconds(gone.silent_for)),
+        auto_remove_after = %humantime::format_duration(after),
+        "removed a member that has not answered for auto_remove_after"
+    );
+    inner
+        .remove_from_membership(gone.id)
+        .await
+        .map_err(|source| UpkeepError::Remove {
+            node: gone.id,
+            source,
+        })?;
+    Ok(true)
+}
+
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
 }
 
 /// Milliseconds since the Unix epoch: the proposer stamps this into commands.

@@ -155,6 +155,10 @@ pub enum FrameError {
 pub struct PeerClients {
     tls: PeerTls,
     conns: Mutex<HashMap<NodeId, Arc<Conn>>>,
+    /// Per target, when a call to it last got an answer (any answer: the peer is up and
+    /// speaking to us). The leader heartbeats every member, so this is fresh for live ones;
+    /// the dead-member upkeep reads it.
+    last_answer: Mutex<HashMap<NodeId, Instant>>,
 }
 
 struct Conn {
@@ -170,7 +174,17 @@ impl PeerClients {
         Arc::new(PeerClients {
             tls,
             conns: Mutex::new(HashMap::new()),
+            last_answer: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// When a call to `target` last got an answer from it, if one ever did.
+    pub(crate) fn last_answer(&self, target: NodeId) -> Option<Instant> {
+        self.last_answer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target)
+            .copied()
     }
 
     fn cached(&self, target: NodeId, addr: &str) -> Option<Arc<Conn>> {
@@ -310,7 +324,12 @@ impl PeerClients {
         timeout: Duration,
     ) -> Result<PeerResponse, TransportError> {
         let conn = self.conn(target, addr).await?;
-        conn.call(target, req, timeout).await
+        let resp = conn.call(target, req, timeout).await?;
+        self.last_answer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target, Instant::now());
+        Ok(resp)
     }
 }
 

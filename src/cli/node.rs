@@ -12,7 +12,7 @@ use outpost_storage::NodeRecord;
 
 use super::{DataDirArg, Remote, api};
 use crate::shared::client::NO_BODY;
-use crate::shared::datadir::DataDir;
+use crate::shared::datadir::{ClusterConfig, DataDir};
 use crate::wire::StatusView;
 
 #[derive(Args, Debug, Clone)]
@@ -35,9 +35,22 @@ pub(super) struct Addrs {
     /// Build a snapshot after this many entries.
     #[arg(long, default_value_t = RaftTuning::default().snapshot_after_entries)]
     snapshot_after: u64,
+    /// As leader, remove a member unreachable this long (e.g. 30m), if the voters left keep a
+    /// quorum and at least three; written to node.toml as `[cluster] auto_remove_after`.
+    #[arg(long, value_name = "DURATION")]
+    auto_remove_after: Option<humantime::Duration>,
 }
 
 impl Addrs {
+    pub(super) fn cluster(&self) -> Result<ClusterConfig> {
+        let auto_remove_after = self
+            .auto_remove_after
+            .map(|d| ClusterConfig::check_auto_remove_after(d.into()))
+            .transpose()
+            .context("--auto-remove-after")?;
+        Ok(ClusterConfig { auto_remove_after })
+    }
+
     pub(super) fn tuning(&self) -> Result<RaftTuning> {
         let (lo, hi) = self
             .election_timeout_ms
@@ -121,6 +134,7 @@ pub(super) async fn init(
             api_addr: addrs.api_addr.clone(),
             peer_addr: addrs.peer_addr.clone(),
             tuning: addrs.tuning()?,
+            cluster: addrs.cluster()?,
             bundle_trust,
             net: net.options()?,
         },
@@ -159,6 +173,7 @@ pub(super) async fn join(
             token,
             peers: peer,
             tuning: addrs.tuning()?,
+            cluster: addrs.cluster()?,
             net: net.options()?,
             discover_timeout: discover_timeout.into(),
         },

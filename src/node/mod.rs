@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::shared::client::{ApiClient, ApiFailure, Endpoint};
-use crate::shared::datadir::{DataDir, NODE_CONFIG_FORMAT, NodeFile};
+use crate::shared::datadir::{ClusterConfig, DataDir, NODE_CONFIG_FORMAT, NodeFile};
 use crate::shared::token::Token;
 use crate::wire::{JoinRequest, JoinResponse};
 
@@ -155,7 +155,10 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         data_dir: dd.root.clone(),
         peer_listener,
         tls: peer_tls,
-        tuning: file.raft.clone(),
+        tuning: RaftTuning {
+            auto_remove_after: file.cluster.auto_remove_after,
+            ..file.raft.clone()
+        },
     })
     .await
     .with_context(|| format!("starting node {} from {}", file.node_id, dd.root.display()))?;
@@ -321,6 +324,8 @@ pub struct InitOptions {
     pub api_addr: String,
     pub peer_addr: String,
     pub tuning: RaftTuning,
+    /// `[cluster]` of node.toml.
+    pub cluster: ClusterConfig,
     /// The bundle trust to pin: (version, trust document JSON).
     pub bundle_trust: Option<(u64, String)>,
     pub net: NetOptions,
@@ -372,6 +377,7 @@ pub async fn init(dd: &DataDir, opts: InitOptions) -> Result<InitOutput> {
         peer_listen: opts.net.peer_listen,
         raft: opts.tuning,
         discovery: opts.net.discovery,
+        cluster: opts.cluster,
     };
     dd.save_node_file(&file)?;
 
@@ -471,6 +477,8 @@ pub struct JoinOptions {
     pub token: String,
     pub peers: Vec<String>,
     pub tuning: RaftTuning,
+    /// `[cluster]` of node.toml.
+    pub cluster: ClusterConfig,
     pub net: NetOptions,
     /// How long to browse mDNS for a node of the token's cluster when no given address answers.
     pub discover_timeout: Duration,
@@ -532,6 +540,7 @@ pub async fn join(dd: &DataDir, opts: JoinOptions) -> Result<JoinResponse> {
         peer_listen: opts.net.peer_listen,
         raft: opts.tuning,
         discovery: opts.net.discovery,
+        cluster: opts.cluster,
     })?;
     Ok(resp)
 }

@@ -12,6 +12,7 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,66 @@ pub struct NodeFile {
     /// static peers (files written before discovery existed load unchanged).
     #[serde(default)]
     pub discovery: outpost_discovery::DiscoveryConfig,
+    /// `[cluster]`: cluster-wide behaviour this node applies when it leads. Absent = all off
+    /// (files written before it existed load unchanged).
+    #[serde(default, skip_serializing_if = "ClusterConfig::is_default")]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]` of node.toml.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// As leader, remove a member that has not answered for this long (humantime, e.g.
+    /// `"30m"`), if the voters left keep a quorum and at least three of them; absent = never.
+    #[serde(with = "humantime_opt", skip_serializing_if = "Option::is_none")]
+    pub auto_remove_after: Option<Duration>,
+}
+
+impl ClusterConfig {
+    /// Shortest `auto_remove_after` taken: under a second, a member would be removed for a
+    /// hiccup between heartbeats.
+    pub const MIN_AUTO_REMOVE_AFTER: Duration = Duration::from_secs(1);
+
+    fn is_default(&self) -> bool {
+        *self == ClusterConfig::default()
+    }
+
+    /// Checks a duration for `auto_remove_after`.
+    pub fn check_auto_remove_after(d: Duration) -> Result<Duration> {
+        if d < Self::MIN_AUTO_REMOVE_AFTER {
+            bail!(
+                "auto_remove_after {} is shorter than {}",
+                humantime::format_duration(d),
+                humantime::format_duration(Self::MIN_AUTO_REMOVE_AFTER)
+            );
+        }
+        Ok(d)
+    }
+}
+
+/// An optional duration written as humantime text (`"30m"`, `"1h 30m"`).
+mod humantime_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        let d = humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"30m\": {e}"))
+        })?;
+        super::ClusterConfig::check_auto_remove_after(d)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
 }
 
 impl NodeFile {
@@ -213,6 +274,42 @@ mod tests {
         assert_eq!(back.api_listen(), "0.0.0.0:7443");
         assert_eq!(back.peer_listen(), "10.0.0.2:7444");
         assert_eq!(back.discovery, written.discovery);
+        assert_eq!(back.cluster, ClusterConfig::default());
+        assert!(
+            !std::fs::read_to_string(dd.node_file())?.contains("[cluster]"),
+            "an unset [cluster] is not written"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn cluster_auto_remove_after_is_humantime_and_checked() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let dd = DataDir::new(dir.path());
+        let base = "format = 1\ncluster_id = \"c\"\nnode_id = 2\nname = \"n2\"\napi_addr = \"10.0.0.2:7443\"\npeer_addr = \"10.0.0.2:7444\"\n";
+        std::fs::write(
+            dd.node_file(),
+            format!("{base}[cluster]\nauto_remove_after = \"30m\"\n"),
+        )?;
+        let file = dd.load_node_file()?;
+        assert_eq!(
+            file.cluster.auto_remove_after,
+            Some(Duration::from_secs(1800))
+        );
+        dd.save_node_file(&file)?;
+        let text = std::fs::read_to_string(dd.node_file())?;
+        assert!(
+            text.contains("[cluster]\nauto_remove_after = \"30m\""),
+            "{text}"
+        );
+        assert_eq!(dd.load_node_file()?.cluster, file.cluster);
+        for bad in ["\"soon\"", "\"0s\"", "\"500ms\"", "30"] {
+            std::fs::write(
+                dd.node_file(),
+                format!("{base}[cluster]\nauto_remove_after = {bad}\n"),
+            )?;
+            assert!(dd.load_node_file().is_err(), "{bad} was taken");
+        }
         Ok(())
     }
 }
