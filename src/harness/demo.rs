@@ -74,7 +74,9 @@ pub async fn run(exit: bool) -> Result<()> {
     )?;
     std::fs::write(
         usb.join("files/site.toml"),
-        "[group.lab]\nmotd = \"Welcome to the demo plant\"\n",
+        // The lab group's install handler comes with the signed bundle: code that runs on
+        // clients is never set by `config set`.
+        "[group.lab]\nmotd = \"Welcome to the demo plant\"\n\"agent.handler.artifact\" = 'sh \"$OUTPOST_ARTIFACT\"'\n",
     )?;
     let spec = usb.join("spec.toml");
     std::fs::write(
@@ -145,18 +147,7 @@ pub async fn run(exit: bool) -> Result<()> {
         ],
     )?;
     println!("- agent enroll via node3: {}", enrolled.trim());
-    // Deploy the bundle's artifact to the lab group; the agent's handler runs it.
-    cluster.cli(
-        0,
-        &[
-            "config",
-            "set",
-            "agent.handler.artifact",
-            "sh \"$OUTPOST_ARTIFACT\"",
-            "--group",
-            "lab",
-        ],
-    )?;
+    // Deploy the bundle's artifact to the lab group; the handler its config payload set runs it.
     let deployed = cluster.cli(
         leader,
         &[
