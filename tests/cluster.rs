@@ -368,3 +368,44 @@ async fn auto_removal_never_leaves_fewer_than_three_voters() {
     .await;
     with_logs(&c, r).await;
 }
+
+/// A write forwarded by a follower commits on the leader, whose reply is then lost (fault
+/// injection: the leader never answers the first forward). The follower sends the same bytes
+/// again after its attempt timeout; the request id makes the leader's state machine answer
+/// with the first outcome instead of applying the write a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_whose_reply_is_lost_applies_once() {
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LocalOptions {
+        env: vec![("OUTPOST_FAULT_DROP_FORWARD_REPLIES".into(), "1".into())],
+        log_level: "info".into(),
+        ..LocalOptions::default()
+    };
+    let mut c = LocalCluster::start(dir.path(), &exe(), 3, opts)
+        .await
+        .expect("three-node cluster");
+    let r = async {
+        let leader = c.leader(Duration::from_secs(20)).await?;
+        let follower = (leader + 1) % 3;
+        let out = c.cli(follower, &["config", "set", "lost.reply", "v"])?;
+        assert_eq!(out.trim(), "version 1", "applied twice: {out}");
+        let log = std::fs::read_to_string(&c.nodes[leader].log)?;
+        assert!(
+            log.contains("fault injection: the reply to a committed forward is dropped"),
+            "the fault did not fire"
+        );
+        let entry = c.cli(leader, &["config", "get", "lost.reply", "--linearizable"])?;
+        assert_eq!(entry.trim(), "v");
+        let audit: Vec<serde_json::Value> =
+            serde_json::from_str(&c.cli(leader, &["audit", "--json", "--limit", "1000"])?)?;
+        let sets = audit
+            .iter()
+            .filter(|a| a["action"] == "config.set" && a["target"] == "config:global/lost.reply")
+            .count();
+        assert_eq!(sets, 1, "audit: {audit:?}");
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    with_logs(&c, r).await;
+}

@@ -297,7 +297,15 @@ struct Inner {
     health: Arc<Health>,
     tuning: RaftTuning,
     app: std::sync::RwLock<Option<Arc<dyn AppHandler>>>,
+    /// Fault injection for tests (`OUTPOST_FAULT_DROP_FORWARD_REPLIES=N`): this many
+    /// forwarded batches are committed and then never answered, as if the reply were lost.
+    drop_forward_replies: std::sync::atomic::AtomicU32,
 }
+
+/// How long one forwarding attempt waits for the leader's answer before it sends the same
+/// bytes again (a lost reply; every API write carries a request id, so a retry of a batch
+/// that did commit gets the first outcome back instead of applying twice).
+const FORWARD_ATTEMPT: Duration = Duration::from_secs(3);
 
 /// What an application request returns: its answer bytes, or a reason.
 pub type AppFuture = std::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
@@ -372,6 +380,11 @@ impl RaftNode {
             health,
             tuning: cfg.tuning.clone(),
             app: std::sync::RwLock::new(None),
+            drop_forward_replies: std::env::var("OUTPOST_FAULT_DROP_FORWARD_REPLIES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+                .into(),
         });
         let node = RaftNode {
             inner: inner.clone(),
@@ -645,7 +658,8 @@ impl Inner {
                     let addr = self.peer_addr_of(l);
                     if let Some(addr) = addr {
                         let req = PeerRequest::Forward(Proposal(bytes.clone()));
-                        match self.clients.call(l, &addr, req, remaining(deadline)).await {
+                        let attempt = remaining(deadline).min(FORWARD_ATTEMPT);
+                        match self.clients.call(l, &addr, req, attempt).await {
                             Ok(PeerResponse::Forward(Ok(outcomes))) => return Ok(outcomes),
                             Ok(PeerResponse::Forward(Err(why))) => {
                                 tracing::debug!(leader = l, %why, "forward refused")
@@ -1189,6 +1203,22 @@ impl PeerHandler for Handler {
                         // The forwarder gets the reason as text (it crosses the wire).
                         Err(e) => return PeerResponse::Forward(Err(e.to_string())),
                     }
+                }
+                let drop_reply = self
+                    .inner
+                    .drop_forward_replies
+                    .fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok();
+                if drop_reply {
+                    tracing::warn!(
+                        from,
+                        "fault injection: the reply to a committed forward is dropped"
+                    );
+                    std::future::pending::<()>().await;
                 }
                 PeerResponse::Forward(Ok(outcomes))
             }

@@ -41,11 +41,22 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Commits `command` for `caller`, under a new request id: retries of this write inside
+    /// the cluster (forwarding, leader changes) apply it once.
     pub(crate) async fn commit(&self, caller: &Caller, command: Command) -> Result<Done, ApiError> {
+        let request_id = {
+            use rand::RngCore;
+            let mut b = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut b);
+            hex::encode(b)
+        };
         let env = Envelope {
             at_ms: outpost_raft::now_ms(),
             actor: caller.actor(),
-            command,
+            command: Command::Once {
+                request_id,
+                command: Box::new(command),
+            },
         };
         let o = self.node.write(env).await.map_err(ApiError::unavailable)?;
         outcome(o)

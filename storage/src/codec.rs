@@ -5,9 +5,10 @@ use crate::model::Envelope;
 
 /// The newest command format this build reads and writes. Format 2 appended the client
 /// commands to format 1, format 3 the bundle, deployment and renewal commands, format 4 the
-/// signed bundle commit, admin revocation and client certificate rotation (same encoding of
-/// the older variants), so older bytes decode as is.
-pub const COMMAND_FORMAT: u16 = 4;
+/// signed bundle commit, admin revocation and client certificate rotation, format 5 the
+/// request id wrapper `Once` (same encoding of the older variants), so older bytes decode as
+/// is.
+pub const COMMAND_FORMAT: u16 = 5;
 
 /// Largest encoded payload of one Raft entry (format header + batch), in bytes. The batcher
 /// closes a batch before it would pass this, a single command larger than this never enters

@@ -46,7 +46,8 @@ mod store;
 mod token_check;
 
 pub use apply::{
-    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, RENEWAL_INTERVAL_MS, RETIRED_SERIAL_GRACE_MS,
+    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT,
+    RETIRED_SERIAL_GRACE_MS,
 };
 pub use bundle_config::parse_config_payload;
 pub use codec::{

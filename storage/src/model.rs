@@ -168,6 +168,15 @@ pub enum Command {
         client_id: String,
         serial: String,
     },
+    // ---- format 5 ----
+    /// `command` with the id of the request that carried it into the cluster, made where it
+    /// entered (the API) and kept across forwarding retries and leader changes. `apply`
+    /// remembers the most recent `REQUEST_IDS_KEPT` ids with their first outcome: a
+    /// duplicate gets that outcome back and changes nothing, not even the audit log.
+    Once {
+        request_id: String,
+        command: Box<Command>,
+    },
 }
 
 /// A bundle as its signed bytes, with what `apply` cannot read itself.
@@ -330,6 +339,7 @@ impl Command {
     /// `agent.handler.*` key (set only by a signed bundle's config payload).
     pub fn refused_from_peers(&self) -> Option<&'static str> {
         match self {
+            Command::Once { command, .. } => command.refused_from_peers(),
             Command::ImportBundle(_) => {
                 Some("unsigned bundle commands are not accepted: commit the signed bytes")
             }
@@ -362,6 +372,7 @@ impl Command {
             | Command::RevokeAdmin { .. }
             | Command::RotateClientCert { .. }
             | Command::ConfirmClientCert { .. } => 4,
+            Command::Once { command, .. } => command.format().max(5),
             _ => 1,
         }
     }

@@ -174,7 +174,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (deployment_id, client_id)
     ) STRICT, WITHOUT ROWID;
     "#,
-    // v4: retired client serials (renewal), renewal times, revoked admin names.
+    // v4: retired client serials (renewal), renewal times, revoked admin names, recent request
+    // ids (exactly-once writes).
     r#"
     ALTER TABLE clients ADD COLUMN prev_serial TEXT;
     ALTER TABLE clients ADD COLUMN prev_serial_until_ms INTEGER;
@@ -183,6 +184,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TABLE revoked_admins (
         name          TEXT PRIMARY KEY NOT NULL,
         revoked_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE request_ids (
+        seq        INTEGER PRIMARY KEY NOT NULL,
+        request_id TEXT NOT NULL UNIQUE,
+        outcome    TEXT NOT NULL
     ) STRICT;
     "#,
 ];

@@ -19,6 +19,10 @@ pub(crate) struct AuditText {
 pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
     use serde_json::json;
     let (action, target, detail) = match &env.command {
+        // A request id changes nothing the audit says: the row is the wrapped command's.
+        Command::Once { command, .. } => {
+            return audit_text(&super::requests::inner(env, command), outcome);
+        }
         Command::InitCluster {
             cluster_id, name, ..
         } => (

@@ -27,6 +27,7 @@ mod clients;
 mod config;
 mod deployments;
 mod nodes;
+mod requests;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -34,6 +35,7 @@ mod tokens;
 pub use bundles::MAX_CREATED_SKEW_SECS;
 pub use clients::{RENEWAL_INTERVAL_MS, RETIRED_SERIAL_GRACE_MS};
 pub use deployments::MAX_DETAIL_BYTES;
+pub use requests::REQUEST_IDS_KEPT;
 
 /// Applies a run of Raft entries in ONE transaction and stores `applied_marker` with them.
 /// Decode errors (including NeedsUpgrade) and SQLite errors leave the database untouched.
@@ -57,6 +59,14 @@ pub(crate) fn apply_entries(
         };
         let mut outcomes = Vec::with_capacity(batch.len());
         for env in &batch {
+            // A request seen before (a forwarding retry, a leader change): its first outcome,
+            // nothing applied, nothing audited.
+            if let Command::Once { request_id, .. } = &env.command
+                && let Some(first) = requests::seen(&tx, request_id)?
+            {
+                outcomes.push(first);
+                continue;
+            }
             let sp = tx.savepoint()?;
             let outcome = match execute(&sp, env) {
                 Ok(resp) => {
@@ -71,6 +81,9 @@ pub(crate) fn apply_entries(
                 Err(Fail::Sql(e)) => return Err(e.into()),
             };
             append_audit(&tx, env, &outcome)?;
+            if let Command::Once { request_id, .. } = &env.command {
+                requests::remember(&tx, request_id, &outcome)?;
+            }
             outcomes.push(outcome);
         }
         results.push(Some(outcomes));
@@ -120,6 +133,16 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
         }
     }
     match &env.command {
+        Command::Once {
+            request_id,
+            command,
+        } => {
+            crate::rules::check_id("request id", request_id).map_err(invalid)?;
+            if matches!(**command, Command::Once { .. }) {
+                return Err(invalid("a request id wraps another request id".to_owned()));
+            }
+            execute(conn, &requests::inner(env, command))
+        }
         Command::InitCluster {
             cluster_id,
             name,

@@ -722,3 +722,72 @@ fn audit_text_table() {
     assert_eq!(outcome_text(&rejected), "rejected: token_invalid: bad");
     assert_eq!(outcome_text(&Ok(Response::Done)), "ok");
 }
+
+/// A request applied once: the same `Once` in a later entry (a forwarding retry, or a retry
+/// after a leader change) gets the first outcome back, changes nothing and is not audited
+/// again; a rejected request's rejection is remembered the same way; another id applies.
+#[test]
+fn request_ids_apply_once() -> Result<(), StorageError> {
+    let once = |id: &str, command: Command| Command::Once {
+        request_id: id.into(),
+        command: Box::new(command),
+    };
+    let mut conn = fresh()?;
+    for o in run(&mut conn, base().into_iter().map(env).collect())? {
+        o.expect("setup");
+    }
+    let audited = audit_count(&conn)?;
+    let first = run(
+        &mut conn,
+        vec![env(once("r1", set(Scope::Global, "k", "v")))],
+    )?;
+    assert_eq!(first, vec![Ok(Response::ConfigVersion(1))]);
+    let retried = run(
+        &mut conn,
+        vec![env(once("r1", set(Scope::Global, "k", "v")))],
+    )?;
+    assert_eq!(retried, first, "a duplicate gets the first outcome");
+    assert_eq!(
+        audit_count(&conn)?,
+        audited + 1,
+        "a duplicate is not audited"
+    );
+    let other = run(
+        &mut conn,
+        vec![env(once("r2", set(Scope::Global, "k", "v")))],
+    )?;
+    assert_eq!(other, vec![Ok(Response::ConfigVersion(2))]);
+
+    let missing = || {
+        once(
+            "r3",
+            Command::DeleteConfig {
+                scope: Scope::Global,
+                key: "absent".into(),
+            },
+        )
+    };
+    let refused = run(&mut conn, vec![env(missing())])?;
+    assert!(
+        matches!(&refused[0], Err(r) if r.code == RejectCode::NotFound),
+        "{refused:?}"
+    );
+    assert_eq!(run(&mut conn, vec![env(missing())])?, refused);
+
+    // Inside one batch too, and a request id cannot wrap another.
+    let both = run(
+        &mut conn,
+        vec![
+            env(once("r4", set(Scope::Global, "j", "1"))),
+            env(once("r4", set(Scope::Global, "j", "1"))),
+            env(once("r5", once("r6", set(Scope::Global, "j", "2")))),
+        ],
+    )?;
+    assert_eq!(both[0], Ok(Response::ConfigVersion(1)));
+    assert_eq!(both[1], both[0]);
+    assert!(
+        matches!(&both[2], Err(r) if r.code == RejectCode::Invalid),
+        "{both:?}"
+    );
+    Ok(())
+}
