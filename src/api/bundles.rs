@@ -18,6 +18,21 @@ use outpost_storage::{Command, SignedBundle};
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::wire::{BundleCommit, BundleCommitted, BundleContext, BundleList, MAX_CONFIG_PAYLOAD};
 
+/// The cluster time floor (unix seconds): the highest of the voters' median clock (each read
+/// over the peer channel) and the newest `created` of an accepted bundle.
+async fn cluster_time_floor(st: &AppState) -> Result<i64, ApiError> {
+    let voters: Vec<u64> = st
+        .node
+        .status()
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    let accepted = st.read(|r| r.bundle_time_floor()).await?;
+    Ok(crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await)
+}
+
 pub async fn context(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -27,9 +42,7 @@ pub async fn context(
         .linearizable_barrier(Duration::from_secs(5))
         .await
         .map_err(ApiError::unavailable)?;
-    let (trust, channels, accepted) = st
-        .read(|r| Ok((r.bundle_trust()?, r.channels()?, r.bundle_time_floor()?)))
-        .await?;
+    let (trust, channels) = st.read(|r| Ok((r.bundle_trust()?, r.channels()?))).await?;
     let Some(trust) = trust else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -39,15 +52,7 @@ pub async fn context(
     };
     let doc: TrustDocument = serde_json::from_str(&trust.trust_json)
         .map_err(|e| ApiError::internal(format!("stored bundle trust does not parse: {e}")))?;
-    let voters: Vec<u64> = st
-        .node
-        .status()
-        .members
-        .iter()
-        .filter(|m| m.voter)
-        .map(|m| m.id)
-        .collect();
-    let time_floor = crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await;
+    let time_floor = cluster_time_floor(&st).await?;
     Ok(Json(BundleContext {
         cluster_id: st.cluster_id.clone(),
         trust_version: trust.version,
@@ -139,16 +144,7 @@ pub async fn commit(
             config_payloads.push(tokio::fs::read(&path).await.map_err(ApiError::internal)?);
         }
     }
-    let voters: Vec<u64> = st
-        .node
-        .status()
-        .members
-        .iter()
-        .filter(|m| m.voter)
-        .map(|m| m.id)
-        .collect();
-    let accepted = st.read(|r| r.bundle_time_floor()).await?;
-    let cluster_time = crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await;
+    let cluster_time = cluster_time_floor(&st).await?;
     let done = st
         .commit(
             &caller,
