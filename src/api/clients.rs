@@ -114,13 +114,7 @@ pub async fn enroll(
         .map_err(IntoResponse::into_response)?
         .map(|c| c.groups)
         .unwrap_or_default();
-    let servers = st
-        .node
-        .status()
-        .members
-        .into_iter()
-        .map(|m| m.api_addr)
-        .collect();
+    let servers = st.member_api_addrs();
     Ok(Json(EnrollResponse {
         client_id,
         cluster_id: st.cluster_id.clone(),

@@ -41,6 +41,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The API addresses of every member (a token's and an enrolled agent's first node list).
+    pub(crate) fn member_api_addrs(&self) -> Vec<String> {
+        self.node
+            .status()
+            .members
+            .into_iter()
+            .map(|m| m.api_addr)
+            .collect()
+    }
+
     /// Commits `command` for `caller`, under a new request id: retries of this write inside
     /// the cluster (forwarding, leader changes) apply it once.
     pub(crate) async fn commit(&self, caller: &Caller, command: Command) -> Result<Done, ApiError> {

@@ -37,13 +37,7 @@ pub(crate) async fn create_token(
     for g in &req.groups {
         crate::api::fields::id("group", g)?;
     }
-    let addrs = st
-        .node
-        .status()
-        .members
-        .into_iter()
-        .map(|m| m.api_addr)
-        .collect();
+    let addrs = st.member_api_addrs();
     let token = Token::new(
         &req.kind,
         &st.cluster_id,

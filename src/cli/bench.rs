@@ -89,6 +89,16 @@ pub(super) enum BenchCmd {
     },
 }
 
+/// A benchmark's figures: one JSON line with `--json`, else its text.
+fn print_report(report: &(impl serde::Serialize + std::fmt::Display), json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
 pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Write {
@@ -104,11 +114,7 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
                 value_bytes,
             };
             let report = crate::harness::bench::write(&DataDir::new(&dir.data_dir), opts).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{report}");
-            }
+            print_report(&report, json)?;
         }
         BenchCmd::Flood {
             dir,
@@ -131,11 +137,7 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
                 from,
             };
             let report = crate::harness::flood::flood(&DataDir::new(&dir.data_dir), opts).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{report}");
-            }
+            print_report(&report, json)?;
         }
         BenchCmd::Failover {
             runs,
@@ -150,11 +152,7 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
                 election_timeout_ms,
             ];
             let report = crate::harness::bench::failover(runs, node_args).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{report}");
-            }
+            print_report(&report, json)?;
         }
         BenchCmd::Sync {
             dir,
@@ -169,11 +167,7 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
                 interval: interval.into(),
             };
             let report = crate::harness::bench::sync(&DataDir::new(&dir.data_dir), opts).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{report}");
-            }
+            print_report(&report, json)?;
         }
         BenchCmd::Bundle {
             size_mib,
@@ -181,11 +175,7 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
             json,
         } => {
             let report = crate::harness::bench::bundle(size_mib, &work_dir).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{report}");
-            }
+            print_report(&report, json)?;
         }
     }
     Ok(())
