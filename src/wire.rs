@@ -105,6 +105,14 @@ pub struct JoinResponse {
     pub ca_key_pem: String,
 }
 
+/// `/v1/backup`: with a passphrase, the CA key is sealed into the backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    #[serde(default)]
+    pub passphrase: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigSetRequest {
     pub key: String,

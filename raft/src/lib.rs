@@ -28,14 +28,16 @@ mod codec;
 mod dead_members;
 pub mod log_store;
 mod node;
+pub mod offline;
 pub mod state_machine;
 pub mod transport;
 pub mod types;
 
 pub use node::{
-    AppCallError, AppFuture, AppHandler, MemberStatus, MembershipError, NodeConfig, NodeError,
-    NodeStatus, RaftNode, RaftTuning, ReadError, StopCause, WriteError, now_ms,
+    AppCallError, AppFuture, AppHandler, CopyStateError, MemberStatus, MembershipError, NodeConfig,
+    NodeError, NodeStatus, RaftNode, RaftTuning, ReadError, StateCopy, StopCause, WriteError,
+    now_ms,
 };
 pub use state_machine::StoppedApplying;
 pub use transport::{PEER_ALPN, PeerTls};
-pub use types::{NodeId, PeerNode};
+pub use types::{LogId, NodeId, PeerNode};

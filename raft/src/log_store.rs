@@ -97,7 +97,7 @@ enum Req {
     Purge(LogId, oneshot::Sender<Result<(), OpError>>),
 }
 
-fn open_conn(path: &Path) -> Result<Connection, LogStoreError> {
+pub(crate) fn open_conn(path: &Path) -> Result<Connection, LogStoreError> {
     let err = |source| LogStoreError::Sqlite {
         path: path.to_path_buf(),
         source,
@@ -221,8 +221,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Req>, path: PathBuf)
 }
 
 /// What the writer thread's SQLite work failed with; sent back to the caller as it is.
+/// What a raft log database operation failed with.
 #[derive(Debug, thiserror::Error)]
-enum OpError {
+pub enum OpError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error("encoding: {0}")]
@@ -245,23 +246,30 @@ fn append<'a>(
     entries: impl Iterator<Item = &'a Entry>,
 ) -> Result<(), OpError> {
     let tx = conn.transaction()?;
-    {
-        let mut stmt =
-            tx.prepare_cached("INSERT OR REPLACE INTO log (idx, term, entry) VALUES (?1, ?2, ?3)")?;
-        for e in entries {
-            let bytes = codec::encode(e)?;
-            stmt.execute(params![
-                e.log_id.index as i64,
-                e.log_id.leader_id.term as i64,
-                bytes
-            ])?;
-        }
-    }
+    insert_entries(&tx, entries)?;
     tx.commit()?;
     Ok(())
 }
 
-fn read(
+/// Writes `entries` (replacing any at the same index); the caller owns the transaction.
+pub(crate) fn insert_entries<'a>(
+    conn: &Connection,
+    entries: impl Iterator<Item = &'a Entry>,
+) -> Result<(), OpError> {
+    let mut stmt =
+        conn.prepare_cached("INSERT OR REPLACE INTO log (idx, term, entry) VALUES (?1, ?2, ?3)")?;
+    for e in entries {
+        let bytes = codec::encode(e)?;
+        stmt.execute(params![
+            e.log_id.index as i64,
+            e.log_id.leader_id.term as i64,
+            bytes
+        ])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn read(
     conn: &Connection,
     start: u64,
     end: Option<u64>,
@@ -308,7 +316,7 @@ fn within_budget(count: usize, used: usize, len: usize, budget: Option<usize>) -
     }
 }
 
-fn log_state(conn: &Connection) -> Result<LogState<TypeConfig>, OpError> {
+pub(crate) fn log_state(conn: &Connection) -> Result<LogState<TypeConfig>, OpError> {
     let last_purged: Option<LogId> = get_meta(conn, "last_purged")?;
     let last: Option<Vec<u8>> = conn
         .query_row("SELECT entry FROM log ORDER BY idx DESC LIMIT 1", [], |r| {
@@ -345,7 +353,7 @@ fn put_meta<T: serde::Serialize>(conn: &Connection, key: &str, value: &T) -> Res
     Ok(())
 }
 
-fn get_meta<T: serde::de::DeserializeOwned>(
+pub(crate) fn get_meta<T: serde::de::DeserializeOwned>(
     conn: &Connection,
     key: &str,
 ) -> Result<Option<T>, OpError> {

@@ -120,6 +120,22 @@ pub enum NodeError {
     Initialize(#[source] RaftInitError),
 }
 
+/// What `RaftNode::copy_state` wrote.
+#[derive(Debug, Clone)]
+pub struct StateCopy {
+    pub info: outpost_storage::SnapshotInfo,
+    /// The last entry applied in the copy.
+    pub applied: Option<crate::types::LogId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyStateError {
+    #[error("copying the state: {0}")]
+    Storage(#[from] outpost_storage::StorageError),
+    #[error("the copy's applied marker does not decode: {0}")]
+    Marker(#[from] bincode::error::DecodeError),
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("no leader within {0:?}: is a majority of the voters running and reachable?")]
@@ -463,6 +479,14 @@ impl RaftNode {
     /// Blocking queries over the local state (run them on a blocking thread).
     pub fn reader(&self) -> Reader {
         self.inner.store.reader()
+    }
+
+    /// A consistent copy of the local replicated state at one applied entry, written to `dest`
+    /// in storage's snapshot format (a backup's body), with the entry it holds.
+    pub async fn copy_state(&self, dest: &Path) -> Result<StateCopy, CopyStateError> {
+        let info = self.inner.store.export_snapshot(dest).await?;
+        let applied = crate::offline::applied_log_id(info.applied_marker.as_deref())?;
+        Ok(StateCopy { info, applied })
     }
 
     /// Commits one command through Raft from any node: batched with concurrent writes into one
@@ -869,6 +893,12 @@ async fn upkeep_once(inner: &Arc<Inner>, watch: &mut Watch) -> Result<(), Upkeep
     let m = inner.raft.metrics().borrow().clone();
     if m.current_leader != Some(inner.id) || m.state != ServerState::Leader {
         watch.clear();
+        return Ok(());
+    }
+    // A new leader acts on the state only once it has applied its own first entry (and so
+    // every entry before it): it never re-adds members from a state about to change, e.g.
+    // right after `outpost recover` or `restore` reformed the cluster.
+    if m.last_applied.map(|l| l.leader_id.term) != Some(m.current_term) {
         return Ok(());
     }
     let reader = inner.store.reader();

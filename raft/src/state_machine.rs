@@ -25,9 +25,9 @@ use crate::types::{
 
 /// What the state database records as "applied", in the same transaction as the state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct AppliedMarker {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
+pub(crate) struct AppliedMarker {
+    pub(crate) last_applied: Option<LogId>,
+    pub(crate) membership: StoredMembership,
 }
 
 /// Why this node stopped applying committed entries (e.g. it needs an upgrade), with the

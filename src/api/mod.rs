@@ -12,6 +12,7 @@
 
 pub mod admins;
 pub mod audit;
+pub mod backup;
 pub mod bundles;
 mod caller;
 pub mod clients;
@@ -106,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/agent/renew", post(renewal::renew))
         .route("/v1/agent/renew/confirm", post(renewal::renew_confirm))
         .route("/v1/bundles/gc", post(bundles::gc))
+        .route("/v1/backup", post(backup::backup))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -15,10 +15,10 @@ mod config;
 mod deployment;
 mod inventory;
 mod node;
+mod recovery;
 mod token;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -193,6 +193,46 @@ enum Cmd {
         #[command(subcommand)]
         cmd: deployment::DeploymentCmd,
     },
+    /// Copy the replicated state at one applied entry into a backup file (from this host's
+    /// node, or the one named by --server). With --passphrase-file the CA key is included,
+    /// sealed; no other private key is ever in a backup.
+    Backup {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The backup file to write (must not exist).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// A file whose first line (12 characters or more) seals the CA key into the backup.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Make a new one-node cluster from a backup file in a new data directory (the node must
+    /// not run yet). Other nodes then join it with new tokens.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[command(flatten)]
+        addrs: node::Addrs,
+        #[command(flatten)]
+        net: node::NetArgs,
+        /// Opens the CA key sealed in the backup (the same file given to `backup`).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Make a new CA instead of using the backup's (every client must enroll again).
+        #[arg(long)]
+        new_ca: bool,
+    },
+    /// On a stopped node, after the cluster lost its quorum for good: make this node the only
+    /// member, keeping every entry it holds.
+    Recover {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Required: says that the other nodes are lost and this node goes on alone.
+        #[arg(long)]
+        force_new_cluster: bool,
+    },
     /// Start a three-node cluster on 127.0.0.1 in a temporary directory and show it working.
     Demo {
         /// Exit after the walk-through instead of running until Ctrl-C.
@@ -214,11 +254,7 @@ impl Cli {
     }
 }
 
-/// A time in ms since the epoch as RFC 3339 UTC, to the second.
-fn format_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+use crate::shared::text::format_ms;
 
 /// The node to talk to: the remote one named by --server, or the local socket.
 fn api(remote: &Remote, dir: &DataDirArg) -> Result<ApiClient> {
@@ -294,6 +330,23 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Deployment { cmd } => deployment::run(remote, cmd).await,
         Cmd::Agent { cmd } => agent::run(cmd).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
+        Cmd::Backup {
+            dir,
+            output,
+            passphrase_file,
+        } => recovery::backup(remote, dir, output, passphrase_file).await,
+        Cmd::Restore {
+            file,
+            dir,
+            addrs,
+            net,
+            passphrase_file,
+            new_ca,
+        } => recovery::restore(file, dir, addrs, net, passphrase_file, new_ca).await,
+        Cmd::Recover {
+            dir,
+            force_new_cluster,
+        } => recovery::recover(dir, force_new_cluster).await,
         Cmd::Demo { exit } => crate::harness::demo::run(exit).await,
     }
 }

@@ -19,13 +19,13 @@ use crate::wire::StatusView;
 pub(super) struct Addrs {
     /// This node's name (unique in the cluster).
     #[arg(long)]
-    name: String,
+    pub(super) name: String,
     /// HTTPS API address (agents, admins).
     #[arg(long)]
-    api_addr: String,
+    pub(super) api_addr: String,
     /// Raft peer address.
     #[arg(long)]
-    peer_addr: String,
+    pub(super) peer_addr: String,
     /// Raft heartbeat interval in ms.
     #[arg(long, default_value_t = RaftTuning::default().heartbeat_ms)]
     heartbeat_ms: u64,

@@ -214,6 +214,18 @@ impl LocalCluster {
         Ok(i)
     }
 
+    /// `outpost restore BACKUP` into a new node slot (not started) with `extra` arguments;
+    /// returns the slot and the command's output, whether it succeeded or not.
+    pub fn restore_node(&mut self, backup: &Path, extra: &[&str]) -> Result<(usize, Output)> {
+        let i = self.new_node()?;
+        let mut args = vec!["restore".to_string(), backup.to_string_lossy().to_string()];
+        args.extend(self.addr_args(i));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run(&refs)?;
+        Ok((i, out))
+    }
+
     /// Starts `outpost serve` for node `i` (logs appended to its log file).
     pub fn serve(&mut self, i: usize) -> Result<()> {
         let node = &mut self.nodes[i];

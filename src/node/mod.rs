@@ -4,6 +4,7 @@
 //! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it.
 
 pub mod discovery;
+pub mod recovery;
 pub mod server;
 
 use std::str::FromStr;
@@ -37,6 +38,8 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     socket: std::path::PathBuf,
     discovery: Option<crate::node::discovery::NodeDiscovery>,
+    /// The data directory's lock, held as long as the node runs.
+    _lock: std::fs::File,
 }
 
 impl Running {
@@ -83,6 +86,7 @@ fn finish_node_cert_renewal(dd: &DataDir) -> Result<()> {
 /// Starts the node whose data directory is `dd`.
 pub async fn start(dd: &DataDir) -> Result<Running> {
     dd.check()?;
+    let lock = dd.lock()?;
     finish_node_cert_renewal(dd).context("finishing an interrupted certificate renewal")?;
     let file = dd.load_node_file()?;
     let ca_pem = dd.read(&dd.ca_cert())?;
@@ -227,6 +231,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tasks,
         socket,
         discovery,
+        _lock: lock,
     })
 }
 

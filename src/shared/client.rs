@@ -191,20 +191,48 @@ impl ApiClient {
     /// The file never grows past `max_len` bytes: a server that sends more than the declared
     /// size is cut off with an error.
     pub async fn download(&self, path: &str, dest: &std::path::Path, max_len: u64) -> Result<u64> {
-        use tokio::io::AsyncWriteExt;
         let offset = tokio::fs::metadata(dest)
             .await
             .map(|m| m.len())
             .unwrap_or(0);
+        self.stream_to_file(Method::GET, path, Bytes::new(), offset, dest, max_len)
+            .await
+    }
+
+    /// POSTs the JSON `body` to `path` and streams the answer into the new file `dest` (same
+    /// limits as `download`; nothing is resumed). Returns the file's length.
+    pub async fn post_into_file(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        dest: &std::path::Path,
+        max_len: u64,
+    ) -> Result<u64> {
+        let payload = Bytes::from(serde_json::to_vec(body)?);
+        self.stream_to_file(Method::POST, path, payload, 0, dest, max_len)
+            .await
+    }
+
+    async fn stream_to_file(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Bytes,
+        offset: u64,
+        dest: &std::path::Path,
+        max_len: u64,
+    ) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
         let mut sender = self.connect().await?;
         let mut req = Request::builder()
-            .method(Method::GET)
+            .method(method)
             .uri(path)
-            .header(hyper::header::HOST, "outpost");
+            .header(hyper::header::HOST, "outpost")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
         if offset > 0 {
             req = req.header(hyper::header::RANGE, format!("bytes={offset}-"));
         }
-        let req = req.body(Full::new(Bytes::new()))?;
+        let req = req.body(Full::new(payload))?;
         let resp = tokio::time::timeout(self.timeout, async {
             sender.ready().await?;
             sender.send_request(req).await

@@ -8,6 +8,7 @@
 //!   node.crt    this node's certificate         node.key  its private key (0600)
 //!   raft.db     Raft log and vote               state.db  replicated state
 //!   snapshots/  Raft snapshots                  admin.sock local admin socket (0600)
+//!   node.lock   held while the node runs (and by offline commands such as recover)
 //! ```
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -150,6 +151,34 @@ impl DataDir {
 
     pub fn socket(&self) -> PathBuf {
         self.root.join("admin.sock")
+    }
+
+    /// Held (an exclusive `flock`) by the process that runs the node or changes it offline.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("node.lock")
+    }
+
+    /// Takes the directory's lock, or says that a node (or another offline command) holds it.
+    /// The lock ends when the returned file is dropped, or when the process dies.
+    pub fn lock(&self) -> Result<std::fs::File> {
+        let path = self.lock_file();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "the node of {} is running (another process holds {}); stop it first",
+                self.root.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
     }
 
     pub fn is_initialised(&self) -> bool {

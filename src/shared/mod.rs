@@ -1,6 +1,7 @@
 //! Helpers both sides of the API use: the API client, tokens, a node's data directory, text
 //! for people. Nothing here knows the node's API internals or the agent.
 
+pub mod backup;
 pub mod client;
 pub mod datadir;
 pub mod files;

@@ -37,6 +37,13 @@ pub fn error_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
+/// A time in ms since the epoch as RFC 3339 UTC, to the second.
+pub fn format_ms(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use crate::model::Envelope;
 /// signed bundle commit, admin revocation and client certificate rotation, format 5 the
 /// request id wrapper `Once` (same encoding of the older variants), so older bytes decode as
 /// is.
-pub const COMMAND_FORMAT: u16 = 5;
+pub const COMMAND_FORMAT: u16 = 6;
 
 /// Largest encoded payload of one Raft entry (format header + batch), in bytes. The batcher
 /// closes a batch before it would pass this, a single command larger than this never enters

@@ -67,5 +67,5 @@ pub use rules::{
     ALL_CLIENTS, MAX_FACTS_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES, changed_facts, effective_config,
 };
 pub use schema::SCHEMA_VERSION;
-pub use snapshot::SnapshotInfo;
+pub use snapshot::{SnapshotInfo, StateSummary};
 pub use store::Store;

@@ -177,6 +177,16 @@ pub enum Command {
         request_id: String,
         command: Box<Command>,
     },
+    // ---- format 6 ----
+    /// Written into the log offline by `outpost restore` and `outpost recover`, never proposed
+    /// through the API: node `keep` (which must exist and not be removed) stays, every other
+    /// node is marked removed, and with `ca_cert_pem` the cluster's CA certificate is replaced
+    /// (a restore without the CA key makes a new CA). `reason` is `restore` or `recover`.
+    ReformCluster {
+        keep: u64,
+        ca_cert_pem: Option<String>,
+        reason: String,
+    },
 }
 
 /// A bundle as its signed bytes, with what `apply` cannot read itself.
@@ -349,6 +359,9 @@ impl Command {
             Command::SetConfig { key, .. } if key.starts_with(HANDLER_KEY_PREFIX) => {
                 Some("agent.handler.* keys are set only by a signed bundle")
             }
+            Command::ReformCluster { .. } => {
+                Some("a cluster is reformed only offline, by outpost restore or outpost recover")
+            }
             _ => None,
         }
     }
@@ -373,6 +386,7 @@ impl Command {
             | Command::RotateClientCert { .. }
             | Command::ConfirmClientCert { .. } => 4,
             Command::Once { command, .. } => command.format().max(5),
+            Command::ReformCluster { .. } => 6,
             _ => 1,
         }
     }

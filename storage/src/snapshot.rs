@@ -26,6 +26,59 @@ pub struct SnapshotInfo {
     pub size: u64,
     /// Hex sha256 of the body (the SQLite database bytes), as in the header.
     pub sha256: String,
+    /// What the copied state holds, read from the copy itself (so it matches the marker).
+    pub summary: StateSummary,
+}
+
+/// The facts a backup's header names, read from one consistent copy of the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateSummary {
+    /// Absent before `InitCluster` applied.
+    pub cluster_id: Option<String>,
+    pub cluster_name: Option<String>,
+    pub ca_cert_pem: Option<String>,
+    /// Bundle channels and their floors (the newest version each accepted), by name.
+    pub channels: Vec<(String, u64)>,
+    /// The cluster time floor of bundle imports (unix seconds).
+    pub bundle_time_floor: i64,
+    /// Enrolled clients, revoked ones included.
+    pub clients: u64,
+    /// The id the next node gets.
+    pub next_node_id: u64,
+}
+
+/// Reads the summary of the state in `conn`.
+pub(crate) fn state_summary(conn: &Connection) -> Result<StateSummary, StorageError> {
+    use rusqlite::OptionalExtension;
+    let cluster: Option<(String, String, String)> = conn
+        .query_row("SELECT id, name, ca_cert_pem FROM cluster", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let mut stmt = conn.prepare("SELECT name, version FROM channels ORDER BY name")?;
+    let channels = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .map(|r| r.map(|(n, v)| (n, u64::try_from(v).unwrap_or(0))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let clients: i64 = conn.query_row("SELECT COUNT(*) FROM clients", [], |r| r.get(0))?;
+    let next_node_id: i64 = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'next_node_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    let (cluster_id, cluster_name, ca_cert_pem) = match cluster {
+        Some((id, name, ca)) => (Some(id), Some(name), Some(ca)),
+        None => (None, None, None),
+    };
+    Ok(StateSummary {
+        cluster_id,
+        cluster_name,
+        ca_cert_pem,
+        channels,
+        bundle_time_floor: schema::bundle_time_floor(conn)?,
+        clients: u64::try_from(clients).unwrap_or(0),
+        next_node_id: u64::try_from(next_node_id).unwrap_or(0),
+    })
 }
 
 pub(crate) const MAGIC: &[u8; 16] = b"OUTPOST-SNAPSHOT";
@@ -104,12 +157,12 @@ pub(crate) fn export_blocking(live: &Path, dest: &Path) -> Result<SnapshotInfo, 
     let tmp_out = sibling(dest, &format!("{n}.tmp"));
     remove_db_files(&tmp_db)?;
     let result = (|| {
-        let marker = {
+        let (marker, summary) = {
             let src = open_read_only(live)?;
             create_private(&tmp_db)?;
             let mut dst = Connection::open(&tmp_db)?;
             backup_one_step(&src, &mut dst)?;
-            meta_blob(&dst, "applied_marker")?
+            (meta_blob(&dst, "applied_marker")?, state_summary(&dst)?)
         };
         let (sha256, body_len) = hash_file(&tmp_db)?;
         let header = Header {
@@ -141,6 +194,7 @@ pub(crate) fn export_blocking(live: &Path, dest: &Path) -> Result<SnapshotInfo, 
             applied_marker: marker,
             size: HEADER_LEN as u64 + body_len,
             sha256: hex::encode(sha256),
+            summary,
         })
     })();
     let cleanup = remove_db_files(&tmp_db);

@@ -73,6 +73,15 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
                     "role": role.map(NodeRole::as_str), "version": version }),
         ),
         Command::RemoveNode { id } => ("node.remove", format!("node:{id}"), json!({})),
+        Command::ReformCluster {
+            keep,
+            ca_cert_pem,
+            reason,
+        } => (
+            "cluster.reform",
+            format!("node:{keep}"),
+            json!({ "reason": reason, "others_removed": true, "new_ca": ca_cert_pem.is_some() }),
+        ),
         Command::SetConfig { scope, key, value } => {
             let version = match outcome {
                 Ok(Response::ConfigVersion(v)) => Some(*v),

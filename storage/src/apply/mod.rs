@@ -186,6 +186,11 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
             version.as_deref(),
         ),
         Command::RemoveNode { id } => nodes::remove_node(conn, *id),
+        Command::ReformCluster {
+            keep,
+            ca_cert_pem,
+            reason,
+        } => nodes::reform_cluster(conn, *keep, ca_cert_pem.as_deref(), reason),
         Command::SetConfig { scope, key, value } => {
             config::set_config(conn, env, scope, key, value)
         }

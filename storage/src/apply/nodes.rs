@@ -1,5 +1,5 @@
 //! Cluster and node commands: `InitCluster`, `AddNode`, `JoinNode`, `UpdateNode`,
-//! `RemoveNode`. Node ids come from a counter in meta that only grows, so an id is never reused.
+//! `RemoveNode`, `ReformCluster`. Node ids come from a counter in meta that only grows, so an id is never reused.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -203,6 +203,42 @@ pub(super) fn remove_node(conn: &Connection, id: u64) -> Result<Response, Fail> 
     }
     // Removing a removed node is a no-op: the row stays so its id is never reused.
     conn.prepare_cached("UPDATE nodes SET role = 'removed' WHERE id = ?1")?
+        .execute([sql_id])?;
+    Ok(Response::Done)
+}
+
+/// `ReformCluster`: node `keep` stays, every other node is marked removed, and the CA
+/// certificate is replaced when a new one is given.
+pub(super) fn reform_cluster(
+    conn: &Connection,
+    keep: u64,
+    ca_cert_pem: Option<&str>,
+    reason: &str,
+) -> Result<Response, Fail> {
+    let not_found = || reject(RejectCode::NotFound, format!("node {keep} does not exist"));
+    let sql_id = node_id_sql(keep).map_err(|_| not_found())?;
+    match node_role(conn, sql_id)?.as_deref() {
+        None => return Err(not_found()),
+        Some("removed") => {
+            return Err(invalid(format!(
+                "node {keep} is removed and cannot be the node a cluster is reformed around"
+            )));
+        }
+        Some(_) => {}
+    }
+    if !matches!(reason, "restore" | "recover") {
+        return Err(invalid(format!(
+            "reform reason {reason:?} is neither restore nor recover"
+        )));
+    }
+    if let Some(pem) = ca_cert_pem {
+        if pem.trim().is_empty() {
+            return Err(invalid("CA certificate is empty".to_owned()));
+        }
+        conn.prepare_cached("UPDATE cluster SET ca_cert_pem = ?1")?
+            .execute([pem])?;
+    }
+    conn.prepare_cached("UPDATE nodes SET role = 'removed' WHERE id != ?1")?
         .execute([sql_id])?;
     Ok(Response::Done)
 }

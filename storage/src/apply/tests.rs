@@ -791,3 +791,60 @@ fn request_ids_apply_once() -> Result<(), StorageError> {
     );
     Ok(())
 }
+
+#[test]
+fn reform_keeps_one_node_removes_the_rest_and_may_replace_the_ca() -> Result<(), StorageError> {
+    let mut conn = fresh()?;
+    let mut envs: Vec<Envelope> = base().into_iter().map(env).collect();
+    envs.push(env(token("t3", TokenKind::Node, Some(3))));
+    envs.push(env(join("t3", "secret")));
+    envs.push(env(join("t3", "secret")));
+    let reform = |keep, ca: Option<&str>, reason: &str| Command::ReformCluster {
+        keep,
+        ca_cert_pem: ca.map(str::to_owned),
+        reason: reason.to_owned(),
+    };
+    envs.push(env(reform(9, None, "recover")));
+    envs.push(env(reform(2, None, "cleanup")));
+    envs.push(env(reform(2, None, "recover")));
+    envs.push(env(reform(1, None, "recover")));
+    let out = run(&mut conn, envs)?;
+    let n = out.len();
+    assert_eq!(
+        out[n - 4].as_ref().map_err(|r| r.code),
+        Err(RejectCode::NotFound)
+    );
+    assert_eq!(
+        out[n - 3].as_ref().map_err(|r| r.code),
+        Err(RejectCode::Invalid)
+    );
+    assert_eq!(out[n - 2], Ok(Response::Done));
+    assert_eq!(
+        out[n - 1].as_ref().map_err(|r| r.code),
+        Err(RejectCode::Invalid),
+        "node 1 was removed by the reform around node 2"
+    );
+    let roles: Vec<(i64, String)> = conn
+        .prepare("SELECT id, role FROM nodes ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        roles,
+        vec![
+            (1, "removed".to_owned()),
+            (2, "joining".to_owned()),
+            (3, "removed".to_owned())
+        ]
+    );
+    let out = run(&mut conn, vec![env(reform(2, Some("NEW CA"), "restore"))])?;
+    assert_eq!(out[0], Ok(Response::Done));
+    let ca: String = conn.query_row("SELECT ca_cert_pem FROM cluster", [], |r| r.get(0))?;
+    assert_eq!(ca, "NEW CA");
+    let action: String = conn.query_row(
+        "SELECT action FROM audit ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(action, "cluster.reform");
+    Ok(())
+}

@@ -13,6 +13,18 @@ impl Reader {
     }
 
     /// All nodes, removed ones included, by id.
+    /// The id the next node to join or be added gets.
+    pub fn next_node_id(&self) -> Result<u64, StorageError> {
+        self.with(|c| {
+            let v: i64 = c.query_row(
+                "SELECT value FROM meta WHERE key = 'next_node_id'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        })
+    }
+
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, StorageError> {
         self.with(|c| Ok(all(c, "ORDER BY id", [])?))
     }

@@ -1,0 +1,363 @@
+//! Backup files: one consistent copy of the replicated state, and optionally the cluster CA's
+//! private key sealed with a passphrase.
+//!
+//! ```text
+//! OUTPOST-BACKUP\n                 magic line
+//! {header JSON}\n                  one line, at most MAX_HEADER_BYTES: BackupHeader
+//! state                            storage's snapshot format (its own header and SHA-256)
+//! ```
+//!
+//! The header names the cluster, the applied entry (index, term), the time, the schema
+//! version and the state's SHA-256 and length; `read_header` checks the length and the digest
+//! before anything is restored. No private key is ever in the file in plain text: the CA key
+//! is present only sealed, with Argon2id (64 MiB, 3 passes) deriving a key from the passphrase
+//! and XChaCha20-Poly1305 encrypting it, the cluster id and the state's digest bound as
+//! associated data (a sealed key cannot be moved to another backup unnoticed). Node keys are
+//! never in a backup: a restored node makes its own.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+pub const MAGIC: &[u8] = b"OUTPOST-BACKUP\n";
+/// Version of this layout and of `BackupHeader`.
+pub const FORMAT: u32 = 1;
+/// The header line's cap (the CA certificate and channel floors fit many times over).
+pub const MAX_HEADER_BYTES: usize = 1 << 20;
+/// Shortest passphrase taken.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+
+/// Argon2id cost of sealing: 64 MiB, 3 passes, 1 lane (about a second here).
+const KDF_M_KIB: u32 = 64 * 1024;
+const KDF_T: u32 = 3;
+const KDF_P: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupHeader {
+    pub format: u32,
+    pub cluster_id: String,
+    pub cluster_name: String,
+    /// The last entry applied in the state.
+    pub applied_index: u64,
+    pub applied_term: u64,
+    pub created_ms: i64,
+    pub created: String,
+    pub schema_version: u32,
+    pub outpost_version: String,
+    /// The node that made it.
+    pub node_id: u64,
+    /// The node had confirmed with the leader and a quorum that it held every acknowledged
+    /// write when it copied the state (false: it could not, e.g. quorum was lost).
+    pub current: bool,
+    /// Length and hex SHA-256 of the state section (everything after the header line).
+    pub state_bytes: u64,
+    pub state_sha256: String,
+    pub ca_cert_pem: String,
+    /// The CA private key, sealed; absent when no passphrase was given.
+    pub ca_key: Option<SealedKey>,
+    /// Bundle channels and their floors.
+    pub channels: Vec<(String, u64)>,
+    pub bundle_time_floor: i64,
+    pub clients: u64,
+}
+
+/// A secret sealed with a passphrase.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SealedKey {
+    /// `argon2id`
+    pub kdf: String,
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+    pub salt: String,
+    /// `xchacha20poly1305`
+    pub aead: String,
+    pub nonce: String,
+    /// base64 of ciphertext and tag.
+    pub ciphertext: String,
+}
+
+/// Reads a passphrase file: the first line, trimmed of its line end; at least
+/// `MIN_PASSPHRASE_CHARS` characters.
+pub fn read_passphrase(path: &Path) -> Result<Zeroizing<String>> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the passphrase file {}", path.display()))?,
+    );
+    let line = Zeroizing::new(text.lines().next().unwrap_or("").to_owned());
+    if line.chars().count() < MIN_PASSPHRASE_CHARS {
+        bail!(
+            "the passphrase in {} is shorter than {MIN_PASSPHRASE_CHARS} characters",
+            path.display()
+        );
+    }
+    Ok(line)
+}
+
+fn derive(passphrase: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<Zeroizing<[u8; 32]>> {
+    let params = Params::new(m, t, p, Some(32)).map_err(|e| anyhow!("argon2 parameters: {e}"))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
+        .map_err(|e| anyhow!("deriving the key from the passphrase: {e}"))?;
+    Ok(key)
+}
+
+/// Associated data of a sealed key: what it belongs to.
+fn bound_to(cluster_id: &str, state_sha256: &str) -> Vec<u8> {
+    format!("outpost-backup-ca-key\n{cluster_id}\n{state_sha256}\n").into_bytes()
+}
+
+/// Seals `secret` with `passphrase`, bound to this cluster and state digest.
+pub fn seal(
+    secret: &[u8],
+    passphrase: &str,
+    cluster_id: &str,
+    state_sha256: &str,
+) -> Result<SealedKey> {
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let key = derive(passphrase, &salt, KDF_M_KIB, KDF_T, KDF_P)?;
+    let cipher = XChaCha20Poly1305::new(key.as_ref().into());
+    let aad = bound_to(cluster_id, state_sha256);
+    let ciphertext = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: secret,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| anyhow!("sealing the CA key failed"))?;
+    Ok(SealedKey {
+        kdf: "argon2id".into(),
+        m_kib: KDF_M_KIB,
+        t: KDF_T,
+        p: KDF_P,
+        salt: hex::encode(salt),
+        aead: "xchacha20poly1305".into(),
+        nonce: hex::encode(nonce),
+        ciphertext: base64::engine::general_purpose::STANDARD.encode(ciphertext),
+    })
+}
+
+/// Opens a sealed key; a wrong passphrase (or a key moved from another backup) is refused.
+pub fn unseal(
+    sealed: &SealedKey,
+    passphrase: &str,
+    cluster_id: &str,
+    state_sha256: &str,
+) -> Result<Zeroizing<Vec<u8>>> {
+    if sealed.kdf != "argon2id" || sealed.aead != "xchacha20poly1305" {
+        bail!(
+            "the CA key is sealed with {} and {}; this outpost reads argon2id and xchacha20poly1305",
+            sealed.kdf,
+            sealed.aead
+        );
+    }
+    // A hostile header could ask for gigabytes of memory: stay within what `seal` writes x4.
+    if sealed.m_kib > 4 * KDF_M_KIB || sealed.t > 4 * KDF_T || sealed.p > 8 {
+        bail!(
+            "the sealed CA key asks for Argon2 costs (m={} KiB, t={}, p={}) beyond what outpost writes",
+            sealed.m_kib,
+            sealed.t,
+            sealed.p
+        );
+    }
+    let salt = hex::decode(&sealed.salt).context("the sealed key's salt is not hex")?;
+    let nonce = hex::decode(&sealed.nonce).context("the sealed key's nonce is not hex")?;
+    if nonce.len() != 24 {
+        bail!("the sealed key's nonce is {} bytes, not 24", nonce.len());
+    }
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(&sealed.ciphertext)
+        .context("the sealed key is not base64")?;
+    let key = derive(passphrase, &salt, sealed.m_kib, sealed.t, sealed.p)?;
+    let cipher = XChaCha20Poly1305::new(key.as_ref().into());
+    let aad = bound_to(cluster_id, state_sha256);
+    cipher
+        .decrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &ciphertext,
+                aad: &aad,
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            anyhow!("the passphrase does not open the CA key in this backup (wrong passphrase?)")
+        })
+}
+
+/// The header line as written: JSON and a newline.
+pub fn header_line(header: &BackupHeader) -> Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(header).context("encoding the backup header")?;
+    line.push(b'\n');
+    if line.len() > MAX_HEADER_BYTES {
+        bail!(
+            "the backup header is {} bytes, over the {MAX_HEADER_BYTES}-byte cap",
+            line.len()
+        );
+    }
+    Ok(line)
+}
+
+/// A checked backup: its header and where the state section starts in the file.
+pub struct Opened {
+    pub header: BackupHeader,
+    pub state_offset: u64,
+}
+
+/// Reads and checks a backup file: magic, header, the state section's length and SHA-256.
+pub fn read_header(path: &Path) -> Result<Opened> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata()?.len();
+    let mut r = BufReader::new(file);
+    let mut magic = vec![0u8; MAGIC.len()];
+    r.read_exact(&mut magic)
+        .map_err(|_| anyhow!("{} is not an Outpost backup (too short)", path.display()))?;
+    if magic != MAGIC {
+        bail!("{} is not an Outpost backup (bad magic)", path.display());
+    }
+    let mut line = Vec::new();
+    (&mut r)
+        .take(MAX_HEADER_BYTES as u64 + 1)
+        .read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        bail!(
+            "{}: the header line is missing or longer than {MAX_HEADER_BYTES} bytes",
+            path.display()
+        );
+    }
+    let header: BackupHeader = serde_json::from_slice(&line)
+        .with_context(|| format!("{}: the backup header does not parse", path.display()))?;
+    if header.format != FORMAT {
+        bail!(
+            "{}: backup format {} is not the format {FORMAT} this outpost reads",
+            path.display(),
+            header.format
+        );
+    }
+    let state_offset = (MAGIC.len() + line.len()) as u64;
+    let have = len.saturating_sub(state_offset);
+    if have != header.state_bytes {
+        bail!(
+            "{}: the header says the state is {} bytes, the file holds {have} (truncated or appended to)",
+            path.display(),
+            header.state_bytes
+        );
+    }
+    let mut file = r.into_inner();
+    file.seek(SeekFrom::Start(state_offset))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    let digest = hex::encode(hasher.finalize());
+    if digest != header.state_sha256 {
+        bail!(
+            "{}: the state's SHA-256 is {digest}, the header says {} (the file is damaged)",
+            path.display(),
+            header.state_sha256
+        );
+    }
+    Ok(Opened {
+        header,
+        state_offset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(state: &[u8]) -> BackupHeader {
+        BackupHeader {
+            format: FORMAT,
+            cluster_id: "c1".into(),
+            cluster_name: "plant".into(),
+            applied_index: 9,
+            applied_term: 2,
+            created_ms: 0,
+            created: "1970-01-01T00:00:00Z".into(),
+            schema_version: 4,
+            outpost_version: "0.1.0".into(),
+            node_id: 2,
+            current: true,
+            state_bytes: state.len() as u64,
+            state_sha256: hex::encode(Sha256::digest(state)),
+            ca_cert_pem: "CERT".into(),
+            ca_key: None,
+            channels: vec![("site".into(), 4)],
+            bundle_time_floor: 0,
+            clients: 0,
+        }
+    }
+
+    #[test]
+    fn read_header_checks_magic_length_and_digest() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let state = b"the state section".to_vec();
+        let mut good = MAGIC.to_vec();
+        good.extend(header_line(&header(&state))?);
+        good.extend(&state);
+        let path = dir.path().join("b");
+        std::fs::write(&path, &good)?;
+        let opened = read_header(&path)?;
+        assert_eq!(opened.header, header(&state));
+        assert_eq!(opened.state_offset as usize, good.len() - state.len());
+
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[..good.len() - 1].to_vec(), "truncated"),
+            ([good.clone(), b"x".to_vec()].concat(), "appended"),
+            (
+                {
+                    let mut b = good.clone();
+                    let last = b.len() - 1;
+                    b[last] ^= 1;
+                    b
+                },
+                "damaged",
+            ),
+            (b"OUTPOST-SNAPSHOT".to_vec(), "bad magic"),
+            (MAGIC.to_vec(), "header line is missing"),
+        ];
+        for (bytes, want) in cases {
+            std::fs::write(&path, &bytes)?;
+            let err = read_header(&path).err().map(|e| format!("{e:#}"));
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(want)),
+                "{want}: {err:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sealed_key_opens_only_with_its_passphrase_and_its_backup() -> Result<()> {
+        let sealed = seal(b"SECRET KEY", "correct horse battery", "c1", "ab")?;
+        assert!(!sealed.ciphertext.contains("SECRET"));
+        let opened = unseal(&sealed, "correct horse battery", "c1", "ab")?;
+        assert_eq!(opened.as_slice(), b"SECRET KEY");
+        let wrong = unseal(&sealed, "correct horse staple", "c1", "ab");
+        assert!(wrong.is_err_and(|e| e.to_string().contains("wrong passphrase")));
+        assert!(unseal(&sealed, "correct horse battery", "c2", "ab").is_err());
+        assert!(unseal(&sealed, "correct horse battery", "c1", "cd").is_err());
+        let mut greedy = sealed.clone();
+        greedy.m_kib = u32::MAX;
+        assert!(unseal(&greedy, "correct horse battery", "c1", "ab").is_err());
+        Ok(())
+    }
+}
