@@ -54,6 +54,32 @@ pub struct StatusView {
     /// What `/readyz` answers: whether this node serves a committing cluster.
     #[serde(default)]
     pub ready: Option<Readiness>,
+    /// Soonest certificate expiries (unix seconds): CA, this node, and the admin and client
+    /// certificates presented to this node in the last day.
+    #[serde(default)]
+    pub cert_expiry: Option<CertExpiry>,
+}
+
+/// Soonest expiry (unix seconds) per kind of certificate; `None` when none was seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertExpiry {
+    pub ca: Option<i64>,
+    /// This node's own certificate.
+    pub node: Option<i64>,
+    /// Of the admin certificates presented to this node in the last day.
+    pub admin: Option<i64>,
+    /// Of the client certificates presented to this node in the last day.
+    pub client: Option<i64>,
+}
+
+impl CertExpiry {
+    /// The soonest of all.
+    pub fn soonest(&self) -> Option<i64> {
+        [self.ca, self.node, self.admin, self.client]
+            .into_iter()
+            .flatten()
+            .min()
+    }
 }
 
 /// The Raft fields read as the view's own (`status.leader_id`), as they appear in its JSON.
@@ -272,6 +298,7 @@ mod tests {
                 fatal: None,
             },
             ready: None,
+            cert_expiry: None,
         };
         let json = serde_json::to_value(&v).unwrap();
         let mut keys: Vec<&str> = json
@@ -285,6 +312,7 @@ mod tests {
             keys,
             [
                 "applied_index",
+                "cert_expiry",
                 "cluster_id",
                 "cluster_name",
                 "fatal",

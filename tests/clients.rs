@@ -111,6 +111,31 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
         sync(&c, &a)?;
         let cfg = config_json(&a)?;
         assert_eq!(cfg["ntp"], "10.9.9.9", "group beats global: {cfg}");
+        // The node the agent synced with reports when its certificate ends (status and
+        // /metrics); every node reports the CA's and its own.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        let mut client_seen = 0;
+        for i in 0..3 {
+            let e = c.status(i).await?.cert_expiry.context("cert_expiry")?;
+            assert!(
+                e.ca.is_some_and(|t| t > now) && e.node.is_some_and(|t| t > now),
+                "{e:?}"
+            );
+            if e.client.is_some_and(|t| t > now) {
+                client_seen += 1;
+                let metrics = outpost::shared::client::local_client(&c.nodes[i].dir)
+                    .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
+                    .await?;
+                let metrics = String::from_utf8_lossy(&metrics);
+                assert!(
+                    metrics.contains("outpost_cert_expiry_seconds{kind=\"client\"}"),
+                    "{metrics}"
+                );
+            }
+        }
+        assert!(client_seen >= 1, "no node reports the agent's certificate");
 
         // The inventory is this machine's own, uploaded once and then only when it changes.
         let inv: serde_json::Value =

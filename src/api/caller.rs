@@ -16,6 +16,7 @@ pub enum Caller {
     Admin {
         name: String,
         issued_at: i64,
+        not_after: i64,
     },
     Node(u64),
     /// A client certificate: the client id, the certificate's serial (lowercase hex) and its
@@ -40,6 +41,7 @@ impl Caller {
                 name,
                 issued_at: outpost_certs::not_before_unix(leaf)?
                     .saturating_add(outpost_certs::CLOCK_SKEW_SECS),
+                not_after: outpost_certs::not_after_unix(leaf)?,
             },
             Role::Client(id) => Caller::Client {
                 id,

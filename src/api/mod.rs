@@ -15,6 +15,7 @@ pub mod audit;
 pub mod backup;
 pub mod bundles;
 mod caller;
+pub mod certs_seen;
 pub mod clients;
 pub mod config;
 pub mod deployments;
@@ -126,8 +127,11 @@ async fn identity_still_valid(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    st.certs_seen.note(&caller, outpost_raft::now_ms() / 1000);
     let refusal = match &caller {
-        Caller::Admin { name, issued_at } => {
+        Caller::Admin {
+            name, issued_at, ..
+        } => {
             let n = name.clone();
             match st.read(move |r| r.admin_revoked_at(&n)).await {
                 Ok(Some(at)) if issued_at.saturating_mul(1000) <= at => Some(ApiError::new(

@@ -38,6 +38,8 @@ pub struct AppState {
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
     /// Connection caps, timeouts and the enroll/join rate limit of the API port.
     pub limits: Arc<crate::api::limits::ApiLimits>,
+    /// Admin and client certificates presented to this node (their expiry, for monitoring).
+    pub certs_seen: crate::api::certs_seen::CertsSeen,
 }
 
 impl AppState {
@@ -185,6 +187,25 @@ impl AppState {
             cluster_name,
             raft: s,
             ready: Some(self.readiness().await),
+            cert_expiry: Some(self.cert_expiry()),
+        }
+    }
+
+    /// Soonest certificate expiries this node knows (unix seconds).
+    pub(crate) fn cert_expiry(&self) -> crate::api::certs_seen::CertExpiry {
+        let now = outpost_raft::now_ms() / 1000;
+        let ca = crate::api::status::pem_der(self.ca.cert_pem())
+            .and_then(|d| outpost_certs::not_after_unix(&d).ok());
+        let node = Some(
+            self.node_cert_not_after
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let (admin, client) = self.certs_seen.soonest(now);
+        crate::api::certs_seen::CertExpiry {
+            ca,
+            node,
+            admin,
+            client,
         }
     }
 

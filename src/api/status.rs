@@ -35,13 +35,8 @@ pub(crate) async fn metrics(
     caller.require_member()?;
     let s = st.node.status();
     let now = outpost_raft::now_ms() / 1000;
-    let ca_not_after = pem_der(st.ca.cert_pem())
-        .and_then(|d| outpost_certs::not_after_unix(&d).ok())
-        .unwrap_or(i64::MAX);
-    let soonest = st
-        .node_cert_not_after
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .min(ca_not_after);
+    let expiry = st.cert_expiry();
+    let soonest = expiry.soonest().unwrap_or(i64::MAX);
     let voters = s.members.iter().filter(|m| m.voter).count();
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, value: String| {
@@ -85,6 +80,28 @@ pub(crate) async fn metrics(
         "Seconds until the soonest certificate expiry on this node.",
         (soonest - now).to_string(),
     );
+    let mut kinds = String::from(
+        "# HELP outpost_cert_expiry_seconds Seconds until the soonest expiry of each kind of certificate (admin and client: of those presented to this node in the last day).\n# TYPE outpost_cert_expiry_seconds gauge\n",
+    );
+    for (kind, at) in [
+        ("ca", expiry.ca),
+        ("node", expiry.node),
+        ("admin", expiry.admin),
+        ("client", expiry.client),
+    ] {
+        if let Some(at) = at {
+            kinds.push_str(&format!(
+                "outpost_cert_expiry_seconds{{kind=\"{kind}\"}} {}\n",
+                at - now
+            ));
+        }
+    }
+    out.push_str(&kinds);
+    let mut metric = |name: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
     metric(
         "outpost_node_fatal",
         "1 if this node stopped applying.",
@@ -102,7 +119,7 @@ pub(crate) async fn metrics(
         .into_response())
 }
 
-fn pem_der(pem: &str) -> Option<Vec<u8>> {
+pub(crate) fn pem_der(pem: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD.decode(body).ok()

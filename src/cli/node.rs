@@ -271,6 +271,19 @@ fn print_status(s: &StatusView) {
     if let Some(f) = &s.fatal {
         println!("STOPPED: {f}");
     }
+    if let Some(e) = &s.cert_expiry {
+        let at = |v: Option<i64>| {
+            v.map(|t| crate::shared::text::format_ms(t.saturating_mul(1000)))
+                .unwrap_or_else(|| "none seen".into())
+        };
+        println!(
+            "certificates end: CA {}, this node {}, admins {}, clients {} (admins and clients: soonest presented here in the last day)",
+            at(e.ca),
+            at(e.node),
+            at(e.admin),
+            at(e.client)
+        );
+    }
     println!(
         "{:<4} {:<16} {:<8} {:<22} MATCHED",
         "ID", "NAME", "ROLE", "API"

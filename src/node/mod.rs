@@ -192,6 +192,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         refusals: Default::default(),
         readiness: Default::default(),
         limits: limits.clone(),
+        certs_seen: Default::default(),
     });
     let app = api::router(state.clone());
     let tasks = vec![
