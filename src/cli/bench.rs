@@ -73,6 +73,15 @@ pub(super) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Backup and restore times for a state with --clients enrolled clients, on a temporary
+    /// three-node cluster (backup from a follower with the CA key sealed, restore into a new
+    /// data directory, first write on the restored node).
+    Backup {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
     /// temporary three-node cluster of real `outpost serve` processes.
     Failover {
@@ -137,6 +146,10 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
                 from,
             };
             let report = crate::harness::flood::flood(&DataDir::new(&dir.data_dir), opts).await?;
+            print_report(&report, json)?;
+        }
+        BenchCmd::Backup { clients, json } => {
+            let report = crate::harness::recovery::backup(clients).await?;
             print_report(&report, json)?;
         }
         BenchCmd::Failover {

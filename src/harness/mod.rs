@@ -5,3 +5,4 @@ pub mod bench;
 pub mod demo;
 pub mod flood;
 pub mod localcluster;
+pub mod recovery;
