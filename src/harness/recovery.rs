@@ -43,8 +43,11 @@ pub async fn backup(clients: usize) -> Result<BackupReport> {
         .prefix("outpost-bench-backup-")
         .tempdir()?;
     let exe = std::env::current_exe()?;
+    // Every simulated agent enrolls from this host: widen the per-source enroll rate, as a
+    // mass rollout behind one address would.
     let opts = LocalOptions {
         log_level: "warn".into(),
+        env: vec![("OUTPOST_ENROLL_RATE".into(), "2000".into())],
         ..LocalOptions::default()
     };
     let mut c = LocalCluster::start(&root.path().join("old"), &exe, 3, opts.clone()).await?;
