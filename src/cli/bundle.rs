@@ -223,6 +223,8 @@ pub fn initial_trust(keys: &[PathBuf], threshold: Option<usize>) -> Result<Optio
 
 /// `outpost bundle import FILE`: verify and store on this host's node, then commit.
 pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()> {
+    // The payloads are written into the node's blob store by this process.
+    crate::shared::datadir::DataDir::new(data_dir).check_owner()?;
     let ctx: BundleContext = api
         .call(hyper::Method::GET, "/v1/bundles/context", NO_BODY)
         .await

@@ -193,10 +193,31 @@ impl DataDir {
                 self.root.display()
             );
         }
+        if self.root.exists() {
+            self.check_owner()?;
+        }
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("creating data dir {}", self.root.display()))?;
         std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("setting mode 0700 on {}", self.root.display()))?;
+        Ok(())
+    }
+
+    /// Refuses a data directory owned by another user: files this process created there (a
+    /// blob, a database's WAL) would be unreadable for the node, which runs as the owner.
+    pub fn check_owner(&self) -> Result<()> {
+        let meta = std::fs::metadata(&self.root)
+            .with_context(|| format!("reading {}", self.root.display()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != euid {
+            bail!(
+                "data dir {} is owned by uid {}, not by this user (uid {euid}): run the command as \
+                 its owner (a packaged node: runuser -u outpost -- outpost ...)",
+                self.root.display(),
+                meta.uid()
+            );
+        }
         Ok(())
     }
 
@@ -218,15 +239,7 @@ impl DataDir {
                 self.root.display()
             );
         }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        if meta.uid() != euid {
-            bail!(
-                "data dir {} is owned by uid {}, not by this user (uid {euid})",
-                self.root.display(),
-                meta.uid()
-            );
-        }
+        self.check_owner()?;
         for key in [self.ca_key(), self.node_key()] {
             let m =
                 std::fs::metadata(&key).with_context(|| format!("reading {}", key.display()))?;
@@ -270,6 +283,33 @@ impl DataDir {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_data_dir_of_another_user_is_refused_for_writing() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let dd = DataDir::new(&tmp.path().join("d"));
+        std::fs::create_dir(&dd.root)?;
+        dd.check_owner()?;
+        // Only root can give the directory to someone else; elsewhere the check above is all.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped the other-owner case: not root");
+            return Ok(());
+        }
+        std::os::unix::fs::chown(&dd.root, Some(54_321), Some(54_321))?;
+        let err = dd
+            .check_owner()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("owned by uid 54321") && err.contains("runuser"),
+            "{err}"
+        );
+        let err = dd.create().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("owned by uid 54321"), "create: {err}");
+        Ok(())
+    }
     use super::*;
 
     #[test]
