@@ -270,6 +270,7 @@ mod tests {
             role: NodeRole::Voter,
             version: "0".into(),
             joined_at_ms: 0,
+            binary_sha256: String::new(),
         }
     }
 

@@ -46,8 +46,8 @@ mod store;
 mod token_check;
 
 pub use apply::{
-    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT,
-    RETIRED_SERIAL_GRACE_MS,
+    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, MAX_ROLL_REASON_BYTES, RENEWAL_INTERVAL_MS,
+    REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
 };
 pub use bundle_config::parse_config_payload;
 pub use codec::{
@@ -59,8 +59,8 @@ pub use model::{
     ChannelRecord, ClientCertState, ClientRecord, ClusterInfo, Command, ConfigEntry,
     DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope, HANDLER_KEY_PREFIX,
     InventoryChange, InventoryRecord, NodeRecord, NodeRole, Outcome, PayloadHolding, PayloadRecord,
-    RejectCode, Rejection, Response, Scope, SignedBundle, TokenCheck, TokenKind, TokenRecord,
-    TrustRecord,
+    RejectCode, Rejection, Response, RollRecord, Scope, SignedBundle, TokenCheck, TokenKind,
+    TokenRecord, TrustRecord,
 };
 pub use reader::Reader;
 pub use rules::{

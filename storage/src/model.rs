@@ -187,6 +187,27 @@ pub enum Command {
         ca_cert_pem: Option<String>,
         reason: String,
     },
+    /// The executable a node runs (its version and SHA-256), reported by the node itself.
+    ReportBinary {
+        node_id: u64,
+        version: String,
+        sha256: String,
+    },
+    /// Starts a rolling upgrade of every node to the `outpost-release` payload `sha256` of
+    /// bundle `bundle_id` (which must hold it). Unchanged for the roll already running to the
+    /// same release; refused while another roll runs.
+    StartRoll {
+        bundle_id: String,
+        sha256: String,
+    },
+    /// The leader asks node `node` to switch to the roll's release (None: no node switching).
+    RollNode {
+        node: Option<u64>,
+    },
+    /// The roll ends: `reason` None = every node runs the release, Some = it stopped there.
+    EndRoll {
+        reason: Option<String>,
+    },
 }
 
 /// A bundle as its signed bytes, with what `apply` cannot read itself.
@@ -386,7 +407,11 @@ impl Command {
             | Command::RotateClientCert { .. }
             | Command::ConfirmClientCert { .. } => 4,
             Command::Once { command, .. } => command.format().max(5),
-            Command::ReformCluster { .. } => 6,
+            Command::ReformCluster { .. }
+            | Command::ReportBinary { .. }
+            | Command::StartRoll { .. }
+            | Command::RollNode { .. }
+            | Command::EndRoll { .. } => 6,
             _ => 1,
         }
     }
@@ -535,6 +560,27 @@ pub struct NodeRecord {
     pub role: NodeRole,
     pub version: String,
     pub joined_at_ms: i64,
+    /// SHA-256 of the executable the node last reported running ("" before it reported).
+    #[serde(default)]
+    pub binary_sha256: String,
+}
+
+/// The rolling upgrade (at most one at a time; the last one is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollRecord {
+    pub bundle_id: String,
+    /// The payload's name in its bundle.
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    /// `running`, `done` or `stopped`.
+    pub state: String,
+    /// The node asked to switch now.
+    pub node: Option<u64>,
+    /// Why it stopped.
+    pub reason: String,
+    pub started_at_ms: i64,
+    pub updated_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

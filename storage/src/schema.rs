@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -189,6 +189,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         seq        INTEGER PRIMARY KEY NOT NULL,
         request_id TEXT NOT NULL UNIQUE,
         outcome    TEXT NOT NULL
+    ) STRICT;
+    "#,
+    // v5: the executable each node runs, and the rolling upgrade to a release.
+    r#"
+    ALTER TABLE nodes ADD COLUMN binary_sha256 TEXT NOT NULL DEFAULT '';
+    CREATE TABLE roll (
+        singleton     INTEGER PRIMARY KEY NOT NULL CHECK (singleton = 1),
+        bundle_id     TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        size          INTEGER NOT NULL CHECK (size >= 0),
+        state         TEXT NOT NULL CHECK (state IN ('running', 'done', 'stopped')),
+        node          INTEGER,
+        reason        TEXT NOT NULL DEFAULT '',
+        started_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
     ) STRICT;
     "#,
 ];

@@ -356,3 +356,90 @@ async fn deployments_reach_the_groups_and_record_results() -> anyhow::Result<()>
     assert_eq!(all_only.len(), 1, "the `all` deployment still lists");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_roll_starts_only_for_a_release_payload_and_ends_once() -> anyhow::Result<()> {
+    let (_dir, store) = open().await?;
+    let trust = Command::SetBundleTrust {
+        version: 1,
+        trust_json: "{\"version\":1}".into(),
+    };
+    assert!(apply(&store, 6, trust).await?.is_ok());
+    let mut b = content("r1", "outpost", 1, 100, 1000);
+    let release = sha("release r1");
+    b.payloads.push(PayloadRecord {
+        name: "outpost".into(),
+        kind: "outpost-release".into(),
+        size: 99,
+        sha256: release.clone(),
+    });
+    assert!(apply(&store, 7, import(b)).await?.is_ok());
+    let start = |sha256: &str| Command::StartRoll {
+        bundle_id: "r1".into(),
+        sha256: sha256.into(),
+    };
+    // The artifact of the same bundle is no release; a node cannot report a bad digest.
+    let artifact = sha("blob r1");
+    assert_eq!(
+        code(&apply(&store, 8, start(&artifact)).await?),
+        Some(RejectCode::NotFound)
+    );
+    assert_eq!(
+        code(&apply(&store, 8, start(&release.to_uppercase())).await?),
+        Some(RejectCode::Invalid)
+    );
+    assert_eq!(
+        code(&apply(&store, 8, Command::RollNode { node: Some(1) }).await?),
+        Some(RejectCode::NotFound),
+        "no roll runs yet"
+    );
+    assert_eq!(apply(&store, 9, start(&release)).await?, Ok(Response::Done));
+    assert_eq!(
+        apply(&store, 9, start(&release)).await?,
+        Ok(Response::Unchanged)
+    );
+    assert!(
+        apply(&store, 10, Command::RollNode { node: Some(1) })
+            .await?
+            .is_ok()
+    );
+    let roll = store.reader().roll()?.expect("a roll");
+    assert_eq!(
+        (roll.state.as_str(), roll.node, roll.size),
+        ("running", Some(1), 99)
+    );
+    let report = Command::ReportBinary {
+        node_id: 1,
+        version: "0.2.0".into(),
+        sha256: release.clone(),
+    };
+    assert!(apply(&store, 11, report).await?.is_ok());
+    let node = store.reader().node(1)?.expect("node 1");
+    assert_eq!(
+        (node.version.as_str(), node.binary_sha256.as_str()),
+        ("0.2.0", release.as_str())
+    );
+    let stop = Command::EndRoll {
+        reason: Some("node 2: release does not start".into()),
+    };
+    assert!(apply(&store, 12, stop.clone()).await?.is_ok());
+    assert_eq!(
+        code(&apply(&store, 13, stop).await?),
+        Some(RejectCode::NotFound)
+    );
+    let roll = store.reader().roll()?.expect("a roll");
+    assert_eq!(roll.state, "stopped");
+    assert!(roll.reason.contains("does not start"), "{roll:?}");
+    // A stopped roll leaves room for the next one.
+    assert_eq!(
+        apply(&store, 14, start(&release)).await?,
+        Ok(Response::Done)
+    );
+    assert!(
+        apply(&store, 15, Command::EndRoll { reason: None })
+            .await?
+            .is_ok()
+    );
+    assert_eq!(store.reader().roll()?.map(|r| r.state), Some("done".into()));
+    Ok(())
+}

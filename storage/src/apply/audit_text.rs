@@ -82,6 +82,35 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             format!("node:{keep}"),
             json!({ "reason": reason, "others_removed": true, "new_ca": ca_cert_pem.is_some() }),
         ),
+        Command::ReportBinary {
+            node_id,
+            version,
+            sha256,
+        } => (
+            "node.binary",
+            format!("node:{node_id}"),
+            json!({ "version": version, "sha256": sha256 }),
+        ),
+        Command::StartRoll { bundle_id, sha256 } => (
+            "upgrade.start",
+            format!("release:{sha256}"),
+            json!({ "bundle": bundle_id }),
+        ),
+        Command::RollNode { node } => (
+            "upgrade.node",
+            node.map(|n| format!("node:{n}"))
+                .unwrap_or_else(|| "none".into()),
+            json!({}),
+        ),
+        Command::EndRoll { reason } => (
+            if reason.is_some() {
+                "upgrade.stop"
+            } else {
+                "upgrade.done"
+            },
+            "roll".to_owned(),
+            json!({ "reason": reason }),
+        ),
         Command::SetConfig { scope, key, value } => {
             let version = match outcome {
                 Ok(Response::ConfigVersion(v)) => Some(*v),

@@ -8,7 +8,7 @@
 //! `invalid`), the checked conversions into SQLite integers and the audit append. Each
 //! command's checks and writes live in the file of its domain: `nodes` (cluster and nodes),
 //! `config`, `tokens`, `clients` (clients, inventory, client certificates, admin revocation),
-//! `bundles` (trust, bundles, blobs) and `deployments`; `audit_text` says what each command's
+//! `bundles` (trust, bundles, blobs), `deployments` and `upgrade` (the rolling upgrade); `audit_text` says what each command's
 //! audit row reads. A domain file uses this file and the crate's lower modules; calls between
 //! domains are few and one way: `nodes` and `clients` consume tokens through `tokens`, and
 //! `bundles` applies a bundle's config through `config`.
@@ -31,11 +31,13 @@ mod requests;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod upgrade;
 
 pub use bundles::MAX_CREATED_SKEW_SECS;
 pub use clients::{RENEWAL_INTERVAL_MS, RETIRED_SERIAL_GRACE_MS};
 pub use deployments::MAX_DETAIL_BYTES;
 pub use requests::REQUEST_IDS_KEPT;
+pub use upgrade::MAX_ROLL_REASON_BYTES;
 
 /// Applies a run of Raft entries in ONE transaction and stores `applied_marker` with them.
 /// Decode errors (including NeedsUpgrade) and SQLite errors leave the database untouched.
@@ -191,6 +193,16 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
             ca_cert_pem,
             reason,
         } => nodes::reform_cluster(conn, *keep, ca_cert_pem.as_deref(), reason),
+        Command::ReportBinary {
+            node_id,
+            version,
+            sha256,
+        } => upgrade::report_binary(conn, *node_id, version, sha256),
+        Command::StartRoll { bundle_id, sha256 } => {
+            upgrade::start_roll(conn, env.at_ms, bundle_id, sha256)
+        }
+        Command::RollNode { node } => upgrade::roll_node(conn, env.at_ms, *node),
+        Command::EndRoll { reason } => upgrade::end_roll(conn, env.at_ms, reason.as_deref()),
         Command::SetConfig { scope, key, value } => {
             config::set_config(conn, env, scope, key, value)
         }

@@ -29,6 +29,7 @@ mod config;
 mod deployments;
 mod nodes;
 mod tokens;
+mod upgrade;
 
 /// Pooled read-only access to the state. Cheap to clone.
 #[derive(Clone)]

@@ -51,8 +51,7 @@ impl FromRow for ClusterInfo {
 }
 
 impl FromRow for NodeRecord {
-    const SELECT: &'static str =
-        "SELECT id, name, api_addr, peer_addr, role, version, joined_at_ms FROM nodes";
+    const SELECT: &'static str = "SELECT id, name, api_addr, peer_addr, role, version, joined_at_ms, binary_sha256 FROM nodes";
 
     fn from_row(r: &Row<'_>) -> rusqlite::Result<NodeRecord> {
         let id: i64 = r.get(0)?;
@@ -66,6 +65,7 @@ impl FromRow for NodeRecord {
                 .ok_or_else(|| corrupt(4, format!("node {id} has unknown role {role:?}")))?,
             version: r.get(5)?,
             joined_at_ms: r.get(6)?,
+            binary_sha256: r.get(7)?,
         })
     }
 }
