@@ -58,6 +58,9 @@ pub struct StatusView {
     /// certificates presented to this node in the last day.
     #[serde(default)]
     pub cert_expiry: Option<CertExpiry>,
+    /// The version and executable SHA-256 each node last reported.
+    #[serde(default)]
+    pub builds: Vec<MemberBuild>,
 }
 
 /// Soonest expiry (unix seconds) per kind of certificate; `None` when none was seen.
@@ -215,6 +218,29 @@ pub struct BundleList {
 pub struct BundleCommitted {
     /// False when the very same bundle was already imported.
     pub imported: bool,
+    /// The release (sha256) whose rolling upgrade the bundle started or continues.
+    #[serde(default)]
+    pub roll: Option<String>,
+    /// Why the release's roll did not start (e.g. another roll is running).
+    #[serde(default)]
+    pub roll_refused: Option<String>,
+}
+
+/// What a member runs: `status` lists it for every node, `upgrade status` too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberBuild {
+    pub id: u64,
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the node's running executable ("" until it reported).
+    pub binary_sha256: String,
+}
+
+/// `GET /v1/upgrade`: the current or last roll and what every member runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeView {
+    pub roll: Option<outpost_storage::RollRecord>,
+    pub nodes: Vec<MemberBuild>,
 }
 
 /// What `bundle import` posts to commit a bundle it stored: the exact signed bytes. The node
@@ -299,6 +325,7 @@ mod tests {
             },
             ready: None,
             cert_expiry: None,
+            builds: Vec::new(),
         };
         let json = serde_json::to_value(&v).unwrap();
         let mut keys: Vec<&str> = json
@@ -312,6 +339,7 @@ mod tests {
             keys,
             [
                 "applied_index",
+                "builds",
                 "cert_expiry",
                 "cluster_id",
                 "cluster_name",

@@ -12,8 +12,9 @@ use crate::api::{ApiError, ApiResult, AppState, Caller};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct AuditQuery {
+    /// Records after this sequence number, oldest first; absent: the newest `limit` records.
     #[serde(default)]
-    after: u64,
+    after: Option<u64>,
     #[serde(default = "default_limit")]
     limit: u32,
 }
@@ -96,8 +97,15 @@ pub(crate) async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Vec<outpost_storage::AuditRecord>> {
     caller.require_admin()?;
+    let limit = q.limit.min(10_000);
     Ok(Json(
-        st.read(move |r| r.audit(q.after, q.limit.min(10_000)))
-            .await?,
+        st.read(move |r| match q.after {
+            Some(after) => r.audit(after, limit),
+            None => {
+                let head = r.audit_head()?.map(|(seq, _)| seq).unwrap_or(0);
+                r.audit(head.saturating_sub(u64::from(limit)), limit)
+            }
+        })
+        .await?,
     ))
 }

@@ -157,8 +157,29 @@ pub async fn commit(
             })),
         )
         .await?;
+    // A release starts a rolling upgrade of every node (recorded in Raft, so it survives a
+    // change of leader; the leader drives it).
+    // The bundle is committed either way: a roll that cannot start is reported beside it.
+    let (mut roll, mut roll_refused) = (None, None);
+    if let Some(p) = head
+        .manifest
+        .payloads
+        .iter()
+        .find(|p| p.kind == PayloadKind::OutpostRelease)
+    {
+        let start = Command::StartRoll {
+            bundle_id: head.manifest.id.clone(),
+            sha256: p.sha256.clone(),
+        };
+        match st.commit(&caller, start).await {
+            Ok(_) => roll = Some(p.sha256.clone()),
+            Err(e) => roll_refused = Some(e.message().to_owned()),
+        }
+    }
     Ok(Json(BundleCommitted {
         imported: done != outpost_storage::Response::Unchanged,
+        roll,
+        roll_refused,
     }))
 }
 

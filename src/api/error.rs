@@ -25,6 +25,9 @@ impl ApiError {
     pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -29,6 +29,7 @@ pub mod renewal;
 mod state;
 pub mod status;
 pub mod tokens;
+pub mod upgrade;
 
 pub use caller::Caller;
 pub use error::{ApiError, ApiResult};
@@ -109,6 +110,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/agent/renew/confirm", post(renewal::renew_confirm))
         .route("/v1/bundles/gc", post(bundles::gc))
         .route("/v1/backup", post(backup::backup))
+        .route("/v1/upgrade", get(upgrade::status))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

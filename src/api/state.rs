@@ -188,7 +188,23 @@ impl AppState {
             raft: s,
             ready: Some(self.readiness().await),
             cert_expiry: Some(self.cert_expiry()),
+            builds: self.builds().await.unwrap_or_default(),
         }
+    }
+
+    /// What every node that is not removed last reported running.
+    pub(crate) async fn builds(&self) -> Result<Vec<crate::wire::MemberBuild>, ApiError> {
+        let nodes = self.read(|r| r.nodes()).await?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| n.role != outpost_storage::NodeRole::Removed)
+            .map(|n| crate::wire::MemberBuild {
+                id: n.id,
+                name: n.name,
+                version: n.version,
+                binary_sha256: n.binary_sha256,
+            })
+            .collect())
     }
 
     /// Soonest certificate expiries this node knows (unix seconds).

@@ -296,6 +296,14 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
                     vb.manifest.id
                 );
             }
+            if let Some(sha) = &c.roll {
+                println!(
+                    "release {sha}: a rolling upgrade of every node runs now (followers first, the leader last); follow it with: outpost upgrade status"
+                );
+            }
+            if let Some(why) = &c.roll_refused {
+                println!("the release's rolling upgrade did not start: {why}");
+            }
             Ok(())
         }
         Err(e) => {

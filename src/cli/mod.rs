@@ -17,6 +17,7 @@ mod inventory;
 mod node;
 mod recovery;
 mod token;
+mod upgrade;
 
 use std::path::PathBuf;
 
@@ -233,6 +234,11 @@ enum Cmd {
         #[arg(long)]
         force_new_cluster: bool,
     },
+    /// Rolling upgrades: a bundle's outpost-release payload, one node at a time.
+    Upgrade {
+        #[command(subcommand)]
+        cmd: upgrade::UpgradeCmd,
+    },
     /// Start a three-node cluster on 127.0.0.1 in a temporary directory and show it working.
     Demo {
         /// Exit after the walk-through instead of running until Ctrl-C.
@@ -347,6 +353,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             dir,
             force_new_cluster,
         } => recovery::recover(dir, force_new_cluster).await,
+        Cmd::Upgrade { cmd } => upgrade::run(remote, cmd).await,
         Cmd::Demo { exit } => crate::harness::demo::run(exit).await,
     }
 }

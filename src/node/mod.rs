@@ -6,6 +6,7 @@
 pub mod discovery;
 pub mod recovery;
 pub mod server;
+pub mod upgrade;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -315,14 +316,33 @@ fn renew_once(
 
 /// `outpost serve`: runs until SIGTERM or SIGINT.
 pub async fn serve(dd: &DataDir) -> Result<()> {
+    // The node's own release first: this may execute it instead of going on.
+    let boot = {
+        let dd = dd.clone();
+        tokio::task::spawn_blocking(move || upgrade::launch(&dd)).await??
+    };
     let running = start(dd).await?;
+    let (switch_tx, mut switch_rx) = tokio::sync::mpsc::channel(1);
+    let watch = upgrade::spawn(running.state.clone(), dd.clone(), boot, switch_tx);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
+    let switch = tokio::select! {
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: stopping");
+            None
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("SIGINT: stopping");
+            None
+        }
+        Some(release) = switch_rx.recv() => Some(release),
+    };
+    watch.abort();
     running.stop().await;
-    Ok(())
+    match switch {
+        // Same process id, same arguments: the release takes over the data directory.
+        Some(release) => Err(upgrade::exec(&release)),
+        None => Ok(()),
+    }
 }
 
 pub struct InitOptions {
