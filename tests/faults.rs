@@ -10,8 +10,9 @@
 //! with the library's API client, from several tasks of this process: a client sits beside
 //! its node, so a partition separates nodes from each other, not a client from its node.
 //!
-//! `OUTPOST_FAULTS_SECS` sets how long the faults go on (default 120); `OUTPOST_FAULTS_SEED`
-//! repeats a fault schedule. The run prints its ops, faults, anomalies and recovery times.
+//! `OUTPOST_FAULTS_SECS` sets how long the faults go on (default 120; from 300 on, the first
+//! partition of each round of faults holds 20-30 s); `OUTPOST_FAULTS_SEED` repeats a fault
+//! schedule. The run prints its ops, faults, anomalies and recovery times.
 //! `local_reads_from_an_isolated_leader_are_caught` shows the checker failing on real
 //! histories: plain local reads from a partitioned old leader are reported stale.
 
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use checker::{Anomaly, AnomalyKind, Micros, NodeState, Read, Seen, Write, WriteOutcome};
 use hyper::{Method, StatusCode};
-use nemesis::{FaultKind, FaultRecord, Nemesis, Plan};
+use nemesis::{FaultKind, FaultRecord, LONG_HOLD_MS, Nemesis, Plan};
 use netns::{Host, Site};
 use outpost::shared::client::{ApiClient, ApiFailure, Endpoint, NO_BODY, urlencode};
 use outpost::shared::datadir::DataDir;
@@ -60,6 +61,8 @@ const REGISTER_KEYS: [&str; 3] = ["reg.a", "reg.b", "reg.c"];
 const UNIQUE_PREFIX: &str = "u.";
 /// How long after a heal the cluster has to serve writes through every node again.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(60);
+/// Runs at least this long (s) hold one partition a round for 20-30 s.
+const LONG_RUN_SECS: u64 = 300;
 /// A bound on every workload loop besides the stop flag.
 const MAX_OPS_PER_WORKER: usize = 1_000_000;
 
@@ -712,7 +715,15 @@ fn nemesis_run_keeps_linearizable_reads_and_every_acknowledged_write() {
             .map(|d| d.as_secs())
             .unwrap_or(1)
     });
-    println!("fault suite: {NODES} nodes, {secs} s of faults, seed {seed} (OUTPOST_FAULTS_SEED)");
+    let long_partitions = secs >= LONG_RUN_SECS;
+    println!(
+        "fault suite: {NODES} nodes, {secs} s of faults{}, seed {seed} (OUTPOST_FAULTS_SEED)",
+        if long_partitions {
+            ", one long partition a round"
+        } else {
+            ""
+        }
+    );
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cluster = Cluster::form(&site, tmp.path());
     let rt = runtime();
@@ -742,6 +753,9 @@ fn nemesis_run_keeps_linearizable_reads_and_every_acknowledged_write() {
 
     // The nemesis, on this thread: a fault, its hold, the heal, the recovery, a quiet time.
     let mut nemesis = Nemesis::new(seed, NODES);
+    if long_partitions {
+        nemesis = nemesis.with_long_partitions();
+    }
     let mut log: Vec<FaultRecord> = Vec::new();
     let mut anomalies: Vec<Anomaly> = Vec::new();
     let mut probe_writes: Vec<Write> = Vec::new();
@@ -868,6 +882,19 @@ fn nemesis_run_keeps_linearizable_reads_and_every_acknowledged_write() {
                 nemesis::spread(of.iter().map(|r| r.every_node))
             );
         }
+    }
+    let is_long = |r: &FaultRecord| r.plan.hold >= Duration::from_millis(LONG_HOLD_MS.start);
+    let partition = |r: &FaultRecord| !r.plan.cuts(NODES).is_empty();
+    if log.iter().any(is_long) {
+        let of = |long: bool| {
+            nemesis::spread(
+                log.iter()
+                    .filter(|r| partition(r) && is_long(r) == long)
+                    .map(|r| r.every_node),
+            )
+        };
+        println!("  after a partition held 20-30 s: every node {}", of(true));
+        println!("  after a shorter partition: every node {}", of(false));
     }
     if let Some(last) = log.last() {
         println!("after the last heal: {last}");

@@ -3,7 +3,10 @@
 //! faults out on real processes and namespaces.
 //!
 //! Faults come one at a time, each healed before the next, the kinds in a shuffled round so
-//! that every kind comes as often as the others; a seed makes the schedule repeatable.
+//! that every kind comes as often as the others; a seed makes the schedule repeatable. Faults
+//! hold a few seconds; with long partitions on, the first partition of each round holds
+//! `LONG_HOLD_MS` instead (how a node comes back after a long partition is another matter
+//! than after a short one: its peer connections have backed off).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -90,11 +93,17 @@ impl fmt::Display for Plan {
     }
 }
 
+/// How long a long partition holds (ms).
+pub const LONG_HOLD_MS: std::ops::Range<u64> = 20_000..30_000;
+
 /// Picks faults.
 pub struct Nemesis {
     rng: StdRng,
     nodes: usize,
     round: Vec<FaultKind>,
+    long_partitions: bool,
+    /// A long partition is still due in this round.
+    long_due: bool,
 }
 
 impl Nemesis {
@@ -103,7 +112,15 @@ impl Nemesis {
             rng: StdRng::seed_from_u64(seed),
             nodes,
             round: Vec::new(),
+            long_partitions: false,
+            long_due: false,
         }
+    }
+
+    /// The first partition of every round holds `LONG_HOLD_MS`.
+    pub fn with_long_partitions(mut self) -> Nemesis {
+        self.long_partitions = true;
+        self
     }
 
     /// The next fault, given the current leader if one is known. Kill and pause hit the
@@ -112,6 +129,7 @@ impl Nemesis {
         if self.round.is_empty() {
             self.round = ALL_KINDS.to_vec();
             self.round.shuffle(&mut self.rng);
+            self.long_due = self.long_partitions;
         }
         let kind = self.round.pop().unwrap_or(FaultKind::Kill);
         let any = self.rng.gen_range(0..self.nodes);
@@ -122,6 +140,11 @@ impl Nemesis {
         };
         let hold_ms = match kind {
             FaultKind::Kill => self.rng.gen_range(1_000..4_000),
+            FaultKind::Pause => self.rng.gen_range(2_000..6_000),
+            _ if self.long_due => {
+                self.long_due = false;
+                self.rng.gen_range(LONG_HOLD_MS)
+            }
             _ => self.rng.gen_range(2_000..6_000),
         };
         Plan {
@@ -250,6 +273,20 @@ mod tests {
             kinds.sort();
             assert_eq!(kinds, ALL_KINDS.to_vec());
         }
+    }
+
+    #[test]
+    fn long_partitions_come_once_a_round() {
+        let long = |p: &Plan| p.hold >= Duration::from_millis(LONG_HOLD_MS.start);
+        let mut n = Nemesis::new(3, 3).with_long_partitions();
+        for _ in 0..4 {
+            let round: Vec<Plan> = (0..ALL_KINDS.len()).map(|_| n.next(None)).collect();
+            let longs: Vec<&Plan> = round.iter().filter(|p| long(p)).collect();
+            assert_eq!(longs.len(), 1, "{round:?}");
+            assert!(!longs[0].cuts(3).is_empty(), "{}", longs[0]);
+        }
+        let mut n = Nemesis::new(3, 3);
+        assert!((0..20).all(|_| !long(&n.next(None))));
     }
 
     #[test]
