@@ -660,11 +660,11 @@ fn audit_and_health(cluster: &Cluster) -> (Vec<Anomaly>, String) {
         });
     }
     let text = match heads.first() {
-        Some((_, records, Some(hash))) => format!(
-            "audit chains intact on every node, {records} records, head {}",
+        Some((_, records, Some(hash))) if anomalies.is_empty() => format!(
+            "audit chains intact and alike on every node, {records} records, head {}",
             &hash[..hash.len().min(16)]
         ),
-        _ => "audit chains: no head".into(),
+        _ => format!("audit chains: {heads:?}"),
     };
     (anomalies, text)
 }
