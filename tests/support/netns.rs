@@ -12,6 +12,11 @@
 //! unwinding from a panic) kills the processes it started or found in its namespaces (never
 //! this test process) and deletes the namespaces, which removes their links.
 //!
+//! Faults for `tests/faults.rs`: a host's processes can be signalled (`signal`: SIGSTOP,
+//! SIGCONT) or killed at once (`kill9`), and a host can drop, silently on arrival, what comes
+//! from chosen addresses (`drop_from`: policy rules of type blackhole; `accept_all` undoes
+//! them), which makes partitions of any shape with iproute2 alone.
+//!
 //! Without root or a working `ip netns`, `build()` returns `None` after printing why, or
 //! panics when `CI` is set so a CI run cannot pass by skipping.
 #![allow(dead_code)]
@@ -43,6 +48,8 @@ pub struct Host {
     pub ns: String,
     addr: Mutex<Ipv4Addr>,
     children: Mutex<Vec<Child>>,
+    /// Sources whose packets this host drops (`drop_from`).
+    dropped: Mutex<Vec<Ipv4Addr>>,
 }
 
 /// Prefix length of every host address (198.18.0.0/15).
@@ -137,6 +144,7 @@ impl SiteBuilder {
                 ns: ns.clone(),
                 addr: Mutex::new(addr),
                 children: Mutex::new(Vec::new()),
+                dropped: Mutex::new(Vec::new()),
             });
             ip(&["netns", "add", &ns])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
@@ -246,6 +254,95 @@ impl Host {
         // Already exited between the checks is fine; the wait below reaps it either way.
         let _ = child.kill();
         child.wait().map(|_| ())
+    }
+
+    /// Sends `sig` (SIGSTOP, SIGCONT, ...) to a process started by [`Host::spawn`].
+    pub fn signal(&self, pid: u32, sig: libc::c_int) -> io::Result<()> {
+        let children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        if !children.iter().any(|c| c.id() == pid) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a child of this host",
+            ));
+        }
+        // SAFETY: kill(2) on the pid of a child we have not reaped (it is still listed).
+        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Kills a process started by [`Host::spawn`] with SIGKILL, no clean stop (a stopped
+    /// process dies too), and reaps it.
+    pub fn kill9(&self, pid: u32) -> io::Result<()> {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pos) = children.iter().position(|c| c.id() == pid) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a child of this host",
+            ));
+        };
+        let mut child = children.remove(pos);
+        // Already exited is fine; the wait reaps it either way.
+        let _ = child.kill();
+        child.wait().map(|_| ())
+    }
+
+    /// Drops every IPv4 packet from `peer` when it arrives, silently, as a partition does:
+    /// the sender sees no error, its packets are lost, TCP stalls. A `blackhole` policy rule
+    /// matches arriving packets only if it comes before the `local` table, so the first call
+    /// moves that lookup from preference 0 to 32000 (same order for everything else).
+    pub fn drop_from(&self, peer: Ipv4Addr) -> io::Result<()> {
+        let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        if dropped.contains(&peer) {
+            return Ok(());
+        }
+        let e = io::Error::other;
+        let rules = Command::new("ip")
+            .args(["-n", &self.ns, "rule", "show", "pref", "0"])
+            .output()?;
+        if !String::from_utf8_lossy(&rules.stdout).trim().is_empty() {
+            ip(&[
+                "-n", &self.ns, "rule", "add", "pref", "32000", "lookup", "local",
+            ])
+            .map_err(e)?;
+            ip(&["-n", &self.ns, "rule", "del", "pref", "0"]).map_err(e)?;
+        }
+        ip(&[
+            "-n",
+            &self.ns,
+            "rule",
+            "add",
+            "pref",
+            "100",
+            "from",
+            &format!("{peer}/32"),
+            "blackhole",
+        ])
+        .map_err(e)?;
+        dropped.push(peer);
+        Ok(())
+    }
+
+    /// Accepts packets from every source again (undoes every [`Host::drop_from`]).
+    pub fn accept_all(&self) -> io::Result<()> {
+        let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(peer) = dropped.last() {
+            ip(&[
+                "-n",
+                &self.ns,
+                "rule",
+                "del",
+                "pref",
+                "100",
+                "from",
+                &format!("{peer}/32"),
+                "blackhole",
+            ])
+            .map_err(io::Error::other)?;
+            dropped.pop();
+        }
+        Ok(())
     }
 
     /// Runs `f` on a new thread that has entered this host's network namespace, and returns
