@@ -409,3 +409,54 @@ async fn a_forwarded_write_whose_reply_is_lost_applies_once() {
     .await;
     with_logs(&c, r).await;
 }
+
+/// One PUT /v1/config over the node's local socket with the request id `rid`; the version
+/// it answers.
+fn put_config(dir: &std::path::Path, rid: &str, value: &str) -> Result<u64> {
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"key":"retried","value":"{value}","scope":"global"}}"#);
+    let mut s = std::os::unix::net::UnixStream::connect(dir.join("admin.sock"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "PUT /v1/config HTTP/1.1\r\nHost: outpost\r\nContent-Type: application/json\r\noutpost-request-id: {rid}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let json = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .with_context(|| format!("no body in {answer:?}"))?;
+    let v: serde_json::Value = serde_json::from_str(json.trim())
+        .or_else(|_| {
+            // A chunked body: the JSON is on the line between the chunk sizes.
+            json.lines()
+                .find(|l| l.starts_with('{'))
+                .map(serde_json::from_str)
+                .unwrap_or_else(|| serde_json::from_str(""))
+        })
+        .with_context(|| format!("answer {answer:?}"))?;
+    v["version"].as_u64().with_context(|| format!("{v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_again_by_its_client_applies_once() {
+    let _g = serial();
+    let (_d, c) = cluster(1, &[]).await.expect("one-node cluster");
+    let r = async {
+        let dir = c.nodes[0].dir.clone();
+        // The client's retry of the same request (same id) gets the first outcome back.
+        assert_eq!(put_config(&dir, "retry-0123456789abcdef", "a")?, 1);
+        assert_eq!(put_config(&dir, "retry-0123456789abcdef", "a")?, 1);
+        assert_eq!(c.cli(0, &["config", "get", "retried"])?.trim(), "a");
+        // Another request is another write.
+        assert_eq!(put_config(&dir, "retry-fedcba9876543210", "b")?, 2);
+        let audit = c.cli(0, &["audit", "--json"])?;
+        let sets = audit.matches("config:global/retried").count();
+        assert_eq!(sets, 2, "{audit}");
+        Ok(())
+    }
+    .await;
+    with_logs(&c, r).await;
+}

@@ -167,6 +167,19 @@ struct Conn {
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>>,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
+    /// Frames received so far: a call that times out with none received since it was sent
+    /// marks the connection dead (a partition drops packets silently, and a TCP connection
+    /// whose packets were dropped waits out its retransmission backoff, growing with the
+    /// length of the partition).
+    received: Arc<AtomicU64>,
+    /// The reader task, stopped with the connection.
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl PeerClients {
@@ -274,9 +287,13 @@ async fn dial_with(
 
     let pending_r = pending.clone();
     let closed_r = closed.clone();
-    tokio::spawn(async move {
+    let received = Arc::new(AtomicU64::new(0));
+    let received_r = received.clone();
+    let reader = tokio::spawn(async move {
         loop {
-            match read_frame(&mut rd).await {
+            let frame = read_frame(&mut rd).await;
+            received_r.fetch_add(1, Ordering::Release);
+            match frame {
                 Ok(Frame::Response(id, resp)) => {
                     let tx = pending_r
                         .lock()
@@ -311,6 +328,8 @@ async fn dial_with(
         pending,
         next_id: AtomicU64::new(1),
         closed,
+        received,
+        reader: reader.abort_handle(),
     })
 }
 
@@ -349,6 +368,7 @@ impl Conn {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        let received = conn.received.load(Ordering::Acquire);
         if conn.sender.send(bytes).await.is_err() {
             conn.closed.store(true, Ordering::Release);
             return Err(TransportError::Closed(target));
@@ -361,6 +381,13 @@ impl Conn {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
+                // Silence since the request went out: the next call dials afresh instead of
+                // queueing behind a connection that may be in retransmission backoff. A slow
+                // peer that still answers other requests keeps its connection.
+                if conn.received.load(Ordering::Acquire) == received {
+                    tracing::debug!(target, "no answer on the peer connection; dropping it");
+                    conn.closed.store(true, Ordering::Release);
+                }
                 Err(TransportError::Timeout(target, timeout))
             }
         }

@@ -157,8 +157,15 @@ async fn identity_still_valid(
         }
         _ => None,
     };
-    match refusal {
-        Some(e) => e.into_response(),
+    if let Some(e) = refusal {
+        return e.into_response();
+    }
+    match req
+        .headers()
+        .get(state::REQUEST_ID_HEADER)
+        .and_then(state::ClientRequest::from_header)
+    {
+        Some(r) => state::CLIENT_REQUEST.scope(r, next.run(req)).await,
         None => next.run(req).await,
     }
 }

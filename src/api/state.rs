@@ -14,6 +14,36 @@ use crate::api::error::outcome;
 use crate::api::{ApiError, Caller};
 use crate::wire::{Readiness, StatusView};
 
+/// The header in which a client names its request (`ApiClient` sends one per request, the
+/// same on its retry).
+pub const REQUEST_ID_HEADER: &str = "outpost-request-id";
+
+tokio::task_local! {
+    /// The client's request id while its request is handled.
+    pub(crate) static CLIENT_REQUEST: ClientRequest;
+}
+
+/// A client's request id and how many commits its handling has made so far.
+pub(crate) struct ClientRequest {
+    pub id: String,
+    pub commits: std::sync::atomic::AtomicU32,
+}
+
+impl ClientRequest {
+    /// The header's value, if it is 16 to 64 characters of `A-Z a-z 0-9 _ -`.
+    pub(crate) fn from_header(v: &axum::http::HeaderValue) -> Option<ClientRequest> {
+        let id = v.to_str().ok()?;
+        let ok = (16..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        ok.then(|| ClientRequest {
+            id: id.to_owned(),
+            commits: Default::default(),
+        })
+    }
+}
+
 pub struct AppState {
     pub node: RaftNode,
     pub node_id: u64,
@@ -56,12 +86,26 @@ impl AppState {
     /// Commits `command` for `caller`, under a new request id: retries of this write inside
     /// the cluster (forwarding, leader changes) apply it once.
     pub(crate) async fn commit(&self, caller: &Caller, command: Command) -> Result<Done, ApiError> {
-        let request_id = {
+        // The client's id for its request, when it sent one: a client that sends the same
+        // request again (its connection broke before the answer) gets the first outcome.
+        // Namespaced by caller; numbered per commit, as one request may commit several.
+        let from_client = CLIENT_REQUEST
+            .try_with(|r| {
+                use sha2::Digest;
+                let n = r.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                hex::encode(sha2::Sha256::digest(format!(
+                    "{}\n{}\n{n}",
+                    caller.actor(),
+                    r.id
+                )))
+            })
+            .ok();
+        let request_id = from_client.unwrap_or_else(|| {
             use rand::RngCore;
             let mut b = [0u8; 16];
             rand::rngs::OsRng.fill_bytes(&mut b);
             hex::encode(b)
-        };
+        });
         let env = Envelope {
             at_ms: outpost_raft::now_ms(),
             actor: caller.actor(),

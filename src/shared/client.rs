@@ -127,6 +127,14 @@ impl ApiClient {
             Some(b) => Bytes::from(serde_json::to_vec(b)?),
             None => Bytes::new(),
         };
+        // One id for this request, sent again with its retry: a write the node committed
+        // before the connection broke is answered with its first outcome, not applied twice.
+        let request_id = {
+            use rand::RngCore;
+            let mut b = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut b);
+            hex::encode(b)
+        };
         let mut guard = self.conn.lock().await;
         // One retry on a fresh connection when a kept-alive one turns out to be closed.
         for attempt in 0..2 {
@@ -139,6 +147,7 @@ impl ApiClient {
                 .uri(path)
                 .header(hyper::header::HOST, "outpost")
                 .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header("outpost-request-id", &request_id)
                 .body(Full::new(payload.clone()))?;
             let sent = async {
                 sender.ready().await?;
