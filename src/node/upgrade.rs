@@ -82,6 +82,25 @@ fn failed_file(dd: &DataDir) -> PathBuf {
     bin_dir(dd).join("failed-trial.json")
 }
 
+/// The confirmed release's SHA-256 and version, written before `current` moves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Current {
+    sha256: String,
+    version: String,
+}
+
+fn current_meta(dd: &DataDir) -> PathBuf {
+    bin_dir(dd).join("current.json")
+}
+
+/// `1.2.3` as numbers for comparing; what does not parse counts as 0.
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(['.', '-', '+'])
+        .take(3)
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
 fn current_link(dd: &DataDir) -> PathBuf {
     bin_dir(dd).join("current")
 }
@@ -154,7 +173,15 @@ pub fn launch(dd: &DataDir) -> Result<Boot> {
             .and_then(|n| n.strip_prefix("outpost-"))
             .unwrap_or("");
         let launched = std::env::var_os("OUTPOST_LAUNCHED").is_some();
-        if target_sha != boot.sha256 && target.is_file() && !launched {
+        // A package installed after the roll (a newer version in /usr/bin) wins over an older
+        // confirmed release; the same or a newer version in `current` wins over this one.
+        let current_version = std::fs::read(current_meta(dd))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Current>(&b).ok())
+            .map(|c| c.version)
+            .unwrap_or_default();
+        let not_older = version_key(&current_version) >= version_key(VERSION);
+        if target_sha != boot.sha256 && target.is_file() && !launched && not_older {
             tracing::info!(release = short(target_sha), "executing this node's release");
             let err = exec(&target);
             tracing::warn!(error = %err, "could not execute this node's release; going on with this executable");
@@ -537,6 +564,16 @@ async fn probe(staged: &Path) -> Result<()> {
 
 /// The release on trial caught up: `current` points at it, the trial marker goes.
 fn confirm(dd: &DataDir, t: &Trial) -> Result<()> {
+    use std::io::Write;
+    let meta = current_meta(dd);
+    let tmp = meta.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(&Current {
+        sha256: t.sha256.clone(),
+        version: VERSION.to_string(),
+    })?)?;
+    f.sync_all()?;
+    crate::shared::files::rename_durably(&tmp, &meta)?;
     let link = current_link(dd);
     let tmp = bin_dir(dd).join("current.tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -545,4 +582,18 @@ fn confirm(dd: &DataDir, t: &Trial) -> Result<()> {
     std::fs::remove_file(trial_file(dd))?;
     std::fs::File::open(bin_dir(dd))?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_by_number() {
+        assert!(version_key("0.10.0") > version_key("0.9.9"));
+        assert!(version_key("1.0.0") >= version_key("1.0.0"));
+        assert!(version_key("0.1.0") < version_key("0.2.0"));
+        assert!(version_key("") < version_key("0.1.0"));
+        assert_eq!(version_key("1.2.3-rc1"), vec![1, 2, 3]);
+    }
 }
