@@ -42,6 +42,18 @@ pub(super) struct Addrs {
 }
 
 impl Addrs {
+    /// The node that `init`, `join` or `restore` makes.
+    pub(super) fn spec(&self, net: &NetArgs) -> Result<crate::node::NodeSpec> {
+        Ok(crate::node::NodeSpec {
+            name: self.name.clone(),
+            api_addr: self.api_addr.clone(),
+            peer_addr: self.peer_addr.clone(),
+            tuning: self.tuning()?,
+            cluster: self.cluster()?,
+            net: net.options()?,
+        })
+    }
+
     pub(super) fn cluster(&self) -> Result<ClusterConfig> {
         let auto_remove_after = self
             .auto_remove_after
@@ -130,13 +142,8 @@ pub(super) async fn init(
     let out = crate::node::init(
         &dd,
         crate::node::InitOptions {
-            name: addrs.name.clone(),
-            api_addr: addrs.api_addr.clone(),
-            peer_addr: addrs.peer_addr.clone(),
-            tuning: addrs.tuning()?,
-            cluster: addrs.cluster()?,
+            node: addrs.spec(&net)?,
             bundle_trust,
-            net: net.options()?,
         },
     )
     .await?;
@@ -167,14 +174,9 @@ pub(super) async fn join(
     let resp = crate::node::join(
         &dd,
         crate::node::JoinOptions {
-            name: addrs.name.clone(),
-            api_addr: addrs.api_addr.clone(),
-            peer_addr: addrs.peer_addr.clone(),
+            node: addrs.spec(&net)?,
             token,
             peers: peer,
-            tuning: addrs.tuning()?,
-            cluster: addrs.cluster()?,
-            net: net.options()?,
             discover_timeout: discover_timeout.into(),
         },
     )

@@ -143,12 +143,7 @@ pub(super) async fn restore(
             backup: file.clone(),
             passphrase,
             new_ca,
-            name: addrs.name.clone(),
-            api_addr: addrs.api_addr.clone(),
-            peer_addr: addrs.peer_addr.clone(),
-            tuning: addrs.tuning()?,
-            cluster: addrs.cluster()?,
-            net: net.options()?,
+            node: addrs.spec(&net)?,
         },
     )
     .await?;

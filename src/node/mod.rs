@@ -345,16 +345,49 @@ pub async fn serve(dd: &DataDir) -> Result<()> {
     }
 }
 
-pub struct InitOptions {
+/// The node `init`, `join` and `restore` make: what goes into its node.toml.
+pub struct NodeSpec {
     pub name: String,
     pub api_addr: String,
     pub peer_addr: String,
     pub tuning: RaftTuning,
     /// `[cluster]` of node.toml.
     pub cluster: ClusterConfig,
+    pub net: NetOptions,
+}
+
+impl NodeSpec {
+    /// Its node.toml, once the cluster and the node's id are known.
+    pub fn file(self, cluster_id: String, node_id: u64) -> NodeFile {
+        NodeFile {
+            format: NODE_CONFIG_FORMAT,
+            cluster_id,
+            node_id,
+            name: self.name,
+            api_addr: self.api_addr,
+            peer_addr: self.peer_addr,
+            api_listen: self.net.api_listen,
+            peer_listen: self.net.peer_listen,
+            raft: self.tuning,
+            discovery: self.net.discovery,
+            cluster: self.cluster,
+        }
+    }
+
+    /// How the other members reach it.
+    pub fn peer(&self) -> PeerNode {
+        PeerNode {
+            name: self.name.clone(),
+            api_addr: self.api_addr.clone(),
+            peer_addr: self.peer_addr.clone(),
+        }
+    }
+}
+
+pub struct InitOptions {
+    pub node: NodeSpec,
     /// The bundle trust to pin: (version, trust document JSON).
     pub bundle_trust: Option<(u64, String)>,
-    pub net: NetOptions,
 }
 
 /// Listening addresses and the `[discovery]` section, as given to `init`/`join`.
@@ -385,26 +418,15 @@ pub async fn init(dd: &DataDir, opts: InitOptions) -> Result<InitOutput> {
         rand::rngs::OsRng.fill_bytes(&mut b);
         hex::encode(b)
     };
-    let ca = CertAuthority::generate(&cluster_id, &opts.name).context("creating the cluster CA")?;
+    let ca =
+        CertAuthority::generate(&cluster_id, &opts.node.name).context("creating the cluster CA")?;
     let validity = crate::api::nodes::node_validity(outpost_raft::now_ms() / 1000);
     let (cert, key) = ca.issue_with_new_key(&Role::Node(1), &validity)?;
     outpost_certs::write_public_file(&dd.ca_cert(), ca.cert_pem().as_bytes())?;
     outpost_certs::write_secret_file(&dd.ca_key(), ca.key_pem().as_bytes())?;
     outpost_certs::write_public_file(&dd.node_cert(), cert.as_bytes())?;
     outpost_certs::write_secret_file(&dd.node_key(), key.as_bytes())?;
-    let file = NodeFile {
-        format: NODE_CONFIG_FORMAT,
-        cluster_id: cluster_id.clone(),
-        node_id: 1,
-        name: opts.name.clone(),
-        api_addr: opts.api_addr.clone(),
-        peer_addr: opts.peer_addr.clone(),
-        api_listen: opts.net.api_listen,
-        peer_listen: opts.net.peer_listen,
-        raft: opts.tuning,
-        discovery: opts.net.discovery,
-        cluster: opts.cluster,
-    };
+    let file = opts.node.file(cluster_id.clone(), 1);
     dd.save_node_file(&file)?;
 
     let running = start(dd).await?;
@@ -497,15 +519,9 @@ async fn bootstrap(
 }
 
 pub struct JoinOptions {
-    pub name: String,
-    pub api_addr: String,
-    pub peer_addr: String,
+    pub node: NodeSpec,
     pub token: String,
     pub peers: Vec<String>,
-    pub tuning: RaftTuning,
-    /// `[cluster]` of node.toml.
-    pub cluster: ClusterConfig,
-    pub net: NetOptions,
     /// How long to browse mDNS for a node of the token's cluster when no given address answers.
     pub discover_timeout: Duration,
 }
@@ -526,13 +542,13 @@ pub async fn join(dd: &DataDir, opts: JoinOptions) -> Result<JoinResponse> {
     let pin = Fingerprint::from_str(&token.ca_sha256)
         .map_err(|e| anyhow!("token CA fingerprint: {e}"))?;
     let tls = outpost_certs::pinned_client_config(pin, None, &[b"http/1.1"])?;
-    let (key_pem, csr_pem) = outpost_certs::new_key_and_csr(&opts.name)?;
+    let (key_pem, csr_pem) = outpost_certs::new_key_and_csr(&opts.node.name)?;
     let req = JoinRequest {
         token_id: token.id.clone(),
         secret: token.secret.clone(),
-        name: opts.name.clone(),
-        api_addr: opts.api_addr.clone(),
-        peer_addr: opts.peer_addr.clone(),
+        name: opts.node.name.clone(),
+        api_addr: opts.node.api_addr.clone(),
+        peer_addr: opts.node.peer_addr.clone(),
         version: VERSION.to_string(),
         csr_pem,
     };
@@ -555,19 +571,7 @@ pub async fn join(dd: &DataDir, opts: JoinOptions) -> Result<JoinResponse> {
     outpost_certs::write_public_file(&dd.node_cert(), resp.cert_pem.as_bytes())?;
     outpost_certs::write_secret_file(&dd.node_key(), key_pem.as_bytes())?;
     // node.toml last: its presence marks a complete data directory.
-    dd.save_node_file(&NodeFile {
-        format: NODE_CONFIG_FORMAT,
-        cluster_id: resp.cluster_id.clone(),
-        node_id: resp.node_id,
-        name: opts.name,
-        api_addr: opts.api_addr,
-        peer_addr: opts.peer_addr,
-        api_listen: opts.net.api_listen,
-        peer_listen: opts.net.peer_listen,
-        raft: opts.tuning,
-        discovery: opts.net.discovery,
-        cluster: opts.cluster,
-    })?;
+    dd.save_node_file(&opts.node.file(resp.cluster_id.clone(), resp.node_id))?;
     Ok(resp)
 }
 
@@ -586,18 +590,18 @@ async fn contact_for_join(
         token
             .addrs
             .iter()
-            .chain(&opts.net.discovery.peers)
+            .chain(&opts.node.net.discovery.peers)
             .cloned()
             .collect()
     } else {
         opts.peers.clone()
     };
-    let browse = opts.peers.is_empty() && opts.net.discovery.mdns;
+    let browse = opts.peers.is_empty() && opts.node.net.discovery.mdns;
     // Browsing starts at once so that answers are in by the time the given addresses failed.
     let browser = if browse {
         let cfg = outpost_discovery::DiscoveryConfig {
             peers: Vec::new(),
-            ..opts.net.discovery.clone()
+            ..opts.node.net.discovery.clone()
         };
         Some(
             outpost_discovery::Discovery::start(&cfg, Some(&token.cluster_id))

@@ -9,26 +9,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use outpost_certs::{CertAuthority, Role};
+use outpost_raft::PeerNode;
 use outpost_raft::offline::{self, Reform, Reformed};
-use outpost_raft::{PeerNode, RaftTuning};
 use outpost_storage::{Command, Envelope};
 use zeroize::Zeroizing;
 
-use crate::node::{NetOptions, VERSION};
+use crate::node::{NodeSpec, VERSION};
 use crate::shared::backup::{self, BackupHeader};
-use crate::shared::datadir::{ClusterConfig, DataDir, NODE_CONFIG_FORMAT, NodeFile};
+use crate::shared::datadir::DataDir;
 
 pub struct RestoreOptions {
     pub backup: PathBuf,
     pub passphrase: Option<Zeroizing<String>>,
     /// Start a new CA although the backup holds the sealed CA key.
     pub new_ca: bool,
-    pub name: String,
-    pub api_addr: String,
-    pub peer_addr: String,
-    pub tuning: RaftTuning,
-    pub cluster: ClusterConfig,
-    pub net: NetOptions,
+    pub node: NodeSpec,
 }
 
 /// What `restore` did.
@@ -113,17 +108,13 @@ pub async fn restore(dd: &DataDir, opts: RestoreOptions) -> Result<Restored> {
     outpost_certs::write_public_file(&dd.node_cert(), cert.as_bytes())?;
     outpost_certs::write_secret_file(&dd.node_key(), key.as_bytes())?;
 
-    let me = PeerNode {
-        name: opts.name.clone(),
-        api_addr: opts.api_addr.clone(),
-        peer_addr: opts.peer_addr.clone(),
-    };
+    let me = opts.node.peer();
     let commands = vec![
         Command::AddNode {
             id: node_id,
-            name: opts.name.clone(),
-            api_addr: opts.api_addr.clone(),
-            peer_addr: opts.peer_addr.clone(),
+            name: me.name.clone(),
+            api_addr: me.api_addr.clone(),
+            peer_addr: me.peer_addr.clone(),
             version: VERSION.to_string(),
         },
         Command::ReformCluster {
@@ -134,19 +125,7 @@ pub async fn restore(dd: &DataDir, opts: RestoreOptions) -> Result<Restored> {
     ];
     let reformed = reform(&dd.root, node_id, me, "restore", commands).await?;
     // node.toml last: its presence marks a complete data directory.
-    dd.save_node_file(&NodeFile {
-        format: NODE_CONFIG_FORMAT,
-        cluster_id: header.cluster_id.clone(),
-        node_id,
-        name: opts.name,
-        api_addr: opts.api_addr,
-        peer_addr: opts.peer_addr,
-        api_listen: opts.net.api_listen,
-        peer_listen: opts.net.peer_listen,
-        raft: opts.tuning,
-        discovery: opts.net.discovery,
-        cluster: opts.cluster,
-    })?;
+    dd.save_node_file(&opts.node.file(header.cluster_id.clone(), node_id))?;
     Ok(Restored {
         header,
         node_id,
