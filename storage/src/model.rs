@@ -187,6 +187,18 @@ pub enum Command {
         ca_cert_pem: Option<String>,
         reason: String,
     },
+    // ---- format 7 ----
+    /// Assigns the `outpost-release` payload `release` (at `version`, or the newest imported
+    /// one) to every client of `group`, as `CreateDeployment` does an artifact: agents replace
+    /// their own binary with it. A command of its own rather than a wider `CreateDeployment`,
+    /// so that a node that does not know release deployments stops here and asks for an
+    /// upgrade instead of refusing what newer nodes accept (which would diverge the states).
+    CreateReleaseDeployment {
+        id: String,
+        release: String,
+        version: Option<u64>,
+        group: String,
+    },
 }
 
 /// A bundle as its signed bytes, with what `apply` cannot read itself.
@@ -387,6 +399,7 @@ impl Command {
             | Command::ConfirmClientCert { .. } => 4,
             Command::Once { command, .. } => command.format().max(5),
             Command::ReformCluster { .. } => 6,
+            Command::CreateReleaseDeployment { .. } => 7,
             _ => 1,
         }
     }
