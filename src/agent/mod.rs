@@ -160,8 +160,15 @@ pub async fn enroll(
         );
     }
     create_private_dir(state_dir)?;
-    if let Some(t) = &resp.bundle_trust {
-        offline::pin_trust(state_dir, t)?;
+    // The enrollment is committed already: a trust that cannot be pinned now is pinned by a
+    // later sync (`offline::refresh_trust`), so it does not undo the enrollment.
+    if let Some(t) = &resp.bundle_trust
+        && let Err(e) = offline::pin_trust(state_dir, t)
+    {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "bundle trust not pinned at enrollment"
+        );
     }
     outpost_certs::write_secret_file(&paths.key(), key_pem.as_bytes())?;
     outpost_certs::write_public_file(&paths.cert(), resp.cert_pem.as_bytes())?;
