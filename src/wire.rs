@@ -174,6 +174,18 @@ pub struct EnrollResponse {
     pub groups: Vec<String>,
     /// API addresses of the cluster's members when enrolled (the agent's first node list).
     pub servers: Vec<String>,
+    /// The cluster's bundle trust, which the agent pins to verify bundles it installs from a
+    /// file (`outpost agent install`). None when the cluster pins no trust (or is older).
+    #[serde(default)]
+    pub bundle_trust: Option<AgentTrust>,
+}
+
+/// The cluster's bundle trust as an agent pins it (at enrollment, then from
+/// `/v1/agent/trust` at each sync whenever `version` grew).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentTrust {
+    pub version: u64,
+    pub trust: TrustDocument,
 }
 
 /// One client found by `inventory query`.

@@ -1,8 +1,9 @@
 //! The agent's deployment work (`S` = state dir): `S/artifacts/partial/<sha256>` grows across
 //! attempts, is checked (size, sha256) and renamed to `S/artifacts/<sha256>`; the handler for
 //! the payload kind is the effective configuration key `agent.handler.<kind>` (run with
-//! `sh -c`); `S/deployments.json` remembers results so a success is not re-run. Each result
-//! is reported to the node (`/v1/agent/results`).
+//! `sh -c`), except for an `outpost-release`, which the agent installs itself (`release`);
+//! `S/deployments.json` remembers results so a success is not re-run. Each result is reported
+//! to the node (`/v1/agent/results`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,9 +11,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hyper::Method;
+use outpost_bundles::PayloadKind;
 use outpost_storage::{Assignment, DeploymentRecord, DeploymentStatus};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::release;
 use crate::shared::client::{ApiClient, NO_BODY};
 use crate::shared::files::rename_durably;
 use crate::shared::text::tail;
@@ -31,31 +34,96 @@ pub struct LocalResult {
     pub attempts: u32,
 }
 
+/// What a handler is told about the payload it installs (its environment).
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub version: u64,
+    pub sha256: &'a str,
+    /// The deployment id, or `offline-<bundle id>` for `agent install`.
+    pub origin: &'a str,
+}
+
+impl<'a> Job<'a> {
+    fn of(d: &'a DeploymentRecord) -> Job<'a> {
+        Job {
+            name: &d.artifact,
+            kind: &d.kind,
+            version: d.version,
+            sha256: &d.sha256,
+            origin: &d.id,
+        }
+    }
+}
+
+/// The bound on a self-upgrade's proof: `agent.upgrade_timeout` seconds, or the default.
+pub fn upgrade_timeout(config: &BTreeMap<String, String>) -> Duration {
+    config
+        .get("agent.upgrade_timeout")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(release::PROVE_TIMEOUT)
+}
+
+fn load_local(path: &Path) -> BTreeMap<String, LocalResult> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 /// One sync's deployment work: for each assignment not yet installed here, fetch, install,
-/// report. Returns one line per deployment acted on.
+/// report. An `outpost-release` replaces the agent's own binary (`release`) at `exe`; while
+/// `proving` (this process is such a new binary, run by its predecessor) no release is
+/// installed. Returns one line per deployment acted on.
 pub async fn agent_step(
     client: &ApiClient,
     state_dir: &Path,
     config: &BTreeMap<String, String>,
+    (exe, proving): (&Path, bool),
 ) -> Result<Vec<String>> {
     let list: Vec<Assignment> = client
         .call(Method::GET, "/v1/agent/assignments", NO_BODY)
         .await?;
     let state_path = state_dir.join("deployments.json");
-    let mut local: BTreeMap<String, LocalResult> = std::fs::read(&state_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut local = load_local(&state_path);
     let mut lines = Vec::new();
     for a in list {
         let d = &a.deployment;
-        let entry = local.entry(d.id.clone()).or_default();
+        let is_release = d.kind == PayloadKind::OutpostRelease.as_str();
+        if is_release && proving {
+            continue;
+        }
+        let mut entry = local.get(&d.id).cloned().unwrap_or_default();
         if entry.status == Some(DeploymentStatus::Installed) || entry.attempts >= MAX_ATTEMPTS {
             continue;
         }
         let path = fetch(client, state_dir, d).await?;
         entry.attempts += 1;
-        let (status, detail) = run_handler(config, d, &path).await;
+        let (status, detail) = if is_release {
+            // Counted before the swap: an agent that dies proving a release tries it again
+            // only MAX_ATTEMPTS times.
+            local.insert(d.id.clone(), entry.clone());
+            outpost_certs::write_public_file(&state_path, &serde_json::to_vec_pretty(&local)?)?;
+            let u = release::install(
+                state_dir,
+                exe,
+                &path,
+                &d.sha256,
+                &d.id,
+                (release::Proof::Sync, upgrade_timeout(config)),
+            )
+            .await;
+            if u.child_synced {
+                // The new binary's sync recorded its own results: keep them.
+                local = load_local(&state_path);
+                lines.extend(u.child_lines);
+            }
+            (u.status, u.detail)
+        } else {
+            run_handler(config, &Job::of(d), &path).await
+        };
         client
             .call::<serde_json::Value>(
                 Method::POST,
@@ -63,11 +131,12 @@ pub async fn agent_step(
                 Some(&ResultReport {
                     deployment_id: d.id.clone(),
                     status,
-                    detail: detail.clone(),
+                    detail: tail(&detail, RESULT_DETAIL_BYTES),
                 }),
             )
             .await?;
         entry.status = Some(status);
+        local.insert(d.id.clone(), entry);
         lines.push(format!(
             "{} {}@{}: {} ({})",
             d.id,
@@ -161,18 +230,18 @@ async fn fetch(client: &ApiClient, state_dir: &Path, d: &DeploymentRecord) -> Re
 }
 
 /// Runs `agent.handler.<kind>` for the artifact (or keeps it stored when none is set).
-async fn run_handler(
+pub async fn run_handler(
     config: &BTreeMap<String, String>,
-    d: &DeploymentRecord,
+    job: &Job<'_>,
     path: &Path,
 ) -> (DeploymentStatus, String) {
-    let Some(cmd) = config.get(&format!("agent.handler.{}", d.kind)) else {
+    let Some(cmd) = config.get(&format!("agent.handler.{}", job.kind)) else {
         return (
             DeploymentStatus::Installed,
             format!(
                 "stored at {} (no agent.handler.{} set)",
                 path.display(),
-                d.kind
+                job.kind
             ),
         );
     };
@@ -185,10 +254,10 @@ async fn run_handler(
         .arg("-c")
         .arg(cmd)
         .env("OUTPOST_ARTIFACT", path)
-        .env("OUTPOST_ARTIFACT_NAME", &d.artifact)
-        .env("OUTPOST_ARTIFACT_VERSION", d.version.to_string())
-        .env("OUTPOST_ARTIFACT_SHA256", &d.sha256)
-        .env("OUTPOST_DEPLOYMENT", &d.id)
+        .env("OUTPOST_ARTIFACT_NAME", job.name)
+        .env("OUTPOST_ARTIFACT_VERSION", job.version.to_string())
+        .env("OUTPOST_ARTIFACT_SHA256", job.sha256)
+        .env("OUTPOST_DEPLOYMENT", job.origin)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -7,10 +7,17 @@
 //! (client id, cluster id, the nodes it knows), and `config.json`, the effective
 //! configuration written atomically at every sync. Any node will do: on an error or a
 //! timeout the agent moves to the next node it knows; a refusal (revoked, not enrolled)
-//! stops it with the reason.
+//! stops it with the reason. The agent also replaces its own binary with an
+//! `outpost-release` (`release`) and installs bundles from a file without a node
+//! (`offline`: `outpost agent install`, with the bundle trust pinned at enrollment).
+//!
+//! One agent process at a time works in a state dir: syncs and installs hold `S/agent.lock`
+//! (the new binary proving a self-upgrade runs under its parent's hold).
 
 pub mod deployments;
 pub mod inventory;
+pub mod offline;
+pub mod release;
 pub mod renewal;
 
 use std::path::{Path, PathBuf};
@@ -153,6 +160,16 @@ pub async fn enroll(
         );
     }
     create_private_dir(state_dir)?;
+    // The enrollment is committed already: a trust that cannot be pinned now is pinned by a
+    // later sync (`offline::refresh_trust`), so it does not undo the enrollment.
+    if let Some(t) = &resp.bundle_trust
+        && let Err(e) = offline::pin_trust(state_dir, t)
+    {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "bundle trust not pinned at enrollment"
+        );
+    }
     outpost_certs::write_secret_file(&paths.key(), key_pem.as_bytes())?;
     outpost_certs::write_public_file(&paths.cert(), resp.cert_pem.as_bytes())?;
     outpost_certs::write_public_file(&paths.ca(), resp.ca_cert_pem.as_bytes())?;
@@ -192,12 +209,80 @@ pub struct SyncReport {
     pub deployments: Vec<String>,
     /// The new certificate serial when the certificate was renewed.
     pub renewed: Option<String>,
+    /// The bundle trust version newly pinned in this sync.
+    pub trust_pinned: Option<u64>,
+    /// What was done about an upgrade an earlier process left unfinished.
+    pub recovered: Option<String>,
+}
+
+/// How long a sync or an install waits for another agent process of the same state dir
+/// (longer than a self-upgrade's proof).
+pub const LOCK_WAIT: Duration = Duration::from_secs(180);
+
+/// Takes `S/agent.lock` (flock, released when the file drops), waiting at most `LOCK_WAIT`;
+/// None for the new binary proving a self-upgrade, whose parent holds it.
+async fn lock_state_dir(dir: &Path) -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if release::is_proving(dir) {
+        return Ok(None);
+    }
+    let path = dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "another agent process has held {} for {LOCK_WAIT:?} (a sync, an install or an upgrade)",
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+}
+
+/// The executable this process runs from: where a self-upgrade puts the new binary.
+pub fn own_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the agent's own executable")?;
+    if exe.to_string_lossy().ends_with(" (deleted)") {
+        bail!(
+            "the agent's executable {} was replaced while it ran; start it again",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
+
+fn read_agent_file(paths: &Paths) -> Result<AgentFile> {
+    let text = std::fs::read_to_string(paths.agent()).with_context(|| {
+        format!(
+            "reading {} (run `outpost agent enroll` first)",
+            paths.agent().display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", paths.agent().display()))
 }
 
 /// Gathers the facts and uploads them when their hash differs from the last upload's.
 async fn upload_inventory_if_changed(client: &ApiClient, paths: &Paths) -> Result<bool> {
     use sha2::Digest;
-    let facts = tokio::task::spawn_blocking(crate::agent::inventory::gather).await?;
+    let mut facts = tokio::task::spawn_blocking(crate::agent::inventory::gather).await?;
+    // What `agent install` did without a node reaches the cluster here, as facts.
+    let installs = offline::offline_installs(&paths.dir)?;
+    if let (false, Some(map)) = (installs.is_empty(), facts.as_object_mut()) {
+        map.insert("offline_installs".into(), serde_json::to_value(&installs)?);
+    }
     // serde_json::Value keeps keys sorted: the same facts give the same bytes and hash.
     let sha = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&facts)?));
     let last = std::fs::read_to_string(paths.inventory_hash()).unwrap_or_default();
@@ -212,19 +297,25 @@ async fn upload_inventory_if_changed(client: &ApiClient, paths: &Paths) -> Resul
 }
 
 /// One sync against the first node that answers: fetch the effective configuration and
-/// write it atomically to `config.json`.
-pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
+/// write it atomically to `config.json`, then the rest of `sync_with`. `exe` is the agent's
+/// own executable (see [`own_exe`]).
+pub async fn sync_once(state_dir: &Path, exe: &Path) -> Result<SyncReport> {
     let paths = Paths {
         dir: state_dir.to_path_buf(),
     };
-    let text = std::fs::read_to_string(paths.agent()).with_context(|| {
-        format!(
-            "reading {} (run `outpost agent enroll` first)",
-            paths.agent().display()
-        )
-    })?;
-    let file: AgentFile = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {}", paths.agent().display()))?;
+    let file = read_agent_file(&paths)?;
+    // Held until the sync ends; None only for the new binary proving an upgrade.
+    let lock = lock_state_dir(state_dir).await?;
+    let proving = lock.is_none();
+    let recovered = if proving {
+        None
+    } else {
+        release::recover(state_dir, exe)?
+    };
+    if let Some(r) = &recovered {
+        tracing::warn!("{r}");
+    }
+    let me = Me { exe, proving };
     let read = |p: PathBuf| {
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     };
@@ -233,7 +324,8 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
     let id = TlsIdentity::from_pem(&read(paths.cert())?, &read(paths.key())?, &ca)?;
     let tls = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
     let mut errors = Vec::new();
-    if let Some(r) = sync_any(&file.servers, &tls, &paths, &mut errors).await? {
+    if let Some(mut r) = sync_any(&file.servers, &tls, &paths, &me, &mut errors).await? {
+        r.recovered = recovered;
         return Ok(r);
     }
     if file.mdns {
@@ -249,14 +341,22 @@ pub async fn sync_once(state_dir: &Path) -> Result<SyncReport> {
             .into_iter()
             .filter(|s| !file.servers.contains(s))
             .collect();
-        if let Some(r) = sync_any(&new, &tls, &paths, &mut errors).await? {
+        if let Some(mut r) = sync_any(&new, &tls, &paths, &me, &mut errors).await? {
             let mut file = file.clone();
             file.servers.extend(new);
             outpost_certs::write_public_file(&paths.agent(), &serde_json::to_vec_pretty(&file)?)?;
+            r.recovered = recovered;
             return Ok(r);
         }
     }
     bail!("no node answered: {}", errors.join("; "))
+}
+
+/// This process as the sync sees it: its executable, and whether it is a new binary proving
+/// a self-upgrade for its parent.
+struct Me<'a> {
+    exe: &'a Path,
+    proving: bool,
 }
 
 /// Tries `servers` in order: the first that answers does the sync. A refusal (revoked, not
@@ -266,6 +366,7 @@ async fn sync_any(
     servers: &[String],
     tls: &std::sync::Arc<rustls::ClientConfig>,
     paths: &Paths,
+    me: &Me<'_>,
     errors: &mut Vec<String>,
 ) -> Result<Option<SyncReport>> {
     for server in servers {
@@ -275,7 +376,7 @@ async fn sync_any(
             server_name: ANY_NODE_SERVER_NAME.into(),
         });
         client.set_timeout(Duration::from_secs(5));
-        match sync_with(&client, server, paths).await {
+        match sync_with(&client, server, paths, me).await {
             Ok(r) => return Ok(Some(r)),
             Err(e)
                 if e.downcast_ref::<ApiFailure>()
@@ -292,15 +393,29 @@ async fn sync_any(
     Ok(None)
 }
 
-/// One sync with one node: configuration, inventory, deployments, renewal.
-async fn sync_with(client: &ApiClient, server: &str, paths: &Paths) -> Result<SyncReport> {
+/// One sync with one node: configuration, pinned bundle trust, inventory, deployments,
+/// renewal.
+async fn sync_with(
+    client: &ApiClient,
+    server: &str,
+    paths: &Paths,
+    me: &Me<'_>,
+) -> Result<SyncReport> {
     let config: std::collections::BTreeMap<String, String> = client
         .call(Method::GET, "/v1/agent/config", None::<&()>)
         .await?;
     outpost_certs::write_public_file(&paths.config(), &serde_json::to_vec_pretty(&config)?)?;
     renewal::confirm_renewal_if_pending(client, &paths.dir).await?;
+    // Best effort: a node without the route (older) or a hiccup leaves the pinned trust.
+    let trust_pinned = offline::refresh_trust(client, &paths.dir)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = format!("{e:#}"), "bundle trust not refreshed");
+            None
+        });
     let inventory_uploaded = upload_inventory_if_changed(client, paths).await?;
-    let deployments = deployments::agent_step(client, &paths.dir, &config).await?;
+    let deployments =
+        deployments::agent_step(client, &paths.dir, &config, (me.exe, me.proving)).await?;
     let renewed = renewal::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000).await?;
     Ok(SyncReport {
         server: server.to_string(),
@@ -308,15 +423,22 @@ async fn sync_with(client: &ApiClient, server: &str, paths: &Paths) -> Result<Sy
         inventory_uploaded,
         deployments,
         renewed,
+        trust_pinned,
+        recovered: None,
     })
 }
 
 /// `outpost agent run`: sync every `interval` (with up to 10% jitter), backing off on errors.
+/// When its executable was replaced (a self-upgrade proved itself, or a package manager
+/// installed another binary) it starts the new one in its place (exec, same arguments, same
+/// process id).
 pub async fn run(state_dir: &Path, interval: Duration) -> Result<()> {
     use rand::Rng;
+    let exe = own_exe()?;
+    let mut started_from = release::file_identity(&exe);
     let mut backoff = Duration::from_secs(1);
     loop {
-        let wait = match sync_once(state_dir).await {
+        let wait = match sync_once(state_dir, &exe).await {
             Ok(r) => {
                 tracing::info!(server = %r.server, keys = r.config_keys, "synced");
                 backoff = Duration::from_secs(1);
@@ -328,12 +450,90 @@ pub async fn run(state_dir: &Path, interval: Duration) -> Result<()> {
                 backoff
             }
         };
+        let now = release::file_identity(&exe);
+        if now.is_some() && now != started_from {
+            use std::os::unix::process::CommandExt;
+            tracing::info!(exe = %exe.display(), "the agent's executable changed: starting it");
+            let err = std::process::Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .exec();
+            tracing::warn!(error = %err, "could not start the new executable; going on with this one");
+            started_from = now;
+        }
         let jitter = rand::thread_rng().gen_range(0.0..0.1) * wait.as_secs_f64();
         tokio::select! {
             _ = tokio::time::sleep(wait + Duration::from_secs_f64(jitter)) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+/// `outpost agent install FILE`: installs a bundle from a file with no node (see `offline`).
+pub async fn install(state_dir: &Path, file: &Path) -> Result<offline::InstallReport> {
+    let paths = Paths {
+        dir: state_dir.to_path_buf(),
+    };
+    let agent = read_agent_file(&paths)?;
+    let exe = own_exe()?;
+    let lock = lock_state_dir(state_dir).await?;
+    if lock.is_some()
+        && let Some(r) = release::recover(state_dir, &exe)?
+    {
+        tracing::warn!("{r}");
+    }
+    offline::install(state_dir, &exe, file, &agent.cluster_id).await
+}
+
+/// What `outpost agent status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStatus {
+    pub client_id: String,
+    pub cluster_id: String,
+    pub servers: Vec<String>,
+    /// Unix seconds.
+    pub cert_not_after: i64,
+    pub bundle_trust_version: Option<u64>,
+    /// Highest version installed from a file, per channel.
+    pub channels: std::collections::BTreeMap<String, u64>,
+    pub offline_installs: Vec<offline::OfflineInstall>,
+    pub pending_upgrade: Option<release::PendingUpgrade>,
+    pub exe: PathBuf,
+}
+
+/// `outpost agent status`: reads and checks the whole state (identity, TLS configuration,
+/// pinned trust, floors) without reaching a node. The new binary of an offline self-upgrade
+/// proves itself with it.
+pub fn status(state_dir: &Path) -> Result<AgentStatus> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let paths = Paths {
+        dir: state_dir.to_path_buf(),
+    };
+    let file = read_agent_file(&paths)?;
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    let (ca, cert) = (read(paths.ca())?, read(paths.cert())?);
+    let id = TlsIdentity::from_pem(&cert, &read(paths.key())?, &ca)?;
+    outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
+    let der = CertificateDer::from_pem_slice(cert.as_bytes())
+        .map_err(|e| anyhow!("{}: {e}", paths.cert().display()))?;
+    let floors = offline::Floors::load(state_dir)?;
+    Ok(AgentStatus {
+        client_id: file.client_id,
+        cluster_id: file.cluster_id,
+        servers: file.servers,
+        cert_not_after: outpost_certs::not_after_unix(&der)?,
+        bundle_trust_version: offline::pinned_trust(state_dir)?.map(|t| t.version),
+        channels: floors
+            .channels
+            .into_iter()
+            .map(|(c, f)| (c, f.version))
+            .collect(),
+        offline_installs: offline::offline_installs(state_dir)?,
+        pending_upgrade: release::pending(state_dir)?,
+        exe: own_exe()?,
+    })
 }
 
 /// The system host name (from /proc, falling back to /etc/hostname, then "localhost").

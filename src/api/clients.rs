@@ -1,5 +1,5 @@
 //! Client routes: enrollment (the one route open without a certificate besides node join),
-//! the agent's configuration, the admin's view of clients, and the check every agent route
+//! the agent's configuration and pinned bundle trust, the admin's view of clients, and the check every agent route
 //! makes (`authorized_client`). Inventory is `api::inventory`, deployments
 //! `api::deployments`, renewal `api::renewal`.
 //!
@@ -18,7 +18,7 @@ use outpost_certs::{Role, Validity};
 use outpost_storage::{ClientRecord, Command, TokenKind};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::wire::{EnrollRequest, EnrollResponse};
+use crate::wire::{AgentTrust, EnrollRequest, EnrollResponse};
 
 /// Client certificates live 90 days; agents renew them (later) when a third is left.
 pub const CLIENT_CERT_DAYS: u32 = 90;
@@ -114,6 +114,9 @@ pub async fn enroll(
         .map_err(IntoResponse::into_response)?
         .map(|c| c.groups)
         .unwrap_or_default();
+    let bundle_trust = pinned_trust(&st)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let servers = st.member_api_addrs();
     Ok(Json(EnrollResponse {
         client_id,
@@ -122,7 +125,32 @@ pub async fn enroll(
         ca_cert_pem: st.ca.cert_pem().to_string(),
         groups,
         servers,
+        bundle_trust,
     }))
+}
+
+/// The bundle trust in this node's state, as agents pin it.
+async fn pinned_trust(st: &AppState) -> Result<Option<AgentTrust>, ApiError> {
+    let Some(t) = st.read(|r| r.bundle_trust()).await? else {
+        return Ok(None);
+    };
+    let trust = serde_json::from_str(&t.trust_json)
+        .map_err(|e| ApiError::internal(format!("stored bundle trust does not parse: {e}")))?;
+    Ok(Some(AgentTrust {
+        version: t.version,
+        trust,
+    }))
+}
+
+/// `/v1/agent/trust`: the cluster's bundle trust, which the agent re-pins when its version
+/// grew (a trust bundle rotated the keys), so that `agent install` verifies offline bundles
+/// with the keys the cluster trusts now. Over the agent's mTLS connection, like its config.
+pub async fn agent_trust(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Option<AgentTrust>> {
+    authorized_client(&st, &caller).await?;
+    Ok(Json(pinned_trust(&st).await?))
 }
 
 /// The client behind a client certificate, if it is enrolled and neither it nor this

@@ -39,16 +39,27 @@ pub async fn create(
 ) -> ApiResult<DeploymentRecord> {
     caller.require_admin()?;
     let id = req.id.clone().unwrap_or_else(new_id);
-    st.commit(
-        &caller,
+    // An artifact keeps `CreateDeployment`, which every node of a mixed cluster applies; only
+    // a release needs the newer `CreateReleaseDeployment` (apply resolves the payload again).
+    let (name, version) = (req.artifact.clone(), req.version);
+    let kind = st.read(move |r| r.deployable_kind(&name, version)).await?;
+    let command = if kind.as_deref() == Some(outpost_bundles::PayloadKind::OutpostRelease.as_str())
+    {
+        Command::CreateReleaseDeployment {
+            id: id.clone(),
+            release: req.artifact,
+            version: req.version,
+            group: req.group,
+        }
+    } else {
         Command::CreateDeployment {
             id: id.clone(),
             artifact: req.artifact,
             version: req.version,
             group: req.group,
-        },
-    )
-    .await?;
+        }
+    };
+    st.commit(&caller, command).await?;
     st.node
         .linearizable_barrier(Duration::from_secs(5))
         .await

@@ -82,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/enroll", post(clients::enroll))
         .route("/v1/agent/config", get(clients::agent_config))
+        .route("/v1/agent/trust", get(clients::agent_trust))
         .route(
             "/v1/agent/inventory",
             put(inventory::agent_inventory).layer(DefaultBodyLimit::max(INVENTORY_BODY_LIMIT)),

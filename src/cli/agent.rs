@@ -1,9 +1,9 @@
-//! `outpost agent enroll | sync --once | run`: the client agent's commands; the agent itself
-//! is `crate::agent`.
+//! `outpost agent enroll | sync --once | run | install | status`: the client agent's commands;
+//! the agent itself is `crate::agent`.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -38,6 +38,22 @@ pub(super) enum AgentCmd {
         state_dir: PathBuf,
         #[arg(long, default_value = "60s")]
         interval: humantime::Duration,
+    },
+    /// Install a bundle from a file with no node: verified with the bundle trust pinned at
+    /// enrollment; artifacts go to their handlers, an outpost release replaces this binary.
+    /// The results reach the cluster at the next sync (inventory fact offline_installs).
+    Install {
+        file: PathBuf,
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Show the agent's state (identity, pinned bundle trust, offline installs), checking
+    /// that it reads; no node is contacted.
+    Status {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -75,7 +91,11 @@ pub(super) async fn run(cmd: AgentCmd) -> Result<()> {
             );
         }
         AgentCmd::Sync { once: _, state_dir } => {
-            let r = crate::agent::sync_once(&state_dir).await?;
+            let exe = crate::agent::own_exe()?;
+            let r = crate::agent::sync_once(&state_dir, &exe).await?;
+            if let Some(what) = &r.recovered {
+                println!("{what}");
+            }
             println!(
                 "synced with {}: {} configuration keys, inventory {}",
                 r.server,
@@ -92,6 +112,66 @@ pub(super) async fn run(cmd: AgentCmd) -> Result<()> {
             if let Some(serial) = &r.renewed {
                 println!("certificate renewed: serial {serial}");
             }
+            if let Some(v) = r.trust_pinned {
+                println!("bundle trust pinned: version {v}");
+            }
+        }
+        AgentCmd::Install { file, state_dir } => {
+            let r = crate::agent::install(&state_dir, &file).await?;
+            if let Some(id) = &r.already {
+                println!("bundle {id} is already installed here: nothing to do");
+                return Ok(());
+            }
+            for n in &r.notes {
+                println!("{n}");
+            }
+            for i in &r.results {
+                println!(
+                    "{} {}@{} ({}): {} ({})",
+                    i.payload,
+                    i.channel,
+                    i.version,
+                    i.kind,
+                    i.status,
+                    i.detail.lines().last().unwrap_or("")
+                );
+            }
+            let failed = r.results.iter().filter(|i| i.status == "failed").count();
+            if failed > 0 {
+                bail!(
+                    "{failed} of {} payload(s) failed; the results reach the cluster at the next sync",
+                    r.results.len()
+                );
+            }
+            println!("the results reach the cluster at the next sync");
+        }
+        AgentCmd::Status { state_dir, json } => {
+            let s = crate::agent::status(&state_dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(());
+            }
+            println!("client {} of cluster {}", s.client_id, s.cluster_id);
+            println!("nodes: {}", s.servers.join(", "));
+            println!(
+                "certificate valid until {}",
+                crate::shared::text::format_ms(s.cert_not_after.saturating_mul(1000))
+            );
+            match s.bundle_trust_version {
+                Some(v) => println!("bundle trust: version {v}"),
+                None => println!("bundle trust: none pinned (agent install needs one sync)"),
+            }
+            for (c, v) in &s.channels {
+                println!("channel {c}: version {v} installed from a file");
+            }
+            println!(
+                "offline installs kept: {} (reported as inventory fact offline_installs)",
+                s.offline_installs.len()
+            );
+            if let Some(p) = &s.pending_upgrade {
+                println!("upgrade pending: {} to sha256 {}", p.origin, p.sha256);
+            }
+            println!("executable: {}", s.exe.display());
         }
         AgentCmd::Run {
             state_dir,

@@ -6,8 +6,8 @@ use crate::model::Envelope;
 /// The newest command format this build reads and writes. Format 2 appended the client
 /// commands to format 1, format 3 the bundle, deployment and renewal commands, format 4 the
 /// signed bundle commit, admin revocation and client certificate rotation, format 5 the
-/// request id wrapper `Once` (same encoding of the older variants), so older bytes decode as
-/// is.
+/// request id wrapper `Once` (same encoding of the older variants), format 6 `ReformCluster`,
+/// the rolling upgrade's commands and `CreateReleaseDeployment`, so older bytes decode as is.
 pub const COMMAND_FORMAT: u16 = 6;
 
 /// Largest encoded payload of one Raft entry (format header + batch), in bytes. The batcher
@@ -149,11 +149,24 @@ mod tests {
         };
         let mut with_v2 = sample();
         with_v2.push(revoke.clone());
+        let release = Envelope {
+            at_ms: 2,
+            actor: "t".into(),
+            command: Command::CreateReleaseDeployment {
+                id: "d1".into(),
+                release: "outpost".into(),
+                version: Some(3),
+                group: "all".into(),
+            },
+        };
+        let mut with_v6 = vec![revoke.clone()];
+        with_v6.push(release);
         for (batch, format) in [
             (vec![], 1u16),
             (sample(), 1),
             (with_v2, 2),
             (vec![revoke], 2),
+            (with_v6, 6),
         ] {
             let bytes = encode_batch(&batch);
             assert_eq!(&bytes[..2], &format.to_le_bytes());

@@ -208,6 +208,17 @@ pub enum Command {
     EndRoll {
         reason: Option<String>,
     },
+    /// Assigns the `outpost-release` payload `release` (at `version`, or the newest imported
+    /// one) to every client of `group`, as `CreateDeployment` does an artifact: agents replace
+    /// their own binary with it. A command of its own rather than a wider `CreateDeployment`,
+    /// so that a node that does not know release deployments stops here and asks for an
+    /// upgrade instead of refusing what newer nodes accept (which would diverge the states).
+    CreateReleaseDeployment {
+        id: String,
+        release: String,
+        version: Option<u64>,
+        group: String,
+    },
 }
 
 /// A bundle as its signed bytes, with what `apply` cannot read itself.
@@ -411,7 +422,8 @@ impl Command {
             | Command::ReportBinary { .. }
             | Command::StartRoll { .. }
             | Command::RollNode { .. }
-            | Command::EndRoll { .. } => 6,
+            | Command::EndRoll { .. }
+            | Command::CreateReleaseDeployment { .. } => 6,
             _ => 1,
         }
     }

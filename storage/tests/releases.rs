@@ -443,3 +443,72 @@ async fn a_roll_starts_only_for_a_release_payload_and_ends_once() -> anyhow::Res
     assert_eq!(store.reader().roll()?.map(|r| r.state), Some("done".into()));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_release_is_deployed_by_its_own_command() -> anyhow::Result<()> {
+    let (_dir, store) = open().await?;
+    let ok = |o: Outcome| assert!(o.is_ok(), "{o:?}");
+    ok(apply(
+        &store,
+        3,
+        Command::SetBundleTrust {
+            version: 1,
+            trust_json: "{}".into(),
+        },
+    )
+    .await?);
+    let mut b = content("b1", "site", 1, 10, 10_000);
+    b.payloads.push(PayloadRecord {
+        name: "outpost".into(),
+        kind: "outpost-release".into(),
+        size: 20,
+        sha256: sha("release 1"),
+    });
+    ok(apply(&store, 4, import(b)).await?);
+    let r = store.reader();
+    assert_eq!(
+        r.deployable_kind("tool", None)?.as_deref(),
+        Some("artifact")
+    );
+    assert_eq!(
+        r.deployable_kind("outpost", Some(1))?.as_deref(),
+        Some("outpost-release")
+    );
+    assert_eq!(r.deployable_kind("outpost", Some(2))?, None);
+    assert_eq!(r.deployable_kind("outpost", Some(u64::MAX))?, None);
+    assert_eq!(r.deployable_kind("nope", None)?, None);
+    let release = |id: &str, name: &str| Command::CreateReleaseDeployment {
+        id: id.into(),
+        release: name.into(),
+        version: None,
+        group: "all".into(),
+    };
+    let cases: Vec<(&str, Command, Option<RejectCode>)> = vec![
+        ("release", release("d1", "outpost"), None),
+        (
+            "an artifact is not a release",
+            release("d2", "tool"),
+            Some(RejectCode::NotFound),
+        ),
+        (
+            "a release is not an artifact",
+            Command::CreateDeployment {
+                id: "d3".into(),
+                artifact: "outpost".into(),
+                version: None,
+                group: "all".into(),
+            },
+            Some(RejectCode::NotFound),
+        ),
+    ];
+    for (i, (what, command, want)) in cases.into_iter().enumerate() {
+        let got = apply(&store, 10 + i as i64, command).await?;
+        assert_eq!(code(&got), want, "{what}: {got:?}");
+    }
+    let d = r.deployment("d1")?.expect("deployment d1");
+    assert_eq!(
+        (d.kind.as_str(), d.sha256, d.size, d.version),
+        ("outpost-release", sha("release 1"), 20, 1)
+    );
+    Ok(())
+}

@@ -204,6 +204,16 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             format!("deployment:{id}"),
             json!({ "artifact": artifact, "version": version, "group": group }),
         ),
+        Command::CreateReleaseDeployment {
+            id,
+            release,
+            version,
+            group,
+        } => (
+            "deployment.create",
+            format!("deployment:{id}"),
+            json!({ "release": release, "version": version, "group": group }),
+        ),
         Command::ReportDeployment {
             deployment_id,
             client_id,

@@ -1,5 +1,6 @@
 //! Deployment commands: `CreateDeployment` resolves an artifact of an imported bundle and
-//! assigns it to a group; `ReportDeployment` records a client's result.
+//! assigns it to a group (`CreateReleaseDeployment` the same for an `outpost-release`);
+//! `ReportDeployment` records a client's result.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -9,19 +10,21 @@ use crate::rules::{ALL_CLIENTS, check_id, check_name};
 
 /// Longest result detail a client may report, in bytes.
 pub const MAX_DETAIL_BYTES: usize = 16 << 10;
-/// Payload kinds a deployment can carry to clients.
-const DEPLOYABLE_KIND: &str = "artifact";
+/// The payload kind `CreateDeployment` carries to clients (their handlers install it).
+pub(super) const ARTIFACT_KIND: &str = "artifact";
+/// The payload kind `CreateReleaseDeployment` carries (agents replace their own binary).
+pub(super) const RELEASE_KIND: &str = "outpost-release";
 
+/// Records deployment `id` for `group` of the newest payload `name` of `kind` (at `version`
+/// when given) of an imported bundle.
 pub(super) fn create_deployment(
     conn: &Connection,
     env: &Envelope,
-    id: &str,
-    artifact: &str,
-    version: Option<u64>,
-    group: &str,
+    (id, group): (&str, &str),
+    (kind, name, version): (&str, &str, Option<u64>),
 ) -> Result<Response, Fail> {
     check_id("deployment id", id).map_err(invalid)?;
-    check_name("artifact name", artifact).map_err(invalid)?;
+    check_name("artifact name", name).map_err(invalid)?;
     check_name("group", group).map_err(invalid)?;
     let version = version
         .map(|v| version_sql("artifact version", v))
@@ -42,7 +45,7 @@ pub(super) fn create_deployment(
              WHERE p.name = ?1 AND p.kind = ?2 AND (?3 IS NULL OR b.version = ?3)
              ORDER BY b.version DESC, b.seq DESC LIMIT 1",
         )?
-        .query_row(params![artifact, DEPLOYABLE_KIND, version], |r| {
+        .query_row(params![name, kind, version], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
@@ -50,7 +53,7 @@ pub(super) fn create_deployment(
         let at = version.map(|v| format!("@{v}")).unwrap_or_default();
         return Err(reject(
             RejectCode::NotFound,
-            format!("no artifact {artifact}{at} in any imported bundle"),
+            format!("no {kind} {name}{at} in any imported bundle"),
         ));
     };
     conn.prepare_cached(
@@ -59,7 +62,7 @@ pub(super) fn create_deployment(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
-        id, artifact, version, kind, sha256, size, bundle_id, group, env.at_ms, env.actor
+        id, name, version, kind, sha256, size, bundle_id, group, env.at_ms, env.actor
     ])?;
     Ok(Response::Done)
 }

@@ -260,7 +260,23 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
             artifact,
             version,
             group,
-        } => deployments::create_deployment(conn, env, id, artifact, *version, group),
+        } => deployments::create_deployment(
+            conn,
+            env,
+            (id, group),
+            (deployments::ARTIFACT_KIND, artifact, *version),
+        ),
+        Command::CreateReleaseDeployment {
+            id,
+            release,
+            version,
+            group,
+        } => deployments::create_deployment(
+            conn,
+            env,
+            (id, group),
+            (deployments::RELEASE_KIND, release, *version),
+        ),
         Command::ReportDeployment {
             deployment_id,
             client_id,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Row, params};
+use rusqlite::{OptionalExtension, Row, params};
 
 use super::Reader;
 use crate::error::StorageError;
@@ -23,6 +23,32 @@ impl Reader {
     /// Every client's latest result for deployment `id`.
     pub fn deployment_results(&self, id: &str) -> Result<Vec<DeploymentResult>, StorageError> {
         self.with(|c| Ok(all(c, "WHERE deployment_id = ?1 ORDER BY client_id", [id])?))
+    }
+
+    /// The kind of payload `name` (at `version`, or any) that a deployment of it would carry:
+    /// `artifact` when an imported bundle has such an artifact, else `outpost-release` when
+    /// one has such a release, else None. The API picks the command by it (an artifact keeps
+    /// the older `CreateDeployment`, which every node of a mixed cluster knows).
+    pub fn deployable_kind(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<Option<String>, StorageError> {
+        let version = match version.map(i64::try_from) {
+            Some(Err(_)) => return Ok(None),
+            Some(Ok(v)) => Some(v),
+            None => None,
+        };
+        self.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT p.kind FROM payloads p JOIN bundles b ON b.seq = p.bundle_seq
+                 WHERE p.name = ?1 AND p.kind IN ('artifact', 'outpost-release')
+                   AND (?2 IS NULL OR b.version = ?2)
+                 ORDER BY p.kind = 'artifact' DESC LIMIT 1",
+            )?
+            .query_row(params![name, version], |r| r.get(0))
+            .optional()?)
+        })
     }
 
     /// What `client_id` is asked to install: for each artifact name, the newest deployment to
