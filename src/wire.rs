@@ -248,6 +248,13 @@ pub struct MemberBuild {
     pub binary_sha256: String,
 }
 
+/// `POST /v1/upgrade`: roll the nodes to the release of an imported bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeStart {
+    pub bundle_id: String,
+}
+
 /// `GET /v1/upgrade`: the current or last roll and what every member runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpgradeView {
@@ -265,6 +272,15 @@ pub struct BundleCommit {
     pub manifest: String,
     /// base64 of the signature document bytes.
     pub signatures: String,
+    /// Start the rolling upgrade of the nodes to the bundle's `outpost-release` payload, if it
+    /// has one (`bundle import --no-roll` leaves the nodes alone: the release is then only
+    /// deployable to agents, and importing it again rolls the nodes).
+    #[serde(default = "roll_by_default")]
+    pub roll: bool,
+}
+
+fn roll_by_default() -> bool {
+    true
 }
 
 /// Largest `config` payload of a bundle, in bytes: `bundle import` refuses a larger one before

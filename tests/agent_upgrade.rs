@@ -121,6 +121,7 @@ fn bundle(dir: &Path, spec: &str, key: &Path, out: &str) -> Result<PathBuf> {
     Ok(file)
 }
 
+/// A release for agents; imported with `--no-roll`, so that the node is not rolled to it.
 fn release_spec(version: u64, file: &str) -> String {
     format!(
         "channel = \"agent\"\nversion = {version}\n[[payload]]\npath = \"{file}\"\nkind = \"outpost-release\"\nname = \"outpost\"\n"
@@ -222,7 +223,7 @@ async fn an_agent_upgrades_itself_through_a_release_deployment() {
         new.extend_from_slice(b"\n-- outpost release 2 --\n");
         write_exec(&files.join("outpost-2"), &new)?;
         let b = bundle(&files, &release_spec(1, "outpost-2"), &key, "r1")?;
-        c.cli(0, &["bundle", "import", s(&b)])?;
+        c.cli(0, &["bundle", "import", s(&b), "--no-roll"])?;
         let d1 = deploy(&c, "outpost")?;
         let synced = ok_bin(&bin, &["agent", "sync", "--once", "--state-dir", s(&state)])?;
         assert!(
@@ -249,7 +250,7 @@ async fn an_agent_upgrades_itself_through_a_release_deployment() {
         // 2. A broken release (`--version` exits 1) is refused before anything moves.
         write_exec(&files.join("broken"), b"#!/bin/sh\nexit 1\n")?;
         let b = bundle(&files, &release_spec(2, "broken"), &key, "r2")?;
-        c.cli(0, &["bundle", "import", s(&b)])?;
+        c.cli(0, &["bundle", "import", s(&b), "--no-roll"])?;
         let d2 = deploy(&c, "outpost")?;
         let synced = ok_bin(&bin, &["agent", "sync", "--once", "--state-dir", s(&state)])?;
         assert!(
@@ -271,7 +272,7 @@ async fn an_agent_upgrades_itself_through_a_release_deployment() {
             b"#!/bin/sh\n[ \"$1\" = --version ] && { echo 'outpost 9.9.9'; exit 0; }\necho 'cannot reach anything' >&2\nexit 7\n",
         )?;
         let b = bundle(&files, &release_spec(3, "nosync"), &key, "r3")?;
-        c.cli(0, &["bundle", "import", s(&b)])?;
+        c.cli(0, &["bundle", "import", s(&b), "--no-roll"])?;
         let d3 = deploy(&c, "outpost")?;
         let synced = ok_bin(&bin, &["agent", "sync", "--once", "--state-dir", s(&state)])?;
         assert!(
@@ -296,7 +297,7 @@ async fn an_agent_upgrades_itself_through_a_release_deployment() {
         newer.extend_from_slice(b"\n-- outpost release 4 --\n");
         write_exec(&files.join("outpost-4"), &newer)?;
         let b = bundle(&files, &release_spec(4, "outpost-4"), &key, "r4")?;
-        c.cli(0, &["bundle", "import", s(&b)])?;
+        c.cli(0, &["bundle", "import", s(&b), "--no-roll"])?;
         let log = std::fs::File::create(root.join("agent-run.log"))?;
         let mut agent = Command::new(&bin)
             .args(["agent", "run", "--interval", "1s", "--state-dir", s(&state)])

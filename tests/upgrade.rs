@@ -220,7 +220,19 @@ async fn a_cluster_rolls_to_a_new_release_and_refuses_one_that_does_not_start() 
             std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755))?;
         }
         let bundle = release_bundle(&c, root, &key, &broken, 2)?;
-        c.cli(leader, &["bundle", "import", s(&bundle)])?;
+        // Imported without a roll (a release only for agents), then rolled on demand.
+        let said = c.cli(leader, &["bundle", "import", s(&bundle), "--no-roll"])?;
+        assert!(!said.contains("rolling upgrade"), "{said}");
+        let id = said
+            .split_whitespace()
+            .nth(2)
+            .map(|w| w.trim_end_matches(':').to_owned())
+            .context("bundle id in the import output")?;
+        let v: serde_json::Value =
+            serde_json::from_str(&c.cli(leader, &["upgrade", "status", "--json"])?)?;
+        assert_eq!(v["roll"]["state"], "done", "no new roll: {v}");
+        let said = c.cli(leader, &["upgrade", "start", &id])?;
+        assert!(said.contains("running"), "{said}");
         let v = wait_roll_end(&c, Duration::from_secs(120)).await?;
         assert_eq!(v["roll"]["state"], "stopped", "{v}");
         let reason = v["roll"]["reason"].as_str().unwrap_or("");

@@ -166,6 +166,7 @@ pub async fn commit(
         .payloads
         .iter()
         .find(|p| p.kind == PayloadKind::OutpostRelease)
+        .filter(|_| req.roll)
     {
         let start = Command::StartRoll {
             bundle_id: head.manifest.id.clone(),

@@ -111,7 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/agent/renew/confirm", post(renewal::renew_confirm))
         .route("/v1/bundles/gc", post(bundles::gc))
         .route("/v1/backup", post(backup::backup))
-        .route("/v1/upgrade", get(upgrade::status))
+        .route("/v1/upgrade", get(upgrade::status).post(upgrade::start))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -68,6 +68,10 @@ pub(super) enum BundleCmd {
         file: PathBuf,
         #[command(flatten)]
         dir: DataDirArg,
+        /// Do not start a rolling upgrade of the nodes to the bundle's outpost-release payload
+        /// (it stays deployable to agents; importing the bundle again starts the roll).
+        #[arg(long)]
+        no_roll: bool,
     },
     /// Every imported bundle, its payloads, and which nodes hold each blob.
     List {
@@ -103,14 +107,14 @@ pub(super) async fn run(remote: &Remote, cmd: BundleCmd) -> Result<()> {
             cluster,
             json,
         } => verify(&file, &trust, threshold, cluster, json),
-        BundleCmd::Import { file, dir } => {
+        BundleCmd::Import { file, dir, no_roll } => {
             if remote.server.is_some() {
                 bail!(
                     "bundle import runs on a node's host (its blob store is local); drop --server"
                 );
             }
             check_node_dir(&dir.data_dir)?;
-            import(&api(remote, &dir)?, &dir.data_dir, &file).await
+            import(&api(remote, &dir)?, &dir.data_dir, &file, !no_roll).await
         }
         BundleCmd::List { dir, json } => list_cmd(&api(remote, &dir)?, json).await,
     }
@@ -222,7 +226,7 @@ pub fn initial_trust(keys: &[PathBuf], threshold: Option<usize>) -> Result<Optio
 // ---- import -------------------------------------------------------------------------------
 
 /// `outpost bundle import FILE`: verify and store on this host's node, then commit.
-pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()> {
+pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path, roll: bool) -> Result<()> {
     // The payloads are written into the node's blob store by this process.
     crate::shared::datadir::DataDir::new(data_dir).check_owner()?;
     let ctx: BundleContext = api
@@ -271,7 +275,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
     let secs = started.elapsed().as_secs_f64();
     let bytes: u64 = vb.payloads.iter().map(|p| p.size).sum();
     let committed: Result<BundleCommitted> = async {
-        let body = commit_body(&vb)?;
+        let body = commit_body(&vb, roll)?;
         api.call(hyper::Method::POST, "/v1/bundles", Some(&body))
             .await
     }
@@ -318,7 +322,7 @@ pub async fn import(api: &ApiClient, data_dir: &Path, file: &Path) -> Result<()>
 
 /// The commit request for a verified bundle: its exact signed bytes. The `config` payloads
 /// are parsed here first only to refuse a bad one before the node is asked.
-fn commit_body(vb: &VerifiedBundle) -> Result<BundleCommit> {
+fn commit_body(vb: &VerifiedBundle, roll: bool) -> Result<BundleCommit> {
     use base64::Engine;
     for p in vb.payloads.iter().filter(|p| p.kind == PayloadKind::Config) {
         if p.size > MAX_CONFIG_PAYLOAD {
@@ -341,6 +345,7 @@ fn commit_body(vb: &VerifiedBundle) -> Result<BundleCommit> {
     Ok(BundleCommit {
         manifest: b64.encode(&vb.manifest_bytes),
         signatures: b64.encode(&vb.signature_bytes),
+        roll,
     })
 }
 

@@ -8,10 +8,18 @@ use hyper::Method;
 use super::{DataDirArg, Remote, api};
 use crate::shared::client::NO_BODY;
 use crate::shared::text::format_ms;
-use crate::wire::UpgradeView;
+use crate::wire::{UpgradeStart, UpgradeView};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum UpgradeCmd {
+    /// Roll the nodes to the release of an imported bundle: one imported with `--no-roll`,
+    /// or again after a roll stopped and its cause was fixed.
+    Start {
+        /// The bundle's id (`outpost bundle list`).
+        bundle: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
     /// The roll (a release imported in a bundle, rolled one node at a time) and each node's
     /// version and executable SHA-256.
     Status {
@@ -24,6 +32,21 @@ pub(super) enum UpgradeCmd {
 
 pub(super) async fn run(remote: &Remote, cmd: UpgradeCmd) -> Result<()> {
     match cmd {
+        UpgradeCmd::Start { bundle, dir } => {
+            let v: UpgradeView = api(remote, &dir)?
+                .call(
+                    Method::POST,
+                    "/v1/upgrade",
+                    Some(&UpgradeStart { bundle_id: bundle }),
+                )
+                .await?;
+            if let Some(r) = &v.roll {
+                println!(
+                    "roll to release {} ({}): {}; follow it with: outpost upgrade status",
+                    r.sha256, r.name, r.state
+                );
+            }
+        }
         UpgradeCmd::Status { dir, json } => {
             let v: UpgradeView = api(remote, &dir)?
                 .call(Method::GET, "/v1/upgrade", NO_BODY)
