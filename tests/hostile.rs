@@ -108,6 +108,7 @@ async fn anonymous_enrollment_floods_write_nothing() {
     let mut c = three_nodes(dir.path(), LocalOptions::default()).await;
     let r = async {
         let leader = c.leader(T).await?;
+        c.wait_reported(T).await?;
         let before: Vec<u64> = c.nodes.iter().map(|n| raft_bytes(&n.dir)).collect();
         let log_before = c.status(leader).await?.last_log_index;
         let (_, csr) = outpost_certs::new_key_and_csr("x")?;

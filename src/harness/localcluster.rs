@@ -320,6 +320,20 @@ impl LocalCluster {
         .await
     }
 
+    /// Waits until every member has reported the executable it runs (a node's first write
+    /// after it starts), so that a test measuring the log's growth measures only its own.
+    pub async fn wait_reported(&mut self, timeout: Duration) -> Result<StatusView> {
+        let i = self.running_index().context("no running node")?;
+        self.wait_for(i, timeout, "every member reported its build", |s| {
+            s.members.iter().all(|m| {
+                s.builds
+                    .iter()
+                    .any(|b| b.id == m.id && !b.binary_sha256.is_empty())
+            })
+        })
+        .await
+    }
+
     /// The index (into `nodes`) of the current leader, as seen by a running node.
     pub async fn leader(&mut self, timeout: Duration) -> Result<usize> {
         let deadline = Instant::now() + timeout;
