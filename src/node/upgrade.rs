@@ -131,8 +131,23 @@ fn sha256_file(path: &Path) -> Result<String> {
 /// whether the node's confirmed release is another executable (then it is executed instead,
 /// and this function does not return).
 pub fn launch(dd: &DataDir) -> Result<Boot> {
-    let exe = std::env::current_exe().context("finding this executable")?;
-    let sha256 = sha256_file(&exe)?;
+    // Without /proc (a bare chroot) this executable cannot be found: the node serves, but
+    // takes no part in rolls (it does not report and never switches).
+    let found = std::env::current_exe()
+        .context("finding this executable")
+        .and_then(|exe| sha256_file(&exe).map(|sha| (exe, sha)));
+    let (exe, sha256) = match found {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "rolling upgrades are off on this node");
+            return Ok(Boot {
+                exe: PathBuf::new(),
+                sha256: String::new(),
+                trial: None,
+                failed_trial: None,
+            });
+        }
+    };
     let mut boot = Boot {
         exe,
         sha256,
@@ -312,6 +327,9 @@ impl Watch {
             self.boot.failed_trial = None;
             return Ok(());
         }
+        if !self.reported && self.boot.sha256.is_empty() {
+            self.reported = true;
+        }
         if !self.reported {
             let me = self.me();
             let row = self
@@ -333,6 +351,7 @@ impl Watch {
             return Ok(());
         };
         if roll.node == Some(self.me())
+            && !self.boot.sha256.is_empty()
             && roll.sha256 != self.boot.sha256
             && !self.refused.contains(&roll.sha256)
         {
