@@ -1,6 +1,6 @@
 //! Console queries: operator accounts and sessions.
 
-use rusqlite::Row;
+use rusqlite::{OptionalExtension, Row};
 
 use super::Reader;
 use crate::error::StorageError;
@@ -16,6 +16,17 @@ impl Reader {
     /// Every operator account, by name.
     pub fn console_users(&self) -> Result<Vec<ConsoleUser>, StorageError> {
         self.with(|c| Ok(all(c, "ORDER BY name", [])?))
+    }
+
+    /// The account a login link was made for, if the link exists (used or not).
+    pub fn console_link_user(&self, id: &str) -> Result<Option<String>, StorageError> {
+        self.with(|c| {
+            Ok(
+                c.prepare_cached("SELECT user FROM console_logins WHERE id = ?1")?
+                    .query_row([id], |r| r.get(0))
+                    .optional()?,
+            )
+        })
     }
 
     pub fn console_session(&self, id: &str) -> Result<Option<ConsoleSession>, StorageError> {
