@@ -102,7 +102,7 @@ pub fn router(con: Arc<Console>) -> Router {
 }
 
 /// What the browser may do with a console answer: load nothing from elsewhere, run no inline
-/// script or style, never frame it, send no referrer, sniff no type, cache no page.
+/// script or style, never frame it, send a referrer only to itself, sniff no type, cache no page.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                        form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -132,7 +132,8 @@ async fn security_headers(mut r: Response) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: under it a browser sends `Origin: null` with a form's POST.
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)

@@ -8,7 +8,7 @@
 //! unused (each node reports the sessions used on it every minute).
 //!
 //! Every POST passes `Operator::check`: the request must come from this origin
-//! (`Sec-Fetch-Site: same-origin` when sent, `Origin` equal to this host) and carry the form
+//! (`Sec-Fetch-Site: same-origin` when sent, `Origin` equal to this host when not `null`) and carry the form
 //! field `csrf`, the SHA-256 of the session secret under a fixed prefix: a page of another
 //! site can neither read it nor get the cookie sent. The sign-in form, before any session,
 //! uses a double-submit token instead (a random cookie equal to the form field).
@@ -423,12 +423,19 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
         return Err(refused("a request from another site"));
     }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    match (
-        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        host,
-    ) {
+    // A browser says `Origin: null` where a referrer policy hides the origin: then only
+    // `Sec-Fetch-Site` (which no page can set) tells.
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| *o != "null");
+    match (origin, host) {
         (Some(origin), Some(host)) if origin == format!("https://{host}") => Ok(()),
-        (Some(_), _) => Err(refused("a request from another origin")),
+        (Some(origin), host) => Err(refused(&format!(
+            "a request from another origin ({} is not https://{})",
+            crate::shared::text::shown(origin),
+            crate::shared::text::shown(host.unwrap_or("?"))
+        ))),
         (None, _) if site.is_some() => Ok(()),
         (None, _) => Err(refused("a request without Origin or Sec-Fetch-Site")),
     }
@@ -539,6 +546,11 @@ mod tests {
         ]));
         assert!(!origin(&[("sec-fetch-site", "same-site")]));
         assert!(!origin(&[]));
+        assert!(!origin(&[("origin", "null")]));
+        assert!(origin(&[
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin")
+        ]));
     }
 
     #[test]
