@@ -156,6 +156,9 @@ pub struct ConfigSetResponse {
 
 // ---- the web console: login links, operator accounts, sessions ----
 
+/// Rows on one page of a console list (clients, audit, failures).
+pub const CONSOLE_PAGE: u32 = 50;
+
 /// `console login`: a one-time sign-in link for `user` (an operator's name, as the audit
 /// log will show it: `console:NAME`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -34,7 +34,7 @@ use crate::api::AppState;
 pub use session::Operator;
 
 /// Rows per page of every long list.
-pub const PAGE: u32 = 50;
+pub const PAGE: u32 = crate::wire::CONSOLE_PAGE;
 /// How often a node reports the sessions used on it (their idle clocks) as one command.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 

@@ -39,7 +39,7 @@ impl Chrome {
         Chrome {
             title: title.to_owned(),
             node: con.app.name.clone(),
-            cluster: con.app.cluster_id.clone(),
+            cluster: con.app.cluster_id.chars().take(12).collect(),
             version: env!("CARGO_PKG_VERSION"),
             user: Some(op.user.clone()),
             csrf: op.csrf.clone(),
