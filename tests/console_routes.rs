@@ -63,6 +63,9 @@ fn csrf(page: &str) -> Result<String> {
     Ok(page[at..at + 64].to_string())
 }
 
+/// (name, headers, body, status wanted).
+type Case<'a> = (&'a str, Vec<(&'a str, String)>, String, u16);
+
 const PAGES: [&str; 11] = [
     "/",
     "/clients",
@@ -217,7 +220,7 @@ async fn routes_sessions_csrf_and_pages() {
             h
         };
         let body = format!("csrf={token}&scope=global&key=console.k&value=v1");
-        let cases: Vec<(&str, Vec<(&str, String)>, String, u16)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "no token",
                 cookie_and(vec![("origin", ok_origin.clone())]),

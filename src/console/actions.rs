@@ -24,7 +24,7 @@ pub async fn revoke(
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = op.check(&headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     if let Err(e) = crate::api::fields::id("client id", &id) {
         return failed(&con, Some(&op), e);
@@ -78,7 +78,7 @@ async fn config_change(
     set: bool,
 ) -> Response {
     if let Err(r) = op.check(headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     let scope = match parse_scope(&form.scope) {
         Ok(s) => s,
@@ -129,7 +129,7 @@ pub async fn end_session(
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = op.check(&headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     if let Err(e) = crate::api::fields::id("session id", &id) {
         return failed(&con, Some(&op), e);

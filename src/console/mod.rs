@@ -10,12 +10,13 @@
 //! any other (`AppState::commit`), audited as `console:NAME`. Without a session the console
 //! shows only the sign-in page: the routes open without one are the sign-in page and form, the
 //! one-time login link and the static assets (`session`). Here: the shared state, the router
-//! and the headers every answer gets. Beside it: `session` (cookies, CSRF, sign-in), `pages`
-//! (what each page reads), `actions` (what each button commits), `views` (the templates'
+//! and the headers every answer gets. Beside it: `session` (cookies, CSRF, sign-in), `overview`
+//! and `pages` (what each page reads), `actions` (what each button commits), `views` (the templates'
 //! values), `assets`.
 
 mod actions;
 mod assets;
+mod overview;
 mod pages;
 mod session;
 mod views;
@@ -74,7 +75,7 @@ impl Console {
 pub fn router(con: Arc<Console>) -> Router {
     use axum::extract::DefaultBodyLimit;
     Router::new()
-        .route("/", get(pages::overview))
+        .route("/", get(overview::overview))
         .route("/login", get(session::signin_page).post(session::signin))
         .route("/login/link/{token}", get(session::link))
         .route("/logout", post(session::signout))

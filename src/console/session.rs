@@ -48,7 +48,7 @@ impl Operator {
     }
 
     /// The checks of an unsafe request: same origin, and the session's CSRF token.
-    pub fn check(&self, headers: &HeaderMap, csrf: &str) -> Result<(), Response> {
+    pub fn check(&self, headers: &HeaderMap, csrf: &str) -> Result<(), Refused> {
         same_origin(headers)?;
         if crate::shared::text::shown(csrf).is_empty()
             || !ct_eq(csrf.as_bytes(), self.csrf.as_bytes())
@@ -244,12 +244,13 @@ pub async fn signin(
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Response {
     if let Err(r) = same_origin(&headers) {
-        return r;
+        return r.into_response();
     }
     let token_ok = cookie(&headers, SIGNIN_COOKIE)
         .is_some_and(|c| !c.is_empty() && ct_eq(c.as_bytes(), form.token.as_bytes()));
     if !token_ok {
-        return refused("the sign-in form's token is missing or does not match its cookie");
+        return refused("the sign-in form's token is missing or does not match its cookie")
+            .into_response();
     }
     if let Err(wait) = con.signin_allowed(remote.map(|axum::Extension(r)| r)) {
         let mut r = signin_answer(
@@ -401,7 +402,7 @@ pub async fn signout(
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = op.check(&headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     let cmd = Command::EndConsoleSession {
         id: op.session.clone(),
@@ -417,7 +418,7 @@ pub async fn signout(
 /// Refuses a request that is not from this origin: `Sec-Fetch-Site` other than
 /// `same-origin`, an `Origin` other than this host, or neither header (every browser that
 /// runs the console sends at least one on a POST).
-pub fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
+pub fn same_origin(headers: &HeaderMap) -> Result<(), Refused> {
     let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if site.is_some_and(|s| s != "same-origin") {
         return Err(refused("a request from another site"));
@@ -441,8 +442,18 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-fn refused(why: &str) -> Response {
-    (StatusCode::FORBIDDEN, format!("refused: {why}\n")).into_response()
+/// A request refused before anything was read or written: 403 with the reason.
+#[derive(Debug)]
+pub struct Refused(String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (StatusCode::FORBIDDEN, format!("refused: {}\n", self.0)).into_response()
+    }
+}
+
+fn refused(why: &str) -> Refused {
+    Refused(why.to_owned())
 }
 
 /// A page that says one thing (a refusal, an error), with nothing of the cluster in it
