@@ -61,6 +61,9 @@ pub enum PeerAsk {
     /// The answering node's own audit chain (recomputed) and its hash at `at_seq`, as JSON
     /// `outpost_storage::AuditChain` (for `audit verify`).
     AuditChain { at_seq: u64 },
+    /// The answering node's Raft status, as JSON `outpost_raft::NodeStatus` (the console's
+    /// overview: each node's state, applied index and whether it knows a leader).
+    Status,
 }
 
 /// The node's blob store, shared by the API, the replication loop and the peer handler.
@@ -358,6 +361,9 @@ impl AppHandler for PeerServer {
                 .map_err(|e| format!("request from node {from} does not parse: {e}"))?;
             match ask {
                 PeerAsk::Clock => Ok(now_secs().to_le_bytes().to_vec()),
+                PeerAsk::Status => {
+                    serde_json::to_vec(&blobs.node.status()).map_err(|e| e.to_string())
+                }
                 PeerAsk::AuditChain { at_seq } => {
                     let reader = blobs.node.reader();
                     let view = tokio::task::spawn_blocking(move || reader.audit_chain(at_seq))

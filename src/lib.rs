@@ -21,6 +21,7 @@ pub mod agent;
 pub mod api;
 pub mod blobs;
 pub mod cli;
+pub mod console;
 pub mod harness;
 pub mod node;
 pub mod shared;

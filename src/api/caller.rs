@@ -29,6 +29,9 @@ pub enum Caller {
     },
     /// TLS without a client certificate: only join (and health) are open to it.
     Anonymous,
+    /// An operator signed in to the web console (a session cookie, on an anonymous TLS
+    /// connection): made by the console for the commands it commits, never from a connection.
+    Console(String),
 }
 
 impl Caller {
@@ -59,6 +62,7 @@ impl Caller {
             Caller::Node(id) => format!("node:{id}"),
             Caller::Client { id, .. } => format!("client:{id}"),
             Caller::Anonymous => "anonymous".into(),
+            Caller::Console(user) => format!("console:{user}"),
         }
     }
 

@@ -7,7 +7,7 @@
 //! `error` (the error answer), the input checks where fields enter (`fields`), the port's
 //! limits (`limits`) and the refusal counters (`refusals`), and one file per resource
 //! (`status`, `tokens`, `admins`, `nodes`, `config`, `audit`, `clients`, `inventory`,
-//! `bundles`, `deployments`, `renewal`). Bodies are `crate::wire` types. The API knows nothing
+//! `bundles`, `deployments`, `renewal`, `console`: the console's links, accounts and sessions). Bodies are `crate::wire` types. The API knows nothing
 //! of the CLI or the agent; it is started by `crate::node`.
 
 pub mod admins;
@@ -18,6 +18,7 @@ mod caller;
 pub mod certs_seen;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod deployments;
 mod error;
 pub mod fields;
@@ -112,6 +113,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/bundles/gc", post(bundles::gc))
         .route("/v1/backup", post(backup::backup))
         .route("/v1/upgrade", get(upgrade::status).post(upgrade::start))
+        .route("/v1/console/links", post(console::create_link))
+        .route(
+            "/v1/console/users",
+            get(console::users).put(console::set_user),
+        )
+        .route("/v1/console/users/{name}", delete(console::remove_user))
+        .route("/v1/console/sessions", get(console::sessions))
+        .route("/v1/console/sessions/{id}/end", post(console::end_session))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

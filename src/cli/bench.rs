@@ -82,6 +82,18 @@ pub(super) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Time a follower takes to render console pages (the clients list: first and last page,
+    /// a search, a group; the overview; the audit log) with --clients enrolled clients, on a
+    /// temporary three-node cluster.
+    Console {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Requests per page (the median and the maximum are printed).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
     /// temporary three-node cluster of real `outpost serve` processes.
     Failover {
@@ -146,6 +158,14 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
                 from,
             };
             let report = crate::harness::flood::flood(&DataDir::new(&dir.data_dir), opts).await?;
+            print_report(&report, json)?;
+        }
+        BenchCmd::Console {
+            clients,
+            runs,
+            json,
+        } => {
+            let report = crate::harness::console::bench(clients, runs).await?;
             print_report(&report, json)?;
         }
         BenchCmd::Backup { clients, json } => {

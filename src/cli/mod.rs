@@ -1,7 +1,8 @@
 //! The command line: the `Cli` type, the options every command shares (`--server` and its
 //! certificate, `--data-dir`), and the dispatch to one file per noun, which owns that noun's
 //! arguments and printing (`node`: init, join, discover, status, node; `token`, `admin`,
-//! `config`, `audit`, `client`, `inventory`, `bundle`, `deployment`, `agent`, `bench`).
+//! `config`, `audit`, `client`, `inventory`, `bundle`, `deployment`, `agent`, `bench`,
+//! `console`).
 //! Commands speak to a node through `crate::shared::client` with `crate::wire` bodies, or
 //! call start-up (`crate::node`), the agent (`crate::agent`) or the harness.
 
@@ -12,6 +13,7 @@ mod bench;
 mod bundle;
 mod client;
 mod config;
+mod console;
 mod deployment;
 mod inventory;
 mod node;
@@ -239,6 +241,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: upgrade::UpgradeCmd,
     },
+    /// The web console: one-time sign-in links, operator accounts and sessions.
+    Console {
+        #[command(subcommand)]
+        cmd: console::ConsoleCmd,
+    },
     /// Start a three-node cluster on 127.0.0.1 in a temporary directory and show it working.
     Demo {
         /// Exit after the walk-through instead of running until Ctrl-C.
@@ -354,6 +361,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             force_new_cluster,
         } => recovery::recover(dir, force_new_cluster).await,
         Cmd::Upgrade { cmd } => upgrade::run(remote, cmd).await,
+        Cmd::Console { cmd } => console::run(remote, cmd).await,
         Cmd::Demo { exit } => crate::harness::demo::run(exit).await,
     }
 }

@@ -192,6 +192,18 @@ pub async fn run(exit: bool) -> Result<()> {
         config.split_whitespace().collect::<Vec<_>>().join(" ")
     );
     let d = cluster.nodes[0].dir.display().to_string();
+    // The web console: every node serves it; a one-time link signs the operator in.
+    let link = cluster.cli(0, &["console", "login", "--as", "demo"])?;
+    println!(
+        "\nWeb console (every node serves it; the browser must trust {d}/ca.crt and reach the node as any.node.outpost, see README 'Console'):"
+    );
+    for n in &cluster.nodes {
+        println!("  {}: https://{}/", n.name, n.api_addr);
+    }
+    println!(
+        "  one-time sign-in link (5 minutes, works once): {}",
+        link.trim()
+    );
     println!("\nTry, in another terminal:");
     println!("  outpost status --data-dir {d}");
     println!("  outpost node list --data-dir {d}");
@@ -203,6 +215,7 @@ pub async fn run(exit: bool) -> Result<()> {
     println!("  outpost bundle inspect {bundle_s}");
     println!("  outpost agent sync --once --state-dir {agent}");
     println!("  outpost bench write --data-dir {d} --clients 64 --seconds 5");
+    println!("  outpost console login --data-dir {d}          # another sign-in link");
     if exit {
         println!("\nStopping the demo cluster.");
     } else {

@@ -1,7 +1,8 @@
 //! Real `outpost` processes driven from the outside: `localcluster` (nodes on loopback), the
-//! demo and the benchmarks.
+//! demo, the benchmarks and `console` (the web console reached over HTTPS without a browser).
 
 pub mod bench;
+pub mod console;
 pub mod demo;
 pub mod flood;
 pub mod localcluster;

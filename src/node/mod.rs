@@ -195,7 +195,9 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         limits: limits.clone(),
         certs_seen: Default::default(),
     });
-    let app = api::router(state.clone());
+    // The API and, beside it on the same port, the web console.
+    let console = crate::console::Console::new(state.clone());
+    let app = api::router(state.clone()).merge(crate::console::router(console.clone()));
     let tasks = vec![
         tokio::spawn(crate::node::server::serve_tls(
             api_listener,
@@ -205,6 +207,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         )),
         tokio::spawn(crate::node::server::serve_unix(unix, app)),
         tokio::spawn(crate::api::clients::flush_last_seen(state.clone())),
+        tokio::spawn(crate::console::report_sessions(console)),
         tokio::spawn(blobs.replicate()),
         tokio::spawn(renew_node_cert(
             dd.clone(),

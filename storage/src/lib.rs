@@ -11,7 +11,7 @@
 //! connections and blocks, so async callers run it on blocking threads; snapshot file work
 //! runs on short-lived threads of its own.
 //!
-//! Layout, by domain (nodes, config, tokens, clients, bundles, deployments), each module using
+//! Layout, by domain (nodes, config, tokens, clients, bundles, deployments, upgrade, console), each module using
 //! only those listed below it:
 //! - `store`: the writer thread and the async face (`Store`); uses `apply`, `reader`, `snapshot`.
 //! - `snapshot`: snapshot files (export, checked import).
@@ -46,8 +46,8 @@ mod store;
 mod token_check;
 
 pub use apply::{
-    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, MAX_ROLL_REASON_BYTES, RENEWAL_INTERVAL_MS,
-    REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
+    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, MAX_PASSWORD_HASH_BYTES, MAX_ROLL_REASON_BYTES,
+    RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
 };
 pub use bundle_config::parse_config_payload;
 pub use codec::{
@@ -57,10 +57,10 @@ pub use error::StorageError;
 pub use model::{
     Assignment, AuditChain, AuditCheck, AuditRecord, BundleImport, BundleRecord, BundleType,
     ChannelRecord, ClientCertState, ClientRecord, ClusterInfo, Command, ConfigEntry,
-    DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope, HANDLER_KEY_PREFIX,
-    InventoryChange, InventoryRecord, NodeRecord, NodeRole, Outcome, PayloadHolding, PayloadRecord,
-    RejectCode, Rejection, Response, RollRecord, Scope, SignedBundle, TokenCheck, TokenKind,
-    TokenRecord, TrustRecord,
+    ConsoleSession, ConsoleUser, DeploymentProgress, DeploymentRecord, DeploymentResult,
+    DeploymentStatus, Envelope, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord,
+    NodeRole, Outcome, PayloadHolding, PayloadRecord, RejectCode, Rejection, Response, RollRecord,
+    Scope, SessionProof, SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord,
 };
 pub use reader::Reader;
 pub use rules::{

@@ -219,6 +219,80 @@ pub enum Command {
         version: Option<u64>,
         group: String,
     },
+    // the web console (format 6)
+    /// Adds an operator account of the console, or replaces its password. `password_hash` is
+    /// an Argon2id PHC string made by the proposer; it never appears in the audit log.
+    SetConsoleUser {
+        name: String,
+        password_hash: String,
+    },
+    /// Removes an operator account and ends its sessions. NotFound if there is no such account.
+    RemoveConsoleUser {
+        name: String,
+    },
+    /// A one-time sign-in link for `user` (made by `outpost console login` on a node): the
+    /// SHA-256 of its secret, usable once before `expires_at_ms`.
+    CreateConsoleLogin {
+        id: String,
+        secret_sha256: String,
+        user: String,
+        expires_at_ms: i64,
+    },
+    /// Starts a console session for `user` (the cookie carries `id` and a secret whose SHA-256
+    /// is kept), once `proof` checks out here: a login link is consumed (single use across the
+    /// cluster), or the password hash the proposer verified is still the account's.
+    StartConsoleSession {
+        id: String,
+        user: String,
+        secret_sha256: String,
+        expires_at_ms: i64,
+        proof: SessionProof,
+    },
+    /// Ends a console session (sign-out, or an operator ending it). Ending an ended one is done.
+    EndConsoleSession {
+        id: String,
+    },
+    /// When sessions were last used on one node (gathered in memory, one command per node
+    /// every minute at most), for the idle timeout. Unknown or ended sessions are skipped.
+    TouchConsoleSessions {
+        node_id: u64,
+        seen: Vec<(String, i64)>,
+    },
+}
+
+/// What lets a console session start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionProof {
+    /// A one-time login link: its id and the SHA-256 of its secret.
+    Link { id: String, secret_sha256: String },
+    /// A password the proposer verified against the account's hash, named by the hash's
+    /// SHA-256 (so a password changed in between refuses the session).
+    Password { hash_sha256: String },
+}
+
+/// An operator account of the console. Its password hash is read only to verify a sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleUser {
+    pub name: String,
+    pub password_hash: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub updated_by: String,
+}
+
+/// A console session; the secret's hash is what a cookie is checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSession {
+    pub id: String,
+    pub user: String,
+    pub secret_sha256: String,
+    /// `link` or `password`.
+    pub via: String,
+    pub started_at_ms: i64,
+    pub expires_at_ms: i64,
+    /// The last use any node reported (`TouchConsoleSessions`), or the start.
+    pub last_seen_ms: i64,
+    pub ended_at_ms: Option<i64>,
 }
 
 /// A bundle as its signed bytes, with what `apply` cannot read itself.
@@ -362,6 +436,16 @@ pub struct DeploymentResult {
     pub attempts: u64,
 }
 
+/// A deployment and where it stands: clients in its group now, and their results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentProgress {
+    pub deployment: DeploymentRecord,
+    /// Clients of the group (every client for `all`) that are not revoked.
+    pub targeted: u64,
+    pub installed: u64,
+    pub failed: u64,
+}
+
 /// What a client is asked to install: a deployment and its own last result, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
@@ -423,7 +507,13 @@ impl Command {
             | Command::StartRoll { .. }
             | Command::RollNode { .. }
             | Command::EndRoll { .. }
-            | Command::CreateReleaseDeployment { .. } => 6,
+            | Command::CreateReleaseDeployment { .. }
+            | Command::SetConsoleUser { .. }
+            | Command::RemoveConsoleUser { .. }
+            | Command::CreateConsoleLogin { .. }
+            | Command::StartConsoleSession { .. }
+            | Command::EndConsoleSession { .. }
+            | Command::TouchConsoleSessions { .. } => 6,
             _ => 1,
         }
     }

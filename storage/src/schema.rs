@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -206,6 +206,35 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         started_at_ms INTEGER NOT NULL,
         updated_at_ms INTEGER NOT NULL
     ) STRICT;
+    "#,
+    // v6: the web console: operator accounts, one-time login links, sessions.
+    r#"
+    CREATE TABLE console_users (
+        name          TEXT PRIMARY KEY NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        updated_by    TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE console_logins (
+        id            TEXT PRIMARY KEY NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        user          TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        used_at_ms    INTEGER,
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE console_sessions (
+        id            TEXT PRIMARY KEY NOT NULL,
+        user          TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        via           TEXT NOT NULL CHECK (via IN ('link', 'password')),
+        started_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        last_seen_ms  INTEGER NOT NULL,
+        ended_at_ms   INTEGER
+    ) STRICT;
+    CREATE INDEX console_sessions_user ON console_sessions (user);
     "#,
 ];
 

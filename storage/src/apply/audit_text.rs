@@ -257,6 +257,54 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             format!("client:{client_id}"),
             json!({ "cert_serial": serial }),
         ),
+        // Never the password hash, a link's or a session's secret (nor their hashes).
+        Command::SetConsoleUser { name, .. } => (
+            "console.user.set",
+            format!("console-user:{name}"),
+            json!({}),
+        ),
+        Command::RemoveConsoleUser { name } => (
+            "console.user.remove",
+            format!("console-user:{name}"),
+            json!({}),
+        ),
+        Command::CreateConsoleLogin {
+            id,
+            user,
+            expires_at_ms,
+            ..
+        } => (
+            "console.link.create",
+            format!("console-link:{id}"),
+            json!({ "user": user, "expires_at_ms": expires_at_ms }),
+        ),
+        Command::StartConsoleSession {
+            id,
+            user,
+            expires_at_ms,
+            proof,
+            ..
+        } => {
+            let (via, link) = match proof {
+                crate::model::SessionProof::Link { id, .. } => ("link", Some(id)),
+                crate::model::SessionProof::Password { .. } => ("password", None),
+            };
+            (
+                "console.session.start",
+                format!("console-session:{id}"),
+                json!({ "user": user, "via": via, "link": link, "expires_at_ms": expires_at_ms }),
+            )
+        }
+        Command::EndConsoleSession { id } => (
+            "console.session.end",
+            format!("console-session:{id}"),
+            json!({}),
+        ),
+        Command::TouchConsoleSessions { node_id, seen } => (
+            "console.sessions.seen",
+            format!("node:{node_id}"),
+            json!({ "sessions": seen.len() }),
+        ),
     };
     // Keys sorted whatever serde_json's features are: the detail is hashed and replicated.
     let detail: std::collections::BTreeMap<String, serde_json::Value> = match detail {

@@ -8,7 +8,8 @@
 //! `invalid`), the checked conversions into SQLite integers and the audit append. Each
 //! command's checks and writes live in the file of its domain: `nodes` (cluster and nodes),
 //! `config`, `tokens`, `clients` (clients, inventory, client certificates, admin revocation),
-//! `bundles` (trust, bundles, blobs), `deployments` and `upgrade` (the rolling upgrade); `audit_text` says what each command's
+//! `bundles` (trust, bundles, blobs), `deployments`, `upgrade` (the rolling upgrade) and
+//! `console` (operator accounts, login links, sessions); `audit_text` says what each command's
 //! audit row reads. A domain file uses this file and the crate's lower modules; calls between
 //! domains are few and one way: `nodes` and `clients` consume tokens through `tokens`, and
 //! `bundles` applies a bundle's config through `config`.
@@ -25,6 +26,7 @@ mod audit_text;
 mod bundles;
 mod clients;
 mod config;
+mod console;
 mod deployments;
 mod nodes;
 mod requests;
@@ -35,6 +37,7 @@ mod upgrade;
 
 pub use bundles::MAX_CREATED_SKEW_SECS;
 pub use clients::{RENEWAL_INTERVAL_MS, RETIRED_SERIAL_GRACE_MS};
+pub use console::MAX_PASSWORD_HASH_BYTES;
 pub use deployments::MAX_DETAIL_BYTES;
 pub use requests::REQUEST_IDS_KEPT;
 pub use upgrade::MAX_ROLL_REASON_BYTES;
@@ -310,6 +313,38 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
         ),
         Command::ConfirmClientCert { client_id, serial } => {
             clients::confirm_client_cert(conn, env.at_ms, client_id, serial)
+        }
+        Command::SetConsoleUser {
+            name,
+            password_hash,
+        } => console::set_user(conn, env, name, password_hash),
+        Command::RemoveConsoleUser { name } => console::remove_user(conn, env.at_ms, name),
+        Command::CreateConsoleLogin {
+            id,
+            secret_sha256,
+            user,
+            expires_at_ms,
+        } => console::create_login(conn, env.at_ms, id, secret_sha256, user, *expires_at_ms),
+        Command::StartConsoleSession {
+            id,
+            user,
+            secret_sha256,
+            expires_at_ms,
+            proof,
+        } => console::start_session(
+            conn,
+            env.at_ms,
+            console::NewSession {
+                id,
+                user,
+                secret_sha256,
+                expires_at_ms: *expires_at_ms,
+                proof,
+            },
+        ),
+        Command::EndConsoleSession { id } => console::end_session(conn, env.at_ms, id),
+        Command::TouchConsoleSessions { node_id, seen } => {
+            console::touch_sessions(conn, *node_id, seen)
         }
     }
 }

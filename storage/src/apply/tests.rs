@@ -848,3 +848,218 @@ fn reform_keeps_one_node_removes_the_rest_and_may_replace_the_ca() -> Result<(),
     assert_eq!(action, "cluster.reform");
     Ok(())
 }
+
+#[test]
+fn console_links_are_single_use_and_sessions_end() -> Result<(), StorageError> {
+    use crate::model::SessionProof;
+    let mut conn = fresh()?;
+    run(&mut conn, base().into_iter().map(env).collect())?;
+    let at = |at_ms: i64, command: Command| Envelope {
+        at_ms,
+        actor: "console:alice".into(),
+        command,
+    };
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+    let link = |id: &str, user: &str, expires_at_ms: i64| Command::CreateConsoleLogin {
+        id: id.into(),
+        secret_sha256: sha("link-secret"),
+        user: user.into(),
+        expires_at_ms,
+    };
+    let start = |id: &str, user: &str, proof: SessionProof| Command::StartConsoleSession {
+        id: id.into(),
+        user: user.into(),
+        secret_sha256: sha("session-secret"),
+        expires_at_ms: 100_000,
+        proof,
+    };
+    let by_link = |id: &str, secret: &str| SessionProof::Link {
+        id: id.into(),
+        secret_sha256: sha(secret),
+    };
+    let cases: Vec<(&str, Envelope, Want)> = vec![
+        (
+            "user with a plain hash",
+            at(
+                NOW,
+                Command::SetConsoleUser {
+                    name: "bob".into(),
+                    password_hash: "plain".into(),
+                },
+            ),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "user",
+            at(
+                NOW,
+                Command::SetConsoleUser {
+                    name: "alice".into(),
+                    password_hash: hash.into(),
+                },
+            ),
+            Ok(Response::Done),
+        ),
+        (
+            "link",
+            at(NOW, link("l1", "alice", 5_000)),
+            Ok(Response::Done),
+        ),
+        (
+            "link again",
+            at(NOW, link("l1", "alice", 5_000)),
+            Err(RejectCode::AlreadyExists),
+        ),
+        (
+            "expired link",
+            at(NOW, link("l2", "alice", NOW)),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "short link",
+            at(NOW, link("l3", "ops", 2_000)),
+            Ok(Response::Done),
+        ),
+        (
+            "wrong secret",
+            at(NOW, start("s0", "alice", by_link("l1", "guess"))),
+            Err(RejectCode::TokenInvalid),
+        ),
+        (
+            "someone else's link",
+            at(NOW, start("s0", "mallory", by_link("l1", "link-secret"))),
+            Err(RejectCode::TokenInvalid),
+        ),
+        (
+            "link starts a session",
+            at(NOW, start("s1", "alice", by_link("l1", "link-secret"))),
+            Ok(Response::Done),
+        ),
+        (
+            "used link",
+            at(NOW + 1, start("s2", "alice", by_link("l1", "link-secret"))),
+            Err(RejectCode::TokenUsedUp),
+        ),
+        (
+            "link used after its end",
+            at(2_000, start("s3", "ops", by_link("l3", "link-secret"))),
+            Err(RejectCode::TokenExpired),
+        ),
+        (
+            "unknown link",
+            at(NOW, start("s4", "alice", by_link("nope", "link-secret"))),
+            Err(RejectCode::TokenInvalid),
+        ),
+        (
+            "password verified against the current hash",
+            at(
+                NOW,
+                start(
+                    "s5",
+                    "alice",
+                    SessionProof::Password {
+                        hash_sha256: sha(hash),
+                    },
+                ),
+            ),
+            Ok(Response::Done),
+        ),
+        (
+            "password verified against another hash",
+            at(
+                NOW,
+                start(
+                    "s6",
+                    "alice",
+                    SessionProof::Password {
+                        hash_sha256: sha("old"),
+                    },
+                ),
+            ),
+            Err(RejectCode::TokenInvalid),
+        ),
+        (
+            "end",
+            at(NOW, Command::EndConsoleSession { id: "s1".into() }),
+            Ok(Response::Done),
+        ),
+        (
+            "end again",
+            at(NOW, Command::EndConsoleSession { id: "s1".into() }),
+            Ok(Response::Done),
+        ),
+        (
+            "end unknown",
+            at(NOW, Command::EndConsoleSession { id: "zz".into() }),
+            Err(RejectCode::NotFound),
+        ),
+        (
+            "touch",
+            at(
+                NOW,
+                Command::TouchConsoleSessions {
+                    node_id: 1,
+                    seen: vec![("s5".into(), 7_000), ("s1".into(), 7_000), ("zz".into(), 1)],
+                },
+            ),
+            Ok(Response::Done),
+        ),
+        (
+            "remove user",
+            at(
+                8_000,
+                Command::RemoveConsoleUser {
+                    name: "alice".into(),
+                },
+            ),
+            Ok(Response::Done),
+        ),
+        (
+            "remove user again",
+            at(
+                8_000,
+                Command::RemoveConsoleUser {
+                    name: "alice".into(),
+                },
+            ),
+            Err(RejectCode::NotFound),
+        ),
+    ];
+    for (name, e, want) in cases {
+        let got = run(&mut conn, vec![e])?.pop();
+        let got = got.map(|o| o.map_err(|r| r.code));
+        assert_eq!(got, Some(want), "{name}");
+    }
+    let sessions: Vec<(String, i64, Option<i64>)> = conn
+        .prepare("SELECT id, last_seen_ms, ended_at_ms FROM console_sessions ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    // s1 ended before the touch (not moved); s5 touched, then ended with its user.
+    assert_eq!(
+        sessions,
+        vec![
+            ("s1".to_string(), NOW, Some(NOW)),
+            ("s5".to_string(), 7_000, Some(8_000))
+        ]
+    );
+    // No password hash, and no secret or its hash, in the audit log.
+    let audit: Vec<String> = conn
+        .prepare("SELECT action || ' ' || target || ' ' || detail FROM audit")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let text = audit.join("\n");
+    for secret in [
+        hash,
+        "argon2",
+        &sha("link-secret"),
+        &sha("session-secret"),
+        &sha(hash),
+    ] {
+        assert!(!text.contains(secret), "{secret} in the audit log:\n{text}");
+    }
+    assert!(
+        text.contains("console.session.start console-session:s1"),
+        "{text}"
+    );
+    Ok(())
+}

@@ -12,6 +12,46 @@ impl Reader {
         self.with(|c| Ok(all(c, "ORDER BY id", [])?))
     }
 
+    /// One page of clients by id (`offset`, `limit`) whose id or host name contains `text`
+    /// and that are in `group` (each filter skipped when empty), with how many match in all.
+    pub fn clients_page(
+        &self,
+        text: &str,
+        group: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<ClientRecord>, u64), StorageError> {
+        let like = format!("%{}%", like_escape(text));
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let filter = "WHERE (?1 = '' OR id LIKE ?2 ESCAPE '\\' OR hostname LIKE ?2 ESCAPE '\\')
+                        AND (?3 = '' OR EXISTS
+                             (SELECT 1 FROM json_each(clients.groups_json) WHERE value = ?3))";
+        self.with(|c| {
+            let total: i64 = c
+                .prepare_cached(&format!("SELECT COUNT(*) FROM clients {filter}"))?
+                .query_row(rusqlite::params![text, like, group], |r| r.get(0))?;
+            let page = all(
+                c,
+                &format!("{filter} ORDER BY id LIMIT ?4 OFFSET ?5"),
+                rusqlite::params![text, like, group, limit, offset],
+            )?;
+            Ok((page, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    /// How many clients are enrolled, and how many of them are revoked.
+    pub fn client_counts(&self) -> Result<(u64, u64), StorageError> {
+        self.with(|c| {
+            let (all, revoked): (i64, i64) = c
+                .prepare_cached("SELECT COUNT(*), COALESCE(SUM(revoked), 0) FROM clients")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok((
+                u64::try_from(all).unwrap_or(0),
+                u64::try_from(revoked).unwrap_or(0),
+            ))
+        })
+    }
+
     pub fn client(&self, id: &str) -> Result<Option<ClientRecord>, StorageError> {
         self.with(|c| Ok(one(c, "WHERE id = ?1", [id])?))
     }
@@ -54,6 +94,22 @@ impl Reader {
         self.with(|c| Ok(all(c, "ORDER BY client_id", [])?))
     }
 
+    /// Up to `limit` clients' latest facts with a client id after `after`, by client id: the
+    /// caller filters them and asks again from the last id (keyset paging).
+    pub fn inventory_scan(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<InventoryRecord>, StorageError> {
+        self.with(|c| {
+            Ok(all(
+                c,
+                "WHERE client_id > ?1 ORDER BY client_id LIMIT ?2",
+                rusqlite::params![after, limit],
+            )?)
+        })
+    }
+
     /// The newest `limit` changes of a client's facts, newest first.
     pub fn inventory_history(
         &self,
@@ -68,6 +124,18 @@ impl Reader {
             )?)
         })
     }
+}
+
+/// `s` with LIKE's wildcards escaped (the escape character is `\`).
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 impl FromRow for ClientRecord {

@@ -37,6 +37,24 @@ impl Reader {
         })
     }
 
+    /// Every scope that holds keys, with how many: global first, then groups, then clients.
+    pub fn config_scopes(&self) -> Result<Vec<(Scope, u64)>, StorageError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT scope_kind, scope_id, COUNT(*) FROM config GROUP BY scope_kind, scope_id
+                 ORDER BY CASE scope_kind WHEN 'global' THEN 0 WHEN 'group' THEN 1 ELSE 2 END,
+                          scope_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let (kind, id): (String, String) = (r.get(0)?, r.get(1)?);
+                let scope = Scope::from_columns(&kind, &id)
+                    .ok_or_else(|| corrupt(0, format!("config has bad scope {kind:?}/{id:?}")))?;
+                Ok((scope, u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0)))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
     /// global < each group (in the order given; later wins) < client.
     pub fn config_effective(
         &self,

@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, Row, params};
 
 use super::Reader;
 use crate::error::StorageError;
-use crate::model::{Assignment, DeploymentRecord, DeploymentResult, DeploymentStatus};
+use crate::model::{
+    Assignment, DeploymentProgress, DeploymentRecord, DeploymentResult, DeploymentStatus,
+};
 use crate::rows::{FromRow, all, corrupt, one, u64_col};
 use crate::rules::ALL_CLIENTS;
 
@@ -18,6 +20,51 @@ impl Reader {
 
     pub fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StorageError> {
         self.with(|c| Ok(one(c, "WHERE id = ?1", [id])?))
+    }
+
+    /// Every deployment, newest first, with how many clients its group holds now (revoked
+    /// ones left out) and how many reported it installed or failed.
+    pub fn deployment_progress(&self) -> Result<Vec<DeploymentProgress>, StorageError> {
+        self.with(|c| {
+            let deployments: Vec<DeploymentRecord> = all(c, "ORDER BY seq DESC", [])?;
+            let mut targeted = c.prepare_cached(&format!(
+                "SELECT COUNT(*) FROM clients WHERE revoked = 0 AND (?1 = '{ALL_CLIENTS}' OR
+                     EXISTS (SELECT 1 FROM json_each(clients.groups_json) WHERE value = ?1))"
+            ))?;
+            let mut results = c.prepare_cached(
+                "SELECT COALESCE(SUM(status = 'installed'), 0), COALESCE(SUM(status = 'failed'), 0)
+                 FROM deployment_results WHERE deployment_id = ?1",
+            )?;
+            let mut out = Vec::with_capacity(deployments.len());
+            for d in deployments {
+                let t: i64 = targeted.query_row([&d.group], |r| r.get(0))?;
+                let (ok, failed): (i64, i64) =
+                    results.query_row([&d.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                out.push(DeploymentProgress {
+                    targeted: u64::try_from(t).unwrap_or(0),
+                    installed: u64::try_from(ok).unwrap_or(0),
+                    failed: u64::try_from(failed).unwrap_or(0),
+                    deployment: d,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The newest `limit` failed results of deployment `id`, newest first.
+    pub fn deployment_failures(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<DeploymentResult>, StorageError> {
+        self.with(|c| {
+            Ok(all(
+                c,
+                "WHERE deployment_id = ?1 AND status = 'failed'
+                 ORDER BY at_ms DESC, client_id LIMIT ?2",
+                params![id, limit],
+            )?)
+        })
     }
 
     /// Every client's latest result for deployment `id`.

@@ -5,7 +5,8 @@
 //!
 //! The queries live beside their domain, each file adding its methods to `Reader`: `nodes`
 //! (cluster and nodes), `config`, `tokens`, `clients` (clients, certificates, inventory),
-//! `bundles` (trust, channels, bundles, blobs) and `deployments`. This file holds the pool and
+//! `bundles` (trust, channels, bundles, blobs), `deployments`, `upgrade` and `console`
+//! (operator accounts, sessions). This file holds the pool and
 //! what spans every domain: the audit log and the applied marker. Reads never use `apply`:
 //! what both sides need lives in the crate's lower modules (`rows`, `rules`, `token_check`,
 //! `schema`). Each record type is read by its `rows::FromRow` impl, beside its queries.
@@ -26,6 +27,7 @@ use crate::schema::meta_blob;
 mod bundles;
 mod clients;
 mod config;
+mod console;
 mod deployments;
 mod nodes;
 mod tokens;
@@ -46,6 +48,22 @@ impl Reader {
                 c,
                 "WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 rusqlite::params![after, limit],
+            )?)
+        })
+    }
+
+    /// Up to `limit` audit records with seq < `before_seq`, newest first (the console's pages).
+    pub fn audit_before(
+        &self,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StorageError> {
+        let before = i64::try_from(before_seq).unwrap_or(i64::MAX);
+        self.with(|c| {
+            Ok(all(
+                c,
+                "WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+                rusqlite::params![before, limit],
             )?)
         })
     }

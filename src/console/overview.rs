@@ -1,0 +1,214 @@
+//! The overview: every node (role, health, version, applied index and lag), the leader,
+//! certificates, and the alarms an operator must see first. This node's state is read
+//! locally; each other member is asked for its Raft status over the peer channel (a second at
+//! most), since only a node knows whether it is up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::Response;
+use outpost_raft::NodeStatus;
+
+use crate::console::session::failed;
+use crate::console::views::*;
+use crate::console::{Console, Operator, ago, when};
+
+/// A node this many entries behind the most advanced one is shown as lagging.
+const LAG_ALARM: u64 = 100;
+/// Certificates ending within this many days raise an alarm.
+const CERT_ALARM_DAYS: i64 = 30;
+
+pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response {
+    let app = &con.app;
+    let status = app.status_view().await;
+    let read = app
+        .read(|r| {
+            Ok((
+                r.cluster()?,
+                r.client_counts()?,
+                r.roll()?,
+                r.deployment_progress()?,
+                r.bundles()?.len(),
+            ))
+        })
+        .await;
+    let (cluster, (clients, revoked), roll, progress, bundles) = match read {
+        Ok(v) => v,
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    let peers = peer_statuses(&con, &status.raft).await;
+    let now = outpost_raft::now_ms();
+    let mut alarms = Vec::new();
+    let bad = |alarms: &mut Vec<Alarm>, text: String| alarms.push(Alarm { level: "bad", text });
+    if status.leader_id.is_none() {
+        bad(
+            &mut alarms,
+            "No leader: the cluster cannot commit (a quorum of nodes is not reachable).".into(),
+        );
+    }
+    if let Some(r) = status.ready.as_ref().filter(|r| !r.ready) {
+        bad(
+            &mut alarms,
+            format!("This node ({}) is not ready: {}.", app.name, r.reason),
+        );
+    }
+    let applied: BTreeMap<u64, u64> = status
+        .members
+        .iter()
+        .filter_map(|m| match peers.get(&m.id) {
+            _ if m.id == app.node_id => Some((m.id, status.applied_index)),
+            Some(Ok(s)) => Some((m.id, s.applied_index)),
+            _ => None,
+        })
+        .collect();
+    let top = applied.values().copied().max().unwrap_or(0);
+    let mut nodes = Vec::new();
+    for m in &status.members {
+        let this = m.id == app.node_id;
+        let (health, ready) = if this {
+            match &status.ready {
+                Some(r) => (r.reason.clone(), r.ready),
+                None => ("unknown".into(), false),
+            }
+        } else {
+            match peers.get(&m.id) {
+                Some(Ok(s)) => peer_health(s),
+                Some(Err(e)) => (format!("no answer: {e}"), false),
+                None => ("not asked".into(), false),
+            }
+        };
+        if !this && !ready {
+            bad(&mut alarms, format!("Node {} ({}) {health}.", m.id, m.name));
+        }
+        let lag = applied.get(&m.id).map(|a| top.saturating_sub(*a));
+        if let Some(l) = lag.filter(|l| *l > LAG_ALARM) {
+            alarms.push(Alarm {
+                level: "warn",
+                text: format!("Node {} ({}) is {l} entries behind.", m.id, m.name),
+            });
+        }
+        let build = status.builds.iter().find(|b| b.id == m.id);
+        nodes.push(NodeRow {
+            id: m.id,
+            name: m.name.clone(),
+            api_addr: m.api_addr.clone(),
+            role: if m.voter { "voter" } else { "learner" }.into(),
+            leader: status.leader_id == Some(m.id),
+            this,
+            health,
+            ready,
+            version: build.map(|b| b.version.clone()).unwrap_or_default(),
+            applied: applied.get(&m.id).map(u64::to_string).unwrap_or("?".into()),
+            lag: lag.map(|l| l.to_string()).unwrap_or("?".into()),
+            lagging: lag.is_some_and(|l| l > LAG_ALARM),
+        });
+    }
+    let expiry = status.cert_expiry.clone().unwrap_or_default();
+    let mut certs = Vec::new();
+    for (kind, at) in [
+        ("Cluster CA", expiry.ca),
+        ("This node's", expiry.node),
+        ("Soonest admin certificate seen here", expiry.admin),
+        ("Soonest client certificate seen here", expiry.client),
+    ] {
+        let Some(at) = at else { continue };
+        let days = (at - now / 1000) / 86_400;
+        let soon = days < CERT_ALARM_DAYS;
+        if soon {
+            alarms.push(Alarm {
+                level: if at * 1000 <= now { "bad" } else { "warn" },
+                text: format!(
+                    "{kind} certificate ends {} ({}).",
+                    when(at * 1000),
+                    ago(at * 1000, now)
+                ),
+            });
+        }
+        certs.push(CertRow {
+            kind,
+            ends: when(at * 1000),
+            left: format!("{days} days"),
+            soon,
+        });
+    }
+    let roll = match roll {
+        Some(r) if r.state == "stopped" => {
+            alarms.push(Alarm {
+                level: "bad",
+                text: format!("The rolling upgrade to {} stopped: {}.", r.name, r.reason),
+            });
+            format!("stopped ({})", r.reason)
+        }
+        Some(r) if r.state == "running" => format!(
+            "running, node {} switching",
+            r.node.map(|n| n.to_string()).unwrap_or("-".into())
+        ),
+        Some(r) => format!("{} to {} {}", r.state, r.name, ago(r.updated_at_ms, now)),
+        None => "none".into(),
+    };
+    for p in progress.iter().filter(|p| p.failed > 0) {
+        alarms.push(Alarm {
+            level: "warn",
+            text: format!(
+                "Deployment {} ({} @{}) failed on {} of {} clients of {}.",
+                p.deployment.id,
+                p.deployment.artifact,
+                p.deployment.version,
+                p.failed,
+                p.targeted,
+                p.deployment.group
+            ),
+        });
+    }
+    let leader = status
+        .leader_id
+        .and_then(|l| status.members.iter().find(|m| m.id == l))
+        .map(|m| format!("{} (node {})", m.name, m.id))
+        .unwrap_or_else(|| "none".into());
+    render(&Overview {
+        c: Chrome::new(&con, &op, "Overview", "overview"),
+        cluster_name: cluster.map(|c| c.name).unwrap_or_default(),
+        leader,
+        term: status.term,
+        alarms,
+        nodes,
+        certs,
+        clients,
+        revoked,
+        bundles,
+        deployments: progress.len(),
+        roll,
+    })
+}
+
+fn peer_health(s: &NodeStatus) -> (String, bool) {
+    match (&s.fatal, s.leader_id) {
+        (Some(f), _) => (format!("stopped applying: {f}"), false),
+        (None, None) => ("knows no leader".into(), false),
+        (None, Some(_)) => (format!("up ({})", s.state.to_lowercase()), true),
+    }
+}
+
+/// Every other member's Raft status, asked at once over the peer channel (1 s each at most).
+async fn peer_statuses(
+    con: &Console,
+    me: &NodeStatus,
+) -> BTreeMap<u64, Result<NodeStatus, String>> {
+    let app = &con.app;
+    let ask = serde_json::to_vec(&crate::blobs::PeerAsk::Status).unwrap_or_default();
+    let calls = me.members.iter().filter(|m| m.id != app.node_id).map(|m| {
+        let ask = ask.clone();
+        async move {
+            let answer = app
+                .node
+                .app_call(m.id, ask, Duration::from_secs(1))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<NodeStatus>(&b).map_err(|e| e.to_string()));
+            (m.id, answer)
+        }
+    });
+    futures::future::join_all(calls).await.into_iter().collect()
+}

@@ -1,0 +1,658 @@
+//! What each page reads and shows. Every page needs a session (`Operator`); every read is of
+//! this node's state on a blocking thread (`AppState::read`); long lists are pages of
+//! `PAGE` rows cut by SQL (offset or keyset), so a page costs the same with ten clients or
+//! ten thousand. The overview is `overview`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use outpost_storage::{AuditCheck, HANDLER_KEY_PREFIX, Scope};
+use serde::Deserialize;
+
+use crate::console::session::{failed, message};
+use crate::console::views::*;
+use crate::console::{Console, Operator, PAGE, ago, when};
+use crate::shared::client::urlencode;
+
+/// Facts read per inventory page at most (the query goes on from there with "More").
+const INVENTORY_SCAN: u32 = 20_000;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientsQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    page: Option<u64>,
+}
+
+/// The clients, searched by id or host name (a substring) and group, a page at a time.
+pub async fn clients(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    Query(q): Query<ClientsQuery>,
+) -> Response {
+    let text = q.q.trim().chars().take(253).collect::<String>();
+    let group = q.group.trim().chars().take(64).collect::<String>();
+    let page = q.page.unwrap_or(1).clamp(1, 1_000_000);
+    let (t, g) = (text.clone(), group.clone());
+    let offset = (page - 1) * u64::from(PAGE);
+    let (rows, total) = match con
+        .app
+        .read(move |r| r.clients_page(&t, &g, offset, PAGE))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    let now = outpost_raft::now_ms();
+    let base = format!(
+        "/clients?q={}&group={}",
+        urlencode(&text),
+        urlencode(&group)
+    );
+    render(&Clients {
+        c: Chrome::new(&con, &op, "Clients", "clients"),
+        q: text,
+        group,
+        rows: rows.iter().map(|c| client_row(c, now)).collect(),
+        total,
+        pager: pager(&base, page, total),
+    })
+}
+
+fn client_row(c: &outpost_storage::ClientRecord, now: i64) -> ClientRow {
+    ClientRow {
+        id: c.id.clone(),
+        hostname: c.hostname.clone(),
+        groups: c.groups.join(", "),
+        last_seen: c.last_seen.map(|t| ago(t, now)).unwrap_or("never".into()),
+        enrolled: when(c.enrolled_at_ms),
+        revoked: c.revoked,
+    }
+}
+
+/// Previous/next links of page `page` of `total` rows, `PAGE` a page.
+fn pager(base: &str, page: u64, total: u64) -> Pager {
+    let pages = total.div_ceil(u64::from(PAGE)).max(1);
+    Pager {
+        prev: (page > 1).then(|| format!("{base}&page={}", page - 1)),
+        next: (page < pages).then(|| format!("{base}&page={}", page + 1)),
+        label: format!("page {page} of {pages}"),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DoneQuery {
+    #[serde(default)]
+    done: String,
+}
+
+/// One client: its record, effective configuration, latest facts and their changes.
+pub async fn client(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    Path(id): Path<String>,
+    Query(q): Query<DoneQuery>,
+) -> Response {
+    let i = id.clone();
+    let read = con
+        .app
+        .read(move |r| {
+            let Some(c) = r.client(&i)? else {
+                return Ok(None);
+            };
+            let config = r.config_effective(&c.id, &c.groups)?;
+            Ok(Some((
+                c,
+                config,
+                r.inventory(&i)?,
+                r.inventory_history(&i, 50)?,
+            )))
+        })
+        .await;
+    let (c, config, inventory, history) = match read {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(&con, &format!("client {id}")),
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    let now = outpost_raft::now_ms();
+    let facts = match &inventory {
+        Some(inv) => match inv.facts.as_object() {
+            Some(map) => map
+                .iter()
+                .map(|(k, v)| Fact {
+                    name: k.clone(),
+                    value: clip(&serde_json::to_string_pretty(v).unwrap_or_default(), 4000),
+                })
+                .collect(),
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    render(&Client {
+        c: Chrome::new(&con, &op, &format!("Client {}", c.id), "clients"),
+        serial: c.cert_serial.clone(),
+        seen_node: c.last_seen_node.map(|n| format!("node {n}")).unwrap_or_default(),
+        facts_updated: match &inventory {
+            Some(inv) => format!("Reported {}.", ago(inv.updated_at_ms, now)),
+            None => "No facts reported yet.".into(),
+        },
+        facts,
+        history: history
+            .iter()
+            .map(|h| Change {
+                when: when(h.at_ms),
+                changed: h.changed.join(", "),
+            })
+            .collect(),
+        config: config
+            .into_iter()
+            .map(|(name, value)| Fact {
+                name,
+                value: clip(&value, 300),
+            })
+            .collect(),
+        done: match q.done.as_str() {
+            "revoked" => "Revoked: every node refuses this client from the moment the revocation applies there.".into(),
+            _ => String::new(),
+        },
+        row: client_row(&c, now),
+    })
+}
+
+/// The confirmation step before a revocation.
+pub async fn revoke_confirm(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    Path(id): Path<String>,
+) -> Response {
+    let i = id.clone();
+    match con.app.read(move |r| r.client(&i)).await {
+        Ok(Some(c)) => render(&Revoke {
+            c: Chrome::new(&con, &op, &format!("Revoke {}", c.id), "clients"),
+            row: client_row(&c, outpost_raft::now_ms()),
+        }),
+        Ok(None) => not_found(&con, &format!("client {id}")),
+        Err(e) => failed(&con, Some(&op), e),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct InventoryQuery {
+    #[serde(default)]
+    fact: String,
+    #[serde(default)]
+    group: String,
+    /// Go on after this client id (keyset paging).
+    #[serde(default)]
+    after: String,
+}
+
+/// Clients whose latest facts match `PATH=VALUE` (the rule of `outpost inventory query`),
+/// scanned by client id from `after`: a page ends at `PAGE` matches or `INVENTORY_SCAN` rows.
+pub async fn inventory(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    Query(q): Query<InventoryQuery>,
+) -> Response {
+    let fact = q.fact.trim().chars().take(512).collect::<String>();
+    let group = q.group.trim().chars().take(64).collect::<String>();
+    let wanted = match fact.split_once('=') {
+        Some((p, v)) => Some((p.trim().to_owned(), v.trim().to_owned())),
+        None if fact.is_empty() => None,
+        None => {
+            return render(&Inventory {
+                c: Chrome::new(&con, &op, "Inventory", "inventory"),
+                error: format!("{fact:?} is not PATH=VALUE"),
+                fact,
+                group,
+                rows: Vec::new(),
+                scanned: 0,
+                more: None,
+                first: None,
+            });
+        }
+    };
+    let (g, after) = (group.clone(), q.after.clone());
+    let read = con
+        .app
+        .read(move |r| {
+            let mut rows = Vec::new();
+            let (mut cursor, mut scanned, mut done) = (after, 0u64, false);
+            while rows.len() < PAGE as usize && scanned < u64::from(INVENTORY_SCAN) {
+                let batch = r.inventory_scan(&cursor, 500)?;
+                if batch.is_empty() {
+                    done = true;
+                    break;
+                }
+                for inv in batch {
+                    scanned += 1;
+                    cursor = inv.client_id.clone();
+                    if let Some((path, want)) = &wanted
+                        && !crate::shared::policy::matches(&inv.facts, path, want)
+                    {
+                        continue;
+                    }
+                    let Some(c) = r.client(&inv.client_id)? else {
+                        continue;
+                    };
+                    if !g.is_empty() && !c.groups.contains(&g) {
+                        continue;
+                    }
+                    rows.push((c, inv.updated_at_ms));
+                    if rows.len() == PAGE as usize {
+                        break;
+                    }
+                }
+            }
+            Ok((rows, scanned, (!done).then_some(cursor)))
+        })
+        .await;
+    let (rows, scanned, more) = match read {
+        Ok(v) => v,
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    let now = outpost_raft::now_ms();
+    let base = format!(
+        "/inventory?fact={}&group={}",
+        urlencode(&fact),
+        urlencode(&group)
+    );
+    render(&Inventory {
+        c: Chrome::new(&con, &op, "Inventory", "inventory"),
+        error: String::new(),
+        rows: rows
+            .iter()
+            .map(|(c, at)| InventoryRow {
+                id: c.id.clone(),
+                hostname: c.hostname.clone(),
+                groups: c.groups.join(", "),
+                updated: ago(*at, now),
+            })
+            .collect(),
+        scanned,
+        more: more.map(|after| format!("{base}&after={}", urlencode(&after))),
+        first: (!q.after.is_empty()).then(|| base.clone()),
+        fact,
+        group,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ScopeQuery {
+    #[serde(default)]
+    pub scope: String,
+}
+
+/// `global`, `group:NAME` or `client:ID` (as the forms send it) as a scope.
+pub fn parse_scope(s: &str) -> Result<Scope, String> {
+    let s = s.trim();
+    let scope = match s.split_once(':') {
+        None if s.is_empty() || s == "global" => Scope::Global,
+        Some(("group", g)) => Scope::Group(g.to_owned()),
+        Some(("client", c)) => Scope::Client(c.to_owned()),
+        _ => {
+            return Err(format!(
+                "scope {s:?} is not global, group:NAME or client:ID"
+            ));
+        }
+    };
+    if let Scope::Group(id) | Scope::Client(id) = &scope {
+        crate::api::fields::id("scope", id).map_err(|e| e.message().to_owned())?;
+    }
+    Ok(scope)
+}
+
+/// The keys of one scope, the scopes that hold keys, and the forms to set and delete.
+pub async fn config(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    Query(q): Query<ScopeQuery>,
+) -> Response {
+    let (scope, error) = match parse_scope(&q.scope) {
+        Ok(s) => (s, String::new()),
+        Err(e) => (Scope::Global, e),
+    };
+    let s = scope.clone();
+    let read = con
+        .app
+        .read(move |r| Ok((r.config_scopes()?, r.config_list(Some(&s))?)))
+        .await;
+    let (scopes, entries) = match read {
+        Ok(v) => v,
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    let now = outpost_raft::now_ms();
+    let shown = scope.to_string();
+    render(&Config {
+        c: Chrome::new(&con, &op, "Configuration", "config"),
+        scopes: scopes
+            .iter()
+            .map(|(s, n)| ScopeLink {
+                label: s.to_string(),
+                href: format!("/config?scope={}", urlencode(&s.to_string())),
+                count: *n,
+                current: *s == scope,
+            })
+            .collect(),
+        rows: entries
+            .iter()
+            .map(|e| ConfigRow {
+                key: e.key.clone(),
+                value: clip(&e.value, 300),
+                version: e.version,
+                updated: ago(e.updated_at_ms, now),
+                by: e.updated_by.clone(),
+                handler: e.key.starts_with(HANDLER_KEY_PREFIX),
+            })
+            .collect(),
+        scope: shown,
+        error,
+    })
+}
+
+/// Channels and floors, and every bundle (newest first) with its payloads and holders.
+pub async fn bundles(State(con): State<Arc<Console>>, op: Operator) -> Response {
+    let read = con
+        .app
+        .read(|r| Ok((r.bundle_trust()?, r.channels()?, r.bundles()?, r.nodes()?)))
+        .await;
+    let (trust, channels, bundles, nodes) = match read {
+        Ok(v) => v,
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    let now = outpost_raft::now_ms();
+    let members: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.role != outpost_storage::NodeRole::Removed)
+        .collect();
+    let name = |id: u64| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| format!("node {id}"))
+    };
+    render(&Bundles {
+        c: Chrome::new(&con, &op, "Bundles", "bundles"),
+        trust: match trust {
+            Some(t) => format!(
+                "trust document version {}, since {}",
+                t.version,
+                when(t.updated_at_ms)
+            ),
+            None => "no bundle key is trusted: this cluster accepts no bundle".into(),
+        },
+        channels: channels
+            .iter()
+            .map(|c| ChannelRow {
+                name: c.name.clone(),
+                version: c.version,
+                manifest: short(&c.manifest_sha256),
+                updated: when(c.updated_at_ms),
+            })
+            .collect(),
+        bundles: bundles
+            .iter()
+            .rev()
+            .map(|b| BundleRow {
+                id: b.id.clone(),
+                kind: b.bundle_type.as_str().into(),
+                channel: b.channel.clone().unwrap_or_else(|| "trust".into()),
+                version: b.version,
+                created: when(b.created * 1000),
+                expires: when(b.expires * 1000),
+                imported: ago(b.imported_at_ms, now),
+                by: format!("{} on {}", b.imported_by, name(b.node_id)),
+                signers: b.signers.len(),
+                payloads: b
+                    .payloads
+                    .iter()
+                    .map(|p| PayloadRow {
+                        name: p.name.clone(),
+                        kind: p.kind.clone(),
+                        size: format!("{} bytes", p.size),
+                        sha256: short(&p.sha256),
+                        held: format!(
+                            "{} of {}: {}",
+                            p.held_by.len(),
+                            members.len(),
+                            p.held_by
+                                .iter()
+                                .map(|n| name(*n))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        everywhere: members.iter().all(|m| p.held_by.contains(&m.id)),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+fn deployment_row(p: &outpost_storage::DeploymentProgress, now: i64) -> DeploymentRow {
+    let d = &p.deployment;
+    DeploymentRow {
+        id: d.id.clone(),
+        artifact: d.artifact.clone(),
+        version: d.version,
+        group: d.group.clone(),
+        targeted: p.targeted,
+        installed: p.installed,
+        failed: p.failed,
+        pending: p.targeted.saturating_sub(p.installed + p.failed),
+        percent: (p.installed * 100)
+            .checked_div(p.targeted)
+            .unwrap_or(0)
+            .min(100),
+        created: ago(d.created_at_ms, now),
+        by: d.created_by.clone(),
+    }
+}
+
+/// Every deployment with its progress in its group.
+pub async fn deployments(State(con): State<Arc<Console>>, op: Operator) -> Response {
+    match con.app.read(|r| r.deployment_progress()).await {
+        Ok(progress) => {
+            let now = outpost_raft::now_ms();
+            render(&Deployments {
+                c: Chrome::new(&con, &op, "Deployments", "deployments"),
+                rows: progress.iter().map(|p| deployment_row(p, now)).collect(),
+            })
+        }
+        Err(e) => failed(&con, Some(&op), e),
+    }
+}
+
+/// One deployment: its progress and the newest failures with the handler's output.
+pub async fn deployment(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    Path(id): Path<String>,
+) -> Response {
+    let i = id.clone();
+    let read = con
+        .app
+        .read(move |r| {
+            let p = r
+                .deployment_progress()?
+                .into_iter()
+                .find(|p| p.deployment.id == i);
+            Ok((p, r.deployment_failures(&i, PAGE)?))
+        })
+        .await;
+    let (progress, failures) = match read {
+        Ok((Some(p), f)) => (p, f),
+        Ok((None, _)) => return not_found(&con, &format!("deployment {id}")),
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    let now = outpost_raft::now_ms();
+    render(&Deployment {
+        c: Chrome::new(&con, &op, &format!("Deployment {id}"), "deployments"),
+        sha256: progress.deployment.sha256.clone(),
+        bundle: progress.deployment.bundle_id.clone(),
+        failures: failures
+            .iter()
+            .map(|f| Failure {
+                client: f.client_id.clone(),
+                when: ago(f.at_ms, now),
+                attempts: f.attempts,
+                detail: if f.detail.is_empty() {
+                    "(no output)".into()
+                } else {
+                    f.detail.clone()
+                },
+            })
+            .collect(),
+        row: deployment_row(&progress, now),
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    /// Records before this sequence number (absent: the newest).
+    before: Option<u64>,
+}
+
+/// The audit log, newest first, a page at a time, with this node's chain verified now.
+pub async fn audit(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let read = con
+        .app
+        .read(move |r| {
+            let head = r.audit_head()?.map(|(seq, _)| seq).unwrap_or(0);
+            let before = q.before.unwrap_or(u64::MAX).min(head + 1);
+            Ok((
+                head,
+                before,
+                r.audit_before(before, PAGE)?,
+                r.verify_audit_chain()?,
+            ))
+        })
+        .await;
+    let (head, before, rows, check) = match read {
+        Ok(v) => v,
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    let (chain, intact) = match check {
+        AuditCheck::Intact { records } => (
+            format!(
+                "Hash chain intact: all {records} records verified on this node just now (`outpost audit verify` also compares every node)."
+            ),
+            true,
+        ),
+        AuditCheck::Broken { seq } => (
+            format!(
+                "Hash chain BROKEN: record {seq} does not verify on this node. The log was altered on disk."
+            ),
+            false,
+        ),
+    };
+    let oldest = rows.last().map(|r| r.seq).unwrap_or(1);
+    let newest = rows.first().map(|r| r.seq).unwrap_or(0);
+    let pager = Pager {
+        prev: (before <= head)
+            .then(|| format!("/audit?before={}", (before + u64::from(PAGE)).min(head + 1))),
+        next: (oldest > 1).then(|| format!("/audit?before={oldest}")),
+        label: format!("records {oldest}-{newest} of {head}, newest first"),
+    };
+    render(&Audit {
+        c: Chrome::new(&con, &op, "Audit", "audit"),
+        chain,
+        intact,
+        rows: rows
+            .iter()
+            .map(|r| AuditRow {
+                seq: r.seq,
+                when: when(r.at_ms),
+                actor: r.actor.clone(),
+                action: r.action.clone(),
+                target: r.target.clone(),
+                detail: clip(&r.detail, 300),
+                ok: r.outcome == "ok",
+                outcome: r.outcome.clone(),
+            })
+            .collect(),
+        pager,
+    })
+}
+
+/// Console sessions (newest 200) with a button to end each open one, and the accounts.
+pub async fn sessions(State(con): State<Arc<Console>>, op: Operator) -> Response {
+    let read = con
+        .app
+        .read(|r| Ok((r.console_sessions(200)?, r.console_users()?)))
+        .await;
+    let (sessions, users) = match read {
+        Ok(v) => v,
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    let now = outpost_raft::now_ms();
+    render(&Sessions {
+        c: Chrome::new(&con, &op, "Sessions", "sessions"),
+        sessions: sessions
+            .iter()
+            .map(|s| {
+                let v = crate::api::console::session_view(s, con.seen_here(&s.id), now);
+                SessionRow {
+                    state: match (v.active, v.ended_at_ms) {
+                        (true, _) => "open".into(),
+                        (false, Some(at)) => format!("ended {}", ago(at, now)),
+                        (false, None) if now >= v.expires_at_ms => "expired".into(),
+                        (false, None) => "idle too long".into(),
+                    },
+                    mine: s.id == op.session,
+                    id: v.id,
+                    user: v.user,
+                    via: if v.via == "link" {
+                        "one-time link".into()
+                    } else {
+                        "password".into()
+                    },
+                    started: when(v.started_at_ms),
+                    last: ago(v.last_seen_ms, now),
+                    ends: when(v.expires_at_ms),
+                    active: v.active,
+                }
+            })
+            .collect(),
+        users: users
+            .iter()
+            .map(|u| UserRow {
+                name: u.name.clone(),
+                updated: ago(u.updated_at_ms, now),
+                by: u.updated_by.clone(),
+            })
+            .collect(),
+    })
+}
+
+fn not_found(con: &Console, what: &str) -> Response {
+    message(
+        con,
+        StatusCode::NOT_FOUND,
+        "Not found",
+        &format!("There is no {what}."),
+    )
+}
+
+/// The first 12 hex digits of a hash, enough to tell two apart on a page.
+fn short(sha256: &str) -> String {
+    sha256.chars().take(12).collect()
+}
+
+/// At most `max` characters of `s`, with an ellipsis when cut.
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}

@@ -1,0 +1,370 @@
+//! What each template shows: plain values, already formatted, so the templates
+//! (`src/console/templates/*.html`) hold layout and no logic beyond loops and conditions.
+//! askama checks them against these types when the binary is compiled and escapes every
+//! value for HTML.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::console::{Console, Operator};
+
+/// Renders a page, or answers 500 naming the template error.
+pub fn render(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the page failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The frame of every page: title, this node, the operator and the navigation.
+pub struct Chrome {
+    pub title: String,
+    pub node: String,
+    pub cluster: String,
+    pub version: &'static str,
+    /// None on the sign-in page and on refusals: then nothing of the cluster is shown.
+    pub user: Option<String>,
+    pub csrf: String,
+    /// Which navigation entry is this page's.
+    pub nav: &'static str,
+}
+
+impl Chrome {
+    pub fn new(con: &Console, op: &Operator, title: &str, nav: &'static str) -> Chrome {
+        Chrome {
+            title: title.to_owned(),
+            node: con.app.name.clone(),
+            cluster: con.app.cluster_id.chars().take(12).collect(),
+            version: env!("CARGO_PKG_VERSION"),
+            user: Some(op.user.clone()),
+            csrf: op.csrf.clone(),
+            nav,
+        }
+    }
+
+    pub fn anonymous(_con: &Console, title: &str) -> Chrome {
+        Chrome {
+            title: title.to_owned(),
+            node: String::new(),
+            cluster: String::new(),
+            version: env!("CARGO_PKG_VERSION"),
+            user: None,
+            csrf: String::new(),
+            nav: "",
+        }
+    }
+
+    /// The navigation: (path, label, this page's).
+    pub fn links(&self) -> Vec<(&'static str, &'static str, bool)> {
+        [
+            ("/", "Overview", "overview"),
+            ("/clients", "Clients", "clients"),
+            ("/inventory", "Inventory", "inventory"),
+            ("/config", "Configuration", "config"),
+            ("/bundles", "Bundles", "bundles"),
+            ("/deployments", "Deployments", "deployments"),
+            ("/audit", "Audit", "audit"),
+            ("/sessions", "Sessions", "sessions"),
+        ]
+        .into_iter()
+        .map(|(href, label, key)| (href, label, key == self.nav))
+        .collect()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+pub struct SignIn {
+    pub c: Chrome,
+    pub next: String,
+    pub token: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct Message {
+    pub c: Chrome,
+    pub heading: String,
+    pub text: String,
+}
+
+/// A warning on the overview: `level` is `bad` or `warn`.
+pub struct Alarm {
+    pub level: &'static str,
+    pub text: String,
+}
+
+pub struct NodeRow {
+    pub id: u64,
+    pub name: String,
+    pub api_addr: String,
+    pub role: String,
+    pub leader: bool,
+    pub this: bool,
+    /// `ready`, `not ready: …` or `no answer: …`.
+    pub health: String,
+    pub ready: bool,
+    pub version: String,
+    pub applied: String,
+    pub lag: String,
+    pub lagging: bool,
+}
+
+pub struct CertRow {
+    pub kind: &'static str,
+    pub ends: String,
+    pub left: String,
+    pub soon: bool,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+pub struct Overview {
+    pub c: Chrome,
+    pub cluster_name: String,
+    pub leader: String,
+    pub term: u64,
+    pub alarms: Vec<Alarm>,
+    pub nodes: Vec<NodeRow>,
+    pub certs: Vec<CertRow>,
+    pub clients: u64,
+    pub revoked: u64,
+    pub bundles: usize,
+    pub deployments: usize,
+    pub roll: String,
+}
+
+pub struct ClientRow {
+    pub id: String,
+    pub hostname: String,
+    pub groups: String,
+    pub last_seen: String,
+    pub enrolled: String,
+    pub revoked: bool,
+}
+
+/// Links to the previous and next page of a list, and where this page is.
+pub struct Pager {
+    pub prev: Option<String>,
+    pub next: Option<String>,
+    pub label: String,
+}
+
+#[derive(Template)]
+#[template(path = "clients.html")]
+pub struct Clients {
+    pub c: Chrome,
+    pub q: String,
+    pub group: String,
+    pub rows: Vec<ClientRow>,
+    pub total: u64,
+    pub pager: Pager,
+}
+
+pub struct Fact {
+    pub name: String,
+    pub value: String,
+}
+
+pub struct Change {
+    pub when: String,
+    pub changed: String,
+}
+
+#[derive(Template)]
+#[template(path = "client.html")]
+pub struct Client {
+    pub c: Chrome,
+    pub row: ClientRow,
+    pub serial: String,
+    pub seen_node: String,
+    pub facts_updated: String,
+    pub facts: Vec<Fact>,
+    pub history: Vec<Change>,
+    pub config: Vec<Fact>,
+    pub done: String,
+}
+
+#[derive(Template)]
+#[template(path = "revoke.html")]
+pub struct Revoke {
+    pub c: Chrome,
+    pub row: ClientRow,
+}
+
+pub struct InventoryRow {
+    pub id: String,
+    pub hostname: String,
+    pub groups: String,
+    pub updated: String,
+}
+
+#[derive(Template)]
+#[template(path = "inventory.html")]
+pub struct Inventory {
+    pub c: Chrome,
+    pub fact: String,
+    pub group: String,
+    pub error: String,
+    pub rows: Vec<InventoryRow>,
+    pub scanned: u64,
+    pub more: Option<String>,
+    pub first: Option<String>,
+}
+
+pub struct ScopeLink {
+    pub label: String,
+    pub href: String,
+    pub count: u64,
+    pub current: bool,
+}
+
+pub struct ConfigRow {
+    pub key: String,
+    pub value: String,
+    pub version: u64,
+    pub updated: String,
+    pub by: String,
+    pub handler: bool,
+}
+
+#[derive(Template)]
+#[template(path = "config.html")]
+pub struct Config {
+    pub c: Chrome,
+    pub scopes: Vec<ScopeLink>,
+    /// The scope shown, as the forms send it (`global`, `group:NAME`, `client:ID`).
+    pub scope: String,
+    pub rows: Vec<ConfigRow>,
+    pub error: String,
+}
+
+pub struct PayloadRow {
+    pub name: String,
+    pub kind: String,
+    pub size: String,
+    pub sha256: String,
+    pub held: String,
+    pub everywhere: bool,
+}
+
+pub struct BundleRow {
+    pub id: String,
+    pub kind: String,
+    pub channel: String,
+    pub version: u64,
+    pub created: String,
+    pub expires: String,
+    pub imported: String,
+    pub by: String,
+    pub signers: usize,
+    pub payloads: Vec<PayloadRow>,
+}
+
+pub struct ChannelRow {
+    pub name: String,
+    pub version: u64,
+    pub manifest: String,
+    pub updated: String,
+}
+
+#[derive(Template)]
+#[template(path = "bundles.html")]
+pub struct Bundles {
+    pub c: Chrome,
+    pub trust: String,
+    pub channels: Vec<ChannelRow>,
+    pub bundles: Vec<BundleRow>,
+}
+
+pub struct DeploymentRow {
+    pub id: String,
+    pub artifact: String,
+    pub version: u64,
+    pub group: String,
+    pub targeted: u64,
+    pub installed: u64,
+    pub failed: u64,
+    pub pending: u64,
+    /// Installed, as a whole percentage of the clients targeted.
+    pub percent: u64,
+    pub created: String,
+    pub by: String,
+}
+
+pub struct Failure {
+    pub client: String,
+    pub when: String,
+    pub attempts: u64,
+    pub detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "deployments.html")]
+pub struct Deployments {
+    pub c: Chrome,
+    pub rows: Vec<DeploymentRow>,
+}
+
+#[derive(Template)]
+#[template(path = "deployment.html")]
+pub struct Deployment {
+    pub c: Chrome,
+    pub row: DeploymentRow,
+    pub sha256: String,
+    pub bundle: String,
+    pub failures: Vec<Failure>,
+}
+
+pub struct AuditRow {
+    pub seq: u64,
+    pub when: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub outcome: String,
+    pub ok: bool,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+pub struct Audit {
+    pub c: Chrome,
+    pub chain: String,
+    pub intact: bool,
+    pub rows: Vec<AuditRow>,
+    pub pager: Pager,
+}
+
+pub struct SessionRow {
+    pub id: String,
+    pub user: String,
+    pub via: String,
+    pub started: String,
+    pub last: String,
+    pub ends: String,
+    pub state: String,
+    pub active: bool,
+    pub mine: bool,
+}
+
+pub struct UserRow {
+    pub name: String,
+    pub updated: String,
+    pub by: String,
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+pub struct Sessions {
+    pub c: Chrome,
+    pub sessions: Vec<SessionRow>,
+    pub users: Vec<UserRow>,
+}

@@ -1,0 +1,220 @@
+//! The web console from outside, as a browser would reach it but without one: HTTPS without
+//! a client certificate, the cluster CA trusted, cookies and headers as given. Used by
+//! `outpost bench console` (the time to render the clients page with many clients) and by
+//! the console's route tests.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+
+use crate::harness::localcluster::{LocalCluster, LocalOptions};
+use crate::shared::datadir::DataDir;
+
+/// One answer of the console.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+    pub took: Duration,
+}
+
+impl Answer {
+    /// `name=value` of the cookie `name` the answer sets, if it does.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(hyper::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .find(|kv| {
+                kv.split_once('=')
+                    .is_some_and(|(k, v)| k == name && !v.is_empty())
+            })
+            .map(str::to_owned)
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// One request over a new HTTPS connection (no client certificate; the CA in `ca_pem`
+/// trusted), with `headers` (e.g. `cookie`, `origin`) and a form `body` for a POST.
+pub async fn request(
+    addr: &str,
+    ca_pem: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<Answer> {
+    let config = outpost_certs::client_config(ca_pem, None, &[b"http/1.1"])?;
+    let started = Instant::now();
+    let go = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from(outpost_certs::ANY_NODE_SERVER_NAME)?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, addr)
+            // One request a connection: none is left holding an anonymous slot.
+            .header(hyper::header::CONNECTION, "close");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if body.is_some() {
+            req = req.header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok::<_, anyhow::Error>(Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            took: started.elapsed(),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), go)
+        .await
+        .map_err(|_| anyhow!("{addr} did not answer {path} within 30 s"))?
+        .with_context(|| format!("{path} on {addr}"))
+}
+
+/// Signs in with a one-time link from `outpost console login` on node `i` and returns the
+/// session cookie (`name=value`).
+pub async fn sign_in(c: &LocalCluster, i: usize, user: &str) -> Result<String> {
+    let link = c.cli(i, &["console", "login", "--as", user])?;
+    let path = link
+        .trim()
+        .split_once("/login/link/")
+        .map(|(_, t)| format!("/login/link/{t}"))
+        .context("a login link")?;
+    let ca = std::fs::read_to_string(c.nodes[i].dir.join("ca.crt"))?;
+    let a = request(&c.nodes[i].api_addr, &ca, Method::GET, &path, &[], None).await?;
+    if a.status != 303 {
+        bail!("the login link answered {}: {}", a.status, a.body);
+    }
+    a.cookie("__Host-outpost-session")
+        .context("no session cookie after the login link")
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConsoleReport {
+    pub clients: usize,
+    pub enroll_s: f64,
+    /// (page, median ms, max ms, bytes) over `runs` requests each.
+    pub pages: Vec<(String, f64, f64, usize)>,
+    pub runs: usize,
+}
+
+impl std::fmt::Display for ConsoleReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "console with {} enrolled clients (enrolled in {:.1} s); {} requests per page, each on a new TLS connection, on a follower:",
+            self.clients, self.enroll_s, self.runs
+        )?;
+        for (page, p50, max, bytes) in &self.pages {
+            writeln!(
+                f,
+                "  {page:<32} median {p50:7.1} ms  max {max:7.1} ms  {bytes} bytes"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `outpost bench console`: a temporary three-node cluster with `clients` enrolled clients
+/// (real enrollments), then the time a follower takes to answer console pages: the clients
+/// list (first and last page, a search), the overview and the audit log.
+pub async fn bench(clients: usize, runs: usize) -> Result<ConsoleReport> {
+    let root = tempfile::Builder::new()
+        .prefix("outpost-bench-console-")
+        .tempdir()?;
+    let exe = std::env::current_exe()?;
+    // Every simulated agent enrolls from this host: widen the per-source enroll rate.
+    let opts = LocalOptions {
+        log_level: "warn".into(),
+        env: vec![("OUTPOST_ENROLL_RATE".into(), "2000".into())],
+        ..LocalOptions::default()
+    };
+    let mut c = LocalCluster::start(root.path(), &exe, 3, opts).await?;
+    let enrolled = crate::harness::bench::sync(
+        &DataDir::new(&c.nodes[0].dir),
+        crate::harness::bench::SyncBench {
+            clients,
+            seconds: 1,
+            interval: Duration::from_secs(60),
+        },
+    )
+    .await
+    .context("enrolling the clients")?;
+    let leader = c.leader(Duration::from_secs(10)).await?;
+    let f = (0..3).find(|&i| i != leader).context("a follower")?;
+    // Every enrollment applied on the follower before it is measured.
+    c.cli(f, &["config", "get", "bench.none", "--linearizable"])
+        .ok();
+    let cookie = sign_in(&c, f, "bench").await?;
+    let ca = std::fs::read_to_string(c.nodes[f].dir.join("ca.crt"))?;
+    let last = clients.div_ceil(crate::wire::CONSOLE_PAGE as usize).max(1);
+    let pages = [
+        "/clients".to_string(),
+        format!("/clients?page={last}"),
+        format!("/clients?q=bench-{}", clients.saturating_sub(1)),
+        "/clients?group=bench&page=2".to_string(),
+        "/".to_string(),
+        "/audit".to_string(),
+    ];
+    let mut out = Vec::new();
+    for page in pages {
+        let mut times = Vec::with_capacity(runs);
+        let mut bytes = 0;
+        for _ in 0..runs.max(1) {
+            let a = request(
+                &c.nodes[f].api_addr,
+                &ca,
+                Method::GET,
+                &page,
+                &[("cookie", &cookie)],
+                None,
+            )
+            .await?;
+            if a.status != 200 {
+                bail!("{page} answered {}: {}", a.status, a.body);
+            }
+            bytes = a.body.len();
+            times.push(a.took.as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        out.push((page, times[times.len() / 2], times[times.len() - 1], bytes));
+    }
+    for i in 0..3 {
+        c.kill9(i);
+    }
+    Ok(ConsoleReport {
+        clients,
+        enroll_s: enrolled.enroll_s,
+        pages: out,
+        runs,
+    })
+}
