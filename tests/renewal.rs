@@ -86,6 +86,37 @@ async fn node_certificates_renew_and_the_cluster_keeps_committing() {
             left > 0 && left <= CERT_SECS as i64,
             "soonest expiry in {left} s"
         );
+        // Every node's certificate, made at init, at join, and renewed since, names the host
+        // it advertises: a client that trusts the CA reaches it by its IP address (a browser
+        // opening the console's link does exactly this).
+        let admin = dir.path().join("admin");
+        c.cli(
+            0,
+            &[
+                "admin",
+                "issue-cert",
+                "--name",
+                "ops",
+                "-o",
+                &admin.to_string_lossy(),
+            ],
+        )?;
+        let read = |f: &str| std::fs::read_to_string(admin.join(f));
+        let ca = read("ca.crt")?;
+        let id =
+            outpost_certs::TlsIdentity::from_pem(&read("admin.crt")?, &read("admin.key")?, &ca)?;
+        for n in &c.nodes {
+            let config = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
+            let host = n.api_addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+            let api = ApiClient::new(Endpoint::Tls {
+                addr: n.api_addr.clone(),
+                config,
+                server_name: host.to_string(),
+            });
+            api.call_raw(Method::GET, "/v1/status", None::<&()>)
+                .await
+                .with_context(|| format!("{} by its IP address {host}", n.name))?;
+        }
         Ok::<(), anyhow::Error>(())
     }
     .await;

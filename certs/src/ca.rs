@@ -14,7 +14,7 @@ use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
 use crate::fingerprint::first_cert_der;
-use crate::profile::{CA_DAYS, ca_params, leaf_params, parse_cert};
+use crate::profile::{CA_DAYS, ca_params, leaf_params, node_leaf_params, parse_cert};
 use crate::{CertError, Fingerprint, Role, Validity, x509_error};
 
 /// The cluster CA: its certificate and signing key.
@@ -100,6 +100,37 @@ impl CertAuthority {
         let params = leaf_params(role, validity, serial.0)?;
         let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)?;
         Ok(params.signed_by(&public_key, &issuer)?.pem())
+    }
+
+    /// A node's certificate from its CSR, with the hosts of its advertised `addrs` among its
+    /// names as well (IP addresses or DNS names), and a serial chosen beforehand.
+    pub fn issue_node(
+        &self,
+        csr_pem: &str,
+        id: u64,
+        addrs: &[&str],
+        validity: &Validity,
+        serial: &Serial,
+    ) -> Result<String, CertError> {
+        let public_key = csr_public_key(csr_pem)?;
+        let params = node_leaf_params(&Role::Node(id), validity, serial.0, addrs)?;
+        let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)?;
+        Ok(params.signed_by(&public_key, &issuer)?.pem())
+    }
+
+    /// A new key and a node certificate for it, with the hosts of `addrs` among its names:
+    /// (cert PEM, key PEM). For a node made or renewed where the CA is.
+    pub fn issue_node_with_new_key(
+        &self,
+        id: u64,
+        addrs: &[&str],
+        validity: &Validity,
+    ) -> Result<(String, Zeroizing<String>), CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let params = node_leaf_params(&Role::Node(id), validity, random_serial(), addrs)?;
+        let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)?;
+        let cert = params.signed_by(&key, &issuer)?.pem();
+        Ok((cert, Zeroizing::new(key.serialize_pem())))
     }
 
     /// A new ECDSA P-256 key and a leaf for it: (cert PEM, key PEM). For admin certificates

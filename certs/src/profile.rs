@@ -117,6 +117,46 @@ pub(crate) fn leaf_params(
     validity: &Validity,
     serial: [u8; 16],
 ) -> Result<CertificateParams, CertError> {
+    node_leaf_params(role, validity, serial, &[])
+}
+
+/// The host of a `HOST:PORT` address (`[v6]:port` too) as a subject alternative name: an IP
+/// address, or a DNS name; None for anything else. So that a browser that trusts the cluster CA
+/// accepts a node reached at the address it advertises (the console's links).
+fn host_san(addr: &str) -> Option<SanType> {
+    let host = match addr.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(SanType::IpAddress(ip));
+    }
+    let dns_ok = host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if !dns_ok {
+        return None;
+    }
+    host.to_string().try_into().ok().map(SanType::DnsName)
+}
+
+/// `leaf_params`, and for a node also the hosts of `addrs` (its advertised addresses) as
+/// names; other roles ignore `addrs`.
+pub(crate) fn node_leaf_params(
+    role: &Role,
+    validity: &Validity,
+    serial: [u8; 16],
+    addrs: &[&str],
+) -> Result<CertificateParams, CertError> {
     let mut p = CertificateParams::default();
     set_validity(&mut p, validity)?;
     p.serial_number = Some(serial_number(serial));
@@ -129,6 +169,11 @@ pub(crate) fn leaf_params(
                 SanType::DnsName(node_server_name(*id).try_into()?),
                 SanType::DnsName(ANY_NODE_SERVER_NAME.try_into()?),
             ];
+            for san in addrs.iter().filter_map(|a| host_san(a)) {
+                if !p.subject_alt_names.contains(&san) {
+                    p.subject_alt_names.push(san);
+                }
+            }
             p.extended_key_usages = vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
@@ -308,6 +353,49 @@ fn role_from(
             })
         }
         other => Err(format!("{uri}: unknown role {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod host_san_tests {
+    use super::*;
+
+    #[test]
+    fn advertised_hosts_become_names() {
+        let v = Validity::days_from(1_700_000_000, 1);
+        let p = node_leaf_params(
+            &Role::Node(2),
+            &v,
+            [1; 16],
+            &[
+                "10.0.0.2:7443",
+                "[fd00::2]:7443",
+                "n2.plant.lan:7443",
+                "bad host:1",
+                "10.0.0.2:7444",
+            ],
+        )
+        .expect("params");
+        let names: Vec<String> = p
+            .subject_alt_names
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect();
+        assert!(names.iter().any(|n| n.contains("10.0.0.2")), "{names:?}");
+        assert!(names.iter().any(|n| n.contains("fd00::2")), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.contains("n2.plant.lan")),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.contains("bad host")), "{names:?}");
+        assert_eq!(
+            names.iter().filter(|n| n.contains("10.0.0.2")).count(),
+            1,
+            "the same host once: {names:?}"
+        );
+        let admin = node_leaf_params(&Role::Admin("ops".into()), &v, [1; 16], &["10.0.0.9:1"])
+            .expect("params");
+        assert!(!format!("{:?}", admin.subject_alt_names).contains("10.0.0.9"));
     }
 }
 

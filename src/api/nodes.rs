@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use outpost_certs::{Role, Validity};
+use outpost_certs::Validity;
 use outpost_storage::{Command, NodeRecord, Response as Done, TokenKind};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
@@ -69,7 +69,13 @@ pub(crate) async fn join(
     let validity = node_validity(outpost_raft::now_ms() / 1000);
     let cert_pem = st
         .ca
-        .issue(&req.csr_pem, &Role::Node(node_id), &validity)
+        .issue_node(
+            &req.csr_pem,
+            node_id,
+            &[req.api_addr.as_str()],
+            &validity,
+            &outpost_certs::Serial::random(),
+        )
         .map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

@@ -195,7 +195,7 @@ pub async fn run(exit: bool) -> Result<()> {
     // The web console: every node serves it; a one-time link signs the operator in.
     let link = cluster.cli(0, &["console", "login", "--as", "demo"])?;
     println!(
-        "\nWeb console (every node serves it; the browser must trust {d}/ca.crt and reach the node as any.node.outpost, see README 'Console'):"
+        "\nWeb console (every node serves it; the browser must trust {d}/ca.crt, see README 'Console'):"
     );
     for n in &cluster.nodes {
         println!("  {}: https://{}/", n.name, n.api_addr);

@@ -303,9 +303,11 @@ fn renew_once(
     now: i64,
 ) -> Result<i64> {
     let validity = crate::api::nodes::node_validity(now);
-    let (cert, key) = state
-        .ca
-        .issue_with_new_key(&Role::Node(state.node_id), &validity)?;
+    let file = dd.load_node_file()?;
+    let (cert, key) =
+        state
+            .ca
+            .issue_node_with_new_key(state.node_id, &[file.api_addr.as_str()], &validity)?;
     let identity = TlsIdentity::from_pem(&cert, &key, ca_pem)?;
     let (key_new, crt_new) = renewal_paths(dd);
     outpost_certs::write_secret_file(&key_new, key.as_bytes())?;
@@ -424,7 +426,7 @@ pub async fn init(dd: &DataDir, opts: InitOptions) -> Result<InitOutput> {
     let ca =
         CertAuthority::generate(&cluster_id, &opts.node.name).context("creating the cluster CA")?;
     let validity = crate::api::nodes::node_validity(outpost_raft::now_ms() / 1000);
-    let (cert, key) = ca.issue_with_new_key(&Role::Node(1), &validity)?;
+    let (cert, key) = ca.issue_node_with_new_key(1, &[opts.node.api_addr.as_str()], &validity)?;
     outpost_certs::write_public_file(&dd.ca_cert(), ca.cert_pem().as_bytes())?;
     outpost_certs::write_secret_file(&dd.ca_key(), ca.key_pem().as_bytes())?;
     outpost_certs::write_public_file(&dd.node_cert(), cert.as_bytes())?;

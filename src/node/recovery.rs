@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use outpost_certs::{CertAuthority, Role};
+use outpost_certs::CertAuthority;
 use outpost_raft::PeerNode;
 use outpost_raft::offline::{self, Reform, Reformed};
 use outpost_storage::{Command, Envelope};
@@ -102,7 +102,8 @@ pub async fn restore(dd: &DataDir, opts: RestoreOptions) -> Result<Restored> {
     let node_id = tokio::task::spawn_blocking(move || next_node_id(&root)).await??;
 
     let validity = crate::api::nodes::node_validity(outpost_raft::now_ms() / 1000);
-    let (cert, key) = ca.issue_with_new_key(&Role::Node(node_id), &validity)?;
+    let (cert, key) =
+        ca.issue_node_with_new_key(node_id, &[opts.node.api_addr.as_str()], &validity)?;
     outpost_certs::write_public_file(&dd.ca_cert(), ca.cert_pem().as_bytes())?;
     outpost_certs::write_secret_file(&dd.ca_key(), ca.key_pem().as_bytes())?;
     outpost_certs::write_public_file(&dd.node_cert(), cert.as_bytes())?;
