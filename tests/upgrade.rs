@@ -242,6 +242,12 @@ async fn a_cluster_rolls_to_a_new_release_and_refuses_one_that_does_not_start() 
         c.cli(leader, &["config", "set", "after.broken", "yes"])?;
         let human = c.cli(0, &["upgrade", "status"])?;
         assert!(human.contains("stopped: node"), "{human}");
+        // Started again (the operator's retry), the node tries the release afresh and refuses
+        // it again, rather than leaving the roll to stop at its deadline ("did not come back").
+        c.cli(leader, &["upgrade", "start", &id])?;
+        let v = wait_roll_end(&c, Duration::from_secs(120)).await?;
+        let reason = v["roll"]["reason"].as_str().unwrap_or("");
+        assert!(reason.contains("does not start"), "{reason}");
 
         // A release that answers --version but dies when it serves: the node's process ends
         // after the switch; its next start (what systemd's Restart= does, here by hand) finds

@@ -257,8 +257,9 @@ struct Watch {
     switch: mpsc::Sender<PathBuf>,
     /// This node's executable is recorded in the state.
     reported: bool,
-    /// Releases this node refused (they did not start): never tried again by this process.
-    refused: HashSet<String>,
+    /// Rolls (release, start time) this node refused or failed: not tried again in the same
+    /// roll; a roll started again (`upgrade start`) is tried afresh.
+    refused: HashSet<(String, i64)>,
     switching: bool,
 }
 
@@ -308,10 +309,10 @@ impl Watch {
         }
         let roll = self.state.read(|r| r.roll()).await.map_err(api_err)?;
         if let Some(t) = self.boot.failed_trial.clone() {
-            self.refused.insert(t.sha256.clone());
             if let Some(r) = roll.as_ref().filter(|r| r.state == "running")
                 && r.sha256 == t.sha256
             {
+                self.refused.insert((r.sha256.clone(), r.started_at_ms));
                 let reason = format!(
                     "node {}: release {} stopped before it was ready; the node is back on its previous executable",
                     self.me(),
@@ -353,7 +354,9 @@ impl Watch {
         if roll.node == Some(self.me())
             && !self.boot.sha256.is_empty()
             && roll.sha256 != self.boot.sha256
-            && !self.refused.contains(&roll.sha256)
+            && !self
+                .refused
+                .contains(&(roll.sha256.clone(), roll.started_at_ms))
         {
             return self.switch_to(&roll).await;
         }
@@ -396,7 +399,8 @@ impl Watch {
                 reason.truncate(end);
             }
             tracing::warn!(%reason, "release refused; stopping the roll");
-            self.refused.insert(roll.sha256.clone());
+            self.refused
+                .insert((roll.sha256.clone(), roll.started_at_ms));
             return self
                 .write(Command::EndRoll {
                     reason: Some(reason),
