@@ -16,7 +16,7 @@
 #[path = "support/local.rs"]
 mod local;
 
-use local::{exe, or_dump, serial};
+use local::{exe, or_dump, serial, writer};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -71,35 +71,6 @@ async fn wait_keys(c: &LocalCluster, i: usize, want: &BTreeSet<String>) -> Resul
     }
 }
 
-/// Writes `load.N` through `dir` one after the other until `stop` or `max` writes; returns
-/// the keys acknowledged, each with the moment its acknowledgement arrived.
-fn writer(
-    exe: std::path::PathBuf,
-    dir: std::path::PathBuf,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    max: usize,
-) -> std::thread::JoinHandle<Vec<(String, Instant)>> {
-    std::thread::spawn(move || {
-        let mut acked = Vec::new();
-        for n in 0..max {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                break;
-            }
-            let key = format!("load.{n}");
-            let ok = std::process::Command::new(&exe)
-                .args(["config", "set", &key, "v", "--data-dir", s(&dir)])
-                .env("RUST_LOG", "warn")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            if ok {
-                acked.push((key, Instant::now()));
-            }
-        }
-        acked
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
     let _g = serial();
@@ -142,7 +113,7 @@ async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
         let file = root.join("site.backup");
 
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let w = writer(exe(), c.nodes[leader].dir.clone(), stop.clone(), 400);
+        let w = writer(exe(), vec![c.nodes[leader].dir.clone()], "load", stop.clone(), 400);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let asked = Instant::now();
         let started = Instant::now();
@@ -153,7 +124,7 @@ async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
         let backup_secs = started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let acked = w.join().map_err(|_| anyhow::anyhow!("writer panicked"))?;
+        let acked = w.join().map_err(|_| anyhow::anyhow!("writer panicked"))?.acked;
         let before: BTreeSet<String> = acked
             .iter()
             .filter(|(_, at)| *at < asked)

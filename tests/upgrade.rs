@@ -10,7 +10,7 @@
 #[path = "support/local.rs"]
 mod local;
 
-use local::{exe, or_dump, serial};
+use local::{exe, or_dump, serial, writer};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -92,41 +92,6 @@ async fn wait_roll_end(c: &LocalCluster, timeout: Duration) -> Result<serde_json
     }
 }
 
-/// Writes `roll.N` through node N mod 3 until stopped; returns (acknowledged keys, refused).
-fn writer(c: &LocalCluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<String>, u64)> {
-    let exe = c.exe.clone();
-    let dirs: Vec<PathBuf> = c.nodes.iter().map(|n| n.dir.clone()).collect();
-    std::thread::spawn(move || {
-        let (mut acked, mut refused) = (Vec::new(), 0u64);
-        for n in 0..100_000usize {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let key = format!("roll.{n}");
-            let ok = std::process::Command::new(&exe)
-                .args([
-                    "config",
-                    "set",
-                    &key,
-                    "v",
-                    "--data-dir",
-                    s(&dirs[n % dirs.len()]),
-                ])
-                .env("RUST_LOG", "off")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            if ok {
-                acked.push(key);
-            } else {
-                refused += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        (acked, refused)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_rolls_to_a_new_release_and_refuses_one_that_does_not_start() {
     let _g = serial();
@@ -169,7 +134,8 @@ async fn a_cluster_rolls_to_a_new_release_and_refuses_one_that_does_not_start() 
         let bundle = release_bundle(&c, root, &key, &release, 1)?;
 
         let stop = Arc::new(AtomicBool::new(false));
-        let w = writer(&c, stop.clone());
+        let dirs = c.nodes.iter().map(|n| n.dir.clone()).collect();
+        let w = writer(c.exe.clone(), dirs, "roll", stop.clone(), 100_000);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let started = Instant::now();
         let said = c.cli(0, &["bundle", "import", s(&bundle)])?;
@@ -178,7 +144,11 @@ async fn a_cluster_rolls_to_a_new_release_and_refuses_one_that_does_not_start() 
         let roll_secs = started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs(1)).await;
         stop.store(true, Ordering::Relaxed);
-        let (acked, refused) = w.join().map_err(|_| anyhow::anyhow!("writer panicked"))?;
+        let written = w.join().map_err(|_| anyhow::anyhow!("writer panicked"))?;
+        let (acked, refused): (Vec<String>, u64) = (
+            written.acked.into_iter().map(|(k, _)| k).collect(),
+            written.refused,
+        );
         assert_eq!(v["roll"]["state"], "done", "{v}");
         println!(
             "three-node roll: {roll_secs:.1} s; writes during it: {} acknowledged, {refused} refused",

@@ -63,11 +63,20 @@ pub(crate) async fn backup(
         }
     };
     let copy = st.node.copy_state(&tmp).await.map_err(ApiError::internal)?;
-    // Open, then unlink: the bytes live until the answer has streamed them, and a broken
-    // transfer leaves nothing behind.
-    let opened = std::fs::File::open(&tmp).map_err(ApiError::internal);
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = opened?;
+    let (state_bytes, state_sha256, file) = tokio::task::spawn_blocking(move || {
+        // Open, then unlink: the bytes live until the answer has streamed them, and a broken
+        // transfer leaves nothing behind.
+        let opened = std::fs::File::open(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = opened?;
+        let mut hasher = Sha256::new();
+        let n = std::io::copy(&mut file, &mut hasher)?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok::<_, std::io::Error>((n, hex::encode(hasher.finalize()), file))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     let summary = copy.info.summary;
     let (Some(cluster_id), Some(cluster_name), Some(ca_cert_pem)) = (
         summary.cluster_id,
@@ -78,15 +87,6 @@ pub(crate) async fn backup(
             "this node's state holds no initialised cluster yet",
         ));
     };
-    let (state_bytes, state_sha256, file) = tokio::task::spawn_blocking(move || {
-        let mut hasher = Sha256::new();
-        let n = std::io::copy(&mut file, &mut hasher)?;
-        file.seek(SeekFrom::Start(0))?;
-        Ok::<_, std::io::Error>((n, hex::encode(hasher.finalize()), file))
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
     let ca_key = match passphrase {
         None => None,
         Some(p) => {

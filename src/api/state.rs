@@ -217,6 +217,33 @@ impl AppState {
             .map_err(ApiError::internal)
     }
 
+    /// `read` of something that may have been written through another node a moment ago:
+    /// when it finds nothing, this node catches up once (a read index, at most 2 s) and looks
+    /// again.
+    pub(crate) async fn read_caught_up<T: Send + 'static>(
+        &self,
+        f: impl Fn(&outpost_storage::Reader) -> Result<Option<T>, outpost_storage::StorageError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Result<Option<T>, ApiError> {
+        let f = std::sync::Arc::new(f);
+        let first = {
+            let f = f.clone();
+            self.read(move |r| f(r)).await?
+        };
+        if first.is_some()
+            || self
+                .node
+                .linearizable_barrier(Duration::from_secs(2))
+                .await
+                .is_err()
+        {
+            return Ok(first);
+        }
+        self.read(move |r| f(r)).await
+    }
+
     pub(crate) async fn status_view(&self) -> StatusView {
         let s: NodeStatus = self.node.status();
         let cluster_name = self

@@ -102,23 +102,12 @@ impl Console {
         }) else {
             return Ok(None);
         };
-        let mut row = None;
-        for attempt in 0..2 {
-            let i = id.clone();
-            row = self.app.read(move |r| r.console_session(&i)).await?;
-            // Started a moment ago through another node: catch up once (bounded) and look again.
-            if row.is_some()
-                || attempt == 1
-                || self
-                    .app
-                    .node
-                    .linearizable_barrier(Duration::from_secs(2))
-                    .await
-                    .is_err()
-            {
-                break;
-            }
-        }
+        // A session started a moment ago through another node is found after catching up.
+        let i = id.clone();
+        let row = self
+            .app
+            .read_caught_up(move |r| r.console_session(&i))
+            .await?;
         let Some(s) = row else { return Ok(None) };
         let hash = crate::shared::token::secret_sha256(&secret);
         let now = outpost_raft::now_ms();
@@ -347,25 +336,15 @@ pub async fn link(
         return invalid(&con, "It is not a sign-in link.");
     };
     let (id, secret) = (id.to_owned(), secret.to_owned());
-    let mut user = None;
-    for attempt in 0..2 {
-        let i = id.clone();
-        user = match con.app.read(move |r| r.console_link_user(&i)).await {
-            Ok(u) => u,
-            Err(e) => return failed(&con, None, e),
-        };
-        if user.is_some()
-            || attempt == 1
-            || con
-                .app
-                .node
-                .linearizable_barrier(Duration::from_secs(2))
-                .await
-                .is_err()
-        {
-            break;
-        }
-    }
+    let i = id.clone();
+    let user = match con
+        .app
+        .read_caught_up(move |r| r.console_link_user(&i))
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => return failed(&con, None, e),
+    };
     let Some(user) = user else {
         return invalid(
             &con,

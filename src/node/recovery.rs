@@ -38,7 +38,9 @@ pub struct Restored {
 /// `outpost restore`: a new one-node cluster in `dd` from a backup file, with the backup's
 /// cluster id and (when its key is in the backup and the passphrase opens it) its CA.
 pub async fn restore(dd: &DataDir, opts: RestoreOptions) -> Result<Restored> {
-    let opened = backup::read_header(&opts.backup)?;
+    // Reading the whole file (its SHA-256) is blocking work.
+    let file = opts.backup.clone();
+    let opened = tokio::task::spawn_blocking(move || backup::read_header(&file)).await??;
     let header = opened.header;
     let (ca, new_ca) = match (&header.ca_key, &opts.passphrase, opts.new_ca) {
         (Some(sealed), Some(pass), false) => {
@@ -87,7 +89,10 @@ pub async fn restore(dd: &DataDir, opts: RestoreOptions) -> Result<Restored> {
     }
     // The state section into its own file, which storage verifies while importing it.
     let snapshot = dd.root.join("restore-state.tmp");
-    copy_section(&opts.backup, opened.state_offset, &snapshot)?;
+    {
+        let (file, offset, to) = (opts.backup.clone(), opened.state_offset, snapshot.clone());
+        tokio::task::spawn_blocking(move || copy_section(&file, offset, &to)).await??;
+    }
     let imported = offline::import_state(&dd.root, &snapshot).await;
     let _ = std::fs::remove_file(&snapshot);
     let applied = imported.context("restoring the state from the backup")?;

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use outpost::harness::localcluster::LocalCluster;
 
@@ -41,4 +43,48 @@ pub fn or_dump<T>(c: &LocalCluster, r: anyhow::Result<T>) -> T {
             panic!("{e:#}");
         }
     }
+}
+
+/// What a `writer` got: each acknowledged key with the moment its acknowledgement arrived,
+/// and how many writes were refused.
+pub struct Written {
+    pub acked: Vec<(String, Instant)>,
+    pub refused: u64,
+}
+
+/// Writes `PREFIX.N = v` (`outpost config set`, one process each) through the data dirs of
+/// `dirs` in turn, until `stop` is set or `max` writes were tried.
+pub fn writer(
+    exe: PathBuf,
+    dirs: Vec<PathBuf>,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+    max: usize,
+) -> std::thread::JoinHandle<Written> {
+    std::thread::spawn(move || {
+        let mut w = Written {
+            acked: Vec::new(),
+            refused: 0,
+        };
+        for n in 0..max {
+            if stop.load(Ordering::Relaxed) || dirs.is_empty() {
+                break;
+            }
+            let key = format!("{prefix}.{n}");
+            let ok = std::process::Command::new(&exe)
+                .args(["config", "set", &key, "v", "--data-dir"])
+                .arg(&dirs[n % dirs.len()])
+                .env("RUST_LOG", "off")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                w.acked.push((key, Instant::now()));
+            } else {
+                w.refused += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        w
+    })
 }
