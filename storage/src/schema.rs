@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -236,6 +236,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX console_sessions_user ON console_sessions (user);
     "#,
+    // v7: config as a rowid table with its key as a unique index. In the WITHOUT ROWID table
+    // a value over ~1000 bytes spilled into an overflow page, so each set of a 1 KiB value
+    // rewrote two pages; a rowid table keeps values up to ~4 KiB in the leaf.
+    r#"
+    CREATE TABLE config_v7 (
+        scope_kind    TEXT NOT NULL CHECK (scope_kind IN ('global', 'group', 'client')),
+        scope_id      TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        value         TEXT NOT NULL,
+        version       INTEGER NOT NULL CHECK (version > 0),
+        updated_at_ms INTEGER NOT NULL,
+        updated_by    TEXT NOT NULL,
+        UNIQUE (scope_kind, scope_id, key)
+    ) STRICT;
+    INSERT INTO config_v7 (scope_kind, scope_id, key, value, version, updated_at_ms, updated_by)
+        SELECT scope_kind, scope_id, key, value, version, updated_at_ms, updated_by FROM config
+        ORDER BY scope_kind, scope_id, key;
+    DROP TABLE config;
+    ALTER TABLE config_v7 RENAME TO config;
+    "#,
 ];
 
 /// The database's schema version.
@@ -279,7 +299,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
                     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 tx.execute_batch(sql)?;
                 tx.pragma_update(None, "user_version", (i + 1) as u32)?;
-                // Durable on return (synchronous=FULL): the migration and its version together.
+                // The migration and its version bump together, or neither (one lost to a power
+                // cut runs again at the next open).
                 tx.commit()?;
                 tracing::info!(version = i + 1, "applied storage schema migration");
             }
@@ -372,6 +393,52 @@ mod tests {
         )?;
         assert_eq!(next, 1);
         quick_check(&conn, Path::new(":memory:"))?;
+        Ok(())
+    }
+
+    /// v7 moves config into a rowid table: the keys, values and versions of a v6 database
+    /// come through, the upsert on (scope, key) still finds them, and a value of 4000 bytes
+    /// stays in its leaf page (no overflow page is allocated for it).
+    #[test]
+    fn v7_keeps_config_and_stores_values_in_the_leaf() -> Result<(), StorageError> {
+        let mut conn = Connection::open_in_memory()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(6) {
+            conn.execute_batch(sql)?;
+            conn.pragma_update(None, "user_version", (i + 1) as u32)?;
+        }
+        conn.execute_batch(
+            "INSERT INTO config VALUES ('global', '', 'b', 'two', 2, 5, 'admin:a'),
+                                       ('group', 'lab', 'a', 'one', 1, 4, 'admin:a');",
+        )?;
+        migrate(&mut conn)?;
+        let rows: Vec<(String, String, String, String, i64)> = conn
+            .prepare("SELECT scope_kind, scope_id, key, value, version FROM config ORDER BY key")?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(
+            rows,
+            vec![
+                ("group".into(), "lab".into(), "a".into(), "one".into(), 1),
+                ("global".into(), "".into(), "b".into(), "two".into(), 2),
+            ]
+        );
+        let upsert = "INSERT INTO config VALUES ('global', '', 'b', ?1, 3, 6, 'admin:a')
+                      ON CONFLICT (scope_kind, scope_id, key) DO UPDATE SET value = excluded.value,
+                          version = excluded.version";
+        conn.execute(upsert, ["x".repeat(4000)])?;
+        let (n, len): (i64, i64) =
+            conn.query_row("SELECT COUNT(*), MAX(length(value)) FROM config", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        assert_eq!((n, len), (2, 4000));
+        let overflow: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM dbstat WHERE name = 'config' AND pagetype = 'overflow'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(overflow, 0, "a 4000-byte value went to an overflow page");
         Ok(())
     }
 
