@@ -70,6 +70,8 @@ pub struct AppState {
     pub limits: Arc<crate::api::limits::ApiLimits>,
     /// Admin and client certificates presented to this node (their expiry, for monitoring).
     pub certs_seen: crate::api::certs_seen::CertsSeen,
+    /// Admins' and peers' standing, read once per change of who may call.
+    pub identities: crate::api::identities::IdentityCache,
 }
 
 impl AppState {
@@ -91,21 +93,11 @@ impl AppState {
         // Namespaced by caller; numbered per commit, as one request may commit several.
         let from_client = CLIENT_REQUEST
             .try_with(|r| {
-                use sha2::Digest;
                 let n = r.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                hex::encode(sha2::Sha256::digest(format!(
-                    "{}\n{}\n{n}",
-                    caller.actor(),
-                    r.id
-                )))
+                crate::shared::request_id::scoped(&caller.actor(), &r.id, n)
             })
             .ok();
-        let request_id = from_client.unwrap_or_else(|| {
-            use rand::RngCore;
-            let mut b = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            hex::encode(b)
-        });
+        let request_id = from_client.unwrap_or_else(crate::shared::request_id::fresh);
         let env = Envelope {
             at_ms: outpost_raft::now_ms(),
             actor: caller.actor(),

@@ -129,12 +129,7 @@ impl ApiClient {
         };
         // One id for this request, sent again with its retry: a write the node committed
         // before the connection broke is answered with its first outcome, not applied twice.
-        let request_id = {
-            use rand::RngCore;
-            let mut b = [0u8; 16];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            hex::encode(b)
-        };
+        let request_id = crate::shared::request_id::fresh();
         let mut guard = self.conn.lock().await;
         // One retry on a fresh connection when a kept-alive one turns out to be closed.
         for attempt in 0..2 {
