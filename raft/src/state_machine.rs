@@ -174,6 +174,10 @@ async fn build(store: &Store, dir: &Path, n: u64) -> Result<Snapshot, StorageErr
         .export_snapshot(&tmp)
         .await
         .map_err(StateMachine::snapshot_io)?;
+    // openraft purges the log behind the snapshot this returns. state.db commits without an
+    // fsync and relies on the log to re-apply what a power cut took away, so everything up to
+    // the snapshot (and beyond) is made durable before the log behind it can go.
+    store.sync().await.map_err(StateMachine::snapshot_io)?;
     let marker: AppliedMarker = match &info.applied_marker {
         Some(b) => codec::decode(b).map_err(StateMachine::snapshot_io)?,
         None => AppliedMarker::default(),

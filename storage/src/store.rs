@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -37,15 +38,20 @@ impl Store {
         snapshot::remove_stale_imports(path)?;
         tracing::info!(path = %path.display(), schema = SCHEMA_VERSION, "storage opened");
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        let identities = Arc::new(AtomicU64::new(0));
+        let epoch = identities.clone();
         let thread = std::thread::Builder::new()
             .name("outpost-storage-writer".to_owned())
-            .spawn(move || writer_loop(conn, rx))?;
+            .spawn({
+                let path = path.to_owned();
+                move || writer_loop(&path, conn, rx, &epoch)
+            })?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 tx: Some(tx),
                 thread: Some(thread),
-                reader: Reader::new(path),
+                reader: Reader::new(path, identities),
             }),
         })
     }
@@ -66,6 +72,14 @@ impl Store {
             reply,
         })
         .await?
+    }
+
+    /// Makes every apply committed so far durable (fsync of the WAL). Commits do not fsync
+    /// (`synchronous=NORMAL`): an apply lost to a power cut is applied again from the Raft
+    /// log, which is durable. The log is purged only behind a snapshot, and the snapshot
+    /// builder calls this first, so the log always holds what state.db may have lost.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        self.call(|reply| Request::Sync { reply }).await?
     }
 
     /// The marker stored by the last successful `apply` (or found in an imported snapshot).
@@ -162,6 +176,9 @@ enum Request {
         from: PathBuf,
         reply: Reply<()>,
     },
+    Sync {
+        reply: Reply<()>,
+    },
 }
 
 impl Store {
@@ -179,7 +196,12 @@ impl Store {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
+fn writer_loop(
+    path: &Path,
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Request>,
+    identities: &AtomicU64,
+) {
     while let Some(req) = rx.blocking_recv() {
         // A caller that went away just drops its answer; the work is done either way.
         match req {
@@ -188,15 +210,42 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
                 applied_marker,
                 reply,
             } => {
-                let _ = reply.send(apply_entries(&mut conn, entries, &applied_marker));
+                let result = apply_entries(&mut conn, entries, &applied_marker);
+                // After the commit, so a reader that sees the new epoch reads the new state.
+                if result.as_ref().map_or(true, |r| r.identities_changed) {
+                    identities.fetch_add(1, Ordering::AcqRel);
+                }
+                let _ = reply.send(result.map(|r| r.outcomes));
             }
             Request::Marker { reply } => {
                 let _ = reply.send(meta_blob(&conn, "applied_marker").map_err(Into::into));
             }
             Request::Restore { from, reply } => {
-                let _ = reply.send(restore(&mut conn, &from));
+                let result = restore(&mut conn, &from).and_then(|()| sync_wal(path));
+                identities.fetch_add(1, Ordering::AcqRel);
+                let _ = reply.send(result);
+            }
+            Request::Sync { reply } => {
+                let _ = reply.send(sync_wal(path));
             }
         }
+    }
+    // The last handle is gone: leave everything applied on disk.
+    if let Err(e) = sync_wal(path) {
+        tracing::warn!(error = %e, "syncing the state's WAL at close failed");
+    }
+}
+
+/// fsync of `<state.db>-wal`: every frame committed so far, hence every committed apply, is
+/// durable after it (SQLite fsyncs the database file itself after each checkpoint).
+fn sync_wal(db: &Path) -> Result<(), StorageError> {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    match std::fs::File::open(&wal) {
+        Ok(f) => Ok(f.sync_all()?),
+        // No WAL (nothing written since the last checkpoint deleted it): nothing to sync.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -204,8 +253,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
 fn restore(conn: &mut Connection, from: &Path) -> Result<(), StorageError> {
     let src = open_read_only(from)?;
     backup_one_step(&src, conn)?;
-    // Durable on return (synchronous=FULL): the backup's single write transaction committed
-    // the whole new state.
+    // One write transaction committed the whole new state; the caller syncs it.
     let found = user_version(conn)?;
     if found != SCHEMA_VERSION {
         return Err(StorageError::Corrupt(format!(
@@ -245,8 +293,12 @@ fn open_writer(path: &Path) -> Result<Connection, StorageError> {
             path.display()
         )));
     }
-    // FULL: every commit fsyncs the WAL, so an acknowledged apply survives power loss.
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // NORMAL: commits append to the WAL without an fsync; checkpoints still fsync. The state
+    // is consistent after any crash, and an apply a power cut takes away is applied again
+    // from the Raft log (fsynced at every append), which keeps every entry state.db may have
+    // lost: it is purged only behind a snapshot, and building one calls `Store::sync` first.
+    // This halves the fsyncs of a write on every node; see ARCHITECTURE.md, "Durability".
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // apply runs a couple of dozen distinct statements per batch; keep them all prepared.
     conn.set_prepared_statement_cache_capacity(64);

@@ -19,11 +19,10 @@ pub(super) fn set_config(
     check_value(key, value).map_err(invalid)?;
     let (kind, sid) = scope.to_columns();
     let old: Option<i64> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT version FROM config WHERE scope_kind = ?1 AND scope_id = ?2 AND key = ?3",
-            params![kind, sid, key],
-            |r| r.get(0),
-        )
+        )?
+        .query_row(params![kind, sid, key], |r| r.get(0))
         .optional()?;
     let version = old.unwrap_or(0).saturating_add(1);
     conn.prepare_cached(

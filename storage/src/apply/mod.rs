@@ -42,20 +42,48 @@ pub use deployments::MAX_DETAIL_BYTES;
 pub use requests::REQUEST_IDS_KEPT;
 pub use upgrade::MAX_ROLL_REASON_BYTES;
 
+/// What one `apply_entries` call did: per entry, None for a None input or one outcome per
+/// envelope; and whether it applied a command that changes who may call a node.
+pub(crate) struct Applied {
+    pub(crate) outcomes: Vec<Option<Vec<Outcome>>>,
+    pub(crate) identities_changed: bool,
+}
+
+/// Commands after which a cached answer to "may this admin or node still call?" is stale.
+fn changes_identities(command: &Command) -> bool {
+    match command {
+        Command::Once { command, .. } => changes_identities(command),
+        Command::InitCluster { .. }
+        | Command::AddNode { .. }
+        | Command::JoinNode { .. }
+        | Command::UpdateNode { .. }
+        | Command::RemoveNode { .. }
+        | Command::ReformCluster { .. }
+        | Command::RevokeAdmin { .. } => true,
+        _ => false,
+    }
+}
+
 /// Applies a run of Raft entries in ONE transaction and stores `applied_marker` with them.
 /// Decode errors (including NeedsUpgrade) and SQLite errors leave the database untouched.
 pub(crate) fn apply_entries(
     conn: &mut Connection,
     entries: Vec<Option<Vec<u8>>>,
     applied_marker: &[u8],
-) -> Result<Vec<Option<Vec<Outcome>>>, StorageError> {
+) -> Result<Applied, StorageError> {
     // Decode everything first: an undecodable entry must not leave half a run applied.
     let decoded = entries
         .iter()
         .map(|e| e.as_deref().map(decode_batch).transpose())
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let identities_changed = decoded
+        .iter()
+        .flatten()
+        .flatten()
+        .any(|env| changes_identities(&env.command));
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut audit = AuditTail::read(&tx)?;
     let mut results = Vec::with_capacity(decoded.len());
     for batch in decoded {
         let Some(batch) = batch else {
@@ -72,20 +100,23 @@ pub(crate) fn apply_entries(
                 outcomes.push(first);
                 continue;
             }
-            let sp = tx.savepoint()?;
-            let outcome = match execute(&sp, env) {
+            // Each envelope in a savepoint of its own, through statements prepared once
+            // (rusqlite's `Savepoint` parses its SQL again for every envelope).
+            tx.prepare_cached("SAVEPOINT envelope")?.execute([])?;
+            let outcome = match execute(&tx, env) {
                 Ok(resp) => {
-                    sp.commit()?;
+                    tx.prepare_cached("RELEASE envelope")?.execute([])?;
                     Ok(resp)
                 }
                 Err(Fail::Reject(rej)) => {
-                    // Default drop behaviour of a savepoint: ROLLBACK TO + RELEASE.
-                    sp.finish()?;
+                    tx.prepare_cached("ROLLBACK TO envelope")?.execute([])?;
+                    tx.prepare_cached("RELEASE envelope")?.execute([])?;
                     Err(rej)
                 }
+                // The whole transaction rolls back when `tx` drops.
                 Err(Fail::Sql(e)) => return Err(e.into()),
             };
-            append_audit(&tx, env, &outcome)?;
+            audit.append(&tx, env, &outcome)?;
             if let Command::Once { request_id, .. } = &env.command {
                 requests::remember(&tx, request_id, &outcome)?;
             }
@@ -93,15 +124,20 @@ pub(crate) fn apply_entries(
         }
         results.push(Some(outcomes));
     }
+    audit.store(&tx)?;
     tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES ('applied_marker', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )?
     .execute([applied_marker])?;
-    // Durable on return (WAL + synchronous=FULL): every envelope of this call, its audit rows
-    // and the applied marker, all or nothing.
+    // Every envelope of this call, its audit rows and the applied marker, all or nothing.
+    // Not fsynced here (synchronous=NORMAL): the Raft log holds these entries until a
+    // snapshot, and building one syncs this first (`Store::sync`).
     tx.commit()?;
-    Ok(results)
+    Ok(Applied {
+        outcomes: results,
+        identities_changed,
+    })
 }
 
 /// Why one envelope did not apply: a rejection rolls back that envelope alone and is audited;
@@ -365,49 +401,82 @@ fn version_sql(what: &str, v: u64) -> Result<i64, Fail> {
     i64::try_from(v).map_err(|_| invalid(format!("{what} {v} is larger than {}", i64::MAX)))
 }
 
-/// Appends the envelope's audit row, chained to `meta.audit_head`, and moves the head.
-fn append_audit(conn: &Connection, env: &Envelope, outcome: &Outcome) -> Result<(), StorageError> {
-    let text = audit_text::audit_text(env, outcome);
-    let outcome = audit_text::outcome_text(outcome);
-    let last: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM audit")?
-        .query_row([], |r| r.get(0))?;
-    let prev = match meta_blob(conn, "audit_head")? {
-        Some(b) => String::from_utf8(b)
-            .map_err(|_| StorageError::Corrupt("meta.audit_head is not text".to_owned()))?,
-        None => GENESIS_HASH.to_owned(),
-    };
-    let seq = last + 1;
-    let fields = AuditFields {
-        seq: seq as u64,
-        at_ms: env.at_ms,
-        actor: &env.actor,
-        action: text.action,
-        target: &text.target,
-        detail: &text.detail,
-        outcome: &outcome,
-    };
-    let hash = chain_hash(&prev, &fields)
-        .ok_or_else(|| StorageError::Corrupt(format!("meta.audit_head {prev:?} is not a hash")))?;
-    conn.prepare_cached(
-        "INSERT INTO audit (seq, at_ms, actor, action, target, detail, outcome, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        seq,
-        env.at_ms,
-        env.actor,
-        text.action,
-        text.target,
-        text.detail,
-        outcome,
-        prev,
-        hash
-    ])?;
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES ('audit_head', ?1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([hash.as_bytes()])?;
-    Ok(())
+/// The end of the audit chain during one `apply_entries` call: read once, moved by each
+/// append, and stored in `meta.audit_head` once before the commit.
+struct AuditTail {
+    seq: i64,
+    head: String,
+    moved: bool,
+}
+
+impl AuditTail {
+    fn read(conn: &Connection) -> Result<AuditTail, StorageError> {
+        let seq: i64 = conn
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM audit")?
+            .query_row([], |r| r.get(0))?;
+        let head = match meta_blob(conn, "audit_head")? {
+            Some(b) => String::from_utf8(b)
+                .map_err(|_| StorageError::Corrupt("meta.audit_head is not text".to_owned()))?,
+            None => GENESIS_HASH.to_owned(),
+        };
+        Ok(AuditTail {
+            seq,
+            head,
+            moved: false,
+        })
+    }
+
+    /// Appends the envelope's audit row, chained to the current head, and moves the head.
+    fn append(
+        &mut self,
+        conn: &Connection,
+        env: &Envelope,
+        outcome: &Outcome,
+    ) -> Result<(), StorageError> {
+        let text = audit_text::audit_text(env, outcome);
+        let outcome = audit_text::outcome_text(outcome);
+        let seq = self.seq + 1;
+        let fields = AuditFields {
+            seq: seq as u64,
+            at_ms: env.at_ms,
+            actor: &env.actor,
+            action: text.action,
+            target: &text.target,
+            detail: &text.detail,
+            outcome: &outcome,
+        };
+        let hash = chain_hash(&self.head, &fields).ok_or_else(|| {
+            StorageError::Corrupt(format!("meta.audit_head {:?} is not a hash", self.head))
+        })?;
+        conn.prepare_cached(
+            "INSERT INTO audit (seq, at_ms, actor, action, target, detail, outcome, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            seq,
+            env.at_ms,
+            env.actor,
+            text.action,
+            text.target,
+            text.detail,
+            outcome,
+            self.head,
+            hash
+        ])?;
+        self.seq = seq;
+        self.head = hash;
+        self.moved = true;
+        Ok(())
+    }
+
+    fn store(&self, conn: &Connection) -> Result<(), StorageError> {
+        if self.moved {
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('audit_head', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([self.head.as_bytes()])?;
+        }
+        Ok(())
+    }
 }

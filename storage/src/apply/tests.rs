@@ -102,8 +102,34 @@ fn fresh() -> Result<Connection, StorageError> {
 }
 
 fn run(conn: &mut Connection, envs: Vec<Envelope>) -> Result<Vec<Outcome>, StorageError> {
-    let mut out = apply_entries(conn, vec![Some(encode_batch(&envs))], b"m")?;
+    let mut out = apply_entries(conn, vec![Some(encode_batch(&envs))], b"m")?.outcomes;
     Ok(out.pop().flatten().unwrap_or_default())
+}
+
+/// An apply says when it changed who may call a node (readers cache identity checks until
+/// then): an admin revoked or a node added, also inside a request id; a config write does not.
+#[test]
+fn apply_says_when_identities_changed() -> Result<(), StorageError> {
+    let mut conn = fresh()?;
+    let mut changed = |command: Command| -> Result<bool, StorageError> {
+        let batch = encode_batch(&[env(command)]);
+        Ok(apply_entries(&mut conn, vec![Some(batch)], b"m")?.identities_changed)
+    };
+    assert!(changed(init())?);
+    assert!(!changed(set(Scope::Global, "k", "v"))?);
+    assert!(changed(add(2, "n2"))?);
+    let revoke = Command::RevokeAdmin {
+        name: "alice".into(),
+    };
+    assert!(changed(Command::Once {
+        request_id: "r-1".into(),
+        command: Box::new(revoke),
+    })?);
+    assert!(!changed(Command::Once {
+        request_id: "r-2".into(),
+        command: Box::new(set(Scope::Global, "k", "w")),
+    })?);
+    Ok(())
 }
 
 fn audit_count(conn: &Connection) -> Result<i64, rusqlite::Error> {

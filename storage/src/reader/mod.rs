@@ -12,6 +12,7 @@
 //! `schema`). Each record type is read by its `rows::FromRow` impl, beside its queries.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -152,13 +153,22 @@ impl Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(path: &Path) -> Reader {
+    pub(crate) fn new(path: &Path, identities: Arc<AtomicU64>) -> Reader {
         Reader {
             pool: Arc::new(Pool {
                 path: path.to_owned(),
                 idle: Mutex::new(Vec::new()),
+                identities,
             }),
         }
+    }
+
+    /// A number that grows after every commit that may change who may call this node: an
+    /// admin revoked, a node added, changed or removed, a cluster re-formed, a snapshot
+    /// installed. A caller that read an identity's standing while this number was `e` may
+    /// reuse what it read for as long as the number is still `e` (read the number first).
+    pub fn identity_epoch(&self) -> u64 {
+        self.pool.identities.load(Ordering::Acquire)
     }
 
     pub(crate) fn with<T>(
@@ -179,6 +189,8 @@ const MAX_IDLE: usize = 32;
 struct Pool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Bumped by the writer after commits that change identities (`identity_epoch`).
+    identities: Arc<AtomicU64>,
 }
 
 impl Pool {
