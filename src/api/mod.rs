@@ -22,6 +22,7 @@ pub mod console;
 pub mod deployments;
 mod error;
 pub mod fields;
+pub mod identities;
 pub mod inventory;
 pub mod limits;
 pub mod nodes;
@@ -129,6 +130,34 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// An identity's standing in the state: from the cache while nothing that changes who may
+/// call has been applied since it was read, else read again (on a blocking thread).
+async fn standing(
+    st: &AppState,
+    who: identities::Identity,
+) -> Result<identities::Standing, ApiError> {
+    let epoch = st.node.reader().identity_epoch();
+    if let Some(known) = st.identities.get(epoch, &who) {
+        return Ok(known);
+    }
+    let asked = who.clone();
+    let found = st
+        .read(move |r| {
+            Ok(match asked {
+                identities::Identity::Admin(name) => {
+                    identities::Standing::AdminRevokedAt(r.admin_revoked_at(&name)?)
+                }
+                identities::Identity::Node(id) => identities::Standing::Member(
+                    r.node(id)?
+                        .is_some_and(|n| n.role != outpost_storage::NodeRole::Removed),
+                ),
+            })
+        })
+        .await?;
+    st.identities.put(epoch, who, found);
+    Ok(found)
+}
+
 /// Refuses, on every request, an admin certificate whose name was revoked after it was
 /// issued and a node certificate of a node that was removed (or never joined): an identity
 /// ends from the moment its revocation applies on this node, even on a connection opened
@@ -143,28 +172,26 @@ async fn identity_still_valid(
     let refusal = match &caller {
         Caller::Admin {
             name, issued_at, ..
-        } => {
-            let n = name.clone();
-            match st.read(move |r| r.admin_revoked_at(&n)).await {
-                Ok(Some(at)) if issued_at.saturating_mul(1000) <= at => Some(ApiError::new(
+        } => match standing(&st, identities::Identity::Admin(name.clone())).await {
+            Ok(identities::Standing::AdminRevokedAt(Some(at)))
+                if issued_at.saturating_mul(1000) <= at =>
+            {
+                Some(ApiError::new(
                     StatusCode::FORBIDDEN,
                     format!("the admin certificate of {name} was revoked"),
-                )),
-                Ok(_) => None,
-                Err(e) => Some(e),
+                ))
             }
-        }
-        Caller::Node(id) => {
-            let id = *id;
-            match st.read(move |r| r.node(id)).await {
-                Ok(Some(n)) if n.role != outpost_storage::NodeRole::Removed => None,
-                Ok(_) => Some(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!("node {id} is not a member of this cluster"),
-                )),
-                Err(e) => Some(e),
-            }
-        }
+            Ok(_) => None,
+            Err(e) => Some(e),
+        },
+        Caller::Node(id) => match standing(&st, identities::Identity::Node(*id)).await {
+            Ok(identities::Standing::Member(true)) => None,
+            Ok(_) => Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("node {id} is not a member of this cluster"),
+            )),
+            Err(e) => Some(e),
+        },
         _ => None,
     };
     if let Some(e) = refusal {
