@@ -194,6 +194,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         readiness: Default::default(),
         limits: limits.clone(),
         certs_seen: Default::default(),
+        identities: Default::default(),
     });
     // The API and, beside it on the same port, the web console.
     let console = crate::console::Console::new(state.clone());
