@@ -26,6 +26,7 @@
 
 mod codec;
 mod dead_members;
+mod failover;
 pub mod log_store;
 mod node;
 pub mod offline;
