@@ -51,14 +51,13 @@ use crate::types::{
 /// a tick of 1.5 heartbeats: 450-675 ms with the defaults. That covers a leader lost with its
 /// machine, cut off by a partition, or paused. A leader whose process dies (crash, kill -9,
 /// stop) has its connections closed by its kernel, and its followers do not wait that long
-/// (`failover.rs`): one heartbeat interval after the leader's last connection to a follower
-/// closed, if the leader stayed silent, the follower campaigns, which also ends its lease; of
-/// the followers campaigning together, openraft elects the highest id whose log is not behind,
-/// and if its log is behind, one heartbeat interval later the candidate with the most
-/// up-to-date log campaigns again and wins. With the defaults a survivor takes writes again
-/// 60-120 ms after a kill -9 of the leader (`outpost bench failover`). The heartbeat sets both
-/// waits; the election timeouts stay as they are, so a leader slowed by load is not deposed
-/// any sooner than before.
+/// (`failover.rs`): one heartbeat interval after the leader's connection to a follower closed,
+/// if the leader stayed silent, the follower campaigns, which also ends its lease; of the
+/// followers campaigning together openraft elects the highest id whose log is not behind, and
+/// otherwise, once their ballots and answers are in, the candidate with the most up-to-date log
+/// campaigns again and wins. With the defaults a survivor takes writes again 60-200 ms after a
+/// kill -9 of the leader (`outpost bench failover`). The heartbeat sets the wait; the election
+/// timeouts stay as they were, so a leader slowed by load is not deposed any sooner.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTuning {
@@ -83,13 +82,13 @@ pub struct RaftTuning {
 }
 
 impl RaftTuning {
-    /// The waits of the fast failover (`failover.rs`): the leader's silence after its last
-    /// connection closed, and the time for the other followers' ballots to arrive.
+    /// The waits of the fast failover (`failover.rs`): the leader's silence after its
+    /// connection closed (a heartbeat interval), and how long a candidate waits for the
+    /// others' ballots before openraft's election timeout takes over.
     fn failover_timing(&self) -> failover::Timing {
-        let heartbeat = Duration::from_millis(self.heartbeat_ms);
         failover::Timing {
-            grace: heartbeat,
-            runoff: heartbeat,
+            grace: Duration::from_millis(self.heartbeat_ms),
+            give_up: Duration::from_millis(self.election_timeout_max_ms),
         }
     }
 }

@@ -563,7 +563,8 @@ impl Refusals {
 }
 
 /// Accepts peer connections until the listener task is aborted. `watch` learns which peers
-/// are connected, when the leader last spoke and which vote requests came in (fast failover).
+/// are connected, which connection carried their requests and which vote requests came in
+/// (fast failover).
 pub(crate) async fn serve<H: PeerHandler>(
     listener: TcpListener,
     tls: PeerTls,
@@ -665,13 +666,12 @@ async fn serve_conn<H: PeerHandler>(
             }
             continue;
         }
-        match &req {
-            PeerRequest::AppendEntries(_) | PeerRequest::InstallSnapshot(_) => watch.heard(from),
-            // A node asks votes only for itself.
-            PeerRequest::Vote(r) if r.vote.leader_id().voted_for() == Some(from) => {
-                watch.ballot(from, &r.vote, r.last_log_id)
-            }
-            _ => {}
+        inbound.request();
+        // A node asks votes only for itself.
+        if let PeerRequest::Vote(r) = &req
+            && r.vote.leader_id().voted_for() == Some(from)
+        {
+            watch.ballot(from, &r.vote, r.last_log_id);
         }
         let handler = handler.clone();
         let out = out_tx.clone();
@@ -700,7 +700,7 @@ async fn serve_conn<H: PeerHandler>(
 #[derive(Clone)]
 pub struct Network {
     pub(crate) clients: Arc<PeerClients>,
-    /// Told of this node's own vote requests (the failover's ballots).
+    /// Told of this node's own vote requests and their answers (fast failover).
     pub(crate) watch: Arc<PeerWatch>,
 }
 
@@ -816,11 +816,16 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
-        if let Some(me) = rpc.vote.leader_id().voted_for() {
-            self.watch.ballot(me, &rpc.vote, rpc.last_log_id);
+        let asked = rpc.vote;
+        if let Some(me) = asked.leader_id().voted_for() {
+            self.watch.ballot(me, &asked, rpc.last_log_id);
         }
+        let ask = self.watch.ask(asked.leader_id().term, self.target);
         match self.rpc(PeerRequest::Vote(rpc), &option).await {
-            Ok(PeerResponse::Vote(Ok(r))) => Ok(r),
+            Ok(PeerResponse::Vote(Ok(r))) => {
+                ask.answer(r.vote_granted && r.vote == asked);
+                Ok(r)
+            }
             Ok(PeerResponse::Vote(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
