@@ -1,5 +1,5 @@
 //! Fast failover: a follower whose leader's process died campaigns at once, instead of waiting
-//! out openraft's leader lease and an election timeout (450-600 ms with the defaults).
+//! out openraft's leader lease and an election timeout (450-675 ms with the defaults).
 //!
 //! A process that dies, even by kill -9, has its sockets closed by the kernel, so the peer
 //! connection the leader opened to this node (it dials every member to replicate) ends with a

@@ -55,7 +55,7 @@ use crate::types::{
 /// if the leader stayed silent, the follower campaigns, which also ends its lease; of the
 /// followers campaigning together openraft elects the highest id whose log is not behind, and
 /// otherwise, once their ballots and answers are in, the candidate with the most up-to-date log
-/// campaigns again and wins. With the defaults a survivor takes writes again 60-200 ms after a
+/// campaigns again and wins. With the defaults a survivor takes writes again 60-90 ms after a
 /// kill -9 of the leader (`outpost bench failover`). The heartbeat sets the wait; the election
 /// timeouts stay as they were, so a leader slowed by load is not deposed any sooner.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -320,7 +320,7 @@ pub struct NodeStatus {
     pub members: Vec<MemberStatus>,
     /// Why this node stopped applying, if it did (e.g. it needs an upgrade).
     pub fatal: Option<String>,
-    /// Campaigns this node started at once because its leader's peer connections closed
+    /// Campaigns this node started at once because its leader's peer connection closed
     /// (fast failover), since it started.
     #[serde(default)]
     pub fast_elections: u64,

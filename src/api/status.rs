@@ -108,7 +108,7 @@ pub(crate) async fn metrics(
         u8::from(s.fatal.is_some()).to_string(),
     );
     out.push_str(&format!(
-        "# HELP outpost_raft_fast_elections_total Campaigns started at once because the leader's peer connections closed (fast failover).\n# TYPE outpost_raft_fast_elections_total counter\noutpost_raft_fast_elections_total {}\n",
+        "# HELP outpost_raft_fast_elections_total Campaigns started at once because the leader's peer connection closed (fast failover).\n# TYPE outpost_raft_fast_elections_total counter\noutpost_raft_fast_elections_total {}\n",
         s.fast_elections
     ));
     st.refusals.render_metrics(&mut out);
