@@ -48,7 +48,7 @@ pub struct StatusView {
     pub cluster_id: String,
     pub cluster_name: Option<String>,
     /// `node_id`, `leader_id`, `term`, `state`, `applied_index`, `last_log_index`,
-    /// `snapshot_index`, `members`, `fatal`.
+    /// `snapshot_index`, `members`, `fatal`, `fast_elections`, `fast_election_term`.
     #[serde(flatten)]
     pub raft: NodeStatus,
     /// What `/readyz` answers: whether this node serves a committing cluster.
@@ -401,6 +401,8 @@ mod tests {
                 snapshot_index: None,
                 members: Vec::new(),
                 fatal: None,
+                fast_elections: 0,
+                fast_election_term: None,
             },
             ready: None,
             cert_expiry: None,
@@ -422,6 +424,8 @@ mod tests {
                 "cert_expiry",
                 "cluster_id",
                 "cluster_name",
+                "fast_election_term",
+                "fast_elections",
                 "fatal",
                 "last_log_index",
                 "leader_id",

@@ -460,3 +460,78 @@ async fn a_request_sent_again_by_its_client_applies_once() {
     .await;
     with_logs(&c, r).await;
 }
+
+/// kill -9 of the leader: its kernel closes the connections it had opened to the followers,
+/// and they campaign at once instead of waiting out the lease and the election timeout (fast
+/// failover, `raft/src/failover.rs`). The election timeouts here are long (2-4 s, so no
+/// follower campaigns on a timer for at least 6 s after the last heartbeat), so the leader that
+/// follows can only come from that path, and it shows: its term is the term of its own fast
+/// campaign. Before that, a killed follower changes nothing: only the leader's connections
+/// closing count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_by_a_fast_election() {
+    let _g = serial();
+    let (_dir, mut c) = cluster(3, &["--election-timeout-ms", "2000-4000"])
+        .await
+        .expect("three-node cluster");
+    let r = async {
+        let leader = c.leader(T).await?;
+        let before = c.status(leader).await?;
+
+        // A follower killed and back: same leader, same term, no campaign anywhere.
+        let follower = (leader + 1) % 3;
+        c.kill9(follower);
+        c.cli(leader, &["config", "set", "while.follower.down", "yes"])?;
+        c.serve(follower)?;
+        let applied = c.status(leader).await?.applied_index;
+        c.wait_for(follower, T, "caught up", |s| s.applied_index >= applied)
+            .await?;
+        for i in 0..3 {
+            let s = c.status(i).await?;
+            assert_eq!(
+                (s.leader_id, s.term, s.fast_elections),
+                (before.leader_id, before.term, 0),
+                "{} after a follower's restart",
+                c.nodes[i].name
+            );
+        }
+
+        // The leader killed: a survivor wins the term it campaigned for at once.
+        c.kill9(leader);
+        let new_leader = c.leader(T).await?;
+        assert_ne!(new_leader, leader, "a killed node cannot lead");
+        let s = c
+            .wait_for(new_leader, T, "leads", |s| s.leader_id == Some(s.node_id))
+            .await?;
+        assert!(s.term > before.term, "{s:?}");
+        assert!(s.fast_elections >= 1, "no fast campaign: {s:?}");
+        assert_eq!(
+            s.fast_election_term,
+            Some(s.term),
+            "the leader did not win its fast campaign's term: {s:?}"
+        );
+        let metrics = outpost::shared::client::local_client(&c.nodes[new_leader].dir)
+            .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
+            .await?;
+        let metrics = String::from_utf8_lossy(&metrics);
+        assert!(
+            metrics.contains(&format!(
+                "outpost_raft_fast_elections_total {}\n",
+                s.fast_elections
+            )),
+            "{metrics}"
+        );
+        let other = (0..3)
+            .find(|i| *i != leader && *i != new_leader)
+            .context("the third node")?;
+        c.cli(other, &["config", "set", "after.fast.failover", "yes"])?;
+        assert_eq!(
+            c.cli(new_leader, &["config", "get", "after.fast.failover"])?
+                .trim(),
+            "yes"
+        );
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    with_logs(&c, r).await;
+}

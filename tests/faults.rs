@@ -15,6 +15,9 @@
 //! schedule. The run prints its ops, faults, anomalies and recovery times.
 //! `local_reads_from_an_isolated_leader_are_caught` shows the checker failing on real
 //! histories: plain local reads from a partitioned old leader are reported stale.
+//! `a_partitioned_leader_is_replaced_by_the_election_timeout` shows that a partition, which
+//! closes no connection, leaves the fast failover out (the election timeout elects), and that
+//! kill -9 of the next leader is a fast election across the hosts.
 
 #[path = "support/checker.rs"]
 mod checker;
@@ -1069,5 +1072,116 @@ fn local_reads_from_an_isolated_leader_are_caught() {
         Ok(a) => assert!(a.is_empty(), "after the heal: {}", checker::summary(&a, 5)),
         Err(e) => panic!("after the heal: {e}"),
     }
+    cluster.stop();
+}
+
+/// A partition closes no connection: its packets are dropped silently, so no FIN or RST
+/// reaches anyone and the fast failover (`raft/src/failover.rs`) stays out of it. The majority
+/// elects a new leader once the old one's lease and the election timeout have run out, and no
+/// node counts a fast campaign, not even when the heal lets the old leader's stale connections
+/// close. Then kill -9 of the new leader, across the hosts: its kernel closes its connections
+/// and a survivor wins the term of its fast campaign.
+#[test]
+fn a_partitioned_leader_is_replaced_by_the_election_timeout() {
+    let _g = serial();
+    let Some(site) = Site::builder("fpart").hosts(NODES).build() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::form(&site, tmp.path());
+    let rt = runtime();
+    let ctx = Ctx {
+        sockets: cluster.sockets(),
+        t0: Instant::now(),
+        stop: AtomicBool::new(false),
+        seed: 0,
+    };
+    let status = |c: &Cluster, i: usize| {
+        wait_for(Duration::from_secs(20), "status", || {
+            status_cli(&c.nodes[i])
+        })
+    };
+    let old = wait_for(Duration::from_secs(20), "a leader", || cluster.leader(&rt));
+    let old_term = status(&cluster, old).term;
+    let others: Vec<usize> = (0..NODES).filter(|i| *i != old).collect();
+    for &o in &others {
+        cluster.cut(old, o);
+    }
+    println!(
+        "n{} (leader, term {old_term}) cut off from the others",
+        old + 1
+    );
+    let (new, term) = wait_for(Duration::from_secs(30), "a leader of the majority", || {
+        let s = status_cli(&cluster.nodes[others[0]])?;
+        let l = cluster.index_of(s.leader_id?)?;
+        (l != old && s.term > old_term).then_some((l, s.term))
+    });
+    println!("n{} leads the majority at term {term}", new + 1);
+    for &o in &others {
+        let s = status(&cluster, o);
+        if s.fast_elections != 0 {
+            cluster.dump_logs();
+        }
+        assert_eq!(
+            s.fast_elections,
+            0,
+            "n{}: a campaign without a close",
+            o + 1
+        );
+    }
+    let w = rt.block_on(set(
+        &ctx,
+        others[0],
+        "part.write",
+        "majority",
+        WRITE_TIMEOUT,
+    ));
+    assert!(matches!(w.outcome, WriteOutcome::Acked(_)), "{w:?}");
+
+    cluster.heal();
+    let new_id = cluster.nodes[new].id;
+    wait_for(
+        Duration::from_secs(30),
+        "the old leader follows the new one",
+        || {
+            let s = status_cli(&cluster.nodes[old])?;
+            (s.leader_id == Some(new_id)).then_some(())
+        },
+    );
+    // Through the old leader: the cluster has settled.
+    let w = rt.block_on(set(&ctx, old, "part.write", "healed", WRITE_TIMEOUT));
+    assert!(matches!(w.outcome, WriteOutcome::Acked(_)), "{w:?}");
+    for i in 0..NODES {
+        let s = status(&cluster, i);
+        if s.fast_elections != 0 {
+            cluster.dump_logs();
+        }
+        assert_eq!(s.fast_elections, 0, "n{} after the heal", i + 1);
+    }
+
+    // kill -9 of the new leader: a fast election among the two left.
+    cluster.kill(new);
+    let left: Vec<usize> = (0..NODES).filter(|i| *i != new).collect();
+    let s = wait_for(Duration::from_secs(30), "a leader after the kill", || {
+        left.iter().find_map(|&i| {
+            let s = status_cli(&cluster.nodes[i])?;
+            (s.leader_id == Some(s.node_id) && s.term > term).then_some(s)
+        })
+    });
+    if s.fast_election_term != Some(s.term) {
+        cluster.dump_logs();
+    }
+    assert_eq!(
+        s.fast_election_term,
+        Some(s.term),
+        "n{} did not win its fast campaign's term: {s:?}",
+        cluster.index_of(s.node_id).map_or(0, |i| i + 1)
+    );
+    println!(
+        "after kill -9 of n{}: n{} leads at term {} by a fast campaign",
+        new + 1,
+        cluster.index_of(s.node_id).map_or(0, |i| i + 1),
+        s.term
+    );
     cluster.stop();
 }

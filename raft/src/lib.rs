@@ -4,7 +4,9 @@
 //! state-machine adapter over `outpost-storage` (`state_machine`), the peer transport
 //! (`transport`: bincode frames over TLS TCP) and `RaftNode` (`node`), which batches writes
 //! into one entry (group commit), forwards them to the leader, serves linearizable reads and
-//! keeps the membership in line with the nodes recorded in the state.
+//! keeps the membership in line with the nodes recorded in the state. `failover` has the
+//! followers of a leader whose process died campaign as soon as its peer connection closes,
+//! instead of waiting out the leader lease and the election timeout.
 //!
 //! One byte cap, `outpost_storage::MAX_ENTRY_BYTES`, bounds every Raft entry: the batcher
 //! closes a batch before its encoding would pass it and refuses a command too large for an
@@ -26,6 +28,7 @@
 
 mod codec;
 mod dead_members;
+mod failover;
 pub mod log_store;
 mod node;
 pub mod offline;

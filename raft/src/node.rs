@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::codec::Bytes;
 use crate::dead_members::{self, Watch};
+use crate::failover::{self, FailoverStats, PeerWatch};
 use crate::log_store::{LogStore, LogStoreError};
 use crate::state_machine::{Health, StateMachine, StoppedApplying};
 use crate::transport::{
@@ -42,9 +43,21 @@ use crate::types::{
     RaftWriteError,
 };
 
-/// Timing and sizing of one node's Raft. Defaults fit a LAN: a follower that hears nothing
-/// campaigns after openraft's leader lease (= `election_timeout_max_ms`) plus a random
-/// election timeout, i.e. 450-600 ms; `outpost bench failover` measures the whole failover.
+/// Timing and sizing of one node's Raft. Defaults fit a LAN.
+///
+/// Elections. A follower that hears nothing from its leader campaigns after openraft's leader
+/// lease (= `election_timeout_max_ms` after the last AppendEntries; until then it also refuses
+/// its vote to any candidate) plus a random election timeout between the two bounds, checked on
+/// a tick of 1.5 heartbeats: 450-675 ms with the defaults. That covers a leader lost with its
+/// machine, cut off by a partition, or paused. A leader whose process dies (crash, kill -9,
+/// stop) has its connections closed by its kernel, and its followers do not wait that long
+/// (`failover.rs`): one heartbeat interval after the leader's connection to a follower closed,
+/// if the leader stayed silent, the follower campaigns, which also ends its lease; of the
+/// followers campaigning together openraft elects the highest id whose log is not behind, and
+/// otherwise, once their ballots and answers are in, the candidate with the most up-to-date log
+/// campaigns again and wins. With the defaults a survivor takes writes again 60-90 ms after a
+/// kill -9 of the leader (`outpost bench failover`). The heartbeat sets the wait; the election
+/// timeouts stay as they were, so a leader slowed by load is not deposed any sooner.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTuning {
@@ -66,6 +79,18 @@ pub struct RaftTuning {
     /// `[cluster] auto_remove_after`, not from `[raft]`.
     #[serde(skip)]
     pub auto_remove_after: Option<Duration>,
+}
+
+impl RaftTuning {
+    /// The waits of the fast failover (`failover.rs`): the leader's silence after its
+    /// connection closed (a heartbeat interval), and how long a candidate waits for the
+    /// others' ballots before openraft's election timeout takes over.
+    fn failover_timing(&self) -> failover::Timing {
+        failover::Timing {
+            grace: Duration::from_millis(self.heartbeat_ms),
+            give_up: Duration::from_millis(self.election_timeout_max_ms),
+        }
+    }
 }
 
 impl Default for RaftTuning {
@@ -295,6 +320,13 @@ pub struct NodeStatus {
     pub members: Vec<MemberStatus>,
     /// Why this node stopped applying, if it did (e.g. it needs an upgrade).
     pub fatal: Option<String>,
+    /// Campaigns this node started at once because its leader's peer connection closed
+    /// (fast failover), since it started.
+    #[serde(default)]
+    pub fast_elections: u64,
+    /// The term of the last of them: a leader whose `term` equals it won by that path.
+    #[serde(default)]
+    pub fast_election_term: Option<u64>,
 }
 
 struct WriteReq {
@@ -312,6 +344,8 @@ struct Inner {
     batcher: mpsc::Sender<WriteReq>,
     health: Arc<Health>,
     tuning: RaftTuning,
+    /// What the transport saw of peers' connections and ballots (fast failover).
+    watch: Arc<PeerWatch>,
     app: std::sync::RwLock<Option<Arc<dyn AppHandler>>>,
     /// Fault injection for tests (`OUTPOST_FAULT_DROP_FORWARD_REPLIES=N`): this many
     /// forwarded batches are committed and then never answered, as if the reply were lost.
@@ -380,8 +414,10 @@ impl RaftNode {
         }
         .validate()?;
         let clients = PeerClients::new(cfg.tls.clone());
+        let (watch, closed) = PeerWatch::new();
         let network = Network {
             clients: clients.clone(),
+            watch: watch.clone(),
         };
         let raft = Raft::new(cfg.id, Arc::new(config), network, log, sm)
             .await
@@ -395,6 +431,7 @@ impl RaftNode {
             batcher: batch_tx,
             health,
             tuning: cfg.tuning.clone(),
+            watch: watch.clone(),
             app: std::sync::RwLock::new(None),
             drop_forward_replies: std::env::var("OUTPOST_FAULT_DROP_FORWARD_REPLIES")
                 .ok()
@@ -409,7 +446,19 @@ impl RaftNode {
         let handler = Handler {
             inner: inner.clone(),
         };
-        node.spawn(transport::serve(cfg.peer_listener, cfg.tls, handler));
+        node.spawn(transport::serve(
+            cfg.peer_listener,
+            cfg.tls,
+            handler,
+            watch.clone(),
+        ));
+        node.spawn(failover::run(
+            inner.raft.clone(),
+            cfg.id,
+            watch,
+            closed,
+            cfg.tuning.failover_timing(),
+        ));
         node.spawn(batcher(inner.clone(), batch_rx));
         node.spawn(upkeep(inner));
         Ok(node)
@@ -544,7 +593,8 @@ impl RaftNode {
 
     pub fn status(&self) -> NodeStatus {
         let m = self.inner.raft.metrics().borrow().clone();
-        status_of(&m, self.inner.health.fatal().map(|f| f.to_string()))
+        let fatal = self.inner.health.fatal().map(|f| f.to_string());
+        status_of(&m, fatal, self.inner.watch.stats())
     }
 
     /// Subscribe to Raft metrics changes (leader, applied index, membership).
@@ -607,7 +657,7 @@ fn remaining(deadline: Instant) -> Duration {
         .max(Duration::from_millis(1))
 }
 
-fn status_of(m: &RaftMetrics, fatal: Option<String>) -> NodeStatus {
+fn status_of(m: &RaftMetrics, fatal: Option<String>, failover: FailoverStats) -> NodeStatus {
     let membership = m.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let members = membership
@@ -636,6 +686,8 @@ fn status_of(m: &RaftMetrics, fatal: Option<String>) -> NodeStatus {
         snapshot_index: m.snapshot.map(|l| l.index),
         members,
         fatal,
+        fast_elections: failover.campaigns,
+        fast_election_term: failover.last_term,
     }
 }
 

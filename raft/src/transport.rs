@@ -41,6 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
+use crate::failover::PeerWatch;
 use crate::types::{NodeId, PeerNode, Proposal, TypeConfig, Vote};
 
 /// Largest frame accepted from a peer (a snapshot chunk plus headroom).
@@ -561,8 +562,15 @@ impl Refusals {
     }
 }
 
-/// Accepts peer connections until the listener task is aborted.
-pub(crate) async fn serve<H: PeerHandler>(listener: TcpListener, tls: PeerTls, handler: H) {
+/// Accepts peer connections until the listener task is aborted. `watch` learns which peers
+/// are connected, which connection carried their requests and which vote requests came in
+/// (fast failover).
+pub(crate) async fn serve<H: PeerHandler>(
+    listener: TcpListener,
+    tls: PeerTls,
+    handler: H,
+    watch: Arc<PeerWatch>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
     let refusals = Arc::new(Refusals::new(Duration::from_secs(60)));
     loop {
@@ -578,8 +586,10 @@ pub(crate) async fn serve<H: PeerHandler>(listener: TcpListener, tls: PeerTls, h
         let handler = handler.clone();
         let authorize = tls.authorize.clone();
         let refusals = refusals.clone();
+        let watch = watch.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(tcp, remote, acceptor, authorize, handler, refusals).await {
+            let conn = serve_conn(tcp, remote, acceptor, authorize, handler, refusals, watch);
+            if let Err(e) = conn.await {
                 tracing::debug!(%remote, error = %e, "peer connection ended");
             }
         });
@@ -593,6 +603,7 @@ async fn serve_conn<H: PeerHandler>(
     authorize: Authorize,
     handler: H,
     refusals: Arc<Refusals>,
+    watch: Arc<PeerWatch>,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
     let tls = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp))
@@ -616,6 +627,9 @@ async fn serve_conn<H: PeerHandler>(
             std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)
         })?
     };
+    // Open from here until the reading below ends (not until the answers in flight are sent:
+    // the close of a dead leader's connection must be seen at once).
+    let inbound = watch.inbound_opened(from);
     let (mut rd, mut wr) = tokio::io::split(tls);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(async move {
@@ -652,6 +666,13 @@ async fn serve_conn<H: PeerHandler>(
             }
             continue;
         }
+        inbound.request();
+        // A node asks votes only for itself.
+        if let PeerRequest::Vote(r) = &req
+            && r.vote.leader_id().voted_for() == Some(from)
+        {
+            watch.ballot(from, &r.vote, r.last_log_id);
+        }
         let handler = handler.clone();
         let out = out_tx.clone();
         tokio::spawn(async move {
@@ -669,6 +690,7 @@ async fn serve_conn<H: PeerHandler>(
             let _ = out.send(bytes).await;
         });
     };
+    drop(inbound);
     drop(out_tx);
     let _ = writer.await;
     result
@@ -678,10 +700,13 @@ async fn serve_conn<H: PeerHandler>(
 #[derive(Clone)]
 pub struct Network {
     pub(crate) clients: Arc<PeerClients>,
+    /// Told of this node's own vote requests and their answers (fast failover).
+    pub(crate) watch: Arc<PeerWatch>,
 }
 
 pub struct PeerNetwork {
     clients: Arc<PeerClients>,
+    watch: Arc<PeerWatch>,
     target: NodeId,
     node: PeerNode,
 }
@@ -692,6 +717,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerNetwork {
         PeerNetwork {
             clients: self.clients.clone(),
+            watch: self.watch.clone(),
             target,
             node: node.clone(),
         }
@@ -790,8 +816,16 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        let asked = rpc.vote;
+        if let Some(me) = asked.leader_id().voted_for() {
+            self.watch.ballot(me, &asked, rpc.last_log_id);
+        }
+        let ask = self.watch.ask(asked.leader_id().term, self.target);
         match self.rpc(PeerRequest::Vote(rpc), &option).await {
-            Ok(PeerResponse::Vote(Ok(r))) => Ok(r),
+            Ok(PeerResponse::Vote(Ok(r))) => {
+                ask.answer(r.vote_granted && r.vote == asked);
+                Ok(r)
+            }
             Ok(PeerResponse::Vote(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

@@ -107,6 +107,10 @@ pub(crate) async fn metrics(
         "1 if this node stopped applying.",
         u8::from(s.fatal.is_some()).to_string(),
     );
+    out.push_str(&format!(
+        "# HELP outpost_raft_fast_elections_total Campaigns started at once because the leader's peer connection closed (fast failover).\n# TYPE outpost_raft_fast_elections_total counter\noutpost_raft_fast_elections_total {}\n",
+        s.fast_elections
+    ));
     st.refusals.render_metrics(&mut out);
     st.limits.render_metrics(&mut out);
     Ok((
