@@ -107,6 +107,13 @@ pub(crate) async fn metrics(
         "1 if this node stopped applying.",
         u8::from(s.fatal.is_some()).to_string(),
     );
+    if let Some(rss) = crate::shared::process::resident_bytes() {
+        metric(
+            "outpost_process_resident_bytes",
+            "Resident memory of this node's process (VmRSS), in bytes.",
+            rss.to_string(),
+        );
+    }
     st.refusals.render_metrics(&mut out);
     st.limits.render_metrics(&mut out);
     Ok((
