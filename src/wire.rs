@@ -61,6 +61,9 @@ pub struct StatusView {
     /// The version and executable SHA-256 each node last reported.
     #[serde(default)]
     pub builds: Vec<MemberBuild>,
+    /// Resident memory of the answering node's process, in bytes (None: not known).
+    #[serde(default)]
+    pub resident_bytes: Option<u64>,
 }
 
 /// Soonest expiry (unix seconds) per kind of certificate; `None` when none was seen.
@@ -407,6 +410,7 @@ mod tests {
             ready: None,
             cert_expiry: None,
             builds: Vec::new(),
+            resident_bytes: Some(1 << 20),
         };
         let json = serde_json::to_value(&v).unwrap();
         let mut keys: Vec<&str> = json
@@ -433,6 +437,7 @@ mod tests {
                 "name",
                 "node_id",
                 "ready",
+                "resident_bytes",
                 "snapshot_index",
                 "state",
                 "term"

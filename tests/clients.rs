@@ -8,7 +8,7 @@
 #[path = "support/local.rs"]
 mod local;
 
-use local::{exe, serial};
+use local::{exe, or_dump, serial};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -395,4 +395,62 @@ async fn used_up_and_expired_client_tokens_are_refused() {
     let out = enroll(&node_token, "wrongkind");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("client token"));
+}
+
+/// `outpost bench sync` at a small scale through the real binary: its simulated agents
+/// enroll and sync (a connection per sync) without an error, and it reports every member's
+/// resident memory, which each node also shows in `/metrics` and `outpost status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_sync_syncs_without_errors_and_reports_every_nodes_memory() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LocalOptions {
+        env: vec![("OUTPOST_ENROLL_RATE".into(), "100".into())],
+        ..LocalOptions::default()
+    };
+    let mut c = LocalCluster::start(dir.path(), &exe(), 3, opts)
+        .await
+        .expect("cluster");
+    let r = async {
+        c.wait_voters(3, Duration::from_secs(30)).await?;
+        let out = c.cli(
+            0,
+            &[
+                "bench",
+                "sync",
+                "--clients",
+                "12",
+                "--seconds",
+                "3",
+                "--interval",
+                "1s",
+                "--json",
+            ],
+        )?;
+        let report: serde_json::Value = serde_json::from_str(out.trim())
+            .with_context(|| format!("bench sync output: {out}"))?;
+        assert_eq!(report["errors"], 0, "{report}");
+        assert!(report["syncs"].as_u64().is_some_and(|n| n >= 1), "{report}");
+        assert_eq!(report["requests_per_sync"], 3, "{report}");
+        let rss = report["node_rss"].as_array().context("node_rss")?;
+        assert_eq!(rss.len(), 3, "{report}");
+        for n in rss {
+            assert!(n["max_bytes"].as_u64().is_some_and(|b| b > 0), "{report}");
+        }
+
+        let metrics = outpost::shared::client::local_client(&c.nodes[1].dir)
+            .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
+            .await?;
+        let metrics = String::from_utf8_lossy(&metrics);
+        let rss = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("outpost_process_resident_bytes "))
+            .context("outpost_process_resident_bytes")?;
+        assert!(rss.parse::<u64>().is_ok_and(|b| b > 0), "{metrics}");
+        let status = c.cli(2, &["status"])?;
+        assert!(status.contains("resident memory"), "{status}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    or_dump(&c, r);
 }

@@ -131,9 +131,8 @@ pub fn live_server_config(
     auth: ClientAuth,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, CertError> {
-    let mut cfg = server_builder(ca_pem, auth)?.with_cert_resolver(id);
-    cfg.alpn_protocols = alpn_list(alpn);
-    Ok(Arc::new(cfg))
+    let cfg = server_builder(ca_pem, auth)?.with_cert_resolver(id);
+    Ok(Arc::new(finish_server(cfg, alpn)))
 }
 
 /// Like [`client_config`] with a client certificate, presenting whatever `id` holds at each
@@ -187,10 +186,9 @@ pub fn server_config(
     auth: ClientAuth,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, CertError> {
-    let mut cfg =
+    let cfg =
         server_builder(ca_pem, auth)?.with_single_cert(id.chain.clone(), id.key.clone_key())?;
-    cfg.alpn_protocols = alpn_list(alpn);
-    Ok(Arc::new(cfg))
+    Ok(Arc::new(finish_server(cfg, alpn)))
 }
 
 /// TLS 1.3 only; trusts only `ca_pem`; presents `id` as client cert when given.
@@ -224,6 +222,17 @@ fn server_builder(
     Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier))
+}
+
+/// The last touches of every server config: the ALPN protocols, and no TLS 1.3 session
+/// tickets. No client of ours resumes a session (an agent builds its TLS configuration afresh
+/// for each sync, each CLI command is a new process, peers hold their connections), so a
+/// server making and sending two tickets per handshake (rustls' default) works for nothing;
+/// and without resumption every handshake verifies the client's certificate chain afresh.
+fn finish_server(mut cfg: rustls::ServerConfig, alpn: &[&[u8]]) -> rustls::ServerConfig {
+    cfg.alpn_protocols = alpn_list(alpn);
+    cfg.send_tls13_tickets = 0;
+    cfg
 }
 
 /// A client config up to its certificate: TLS 1.3, ring, trusting only `ca_pem`.

@@ -131,15 +131,20 @@ pub async fn enroll(
 
 /// The bundle trust in this node's state, as agents pin it.
 async fn pinned_trust(st: &AppState) -> Result<Option<AgentTrust>, ApiError> {
-    let Some(t) = st.read(|r| r.bundle_trust()).await? else {
-        return Ok(None);
-    };
+    st.read(|r| r.bundle_trust())
+        .await?
+        .map(trust_for_agents)
+        .transpose()
+}
+
+/// A stored bundle trust as agents pin it.
+fn trust_for_agents(t: outpost_storage::TrustRecord) -> Result<AgentTrust, ApiError> {
     let trust = serde_json::from_str(&t.trust_json)
         .map_err(|e| ApiError::internal(format!("stored bundle trust does not parse: {e}")))?;
-    Ok(Some(AgentTrust {
+    Ok(AgentTrust {
         version: t.version,
         trust,
-    }))
+    })
 }
 
 /// `/v1/agent/trust`: the cluster's bundle trust, which the agent re-pins when its version
@@ -149,8 +154,8 @@ pub async fn agent_trust(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Option<AgentTrust>> {
-    authorized_client(&st, &caller).await?;
-    Ok(Json(pinned_trust(&st).await?))
+    let (_, trust) = authorized_read(&st, &caller, |r, _| r.bundle_trust()).await?;
+    Ok(Json(trust.map(trust_for_agents).transpose()?))
 }
 
 /// The client behind a client certificate, if it is enrolled and neither it nor this
@@ -159,6 +164,19 @@ pub(crate) async fn authorized_client(
     st: &AppState,
     caller: &Caller,
 ) -> Result<ClientRecord, ApiError> {
+    Ok(authorized_read(st, caller, |_, _| Ok(())).await?.0)
+}
+
+/// `authorized_client`, then `f` with the client, both in one read on one blocking thread:
+/// an agent's request leaves the async executor once, and its revocation check still reads
+/// the state as of this request.
+pub(crate) async fn authorized_read<T: Send + 'static>(
+    st: &AppState,
+    caller: &Caller,
+    f: impl FnOnce(&outpost_storage::Reader, &ClientRecord) -> Result<T, outpost_storage::StorageError>
+    + Send
+    + 'static,
+) -> Result<(ClientRecord, T), ApiError> {
     let Caller::Client { id, serial, .. } = caller else {
         return Err(match caller {
             Caller::Anonymous => {
@@ -170,11 +188,29 @@ pub(crate) async fn authorized_client(
             ),
         });
     };
-    let id2 = id.clone();
-    let (record, cert) = st
-        .read(move |r| Ok((r.client(&id2)?, r.client_cert_state(&id2)?)))
-        .await?;
-    let now = outpost_raft::now_ms();
+    let (id, serial) = (id.clone(), serial.clone());
+    st.read(move |r| {
+        let (record, cert) = (r.client(&id)?, r.client_cert_state(&id)?);
+        match judge(&id, &serial, record, cert, outpost_raft::now_ms()) {
+            Ok(client) => {
+                let t = f(r, &client)?;
+                Ok(Ok((client, t)))
+            }
+            Err(refused) => Ok(Err(refused)),
+        }
+    })
+    .await?
+}
+
+/// Whether the client `id` may call with the certificate `serial`, from its row and its
+/// certificate state.
+fn judge(
+    id: &str,
+    serial: &str,
+    record: Option<ClientRecord>,
+    cert: Option<outpost_storage::ClientCertState>,
+    now: i64,
+) -> Result<ClientRecord, ApiError> {
     match (record, cert) {
         (Some(c), Some(cert)) if !c.revoked && cert.accepts(serial, now) => Ok(c),
         (Some(c), _) if c.revoked => Err(ApiError::new(
@@ -199,14 +235,14 @@ pub async fn agent_config(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<BTreeMap<String, String>> {
-    let client = authorized_client(&st, &caller).await?;
+    let (client, config) = authorized_read(&st, &caller, |r, client| {
+        r.config_effective(&client.id, &client.groups)
+    })
+    .await?;
     if let Ok(mut seen) = st.seen.lock() {
-        seen.insert(client.id.clone(), outpost_raft::now_ms());
+        seen.insert(client.id, outpost_raft::now_ms());
     }
-    Ok(Json(
-        st.read(move |r| r.config_effective(&client.id, &client.groups))
-            .await?,
-    ))
+    Ok(Json(config))
 }
 
 pub async fn list(

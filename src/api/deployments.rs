@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_storage::{Assignment, Command, DeploymentRecord};
 
-use crate::api::clients::authorized_client;
+use crate::api::clients::{authorized_client, authorized_read};
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::shared::text::tail;
 use crate::wire::{DeploymentRequest, DeploymentStatusView, RESULT_DETAIL_BYTES, ResultReport};
@@ -118,8 +118,8 @@ pub async fn assignments(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Vec<Assignment>> {
-    let client = authorized_client(&st, &caller).await?;
-    Ok(Json(st.read(move |r| r.assignments(&client.id)).await?))
+    let (_, list) = authorized_read(&st, &caller, |r, client| r.assignments(&client.id)).await?;
+    Ok(Json(list))
 }
 
 pub async fn report(

@@ -49,8 +49,8 @@ pub struct LimitsConfig {
     /// runs while a keep-alive connection waits for its next request). Join and enroll are
     /// one request each.
     pub idle_anonymous: Duration,
-    /// The same for connections with a certificate (and the local socket). An agent keeps
-    /// its connection between syncs; a download keeps moving bytes. While a request is being
+    /// The same for connections with a certificate (and the local socket). An agent opens
+    /// a connection per sync and closes it at the end; a download keeps moving bytes. While a request is being
     /// handled the clock stops (a blob is fetched from a peer before it is streamed).
     pub idle_authenticated: Duration,
     /// An anonymous connection is closed after this long whatever moves on it: it cannot be
@@ -60,7 +60,7 @@ pub struct LimitsConfig {
     pub anonymous_total: usize,
     /// Anonymous connections at once from one source (IPv4 address, IPv6 /64).
     pub anonymous_per_source: usize,
-    /// Connections with a certificate at once: agents keep one each.
+    /// Connections with a certificate at once: an agent holds one while it syncs.
     pub authenticated_total: usize,
     /// Connections with a certificate from one source: generous, agents may sit behind NAT.
     pub authenticated_per_source: usize,

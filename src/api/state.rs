@@ -252,6 +252,7 @@ impl AppState {
             ready: Some(self.readiness().await),
             cert_expiry: Some(self.cert_expiry()),
             builds: self.builds().await.unwrap_or_default(),
+            resident_bytes: crate::shared::process::resident_bytes(),
         }
     }
 

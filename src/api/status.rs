@@ -107,6 +107,13 @@ pub(crate) async fn metrics(
         "1 if this node stopped applying.",
         u8::from(s.fatal.is_some()).to_string(),
     );
+    if let Some(rss) = crate::shared::process::resident_bytes() {
+        metric(
+            "outpost_process_resident_bytes",
+            "Resident memory of this node's process (VmRSS), in bytes.",
+            rss.to_string(),
+        );
+    }
     out.push_str(&format!(
         "# HELP outpost_raft_fast_elections_total Campaigns started at once because the leader's peer connection closed (fast failover).\n# TYPE outpost_raft_fast_elections_total counter\noutpost_raft_fast_elections_total {}\n",
         s.fast_elections

@@ -273,6 +273,9 @@ fn print_status(s: &StatusView) {
     if let Some(f) = &s.fatal {
         println!("STOPPED: {f}");
     }
+    if let Some(b) = s.resident_bytes {
+        println!("resident memory {:.1} MiB", b as f64 / 1048576.0);
+    }
     if let Some(e) = &s.cert_expiry {
         let at = |v: Option<i64>| {
             v.map(|t| crate::shared::text::format_ms(t.saturating_mul(1000)))

@@ -85,11 +85,7 @@ pub async fn write(dd: &DataDir, opts: WriteBench) -> Result<WriteReport> {
     }
     dd.check()?;
     let ca_pem = dd.read(&dd.ca_cert())?;
-    let ca = CertAuthority::from_pem(&ca_pem, &dd.read(&dd.ca_key())?)?;
-    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 1);
-    let (cert, key) = ca.issue_with_new_key(&Role::Admin("bench".into()), &validity)?;
-    let identity = TlsIdentity::from_pem(&cert, &key, &ca_pem)?;
-    let tls = outpost_certs::client_config(&ca_pem, Some(&identity), &[b"http/1.1"])?;
+    let tls = admin_tls(dd, &ca_pem)?;
     let status: StatusView = local_client(&dd.root)
         .call(Method::GET, "/v1/status", None::<&()>)
         .await
@@ -241,6 +237,15 @@ pub struct SyncBench {
     pub interval: Duration,
 }
 
+/// The requests of one sync of a real agent whose inventory, deployments and certificate
+/// need nothing (`agent::sync_with`): its configuration, the bundle trust it re-pins, its
+/// deployment assignments.
+const SYNC_REQUESTS: [&str; 3] = [
+    "/v1/agent/config",
+    "/v1/agent/trust",
+    "/v1/agent/assignments",
+];
+
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
     pub syncs_per_s: f64,
@@ -251,16 +256,41 @@ pub struct SyncReport {
     pub seconds: f64,
     pub interval_s: f64,
     pub enroll_s: f64,
+    /// Requests per sync, all on the sync's own connection.
+    pub requests_per_sync: usize,
+    /// Whether each agent connected from a loopback address of its own (the cluster is on
+    /// loopback), else all from this host's one address.
+    pub source_per_agent: bool,
+    /// Latency of a whole sync: connect, TLS handshake, every request.
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Each member's largest resident memory seen during the syncs (its `/v1/status`, every
+    /// few seconds and at the end).
+    pub node_rss: Vec<NodeRss>,
+    /// This load generator's own resident memory at the end.
+    pub bench_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRss {
+    pub name: String,
+    pub api_addr: String,
+    /// None: the node never answered with it.
+    pub max_bytes: Option<u64>,
 }
 
 impl std::fmt::Display for SyncReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: Option<u64>| match b {
+            Some(b) => format!("{:.0} MiB", b as f64 / 1048576.0),
+            None => "unknown".into(),
+        };
         write!(
             f,
-            "{:.0} syncs/s ({} syncs, {} errors in {:.1} s; {} agents over {} nodes, interval {:.0} s; enrolled in {:.1} s)\nlatency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "{:.0} syncs/s ({} syncs, {} errors in {:.1} s; {} agents over {} nodes, interval {:.0} s; enrolled in {:.1} s)\n\
+             each sync: a new TLS connection with the agent's certificate (no resumption), {} requests, closed; nothing held open between syncs; {}\n\
+             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             self.syncs_per_s,
             self.syncs,
             self.errors,
@@ -269,16 +299,39 @@ impl std::fmt::Display for SyncReport {
             self.nodes,
             self.interval_s,
             self.enroll_s,
+            self.requests_per_sync,
+            if self.source_per_agent {
+                "each agent from its own loopback address"
+            } else {
+                "all agents from this host's address"
+            },
             self.p50_ms,
             self.p99_ms,
             self.max_ms
+        )?;
+        let nodes: Vec<String> = self
+            .node_rss
+            .iter()
+            .map(|n| format!("{} {}", n.name, mib(n.max_bytes)))
+            .collect();
+        write!(
+            f,
+            "\nnode RSS (max during the run): {}; bench process {}",
+            nodes.join(", "),
+            mib(self.bench_rss_bytes)
         )
     }
 }
 
-/// Simulated agents: each enrolls for real (own key, CSR, client certificate), keeps its own
-/// TLS connection to one node (spread over every member), and fetches its effective
-/// configuration once per interval.
+/// Simulated agents. Each enrolls for real (own key, CSR, client certificate) and then syncs
+/// once per interval as `outpost agent run` does: a new TCP connection and a full TLS
+/// handshake with its client certificate (a real agent builds its TLS configuration afresh
+/// for every sync, so it never resumes a session), the requests of a sync in which nothing
+/// changed (`SYNC_REQUESTS`) on that connection, then the connection is closed. Between
+/// syncs an agent holds no connection, only its identity. Agents are spread over every
+/// member; against a loopback cluster each connects from a loopback address of its own
+/// (`agent_source`), as real agents come from their own machines. While they sync, every
+/// member's resident memory is sampled.
 pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
     use crate::shared::token::Token;
     use crate::wire::{EnrollRequest, EnrollResponse};
@@ -290,20 +343,27 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
     let local = local_client(&dd.root);
     let status: StatusView = local.call(Method::GET, "/v1/status", None::<&()>).await?;
     let addrs: Vec<String> = status.members.iter().map(|m| m.api_addr.clone()).collect();
+    if addrs.is_empty() {
+        bail!("the local node knows no members");
+    }
     let req = crate::wire::TokenRequest {
         kind: "client".into(),
         ttl_secs: 3600,
-        uses: Some(opts.clients as u32),
+        uses: Some(u32::try_from(opts.clients).context("--clients is too large")?),
         groups: vec!["bench".into()],
     };
     let token: crate::wire::TokenResponse =
         local.call(Method::POST, "/v1/tokens", Some(&req)).await?;
     let token = Token::decode(&token.token)?;
     let anon = outpost_certs::client_config(&ca_pem, None, &[b"http/1.1"])?;
+    let own_sources = addrs.iter().all(|a| {
+        a.parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.is_ipv4() && a.ip().is_loopback())
+    });
 
     // Enroll every agent, 24 at a time (under the per-source cap of anonymous connections),
     // waiting as told when the enrollment rate limit answers 429 (run the nodes with
-    // OUTPOST_ENROLL_RATE=1000 for large fleets).
+    // OUTPOST_ENROLL_RATE=5000 for large fleets).
     let t0 = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(24));
     let mut tasks = Vec::new();
@@ -314,11 +374,15 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let (key, csr) = outpost_certs::new_key_and_csr(&format!("bench-{i}"))?;
-            let client = ApiClient::new(Endpoint::Tls {
+            let source = own_sources.then(|| agent_source(i));
+            let mut client = ApiClient::new(Endpoint::Tls {
                 addr: addr.clone(),
                 config: anon,
                 server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
             });
+            if let Some(source) = source {
+                client.set_source(source);
+            }
             let req = EnrollRequest {
                 token_id: token.id.clone(),
                 secret: token.secret.clone(),
@@ -343,24 +407,33 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
             };
             let id = TlsIdentity::from_pem(&r.cert_pem, &key, &ca_pem)?;
             let config = outpost_certs::client_config(&ca_pem, Some(&id), &[b"http/1.1"])?;
-            Ok::<_, anyhow::Error>(ApiClient::new(Endpoint::Tls {
+            // A real agent makes this configuration again for every sync, with an empty
+            // session cache: no resumption here either.
+            let mut config = (*config).clone();
+            config.resumption = rustls::client::Resumption::disabled();
+            let endpoint = Endpoint::Tls {
                 addr,
-                config,
+                config: Arc::new(config),
                 server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
-            }))
+            };
+            Ok::<_, anyhow::Error>((endpoint, source))
         }));
     }
     let mut agents = Vec::with_capacity(opts.clients);
     for t in tasks {
-        agents.push(Arc::new(t.await?.context("enrolling a simulated agent")?));
+        agents.push(t.await?.context("enrolling a simulated agent")?);
     }
     let enroll_s = t0.elapsed().as_secs_f64();
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs(opts.seconds);
+    let sampler = RssSampler::start(dd, &ca_pem, &status)?;
     let interval = opts.interval;
+    // The first few failures are logged, whichever agents they hit; all are counted.
+    let logged = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut tasks = Vec::new();
-    for (i, agent) in agents.into_iter().enumerate() {
+    for (i, (endpoint, source)) in agents.into_iter().enumerate() {
+        let logged = logged.clone();
         tasks.push(tokio::spawn(async move {
             // Spread the first syncs over one interval, as real agents' jitter does.
             if !interval.is_zero() {
@@ -371,27 +444,18 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                // One sync as the agent makes it when its inventory is unchanged: the
-                // effective configuration, then its deployment assignments.
-                let sync = async {
-                    agent
-                        .call::<std::collections::BTreeMap<String, String>>(
-                            Method::GET,
-                            "/v1/agent/config",
-                            None::<&()>,
-                        )
-                        .await?;
-                    agent
-                        .call::<Vec<outpost_storage::Assignment>>(
-                            Method::GET,
-                            "/v1/agent/assignments",
-                            None::<&()>,
-                        )
-                        .await
-                };
-                match sync.await {
-                    Ok(_) => lat.push(t.elapsed()),
-                    Err(_) => errors += 1,
+                match sync_like_an_agent(&endpoint, source).await {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(e) => {
+                        errors += 1;
+                        if logged.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+                            tracing::warn!(
+                                agent = i,
+                                error = format!("{e:#}"),
+                                "simulated sync failed"
+                            );
+                        }
+                    }
                 }
                 if !interval.is_zero() {
                     let next = t + interval;
@@ -406,6 +470,7 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
     }
     let (all, errors) = gather(tasks).await?;
     let secs = start.elapsed().as_secs_f64();
+    let node_rss = sampler.finish().await;
     Ok(SyncReport {
         syncs_per_s: all.len() as f64 / secs,
         syncs: all.len() as u64,
@@ -415,10 +480,133 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
         seconds: secs,
         interval_s: interval.as_secs_f64(),
         enroll_s,
+        requests_per_sync: SYNC_REQUESTS.len(),
+        source_per_agent: own_sources,
         p50_ms: percentile(&all, 0.50),
         p99_ms: percentile(&all, 0.99),
         max_ms: all.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+        node_rss,
+        bench_rss_bytes: crate::shared::process::resident_bytes(),
     })
+}
+
+/// One sync as `agent::sync_any` makes it when nothing changed: a client of its own (a new
+/// connection, the agent's 5 s timeout), `SYNC_REQUESTS` in order, dropped at the end (the
+/// connection closes).
+async fn sync_like_an_agent(endpoint: &Endpoint, source: Option<std::net::IpAddr>) -> Result<()> {
+    let mut client = ApiClient::new(endpoint.clone());
+    client.set_timeout(Duration::from_secs(5));
+    if let Some(source) = source {
+        client.set_source(source);
+    }
+    for path in SYNC_REQUESTS {
+        client.call_raw(Method::GET, path, None::<&()>).await?;
+    }
+    Ok(())
+}
+
+/// The loopback address simulated agent `i` connects from (127.16.0.1 on): real agents
+/// each come from their own machine's address, and the API port's per-source caps (32
+/// anonymous connections, which include those in their TLS handshake) are meant for one
+/// machine, not for a whole fleet behind one address.
+fn agent_source(i: usize) -> std::net::IpAddr {
+    let base = u32::from(std::net::Ipv4Addr::new(127, 16, 0, 1));
+    // Up to 127.255.255.254 (15.7 million agents); beyond, the last address is shared.
+    let offset = u32::try_from(i).unwrap_or(u32::MAX).min(0x00EF_FFFD);
+    std::net::IpAddr::V4(std::net::Ipv4Addr::from(base + offset))
+}
+
+/// Asks every member for its `/v1/status` every few seconds and keeps the largest resident
+/// memory each reported. Over TLS with an admin certificate the bench issues from the CA key
+/// in the data dir (as `bench write` does); without the key, only the local node is asked,
+/// over the local socket.
+struct RssSampler {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<NodeRss>>,
+}
+
+impl RssSampler {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn start(dd: &DataDir, ca_pem: &str, status: &StatusView) -> Result<RssSampler> {
+        let mut nodes: Vec<(NodeRss, ApiClient)> = Vec::new();
+        match admin_tls(dd, ca_pem) {
+            Ok(tls) => {
+                for m in &status.members {
+                    let client = ApiClient::new(Endpoint::Tls {
+                        addr: m.api_addr.clone(),
+                        config: tls.clone(),
+                        server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
+                    });
+                    let rss = NodeRss {
+                        name: m.name.clone(),
+                        api_addr: m.api_addr.clone(),
+                        max_bytes: None,
+                    };
+                    nodes.push((rss, client));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "no admin certificate for the members' status: reporting the local node's memory only"
+                );
+                let me = status.members.iter().find(|m| m.id == status.node_id);
+                let rss = NodeRss {
+                    name: status.name.clone(),
+                    api_addr: me.map(|m| m.api_addr.clone()).unwrap_or_default(),
+                    max_bytes: None,
+                };
+                nodes.push((rss, local_client(&dd.root)));
+            }
+        }
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                for (rss, client) in &mut nodes {
+                    match client
+                        .call::<StatusView>(Method::GET, "/v1/status", None::<&()>)
+                        .await
+                    {
+                        Ok(s) => rss.max_bytes = rss.max_bytes.max(s.resident_bytes),
+                        Err(e) => tracing::debug!(
+                            node = %rss.name,
+                            error = format!("{e:#}"),
+                            "no status for the memory figure"
+                        ),
+                    }
+                }
+                if *stopped.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Self::EVERY) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+            nodes.into_iter().map(|(rss, _)| rss).collect()
+        });
+        Ok(RssSampler { stop, task })
+    }
+
+    /// Takes one last sample of every member and returns the maxima.
+    async fn finish(self) -> Vec<NodeRss> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// A TLS client configuration with a one-day admin certificate issued by the CA key in `dd`.
+fn admin_tls(dd: &DataDir, ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
+    let ca = CertAuthority::from_pem(ca_pem, &dd.read(&dd.ca_key())?)?;
+    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 1);
+    let (cert, key) = ca.issue_with_new_key(&Role::Admin("bench".into()), &validity)?;
+    let identity = TlsIdentity::from_pem(&cert, &key, ca_pem)?;
+    Ok(outpost_certs::client_config(
+        ca_pem,
+        Some(&identity),
+        &[b"http/1.1"],
+    )?)
 }
 
 /// Figures of `outpost bench bundle`.

@@ -50,6 +50,8 @@ pub struct ApiClient {
     endpoint: Endpoint,
     conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
     timeout: Duration,
+    /// The local address TLS connections are made from (None: the system picks).
+    source: Option<std::net::IpAddr>,
 }
 
 impl ApiClient {
@@ -58,11 +60,18 @@ impl ApiClient {
             endpoint,
             conn: tokio::sync::Mutex::new(None),
             timeout: Duration::from_secs(30),
+            source: None,
         }
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
+    }
+
+    /// Makes TLS connections from this local address: `bench sync` gives each simulated agent
+    /// a loopback address of its own, as real agents each have their machine's.
+    pub fn set_source(&mut self, source: std::net::IpAddr) {
+        self.source = Some(source);
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -86,9 +95,11 @@ impl ApiClient {
                     config,
                     server_name,
                 } => {
-                    let tcp = TcpStream::connect(addr)
-                        .await
-                        .with_context(|| format!("connecting to {addr}"))?;
+                    let tcp = match self.source {
+                        None => TcpStream::connect(addr).await,
+                        Some(source) => connect_from(source, addr).await,
+                    }
+                    .with_context(|| format!("connecting to {addr}"))?;
                     let _ = tcp.set_nodelay(true);
                     let name = rustls::pki_types::ServerName::try_from(server_name.clone())
                         .with_context(|| format!("server name {server_name}"))?;
@@ -185,6 +196,27 @@ impl ApiClient {
         }
         Err(anyhow!("{} closed the connection twice", self.endpoint))
     }
+}
+
+/// A TCP connection to `addr` (the first of its addresses in `source`'s family) made from
+/// `source`.
+async fn connect_from(source: std::net::IpAddr, addr: &str) -> std::io::Result<TcpStream> {
+    let to = tokio::net::lookup_host(addr)
+        .await?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                format!("{addr} has no address of the family of {source}"),
+            )
+        })?;
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(to).await
 }
 
 impl ApiClient {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod datadir;
 pub mod files;
 pub mod policy;
+pub mod process;
 pub mod request_id;
 pub mod text;
 pub mod token;
