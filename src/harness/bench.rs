@@ -596,10 +596,16 @@ impl RssSampler {
     }
 }
 
-/// A TLS client configuration with a one-day admin certificate issued by the CA key in `dd`.
+/// Days a bench's admin certificate is valid. Nodes report (status, console alarms) the
+/// soonest-ending admin certificate presented to them within a day, and warn under 30 days
+/// left; a bench must not leave that alarm behind. The key lives only in this process's
+/// memory and is gone when the bench ends, so the length costs nothing.
+const BENCH_ADMIN_DAYS: u32 = 45;
+
+/// A TLS client configuration with an admin certificate issued by the CA key in `dd`.
 fn admin_tls(dd: &DataDir, ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
     let ca = CertAuthority::from_pem(ca_pem, &dd.read(&dd.ca_key())?)?;
-    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 1);
+    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, BENCH_ADMIN_DAYS);
     let (cert, key) = ca.issue_with_new_key(&Role::Admin("bench".into()), &validity)?;
     let identity = TlsIdentity::from_pem(&cert, &key, ca_pem)?;
     Ok(outpost_certs::client_config(
