@@ -12,7 +12,9 @@
 //!
 //! `OUTPOST_FAULTS_SECS` sets how long the faults go on (default 120; from 300 on, the first
 //! partition of each round of faults holds 20-30 s); `OUTPOST_FAULTS_SEED` repeats a fault
-//! schedule. The run prints its ops, faults, anomalies and recovery times.
+//! schedule; `OUTPOST_FAULTS_LOGS=DIR` keeps the nodes' whole logs there when a test fails,
+//! and `OUTPOST_FAULTS_RUST_LOG` sets their filter (default `info`).
+//! The run prints its ops, faults, anomalies and recovery times.
 //! `local_reads_from_an_isolated_leader_are_caught` shows the checker failing on real
 //! histories: plain local reads from a partitioned old leader are reported stale.
 //! `a_partitioned_leader_is_replaced_by_the_election_timeout` shows that a partition, which
@@ -121,7 +123,10 @@ impl Node<'_> {
             .expect("open node log");
         let mut cmd = self.host.command(EXE);
         cmd.args(["serve", "--data-dir", self.dir()])
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("OUTPOST_FAULTS_RUST_LOG").unwrap_or("info".into()),
+            )
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
         self.pid = Some(self.host.spawn(cmd).expect("spawn outpost serve"));
@@ -327,9 +332,19 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// Prints each node's log tail; with `OUTPOST_FAULTS_LOGS=DIR` also keeps the whole logs
+    /// there, since the test's own directory goes when it ends.
     fn dump_logs(&self) {
+        let keep = std::env::var_os("OUTPOST_FAULTS_LOGS").map(PathBuf::from);
         for n in &self.nodes {
             eprintln!("---- {} ----\n{}", n.name, n.tail(60));
+            if let Some(dir) = &keep {
+                let kept = std::fs::create_dir_all(dir)
+                    .and_then(|()| std::fs::copy(&n.log, dir.join(format!("{}.log", n.name))));
+                if let Err(e) = kept {
+                    eprintln!("could not keep {}'s log in {}: {e}", n.name, dir.display());
+                }
+            }
         }
     }
 
@@ -1183,5 +1198,114 @@ fn a_partitioned_leader_is_replaced_by_the_election_timeout() {
         cluster.index_of(s.node_id).map_or(0, |i| i + 1),
         s.term
     );
+    cluster.stop();
+}
+
+/// A leader cut off from the others takes writes it cannot commit. The majority elects a new
+/// leader and writes on until its snapshot is far past the old leader's log, so that after the
+/// heal the old leader catches up through a snapshot that covers its uncommitted entries
+/// (openraft 0.9 never answers the proposals of entries removed that way). Every write it
+/// held is still answered, and the old leader takes new writes again: its write batcher did
+/// not stay waiting on them (`Inner::propose` in `raft/src/node.rs`).
+#[test]
+fn a_deposed_leader_answers_the_writes_it_held_and_takes_new_ones() {
+    let _g = serial();
+    let Some(site) = Site::builder("fdepose").hosts(NODES).build() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::form(&site, tmp.path());
+    let rt = runtime();
+    let ctx = Ctx {
+        sockets: cluster.sockets(),
+        t0: Instant::now(),
+        stop: AtomicBool::new(false),
+        seed: 0,
+    };
+    let old = wait_for(Duration::from_secs(20), "a leader", || cluster.leader(&rt));
+    let old_status = wait_for(Duration::from_secs(20), "status", || {
+        status_cli(&cluster.nodes[old])
+    });
+    let others: Vec<usize> = (0..NODES).filter(|i| *i != old).collect();
+    for &o in &others {
+        cluster.cut(old, o);
+    }
+    // Long enough to outlast the node's own 10 s write deadline many times over.
+    const HELD_TIMEOUT: Duration = Duration::from_secs(90);
+    let held = std::thread::scope(|scope| {
+        // Staggered, so that each write is a batch of its own: the first two take both of
+        // the batcher's slots, the others wait for one.
+        let held = scope.spawn(|| {
+            runtime().block_on(futures::future::join_all((0..4).map(|i| {
+                let ctx = &ctx;
+                async move {
+                    tokio::time::sleep(Duration::from_millis(150 * i)).await;
+                    let key = format!("depose.held.{i}");
+                    set(ctx, old, &key, "held", HELD_TIMEOUT).await
+                }
+            })))
+        });
+        let (new, term) = wait_for(Duration::from_secs(30), "a leader of the majority", || {
+            let s = status_cli(&cluster.nodes[others[0]])?;
+            let l = cluster.index_of(s.leader_id?)?;
+            (l != old && s.term > old_status.term).then_some((l, s.term))
+        });
+        println!(
+            "n{} cut off at term {}; n{} leads the majority at term {term}",
+            old + 1,
+            old_status.term,
+            new + 1
+        );
+        // One entry per write, until the new leader's snapshot (every 200 entries, 200 kept
+        // behind it) leaves the old leader's log far behind.
+        let target = old_status.last_log_index + 1_000;
+        let mut written = 0;
+        for round in 0..40 {
+            for i in 0..100 {
+                let key = format!("depose.majority.{round}.{i}");
+                let w = rt.block_on(set(&ctx, new, &key, "v", WRITE_TIMEOUT));
+                assert!(matches!(w.outcome, WriteOutcome::Acked(_)), "{w:?}");
+                written += 1;
+            }
+            let s = status_cli(&cluster.nodes[new]).expect("the new leader's status");
+            if s.snapshot_index.is_some_and(|i| i >= target) {
+                break;
+            }
+        }
+        println!("{written} writes through the majority");
+        cluster.heal();
+        held.join().expect("held writes")
+    });
+    for w in &held {
+        let waited = Duration::from_micros(w.complete.saturating_sub(w.invoke));
+        if waited >= HELD_TIMEOUT {
+            cluster.dump_logs();
+        }
+        assert!(
+            waited < HELD_TIMEOUT,
+            "a write held by the deposed leader was never answered: {w:?}"
+        );
+    }
+    println!(
+        "writes held by the deposed leader: {:?}",
+        held.iter().map(|w| &w.outcome).collect::<Vec<_>>()
+    );
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let w = rt.block_on(set(&ctx, old, "depose.after", "ok", WRITE_TIMEOUT));
+        if matches!(w.outcome, WriteOutcome::Acked(_)) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            cluster.dump_logs();
+            panic!(
+                "the deposed leader took no write within {RECOVERY_DEADLINE:?} of the heal: {w:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("a write through the deposed leader acknowledged after {attempts} attempt(s)");
     cluster.stop();
 }

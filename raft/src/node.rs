@@ -723,13 +723,11 @@ impl Inner {
             }
             let leader = self.raft.metrics().borrow().current_leader;
             match leader {
-                Some(l) if l == self.id => {
-                    match self.raft.client_write(Proposal(bytes.clone())).await {
-                        Ok(resp) => return Ok(resp.data.0),
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                        Err(e) => return Err(WriteError::Stopped(StopCause::Raft(e))),
-                    }
-                }
+                Some(l) if l == self.id => match self.propose(&bytes, deadline).await {
+                    Proposed::Applied(outcomes) => return Ok(outcomes),
+                    Proposed::NotLeader => {}
+                    Proposed::Failed(e) => return Err(WriteError::Stopped(StopCause::Raft(e))),
+                },
                 Some(l) => {
                     let addr = self.peer_addr_of(l);
                     if let Some(addr) = addr {
@@ -753,6 +751,32 @@ impl Inner {
                 return Err(WriteError::NoLeader(timeout));
             }
             self.wait_leader_change(deadline).await;
+        }
+    }
+
+    /// Proposes `bytes` as this node's leader and waits for its outcomes, but no longer than
+    /// this node stays leader of the term it proposed in, nor past `deadline`. openraft 0.9
+    /// answers a proposal only when its entry is applied here or deleted as a conflict; when
+    /// a deposed leader's uncommitted entries are instead covered by an installed snapshot,
+    /// their callers are never answered. Waiting on that would hold a batcher slot forever
+    /// (two such waits stop every write through this node). The caller then sends the same
+    /// bytes to the new leader: every API write carries a request id, so a batch that did
+    /// commit gets its first outcomes back instead of applying twice.
+    async fn propose(&self, bytes: &[u8], deadline: Instant) -> Proposed {
+        let mut metrics = self.raft.metrics();
+        let (id, term) = (self.id, metrics.borrow().current_term);
+        let deposed = metrics.wait_for(|m| m.current_leader != Some(id) || m.current_term != term);
+        tokio::select! {
+            written = self.raft.client_write(Proposal(bytes.to_vec())) => match written {
+                Ok(resp) => Proposed::Applied(resp.data.0),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Proposed::NotLeader,
+                Err(e) => Proposed::Failed(e),
+            },
+            _ = deposed => {
+                tracing::debug!(term, "deposed while a proposal waited; sending it to the next leader");
+                Proposed::NotLeader
+            }
+            () = tokio::time::sleep_until(deadline.into()) => Proposed::NotLeader,
         }
     }
 
@@ -811,6 +835,14 @@ impl Inner {
             .map_err(MembershipError::Raft)?;
         Ok(())
     }
+}
+
+/// How one proposal of this node's, as leader, ended.
+enum Proposed {
+    Applied(Vec<Outcome>),
+    /// No longer leader (or the deadline passed): the batch may or may not commit.
+    NotLeader,
+    Failed(RaftWriteError),
 }
 
 /// The encoded size of `env` in a batch, or `TooLarge` when a batch of it alone would pass
@@ -935,11 +967,20 @@ async fn upkeep(inner: Arc<Inner>) {
     let mut watch = Watch::default();
     loop {
         tick.tick().await;
-        if let Err(e) = upkeep_once(&inner, &mut watch).await {
-            tracing::debug!(error = %e, "membership upkeep");
+        // Bounded for the reason `Inner::propose` is: a membership change proposed by a
+        // leader deposed before it commits may never be answered. The next round looks again.
+        match tokio::time::timeout(UPKEEP_ROUND, upkeep_once(&inner, &mut watch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "membership upkeep"),
+            Err(_) => tracing::warn!(
+                "a membership upkeep round got no answer within {UPKEEP_ROUND:?}; trying again"
+            ),
         }
     }
 }
+
+/// How long one round of membership upkeep may wait for its changes to commit.
+const UPKEEP_ROUND: Duration = Duration::from_secs(30);
 
 async fn upkeep_once(inner: &Arc<Inner>, watch: &mut Watch) -> Result<(), UpkeepError> {
     let m = inner.raft.metrics().borrow().clone();
