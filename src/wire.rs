@@ -64,6 +64,17 @@ pub struct StatusView {
     /// Resident memory of the answering node's process, in bytes (None: not known).
     #[serde(default)]
     pub resident_bytes: Option<u64>,
+    /// TLS handshakes this node's API port completed since it started (None: an older node).
+    #[serde(default)]
+    pub tls_handshakes: Option<TlsHandshakes>,
+}
+
+/// Completed TLS handshakes on a node's API port: full ones (certificates signed and
+/// verified) and resumed ones (an agent back with the session ticket of its last sync).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsHandshakes {
+    pub full: u64,
+    pub resumed: u64,
 }
 
 /// Soonest expiry (unix seconds) per kind of certificate; `None` when none was seen.
@@ -411,6 +422,7 @@ mod tests {
             cert_expiry: None,
             builds: Vec::new(),
             resident_bytes: Some(1 << 20),
+            tls_handshakes: Some(TlsHandshakes::default()),
         };
         let json = serde_json::to_value(&v).unwrap();
         let mut keys: Vec<&str> = json
@@ -440,7 +452,8 @@ mod tests {
                 "resident_bytes",
                 "snapshot_index",
                 "state",
-                "term"
+                "term",
+                "tls_handshakes"
             ]
         );
         let back: StatusView = serde_json::from_value(json).unwrap();

@@ -432,6 +432,14 @@ async fn bench_sync_syncs_without_errors_and_reports_every_nodes_memory() {
         assert_eq!(report["errors"], 0, "{report}");
         assert!(report["syncs"].as_u64().is_some_and(|n| n >= 1), "{report}");
         assert_eq!(report["requests_per_sync"], 3, "{report}");
+        // Each agent syncs about three times: its later syncs resume its TLS session.
+        assert_eq!(report["first_syncs"]["syncs"], 12, "{report}");
+        assert!(
+            report["tls_handshakes"]["resumed"]
+                .as_u64()
+                .is_some_and(|n| n >= 12),
+            "{report}"
+        );
         let rss = report["node_rss"].as_array().context("node_rss")?;
         assert_eq!(rss.len(), 3, "{report}");
         for n in rss {
@@ -449,6 +457,130 @@ async fn bench_sync_syncs_without_errors_and_reports_every_nodes_memory() {
         assert!(rss.parse::<u64>().is_ok_and(|b| b > 0), "{metrics}");
         let status = c.cli(2, &["status"])?;
         assert!(status.contains("resident memory"), "{status}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    or_dump(&c, r);
+}
+
+/// Node 0's completed API handshakes (full, resumed), from its `/metrics`.
+async fn handshakes(c: &LocalCluster, i: usize) -> Result<(u64, u64)> {
+    let metrics = outpost::shared::client::local_client(&c.nodes[i].dir)
+        .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
+        .await?;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let count = |kind: &str| -> Result<u64> {
+        let line = format!("outpost_api_tls_handshakes_total{{kind=\"{kind}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no {line} in {metrics}"))
+    };
+    Ok((count("full")?, count("resumed")?))
+}
+
+/// `outpost agent run` keeps its TLS session from one sync to the next: after the first, a
+/// sync resumes with the node's ticket (no certificate signatures). A resumed session carries
+/// the certificate of its first handshake, which rustls does not check again: a node refuses
+/// one whose certificate has expired since, where a full handshake would have been refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_resume_their_tls_session_and_an_expired_certificate_cannot() {
+    use outpost::shared::client::{ApiClient, Endpoint};
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = LocalCluster::start(dir.path(), &exe(), 1, LocalOptions::default())
+        .await
+        .expect("cluster");
+    let r = async {
+        let token = c
+            .cli(0, &["token", "create", "--kind", "client"])?
+            .trim()
+            .to_string();
+        let state = dir.path().join("agent");
+        let state_arg = state.to_string_lossy().to_string();
+        run(
+            &c,
+            &[
+                "agent",
+                "enroll",
+                "--token",
+                &token,
+                "--server",
+                &c.nodes[0].api_addr,
+                "--state-dir",
+                &state_arg,
+                "--hostname",
+                "host-r",
+            ],
+        )?;
+        let before = handshakes(&c, 0).await?;
+        let mut agent = std::process::Command::new(exe())
+            .args(["agent", "run", "--interval", "1s", "--state-dir", &state_arg])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let resumed = loop {
+            let now = handshakes(&c, 0).await?;
+            if now.1 >= before.1 + 2 || Instant::now() >= deadline {
+                break now;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let _ = agent.kill();
+        let _ = agent.wait();
+        assert!(
+            resumed.1 >= before.1 + 2,
+            "agent run's later syncs did not resume: handshakes (full, resumed) {before:?} -> {resumed:?}"
+        );
+
+        // An admin certificate that ends in two seconds: a full handshake, then a resumption
+        // once it has expired.
+        let dd = outpost::shared::datadir::DataDir::new(&c.nodes[0].dir);
+        let ca_pem = std::fs::read_to_string(dd.ca_cert())?;
+        let ca = outpost_certs::CertAuthority::from_pem(&ca_pem, &std::fs::read_to_string(dd.ca_key())?)?;
+        let now = outpost_raft::now_ms() / 1000;
+        let validity = outpost_certs::Validity {
+            not_before_unix: now - 60,
+            not_after_unix: now + 2,
+        };
+        let (cert, key) =
+            ca.issue_with_new_key(&outpost_certs::Role::Admin("short".into()), &validity)?;
+        let id = outpost_certs::TlsIdentity::from_pem(&cert, &key, &ca_pem)?;
+        let tls = outpost_certs::client_config(&ca_pem, Some(&id), &[b"http/1.1"])?;
+        let client = || {
+            let mut client = ApiClient::new(Endpoint::Tls {
+                addr: c.nodes[0].api_addr.clone(),
+                config: tls.clone(),
+                server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
+            });
+            client.set_timeout(Duration::from_secs(5));
+            client
+        };
+        client()
+            .call_raw(hyper::Method::GET, "/v1/status", None::<&()>)
+            .await
+            .context("the short certificate, still valid")?;
+        let expired = handshakes(&c, 0).await?;
+        while outpost_raft::now_ms() / 1000 <= validity.not_after_unix {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let refused = client()
+            .call_raw(hyper::Method::GET, "/v1/status", None::<&()>)
+            .await;
+        let after = handshakes(&c, 0).await?;
+        assert!(
+            refused.is_err(),
+            "a resumed session with an expired certificate was served: {:?}",
+            refused.map(|b| String::from_utf8_lossy(&b).to_string())
+        );
+        assert_eq!(
+            after.1,
+            expired.1 + 1,
+            "the refused connection was not a resumption (handshakes {expired:?} -> {after:?})"
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -24,8 +24,8 @@ pub use profile::{
     not_before_unix, role_of, serial_hex,
 };
 pub use tls::{
-    ClientAuth, LiveIdentity, PinMismatch, TlsIdentity, client_config, live_client_config,
-    live_server_config, pinned_client_config, server_config,
+    ClientAuth, LiveIdentity, PinMismatch, TlsIdentity, client_config, live_api_server_config,
+    live_client_config, live_server_config, pinned_client_config, server_config,
 };
 
 /// Everything that can go wrong in this crate; each variant keeps its cause.

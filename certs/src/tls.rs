@@ -135,6 +135,27 @@ pub fn live_server_config(
     Ok(Arc::new(finish_server(cfg, alpn)))
 }
 
+/// The API's server config: like [`live_server_config`] with client certificates optional
+/// (enrollment and joining come without one), and it issues one TLS 1.3 session
+/// ticket per handshake, so that an agent coming back for its next sync resumes instead of
+/// making a full handshake (no certificate signature or chain verification on either side).
+/// Tickets are sealed with keys this process makes and rotates (rustls' `Ticketer`: 6 h
+/// keys, tickets valid 12 h); they die with the process, and another node cannot open them
+/// (its handshake is then a full one). A resumed session carries the certificate of the
+/// handshake it resumes, which rustls does not check again: the server checks its expiry
+/// itself on every connection, and revocation is checked per request as always.
+pub fn live_api_server_config(
+    ca_pem: &str,
+    id: Arc<LiveIdentity>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let cfg = server_builder(ca_pem, ClientAuth::Optional)?.with_cert_resolver(id);
+    let mut cfg = finish_server(cfg, alpn);
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    cfg.send_tls13_tickets = 1;
+    Ok(Arc::new(cfg))
+}
+
 /// Like [`client_config`] with a client certificate, presenting whatever `id` holds at each
 /// handshake.
 pub fn live_client_config(
@@ -225,10 +246,9 @@ fn server_builder(
 }
 
 /// The last touches of every server config: the ALPN protocols, and no TLS 1.3 session
-/// tickets. No client of ours resumes a session (an agent builds its TLS configuration afresh
-/// for each sync, each CLI command is a new process, peers hold their connections), so a
-/// server making and sending two tickets per handshake (rustls' default) works for nothing;
-/// and without resumption every handshake verifies the client's certificate chain afresh.
+/// tickets. Peers hold their connections and each CLI command is a new process, so for them
+/// a server making and sending two tickets per handshake (rustls' default) works for
+/// nothing; only the API's agents resume ([`live_api_server_config`]).
 fn finish_server(mut cfg: rustls::ServerConfig, alpn: &[&[u8]]) -> rustls::ServerConfig {
     cfg.alpn_protocols = alpn_list(alpn);
     cfg.send_tls13_tickets = 0;

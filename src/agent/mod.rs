@@ -299,7 +299,7 @@ async fn upload_inventory_if_changed(client: &ApiClient, paths: &Paths) -> Resul
 /// One sync against the first node that answers: fetch the effective configuration and
 /// write it atomically to `config.json`, then the rest of `sync_with`. `exe` is the agent's
 /// own executable (see [`own_exe`]).
-pub async fn sync_once(state_dir: &Path, exe: &Path) -> Result<SyncReport> {
+pub async fn sync_once(state_dir: &Path, exe: &Path, tls: &mut AgentTls) -> Result<SyncReport> {
     let paths = Paths {
         dir: state_dir.to_path_buf(),
     };
@@ -320,9 +320,7 @@ pub async fn sync_once(state_dir: &Path, exe: &Path) -> Result<SyncReport> {
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     };
     renewal::finish_renewal(&paths.dir)?;
-    let ca = read(paths.ca())?;
-    let id = TlsIdentity::from_pem(&read(paths.cert())?, &read(paths.key())?, &ca)?;
-    let tls = outpost_certs::client_config(&ca, Some(&id), &[b"http/1.1"])?;
+    let tls = tls.config([read(paths.ca())?, read(paths.cert())?, read(paths.key())?])?;
     let mut errors = Vec::new();
     if let Some(mut r) = sync_any(&file.servers, &tls, &paths, &me, &mut errors).await? {
         r.recovered = recovered;
@@ -350,6 +348,35 @@ pub async fn sync_once(state_dir: &Path, exe: &Path) -> Result<SyncReport> {
         }
     }
     bail!("no node answered: {}", errors.join("; "))
+}
+
+/// The agent's TLS client configuration, kept from one sync to the next: its session cache
+/// holds the ticket the node gave at the last sync, so the next sync resumes that TLS session
+/// instead of making a full handshake (certificate signatures and chain checks on both
+/// sides, the larger part of what a sync costs a node). Made again whenever the CA,
+/// certificate or key file changes (a renewal), so that a new certificate is presented in
+/// a full handshake at once. `sync --once` starts with an empty one.
+#[derive(Default)]
+pub struct AgentTls {
+    made_from: Option<[String; 3]>,
+    config: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl AgentTls {
+    /// The configuration for these CA, certificate and key PEMs.
+    fn config(&mut self, pems: [String; 3]) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+        if let (Some(made_from), Some(config)) = (&self.made_from, &self.config)
+            && *made_from == pems
+        {
+            return Ok(config.clone());
+        }
+        let [ca, cert, key] = &pems;
+        let id = TlsIdentity::from_pem(cert, key, ca)?;
+        let config = outpost_certs::client_config(ca, Some(&id), &[b"http/1.1"])?;
+        self.made_from = Some(pems);
+        self.config = Some(config.clone());
+        Ok(config)
+    }
 }
 
 /// This process as the sync sees it: its executable, and whether it is a new binary proving
@@ -437,8 +464,9 @@ pub async fn run(state_dir: &Path, interval: Duration) -> Result<()> {
     let exe = own_exe()?;
     let mut started_from = release::file_identity(&exe);
     let mut backoff = Duration::from_secs(1);
+    let mut tls = AgentTls::default();
     loop {
-        let wait = match sync_once(state_dir, &exe).await {
+        let wait = match sync_once(state_dir, &exe, &mut tls).await {
             Ok(r) => {
                 tracing::info!(server = %r.server, keys = r.config_keys, "synced");
                 backoff = Duration::from_secs(1);

@@ -174,6 +174,8 @@ pub struct ApiLimits {
     closed: [AtomicU64; 4],
     limited_source: AtomicU64,
     limited_global: AtomicU64,
+    /// Completed TLS handshakes: [full, resumed].
+    handshakes: [AtomicU64; 2],
     per_source: DefaultKeyedRateLimiter<IpAddr>,
     global: DefaultDirectRateLimiter,
     clock: DefaultClock,
@@ -213,6 +215,7 @@ impl ApiLimits {
             closed: Default::default(),
             limited_source: AtomicU64::new(0),
             limited_global: AtomicU64::new(0),
+            handshakes: Default::default(),
             per_source: RateLimiter::keyed(quota(cfg.rate_per_source)),
             global: RateLimiter::direct(quota(cfg.rate_global)),
             clock: DefaultClock::default(),
@@ -265,6 +268,19 @@ impl ApiLimits {
 
     pub fn count_closed(&self, why: Closed) {
         self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One more completed TLS handshake, full or resumed.
+    pub fn count_handshake(&self, resumed: bool) {
+        self.handshakes[usize::from(resumed)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Completed TLS handshakes since start.
+    pub fn handshakes(&self) -> crate::wire::TlsHandshakes {
+        crate::wire::TlsHandshakes {
+            full: self.handshakes[0].load(Ordering::Relaxed),
+            resumed: self.handshakes[1].load(Ordering::Relaxed),
+        }
     }
 
     /// Current (anonymous, authenticated) connections.
@@ -323,6 +339,15 @@ impl ApiLimits {
                 self.closed[c as usize].load(Ordering::Relaxed)
             );
         }
+        let h = self.handshakes();
+        let _ = writeln!(
+            out,
+            "# HELP outpost_api_tls_handshakes_total TLS handshakes completed on the API port: full, or resumed with a session ticket (agents' later syncs).\n\
+             # TYPE outpost_api_tls_handshakes_total counter\n\
+             outpost_api_tls_handshakes_total{{kind=\"full\"}} {}\n\
+             outpost_api_tls_handshakes_total{{kind=\"resumed\"}} {}",
+            h.full, h.resumed
+        );
         let _ = writeln!(
             out,
             "# HELP outpost_api_rate_limited_total Enroll and join requests answered 429, by the limit that refused them.\n\

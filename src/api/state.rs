@@ -253,6 +253,7 @@ impl AppState {
             cert_expiry: Some(self.cert_expiry()),
             builds: self.builds().await.unwrap_or_default(),
             resident_bytes: crate::shared::process::resident_bytes(),
+            tls_handshakes: Some(self.limits.handshakes()),
         }
     }
 

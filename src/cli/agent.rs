@@ -92,7 +92,7 @@ pub(super) async fn run(cmd: AgentCmd) -> Result<()> {
         }
         AgentCmd::Sync { once: _, state_dir } => {
             let exe = crate::agent::own_exe()?;
-            let r = crate::agent::sync_once(&state_dir, &exe).await?;
+            let r = crate::agent::sync_once(&state_dir, &exe, &mut Default::default()).await?;
             if let Some(what) = &r.recovered {
                 println!("{what}");
             }

@@ -270,6 +270,38 @@ pub struct SyncReport {
     pub node_rss: Vec<NodeRss>,
     /// This load generator's own resident memory at the end.
     pub bench_rss_bytes: Option<u64>,
+    /// TLS handshakes the members completed while the agents synced, summed (None: a member
+    /// did not say). After its first sync an agent resumes with the ticket the node gave it.
+    pub tls_handshakes: Option<crate::wire::TlsHandshakes>,
+    /// Each agent's first sync alone (counted in the figures above too): a full handshake,
+    /// all agents within the first interval, as when a whole fleet starts at once. A fleet
+    /// that has run for a while makes nearly only the later, resumed ones.
+    pub first_syncs: Phase,
+    /// Every other sync: an agent back after one interval, resuming its TLS session.
+    pub later_syncs: Phase,
+}
+
+/// Counts and latency of a subset of the syncs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub syncs: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Phase {
+    fn of(results: Vec<Result<Duration, ()>>) -> Phase {
+        let errors = results.iter().filter(|r| r.is_err()).count() as u64;
+        let mut ok: Vec<Duration> = results.into_iter().flatten().collect();
+        ok.sort();
+        Phase {
+            syncs: ok.len() as u64,
+            errors,
+            p50_ms: percentile(&ok, 0.50),
+            p99_ms: percentile(&ok, 0.99),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -278,6 +310,22 @@ pub struct NodeRss {
     pub api_addr: String,
     /// None: the node never answered with it.
     pub max_bytes: Option<u64>,
+    /// Its TLS handshake counts at the first and the last sample.
+    #[serde(skip)]
+    pub handshakes: Option<(crate::wire::TlsHandshakes, crate::wire::TlsHandshakes)>,
+}
+
+/// The members' TLS handshakes between the first and the last sample, summed.
+fn handshakes_during(nodes: &[NodeRss]) -> Option<crate::wire::TlsHandshakes> {
+    nodes
+        .iter()
+        .try_fold(crate::wire::TlsHandshakes::default(), |sum, n| {
+            let (first, last) = n.handshakes?;
+            Some(crate::wire::TlsHandshakes {
+                full: sum.full + last.full.saturating_sub(first.full),
+                resumed: sum.resumed + last.resumed.saturating_sub(first.resumed),
+            })
+        })
 }
 
 impl std::fmt::Display for SyncReport {
@@ -289,7 +337,7 @@ impl std::fmt::Display for SyncReport {
         write!(
             f,
             "{:.0} syncs/s ({} syncs, {} errors in {:.1} s; {} agents over {} nodes, interval {:.0} s; enrolled in {:.1} s)\n\
-             each sync: a new TLS connection with the agent's certificate (no resumption), {} requests, closed; nothing held open between syncs; {}\n\
+             each sync: a new TLS connection with the agent's certificate (resuming the TLS session of its last sync, as `outpost agent run` does), {} requests, closed; nothing held open between syncs; {}\n\
              latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             self.syncs_per_s,
             self.syncs,
@@ -319,16 +367,35 @@ impl std::fmt::Display for SyncReport {
             "\nnode RSS (max during the run): {}; bench process {}",
             nodes.join(", "),
             mib(self.bench_rss_bytes)
-        )
+        )?;
+        for (what, p) in [
+            ("first sync of each agent", &self.first_syncs),
+            ("later syncs", &self.later_syncs),
+        ] {
+            write!(
+                f,
+                "\n{what}: {} ok, {} errors, p50 {:.2} ms, p99 {:.2} ms",
+                p.syncs, p.errors, p.p50_ms, p.p99_ms
+            )?;
+        }
+        if let Some(h) = self.tls_handshakes {
+            write!(
+                f,
+                "\nTLS handshakes on the members during the syncs: {} full, {} resumed",
+                h.full, h.resumed
+            )?;
+        }
+        Ok(())
     }
 }
 
 /// Simulated agents. Each enrolls for real (own key, CSR, client certificate) and then syncs
-/// once per interval as `outpost agent run` does: a new TCP connection and a full TLS
-/// handshake with its client certificate (a real agent builds its TLS configuration afresh
-/// for every sync, so it never resumes a session), the requests of a sync in which nothing
-/// changed (`SYNC_REQUESTS`) on that connection, then the connection is closed. Between
-/// syncs an agent holds no connection, only its identity. Agents are spread over every
+/// once per interval as `outpost agent run` does: a new TCP connection and a TLS handshake
+/// with its client certificate (full the first time, then resuming with the session ticket
+/// the node gave at the last sync, as a real agent keeps its TLS configuration and session
+/// cache from one sync to the next), the requests of a sync in which nothing changed
+/// (`SYNC_REQUESTS`) on that connection, then the connection is closed. Between syncs an
+/// agent holds no connection, only its identity and its session ticket. Agents are spread over every
 /// member; against a loopback cluster each connects from a loopback address of its own
 /// (`agent_source`), as real agents come from their own machines. While they sync, every
 /// member's resident memory is sampled.
@@ -407,10 +474,13 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
             };
             let id = TlsIdentity::from_pem(&r.cert_pem, &key, &ca_pem)?;
             let config = outpost_certs::client_config(&ca_pem, Some(&id), &[b"http/1.1"])?;
-            // A real agent makes this configuration again for every sync, with an empty
-            // session cache: no resumption here either.
+            // Kept for every sync, as `outpost agent run` keeps its own: its session cache
+            // holds the node's ticket for the next sync's resumption. One server name (every
+            // node answers to the same one), so a cache of one entry is all an agent needs.
             let mut config = (*config).clone();
-            config.resumption = rustls::client::Resumption::disabled();
+            config.resumption = rustls::client::Resumption::store(Arc::new(
+                rustls::client::ClientSessionMemoryCache::new(1),
+            ));
             let endpoint = Endpoint::Tls {
                 addr,
                 config: Arc::new(config),
@@ -440,14 +510,20 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
                 let offset = interval.mul_f64((i as f64 * 0.618_033_988_75) % 1.0);
                 tokio::time::sleep(offset).await;
             }
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
+            // Each result of this agent's syncs, its first apart.
+            let mut first = None;
+            let mut later = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match sync_like_an_agent(&endpoint, source).await {
-                    Ok(()) => lat.push(t.elapsed()),
+                let synced = sync_like_an_agent(&endpoint, source).await;
+                let result = synced.as_ref().map(|()| t.elapsed()).map_err(|_| ());
+                match first {
+                    None => first = Some(result),
+                    Some(_) => later.push(result),
+                }
+                match synced {
+                    Ok(()) => {}
                     Err(e) => {
-                        errors += 1;
                         if logged.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
                             tracing::warn!(
                                 agent = i,
@@ -465,12 +541,21 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
                     tokio::time::sleep_until(next.into()).await;
                 }
             }
-            (lat, errors)
+            (first, later)
         }));
     }
-    let (all, errors) = gather(tasks).await?;
+    let (mut firsts, mut laters) = (Vec::with_capacity(tasks.len()), Vec::new());
+    for t in tasks {
+        let (first, later) = t.await?;
+        firsts.extend(first);
+        laters.extend(later);
+    }
+    let mut all: Vec<Duration> = firsts.iter().chain(&laters).flatten().copied().collect();
+    all.sort();
+    let errors = firsts.iter().chain(&laters).filter(|r| r.is_err()).count() as u64;
     let secs = start.elapsed().as_secs_f64();
     let node_rss = sampler.finish().await;
+    let (first_syncs, later_syncs) = (Phase::of(firsts), Phase::of(laters));
     Ok(SyncReport {
         syncs_per_s: all.len() as f64 / secs,
         syncs: all.len() as u64,
@@ -485,6 +570,9 @@ pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
         p50_ms: percentile(&all, 0.50),
         p99_ms: percentile(&all, 0.99),
         max_ms: all.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+        tls_handshakes: handshakes_during(&node_rss),
+        first_syncs,
+        later_syncs,
         node_rss,
         bench_rss_bytes: crate::shared::process::resident_bytes(),
     })
@@ -542,6 +630,7 @@ impl RssSampler {
                         name: m.name.clone(),
                         api_addr: m.api_addr.clone(),
                         max_bytes: None,
+                        handshakes: None,
                     };
                     nodes.push((rss, client));
                 }
@@ -556,6 +645,7 @@ impl RssSampler {
                     name: status.name.clone(),
                     api_addr: me.map(|m| m.api_addr.clone()).unwrap_or_default(),
                     max_bytes: None,
+                    handshakes: None,
                 };
                 nodes.push((rss, local_client(&dd.root)));
             }
@@ -568,7 +658,14 @@ impl RssSampler {
                         .call::<StatusView>(Method::GET, "/v1/status", None::<&()>)
                         .await
                     {
-                        Ok(s) => rss.max_bytes = rss.max_bytes.max(s.resident_bytes),
+                        Ok(s) => {
+                            rss.max_bytes = rss.max_bytes.max(s.resident_bytes);
+                            rss.handshakes = match (rss.handshakes, s.tls_handshakes) {
+                                (_, None) => None,
+                                (None, Some(now)) => Some((now, now)),
+                                (Some((first, _)), Some(now)) => Some((first, now)),
+                            };
+                        }
                         Err(e) => tracing::debug!(
                             node = %rss.name,
                             error = format!("{e:#}"),

@@ -131,8 +131,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
             Err(e) => Err(e.to_string()),
         }),
     };
-    let api_tls =
-        outpost_certs::live_server_config(&ca_pem, live.clone(), ClientAuth::Optional, API_ALPN)?;
+    let api_tls = outpost_certs::live_api_server_config(&ca_pem, live.clone(), API_ALPN)?;
 
     let peer_listener = TcpListener::bind(file.peer_listen())
         .await

@@ -98,8 +98,14 @@ async fn tls_conn(
     };
     let caller = {
         let (_, session) = tls.get_ref();
+        let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        limits.count_handshake(resumed);
         match session.peer_certificates().and_then(|c| c.first()) {
             None => Caller::Anonymous,
+            Some(leaf) if resumed && !still_valid(leaf) => {
+                tracing::warn!(%remote, "refusing a resumed TLS session: its client certificate has expired");
+                return;
+            }
             // The chain was verified against the cluster CA by rustls; the role comes
             // from our own certificate profile.
             Some(leaf) => match Caller::from_cert(leaf) {
@@ -140,6 +146,13 @@ async fn tls_conn(
     if let Some(closed) = serve_conn(TokioIo::new(tls), app, caller, conn).await {
         limits.count_closed(closed);
     }
+}
+
+/// rustls verifies a client certificate on a full handshake only. A resumed session carries
+/// the certificate of the handshake it resumes (the API issues session tickets for agents'
+/// next syncs), which may have expired since: its end of validity is checked here.
+fn still_valid(leaf: &[u8]) -> bool {
+    outpost_certs::not_after_unix(leaf).is_ok_and(|end| end >= crate::shared::now_secs())
 }
 
 /// The local socket is root-only: no caps, but the idle timeout of authenticated connections.
