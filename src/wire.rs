@@ -253,6 +253,19 @@ pub struct AgentTrust {
     pub trust: TrustDocument,
 }
 
+/// `GET /v1/agent/sync`: everything an agent reads at a sync, in one request on the sync's
+/// connection (nodes from before it answer 404; the agent then asks `/v1/agent/config`,
+/// `/v1/agent/trust` and `/v1/agent/assignments`, which stay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSync {
+    /// Its effective configuration, as `/v1/agent/config`.
+    pub config: std::collections::BTreeMap<String, String>,
+    /// The cluster's bundle trust, as `/v1/agent/trust`.
+    pub trust: Option<AgentTrust>,
+    /// Its deployments, as `/v1/agent/assignments`.
+    pub assignments: Vec<outpost_storage::Assignment>,
+}
+
 /// One client found by `inventory query`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InventoryMatch {

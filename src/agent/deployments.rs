@@ -16,7 +16,7 @@ use outpost_storage::{Assignment, DeploymentRecord, DeploymentStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::release;
-use crate::shared::client::{ApiClient, NO_BODY};
+use crate::shared::client::ApiClient;
 use crate::shared::files::rename_durably;
 use crate::shared::text::tail;
 use crate::wire::{RESULT_DETAIL_BYTES, ResultReport};
@@ -81,11 +81,9 @@ pub async fn agent_step(
     client: &ApiClient,
     state_dir: &Path,
     config: &BTreeMap<String, String>,
+    list: Vec<Assignment>,
     (exe, proving): (&Path, bool),
 ) -> Result<Vec<String>> {
-    let list: Vec<Assignment> = client
-        .call(Method::GET, "/v1/agent/assignments", NO_BODY)
-        .await?;
     let state_path = state_dir.join("deployments.json");
     let mut local = load_local(&state_path);
     let mut lines = Vec::new();

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::shared::client::{ApiClient, ApiFailure, Endpoint};
 use crate::shared::token::Token;
-use crate::wire::{EnrollRequest, EnrollResponse};
+use crate::wire::{AgentSync, EnrollRequest, EnrollResponse};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentFile {
@@ -428,21 +428,30 @@ async fn sync_with(
     paths: &Paths,
     me: &Me<'_>,
 ) -> Result<SyncReport> {
-    let config: std::collections::BTreeMap<String, String> = client
-        .call(Method::GET, "/v1/agent/config", None::<&()>)
-        .await?;
+    let AgentSync {
+        config,
+        trust,
+        assignments,
+    } = read_sync(client).await?;
     outpost_certs::write_public_file(&paths.config(), &serde_json::to_vec_pretty(&config)?)?;
     renewal::confirm_renewal_if_pending(client, &paths.dir).await?;
-    // Best effort: a node without the route (older) or a hiccup leaves the pinned trust.
-    let trust_pinned = offline::refresh_trust(client, &paths.dir)
-        .await
-        .unwrap_or_else(|e| {
+    // Best effort: a trust this agent cannot pin leaves the pinned one as it is.
+    let trust_pinned = trust.and_then(|t| match offline::pin_trust(&paths.dir, &t) {
+        Ok(pinned) => pinned.then_some(t.version),
+        Err(e) => {
             tracing::warn!(error = format!("{e:#}"), "bundle trust not refreshed");
             None
-        });
+        }
+    });
     let inventory_uploaded = upload_inventory_if_changed(client, paths).await?;
-    let deployments =
-        deployments::agent_step(client, &paths.dir, &config, (me.exe, me.proving)).await?;
+    let deployments = deployments::agent_step(
+        client,
+        &paths.dir,
+        &config,
+        assignments,
+        (me.exe, me.proving),
+    )
+    .await?;
     let renewed = renewal::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000).await?;
     Ok(SyncReport {
         server: server.to_string(),
@@ -452,6 +461,39 @@ async fn sync_with(
         renewed,
         trust_pinned,
         recovered: None,
+    })
+}
+
+/// What a sync reads, in one request (`/v1/agent/sync`); from a node that predates it (404),
+/// from the three routes it replaces. There the trust is best effort, as it always was: a
+/// node without that route, or a hiccup, leaves the pinned trust as it is.
+async fn read_sync(client: &ApiClient) -> Result<AgentSync> {
+    match client
+        .call(Method::GET, "/v1/agent/sync", None::<&()>)
+        .await
+    {
+        Err(e)
+            if e.downcast_ref::<ApiFailure>()
+                .is_some_and(|f| f.status == hyper::StatusCode::NOT_FOUND) => {}
+        other => return other,
+    }
+    let config = client
+        .call(Method::GET, "/v1/agent/config", None::<&()>)
+        .await?;
+    let trust = client
+        .call(Method::GET, "/v1/agent/trust", None::<&()>)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = format!("{e:#}"), "bundle trust not refreshed");
+            None
+        });
+    let assignments = client
+        .call(Method::GET, "/v1/agent/assignments", None::<&()>)
+        .await?;
+    Ok(AgentSync {
+        config,
+        trust,
+        assignments,
     })
 }
 
@@ -609,4 +651,58 @@ pub async fn browse_api_addrs(
         .flat_map(|p| p.api_addrs())
         .map(|a| a.to_string())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Json;
+    use axum::routing::get;
+
+    /// A node on a Unix socket in `dir` serving `app`, and a client of it.
+    fn node(dir: &Path, app: axum::Router) -> ApiClient {
+        let path = dir.join("node.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        tokio::spawn(crate::node::server::serve_unix(listener, app));
+        ApiClient::new(Endpoint::Unix(path))
+    }
+
+    fn old_routes() -> axum::Router {
+        let config =
+            std::collections::BTreeMap::from([("ntp".to_string(), "10.0.0.1".to_string())]);
+        axum::Router::new()
+            .route("/v1/agent/config", get(move || async move { Json(config) }))
+            .route(
+                "/v1/agent/trust",
+                get(|| async { Json(None::<crate::wire::AgentTrust>) }),
+            )
+            .route(
+                "/v1/agent/assignments",
+                get(|| async { Json(Vec::<outpost_storage::Assignment>::new()) }),
+            )
+    }
+
+    #[tokio::test]
+    async fn a_sync_reads_a_node_without_the_combined_route_through_the_three_routes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let read = read_sync(&node(dir.path(), old_routes()))
+            .await
+            .expect("read through the old routes");
+        assert_eq!(read.config.get("ntp").map(String::as_str), Some("10.0.0.1"));
+        assert_eq!((read.trust, read.assignments.len()), (None, 0));
+    }
+
+    #[tokio::test]
+    async fn a_refused_sync_is_not_read_again_through_the_old_routes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = old_routes().route(
+            "/v1/agent/sync",
+            get(|| async { (hyper::StatusCode::FORBIDDEN, "client revoked") }),
+        );
+        let e = read_sync(&node(dir.path(), app))
+            .await
+            .expect_err("a refusal stays a refusal");
+        let failure = e.downcast_ref::<ApiFailure>().expect("an API failure");
+        assert_eq!(failure.status, hyper::StatusCode::FORBIDDEN, "{e:#}");
+    }
 }

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use hyper::Method;
 use outpost_bundles::{
     BlobStore, BundleError, BundleType, ChannelFloor, ImportContext, ImportOutcome, Limits,
     PayloadKind, VerifiedBundle,
@@ -33,7 +32,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::deployments::{Job, run_handler};
 use crate::agent::release;
-use crate::shared::client::{ApiClient, NO_BODY};
 use crate::shared::files::rename_durably;
 use crate::shared::text::tail;
 use crate::wire::AgentTrust;
@@ -99,19 +97,6 @@ pub fn pin_trust(dir: &Path, t: &AgentTrust) -> Result<bool> {
     };
     outpost_certs::write_public_file(&trust_path(dir), &serde_json::to_vec_pretty(&f)?)?;
     Ok(true)
-}
-
-/// At a sync: asks the cluster for its bundle trust and pins it if its version grew.
-/// Returns the new version when it did.
-pub async fn refresh_trust(client: &ApiClient, dir: &Path) -> Result<Option<u64>> {
-    let t: Option<AgentTrust> = client
-        .call(Method::GET, "/v1/agent/trust", NO_BODY)
-        .await
-        .context("reading the cluster's bundle trust")?;
-    match t {
-        Some(t) if pin_trust(dir, &t)? => Ok(Some(t.version)),
-        _ => Ok(None),
-    }
 }
 
 /// `channels.json`: the agent's own rollback floor.

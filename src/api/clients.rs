@@ -18,7 +18,7 @@ use outpost_certs::{Role, Validity};
 use outpost_storage::{ClientRecord, Command, TokenKind};
 
 use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::wire::{AgentTrust, EnrollRequest, EnrollResponse};
+use crate::wire::{AgentSync, AgentTrust, EnrollRequest, EnrollResponse};
 
 /// Client certificates live 90 days; agents renew them (later) when a third is left.
 pub const CLIENT_CERT_DAYS: u32 = 90;
@@ -231,6 +231,31 @@ fn judge(
 }
 
 /// The agent's effective configuration (global < its groups < itself).
+/// `/v1/agent/sync`: the agent's configuration, the bundle trust and its assignments, read
+/// in one read with its revocation check (what `agent_config`, `agent_trust` and
+/// `deployments::assignments` answer apart, for agents from before this route).
+pub async fn agent_sync(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<AgentSync> {
+    let (client, (config, trust, assignments)) = authorized_read(&st, &caller, |r, client| {
+        Ok((
+            r.config_effective(&client.id, &client.groups)?,
+            r.bundle_trust()?,
+            r.assignments(&client.id)?,
+        ))
+    })
+    .await?;
+    if let Ok(mut seen) = st.seen.lock() {
+        seen.insert(client.id, outpost_raft::now_ms());
+    }
+    Ok(Json(AgentSync {
+        config,
+        trust: trust.map(trust_for_agents).transpose()?,
+        assignments,
+    }))
+}
+
 pub async fn agent_config(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

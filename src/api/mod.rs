@@ -83,6 +83,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(config::config_effective),
         )
         .route("/v1/enroll", post(clients::enroll))
+        .route("/v1/agent/sync", get(clients::agent_sync))
         .route("/v1/agent/config", get(clients::agent_config))
         .route("/v1/agent/trust", get(clients::agent_trust))
         .route(

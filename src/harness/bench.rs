@@ -238,13 +238,9 @@ pub struct SyncBench {
 }
 
 /// The requests of one sync of a real agent whose inventory, deployments and certificate
-/// need nothing (`agent::sync_with`): its configuration, the bundle trust it re-pins, its
-/// deployment assignments.
-const SYNC_REQUESTS: [&str; 3] = [
-    "/v1/agent/config",
-    "/v1/agent/trust",
-    "/v1/agent/assignments",
-];
+/// need nothing (`agent::sync_with`): one read of its configuration, the bundle trust it
+/// re-pins and its deployment assignments.
+const SYNC_REQUESTS: [&str; 1] = ["/v1/agent/sync"];
 
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
