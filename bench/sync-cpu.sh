@@ -8,26 +8,8 @@
 set -u
 BIN=${1:-target/release/outpost}; N=${2:-200}; S=${3:-20}
 [ -x "$BIN" ] || { echo "no outpost binary at $BIN (cargo build --release)"; exit 1; }
-W=$(mktemp -d /tmp/outpost-sync-cpu.XXXXXX); PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && { kill -9 "$p"; wait "$p"; } 2>/dev/null; done; rm -rf "$W"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
-export OUTPOST_ENROLL_RATE=5000
-A1=$(port)
-"$BIN" init --data-dir "$W/n1" --name n1 --api-addr 127.0.0.1:$A1 --peer-addr 127.0.0.1:$(port) --no-mdns >/dev/null || exit 1
-"$BIN" serve --data-dir "$W/n1" >"$W/n1.log" 2>&1 & PIDS+=($!)
-sleep 1
-for n in n2 n3; do
-  tok=$("$BIN" token create --kind node --data-dir "$W/n1" 2>/dev/null) || exit 1
-  "$BIN" join --data-dir "$W/$n" --name $n --api-addr 127.0.0.1:$(port) --peer-addr 127.0.0.1:$(port) --token "$tok" --peer 127.0.0.1:$A1 --no-mdns >/dev/null || exit 1
-  "$BIN" serve --data-dir "$W/$n" >"$W/$n.log" 2>&1 & PIDS+=($!)
-done
-for i in $(seq 1 80); do
-  v=$("$BIN" status --json --data-dir "$W/n1" 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(1 for m in d["members"] if m.get("voter")), d.get("leader_id"))' 2>/dev/null)
-  case "$v" in "3 None"|"") sleep 0.5;; 3\ *) break;; *) sleep 0.5;; esac
-done
-sleep 3 # each node hashes its own executable once at start
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+export OUTPOST_ENROLL_RATE=5000 # every agent enrolls before the syncs start
+. "$(dirname "$0")/local-cluster.sh" sync-cpu
 "$BIN" bench sync --data-dir "$W/n1" --clients "$N" --seconds "$S" --interval 0s --json >"$W/out.json" &
 B=$!
 # The sync phase starts once every agent is enrolled: the bench logs nothing, so wait for

@@ -188,6 +188,10 @@ async fn restart_of_all_nodes_loses_no_acknowledged_write() {
             c.serve(i)?;
         }
         c.leader(T).await?;
+        // Each node serving again (a leader can be up before a slow node binds its socket).
+        for i in 0..3 {
+            c.wait_for(i, T, "serving again", |_| true).await?;
+        }
         for (i, (k, v)) in acked.iter().enumerate() {
             let got = c.cli(i % 3, &["config", "get", k, "--linearizable"])?;
             assert_eq!(got.trim(), v, "acknowledged write {k} after restart");

@@ -707,6 +707,26 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Runs `test` on a cluster formed for it on a site of its own (`site` names it), with a
+/// runtime and a client context. Without root or namespaces the test is skipped, or fails
+/// when `CI` is set (`Site::build`).
+fn with_cluster(site: &str, test: impl FnOnce(&mut Cluster<'_>, &tokio::runtime::Runtime, &Ctx)) {
+    let _g = serial();
+    let Some(site) = Site::builder(site).hosts(NODES).build() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::form(&site, tmp.path());
+    let rt = runtime();
+    let ctx = Ctx {
+        sockets: cluster.sockets(),
+        t0: Instant::now(),
+        stop: AtomicBool::new(false),
+        seed: 0,
+    };
+    test(&mut cluster, &rt, &ctx);
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -943,151 +963,140 @@ fn nemesis_run_keeps_linearizable_reads_and_every_acknowledged_write() {
 /// writes. After the heal, the same checks on barrier reads are clean.
 #[test]
 fn local_reads_from_an_isolated_leader_are_caught() {
-    let _g = serial();
-    let Some(site) = Site::builder("fneg").hosts(NODES).build() else {
-        return;
-    };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut cluster = Cluster::form(&site, tmp.path());
-    let rt = runtime();
-    let ctx = Ctx {
-        sockets: cluster.sockets(),
-        t0: Instant::now(),
-        stop: AtomicBool::new(false),
-        seed: 0,
-    };
-    let key = "reg.neg";
-    let old = wait_for(Duration::from_secs(20), "a leader", || cluster.leader(&rt));
-    let others: Vec<usize> = (0..NODES).filter(|i| *i != old).collect();
-    let mut writes = vec![rt.block_on(set(&ctx, old, key, "before", WRITE_TIMEOUT))];
-    assert!(
-        matches!(writes[0].outcome, WriteOutcome::Acked(1)),
-        "{:?}",
-        writes[0]
-    );
+    with_cluster("fneg", |cluster, rt, ctx| {
+        let key = "reg.neg";
+        let old = wait_for(Duration::from_secs(20), "a leader", || cluster.leader(rt));
+        let others: Vec<usize> = (0..NODES).filter(|i| *i != old).collect();
+        let mut writes = vec![rt.block_on(set(ctx, old, key, "before", WRITE_TIMEOUT))];
+        assert!(
+            matches!(writes[0].outcome, WriteOutcome::Acked(1)),
+            "{:?}",
+            writes[0]
+        );
 
-    for &o in &others {
-        cluster.cut(old, o);
-    }
-    println!("n{} (leader) cut off from the others", old + 1);
-    // Five register writes and five unique writes acknowledged by the majority (an attempt
-    // that ends indeterminate is kept in the history, and the next one writes a new value).
-    let mut unique = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for i in 1..=5 {
-        for attempt in 0..100 {
-            let w = rt.block_on(set(
-                &ctx,
-                others[attempt % 2],
-                key,
-                &format!("after-{i}.{attempt}"),
-                WRITE_TIMEOUT,
-            ));
-            let ok = matches!(w.outcome, WriteOutcome::Acked(_));
-            writes.push(w);
-            if ok {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the majority takes no write");
+        for &o in &others {
+            cluster.cut(old, o);
         }
-        for attempt in 0..100 {
-            let u = rt.block_on(set(
-                &ctx,
-                others[1],
-                &format!("{UNIQUE_PREFIX}neg.{i}.{attempt}"),
-                &format!("n{i}"),
-                WRITE_TIMEOUT,
-            ));
-            let ok = matches!(u.outcome, WriteOutcome::Acked(_));
-            unique.push(u);
-            if ok {
-                break;
+        println!("n{} (leader) cut off from the others", old + 1);
+        // Five register writes and five unique writes acknowledged by the majority (an attempt
+        // that ends indeterminate is kept in the history, and the next one writes a new value).
+        let mut unique = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 1..=5 {
+            for attempt in 0..100 {
+                let w = rt.block_on(set(
+                    ctx,
+                    others[attempt % 2],
+                    key,
+                    &format!("after-{i}.{attempt}"),
+                    WRITE_TIMEOUT,
+                ));
+                let ok = matches!(w.outcome, WriteOutcome::Acked(_));
+                writes.push(w);
+                if ok {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the majority takes no write");
             }
-            assert!(Instant::now() < deadline, "the majority takes no write");
-        }
-    }
-    let acked_unique = unique
-        .iter()
-        .filter(|w| matches!(w.outcome, WriteOutcome::Acked(_)))
-        .count();
-
-    let mut local = Vec::new();
-    for _ in 0..5 {
-        local.push(rt.block_on(get(&ctx, old, key, false)).expect("local read"));
-    }
-    let mut linearizable = Vec::new();
-    let mut refused = 0;
-    for node in [old, old, others[0], others[1]] {
-        let t = Instant::now();
-        match rt.block_on(get(&ctx, node, key, true)) {
-            Ok(r) => linearizable.push(r),
-            Err(e) => {
-                println!(
-                    "linearizable read via n{} failed after {} ms: {e}",
-                    node + 1,
-                    t.elapsed().as_millis()
-                );
-                refused += 1;
+            for attempt in 0..100 {
+                let u = rt.block_on(set(
+                    ctx,
+                    others[1],
+                    &format!("{UNIQUE_PREFIX}neg.{i}.{attempt}"),
+                    &format!("n{i}"),
+                    WRITE_TIMEOUT,
+                ));
+                let ok = matches!(u.outcome, WriteOutcome::Acked(_));
+                unique.push(u);
+                if ok {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the majority takes no write");
             }
         }
-    }
-    let states: Vec<(String, NodeState)> = (0..NODES)
-        .map(|n| {
-            let s = rt.block_on(list(&ctx, n, false)).expect("local list");
-            (format!("n{}", n + 1), s)
-        })
-        .collect();
+        let acked_unique = unique
+            .iter()
+            .filter(|w| matches!(w.outcome, WriteOutcome::Acked(_)))
+            .count();
 
-    let stale = checker::check_register(&writes, &local);
-    println!(
-        "plain local reads from the isolated old leader:\n{}",
-        checker::summary(&stale, 3)
-    );
-    let lin = checker::check_register(&writes, &linearizable);
-    println!(
-        "linearizable reads: {} answered, {refused} failed; {}",
-        linearizable.len(),
-        checker::summary(&lin, 3)
-    );
-    let lost = checker::check_final(&writes, &unique, UNIQUE_PREFIX, &states);
-    println!(
-        "final state read without a barrier:\n{}",
-        checker::summary(&lost, 3)
-    );
+        let mut local = Vec::new();
+        for _ in 0..5 {
+            local.push(rt.block_on(get(ctx, old, key, false)).expect("local read"));
+        }
+        let mut linearizable = Vec::new();
+        let mut refused = 0;
+        for node in [old, old, others[0], others[1]] {
+            let t = Instant::now();
+            match rt.block_on(get(ctx, node, key, true)) {
+                Ok(r) => linearizable.push(r),
+                Err(e) => {
+                    println!(
+                        "linearizable read via n{} failed after {} ms: {e}",
+                        node + 1,
+                        t.elapsed().as_millis()
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        let states: Vec<(String, NodeState)> = (0..NODES)
+            .map(|n| {
+                let s = rt.block_on(list(ctx, n, false)).expect("local list");
+                (format!("n{}", n + 1), s)
+            })
+            .collect();
 
-    cluster.heal();
-    let healed = final_states(&ctx, &rt);
-    let after = healed
-        .as_ref()
-        .map(|s| checker::check_final(&writes, &unique, UNIQUE_PREFIX, s));
-    let failed = || cluster.dump_logs();
-    let count = |a: &[Anomaly], k| a.iter().filter(|x| x.kind == k).count();
-    // Lost on the old leader: every acknowledged unique write, and the register's newest.
-    let lost_expected = acked_unique + 1;
-    if count(&stale, AnomalyKind::StaleRead) != local.len()
-        || !lin.is_empty()
-        || count(&lost, AnomalyKind::LostWrite) != lost_expected
-        || !matches!(&after, Ok(a) if a.is_empty())
-    {
-        failed();
-    }
-    assert_eq!(
-        count(&stale, AnomalyKind::StaleRead),
-        local.len(),
-        "every local read from the old leader is stale"
-    );
-    assert!(lin.is_empty(), "linearizable reads never lie");
-    assert!(refused >= 2, "the old leader cannot confirm a read index");
-    assert_eq!(
-        count(&lost, AnomalyKind::LostWrite),
-        lost_expected,
-        "the old leader lacks every write of the majority"
-    );
-    match after {
-        Ok(a) => assert!(a.is_empty(), "after the heal: {}", checker::summary(&a, 5)),
-        Err(e) => panic!("after the heal: {e}"),
-    }
-    cluster.stop();
+        let stale = checker::check_register(&writes, &local);
+        println!(
+            "plain local reads from the isolated old leader:\n{}",
+            checker::summary(&stale, 3)
+        );
+        let lin = checker::check_register(&writes, &linearizable);
+        println!(
+            "linearizable reads: {} answered, {refused} failed; {}",
+            linearizable.len(),
+            checker::summary(&lin, 3)
+        );
+        let lost = checker::check_final(&writes, &unique, UNIQUE_PREFIX, &states);
+        println!(
+            "final state read without a barrier:\n{}",
+            checker::summary(&lost, 3)
+        );
+
+        cluster.heal();
+        let healed = final_states(ctx, rt);
+        let after = healed
+            .as_ref()
+            .map(|s| checker::check_final(&writes, &unique, UNIQUE_PREFIX, s));
+        let failed = || cluster.dump_logs();
+        let count = |a: &[Anomaly], k| a.iter().filter(|x| x.kind == k).count();
+        // Lost on the old leader: every acknowledged unique write, and the register's newest.
+        let lost_expected = acked_unique + 1;
+        if count(&stale, AnomalyKind::StaleRead) != local.len()
+            || !lin.is_empty()
+            || count(&lost, AnomalyKind::LostWrite) != lost_expected
+            || !matches!(&after, Ok(a) if a.is_empty())
+        {
+            failed();
+        }
+        assert_eq!(
+            count(&stale, AnomalyKind::StaleRead),
+            local.len(),
+            "every local read from the old leader is stale"
+        );
+        assert!(lin.is_empty(), "linearizable reads never lie");
+        assert!(refused >= 2, "the old leader cannot confirm a read index");
+        assert_eq!(
+            count(&lost, AnomalyKind::LostWrite),
+            lost_expected,
+            "the old leader lacks every write of the majority"
+        );
+        match after {
+            Ok(a) => assert!(a.is_empty(), "after the heal: {}", checker::summary(&a, 5)),
+            Err(e) => panic!("after the heal: {e}"),
+        }
+        cluster.stop();
+    });
 }
 
 /// A partition closes no connection: its packets are dropped silently, so no FIN or RST
@@ -1098,107 +1107,90 @@ fn local_reads_from_an_isolated_leader_are_caught() {
 /// and a survivor wins the term of its fast campaign.
 #[test]
 fn a_partitioned_leader_is_replaced_by_the_election_timeout() {
-    let _g = serial();
-    let Some(site) = Site::builder("fpart").hosts(NODES).build() else {
-        return;
-    };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut cluster = Cluster::form(&site, tmp.path());
-    let rt = runtime();
-    let ctx = Ctx {
-        sockets: cluster.sockets(),
-        t0: Instant::now(),
-        stop: AtomicBool::new(false),
-        seed: 0,
-    };
-    let status = |c: &Cluster, i: usize| {
-        wait_for(Duration::from_secs(20), "status", || {
-            status_cli(&c.nodes[i])
-        })
-    };
-    let old = wait_for(Duration::from_secs(20), "a leader", || cluster.leader(&rt));
-    let old_term = status(&cluster, old).term;
-    let others: Vec<usize> = (0..NODES).filter(|i| *i != old).collect();
-    for &o in &others {
-        cluster.cut(old, o);
-    }
-    println!(
-        "n{} (leader, term {old_term}) cut off from the others",
-        old + 1
-    );
-    let (new, term) = wait_for(Duration::from_secs(30), "a leader of the majority", || {
-        let s = status_cli(&cluster.nodes[others[0]])?;
-        let l = cluster.index_of(s.leader_id?)?;
-        (l != old && s.term > old_term).then_some((l, s.term))
-    });
-    println!("n{} leads the majority at term {term}", new + 1);
-    for &o in &others {
-        let s = status(&cluster, o);
-        if s.fast_elections != 0 {
+    with_cluster("fpart", |cluster, rt, ctx| {
+        let status = |c: &Cluster, i: usize| {
+            wait_for(Duration::from_secs(20), "status", || {
+                status_cli(&c.nodes[i])
+            })
+        };
+        let old = wait_for(Duration::from_secs(20), "a leader", || cluster.leader(rt));
+        let old_term = status(cluster, old).term;
+        let others: Vec<usize> = (0..NODES).filter(|i| *i != old).collect();
+        for &o in &others {
+            cluster.cut(old, o);
+        }
+        println!(
+            "n{} (leader, term {old_term}) cut off from the others",
+            old + 1
+        );
+        let (new, term) = wait_for(Duration::from_secs(30), "a leader of the majority", || {
+            let s = status_cli(&cluster.nodes[others[0]])?;
+            let l = cluster.index_of(s.leader_id?)?;
+            (l != old && s.term > old_term).then_some((l, s.term))
+        });
+        println!("n{} leads the majority at term {term}", new + 1);
+        for &o in &others {
+            let s = status(cluster, o);
+            if s.fast_elections != 0 {
+                cluster.dump_logs();
+            }
+            assert_eq!(
+                s.fast_elections,
+                0,
+                "n{}: a campaign without a close",
+                o + 1
+            );
+        }
+        let w = rt.block_on(set(ctx, others[0], "part.write", "majority", WRITE_TIMEOUT));
+        assert!(matches!(w.outcome, WriteOutcome::Acked(_)), "{w:?}");
+
+        cluster.heal();
+        let new_id = cluster.nodes[new].id;
+        wait_for(
+            Duration::from_secs(30),
+            "the old leader follows the new one",
+            || {
+                let s = status_cli(&cluster.nodes[old])?;
+                (s.leader_id == Some(new_id)).then_some(())
+            },
+        );
+        // Through the old leader: the cluster has settled.
+        let w = rt.block_on(set(ctx, old, "part.write", "healed", WRITE_TIMEOUT));
+        assert!(matches!(w.outcome, WriteOutcome::Acked(_)), "{w:?}");
+        for i in 0..NODES {
+            let s = status(cluster, i);
+            if s.fast_elections != 0 {
+                cluster.dump_logs();
+            }
+            assert_eq!(s.fast_elections, 0, "n{} after the heal", i + 1);
+        }
+
+        // kill -9 of the new leader: a fast election among the two left.
+        cluster.kill(new);
+        let left: Vec<usize> = (0..NODES).filter(|i| *i != new).collect();
+        let s = wait_for(Duration::from_secs(30), "a leader after the kill", || {
+            left.iter().find_map(|&i| {
+                let s = status_cli(&cluster.nodes[i])?;
+                (s.leader_id == Some(s.node_id) && s.term > term).then_some(s)
+            })
+        });
+        if s.fast_election_term != Some(s.term) {
             cluster.dump_logs();
         }
         assert_eq!(
-            s.fast_elections,
-            0,
-            "n{}: a campaign without a close",
-            o + 1
+            s.fast_election_term,
+            Some(s.term),
+            "n{} did not win its fast campaign's term: {s:?}",
+            cluster.index_of(s.node_id).map_or(0, |i| i + 1)
         );
-    }
-    let w = rt.block_on(set(
-        &ctx,
-        others[0],
-        "part.write",
-        "majority",
-        WRITE_TIMEOUT,
-    ));
-    assert!(matches!(w.outcome, WriteOutcome::Acked(_)), "{w:?}");
-
-    cluster.heal();
-    let new_id = cluster.nodes[new].id;
-    wait_for(
-        Duration::from_secs(30),
-        "the old leader follows the new one",
-        || {
-            let s = status_cli(&cluster.nodes[old])?;
-            (s.leader_id == Some(new_id)).then_some(())
-        },
-    );
-    // Through the old leader: the cluster has settled.
-    let w = rt.block_on(set(&ctx, old, "part.write", "healed", WRITE_TIMEOUT));
-    assert!(matches!(w.outcome, WriteOutcome::Acked(_)), "{w:?}");
-    for i in 0..NODES {
-        let s = status(&cluster, i);
-        if s.fast_elections != 0 {
-            cluster.dump_logs();
-        }
-        assert_eq!(s.fast_elections, 0, "n{} after the heal", i + 1);
-    }
-
-    // kill -9 of the new leader: a fast election among the two left.
-    cluster.kill(new);
-    let left: Vec<usize> = (0..NODES).filter(|i| *i != new).collect();
-    let s = wait_for(Duration::from_secs(30), "a leader after the kill", || {
-        left.iter().find_map(|&i| {
-            let s = status_cli(&cluster.nodes[i])?;
-            (s.leader_id == Some(s.node_id) && s.term > term).then_some(s)
-        })
+        println!(
+            "after kill -9 of n{}: n{} leads at term {} by a fast campaign",
+            new + 1,
+            cluster.index_of(s.node_id).map_or(0, |i| i + 1),
+            s.term
+        );
+        cluster.stop();
     });
-    if s.fast_election_term != Some(s.term) {
-        cluster.dump_logs();
-    }
-    assert_eq!(
-        s.fast_election_term,
-        Some(s.term),
-        "n{} did not win its fast campaign's term: {s:?}",
-        cluster.index_of(s.node_id).map_or(0, |i| i + 1)
-    );
-    println!(
-        "after kill -9 of n{}: n{} leads at term {} by a fast campaign",
-        new + 1,
-        cluster.index_of(s.node_id).map_or(0, |i| i + 1),
-        s.term
-    );
-    cluster.stop();
 }
 
 /// A leader cut off from the others takes writes it cannot commit. The majority elects a new
@@ -1209,103 +1201,92 @@ fn a_partitioned_leader_is_replaced_by_the_election_timeout() {
 /// not stay waiting on them (`Inner::propose` in `raft/src/node.rs`).
 #[test]
 fn a_deposed_leader_answers_the_writes_it_held_and_takes_new_ones() {
-    let _g = serial();
-    let Some(site) = Site::builder("fdepose").hosts(NODES).build() else {
-        return;
-    };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let mut cluster = Cluster::form(&site, tmp.path());
-    let rt = runtime();
-    let ctx = Ctx {
-        sockets: cluster.sockets(),
-        t0: Instant::now(),
-        stop: AtomicBool::new(false),
-        seed: 0,
-    };
-    let old = wait_for(Duration::from_secs(20), "a leader", || cluster.leader(&rt));
-    let old_status = wait_for(Duration::from_secs(20), "status", || {
-        status_cli(&cluster.nodes[old])
-    });
-    let others: Vec<usize> = (0..NODES).filter(|i| *i != old).collect();
-    for &o in &others {
-        cluster.cut(old, o);
-    }
-    // Long enough to outlast the node's own 10 s write deadline many times over.
-    const HELD_TIMEOUT: Duration = Duration::from_secs(90);
-    let held = std::thread::scope(|scope| {
-        // Staggered, so that each write is a batch of its own: the first two take both of
-        // the batcher's slots, the others wait for one.
-        let held = scope.spawn(|| {
-            runtime().block_on(futures::future::join_all((0..4).map(|i| {
-                let ctx = &ctx;
-                async move {
-                    tokio::time::sleep(Duration::from_millis(150 * i)).await;
-                    let key = format!("depose.held.{i}");
-                    set(ctx, old, &key, "held", HELD_TIMEOUT).await
+    with_cluster("fdepose", |cluster, rt, ctx| {
+        let old = wait_for(Duration::from_secs(20), "a leader", || cluster.leader(rt));
+        let old_status = wait_for(Duration::from_secs(20), "status", || {
+            status_cli(&cluster.nodes[old])
+        });
+        let others: Vec<usize> = (0..NODES).filter(|i| *i != old).collect();
+        for &o in &others {
+            cluster.cut(old, o);
+        }
+        // Long enough to outlast the node's own 10 s write deadline many times over.
+        const HELD_TIMEOUT: Duration = Duration::from_secs(90);
+        let held = std::thread::scope(|scope| {
+            // Staggered, so that each write is a batch of its own: the first two take both of
+            // the batcher's slots, the others wait for one.
+            let held = scope.spawn(|| {
+                runtime().block_on(futures::future::join_all((0..4).map(|i| {
+                    let ctx = &ctx;
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(150 * i)).await;
+                        let key = format!("depose.held.{i}");
+                        set(ctx, old, &key, "held", HELD_TIMEOUT).await
+                    }
+                })))
+            });
+            let (new, term) = wait_for(Duration::from_secs(30), "a leader of the majority", || {
+                let s = status_cli(&cluster.nodes[others[0]])?;
+                let l = cluster.index_of(s.leader_id?)?;
+                (l != old && s.term > old_status.term).then_some((l, s.term))
+            });
+            println!(
+                "n{} cut off at term {}; n{} leads the majority at term {term}",
+                old + 1,
+                old_status.term,
+                new + 1
+            );
+            // One entry per write, until the new leader's snapshot (every 200 entries, 200 kept
+            // behind it) leaves the old leader's log far behind.
+            let target = old_status.last_log_index + 1_000;
+            let mut written = 0;
+            for round in 0..40 {
+                for i in 0..100 {
+                    let key = format!("depose.majority.{round}.{i}");
+                    let w = rt.block_on(set(ctx, new, &key, "v", WRITE_TIMEOUT));
+                    assert!(matches!(w.outcome, WriteOutcome::Acked(_)), "{w:?}");
+                    written += 1;
                 }
-            })))
-        });
-        let (new, term) = wait_for(Duration::from_secs(30), "a leader of the majority", || {
-            let s = status_cli(&cluster.nodes[others[0]])?;
-            let l = cluster.index_of(s.leader_id?)?;
-            (l != old && s.term > old_status.term).then_some((l, s.term))
-        });
-        println!(
-            "n{} cut off at term {}; n{} leads the majority at term {term}",
-            old + 1,
-            old_status.term,
-            new + 1
-        );
-        // One entry per write, until the new leader's snapshot (every 200 entries, 200 kept
-        // behind it) leaves the old leader's log far behind.
-        let target = old_status.last_log_index + 1_000;
-        let mut written = 0;
-        for round in 0..40 {
-            for i in 0..100 {
-                let key = format!("depose.majority.{round}.{i}");
-                let w = rt.block_on(set(&ctx, new, &key, "v", WRITE_TIMEOUT));
-                assert!(matches!(w.outcome, WriteOutcome::Acked(_)), "{w:?}");
-                written += 1;
+                let s = status_cli(&cluster.nodes[new]).expect("the new leader's status");
+                if s.snapshot_index.is_some_and(|i| i >= target) {
+                    break;
+                }
             }
-            let s = status_cli(&cluster.nodes[new]).expect("the new leader's status");
-            if s.snapshot_index.is_some_and(|i| i >= target) {
-                break;
+            println!("{written} writes through the majority");
+            cluster.heal();
+            held.join().expect("held writes")
+        });
+        for w in &held {
+            let waited = Duration::from_micros(w.complete.saturating_sub(w.invoke));
+            if waited >= HELD_TIMEOUT {
+                cluster.dump_logs();
             }
-        }
-        println!("{written} writes through the majority");
-        cluster.heal();
-        held.join().expect("held writes")
-    });
-    for w in &held {
-        let waited = Duration::from_micros(w.complete.saturating_sub(w.invoke));
-        if waited >= HELD_TIMEOUT {
-            cluster.dump_logs();
-        }
-        assert!(
-            waited < HELD_TIMEOUT,
-            "a write held by the deposed leader was never answered: {w:?}"
-        );
-    }
-    println!(
-        "writes held by the deposed leader: {:?}",
-        held.iter().map(|w| &w.outcome).collect::<Vec<_>>()
-    );
-    let deadline = Instant::now() + RECOVERY_DEADLINE;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let w = rt.block_on(set(&ctx, old, "depose.after", "ok", WRITE_TIMEOUT));
-        if matches!(w.outcome, WriteOutcome::Acked(_)) {
-            break;
-        }
-        if Instant::now() >= deadline {
-            cluster.dump_logs();
-            panic!(
-                "the deposed leader took no write within {RECOVERY_DEADLINE:?} of the heal: {w:?}"
+            assert!(
+                waited < HELD_TIMEOUT,
+                "a write held by the deposed leader was never answered: {w:?}"
             );
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    println!("a write through the deposed leader acknowledged after {attempts} attempt(s)");
-    cluster.stop();
+        println!(
+            "writes held by the deposed leader: {:?}",
+            held.iter().map(|w| &w.outcome).collect::<Vec<_>>()
+        );
+        let deadline = Instant::now() + RECOVERY_DEADLINE;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let w = rt.block_on(set(ctx, old, "depose.after", "ok", WRITE_TIMEOUT));
+            if matches!(w.outcome, WriteOutcome::Acked(_)) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                cluster.dump_logs();
+                panic!(
+                    "the deposed leader took no write within {RECOVERY_DEADLINE:?} of the heal: {w:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        println!("a write through the deposed leader acknowledged after {attempts} attempt(s)");
+        cluster.stop();
+    });
 }
