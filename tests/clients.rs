@@ -576,9 +576,10 @@ async fn agents_resume_their_tls_session_and_an_expired_certificate_cannot() {
             "a resumed session with an expired certificate was served: {:?}",
             refused.map(|b| String::from_utf8_lossy(&b).to_string())
         );
-        assert_eq!(
-            after.1,
-            expired.1 + 1,
+        // Refused on resumed sessions only (the client retries once on a fresh connection,
+        // resuming again with the ticket the refused one got): no full handshake happened.
+        assert!(
+            after.0 == expired.0 && after.1 > expired.1,
             "the refused connection was not a resumption (handshakes {expired:?} -> {after:?})"
         );
         Ok::<_, anyhow::Error>(())

@@ -765,14 +765,21 @@ impl Inner {
     async fn propose(&self, bytes: &[u8], deadline: Instant) -> Proposed {
         let mut metrics = self.raft.metrics();
         let (id, term) = (self.id, metrics.borrow().current_term);
-        let deposed = metrics.wait_for(|m| m.current_leader != Some(id) || m.current_term != term);
+        let deposed = async {
+            let changed =
+                metrics.wait_for(|m| m.current_leader != Some(id) || m.current_term != term);
+            if changed.await.is_err() {
+                // Raft has stopped: `client_write` answers that itself.
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             written = self.raft.client_write(Proposal(bytes.to_vec())) => match written {
                 Ok(resp) => Proposed::Applied(resp.data.0),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Proposed::NotLeader,
                 Err(e) => Proposed::Failed(e),
             },
-            _ = deposed => {
+            () = deposed => {
                 tracing::debug!(term, "deposed while a proposal waited; sending it to the next leader");
                 Proposed::NotLeader
             }
