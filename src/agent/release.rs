@@ -288,13 +288,14 @@ fn copy_hashed(from: &Path, to: &Path) -> Result<String> {
 
 /// `<staged> --version` within `PROBE_TIMEOUT`: exit 0 and `outpost <version>` on stdout.
 async fn probe(staged: &Path) -> Result<String> {
-    let child = tokio::process::Command::new(staged)
-        .arg("--version")
+    let mut cmd = tokio::process::Command::new(staged);
+    cmd.arg("--version")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    let child = spawn_fresh(&mut cmd)
+        .await
         .with_context(|| format!("running {} --version", staged.display()))?;
     let out = match tokio::time::timeout(PROBE_TIMEOUT, child.wait_with_output()).await {
         Err(_) => bail!("`--version` did not answer within {PROBE_TIMEOUT:?}"),
@@ -311,6 +312,22 @@ async fn probe(staged: &Path) -> Result<String> {
             "`--version` printed {:?}, not `outpost <version>`",
             crate::shared::text::shown(first)
         ),
+    }
+}
+
+/// Spawns a program this process has just written. Any fork of this process while the file
+/// was open for writing (another task starting a child) holds that descriptor until its exec,
+/// and exec of the file meanwhile fails with ETXTBSY: tried again for up to half a second.
+async fn spawn_fresh(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            other => return other,
+        }
     }
 }
 
