@@ -663,7 +663,7 @@ mod tests {
     fn node(dir: &Path, app: axum::Router) -> ApiClient {
         let path = dir.join("node.sock");
         let listener = tokio::net::UnixListener::bind(&path).expect("bind");
-        tokio::spawn(crate::node::server::serve_unix(listener, app));
+        tokio::spawn(async move { axum::serve(listener, app).await });
         ApiClient::new(Endpoint::Unix(path))
     }
 

@@ -6,4 +6,5 @@ pub mod console;
 pub mod demo;
 pub mod flood;
 pub mod localcluster;
+pub mod members;
 pub mod recovery;
