@@ -84,6 +84,12 @@ pub(crate) fn apply_entries(
         .any(|env| changes_identities(&env.command));
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut audit = AuditTail::read(&tx)?;
+    let mut requests = requests::Tail::default();
+    // Read once per call, not once per envelope: only `InitCluster` changes it, and nothing
+    // removes the cluster row.
+    let mut initialized: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM cluster)")?
+        .query_row([], |r| r.get(0))?;
     let mut results = Vec::with_capacity(decoded.len());
     for batch in decoded {
         let Some(batch) = batch else {
@@ -91,11 +97,14 @@ pub(crate) fn apply_entries(
             continue;
         };
         let mut outcomes = Vec::with_capacity(batch.len());
-        for env in &batch {
+        for env in batch {
+            // A request id is taken off its command here (moved, not cloned): the command is
+            // applied and audited as itself, and the id remembered with its outcome.
+            let (request_id, env) = requests::unwrap(env);
             // A request seen before (a forwarding retry, a leader change): its first outcome,
             // nothing applied, nothing audited.
-            if let Command::Once { request_id, .. } = &env.command
-                && let Some(first) = requests::seen(&tx, request_id)?
+            if let Some(id) = &request_id
+                && let Some(first) = requests::seen(&tx, id)?
             {
                 outcomes.push(first);
                 continue;
@@ -103,7 +112,7 @@ pub(crate) fn apply_entries(
             // Each envelope in a savepoint of its own, through statements prepared once
             // (rusqlite's `Savepoint` parses its SQL again for every envelope).
             tx.prepare_cached("SAVEPOINT envelope")?.execute([])?;
-            let outcome = match execute(&tx, env) {
+            let outcome = match execute_checked(&tx, request_id.as_deref(), &env, initialized) {
                 Ok(resp) => {
                     tx.prepare_cached("RELEASE envelope")?.execute([])?;
                     Ok(resp)
@@ -116,9 +125,12 @@ pub(crate) fn apply_entries(
                 // The whole transaction rolls back when `tx` drops.
                 Err(Fail::Sql(e)) => return Err(e.into()),
             };
-            audit.append(&tx, env, &outcome)?;
-            if let Command::Once { request_id, .. } = &env.command {
-                requests::remember(&tx, request_id, &outcome)?;
+            if outcome.is_ok() && matches!(env.command, Command::InitCluster { .. }) {
+                initialized = true;
+            }
+            audit.append(&tx, &env, &outcome)?;
+            if let Some(id) = &request_id {
+                requests.remember(&tx, id, &outcome)?;
             }
             outcomes.push(outcome);
         }
@@ -161,29 +173,32 @@ fn invalid(message: String) -> Fail {
     reject(RejectCode::Invalid, message)
 }
 
-fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
-    if !matches!(env.command, Command::InitCluster { .. }) {
-        let initialized: bool = conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM cluster)")?
-            .query_row([], |r| r.get(0))?;
-        if !initialized {
-            return Err(reject(
-                RejectCode::NotInitialized,
-                "the cluster is not initialized",
-            ));
-        }
+/// `execute` after the checks every envelope passes: a request id must be well formed and
+/// wrap a command that is not itself a request id, and only `InitCluster` may run on a state
+/// whose cluster is not initialized.
+fn execute_checked(
+    conn: &Connection,
+    request_id: Option<&str>,
+    env: &Envelope,
+    initialized: bool,
+) -> Result<Response, Fail> {
+    let init = matches!(env.command, Command::InitCluster { .. });
+    // A request id around `InitCluster` is checked as any other wrapped command.
+    if !initialized && (!init || request_id.is_some()) {
+        return Err(reject(
+            RejectCode::NotInitialized,
+            "the cluster is not initialized",
+        ));
     }
+    if let Some(id) = request_id {
+        crate::rules::check_id("request id", id).map_err(invalid)?;
+    }
+    execute(conn, env)
+}
+
+fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
     match &env.command {
-        Command::Once {
-            request_id,
-            command,
-        } => {
-            crate::rules::check_id("request id", request_id).map_err(invalid)?;
-            if matches!(**command, Command::Once { .. }) {
-                return Err(invalid("a request id wraps another request id".to_owned()));
-            }
-            execute(conn, &requests::inner(env, command))
-        }
+        Command::Once { .. } => Err(invalid("a request id wraps another request id".to_owned())),
         Command::InitCluster {
             cluster_id,
             name,

@@ -43,22 +43,57 @@ pub(super) fn seen(
         .transpose()
 }
 
-/// Remembers `request_id` with its outcome and forgets the oldest beyond `REQUEST_IDS_KEPT`.
-pub(super) fn remember(
-    conn: &Connection,
-    request_id: &str,
-    outcome: &Outcome,
-) -> Result<(), rusqlite::Error> {
-    let json = serde_json::to_string(outcome)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    conn.prepare_cached(
-        "INSERT INTO request_ids (seq, request_id, outcome)
-         VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM request_ids), ?1, ?2)",
-    )?
-    .execute(params![request_id, json])?;
-    conn.prepare_cached(
-        "DELETE FROM request_ids WHERE seq <= (SELECT MAX(seq) FROM request_ids) - ?1",
-    )?
-    .execute([REQUEST_IDS_KEPT])?;
-    Ok(())
+/// The request id of `env`, if its command carries one, and the envelope of the command it
+/// wraps (moved out, not cloned). Any other envelope comes back as it is.
+pub(super) fn unwrap(env: Envelope) -> (Option<String>, Envelope) {
+    match env.command {
+        Command::Once {
+            request_id,
+            command,
+        } => (
+            Some(request_id),
+            Envelope {
+                at_ms: env.at_ms,
+                actor: env.actor,
+                command: *command,
+            },
+        ),
+        command => (None, Envelope { command, ..env }),
+    }
+}
+
+/// The newest remembered request's `seq` during one `apply` call: read at the first request
+/// id, then counted in memory.
+#[derive(Default)]
+pub(super) struct Tail {
+    seq: Option<i64>,
+}
+
+impl Tail {
+    /// Remembers `request_id` with its outcome and forgets the oldest beyond
+    /// `REQUEST_IDS_KEPT`.
+    pub(super) fn remember(
+        &mut self,
+        conn: &Connection,
+        request_id: &str,
+        outcome: &Outcome,
+    ) -> Result<(), rusqlite::Error> {
+        let last = match self.seq {
+            Some(s) => s,
+            None => conn
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM request_ids")?
+                .query_row([], |r| r.get(0))?,
+        };
+        let seq = last.saturating_add(1);
+        let json = serde_json::to_string(outcome)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        conn.prepare_cached(
+            "INSERT INTO request_ids (seq, request_id, outcome) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![seq, request_id, json])?;
+        conn.prepare_cached("DELETE FROM request_ids WHERE seq <= ?1")?
+            .execute([seq - REQUEST_IDS_KEPT])?;
+        self.seq = Some(seq);
+        Ok(())
+    }
 }

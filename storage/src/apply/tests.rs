@@ -818,6 +818,111 @@ fn request_ids_apply_once() -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Whether the cluster is initialized is read once per apply and follows `InitCluster` inside
+/// the same batch; a request id around `InitCluster` is refused before it.
+#[test]
+fn initialization_is_followed_within_one_batch() -> Result<(), StorageError> {
+    let mut conn = fresh()?;
+    let wrapped_init = Command::Once {
+        request_id: "r0".into(),
+        command: Box::new(init()),
+    };
+    let out = run(
+        &mut conn,
+        vec![
+            env(set(Scope::Global, "k", "before")),
+            env(wrapped_init),
+            env(init()),
+            env(set(Scope::Global, "k", "after")),
+            env(init()),
+        ],
+    )?;
+    let codes: Vec<Result<Response, RejectCode>> =
+        out.into_iter().map(|o| o.map_err(|r| r.code)).collect();
+    assert_eq!(
+        codes,
+        vec![
+            Err(RejectCode::NotInitialized),
+            Err(RejectCode::NotInitialized),
+            Ok(Response::Done),
+            Ok(Response::ConfigVersion(1)),
+            Err(RejectCode::AlreadyExists),
+        ]
+    );
+    Ok(())
+}
+
+/// A config version goes one up per set and stops at the largest SQLite integer instead of
+/// overflowing (SQLite would turn `i64::MAX + 1` into a float).
+#[test]
+fn config_versions_count_up_and_saturate() -> Result<(), StorageError> {
+    let mut conn = fresh()?;
+    for o in run(&mut conn, base().into_iter().map(env).collect())? {
+        o.expect("setup");
+    }
+    let sets = run(
+        &mut conn,
+        vec![
+            env(set(Scope::Global, "k", "1")),
+            env(set(Scope::Global, "k", "2")),
+        ],
+    )?;
+    assert_eq!(
+        sets,
+        vec![
+            Ok(Response::ConfigVersion(1)),
+            Ok(Response::ConfigVersion(2))
+        ]
+    );
+    conn.execute("UPDATE config SET version = ?1 WHERE key = 'k'", [i64::MAX])?;
+    let top = run(&mut conn, vec![env(set(Scope::Global, "k", "3"))])?;
+    assert_eq!(top, vec![Ok(Response::ConfigVersion(i64::MAX as u64))]);
+    let (value, kind): (String, String) = conn.query_row(
+        "SELECT value, typeof(version) FROM config WHERE key = 'k'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    assert_eq!((value.as_str(), kind.as_str()), ("3", "integer"));
+    Ok(())
+}
+
+/// Every node keeps the same `REQUEST_IDS_KEPT` newest request ids, whatever the batches they
+/// came in: the oldest go first, in the order they were applied.
+#[test]
+fn the_newest_request_ids_are_kept() -> Result<(), StorageError> {
+    let once = |n: usize| Command::Once {
+        request_id: format!("r{n}"),
+        command: Box::new(set(Scope::Global, &format!("k{}", n % 7), "v")),
+    };
+    let mut conn = fresh()?;
+    for o in run(&mut conn, base().into_iter().map(env).collect())? {
+        o.expect("setup");
+    }
+    let kept = super::REQUEST_IDS_KEPT as usize;
+    let total = kept + 5;
+    let mut n = 0;
+    while n < total {
+        let size = (total - n).min(997);
+        let envs = (n..n + size).map(|i| env(once(i))).collect();
+        for o in run(&mut conn, envs)? {
+            o.expect("a new request applies");
+        }
+        n += size;
+    }
+    let (count, oldest): (i64, String) = conn.query_row(
+        "SELECT COUNT(*), (SELECT request_id FROM request_ids ORDER BY seq LIMIT 1) FROM request_ids",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    assert_eq!((count, oldest.as_str()), (kept as i64, "r5"));
+    // A kept id answers with its first outcome; a forgotten one applies again (and, being
+    // remembered anew, makes the oldest kept id go).
+    let audited = audit_count(&conn)?;
+    run(&mut conn, vec![env(once(5)), env(once(4))])?;
+    assert_eq!(audit_count(&conn)?, audited + 1);
+    Ok(())
+}
+
 #[test]
 fn reform_keeps_one_node_removes_the_rest_and_may_replace_the_ca() -> Result<(), StorageError> {
     let mut conn = fresh()?;
