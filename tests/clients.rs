@@ -535,6 +535,16 @@ async fn agents_resume_their_tls_session_and_an_expired_certificate_cannot() {
             resumed.1 >= before.1 + 2,
             "agent run's later syncs did not resume: handshakes (full, resumed) {before:?} -> {resumed:?}"
         );
+        // `outpost status` says it too (the CLI talks over the local socket: no handshake).
+        let status = c.cli(0, &["status"])?;
+        let shown = status
+            .lines()
+            .find_map(|l| l.strip_prefix("API TLS handshakes since start: "))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        // (A sync may have resumed between the count above and the agent's end.)
+        assert!(shown.is_some_and(|n| n >= resumed.1), "{resumed:?} {status}");
 
         // An admin certificate that ends in two seconds: a full handshake, then a resumption
         // once it has expired.

@@ -230,7 +230,6 @@ fn judge(
     }
 }
 
-/// The agent's effective configuration (global < its groups < itself).
 /// `/v1/agent/sync`: the agent's configuration, the bundle trust and its assignments, read
 /// in one read with its revocation check (what `agent_config`, `agent_trust` and
 /// `deployments::assignments` answer apart, for agents from before this route).
@@ -246,9 +245,7 @@ pub async fn agent_sync(
         ))
     })
     .await?;
-    if let Ok(mut seen) = st.seen.lock() {
-        seen.insert(client.id, outpost_raft::now_ms());
-    }
+    mark_seen(&st, client.id);
     Ok(Json(AgentSync {
         config,
         trust: trust.map(trust_for_agents).transpose()?,
@@ -256,6 +253,7 @@ pub async fn agent_sync(
     }))
 }
 
+/// The agent's effective configuration (global < its groups < itself).
 pub async fn agent_config(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -264,10 +262,15 @@ pub async fn agent_config(
         r.config_effective(&client.id, &client.groups)
     })
     .await?;
-    if let Ok(mut seen) = st.seen.lock() {
-        seen.insert(client.id, outpost_raft::now_ms());
-    }
+    mark_seen(&st, client.id);
     Ok(Json(config))
+}
+
+/// Notes that client `id` synced now; `flush_last_seen` commits what was noted.
+fn mark_seen(st: &AppState, id: String) {
+    if let Ok(mut seen) = st.seen.lock() {
+        seen.insert(id, outpost_raft::now_ms());
+    }
 }
 
 pub async fn list(

@@ -276,6 +276,12 @@ fn print_status(s: &StatusView) {
     if let Some(b) = s.resident_bytes {
         println!("resident memory {:.1} MiB", b as f64 / 1048576.0);
     }
+    if let Some(h) = &s.tls_handshakes {
+        println!(
+            "API TLS handshakes since start: {} full, {} resumed (agents' later syncs)",
+            h.full, h.resumed
+        );
+    }
     if let Some(e) = &s.cert_expiry {
         let at = |v: Option<i64>| {
             v.map(|t| crate::shared::text::format_ms(t.saturating_mul(1000)))
