@@ -32,7 +32,7 @@ pub async fn revoke(
     let cmd = Command::RevokeClient {
         client_id: id.clone(),
     };
-    match con.app.commit(&op.caller(), cmd).await {
+    match con.commit(&op.caller(), cmd).await {
         Ok(_) => Redirect::to(&format!("/clients/{}?done=revoked", urlencode(&id))).into_response(),
         Err(e) => failed(&con, Some(&op), e),
     }
@@ -113,7 +113,7 @@ async fn config_change(
             key: form.key,
         }
     };
-    match con.app.commit(&op.caller(), cmd).await {
+    match con.commit(&op.caller(), cmd).await {
         Ok(_) => Redirect::to(&back).into_response(),
         Err(e) => failed(con, Some(op), e),
     }
@@ -135,7 +135,7 @@ pub async fn end_session(
         return failed(&con, Some(&op), e);
     }
     let cmd = Command::EndConsoleSession { id: id.clone() };
-    match con.app.commit(&op.caller(), cmd).await {
+    match con.commit(&op.caller(), cmd).await {
         Ok(_) if id == op.session => Redirect::to("/login").into_response(),
         Ok(_) => Redirect::to("/sessions").into_response(),
         Err(e) => failed(&con, Some(&op), e),

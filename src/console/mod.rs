@@ -69,6 +69,32 @@ impl Console {
             seen.insert(id.to_owned(), (at, true));
         }
     }
+
+    /// Commits `command` as `caller`, then lets this node catch up (`catch_up`) so that the
+    /// page the action redirects to, read from this node's state, shows what it did.
+    async fn commit(
+        &self,
+        caller: &crate::api::Caller,
+        command: outpost_storage::Command,
+    ) -> Result<outpost_storage::Response, crate::api::ApiError> {
+        let done = self.app.commit(caller, command).await?;
+        self.catch_up().await;
+        Ok(done)
+    }
+
+    /// Waits (at most 5 s) until this node has applied what the leader had committed: a write
+    /// through a follower is answered once the leader has applied it, which may be before
+    /// this node has. A node that cannot catch up serves its page as it is, and says so.
+    async fn catch_up(&self) {
+        if let Err(e) = self
+            .app
+            .node
+            .linearizable_barrier(Duration::from_secs(5))
+            .await
+        {
+            tracing::warn!(error = %e, "console: this node's state may lag the change just made");
+        }
+    }
 }
 
 /// The console's routes, to be merged with the API's (`crate::node` does).

@@ -144,27 +144,18 @@ impl Console {
     ) -> Result<Response, ApiError> {
         let (id, secret) = (random_hex(8), random_hex(32));
         let expires_at_ms = outpost_raft::now_ms() + SESSION_MAX_MS;
-        self.app
-            .commit(
-                &Caller::Console(user.to_owned()),
-                Command::StartConsoleSession {
-                    id: id.clone(),
-                    user: user.to_owned(),
-                    secret_sha256: crate::shared::token::secret_sha256(&secret),
-                    expires_at_ms,
-                    proof,
-                },
-            )
-            .await?;
-        // The session may have committed through the leader: see it here before the redirect.
-        if let Err(e) = self
-            .app
-            .node
-            .linearizable_barrier(Duration::from_secs(5))
-            .await
-        {
-            tracing::warn!(error = %e, "console sign-in: local state may lag the session");
-        }
+        // Seen by this node before the redirect (it may have committed through the leader).
+        self.commit(
+            &Caller::Console(user.to_owned()),
+            Command::StartConsoleSession {
+                id: id.clone(),
+                user: user.to_owned(),
+                secret_sha256: crate::shared::token::secret_sha256(&secret),
+                expires_at_ms,
+                proof,
+            },
+        )
+        .await?;
         let cookie = format!(
             "{SESSION_COOKIE}={id}.{secret}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
             SESSION_MAX_MS / 1000
@@ -386,7 +377,7 @@ pub async fn signout(
     let cmd = Command::EndConsoleSession {
         id: op.session.clone(),
     };
-    if let Err(e) = con.app.commit(&op.caller(), cmd).await {
+    if let Err(e) = con.commit(&op.caller(), cmd).await {
         return failed(&con, Some(&op), e);
     }
     let mut r = Redirect::to("/login").into_response();
