@@ -592,6 +592,17 @@ async fn agents_resume_their_tls_session_and_an_expired_certificate_cannot() {
             after.0 == expired.0 && after.1 > expired.1,
             "the refused connection was not a resumption (handshakes {expired:?} -> {after:?})"
         );
+        let metrics = outpost::shared::client::local_client(&c.nodes[0].dir)
+            .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
+            .await?;
+        let metrics = String::from_utf8_lossy(&metrics);
+        let closed = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("outpost_api_connections_closed_total{reason=\"expired_resumption\"} ")
+            })
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(closed.is_some_and(|n| n >= 1), "{metrics}");
         Ok::<_, anyhow::Error>(())
     }
     .await;

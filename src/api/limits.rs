@@ -145,14 +145,17 @@ pub enum Closed {
     MaxAge,
     /// An anonymous slot taken over by a source holding fewer (see the module comment).
     Evicted,
+    /// A resumed TLS session whose client certificate has expired since its full handshake.
+    ExpiredResumption,
 }
 
 impl Closed {
-    const ALL: [Closed; 4] = [
+    const ALL: [Closed; 5] = [
         Closed::HandshakeTimeout,
         Closed::Idle,
         Closed::MaxAge,
         Closed::Evicted,
+        Closed::ExpiredResumption,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -160,6 +163,7 @@ impl Closed {
             Closed::Idle => "idle",
             Closed::MaxAge => "max_age",
             Closed::Evicted => "evicted",
+            Closed::ExpiredResumption => "expired_resumption",
         }
     }
 }
@@ -171,7 +175,7 @@ pub struct ApiLimits {
     anonymous: Mutex<Pool>,
     authenticated: Mutex<Pool>,
     refused: [AtomicU64; 4],
-    closed: [AtomicU64; 4],
+    closed: [AtomicU64; Closed::ALL.len()],
     limited_source: AtomicU64,
     limited_global: AtomicU64,
     /// Completed TLS handshakes: [full, resumed].
@@ -270,6 +274,13 @@ impl ApiLimits {
         self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `count_closed`, for a closing the caller logs: true when `ip`'s source was not logged
+    /// for this reason in the last minute (a peer cannot fill the log by reconnecting).
+    pub fn count_closed_logged(&self, why: Closed, ip: IpAddr) -> bool {
+        self.count_closed(why);
+        self.should_log(source_key(ip), why.label())
+    }
+
     /// One more completed TLS handshake, full or resumed.
     pub fn count_handshake(&self, resumed: bool) {
         self.handshakes[usize::from(resumed)].fetch_add(1, Ordering::Relaxed);
@@ -328,7 +339,7 @@ impl ApiLimits {
         }
         let _ = writeln!(
             out,
-            "# HELP outpost_api_connections_closed_total API connections the server ended: handshake timeout, idle, maximum anonymous age, anonymous slot taken over.\n\
+            "# HELP outpost_api_connections_closed_total API connections the server ended: handshake timeout, idle, maximum anonymous age, anonymous slot taken over, resumed session with an expired certificate.\n\
              # TYPE outpost_api_connections_closed_total counter"
         );
         for c in Closed::ALL {
@@ -772,6 +783,23 @@ mod tests {
         assert_eq!(p.admit(ip("10.0.0.2")).err(), Some(Full::Total));
         // A source holding nothing still gets in.
         assert!(p.admit(ip("10.0.0.7")).unwrap().1.is_some());
+    }
+
+    /// A closing logged by its caller is counted every time and logged once a minute per
+    /// source (so a peer reconnecting in a loop cannot fill the log).
+    #[test]
+    fn logged_closings_are_counted_always_and_logged_once_per_source() {
+        let limits = ApiLimits::new(LimitsConfig::default());
+        let why = Closed::ExpiredResumption;
+        assert!(limits.count_closed_logged(why, ip("10.0.0.1")));
+        assert!(!limits.count_closed_logged(why, ip("10.0.0.1")));
+        assert!(limits.count_closed_logged(why, ip("10.0.0.2")));
+        let mut out = String::new();
+        limits.render_metrics(&mut out);
+        assert!(
+            out.contains("outpost_api_connections_closed_total{reason=\"expired_resumption\"} 3"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -103,7 +103,9 @@ async fn tls_conn(
         match session.peer_certificates().and_then(|c| c.first()) {
             None => Caller::Anonymous,
             Some(leaf) if resumed && !still_valid(leaf) => {
-                tracing::warn!(%remote, "refusing a resumed TLS session: its client certificate has expired");
+                if limits.count_closed_logged(Closed::ExpiredResumption, remote.ip()) {
+                    tracing::warn!(%remote, "refusing a resumed TLS session: its client certificate has expired (counted in /metrics, logged once a minute per source)");
+                }
                 return;
             }
             // The chain was verified against the cluster CA by rustls; the role comes
