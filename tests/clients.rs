@@ -125,10 +125,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
             );
             if e.client.is_some_and(|t| t > now) {
                 client_seen += 1;
-                let metrics = outpost::shared::client::local_client(&c.nodes[i].dir)
-                    .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
-                    .await?;
-                let metrics = String::from_utf8_lossy(&metrics);
+                let metrics = metrics(&c, i).await?;
                 assert!(
                     metrics.contains("outpost_cert_expiry_seconds{kind=\"client\"}"),
                     "{metrics}"
@@ -446,15 +443,8 @@ async fn bench_sync_syncs_without_errors_and_reports_every_nodes_memory() {
             assert!(n["max_bytes"].as_u64().is_some_and(|b| b > 0), "{report}");
         }
 
-        let metrics = outpost::shared::client::local_client(&c.nodes[1].dir)
-            .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
-            .await?;
-        let metrics = String::from_utf8_lossy(&metrics);
-        let rss = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("outpost_process_resident_bytes "))
-            .context("outpost_process_resident_bytes")?;
-        assert!(rss.parse::<u64>().is_ok_and(|b| b > 0), "{metrics}");
+        let rss = counter(&metrics(&c, 1).await?, "outpost_process_resident_bytes")?;
+        assert!(rss > 0, "resident bytes {rss}");
         let status = c.cli(2, &["status"])?;
         assert!(status.contains("resident memory"), "{status}");
         Ok::<_, anyhow::Error>(())
@@ -463,19 +453,32 @@ async fn bench_sync_syncs_without_errors_and_reports_every_nodes_memory() {
     or_dump(&c, r);
 }
 
-/// Node 0's completed API handshakes (full, resumed), from its `/metrics`.
-async fn handshakes(c: &LocalCluster, i: usize) -> Result<(u64, u64)> {
-    let metrics = outpost::shared::client::local_client(&c.nodes[i].dir)
+/// Node `i`'s `/metrics` text, read over its local socket (no TLS handshake).
+async fn metrics(c: &LocalCluster, i: usize) -> Result<String> {
+    let raw = outpost::shared::client::local_client(&c.nodes[i].dir)
         .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
         .await?;
-    let metrics = String::from_utf8_lossy(&metrics);
-    let count = |kind: &str| -> Result<u64> {
-        let line = format!("outpost_api_tls_handshakes_total{{kind=\"{kind}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(line.as_str()))
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("no {line} in {metrics}"))
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// The value of the sample `name` (labels included, as printed) in a `/metrics` text.
+fn counter(metrics: &str, name: &str) -> Result<u64> {
+    let line = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no {name} in {metrics}"))
+}
+
+/// Node `i`'s completed API handshakes (full, resumed), from its `/metrics`.
+async fn handshakes(c: &LocalCluster, i: usize) -> Result<(u64, u64)> {
+    let metrics = metrics(c, i).await?;
+    let count = |kind: &str| {
+        counter(
+            &metrics,
+            &format!("outpost_api_tls_handshakes_total{{kind=\"{kind}\"}}"),
+        )
     };
     Ok((count("full")?, count("resumed")?))
 }
@@ -592,17 +595,11 @@ async fn agents_resume_their_tls_session_and_an_expired_certificate_cannot() {
             after.0 == expired.0 && after.1 > expired.1,
             "the refused connection was not a resumption (handshakes {expired:?} -> {after:?})"
         );
-        let metrics = outpost::shared::client::local_client(&c.nodes[0].dir)
-            .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
-            .await?;
-        let metrics = String::from_utf8_lossy(&metrics);
-        let closed = metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("outpost_api_connections_closed_total{reason=\"expired_resumption\"} ")
-            })
-            .and_then(|n| n.parse::<u64>().ok());
-        assert!(closed.is_some_and(|n| n >= 1), "{metrics}");
+        let closed = counter(
+            &metrics(&c, 0).await?,
+            "outpost_api_connections_closed_total{reason=\"expired_resumption\"}",
+        )?;
+        assert!(closed >= 1, "refused resumptions counted: {closed}");
         Ok::<_, anyhow::Error>(())
     }
     .await;
