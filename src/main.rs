@@ -7,6 +7,7 @@ use clap::Parser;
 use outpost::cli;
 
 fn main() -> ExitCode {
+    outpost::shared::process::tune_allocator();
     let args = cli::Cli::parse();
     let default_level = if args.is_long_running() {
         "info"

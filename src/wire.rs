@@ -67,6 +67,9 @@ pub struct StatusView {
     /// TLS handshakes this node's API port completed since it started (None: an older node).
     #[serde(default)]
     pub tls_handshakes: Option<TlsHandshakes>,
+    /// File descriptors the answering node's process holds open (None: not known).
+    #[serde(default)]
+    pub open_fds: Option<u64>,
 }
 
 /// Completed TLS handshakes on a node's API port: full ones (certificates signed and

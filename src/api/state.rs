@@ -253,6 +253,7 @@ impl AppState {
             cert_expiry: Some(self.cert_expiry()),
             builds: self.builds().await.unwrap_or_default(),
             resident_bytes: crate::shared::process::resident_bytes(),
+            open_fds: crate::shared::process::open_fds(),
             tls_handshakes: Some(self.limits.handshakes()),
         }
     }

@@ -114,6 +114,13 @@ pub(crate) async fn metrics(
             rss.to_string(),
         );
     }
+    if let Some(fds) = crate::shared::process::open_fds() {
+        metric(
+            "outpost_process_open_fds",
+            "File descriptors this node's process holds open.",
+            fds.to_string(),
+        );
+    }
     out.push_str(&format!(
         "# HELP outpost_raft_fast_elections_total Campaigns started at once because the leader's peer connection closed (fast failover).\n# TYPE outpost_raft_fast_elections_total counter\noutpost_raft_fast_elections_total {}\n",
         s.fast_elections

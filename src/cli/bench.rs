@@ -44,6 +44,19 @@ pub(super) enum BenchCmd {
         /// Source address of the flood (e.g. 127.0.0.2 against a loopback cluster).
         #[arg(long)]
         from: Option<std::net::IpAddr>,
+        /// Instead of the anonymous enrollment flood, one attack of an identity class
+        /// (issue 20's list); prints every member's memory and open descriptors before, at
+        /// the peak and `--after` seconds after the attack.
+        #[arg(long, value_enum)]
+        attack: Option<crate::harness::attacks::Attack>,
+        /// Connections (sign-in attempts for `signin`) of `--attack`; default per attack:
+        /// bodies 160, signin 1000, peer-frames 20, peer-conns 20000, revoked-conns 4200,
+        /// reports 8 (concurrent reporters).
+        #[arg(long)]
+        size: Option<usize>,
+        /// Seconds after an `--attack` before the members are sampled again.
+        #[arg(long, default_value_t = 60)]
+        after: u64,
         #[arg(long)]
         json: bool,
     },
@@ -151,8 +164,26 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
             enroll_per_s,
             idle,
             from,
+            attack,
+            size,
+            after,
             json,
         } => {
+            if let Some(attack) = attack {
+                let opts = crate::harness::attacks::AttackBench {
+                    write: crate::harness::bench::WriteBench {
+                        clients,
+                        seconds,
+                        value_bytes,
+                    },
+                    attack,
+                    size,
+                    after_secs: after,
+                };
+                let report =
+                    crate::harness::attacks::attack(&DataDir::new(&dir.data_dir), opts).await?;
+                return print_report(&report, json);
+            }
             let opts = crate::harness::flood::FloodBench {
                 write: crate::harness::bench::WriteBench {
                     clients,

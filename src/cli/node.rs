@@ -276,6 +276,9 @@ fn print_status(s: &StatusView) {
     if let Some(b) = s.resident_bytes {
         println!("resident memory {:.1} MiB", b as f64 / 1048576.0);
     }
+    if let Some(fds) = s.open_fds {
+        println!("open file descriptors {fds}");
+    }
     if let Some(h) = &s.tls_handshakes {
         println!(
             "API TLS handshakes since start: {} full, {} resumed (agents' later syncs)",

@@ -207,6 +207,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         )),
         tokio::spawn(crate::node::server::serve_unix(unix, app)),
         tokio::spawn(crate::api::clients::flush_last_seen(state.clone())),
+        tokio::spawn(crate::shared::process::trim_loop()),
         tokio::spawn(crate::console::report_sessions(console)),
         tokio::spawn(blobs.replicate()),
         tokio::spawn(renew_node_cert(

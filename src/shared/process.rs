@@ -1,5 +1,14 @@
 //! This process as the kernel sees it: its resident memory, which a node reports in
-//! `/metrics` and `/v1/status` and `bench sync` prints per node.
+//! `/metrics` and `/v1/status` and `bench sync` prints per node; and how its allocator gives
+//! memory back after a burst.
+//!
+//! glibc's malloc raises its mmap threshold each time a large mmapped block is freed (up to
+//! 32 MiB), after which blocks of that size are carved from the arenas, which shrink only from
+//! their top: after a burst of Argon2 checks (19 MiB each), 12 MiB request bodies or 64 MiB
+//! peer frames, a node kept hundreds of MB it no longer used. A fixed threshold turns that
+//! raising off, so a large block goes back to the kernel when it is freed; a periodic
+//! `malloc_trim` hands back the free pages inside the arenas that small blocks left. Measured
+//! in ARCHITECTURE.md ("Budgets").
 
 /// Resident set size of this process in bytes (`/proc/self/statm`), or None where there is
 /// no procfs.
@@ -12,6 +21,55 @@ pub fn resident_bytes() -> Option<u64> {
 fn statm_resident_bytes(statm: &str, page_size: u64) -> Option<u64> {
     let pages: u64 = statm.split_ascii_whitespace().nth(1)?.parse().ok()?;
     pages.checked_mul(page_size)
+}
+
+/// Blocks of this size or larger are mmapped on their own and unmapped when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 256 << 10;
+
+/// How often a long-running process hands free arena pages back (`trim_loop`).
+pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Sets the allocator so that freed memory goes back to the kernel (see the module comment).
+/// Call before any thread starts: mallopt is not meant to race with allocations.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes two integers and changes only the allocator's parameters; it runs
+    // in main before the runtime starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
+/// Hands the free pages of every malloc arena back to the kernel. Cheap when there are none
+/// (a walk over the free lists); run on a blocking thread.
+pub fn trim_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes an integer and only releases memory malloc owns and no longer
+    // hands out.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// `trim_allocator` every `TRIM_EVERY`, for as long as the process runs (node and agent).
+pub async fn trim_loop() {
+    let mut every = tokio::time::interval(TRIM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if tokio::task::spawn_blocking(trim_allocator).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// File descriptors this process holds open (`/proc/self/fd`), or None where there is no
+/// procfs.
+pub fn open_fds() -> Option<u64> {
+    let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+    // The directory's own descriptor is among the entries while it is read.
+    Some(dir.count().saturating_sub(1) as u64)
 }
 
 fn page_size() -> u64 {
