@@ -50,7 +50,7 @@ pub(super) enum BenchCmd {
         #[arg(long, value_enum)]
         attack: Option<crate::harness::attacks::Attack>,
         /// Connections (sign-in attempts for `signin`) of `--attack`; default per attack:
-        /// bodies 160, signin 1000, peer-frames 20, peer-conns 20000, revoked-conns 4200,
+        /// bodies 160, signin 1000, peer-frames 20, peer-conns 19000, revoked-conns 4200,
         /// reports 8 (concurrent reporters).
         #[arg(long)]
         size: Option<usize>,

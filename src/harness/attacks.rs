@@ -37,7 +37,8 @@ pub enum Attack {
     PeerFrames,
     /// Plain TCP connections held open against the leader's peer port.
     PeerConns,
-    /// TLS connections (HTTP/2, a PING every 20 s) held with a revoked client's certificate.
+    /// TLS connections (HTTP/2, a PING every 20 s) held against the first member with a
+    /// revoked client's certificate.
     RevokedConns,
     /// One enrolled client sending inventory reports as fast as it is answered.
     Reports,
@@ -50,7 +51,9 @@ impl Attack {
             Attack::Bodies => 160,
             Attack::Signin => 1000,
             Attack::PeerFrames => 20,
-            Attack::PeerConns => 20_000,
+            // Issue 20 asks for 20,000; a process here may hold 20,000 descriptors at most
+            // (the hard limit), and the bench needs a few of its own.
+            Attack::PeerConns => 19_000,
             Attack::RevokedConns => 4_200,
             Attack::Reports => 8,
         }
@@ -220,6 +223,9 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .with_context(|| format!("{addr} resolves to nothing"))
 }
 
+/// Connection-holding attacks open one connection this often (500 a second).
+const OPEN_EVERY: Duration = Duration::from_millis(2);
+
 /// A running attack: its tasks, stopped together.
 struct Running {
     tally: Tally,
@@ -308,7 +314,7 @@ async fn start(dd: &DataDir, t: &Target, attack: Attack, size: usize) -> Result<
             let loopback = t.loopback;
             tasks.push(tokio::spawn(async move {
                 let mut held = Vec::with_capacity(size);
-                let mut pace = tokio::time::interval(Duration::from_millis(2));
+                let mut pace = tokio::time::interval(OPEN_EVERY);
                 for i in 0..size {
                     if tally2.stopped() {
                         break;
@@ -343,13 +349,28 @@ async fn start(dd: &DataDir, t: &Target, attack: Attack, size: usize) -> Result<
         Attack::RevokedConns => {
             let config = revoked_client(dd, &t.ca_pem, t.api[0], from(34, 0)).await?;
             let connector = tokio_rustls::TlsConnector::from(config);
-            for i in 0..size {
-                let (connector, tally) = (connector.clone(), tally.clone());
-                let (to, from) = (t.api[i % t.api.len()], from(34, i / 200));
-                tasks.push(tokio::spawn(async move {
-                    tally.count(hold_h2(&connector, to, from, &tally).await);
-                }));
-            }
+            // Opened at most 500 a second, so that handshakes in progress stay under the
+            // anonymous per-source cap (a connection is anonymous until its handshake ends).
+            let (tally2, api, loopback) = (tally.clone(), t.api.clone(), t.loopback);
+            tasks.push(tokio::spawn(async move {
+                let mut held = Vec::with_capacity(size);
+                let mut pace = tokio::time::interval(OPEN_EVERY);
+                for i in 0..size {
+                    if tally2.stopped() {
+                        break;
+                    }
+                    pace.tick().await;
+                    let (connector, tally) = (connector.clone(), tally2.clone());
+                    // All against one node: enough to fill its authenticated pool (4,096).
+                    let (to, from) = (api[0], loopback.then(|| source(34, i / 100)));
+                    held.push(tokio::spawn(async move {
+                        tally.count(hold_h2(&connector, to, from, &tally).await);
+                    }));
+                }
+                for h in held {
+                    let _ = h.await;
+                }
+            }));
         }
         Attack::Reports => {
             let config = enrolled_client(dd, &t.ca_pem, t.api[0], from(35, 0)).await?.0;
@@ -774,8 +795,13 @@ pub async fn attack(dd: &DataDir, opts: AttackBench) -> Result<AttackReport> {
     let sampler = Sampler::start(status_clients(dd, &ca_pem, &status)?, idle);
     let before = raft_db_bytes(dd);
     let running = start(dd, &target, opts.attack, size).await?;
-    // Let the attack reach its size before the writes are measured.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Let the attack reach its size before the writes are measured (connections are opened
+    // at a pace).
+    let ramp = match opts.attack {
+        Attack::PeerConns | Attack::RevokedConns => OPEN_EVERY * u32::try_from(size).unwrap_or(u32::MAX),
+        _ => Duration::ZERO,
+    };
+    tokio::time::sleep(ramp.max(Duration::from_secs(5))).await;
     let attacked = write(dd, write_opts()).await?;
     let growth = raft_db_bytes(dd).saturating_sub(before);
     let size = running.size;
