@@ -16,6 +16,7 @@
 
 mod actions;
 mod assets;
+mod checkers;
 mod overview;
 mod pages;
 mod session;
@@ -47,8 +48,10 @@ pub struct Console {
     seen: Mutex<HashMap<String, (i64, bool)>>,
     /// Sign-ins per source (`outpost_storage::signin_source_key`: an IPv4 address, an IPv6 /64).
     signin: governor::DefaultKeyedRateLimiter<String>,
-    /// Password checks running at once on this node.
+    /// Password checks running or waiting on this node (`try_acquire`: none free is 429).
     argon2: Arc<tokio::sync::Semaphore>,
+    /// The threads that run them.
+    checkers: checkers::Checkers,
     /// Wrong passwords per account and per source on this node, until they lock it.
     failures: Mutex<throttle::Failures>,
     /// Locks this node may still propose this minute.
@@ -69,6 +72,7 @@ impl Console {
             seen: Mutex::new(HashMap::new()),
             signin: governor::RateLimiter::keyed(quota),
             argon2: Arc::new(tokio::sync::Semaphore::new(throttle::argon2_permits(cores))),
+            checkers: checkers::Checkers::start(throttle::argon2_permits(cores)),
             failures: Mutex::new(throttle::Failures::default()),
             lock_proposals: governor::RateLimiter::direct(governor::Quota::per_minute(locks)),
             lock_base_ms: throttle::lock_base_ms(

@@ -335,13 +335,25 @@ pub async fn signin(
     };
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let password = zeroize::Zeroizing::new(form.password);
-    let verified = tokio::task::spawn_blocking(move || {
-        let ok = verify_password(stored.as_deref(), &password);
-        drop(permit);
-        ok
-    })
-    .await
-    .unwrap_or(false);
+    let verified = con
+        .checkers
+        .run(move || {
+            let ok = verify_password(stored.as_deref(), &password);
+            drop(permit);
+            ok
+        })
+        .await;
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            con.app.refusals.count(ROUTE, "busy", Some(ip));
+            return busy(
+                &con,
+                1,
+                format!("This node is busy checking other sign-ins ({e}); try again in a moment."),
+            );
+        }
+    };
     let Some(user) = user.filter(|_| verified) else {
         if con.app.refusals.count(ROUTE, "wrong-password", Some(ip)) {
             tracing::info!(source = %ip, name = %crate::shared::text::shown(&form.name), "console sign-in refused: wrong name or password (logged once a minute per source)");
