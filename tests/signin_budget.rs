@@ -17,6 +17,10 @@
 //! a minute after the flood, and `OUTPOST_SIGNIN_BASELINE_EXE=PATH` runs the flood against
 //! another build (e.g. main's) and only prints what it saw.
 
+// Tests of a file run one at a time: each holds SERIAL for its whole run, across awaits,
+// on its own runtime, so the std Mutex cannot deadlock.
+#![allow(clippy::await_holding_lock)]
+
 #[path = "support/local.rs"]
 mod local;
 
@@ -46,7 +50,7 @@ fn pid_of(dir: &Path) -> Option<u32> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == dir) {
+        if args.iter().any(|a| a == "serve") && args.contains(&dir) {
             return Some(pid);
         }
     }
@@ -207,9 +211,9 @@ async fn a_signin_flood_is_bounded_and_the_owner_still_gets_in() {
             after / MIB
         );
         let mut elections = Vec::new();
-        for i in 0..3 {
+        for (i, was) in before.iter().enumerate() {
             let s = c.status(i).await?;
-            elections.push((before[i], (s.leader_id, s.term)));
+            elections.push((*was, (s.leader_id, s.term)));
         }
         println!("(leader, term) before and after the flood, per node: {elections:?}");
         if measure {
@@ -232,11 +236,11 @@ async fn a_signin_flood_is_bounded_and_the_owner_still_gets_in() {
         // failed the account is locked: far fewer than 1000 hashes are computed.
         assert!(wrong <= 200, "{wrong} passwords were checked");
         assert!(peak < 300 * MIB, "peak resident memory {} MiB", peak / MIB);
-        for i in 0..3 {
+        for (i, was) in before.iter().enumerate() {
             let s = c.status(i).await?;
             assert_eq!(
                 (s.leader_id, s.term),
-                before[i],
+                *was,
                 "node {i}'s leader or term changed during the flood"
             );
         }
@@ -332,8 +336,14 @@ async fn a_signin_flood_is_bounded_and_the_owner_still_gets_in() {
 fn split_backup(bytes: &[u8]) -> Result<(serde_json::Value, Vec<u8>)> {
     let magic = outpost::shared::backup::MAGIC;
     let rest = bytes.strip_prefix(magic).context("magic")?;
-    let nl = rest.iter().position(|b| *b == b'\n').context("header line")?;
-    Ok((serde_json::from_slice(&rest[..nl])?, rest[nl + 1..].to_vec()))
+    let nl = rest
+        .iter()
+        .position(|b| *b == b'\n')
+        .context("header line")?;
+    Ok((
+        serde_json::from_slice(&rest[..nl])?,
+        rest[nl + 1..].to_vec(),
+    ))
 }
 
 fn join_backup(header: &serde_json::Value, state: &[u8]) -> Result<Vec<u8>> {
@@ -364,7 +374,10 @@ async fn backups_are_private_signed_and_checked_on_restore() {
         let pass = root.join("pass");
         std::fs::write(&pass, "a long backup passphrase\n")?;
         let sealed = root.join("sealed.backup");
-        c.cli(0, &["backup", "-o", &s(&sealed), "--passphrase-file", &s(&pass)])?;
+        c.cli(
+            0,
+            &["backup", "-o", &s(&sealed), "--passphrase-file", &s(&pass)],
+        )?;
         let plain = root.join("plain.backup");
         c.cli(0, &["backup", "-o", &s(&plain)])?;
         for f in [&sealed, &plain] {
@@ -381,7 +394,11 @@ async fn backups_are_private_signed_and_checked_on_restore() {
             &["--expect-ca", &s(&ca_crt), "--passphrase-file", &s(&pass)],
         )?;
         let said = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(said.contains("made by the expected CA"), "{said}");
 
         // Edited: a byte of the state changed and its digest recomputed, or a header field
@@ -405,7 +422,8 @@ async fn backups_are_private_signed_and_checked_on_restore() {
             let said = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{} was restored", f.display());
             assert!(
-                said.contains("does not verify") && said.contains("changed after the cluster made it"),
+                said.contains("does not verify")
+                    && said.contains("changed after the cluster made it"),
                 "{}: {said}",
                 f.display()
             );
@@ -419,20 +437,32 @@ async fn backups_are_private_signed_and_checked_on_restore() {
         let (_, out) = c.restore_node(&plain, &["--new-ca"])?;
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{said}");
-        assert!(said.contains("WARNING: no --expect-ca") && said.contains("TRUSTED AS THEY ARE"), "{said}");
+        assert!(
+            said.contains("WARNING: no --expect-ca") && said.contains("TRUSTED AS THEY ARE"),
+            "{said}"
+        );
 
         // A format-1 backup (before signatures): restorable without --expect-ca, refused
         // with it (nothing to check).
         let mut v1 = header.clone();
         v1["format"] = 1.into();
-        v1.as_object_mut().context("header object")?.remove("signature");
+        v1.as_object_mut()
+            .context("header object")?
+            .remove("signature");
         let old = root.join("v1.backup");
         std::fs::write(&old, join_backup(&v1, &state)?)?;
         let (_, out) = c.restore_node(&old, &["--new-ca"])?;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (_, out) = c.restore_node(&old, &["--new-ca", "--expect-ca", &s(&ca_crt)])?;
         let said = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && said.contains("carries no signature"), "{said}");
+        assert!(
+            !out.status.success() && said.contains("carries no signature"),
+            "{said}"
+        );
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -1470,7 +1470,11 @@ mod tests {
             ("a link as another node", vec![link("node:3")], false),
             ("its own report", vec![touch(7)], true),
             ("another node's report", vec![touch(3)], false),
-            ("one bad command refuses the batch", vec![env("admin:ops", 1), link("node:7")], false),
+            (
+                "one bad command refuses the batch",
+                vec![env("admin:ops", 1), link("node:7")],
+                false,
+            ),
         ] {
             let r = admit_forwarded(7, &encode_batch(&batch), 42);
             assert_eq!(r.is_ok(), ok, "{name}: {r:?}");

@@ -361,9 +361,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             passphrase_file,
             new_ca,
             expect_ca,
-        } => {
-            recovery::restore(file, dir, addrs, net, passphrase_file, new_ca, expect_ca).await
-        }
+        } => recovery::restore(file, dir, addrs, net, passphrase_file, new_ca, expect_ca).await,
         Cmd::Recover {
             dir,
             force_new_cluster,

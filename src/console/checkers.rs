@@ -62,7 +62,9 @@ fn work(rx: &Mutex<Receiver<Job>>) {
     // SAFETY: setpriority(2) on this thread's own id changes only its scheduling weight.
     let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
     if niced != 0 {
-        tracing::debug!("password checker thread runs at the node's priority (setpriority refused)");
+        tracing::debug!(
+            "password checker thread runs at the node's priority (setpriority refused)"
+        );
     }
     loop {
         let job = match rx.lock() {
@@ -113,8 +115,14 @@ mod tests {
         while !started.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        assert!(started.load(Ordering::SeqCst), "the checker never took the job");
-        assert!(c.tx.try_send(Box::new(|| {})).is_ok(), "the queue holds one");
+        assert!(
+            started.load(Ordering::SeqCst),
+            "the checker never took the job"
+        );
+        assert!(
+            c.tx.try_send(Box::new(|| {})).is_ok(),
+            "the queue holds one"
+        );
         assert!(busy_now(&c), "a full queue took another job");
         let _ = hold_tx.send(());
         // Once the queue drains, jobs run again.

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use crate::api::console::{SESSION_MAX_MS, random_hex, session_active};
 use crate::api::limits::Remote;
 use crate::api::{ApiError, Caller};
-use crate::console::{Console, throttle};
 use crate::console::views::{Chrome, Message, SignIn, render};
+use crate::console::{Console, throttle};
 
 pub const SESSION_COOKIE: &str = "__Host-outpost-session";
 const SIGNIN_COOKIE: &str = "__Host-outpost-signin";
@@ -149,7 +149,9 @@ impl Console {
         };
         for key in reached {
             if self.lock_proposals.check().is_err() {
-                tracing::debug!("sign-in lock not proposed: this node's locks for this minute are spent");
+                tracing::debug!(
+                    "sign-in lock not proposed: this node's locks for this minute are spent"
+                );
                 continue;
             }
             let existing = locks.iter().find(|l| l.key == key);
@@ -163,8 +165,12 @@ impl Console {
                 };
                 match app.commit(&Caller::Node(app.node_id), cmd).await {
                     // One line per lock: at most `LOCKS_PER_MINUTE` a minute per node.
-                    Ok(_) => tracing::warn!(%key, until = %crate::shared::text::format_ms(until_ms), "console sign-ins locked after repeated wrong passwords"),
-                    Err(e) => tracing::warn!(%key, error = %e.message(), "console sign-in lock not committed"),
+                    Ok(_) => {
+                        tracing::warn!(%key, until = %crate::shared::text::format_ms(until_ms), "console sign-ins locked after repeated wrong passwords")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%key, error = %e.message(), "console sign-in lock not committed")
+                    }
                 }
             });
         }

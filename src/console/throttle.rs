@@ -141,7 +141,11 @@ mod tests {
             (Some(lock(now - STRIKES_KEPT_MS, 3)), now + 8 * base),
             (Some(lock(now - STRIKES_KEPT_MS - 1, 3)), now + base),
         ] {
-            assert_eq!(next_lock_until(existing.as_ref(), now, base), want, "{existing:?}");
+            assert_eq!(
+                next_lock_until(existing.as_ref(), now, base),
+                want,
+                "{existing:?}"
+            );
         }
     }
 

@@ -442,9 +442,17 @@ mod tests {
             e
         };
         let cases: Vec<(BackupHeader, &str, &str)> = vec![
-            (edited(|e| e.state_sha256 = "00".repeat(32)), "does not verify", "digest"),
+            (
+                edited(|e| e.state_sha256 = "00".repeat(32)),
+                "does not verify",
+                "digest",
+            ),
             (edited(|e| e.clients += 1), "does not verify", "clients"),
-            (edited(|e| e.signature = None), "carries no signature", "unsigned"),
+            (
+                edited(|e| e.signature = None),
+                "carries no signature",
+                "unsigned",
+            ),
             (
                 edited(|e| e.signature = Some("%%%".into())),
                 "not base64",
@@ -453,10 +461,15 @@ mod tests {
         ];
         for (h, want, name) in cases {
             let err = verify(&h, ca.cert_pem()).err().map(|e| format!("{e:#}"));
-            assert!(err.as_deref().is_some_and(|e| e.contains(want)), "{name}: {err:?}");
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(want)),
+                "{name}: {err:?}"
+            );
         }
         // Another CA: refused by name before any signature is checked.
-        let err = verify(&back, other.cert_pem()).err().map(|e| format!("{e:#}"));
+        let err = verify(&back, other.cert_pem())
+            .err()
+            .map(|e| format!("{e:#}"));
         assert!(err.is_some_and(|e| e.contains("not the expected CA")));
         // A format 1 header (no signature field) still parses.
         let mut v1 = serde_json::to_value(header(b"state"))?;

@@ -522,7 +522,9 @@ impl Command {
         };
         let own = format!("node:{from}");
         let as_itself = actor == own
-            || actor.strip_prefix(own.as_str()).is_some_and(|r| r.starts_with(':'))
+            || actor
+                .strip_prefix(own.as_str())
+                .is_some_and(|r| r.starts_with(':'))
             || actor == "auto-remove";
         if !as_itself && actor.starts_with("node:") {
             return Some(format!(
@@ -554,7 +556,9 @@ impl Command {
             Command::StartConsoleSession { user, .. }
                 if actor.strip_prefix("console:") != Some(user.as_str()) =>
             {
-                return Some(format!("a console session of {user} starts only as console:{user}"));
+                return Some(format!(
+                    "a console session of {user} starts only as console:{user}"
+                ));
             }
             _ => return None,
         };
@@ -563,9 +567,9 @@ impl Command {
                 "{} is a node's own report: node {from} forwards it only as node:{from}",
                 command.kind()
             )),
-            Some(Some(id)) if id != from => Some(format!(
-                "node {from} may not report for node {id}"
-            )),
+            Some(Some(id)) if id != from => {
+                Some(format!("node {from} may not report for node {id}"))
+            }
             _ => None,
         }
     }
@@ -1132,7 +1136,12 @@ mod forwarded_tests {
         ];
         for (i, (command, actor, ok)) in cases.iter().enumerate() {
             let why = command.refused_from_peer(7, actor);
-            assert_eq!(why.is_none(), *ok, "case {i}: {} as {actor}: {why:?}", command.kind());
+            assert_eq!(
+                why.is_none(),
+                *ok,
+                "case {i}: {} as {actor}: {why:?}",
+                command.kind()
+            );
         }
     }
 }

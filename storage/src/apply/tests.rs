@@ -1210,19 +1210,67 @@ fn signin_locks_keep_the_later_end_count_strikes_and_are_forgotten_after_a_day()
         },
     };
     let cases: Vec<(&str, Envelope, Want)> = vec![
-        ("account", lock(NOW, "account:alice", NOW + 60_000), Ok(Response::Done)),
-        ("shorter again", lock(NOW + 1, "account:alice", NOW + 10), Ok(Response::Done)),
-        ("ipv4", lock(NOW, "addr:192.0.2.7", NOW + 60_000), Ok(Response::Done)),
-        ("ipv6 /64", lock(NOW, "net:2001:db8:1:2::/64", NOW + 60_000), Ok(Response::Done)),
-        ("ipv6 host", lock(NOW, "net:2001:db8:1:2::5/64", NOW + 1), Err(RejectCode::Invalid)),
-        ("mapped v4 as v6", lock(NOW, "net:::ffff:192.0.2.7/64", NOW + 1), Err(RejectCode::Invalid)),
-        ("not an address", lock(NOW, "addr:example", NOW + 1), Err(RejectCode::Invalid)),
-        ("bad account", lock(NOW, "account:a b", NOW + 1), Err(RejectCode::Invalid)),
-        ("no kind", lock(NOW, "alice", NOW + 1), Err(RejectCode::Invalid)),
-        ("ends before it starts", lock(NOW, "account:bob", NOW), Err(RejectCode::Invalid)),
-        ("longer than a day", lock(NOW, "account:bob", NOW + day + 1), Err(RejectCode::Invalid)),
+        (
+            "account",
+            lock(NOW, "account:alice", NOW + 60_000),
+            Ok(Response::Done),
+        ),
+        (
+            "shorter again",
+            lock(NOW + 1, "account:alice", NOW + 10),
+            Ok(Response::Done),
+        ),
+        (
+            "ipv4",
+            lock(NOW, "addr:192.0.2.7", NOW + 60_000),
+            Ok(Response::Done),
+        ),
+        (
+            "ipv6 /64",
+            lock(NOW, "net:2001:db8:1:2::/64", NOW + 60_000),
+            Ok(Response::Done),
+        ),
+        (
+            "ipv6 host",
+            lock(NOW, "net:2001:db8:1:2::5/64", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "mapped v4 as v6",
+            lock(NOW, "net:::ffff:192.0.2.7/64", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "not an address",
+            lock(NOW, "addr:example", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "bad account",
+            lock(NOW, "account:a b", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "no kind",
+            lock(NOW, "alice", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "ends before it starts",
+            lock(NOW, "account:bob", NOW),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "longer than a day",
+            lock(NOW, "account:bob", NOW + day + 1),
+            Err(RejectCode::Invalid),
+        ),
         // Two days later: the ended locks' rows go, this one starts at one strike.
-        ("later", lock(NOW + 2 * day, "account:carol", NOW + 2 * day + 5), Ok(Response::Done)),
+        (
+            "later",
+            lock(NOW + 2 * day, "account:carol", NOW + 2 * day + 5),
+            Ok(Response::Done),
+        ),
     ];
     let rows = |conn: &Connection| -> Result<Vec<(String, i64, u32)>, StorageError> {
         Ok(conn
