@@ -8,6 +8,9 @@
 //!   is locked on every node; the owner signs in with a one-time link during the lock and
 //!   with the password once the (short, for the test) lock ends. A link is made only for an
 //!   account.
+//! - A node may forward as itself only its own reports and upkeep (not a console link, not
+//!   another node's report, not as another node); a link or session made for a name without
+//!   an account, e.g. by a node that claims an admin's name, opens nothing.
 //! - Backups are written 0600 and signed by the cluster: `restore --expect-ca` takes an
 //!   unchanged one and refuses an edited one (digest recomputed, or header changed), a
 //!   restore without `--expect-ca` says it trusts the file, and a format-1 (unsigned) backup
@@ -468,4 +471,165 @@ async fn backups_are_private_signed_and_checked_on_restore() {
     .await;
     or_dump(&c, r);
     c.kill9(0);
+}
+
+/// A peer connection's TLS as node `i` of `c` (its own certificate and key).
+fn peer_tls_of(c: &LocalCluster, i: usize) -> Result<outpost_raft::PeerTls> {
+    let dir = &c.nodes[i].dir;
+    let ca = std::fs::read_to_string(dir.join("ca.crt"))?;
+    let id = outpost_certs::TlsIdentity::from_pem(
+        &std::fs::read_to_string(dir.join("node.crt"))?,
+        &std::fs::read_to_string(dir.join("node.key"))?,
+        &ca,
+    )?;
+    Ok(outpost_raft::PeerTls {
+        server: outpost_certs::server_config(
+            &ca,
+            &id,
+            outpost_certs::ClientAuth::Required,
+            &[outpost_raft::PEER_ALPN],
+        )?,
+        client: outpost_certs::client_config(&ca, Some(&id), &[outpost_raft::PEER_ALPN])?,
+        server_name: outpost_certs::node_server_name,
+        authorize: Arc::new(|_| Err("this test serves nothing".to_string())),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_forwards_only_what_it_may_propose_and_a_link_needs_an_account() {
+    use outpost_storage::{Command, Envelope};
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LocalOptions {
+        log_level: "warn".into(),
+        ..LocalOptions::default()
+    };
+    let mut c = LocalCluster::start(dir.path(), &exe(), 3, opts)
+        .await
+        .expect("three nodes");
+    let r = async {
+        let leader = c.leader(Duration::from_secs(20)).await?;
+        let f = (0..3).find(|&i| i != leader).context("a follower")?;
+        let (fid, lid) = (c.status(f).await?.node_id, c.status(leader).await?.node_id);
+        let tls = peer_tls_of(&c, f)?;
+        let secret = outpost::api::console::random_hex(32);
+        let link = |actor: String| Envelope {
+            at_ms: outpost_raft::now_ms(),
+            actor,
+            command: Command::Once {
+                request_id: outpost::shared::request_id::fresh(),
+                command: Box::new(Command::CreateConsoleLogin {
+                    id: "ghostlink".into(),
+                    secret_sha256: outpost::shared::token::secret_sha256(&secret),
+                    user: "ghost".into(),
+                    expires_at_ms: outpost_raft::now_ms() + 300_000,
+                }),
+            },
+        };
+        let forward = |env: Envelope| {
+            let (tls, addr) = (tls.clone(), c.nodes[leader].peer_addr.clone());
+            async move {
+                outpost_raft::forward_batch(
+                    tls,
+                    lid,
+                    &addr,
+                    outpost_storage::encode_batch(&[env]),
+                    Duration::from_secs(10),
+                )
+                .await
+            }
+        };
+
+        // As itself, a node may not commit an admin's command, nor report for another node.
+        let r = forward(link(format!("node:{fid}"))).await?;
+        assert!(
+            r.as_ref().is_err_and(|why| why.contains("as itself")),
+            "a link forwarded as the node: {r:?}"
+        );
+        let r = forward(Envelope {
+            at_ms: outpost_raft::now_ms(),
+            actor: format!("node:{fid}"),
+            command: Command::TouchClients {
+                node_id: lid,
+                seen: vec![],
+            },
+        })
+        .await?;
+        assert!(
+            r.as_ref()
+                .is_err_and(|why| why.contains("may not report for node")),
+            "another node's report: {r:?}"
+        );
+        let r = forward(link(format!("node:{lid}"))).await?;
+        assert!(
+            r.as_ref().is_err_and(|why| why.contains("as another node")),
+            "a link forwarded as another node: {r:?}"
+        );
+
+        // A node that claims an admin's name gets its link committed (the command carries no
+        // proof of the admin), but a link for a name without an account opens nothing.
+        let r = forward(link("admin:mallory".into())).await?;
+        assert!(
+            r.as_ref().is_ok_and(|o| o.iter().all(|o| o.is_ok())),
+            "{r:?}"
+        );
+        let ca = std::fs::read_to_string(c.nodes[f].dir.join("ca.crt"))?;
+        let a = request_from(
+            None,
+            &c.nodes[f].api_addr,
+            &ca,
+            Method::GET,
+            &format!("/login/link/ghostlink.{secret}"),
+            &[],
+            None,
+        )
+        .await?;
+        assert_eq!(a.status, 403, "{}", a.body);
+        assert!(a.body.contains("names no console account"), "{}", a.body);
+        assert!(a.cookie("__Host-outpost-session").is_none());
+
+        // Nor does a session such a node commits with that link: it is no operator's.
+        let (sid, ssecret) = (
+            outpost::api::console::random_hex(8),
+            outpost::api::console::random_hex(32),
+        );
+        let r = forward(Envelope {
+            at_ms: outpost_raft::now_ms(),
+            actor: "console:ghost".into(),
+            command: Command::StartConsoleSession {
+                id: sid.clone(),
+                user: "ghost".into(),
+                secret_sha256: outpost::shared::token::secret_sha256(&ssecret),
+                expires_at_ms: outpost_raft::now_ms() + 3_600_000,
+                proof: outpost_storage::SessionProof::Link {
+                    id: "ghostlink".into(),
+                    secret_sha256: outpost::shared::token::secret_sha256(&secret),
+                },
+            },
+        })
+        .await?;
+        assert!(
+            r.as_ref().is_ok_and(|o| o.iter().all(|o| o.is_ok())),
+            "{r:?}"
+        );
+        let cookie = format!("__Host-outpost-session={sid}.{ssecret}");
+        let a = request_from(
+            None,
+            &c.nodes[f].api_addr,
+            &ca,
+            Method::GET,
+            "/clients",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await?;
+        assert_eq!(a.status, 401, "a session of no account opened a page");
+        assert!(a.body.contains("Sign in"), "{}", a.body);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    or_dump(&c, r);
+    for i in 0..3 {
+        c.kill9(i);
+    }
 }

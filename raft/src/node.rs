@@ -1239,6 +1239,30 @@ fn admit_forwarded(from: NodeId, bytes: &[u8], now_ms: i64) -> Result<Vec<Envelo
         .collect()
 }
 
+/// Sends `bytes` (an encoded batch) to node `target` at `addr` as a forwarded write, over a
+/// peer connection made with `tls` (the sender's node identity), and returns what it answered:
+/// the outcomes, or its refusal as text. A test and diagnostics helper like
+/// `transport::ping`: a node's own writes go through `RaftNode::write`.
+pub async fn forward_batch(
+    tls: PeerTls,
+    target: NodeId,
+    addr: &str,
+    bytes: Vec<u8>,
+    timeout: Duration,
+) -> Result<Result<Vec<Outcome>, String>, transport::TransportError> {
+    let clients = PeerClients::new(tls);
+    match clients
+        .call(target, addr, PeerRequest::Forward(Proposal(bytes)), timeout)
+        .await?
+    {
+        PeerResponse::Forward(r) => Ok(r),
+        other => Err(transport::TransportError::Unexpected(
+            target,
+            format!("{other:?}"),
+        )),
+    }
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
 fn truncate_at_char(s: &str, max: usize) -> &str {
     if s.len() <= max {
