@@ -378,6 +378,7 @@ async fn pages(
     );
 
     // The one-time link lands on the overview: three nodes and the leader.
+    outpost::harness::console::add_account(c, 0, "alice")?;
     let link = c.cli(0, &["console", "login", "--as", "alice"])?;
     let link = link
         .trim()

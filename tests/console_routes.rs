@@ -126,6 +126,7 @@ async fn routes_sessions_csrf_and_pages() {
         assert_eq!(n.get("/static/../node.key", None).await?.status, 404);
 
         // The one-time link: a cookie for this host only, HttpOnly, Secure, SameSite=Strict.
+        outpost::harness::console::add_account(&c, 0, "alice")?;
         let link = c.cli(0, &["console", "login", "--as", "alice"])?;
         let path = format!(
             "/login/link/{}",

@@ -74,6 +74,13 @@ impl CertAuthority {
         Fingerprint::of_der(&self.cert_der)
     }
 
+    /// Signs `msg` with the CA key (ECDSA P-256 with SHA-256, the signature in ASN.1 DER):
+    /// what `verify_ca_signature` checks against the CA certificate alone.
+    pub fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, CertError> {
+        use rcgen::SigningKey;
+        Ok(self.key.sign(msg)?)
+    }
+
     /// Signs a leaf for `role`. From the CSR only its public key is used (ECDSA P-256), after
     /// the CSR's own signature checks out; names, CA flag, usages and every extension come from
     /// the role's profile, so whatever else the CSR asks for is ignored. Returns the leaf PEM.
@@ -378,5 +385,39 @@ mod tests {
             CertAuthority::from_pem("nope", &ca.key_pem()),
             Err(CertError::Missing("certificate"))
         ));
+    }
+}
+
+/// Checks that `signature` over `msg` was made by the key of the CA certificate `ca_pem`
+/// (`CertAuthority::sign`).
+pub fn verify_ca_signature(ca_pem: &str, msg: &[u8], signature: &[u8]) -> Result<(), CertError> {
+    let der = first_cert_der(ca_pem)?;
+    let cert = parse_cert(&der)?;
+    let key = &cert.public_key().subject_public_key.data;
+    webpki::ring::ECDSA_P256_SHA256
+        .verify_signature(key, msg, signature)
+        .map_err(|_| CertError::BadSignature)
+}
+
+#[cfg(test)]
+mod signature_tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_signature_verifies_only_with_its_certificate_and_message() {
+        let ca = CertAuthority::generate("c1", "plant").expect("ca");
+        let other = CertAuthority::generate("c2", "elsewhere").expect("ca");
+        let sig = ca.sign_bytes(b"the header").expect("sign");
+        assert!(verify_ca_signature(ca.cert_pem(), b"the header", &sig).is_ok());
+        for (pem, msg) in [
+            (ca.cert_pem(), &b"the header!"[..]),
+            (other.cert_pem(), &b"the header"[..]),
+        ] {
+            assert!(matches!(
+                verify_ca_signature(pem, msg, &sig),
+                Err(CertError::BadSignature)
+            ));
+        }
+        assert!(verify_ca_signature("not a pem", b"the header", &sig).is_err());
     }
 }

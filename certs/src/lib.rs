@@ -16,7 +16,7 @@ mod fingerprint;
 mod profile;
 mod tls;
 
-pub use ca::{CertAuthority, Serial, check_csr, new_key_and_csr};
+pub use ca::{CertAuthority, Serial, check_csr, new_key_and_csr, verify_ca_signature};
 pub use files::{write_public_file, write_secret_file};
 pub use fingerprint::Fingerprint;
 pub use profile::{
@@ -84,6 +84,8 @@ pub enum CertError {
     Tls(#[from] rustls::Error),
     #[error("client certificate verifier")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("the signature was not made by this CA's key")]
+    BadSignature,
 }
 
 /// x509-parser wraps its error in nom's; unwrap it so the cause is the X.509 one.

@@ -39,7 +39,7 @@ pub mod types;
 pub use node::{
     AppCallError, AppFuture, AppHandler, CopyStateError, MemberStatus, MembershipError, NodeConfig,
     NodeError, NodeStatus, RaftNode, RaftTuning, ReadError, StateCopy, StopCause, WriteError,
-    now_ms,
+    forward_batch, now_ms,
 };
 pub use state_machine::StoppedApplying;
 pub use transport::{PEER_ALPN, PeerTls};

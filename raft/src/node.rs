@@ -1212,7 +1212,7 @@ const MAX_FORWARDED_ACTOR_BYTES: usize = 200;
 /// proves which node it is, not who acted or when, and its bytes are not trusted to decode.
 /// Bytes over `MAX_ENTRY_BYTES`, undecodable, or in a newer command format than this build's are
 /// refused with the reason (nothing is proposed), as is a batch carrying a command that peers
-/// may not forward (`forwardable`). Every envelope is re-stamped: actor
+/// may not forward, or not as the actor it names (`Command::refused_from_peer`). Every envelope is re-stamped: actor
 /// `"{actor} via node:{from}"` (the original text cut to 200 bytes at a char boundary), time
 /// `now_ms` (the leader's clock).
 fn admit_forwarded(from: NodeId, bytes: &[u8], now_ms: i64) -> Result<Vec<Envelope>, String> {
@@ -1226,8 +1226,9 @@ fn admit_forwarded(from: NodeId, bytes: &[u8], now_ms: i64) -> Result<Vec<Envelo
         .map_err(|e| format!("forwarded batch from node {from}: {e}"))?;
     envs.into_iter()
         .map(|mut env| {
-            forwardable(&env.command)
-                .map_err(|why| format!("forwarded batch from node {from}: {why}"))?;
+            if let Some(why) = env.command.refused_from_peer(from, &env.actor) {
+                return Err(format!("forwarded batch from node {from}: {why}"));
+            }
             env.actor = format!(
                 "{} via node:{from}",
                 truncate_at_char(&env.actor, MAX_FORWARDED_ACTOR_BYTES)
@@ -1238,13 +1239,27 @@ fn admit_forwarded(from: NodeId, bytes: &[u8], now_ms: i64) -> Result<Vec<Envelo
         .collect()
 }
 
-/// Command kinds that a peer may not forward are refused here (storage's policy,
-/// `Command::refused_from_peers`): the legacy unsigned bundle commit and certificate renewal,
-/// which no proposer of this version makes, and handler keys, which only signed bundles set.
-fn forwardable(command: &Command) -> Result<(), &'static str> {
-    match command.refused_from_peers() {
-        Some(why) => Err(why),
-        None => Ok(()),
+/// Sends `bytes` (an encoded batch) to node `target` at `addr` as a forwarded write, over a
+/// peer connection made with `tls` (the sender's node identity), and returns what it answered:
+/// the outcomes, or its refusal as text. A test and diagnostics helper like
+/// `transport::ping`: a node's own writes go through `RaftNode::write`.
+pub async fn forward_batch(
+    tls: PeerTls,
+    target: NodeId,
+    addr: &str,
+    bytes: Vec<u8>,
+    timeout: Duration,
+) -> Result<Result<Vec<Outcome>, String>, transport::TransportError> {
+    let clients = PeerClients::new(tls);
+    match clients
+        .call(target, addr, PeerRequest::Forward(Proposal(bytes)), timeout)
+        .await?
+    {
+        PeerResponse::Forward(r) => Ok(r),
+        other => Err(transport::TransportError::Unexpected(
+            target,
+            format!("{other:?}"),
+        )),
     }
 }
 
@@ -1448,6 +1463,46 @@ mod tests {
         assert_eq!(outpost_storage::batch_len(p.count, p.envelopes), both.len());
         assert!(both.len() <= MAX_ENTRY_BYTES);
         assert!(encode_batch(&[a, b]).len() > MAX_ENTRY_BYTES);
+    }
+
+    #[test]
+    fn forwarded_commands_must_fit_their_actor() {
+        let link = |actor: &str| Envelope {
+            at_ms: 5,
+            actor: actor.into(),
+            command: Command::Once {
+                request_id: "r".into(),
+                command: Box::new(Command::CreateConsoleLogin {
+                    id: "l1".into(),
+                    secret_sha256: "0".repeat(64),
+                    user: "ghost".into(),
+                    expires_at_ms: 10,
+                }),
+            },
+        };
+        let touch = |node_id: u64| Envelope {
+            at_ms: 5,
+            actor: "node:7".into(),
+            command: Command::TouchClients {
+                node_id,
+                seen: vec![],
+            },
+        };
+        for (name, batch, ok) in [
+            ("an admin's link", vec![link("admin:ops")], true),
+            ("a link as the node itself", vec![link("node:7")], false),
+            ("a link as another node", vec![link("node:3")], false),
+            ("its own report", vec![touch(7)], true),
+            ("another node's report", vec![touch(3)], false),
+            (
+                "one bad command refuses the batch",
+                vec![env("admin:ops", 1), link("node:7")],
+                false,
+            ),
+        ] {
+            let r = admit_forwarded(7, &encode_batch(&batch), 42);
+            assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
+        }
     }
 
     #[test]

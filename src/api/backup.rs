@@ -1,6 +1,7 @@
 //! `POST /v1/backup` (admins): a consistent copy of this node's replicated state at one applied
-//! entry, as a backup file (`crate::shared::backup`), streamed in the answer. With a passphrase
-//! the CA key is sealed into the header; without one no private key is in the file.
+//! entry, as a backup file (`crate::shared::backup`), streamed in the answer, its header signed
+//! with the CA key. With a passphrase the CA key is sealed into the header; without one no
+//! private key is in the file.
 
 use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
@@ -103,7 +104,7 @@ pub(crate) async fn backup(
         }
     };
     let now = outpost_raft::now_ms();
-    let header = BackupHeader {
+    let mut header = BackupHeader {
         format: backup::FORMAT,
         cluster_id,
         cluster_name,
@@ -122,7 +123,10 @@ pub(crate) async fn backup(
         channels: summary.channels,
         bundle_time_floor: summary.bundle_time_floor,
         clients: summary.clients,
+        signature: None,
     };
+    // Signed by the cluster (the CA key every node holds): `restore --expect-ca` checks it.
+    backup::sign(&mut header, &st.ca).map_err(ApiError::internal)?;
     let line = backup::header_line(&header).map_err(ApiError::internal)?;
     tracing::info!(
         index = header.applied_index,

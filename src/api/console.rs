@@ -45,6 +45,22 @@ pub(crate) async fn create_link(
 ) -> ApiResult<ConsoleLinkResponse> {
     caller.require_admin()?;
     crate::api::fields::id("console user", &req.user)?;
+    // A link only for an account: the state this node has applied, caught up with the
+    // leader if the account is not there yet (it may have been made a moment ago elsewhere).
+    let name = req.user.clone();
+    if st
+        .read_caught_up(move |r| r.console_user(&name))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "there is no console account {}: add it first with `outpost console user add {}`",
+                req.user, req.user
+            ),
+        ));
+    }
     let (id, secret) = (random_hex(8), random_hex(32));
     let expires_at_ms = outpost_raft::now_ms() + LINK_TTL_MS;
     st.commit(

@@ -33,11 +33,8 @@ impl Refusals {
         source: Option<IpAddr>,
         error: ApiError,
     ) -> Response {
-        if let Ok(mut c) = self.counts.lock() {
-            *c.entry((route, reason)).or_default() += 1;
-        }
         let ip = source;
-        if self.should_log(ip, Instant::now()) {
+        if self.count(route, reason, ip) {
             tracing::warn!(
                 route,
                 reason,
@@ -46,6 +43,15 @@ impl Refusals {
             );
         }
         error.into_response()
+    }
+
+    /// Counts a refusal of `route` for `reason` (for `/metrics`) and says whether the caller
+    /// should log it: true at most once a minute per source.
+    pub fn count(&self, route: &'static str, reason: &'static str, source: Option<IpAddr>) -> bool {
+        if let Ok(mut c) = self.counts.lock() {
+            *c.entry((route, reason)).or_default() += 1;
+        }
+        self.should_log(source, Instant::now())
     }
 
     fn should_log(&self, ip: Option<IpAddr>, now: Instant) -> bool {

@@ -23,8 +23,9 @@ pub(super) enum ConsoleCmd {
     /// Print a one-time https link to this node's console: it signs you in once, within 5
     /// minutes, and opens the overview.
     Login {
-        /// The name the audit log shows for what you do in the console (`console:NAME`);
-        /// default: your user name on this machine.
+        /// The console account the link signs in as (it must exist: `outpost console user
+        /// add NAME`; the audit log shows `console:NAME`); default: your user name on this
+        /// machine. A link works even while the account's password sign-ins are locked.
         #[arg(long = "as", value_name = "NAME")]
         user: Option<String>,
         #[command(flatten)]

@@ -226,6 +226,11 @@ enum Cmd {
         /// Make a new CA instead of using the backup's (every client must enroll again).
         #[arg(long)]
         new_ca: bool,
+        /// The cluster's CA certificate (its ca.crt, kept apart from the backup): the backup
+        /// must be signed by that CA and unchanged since, or nothing is restored. Without it
+        /// the file is trusted as it is.
+        #[arg(long, value_name = "CA_CRT")]
+        expect_ca: Option<PathBuf>,
     },
     /// On a stopped node, after the cluster lost its quorum for good: make this node the only
     /// member, keeping every entry it holds.
@@ -355,7 +360,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             net,
             passphrase_file,
             new_ca,
-        } => recovery::restore(file, dir, addrs, net, passphrase_file, new_ca).await,
+            expect_ca,
+        } => recovery::restore(file, dir, addrs, net, passphrase_file, new_ca, expect_ca).await,
         Cmd::Recover {
             dir,
             force_new_cluster,

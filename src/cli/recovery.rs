@@ -35,6 +35,17 @@ pub(super) async fn backup(
     }
     let partial = partial_path(&output);
     let _ = std::fs::remove_file(&partial);
+    // Owner-only from the first byte (the file holds password hashes and, sealed, the CA
+    // key): created here 0600, then written into and renamed, which keeps the mode.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+    }
     let mut client = api(remote, &dir)?;
     client.set_timeout(Duration::from_secs(600));
     let started = Instant::now();
@@ -130,11 +141,29 @@ pub(super) async fn restore(
     net: NetArgs,
     passphrase_file: Option<PathBuf>,
     new_ca: bool,
+    expect_ca: Option<PathBuf>,
 ) -> Result<()> {
     let passphrase = passphrase_file
         .as_deref()
         .map(backup::read_passphrase)
         .transpose()?;
+    let expect_ca = match &expect_ca {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the expected CA certificate {}", p.display()))?,
+        ),
+        None => {
+            eprintln!(
+                "restore: WARNING: no --expect-ca: nothing checks that {} was made by your \
+                 cluster or is unchanged since; its contents (accounts, password hashes, \
+                 configuration, clients) are TRUSTED AS THEY ARE. Give --expect-ca ca.crt (your \
+                 cluster's CA certificate) to refuse an edited backup.",
+                file.display()
+            );
+            None
+        }
+    };
+    let checked = expect_ca.is_some();
     let dd = DataDir::new(&dir.data_dir);
     let started = Instant::now();
     let r = crate::node::recovery::restore(
@@ -143,6 +172,7 @@ pub(super) async fn restore(
             backup: file.clone(),
             passphrase,
             new_ca,
+            expect_ca,
             node: addrs.spec(&net)?,
         },
     )
@@ -155,6 +185,11 @@ pub(super) async fn restore(
         started.elapsed().as_secs_f64()
     );
     println!("  cluster:   {} ({})", h.cluster_id, h.cluster_name);
+    if checked {
+        println!("  signature: made by the expected CA; the file is unchanged since");
+    } else {
+        println!("  signature: NOT CHECKED (no --expect-ca): the file was trusted as it is");
+    }
     println!(
         "  state:     entry {} (term {}) made {} by node {}; {} clients",
         h.applied_index,

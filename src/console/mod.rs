@@ -16,9 +16,11 @@
 
 mod actions;
 mod assets;
+mod checkers;
 mod overview;
 mod pages;
 mod session;
+mod throttle;
 mod views;
 
 use std::collections::HashMap;
@@ -40,11 +42,21 @@ pub const PAGE: u32 = crate::wire::CONSOLE_PAGE;
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// What the console's handlers share: the node's API state, the sessions used on this node
-/// (last use, and whether it is reported yet) and the sign-in rate limit.
+/// (last use, and whether it is reported yet) and the sign-in form's budget (`throttle`).
 pub struct Console {
     pub app: Arc<AppState>,
     seen: Mutex<HashMap<String, (i64, bool)>>,
-    signin: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Sign-ins per source (`outpost_storage::signin_source_key`: an IPv4 address, an IPv6 /64).
+    signin: governor::DefaultKeyedRateLimiter<String>,
+    /// Password checks running or waiting on this node (`try_acquire`: none free is 429).
+    argon2: Arc<tokio::sync::Semaphore>,
+    /// The threads that run them.
+    checkers: checkers::Checkers,
+    /// Wrong passwords per account and per source on this node, until they lock it.
+    failures: Mutex<throttle::Failures>,
+    /// Locks this node may still propose this minute.
+    lock_proposals: governor::DefaultDirectRateLimiter,
+    lock_base_ms: i64,
 }
 
 impl Console {
@@ -52,10 +64,20 @@ impl Console {
         // Ten password or link sign-ins a minute per source address (burst ten): an operator
         // never needs more, a guesser gets six hundred an hour.
         let quota = governor::Quota::per_minute(std::num::NonZeroU32::MIN.saturating_add(9));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let locks = std::num::NonZeroU32::new(throttle::LOCKS_PER_MINUTE)
+            .unwrap_or(std::num::NonZeroU32::MIN);
         Arc::new(Console {
             app,
             seen: Mutex::new(HashMap::new()),
             signin: governor::RateLimiter::keyed(quota),
+            argon2: Arc::new(tokio::sync::Semaphore::new(throttle::argon2_permits(cores))),
+            checkers: checkers::Checkers::start(throttle::argon2_permits(cores)),
+            failures: Mutex::new(throttle::Failures::default()),
+            lock_proposals: governor::RateLimiter::direct(governor::Quota::per_minute(locks)),
+            lock_base_ms: throttle::lock_base_ms(
+                std::env::var("OUTPOST_SIGNIN_LOCK_MS").ok().as_deref(),
+            ),
         })
     }
 
@@ -176,6 +198,9 @@ pub async fn report_sessions(con: Arc<Console>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Sources whose sign-in budget is full again take no memory.
+        con.signin.retain_recent();
+        con.signin.shrink_to_fit();
         let now = outpost_raft::now_ms();
         let batch: Vec<(String, i64)> = match con.seen.lock() {
             Ok(mut seen) => {

@@ -20,14 +20,14 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use outpost_storage::{Command, SessionProof};
+use outpost_storage::{Command, SessionProof, SignInLock};
 use serde::Deserialize;
 
 use crate::api::console::{SESSION_MAX_MS, random_hex, session_active};
 use crate::api::limits::Remote;
 use crate::api::{ApiError, Caller};
-use crate::console::Console;
 use crate::console::views::{Chrome, Message, SignIn, render};
+use crate::console::{Console, throttle};
 
 pub const SESSION_COOKIE: &str = "__Host-outpost-session";
 const SIGNIN_COOKIE: &str = "__Host-outpost-signin";
@@ -103,10 +103,17 @@ impl Console {
             return Ok(None);
         };
         // A session started a moment ago through another node is found after catching up.
+        // Only an account's session is one (links are made only for accounts; a session
+        // named otherwise was not made by this version's proposers).
         let i = id.clone();
         let row = self
             .app
-            .read_caught_up(move |r| r.console_session(&i))
+            .read_caught_up(move |r| {
+                Ok(match r.console_session(&i)? {
+                    Some(s) if r.console_user(&s.user)?.is_some() => Some(s),
+                    _ => None,
+                })
+            })
             .await?;
         let Some(s) = row else { return Ok(None) };
         let hash = crate::shared::token::secret_sha256(&secret);
@@ -127,12 +134,46 @@ impl Console {
     /// The sign-in rate limit for the request's source: Err(retry after).
     fn signin_allowed(&self, remote: Option<Remote>) -> Result<(), Duration> {
         use governor::clock::{Clock, DefaultClock};
-        let ip = remote
-            .map(|Remote(a)| a.ip())
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
         self.signin
-            .check_key(&ip)
+            .check_key(&outpost_storage::signin_source_key(source_ip(remote)))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Counts a wrong password for the account and the source on this node, and commits a
+    /// lock (in the background) for each that reached its limit, unless this node already
+    /// proposed its locks for this minute.
+    fn note_failure(self: &Arc<Self>, keys: &[String], locks: &[SignInLock], now: i64) {
+        let reached: Vec<String> = match self.failures.lock() {
+            Ok(mut f) => keys.iter().filter(|k| f.fail(k, now)).cloned().collect(),
+            Err(_) => return,
+        };
+        for key in reached {
+            if self.lock_proposals.check().is_err() {
+                tracing::debug!(
+                    "sign-in lock not proposed: this node's locks for this minute are spent"
+                );
+                continue;
+            }
+            let existing = locks.iter().find(|l| l.key == key);
+            let until_ms = throttle::next_lock_until(existing, now, self.lock_base_ms);
+            let con = self.clone();
+            tokio::spawn(async move {
+                let app = &con.app;
+                let cmd = Command::LockSignIn {
+                    key: key.clone(),
+                    until_ms,
+                };
+                match app.commit(&Caller::Node(app.node_id), cmd).await {
+                    // One line per lock: at most `LOCKS_PER_MINUTE` a minute per node.
+                    Ok(_) => {
+                        tracing::warn!(%key, until = %crate::shared::text::format_ms(until_ms), "console sign-ins locked after repeated wrong passwords")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%key, error = %e.message(), "console sign-in lock not committed")
+                    }
+                }
+            });
+        }
     }
 
     /// Starts a session for `user` with `proof`, and answers with its cookie and a redirect.
@@ -215,8 +256,9 @@ pub struct SignInForm {
 }
 
 /// `POST /login`: a name and password. Same origin and the double-submit token first, then
-/// the rate limit per source, then the hash (on a blocking thread; a name without an account
-/// costs the same as a wrong password).
+/// the rate limit per source, then the locks of the account and the source (`throttle`), then
+/// a free password check (else 429 at once), then the hash (on a blocking thread; a name
+/// without an account costs the same as a wrong password).
 pub async fn signin(
     State(con): State<Arc<Console>>,
     remote: Option<axum::Extension<Remote>>,
@@ -232,20 +274,22 @@ pub async fn signin(
         return refused("the sign-in form's token is missing or does not match its cookie")
             .into_response();
     }
-    if let Err(wait) = con.signin_allowed(remote.map(|axum::Extension(r)| r)) {
-        let mut r = signin_answer(
+    let remote = remote.map(|axum::Extension(r)| r);
+    let ip = source_ip(remote);
+    let busy = |con: &Console, wait: u64, text: String| {
+        let mut r = signin_answer(con, StatusCode::TOO_MANY_REQUESTS, &form.next, Some(text));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+        r
+    };
+    if let Err(wait) = con.signin_allowed(remote) {
+        con.app.refusals.count(ROUTE, "source-rate", Some(ip));
+        let wait = wait.as_secs() + 1;
+        return busy(
             &con,
-            StatusCode::TOO_MANY_REQUESTS,
-            &form.next,
-            Some(format!(
-                "Too many sign-in attempts from your address; try again in {} s.",
-                wait.as_secs() + 1
-            )),
+            wait,
+            format!("Too many sign-in attempts from your address; try again in {wait} s."),
         );
-        if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
     }
     let wrong = || {
         signin_answer(
@@ -258,21 +302,74 @@ pub async fn signin(
     if crate::api::fields::id("name", &form.name).is_err() || form.password.len() > 1024 {
         return wrong();
     }
-    let name = form.name.clone();
-    let user = match con.app.read(move |r| r.console_user(&name)).await {
+    let keys = [
+        outpost_storage::signin_account_key(&form.name),
+        outpost_storage::signin_source_key(ip),
+    ];
+    let (name, k) = (form.name.clone(), keys.to_vec());
+    let (user, locks) = match con
+        .app
+        .read(move |r| Ok((r.console_user(&name)?, r.signin_locks(&k)?)))
+        .await
+    {
         Ok(u) => u,
         Err(e) => return failed(&con, None, e),
     };
+    let now = outpost_raft::now_ms();
+    if let Some(until) = throttle::locked_until(&locks, now) {
+        if con.app.refusals.count(ROUTE, "locked", Some(ip)) {
+            tracing::info!(source = %ip, name = %crate::shared::text::shown(&form.name), "console sign-in refused: locked after repeated wrong passwords (logged once a minute per source)");
+        }
+        let wait = ((until - now) / 1000 + 1) as u64;
+        return busy(
+            &con,
+            wait,
+            format!(
+                "Sign-ins to this account or from your address are paused until {} after repeated wrong passwords; try again in {wait} s. A one-time link from `outpost console login` on a node works at any time.",
+                super::when(until)
+            ),
+        );
+    }
+    // Each check holds 19 MiB and a core: never more at once than the node has cores.
+    let Ok(permit) = con.argon2.clone().try_acquire_owned() else {
+        con.app.refusals.count(ROUTE, "busy", Some(ip));
+        return busy(
+            &con,
+            1,
+            "This node is busy checking other sign-ins; try again in a moment.".into(),
+        );
+    };
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let password = zeroize::Zeroizing::new(form.password);
-    let verified =
-        tokio::task::spawn_blocking(move || verify_password(stored.as_deref(), &password))
-            .await
-            .unwrap_or(false);
+    let verified = con
+        .checkers
+        .run(move || {
+            let ok = verify_password(stored.as_deref(), &password);
+            drop(permit);
+            ok
+        })
+        .await;
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            con.app.refusals.count(ROUTE, "busy", Some(ip));
+            return busy(
+                &con,
+                1,
+                format!("This node is busy checking other sign-ins ({e}); try again in a moment."),
+            );
+        }
+    };
     let Some(user) = user.filter(|_| verified) else {
-        tracing::info!(name = %crate::shared::text::shown(&form.name), "console sign-in refused: wrong name or password");
+        if con.app.refusals.count(ROUTE, "wrong-password", Some(ip)) {
+            tracing::info!(source = %ip, name = %crate::shared::text::shown(&form.name), "console sign-in refused: wrong name or password (logged once a minute per source)");
+        }
+        con.note_failure(&keys, &locks, now);
         return wrong();
     };
+    if let Ok(mut f) = con.failures.lock() {
+        f.forget(&keys[0]);
+    }
     let proof = SessionProof::Password {
         hash_sha256: crate::shared::token::secret_sha256(&user.password_hash),
     };
@@ -280,6 +377,16 @@ pub async fn signin(
         Ok(r) => r,
         Err(e) => failed(&con, None, e),
     }
+}
+
+/// The refusals of the sign-in form in `/metrics`: `outpost_refused_requests_total{route="console.signin"}`.
+const ROUTE: &str = "console.signin";
+
+/// The request's source address (the local socket counts as loopback).
+fn source_ip(remote: Option<Remote>) -> std::net::IpAddr {
+    remote
+        .map(|Remote(a)| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 /// A dummy hash verified when the account does not exist, so that both cost the same.
@@ -313,6 +420,7 @@ pub async fn link(
         )
     };
     if let Err(wait) = con.signin_allowed(remote.map(|axum::Extension(r)| r)) {
+        con.app.refusals.count(ROUTE, "source-rate", None);
         return message(
             &con,
             StatusCode::TOO_MANY_REQUESTS,
@@ -342,6 +450,18 @@ pub async fn link(
             "This cluster never made it. Make a new one with `outpost console login` on a node.",
         );
     };
+    // Links are made only for accounts: one for a name without an account starts nothing.
+    let u = user.clone();
+    match con.app.read(move |r| r.console_user(&u)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return invalid(
+                &con,
+                "It names no console account. Add the account with `outpost console user add` first.",
+            );
+        }
+        Err(e) => return failed(&con, None, e),
+    }
     let proof = SessionProof::Link {
         id,
         secret_sha256: crate::shared::token::secret_sha256(&secret),

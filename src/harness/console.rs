@@ -57,10 +57,34 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Result<Answer> {
+    request_from(None, addr, ca_pem, method, path, headers, body).await
+}
+
+/// `request` from source address `source` (e.g. one of 127.0.0.0/8) when given.
+pub async fn request_from(
+    source: Option<std::net::IpAddr>,
+    addr: &str,
+    ca_pem: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<Answer> {
     let config = outpost_certs::client_config(ca_pem, None, &[b"http/1.1"])?;
     let started = Instant::now();
     let go = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let tcp = match source {
+            None => tokio::net::TcpStream::connect(addr).await?,
+            Some(ip) => {
+                let to: std::net::SocketAddr = addr.parse()?;
+                let socket = match ip {
+                    std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.bind(std::net::SocketAddr::new(ip, 0))?;
+                socket.connect(to).await?
+            }
+        };
         let name = rustls::pki_types::ServerName::try_from(outpost_certs::ANY_NODE_SERVER_NAME)?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
@@ -100,9 +124,24 @@ pub async fn request(
         .with_context(|| format!("{path} on {addr}"))
 }
 
-/// Signs in with a one-time link from `outpost console login` on node `i` and returns the
-/// session cookie (`name=value`).
+/// Adds console account `user` through node `i` with a random password (links are made
+/// only for accounts) and returns the password.
+pub fn add_account(c: &LocalCluster, i: usize, user: &str) -> Result<String> {
+    let password = crate::api::console::random_hex(12);
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), format!("{password}\n"))?;
+    let path = file.path().to_string_lossy().to_string();
+    c.cli(
+        i,
+        &["console", "user", "add", user, "--password-file", &path],
+    )?;
+    Ok(password)
+}
+
+/// Signs in with a one-time link from `outpost console login` on node `i` (after adding
+/// account `user`) and returns the session cookie (`name=value`).
 pub async fn sign_in(c: &LocalCluster, i: usize, user: &str) -> Result<String> {
+    add_account(c, i, user)?;
     let link = c.cli(i, &["console", "login", "--as", user])?;
     let path = link
         .trim()

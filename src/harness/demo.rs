@@ -193,6 +193,7 @@ pub async fn run(exit: bool) -> Result<()> {
     );
     let d = cluster.nodes[0].dir.display().to_string();
     // The web console: every node serves it; a one-time link signs the operator in.
+    crate::harness::console::add_account(&cluster, 0, "demo")?;
     let link = cluster.cli(0, &["console", "login", "--as", "demo"])?;
     println!(
         "\nWeb console (every node serves it; the browser must trust {d}/ca.crt, see README 'Console'):"

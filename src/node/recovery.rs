@@ -23,6 +23,9 @@ pub struct RestoreOptions {
     pub passphrase: Option<Zeroizing<String>>,
     /// Start a new CA although the backup holds the sealed CA key.
     pub new_ca: bool,
+    /// The CA certificate (PEM) whose signature the backup must carry (`--expect-ca`); none:
+    /// the file is trusted as it is.
+    pub expect_ca: Option<String>,
     pub node: NodeSpec,
 }
 
@@ -42,6 +45,10 @@ pub async fn restore(dd: &DataDir, opts: RestoreOptions) -> Result<Restored> {
     let file = opts.backup.clone();
     let opened = tokio::task::spawn_blocking(move || backup::read_header(&file)).await??;
     let header = opened.header;
+    if let Some(ca_pem) = &opts.expect_ca {
+        backup::verify(&header, ca_pem)
+            .with_context(|| format!("checking {}", opts.backup.display()))?;
+    }
     let (ca, new_ca) = match (&header.ca_key, &opts.passphrase, opts.new_ca) {
         (Some(sealed), Some(pass), false) => {
             let key = backup::unseal(sealed, pass, &header.cluster_id, &header.state_sha256)?;

@@ -14,6 +14,14 @@
 //! and XChaCha20-Poly1305 encrypting it, the cluster id and the state's digest bound as
 //! associated data (a sealed key cannot be moved to another backup unnoticed). Node keys are
 //! never in a backup: a restored node makes its own.
+//!
+//! From format 2 the header is signed by the cluster: `signature` is the CA key's ECDSA
+//! P-256 signature over the header without it (`signed_message`), and the header holds the
+//! state's length and SHA-256, so it covers the whole file. `restore --expect-ca ca.crt`
+//! checks it against the CA certificate the operator keeps (`verify`): an edited backup, its
+//! digest recomputed or not, is refused. Format 1 backups (unsigned) stay restorable without
+//! `--expect-ca`, as does any backup: the restore then says it trusts the file. Files are
+//! written 0600: the state holds the console's password hashes.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -30,8 +38,10 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 pub const MAGIC: &[u8] = b"OUTPOST-BACKUP\n";
-/// Version of this layout and of `BackupHeader`.
-pub const FORMAT: u32 = 1;
+/// Version of this layout and of `BackupHeader`: 2 added `signature`.
+pub const FORMAT: u32 = 2;
+/// The oldest format this build restores (format 1: no signature).
+pub const OLDEST_FORMAT: u32 = 1;
 /// The header line's cap (the CA certificate and channel floors fit many times over).
 pub const MAX_HEADER_BYTES: usize = 1 << 20;
 /// Shortest passphrase taken.
@@ -70,6 +80,59 @@ pub struct BackupHeader {
     pub channels: Vec<(String, u64)>,
     pub bundle_time_floor: i64,
     pub clients: u64,
+    /// Base64 of the CA key's signature over `signed_message` (format 2 on; absent in 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// What the cluster signs: the header without its signature, under a fixed prefix.
+pub fn signed_message(header: &BackupHeader) -> Result<Vec<u8>> {
+    let unsigned = BackupHeader {
+        signature: None,
+        ..header.clone()
+    };
+    let mut msg = b"outpost-backup-header\n".to_vec();
+    msg.extend(serde_json::to_vec(&unsigned).context("encoding the backup header")?);
+    Ok(msg)
+}
+
+/// Signs `header` with the cluster CA's key.
+pub fn sign(header: &mut BackupHeader, ca: &outpost_certs::CertAuthority) -> Result<()> {
+    let sig = ca
+        .sign_bytes(&signed_message(header)?)
+        .context("signing the backup header with the CA key")?;
+    header.signature = Some(base64::engine::general_purpose::STANDARD.encode(sig));
+    Ok(())
+}
+
+/// Checks that `header` (read by `read_header`, so its state digest matches the file) was
+/// signed by the CA whose certificate is `ca_pem`, the one the operator expects.
+pub fn verify(header: &BackupHeader, ca_pem: &str) -> Result<()> {
+    let expected = outpost_certs::Fingerprint::of_pem(ca_pem)
+        .context("reading the expected CA certificate")?;
+    let named = outpost_certs::Fingerprint::of_pem(&header.ca_cert_pem)
+        .context("reading the CA certificate in the backup")?;
+    if expected != named {
+        bail!(
+            "this backup names CA {named}, not the expected CA {expected}: it was not made by that cluster"
+        );
+    }
+    let Some(sig) = &header.signature else {
+        bail!(
+            "this backup (format {}) carries no signature, so --expect-ca cannot check it: restore \
+             it without --expect-ca only if you trust the file",
+            header.format
+        );
+    };
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(sig)
+        .context("the backup's signature is not base64")?;
+    outpost_certs::verify_ca_signature(ca_pem, &signed_message(header)?, &sig).map_err(|e| {
+        anyhow!(
+            "the backup's signature does not verify against CA {expected} ({e}): the file was \
+             changed after the cluster made it; refusing it"
+        )
+    })
 }
 
 /// A secret sealed with a passphrase.
@@ -245,9 +308,9 @@ pub fn read_header(path: &Path) -> Result<Opened> {
     }
     let header: BackupHeader = serde_json::from_slice(&line)
         .with_context(|| format!("{}: the backup header does not parse", path.display()))?;
-    if header.format != FORMAT {
+    if !(OLDEST_FORMAT..=FORMAT).contains(&header.format) {
         bail!(
-            "{}: backup format {} is not the format {FORMAT} this outpost reads",
+            "{}: backup format {} is not a format this outpost reads ({OLDEST_FORMAT} to {FORMAT})",
             path.display(),
             header.format
         );
@@ -303,6 +366,7 @@ mod tests {
             channels: vec![("site".into(), 4)],
             bundle_time_floor: 0,
             clients: 0,
+            signature: None,
         }
     }
 
@@ -358,6 +422,60 @@ mod tests {
         let mut greedy = sealed.clone();
         greedy.m_kib = u32::MAX;
         assert!(unseal(&greedy, "correct horse battery", "c1", "ab").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_signed_header_verifies_only_unchanged_and_with_its_ca() -> Result<()> {
+        let ca = outpost_certs::CertAuthority::generate("c1", "plant")?;
+        let other = outpost_certs::CertAuthority::generate("c1", "plant")?;
+        let mut h = header(b"state");
+        h.ca_cert_pem = ca.cert_pem().to_string();
+        sign(&mut h, &ca)?;
+        // As written and read back: the JSON round trip keeps the signed bytes.
+        let line = header_line(&h)?;
+        let back: BackupHeader = serde_json::from_slice(&line)?;
+        verify(&back, ca.cert_pem())?;
+        let edited = |f: fn(&mut BackupHeader)| {
+            let mut e = back.clone();
+            f(&mut e);
+            e
+        };
+        let cases: Vec<(BackupHeader, &str, &str)> = vec![
+            (
+                edited(|e| e.state_sha256 = "00".repeat(32)),
+                "does not verify",
+                "digest",
+            ),
+            (edited(|e| e.clients += 1), "does not verify", "clients"),
+            (
+                edited(|e| e.signature = None),
+                "carries no signature",
+                "unsigned",
+            ),
+            (
+                edited(|e| e.signature = Some("%%%".into())),
+                "not base64",
+                "garbage",
+            ),
+        ];
+        for (h, want, name) in cases {
+            let err = verify(&h, ca.cert_pem()).err().map(|e| format!("{e:#}"));
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(want)),
+                "{name}: {err:?}"
+            );
+        }
+        // Another CA: refused by name before any signature is checked.
+        let err = verify(&back, other.cert_pem())
+            .err()
+            .map(|e| format!("{e:#}"));
+        assert!(err.is_some_and(|e| e.contains("not the expected CA")));
+        // A format 1 header (no signature field) still parses.
+        let mut v1 = serde_json::to_value(header(b"state"))?;
+        v1["format"] = 1.into();
+        let v1: BackupHeader = serde_json::from_value(v1)?;
+        assert_eq!(v1.signature, None);
         Ok(())
     }
 }

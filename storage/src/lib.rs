@@ -47,7 +47,8 @@ mod token_check;
 
 pub use apply::{
     MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, MAX_PASSWORD_HASH_BYTES, MAX_ROLL_REASON_BYTES,
-    RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
+    MAX_SIGNIN_LOCK_MS, RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
+    signin_account_key, signin_source_key,
 };
 pub use bundle_config::parse_config_payload;
 pub use codec::{
@@ -60,7 +61,7 @@ pub use model::{
     ConsoleSession, ConsoleUser, DeploymentProgress, DeploymentRecord, DeploymentResult,
     DeploymentStatus, Envelope, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord,
     NodeRole, Outcome, PayloadHolding, PayloadRecord, RejectCode, Rejection, Response, RollRecord,
-    Scope, SessionProof, SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord,
+    Scope, SessionProof, SignInLock, SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord,
 };
 pub use reader::Reader;
 pub use rules::{

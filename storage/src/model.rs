@@ -258,6 +258,16 @@ pub enum Command {
         node_id: u64,
         seen: Vec<(String, i64)>,
     },
+    // ---- format 7 ----
+    /// Password sign-ins for `key` are refused on every node until `until_ms`: an account
+    /// (`account:NAME`) or a source (`addr:IPV4`, `net:IPV6/64`) whose failures on one node
+    /// crossed that node's threshold. The row keeps the greater end and counts the locks
+    /// (`strikes`), from which the proposer makes the next lock longer; rows whose lock ended
+    /// a day before are forgotten. Login links are never locked.
+    LockSignIn {
+        key: String,
+        until_ms: i64,
+    },
 }
 
 /// What lets a console session start.
@@ -268,6 +278,16 @@ pub enum SessionProof {
     /// A password the proposer verified against the account's hash, named by the hash's
     /// SHA-256 (so a password changed in between refuses the session).
     Password { hash_sha256: String },
+}
+
+/// A lock on password sign-ins (`Command::LockSignIn`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInLock {
+    pub key: String,
+    pub until_ms: i64,
+    /// How many locks this key got since its row was last forgotten.
+    pub strikes: u32,
+    pub updated_at_ms: i64,
 }
 
 /// An operator account of the console. Its password hash is read only to verify a sign-in.
@@ -482,6 +502,121 @@ impl Command {
         }
     }
 
+    /// Why a leader refuses this command when node `from` forwards it with `actor` (the
+    /// actor text the forwarder stamped), beyond `refused_from_peers`. A node forwards two
+    /// kinds of commands: its own (actor `node:{from}`, `node:{from}:discovery`, or
+    /// `auto-remove`), which are only its reports and the upkeep it runs (last-seen times,
+    /// blobs and binary held, console session use and sign-in locks, node roles and removal,
+    /// the rolling upgrade's steps), each about itself where it names a node; and those of
+    /// the callers it served (an admin, the local socket, a console operator, a client, a
+    /// joiner), which carry that caller's actor. So a node may not commit an admin's command
+    /// as itself, report for another node, or speak as another node. A console session starts
+    /// only as its own operator, and a console login link is made only by an admin.
+    pub fn refused_from_peer(&self, from: u64, actor: &str) -> Option<String> {
+        if let Some(why) = self.refused_from_peers() {
+            return Some(why.to_owned());
+        }
+        let command = match self {
+            Command::Once { command, .. } => command.as_ref(),
+            other => other,
+        };
+        let own = format!("node:{from}");
+        let as_itself = actor == own
+            || actor
+                .strip_prefix(own.as_str())
+                .is_some_and(|r| r.starts_with(':'))
+            || actor == "auto-remove";
+        if !as_itself && actor.starts_with("node:") {
+            return Some(format!(
+                "node {from} may not forward a command as another node ({})",
+                actor.chars().take(40).collect::<String>()
+            ));
+        }
+        let about = match command {
+            Command::TouchClients { node_id, .. }
+            | Command::BlobsHeld { node_id, .. }
+            | Command::ReportBinary { node_id, .. }
+            | Command::TouchConsoleSessions { node_id, .. } => Some(Some(*node_id)),
+            Command::LockSignIn { .. } => Some(None),
+            Command::UpdateNode { .. }
+            | Command::RemoveNode { .. }
+            | Command::RollNode { .. }
+            | Command::EndRoll { .. } => None,
+            _ if as_itself => {
+                return Some(format!(
+                    "node {from} may not commit {} as itself: only an admin's or a client's request carries it",
+                    command.kind()
+                ));
+            }
+            Command::CreateConsoleLogin { .. }
+                if !(actor == "local-admin" || actor.starts_with("admin:")) =>
+            {
+                return Some("a console login link is made only by an admin".into());
+            }
+            Command::StartConsoleSession { user, .. }
+                if actor.strip_prefix("console:") != Some(user.as_str()) =>
+            {
+                return Some(format!(
+                    "a console session of {user} starts only as console:{user}"
+                ));
+            }
+            _ => return None,
+        };
+        match about {
+            Some(_) if !as_itself || actor == "auto-remove" => Some(format!(
+                "{} is a node's own report: node {from} forwards it only as node:{from}",
+                command.kind()
+            )),
+            Some(Some(id)) if id != from => {
+                Some(format!("node {from} may not report for node {id}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The command's name, for refusals.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::InitCluster { .. } => "InitCluster",
+            Command::AddNode { .. } => "AddNode",
+            Command::JoinNode { .. } => "JoinNode",
+            Command::UpdateNode { .. } => "UpdateNode",
+            Command::RemoveNode { .. } => "RemoveNode",
+            Command::SetConfig { .. } => "SetConfig",
+            Command::DeleteConfig { .. } => "DeleteConfig",
+            Command::CreateToken { .. } => "CreateToken",
+            Command::RevokeToken { .. } => "RevokeToken",
+            Command::EnrollClient { .. } => "EnrollClient",
+            Command::RevokeClient { .. } => "RevokeClient",
+            Command::TouchClients { .. } => "TouchClients",
+            Command::ReportInventory { .. } => "ReportInventory",
+            Command::SetBundleTrust { .. } => "SetBundleTrust",
+            Command::ImportBundle(_) => "ImportBundle",
+            Command::BlobsHeld { .. } => "BlobsHeld",
+            Command::CreateDeployment { .. } => "CreateDeployment",
+            Command::ReportDeployment { .. } => "ReportDeployment",
+            Command::RenewClientCert { .. } => "RenewClientCert",
+            Command::ImportSignedBundle(_) => "ImportSignedBundle",
+            Command::RevokeAdmin { .. } => "RevokeAdmin",
+            Command::RotateClientCert { .. } => "RotateClientCert",
+            Command::ConfirmClientCert { .. } => "ConfirmClientCert",
+            Command::Once { command, .. } => command.kind(),
+            Command::ReformCluster { .. } => "ReformCluster",
+            Command::ReportBinary { .. } => "ReportBinary",
+            Command::StartRoll { .. } => "StartRoll",
+            Command::RollNode { .. } => "RollNode",
+            Command::EndRoll { .. } => "EndRoll",
+            Command::CreateReleaseDeployment { .. } => "CreateReleaseDeployment",
+            Command::SetConsoleUser { .. } => "SetConsoleUser",
+            Command::RemoveConsoleUser { .. } => "RemoveConsoleUser",
+            Command::CreateConsoleLogin { .. } => "CreateConsoleLogin",
+            Command::StartConsoleSession { .. } => "StartConsoleSession",
+            Command::EndConsoleSession { .. } => "EndConsoleSession",
+            Command::TouchConsoleSessions { .. } => "TouchConsoleSessions",
+            Command::LockSignIn { .. } => "LockSignIn",
+        }
+    }
+
     /// The oldest command format that can carry this command: a batch is written in the
     /// highest format of its commands, so nodes that do not know a new command stop exactly
     /// where one appears (and ask for an upgrade) instead of at every entry.
@@ -514,6 +649,7 @@ impl Command {
             | Command::StartConsoleSession { .. }
             | Command::EndConsoleSession { .. }
             | Command::TouchConsoleSessions { .. } => 6,
+            Command::LockSignIn { .. } => 7,
             _ => 1,
         }
     }
@@ -909,5 +1045,103 @@ mod tests {
         assert_eq!(Scope::from_columns("global", "x"), None);
         assert_eq!(Scope::from_columns("group", ""), None);
         assert_eq!(Scope::from_columns("site", "a"), None);
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+
+    #[test]
+    fn what_a_peer_may_forward_as_whom() {
+        let touch = |node_id| Command::TouchClients {
+            node_id,
+            seen: vec![],
+        };
+        let link = Command::CreateConsoleLogin {
+            id: "l".into(),
+            secret_sha256: "0".repeat(64),
+            user: "alice".into(),
+            expires_at_ms: 1,
+        };
+        let session = Command::StartConsoleSession {
+            id: "s".into(),
+            user: "alice".into(),
+            secret_sha256: "0".repeat(64),
+            expires_at_ms: 1,
+            proof: SessionProof::Password {
+                hash_sha256: "0".repeat(64),
+            },
+        };
+        let config = Command::SetConfig {
+            scope: Scope::Global,
+            key: "k".into(),
+            value: "v".into(),
+        };
+        let lock = Command::LockSignIn {
+            key: "account:alice".into(),
+            until_ms: 1,
+        };
+        let once = |c: &Command| Command::Once {
+            request_id: "r".into(),
+            command: Box::new(c.clone()),
+        };
+        // (command, actor as forwarded by node 7, accepted)
+        let cases: Vec<(Command, &str, bool)> = vec![
+            (touch(7), "node:7", true),
+            (once(&touch(7)), "node:7", true),
+            (touch(8), "node:7", false),
+            (touch(7), "admin:ops", false),
+            (touch(7), "node:8", false),
+            (lock.clone(), "node:7", true),
+            (once(&lock), "node:7", true),
+            (lock.clone(), "console:alice", false),
+            (
+                Command::UpdateNode {
+                    id: 3,
+                    api_addr: None,
+                    peer_addr: None,
+                    role: None,
+                    version: None,
+                },
+                "node:7:discovery",
+                true,
+            ),
+            (Command::RemoveNode { id: 3 }, "auto-remove", true),
+            (Command::RemoveNode { id: 3 }, "admin:ops", true),
+            (Command::RollNode { node: Some(2) }, "node:7", true),
+            (config.clone(), "admin:ops", true),
+            (once(&config), "console:alice", true),
+            (once(&config), "local-admin", true),
+            (config.clone(), "node:7", false),
+            (once(&config), "node:70", false),
+            (link.clone(), "admin:ops", true),
+            (once(&link), "local-admin", true),
+            (once(&link), "node:7", false),
+            (once(&link), "console:alice", false),
+            (once(&link), "client:c1", false),
+            (once(&session), "console:alice", true),
+            (once(&session), "console:bob", false),
+            (once(&session), "node:7", false),
+            (once(&session), "admin:ops", false),
+            (
+                Command::ReformCluster {
+                    keep: 1,
+                    ca_cert_pem: None,
+                    reason: "r".into(),
+                },
+                "admin:ops",
+                false,
+            ),
+        ];
+        for (i, (command, actor, ok)) in cases.iter().enumerate() {
+            let why = command.refused_from_peer(7, actor);
+            assert_eq!(
+                why.is_none(),
+                *ok,
+                "case {i}: {} as {actor}: {why:?}",
+                command.kind()
+            );
+        }
     }
 }

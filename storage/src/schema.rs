@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -255,6 +255,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         ORDER BY scope_kind, scope_id, key;
     DROP TABLE config;
     ALTER TABLE config_v7 RENAME TO config;
+    "#,
+    // v8: locks on console password sign-ins, per account and per source.
+    r#"
+    CREATE TABLE signin_locks (
+        key           TEXT PRIMARY KEY NOT NULL,
+        until_ms      INTEGER NOT NULL,
+        strikes       INTEGER NOT NULL CHECK (strikes > 0),
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT;
     "#,
 ];
 

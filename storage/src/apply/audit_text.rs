@@ -305,6 +305,11 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             format!("node:{node_id}"),
             json!({ "sessions": seen.len() }),
         ),
+        Command::LockSignIn { key, until_ms } => (
+            "console.signin.lock",
+            format!("signin:{key}"),
+            json!({ "until_ms": until_ms }),
+        ),
     };
     // Keys sorted whatever serde_json's features are: the detail is hashed and replicated.
     let detail: std::collections::BTreeMap<String, serde_json::Value> = match detail {

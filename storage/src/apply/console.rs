@@ -241,3 +241,76 @@ pub(super) fn touch_sessions(
     }
     Ok(Response::Done)
 }
+
+/// Longest sign-in lock a command may set (the proposer's locks grow to 15 minutes).
+pub const MAX_SIGNIN_LOCK_MS: i64 = 24 * 3600 * 1000;
+/// A sign-in lock's row is forgotten (its strikes with it) this long after the lock ended.
+const KEEP_SIGNIN_LOCK_MS: i64 = 24 * 3600 * 1000;
+
+/// The lock key of console account `name`.
+pub fn signin_account_key(name: &str) -> String {
+    format!("account:{name}")
+}
+
+/// The lock key of a sign-in's source: the address for IPv4 (an IPv4-mapped IPv6 address
+/// counts as its IPv4 address), the /64 network for IPv6 (one host holds a whole /64).
+pub fn signin_source_key(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => format!("addr:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("addr:{v4}"),
+            None => {
+                let s = v6.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("net:{net}/64")
+            }
+        },
+    }
+}
+
+/// Whether `key` is a key `signin_account_key` or `signin_source_key` makes.
+fn signin_key_ok(key: &str) -> bool {
+    if let Some(name) = key.strip_prefix("account:") {
+        return check_id("console user", name).is_ok();
+    }
+    if let Some(a) = key.strip_prefix("addr:") {
+        return a
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|v4| signin_source_key(v4.into()) == key);
+    }
+    if let Some(n) = key.strip_prefix("net:").and_then(|n| n.strip_suffix("/64")) {
+        return n
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|v6| signin_source_key(v6.into()) == key);
+    }
+    false
+}
+
+pub(super) fn lock_signin(
+    conn: &Connection,
+    at_ms: i64,
+    key: &str,
+    until_ms: i64,
+) -> Result<Response, Fail> {
+    if !signin_key_ok(key) {
+        return Err(invalid(format!(
+            "{:?} is not a sign-in lock key",
+            key.chars().take(80).collect::<String>()
+        )));
+    }
+    if until_ms <= at_ms || until_ms - at_ms > MAX_SIGNIN_LOCK_MS {
+        return Err(invalid(format!(
+            "a sign-in lock must end after {at_ms} and within {MAX_SIGNIN_LOCK_MS} ms, not at {until_ms}"
+        )));
+    }
+    conn.prepare_cached("DELETE FROM signin_locks WHERE until_ms < ?1")?
+        .execute([at_ms.saturating_sub(KEEP_SIGNIN_LOCK_MS)])?;
+    conn.prepare_cached(
+        "INSERT INTO signin_locks (key, until_ms, strikes, updated_at_ms) VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (key) DO UPDATE SET until_ms = MAX(until_ms, excluded.until_ms),
+             strikes = strikes + 1, updated_at_ms = excluded.updated_at_ms",
+    )?
+    .execute(params![key, until_ms, at_ms])?;
+    Ok(Response::Done)
+}

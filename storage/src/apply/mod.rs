@@ -37,7 +37,9 @@ mod upgrade;
 
 pub use bundles::MAX_CREATED_SKEW_SECS;
 pub use clients::{RENEWAL_INTERVAL_MS, RETIRED_SERIAL_GRACE_MS};
-pub use console::MAX_PASSWORD_HASH_BYTES;
+pub use console::{
+    MAX_PASSWORD_HASH_BYTES, MAX_SIGNIN_LOCK_MS, signin_account_key, signin_source_key,
+};
 pub use deployments::MAX_DETAIL_BYTES;
 pub use requests::REQUEST_IDS_KEPT;
 pub use upgrade::MAX_ROLL_REASON_BYTES;
@@ -396,6 +398,9 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
         Command::EndConsoleSession { id } => console::end_session(conn, env.at_ms, id),
         Command::TouchConsoleSessions { node_id, seen } => {
             console::touch_sessions(conn, *node_id, seen)
+        }
+        Command::LockSignIn { key, until_ms } => {
+            console::lock_signin(conn, env.at_ms, key, *until_ms)
         }
     }
 }

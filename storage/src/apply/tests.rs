@@ -1194,3 +1194,123 @@ fn console_links_are_single_use_and_sessions_end() -> Result<(), StorageError> {
     );
     Ok(())
 }
+
+#[test]
+fn signin_locks_keep_the_later_end_count_strikes_and_are_forgotten_after_a_day()
+-> Result<(), StorageError> {
+    let mut conn = fresh()?;
+    run(&mut conn, base().into_iter().map(env).collect())?;
+    let day = 24 * 3600 * 1000;
+    let lock = |at_ms: i64, key: &str, until_ms: i64| Envelope {
+        at_ms,
+        actor: "node:1".into(),
+        command: Command::LockSignIn {
+            key: key.into(),
+            until_ms,
+        },
+    };
+    let cases: Vec<(&str, Envelope, Want)> = vec![
+        (
+            "account",
+            lock(NOW, "account:alice", NOW + 60_000),
+            Ok(Response::Done),
+        ),
+        (
+            "shorter again",
+            lock(NOW + 1, "account:alice", NOW + 10),
+            Ok(Response::Done),
+        ),
+        (
+            "ipv4",
+            lock(NOW, "addr:192.0.2.7", NOW + 60_000),
+            Ok(Response::Done),
+        ),
+        (
+            "ipv6 /64",
+            lock(NOW, "net:2001:db8:1:2::/64", NOW + 60_000),
+            Ok(Response::Done),
+        ),
+        (
+            "ipv6 host",
+            lock(NOW, "net:2001:db8:1:2::5/64", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "mapped v4 as v6",
+            lock(NOW, "net:::ffff:192.0.2.7/64", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "not an address",
+            lock(NOW, "addr:example", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "bad account",
+            lock(NOW, "account:a b", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "no kind",
+            lock(NOW, "alice", NOW + 1),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "ends before it starts",
+            lock(NOW, "account:bob", NOW),
+            Err(RejectCode::Invalid),
+        ),
+        (
+            "longer than a day",
+            lock(NOW, "account:bob", NOW + day + 1),
+            Err(RejectCode::Invalid),
+        ),
+        // Two days later: the ended locks' rows go, this one starts at one strike.
+        (
+            "later",
+            lock(NOW + 2 * day, "account:carol", NOW + 2 * day + 5),
+            Ok(Response::Done),
+        ),
+    ];
+    let rows = |conn: &Connection| -> Result<Vec<(String, i64, u32)>, StorageError> {
+        Ok(conn
+            .prepare("SELECT key, until_ms, strikes FROM signin_locks ORDER BY key")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?)
+    };
+    for (i, (name, e, want)) in cases.into_iter().enumerate() {
+        let got = run(&mut conn, vec![e])?.pop();
+        let got = got.map(|o| o.map_err(|r| r.code));
+        assert_eq!(got, Some(want), "{name}");
+        if i == 3 {
+            assert_eq!(
+                rows(&conn)?,
+                vec![
+                    ("account:alice".to_string(), NOW + 60_000, 2),
+                    ("addr:192.0.2.7".to_string(), NOW + 60_000, 1),
+                    ("net:2001:db8:1:2::/64".to_string(), NOW + 60_000, 1),
+                ]
+            );
+        }
+    }
+    assert_eq!(
+        rows(&conn)?,
+        vec![("account:carol".to_string(), NOW + 2 * day + 5, 1)]
+    );
+    Ok(())
+}
+
+#[test]
+fn signin_source_keys() {
+    use crate::apply::signin_source_key;
+    for (ip, want) in [
+        ("192.0.2.7", "addr:192.0.2.7"),
+        ("::ffff:192.0.2.7", "addr:192.0.2.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "net:2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "net:2001:db8:1:2::/64"),
+        ("::1", "net:::/64"),
+    ] {
+        let ip: std::net::IpAddr = ip.parse().expect("an address");
+        assert_eq!(signin_source_key(ip), want);
+    }
+}

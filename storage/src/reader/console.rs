@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Row};
 
 use super::Reader;
 use crate::error::StorageError;
-use crate::model::{ConsoleSession, ConsoleUser};
+use crate::model::{ConsoleSession, ConsoleUser, SignInLock};
 use crate::rows::{FromRow, all, one};
 
 impl Reader {
@@ -68,6 +68,32 @@ impl FromRow for ConsoleSession {
             expires_at_ms: r.get(5)?,
             last_seen_ms: r.get(6)?,
             ended_at_ms: r.get(7)?,
+        })
+    }
+}
+
+impl Reader {
+    /// The sign-in locks of `keys` (an account's and a source's) that exist, ended or not.
+    pub fn signin_locks(&self, keys: &[String]) -> Result<Vec<SignInLock>, StorageError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, until_ms, strikes, updated_at_ms FROM signin_locks WHERE key = ?1",
+            )?;
+            let mut out = Vec::new();
+            for k in keys {
+                let row = stmt
+                    .query_row([k], |r| {
+                        Ok(SignInLock {
+                            key: r.get(0)?,
+                            until_ms: r.get(1)?,
+                            strikes: r.get(2)?,
+                            updated_at_ms: r.get(3)?,
+                        })
+                    })
+                    .optional()?;
+                out.extend(row);
+            }
+            Ok(out)
         })
     }
 }
