@@ -10,13 +10,18 @@ use outpost_storage::{ClientRecord, Command};
 use serde::Deserialize;
 
 use crate::api::clients::authorized_client;
+use crate::api::limits::InventoryRate;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::wire::{InventoryMatch, InventoryView};
 
 /// The agent's inventory upload (its own facts; the client id comes from the certificate).
+/// Rate-limited per client (`InventoryRate`, before the body is read) and bounded in size
+/// and number of facts here, at the proposer: `apply` still accepts the 4 MiB that older
+/// nodes accept.
 pub async fn agent_inventory(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    _rate: InventoryRate,
     Json(facts): Json<serde_json::Value>,
 ) -> ApiResult<serde_json::Value> {
     let client = authorized_client(&st, &caller).await?;
@@ -28,6 +33,8 @@ pub async fn agent_inventory(
     }
     // serde_json::Value keeps object keys sorted: the same facts always give the same bytes.
     let facts_json = serde_json::to_string(&facts).map_err(ApiError::internal)?;
+    outpost_storage::check_report_size(&facts, facts_json.len())
+        .map_err(|why| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, why))?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
         facts_json.as_bytes(),
     ));
