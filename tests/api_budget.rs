@@ -572,6 +572,9 @@ async fn an_inventory_flood_is_limited_and_bounded_on_disk() {
                         Ok(_) => (200, None),
                         Err(e) => {
                             let f = e.downcast_ref::<ApiFailure>();
+                            if f.is_none() && seen.iter().all(|(s, _)| *s != 0) {
+                                eprintln!("inventory flood: refused without a status: {e:#}");
+                            }
                             (
                                 f.map_or(0, |f| f.status.as_u16()),
                                 f.and_then(|f| f.retry_after),
@@ -596,13 +599,16 @@ async fn an_inventory_flood_is_limited_and_bounded_on_disk() {
         let accepted = counts.get(&200).copied().unwrap_or(0);
         let limited = counts.get(&429).copied().unwrap_or(0);
         eprintln!("inventory flood: {counts:?} in {secs:.1} s");
-        // A burst of 3 and one a minute: the flood lasts seconds, so 3, maybe 4-5.
-        assert!(
-            accepted <= 3 + 1 + (secs / 60.0).ceil() as u32,
-            "{counts:?}"
-        );
+        // A burst of 3 and one a minute, per node (the limit is each node's: the workers
+        // go through all three): the flood lasts seconds, so at most 3 x (3 + 1 + minutes).
+        let per_node = 3 + 1 + (secs / 60.0).ceil() as u32;
+        assert!(accepted <= 3 * per_node, "{counts:?}");
         assert!(accepted >= 1, "{counts:?}");
-        assert!(limited as usize >= REPORTS - 10, "{counts:?}");
+        // The rest are refused before their body is read: 429, or (while the client was
+        // still writing the body of a refused request) the connection closed under it.
+        let unanswered = counts.get(&0).copied().unwrap_or(0);
+        assert!(limited >= 20, "{counts:?}");
+        assert_eq!(accepted + limited + unanswered, REPORTS as u32, "{counts:?}");
         assert!(
             retry_after
                 .iter()
@@ -642,6 +648,12 @@ async fn an_inventory_flood_is_limited_and_bounded_on_disk() {
         // The agent's own sync: its inventory is answered 429, the sync goes on.
         let out = agent_syncs(&c, &state)?;
         eprintln!("agent sync after the flood: {}", out.trim());
+        // It was answered 429 (this client's budget is spent on every node): it left the
+        // hash of its facts unwritten, so a later sync sends them.
+        assert!(
+            !state.join("inventory.sha256").exists(),
+            "the agent recorded an inventory the node refused"
+        );
         Ok::<(), anyhow::Error>(())
     }
     .await;
