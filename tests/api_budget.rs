@@ -675,3 +675,74 @@ async fn an_inventory_flood_is_limited_and_bounded_on_disk() {
     }
     or_dump(&c, r);
 }
+
+/// One anonymous HTTP/2 connection opens 100 streams, each posting 12 MiB to the bundle
+/// commit route: every stream is answered 401 without its body being read, and the node's
+/// memory barely moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_anonymous_http2_connection_cannot_make_the_node_hold_bodies() {
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = LocalCluster::start(dir.path(), &exe(), 1, LocalOptions::default())
+        .await
+        .expect("one node");
+    let r = async {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Bytes;
+        let addr: SocketAddr = c.nodes[0].api_addr.parse()?;
+        let h2 = outpost_certs::client_config(&ca_pem(&c), None, &[b"h2"])?;
+        let tls = tls_from([127, 0, 0, 5], addr, h2).await?;
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await?;
+        let driver = tokio::spawn(conn);
+        let idle = rss_mib(&c, 0);
+        // One 12 MiB buffer, shared by every stream.
+        let body = Bytes::from(vec![b' '; 12 << 20]);
+        let started = std::time::Instant::now();
+        let statuses = futures::future::join_all((0..100).map(|_| {
+            let mut sender = sender.clone();
+            let body = body.clone();
+            async move {
+                let req = hyper::Request::post("/v1/bundles")
+                    .header("host", "outpost")
+                    .header("content-type", "application/json")
+                    .body(Full::new(body))
+                    .ok()?;
+                let sent = async {
+                    sender.ready().await.ok()?;
+                    let resp = sender.send_request(req).await.ok()?;
+                    let status = resp.status().as_u16();
+                    let _ = resp.into_body().collect().await;
+                    Some(status)
+                };
+                timeout(Duration::from_secs(60), sent).await.ok().flatten()
+            }
+        }))
+        .await;
+        let secs = started.elapsed().as_secs_f64();
+        let peak = rss_mib(&c, 0);
+        let mut counts = std::collections::BTreeMap::new();
+        for st in &statuses {
+            *counts.entry(*st).or_insert(0u32) += 1;
+        }
+        eprintln!(
+            "anonymous HTTP/2, 100 streams of 12 MiB: {counts:?} in {secs:.1} s; RSS idle {idle} MiB, after {peak} MiB"
+        );
+        driver.abort();
+        assert!(
+            counts.get(&Some(401)).copied().unwrap_or(0) >= 90,
+            "{counts:?}"
+        );
+        assert!(peak <= idle + 100, "RSS grew from {idle} MiB to {peak} MiB");
+        // The node still serves an admin.
+        api(&c, 0, Some(&admin_identity(&c)))
+            .call::<serde_json::Value>(Method::GET, "/v1/status", None::<&()>)
+            .await?;
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    or_dump(&c, r);
+}
