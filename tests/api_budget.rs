@@ -746,3 +746,49 @@ async fn one_anonymous_http2_connection_cannot_make_the_node_hold_bodies() {
     .await;
     or_dump(&c, r);
 }
+
+/// Behind the per-node rate, a client's inventory changes are bounded cluster-wide per
+/// hour from the replicated history: with the per-node rate lifted, 90 changed reports
+/// spread over three nodes are accepted only up to the hourly budget (63), then 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_changes_have_a_cluster_wide_hourly_budget() {
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = LocalOptions {
+        env: vec![("OUTPOST_INVENTORY_RATE".into(), "1000".into())],
+        ..LocalOptions::default()
+    };
+    let c = LocalCluster::start(dir.path(), &exe(), 3, opts)
+        .await
+        .expect("three nodes");
+    let r = async {
+        let (_, id) = enroll(&c, &dir.path().join("agent"), "busy")?;
+        let clients: Vec<ApiClient> = (0..3).map(|i| api(&c, i, Some(&id))).collect();
+        let (mut accepted, mut limited) = (0u32, 0u32);
+        for n in 0..90usize {
+            match clients[n % 3]
+                .call::<serde_json::Value>(Method::PUT, "/v1/agent/inventory", Some(&facts(n, 100)))
+                .await
+            {
+                Ok(_) => accepted += 1,
+                Err(e) if status_of(&e) == Some(429) => {
+                    assert!(format!("{e:#}").contains("in the last hour"), "{e:#}");
+                    limited += 1;
+                }
+                Err(e) => return Err(e.context(format!("report {n}"))),
+            }
+        }
+        eprintln!("hourly budget: {accepted} accepted, {limited} answered 429");
+        let budget = outpost_storage::INVENTORY_CHANGES_PER_HOUR;
+        // One report at a time: a node that has not yet applied the last accepted report
+        // may let one more through.
+        assert!(
+            (budget..=budget + 3).contains(&accepted),
+            "{accepted} accepted, {limited} refused"
+        );
+        assert_eq!(accepted + limited, 90);
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    or_dump(&c, r);
+}

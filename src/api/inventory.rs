@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use outpost_storage::{ClientRecord, Command};
 use serde::Deserialize;
 
-use crate::api::clients::authorized_client;
+use crate::api::clients::authorized_read;
 use crate::api::limits::InventoryRate;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::wire::{InventoryMatch, InventoryView};
@@ -24,7 +24,23 @@ pub async fn agent_inventory(
     _rate: InventoryRate,
     Json(facts): Json<serde_json::Value>,
 ) -> ApiResult<serde_json::Value> {
-    let client = authorized_client(&st, &caller).await?;
+    // The cluster-wide hourly budget, from the replicated history: the per-node rate alone
+    // would let a client that reports through every node write N times its budget.
+    let since = outpost_raft::now_ms() - 3_600_000;
+    let (client, changes) = authorized_read(&st, &caller, move |r, c| {
+        r.inventory_changes_since(&c.id, since)
+    })
+    .await?;
+    if changes >= outpost_storage::INVENTORY_CHANGES_PER_HOUR {
+        return Err(ApiError::too_many(
+            format!(
+                "client {} changed its inventory {changes} times in the last hour; at most {} are accepted",
+                client.id,
+                outpost_storage::INVENTORY_CHANGES_PER_HOUR
+            ),
+            std::time::Duration::from_secs(60),
+        ));
+    }
     if !facts.is_object() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

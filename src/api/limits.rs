@@ -116,7 +116,8 @@ impl Default for LimitsConfig {
             body_bytes: [8 << 20, 64 << 20, 256 << 20],
             body_wait: Duration::from_secs(2),
             http2_streams: 32,
-            // Hourly disk budget of one client's reports: 60 + 3 reports of at most 1 MiB.
+            // One client's reports through one node: at most 60 + 3 an hour of at most
+            // 1 MiB each (the limit is each node's, in memory).
             inventory_rate: (1, 3),
             results_rate: (30, 60),
             // An agent enrolls once; a rollout behind one NAT address gets 20 at once, then 5
@@ -144,6 +145,15 @@ impl LimitsConfig {
         {
             cfg.rate_per_source = (rate, rate.saturating_mul(4));
             cfg.rate_global = (rate.saturating_mul(10), rate.saturating_mul(20));
+        }
+        // `OUTPOST_INVENTORY_RATE=N`: N inventory reports a minute per client, burst N (a
+        // test setting: it shows the cluster-wide hourly budget behind the per-node rate).
+        if let Some(rate) = std::env::var("OUTPOST_INVENTORY_RATE")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|r| *r > 0)
+        {
+            cfg.inventory_rate = (rate, rate);
         }
         cfg
     }

@@ -244,6 +244,11 @@ pub const REPORT_MAX_FACTS_BYTES: usize = 1 << 20;
 /// hundred; 100,000 is over thirty thousand packages.
 pub const REPORT_MAX_FACTS: usize = 100_000;
 
+/// Changes of one client's facts the API lets through in any hour, cluster-wide (counted
+/// from the replicated history, so every node sees the same count): 60 a hour and a burst
+/// of 3, the per-node rate's own budget. Must stay below `INVENTORY_HISTORY_KEPT`.
+pub const INVENTORY_CHANGES_PER_HOUR: u32 = 63;
+
 /// History rows kept per client: the insert of a new row deletes that client's older rows
 /// beyond this many in the same apply (deterministic: it depends on the rows alone). The
 /// console and `inventory show` read the last 50.

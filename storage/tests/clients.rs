@@ -262,5 +262,12 @@ async fn inventory_history_keeps_the_newest_rows_per_client() -> anyhow::Result<
     assert_eq!(history[0].at_ms, 10 + (kept + 19) as i64);
     assert_eq!(history[kept - 1].at_ms, 10 + 20);
     assert_eq!(reader.inventory_history("c2", 10)?.len(), 1);
+    // What the API's hourly budget counts: changes at or after a time.
+    assert_eq!(reader.inventory_changes_since("c1", 0)?, kept as u32);
+    assert_eq!(
+        reader.inventory_changes_since("c1", 10 + (kept + 15) as i64)?,
+        5
+    );
+    assert_eq!(reader.inventory_changes_since("c2", 9)?, 0);
     Ok(())
 }
