@@ -66,8 +66,7 @@ fn node_pid(c: &LocalCluster, i: usize) -> Option<u32> {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        (args.iter().any(|a| *a == b"serve") && args.iter().any(|a| *a == dir.as_bytes()))
-            .then_some(pid)
+        (args.iter().any(|a| *a == b"serve") && args.contains(&dir.as_bytes())).then_some(pid)
     })
 }
 

@@ -475,7 +475,7 @@ impl ApiLimits {
         );
         let _ = writeln!(
             out,
-            "# HELP outpost_api_connections_refused_total API connections closed at once because a cap was full.\n\
+            "# HELP outpost_api_connections_refused_total API connections closed at once because a cap was full (total, per source, per identity).\n\
              # TYPE outpost_api_connections_refused_total counter"
         );
         for r in Refusal::ALL {
@@ -488,7 +488,7 @@ impl ApiLimits {
         }
         let _ = writeln!(
             out,
-            "# HELP outpost_api_connections_closed_total API connections the server ended: handshake timeout, idle, maximum anonymous age, anonymous slot taken over, resumed session with an expired certificate.\n\
+            "# HELP outpost_api_connections_closed_total API connections the server ended: handshake timeout, idle, maximum age, anonymous slot taken over, resumed session with an expired certificate, certificate of a revoked client or admin or of a removed node (refused after the handshake).\n\
              # TYPE outpost_api_connections_closed_total counter"
         );
         for c in Closed::ALL {
@@ -755,33 +755,32 @@ pub struct InventoryRate;
 /// The same for deployment results.
 pub struct ResultsRate;
 
-fn report_rate(parts: &Parts, report: Report) -> Result<(), Response> {
+/// `Err(retry after)` when the calling client sent too many `report`s.
+fn report_rate(parts: &Parts, report: Report) -> Result<(), Duration> {
     let (Some(Caller::Client { id, .. }), Some(limits)) = (
         parts.extensions.get::<Caller>(),
         parts.extensions.get::<Arc<ApiLimits>>(),
     ) else {
         return Ok(());
     };
-    limits.check_report(report, id).map_err(|wait| {
-        let what = match report {
-            Report::Inventory => "inventory reports from this client",
-            Report::Results => "deployment results from this client",
-        };
-        too_many_of(what, wait)
-    })
+    limits.check_report(report, id)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for InventoryRate {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        report_rate(parts, Report::Inventory).map(|()| InventoryRate)
+        report_rate(parts, Report::Inventory)
+            .map(|()| InventoryRate)
+            .map_err(|wait| too_many_of("inventory reports from this client", wait))
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ResultsRate {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        report_rate(parts, Report::Results).map(|()| ResultsRate)
+        report_rate(parts, Report::Results)
+            .map(|()| ResultsRate)
+            .map_err(|wait| too_many_of("deployment results from this client", wait))
     }
 }
 
