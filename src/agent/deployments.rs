@@ -122,17 +122,12 @@ pub async fn agent_step(
         } else {
             run_handler(config, &Job::of(d), &path).await
         };
-        client
-            .call::<serde_json::Value>(
-                Method::POST,
-                "/v1/agent/results",
-                Some(&ResultReport {
-                    deployment_id: d.id.clone(),
-                    status,
-                    detail: tail(&detail, RESULT_DETAIL_BYTES),
-                }),
-            )
-            .await?;
+        let report = ResultReport {
+            deployment_id: d.id.clone(),
+            status,
+            detail: tail(&detail, RESULT_DETAIL_BYTES),
+        };
+        report_result(client, &report).await?;
         entry.status = Some(status);
         local.insert(d.id.clone(), entry);
         lines.push(format!(
@@ -296,3 +291,33 @@ pub async fn run_handler(
         }
     }
 }
+
+/// Reports one result; when the node answers 429 (its per-client rate), waits what it asks
+/// (at most `RESULT_WAIT_MAX` each time) and tries again, `RESULT_TRIES` times in all.
+async fn report_result(client: &ApiClient, report: &ResultReport) -> Result<()> {
+    let mut tries = 1;
+    loop {
+        match client
+            .call::<serde_json::Value>(Method::POST, "/v1/agent/results", Some(report))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => match crate::agent::too_many(&e) {
+                Some(wait) if tries < RESULT_TRIES => {
+                    let wait = wait.unwrap_or(Duration::from_secs(1)).min(RESULT_WAIT_MAX);
+                    tracing::info!(
+                        deployment = %report.deployment_id,
+                        retry_after_s = wait.as_secs(),
+                        "the node asks for this result later; waiting"
+                    );
+                    tokio::time::sleep(wait).await;
+                    tries += 1;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
+const RESULT_TRIES: u32 = 4;
+const RESULT_WAIT_MAX: Duration = Duration::from_secs(30);

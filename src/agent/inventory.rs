@@ -170,6 +170,32 @@ fn packages() -> Vec<Value> {
 mod tests {
     use super::*;
 
+    /// This machine's facts, as the agent gathers them, pass the API's report caps with
+    /// room to spare (the figures behind `REPORT_MAX_FACTS_BYTES` and `REPORT_MAX_FACTS`).
+    #[test]
+    fn this_machines_facts_fit_the_report_caps_with_room() {
+        let facts = gather();
+        let json = serde_json::to_string(&facts).unwrap();
+        let mut values = 0usize;
+        let mut stack = vec![&facts];
+        while let Some(v) = stack.pop() {
+            values += 1;
+            match v {
+                Value::Array(a) => stack.extend(a.iter()),
+                Value::Object(o) => stack.extend(o.values()),
+                _ => {}
+            }
+        }
+        let packages = facts["packages"].as_array().map_or(0, Vec::len);
+        eprintln!(
+            "this machine: {} bytes of facts, {values} JSON values, {packages} packages",
+            json.len()
+        );
+        assert!(outpost_storage::check_report_size(&facts, json.len()).is_ok());
+        assert!(json.len() * 2 <= outpost_storage::REPORT_MAX_FACTS_BYTES);
+        assert!(values * 4 <= outpost_storage::REPORT_MAX_FACTS);
+    }
+
     #[test]
     fn parsers() {
         let os = parse_os_release("# c\nID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME='Debian 12'\n");

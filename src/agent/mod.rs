@@ -289,11 +289,32 @@ async fn upload_inventory_if_changed(client: &ApiClient, paths: &Paths) -> Resul
     if last.trim() == sha {
         return Ok(false);
     }
-    let _: serde_json::Value = client
-        .call(Method::PUT, "/v1/agent/inventory", Some(&facts))
-        .await?;
+    match client
+        .call::<serde_json::Value>(Method::PUT, "/v1/agent/inventory", Some(&facts))
+        .await
+    {
+        Ok(_) => {}
+        // The node's per-client report rate: the hash stays unwritten, so a later sync
+        // (after the wait the node asked for) sends the facts again.
+        Err(e) if too_many(&e).is_some() => {
+            let wait = too_many(&e).flatten().unwrap_or_default();
+            tracing::info!(
+                retry_after_s = wait.as_secs(),
+                "the node asks for the inventory later; a later sync sends it"
+            );
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    }
     outpost_certs::write_public_file(&paths.inventory_hash(), sha.as_bytes())?;
     Ok(true)
+}
+
+/// `Some(retry after)` when `e` is the node's 429 answer.
+pub(crate) fn too_many(e: &anyhow::Error) -> Option<Option<Duration>> {
+    e.downcast_ref::<ApiFailure>()
+        .filter(|f| f.status == hyper::StatusCode::TOO_MANY_REQUESTS)
+        .map(|f| f.retry_after)
 }
 
 /// One sync against the first node that answers: fetch the effective configuration and

@@ -122,9 +122,11 @@ pub async fn assignments(
     Ok(Json(list))
 }
 
+/// A client's result; rate-limited per client (`ResultsRate`) before its body is read.
 pub async fn report(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    _rate: crate::api::limits::ResultsRate,
     Json(rep): Json<ResultReport>,
 ) -> ApiResult<serde_json::Value> {
     let client = authorized_client(&st, &caller).await?;

@@ -1,23 +1,29 @@
-//! What `identity_still_valid` last read about an admin's name or a node's id, kept until
-//! the state changes who may call (storage's identity epoch moves). Every request of an
-//! admin or a peer passes that check; without this it cost a read on a blocking thread each.
+//! What `identity_still_valid` last read about an admin's name, a node's id or a client's
+//! certificate state, kept until the state changes who may call (storage's identity epoch
+//! moves). Every request of an admin or a peer passes that check, and every TLS connection
+//! with a certificate passes it once after its handshake (`crate::api::refused_identity`);
+//! without this each cost a read on a blocking thread.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use outpost_storage::ClientCertState;
 
 /// Whom an answer is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Identity {
     Admin(String),
     Node(u64),
+    Client(String),
 }
 
-/// The standing read for an identity: an admin's revocation time (ms), or whether a node is
-/// a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The standing read for an identity: an admin's revocation time (ms), a node's role (None:
+/// never joined), or a client's certificate state (None: no such client).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Standing {
     AdminRevokedAt(Option<i64>),
-    Member(bool),
+    Node(Option<outpost_storage::NodeRole>),
+    Client(Option<Arc<ClientCertState>>),
 }
 
 /// At most this many answers are kept; the map starts again when full (only identities with
@@ -40,7 +46,7 @@ impl IdentityCache {
     pub fn get(&self, epoch: u64, who: &Identity) -> Option<Standing> {
         let e = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         (e.epoch == epoch)
-            .then(|| e.answers.get(who).copied())
+            .then(|| e.answers.get(who).cloned())
             .flatten()
     }
 
@@ -80,7 +86,11 @@ mod tests {
         c.put(3, alice.clone(), Standing::AdminRevokedAt(None));
         assert_eq!(c.get(4, &alice), Some(Standing::AdminRevokedAt(Some(9))));
         for id in 0..(MAX_ENTRIES as u64 + 10) {
-            c.put(4, Identity::Node(id), Standing::Member(true));
+            c.put(
+                4,
+                Identity::Node(id),
+                Standing::Node(Some(outpost_storage::NodeRole::Voter)),
+            );
         }
         assert!(c.inner.lock().unwrap().answers.len() <= MAX_ENTRIES);
     }

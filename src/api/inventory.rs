@@ -9,17 +9,38 @@ use axum::http::StatusCode;
 use outpost_storage::{ClientRecord, Command};
 use serde::Deserialize;
 
-use crate::api::clients::authorized_client;
+use crate::api::clients::authorized_read;
+use crate::api::limits::InventoryRate;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::wire::{InventoryMatch, InventoryView};
 
 /// The agent's inventory upload (its own facts; the client id comes from the certificate).
+/// Rate-limited per client (`InventoryRate`, before the body is read) and bounded in size
+/// and number of facts here, at the proposer: `apply` still accepts the 4 MiB that older
+/// nodes accept.
 pub async fn agent_inventory(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    _rate: InventoryRate,
     Json(facts): Json<serde_json::Value>,
 ) -> ApiResult<serde_json::Value> {
-    let client = authorized_client(&st, &caller).await?;
+    // The cluster-wide hourly budget, from the replicated history: the per-node rate alone
+    // would let a client that reports through every node write N times its budget.
+    let since = outpost_raft::now_ms() - 3_600_000;
+    let (client, changes) = authorized_read(&st, &caller, move |r, c| {
+        r.inventory_changes_since(&c.id, since)
+    })
+    .await?;
+    if changes >= outpost_storage::INVENTORY_CHANGES_PER_HOUR {
+        return Err(ApiError::too_many(
+            format!(
+                "client {} changed its inventory {changes} times in the last hour; at most {} are accepted",
+                client.id,
+                outpost_storage::INVENTORY_CHANGES_PER_HOUR
+            ),
+            std::time::Duration::from_secs(60),
+        ));
+    }
     if !facts.is_object() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -28,6 +49,8 @@ pub async fn agent_inventory(
     }
     // serde_json::Value keeps object keys sorted: the same facts always give the same bytes.
     let facts_json = serde_json::to_string(&facts).map_err(ApiError::internal)?;
+    outpost_storage::check_report_size(&facts, facts_json.len())
+        .map_err(|why| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, why))?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
         facts_json.as_bytes(),
     ));

@@ -24,13 +24,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::api::Caller;
 
 /// The remote address of an API request's connection, in the request's extensions (HTTPS
 /// only: requests over the local Unix socket have none).
@@ -64,6 +66,30 @@ pub struct LimitsConfig {
     pub authenticated_total: usize,
     /// Connections with a certificate from one source: generous, agents may sit behind NAT.
     pub authenticated_per_source: usize,
+    /// Connections with a certificate at once per identity (client id, admin name, node
+    /// id), whatever the source: one certificate, revoked or not, cannot hold the pool.
+    /// An agent holds one connection at a time; an admin's CLI one per command.
+    pub per_client: usize,
+    pub per_admin: usize,
+    /// A peer fetches blobs and forwards over a few connections at once.
+    pub per_node: usize,
+    /// A connection with a certificate is closed after this long whatever moves on it (an
+    /// agent opens one per sync; a download resumes with a Range request).
+    pub authenticated_max_age: Duration,
+    /// Bytes of request bodies in flight at once per class (anonymous, client, operator:
+    /// admin, local socket and node): a request reserves what it may read (its declared
+    /// length, or the route's limit) before its body is read, and waits at most
+    /// `body_wait` for room, then is answered 429.
+    pub body_bytes: [usize; 3],
+    pub body_wait: Duration,
+    /// HTTP/2 streams at once on one connection.
+    pub http2_streams: u32,
+    /// Inventory reports per minute per client, and the burst allowed. The agent reports
+    /// only when its facts changed.
+    pub inventory_rate: (u32, u32),
+    /// Deployment results per minute per client, and the burst allowed: a deployment yields
+    /// one result per attempt, and a sync may act on several.
+    pub results_rate: (u32, u32),
     /// Enroll + join requests per second from one source, and the burst allowed.
     pub rate_per_source: (u32, u32),
     /// Enroll + join requests per second from all sources together, and the burst allowed.
@@ -81,6 +107,19 @@ impl Default for LimitsConfig {
             anonymous_per_source: 32,
             authenticated_total: 4096,
             authenticated_per_source: 1024,
+            per_client: 16,
+            per_admin: 32,
+            per_node: 64,
+            authenticated_max_age: Duration::from_secs(3600),
+            // 128 enroll/join/console bodies of 64 KiB; 64 inventory reports of 1 MiB (or a
+            // thousand small results); 21 bundle commits of 12 MiB.
+            body_bytes: [8 << 20, 64 << 20, 256 << 20],
+            body_wait: Duration::from_secs(2),
+            http2_streams: 32,
+            // One client's reports through one node: at most 60 + 3 an hour of at most
+            // 1 MiB each (the limit is each node's, in memory).
+            inventory_rate: (1, 3),
+            results_rate: (30, 60),
             // An agent enrolls once; a rollout behind one NAT address gets 20 at once, then 5
             // a second (1,000 agents in under 4 minutes, each told when to retry).
             rate_per_source: (5, 20),
@@ -107,6 +146,15 @@ impl LimitsConfig {
             cfg.rate_per_source = (rate, rate.saturating_mul(4));
             cfg.rate_global = (rate.saturating_mul(10), rate.saturating_mul(20));
         }
+        // `OUTPOST_INVENTORY_RATE=N`: N inventory reports a minute per client, burst N (a
+        // test setting: it shows the cluster-wide hourly budget behind the per-node rate).
+        if let Some(rate) = std::env::var("OUTPOST_INVENTORY_RATE")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|r| *r > 0)
+        {
+            cfg.inventory_rate = (rate, rate);
+        }
         cfg
     }
 }
@@ -118,14 +166,16 @@ pub enum Refusal {
     AnonymousPerSource,
     AuthenticatedTotal,
     AuthenticatedPerSource,
+    AuthenticatedPerIdentity,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 4] = [
+    const ALL: [Refusal; 5] = [
         Refusal::AnonymousTotal,
         Refusal::AnonymousPerSource,
         Refusal::AuthenticatedTotal,
         Refusal::AuthenticatedPerSource,
+        Refusal::AuthenticatedPerIdentity,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -133,6 +183,7 @@ impl Refusal {
             Refusal::AnonymousPerSource => "anonymous_per_source",
             Refusal::AuthenticatedTotal => "authenticated_total",
             Refusal::AuthenticatedPerSource => "authenticated_per_source",
+            Refusal::AuthenticatedPerIdentity => "authenticated_per_identity",
         }
     }
 }
@@ -147,15 +198,19 @@ pub enum Closed {
     Evicted,
     /// A resumed TLS session whose client certificate has expired since its full handshake.
     ExpiredResumption,
+    /// A certificate of a revoked client or admin, or of a removed node, right after the
+    /// handshake.
+    Revoked,
 }
 
 impl Closed {
-    const ALL: [Closed; 5] = [
+    const ALL: [Closed; 6] = [
         Closed::HandshakeTimeout,
         Closed::Idle,
         Closed::MaxAge,
         Closed::Evicted,
         Closed::ExpiredResumption,
+        Closed::Revoked,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -164,6 +219,7 @@ impl Closed {
             Closed::MaxAge => "max_age",
             Closed::Evicted => "evicted",
             Closed::ExpiredResumption => "expired_resumption",
+            Closed::Revoked => "revoked",
         }
     }
 }
@@ -174,8 +230,17 @@ pub struct ApiLimits {
     cfg: LimitsConfig,
     anonymous: Mutex<Pool>,
     authenticated: Mutex<Pool>,
-    refused: [AtomicU64; 4],
+    refused: [AtomicU64; Refusal::ALL.len()],
     closed: [AtomicU64; Closed::ALL.len()],
+    /// Authenticated connections held per identity (`Caller::actor`).
+    identities: Mutex<HashMap<String, usize>>,
+    /// Bytes of request bodies in flight, per `Class`.
+    bodies: [Arc<Semaphore>; 3],
+    /// Requests answered 429 because their class's body bytes were all in flight.
+    bodies_refused: [AtomicU64; 3],
+    /// Reports per client: [inventory, results], and how many were answered 429.
+    reports: [DefaultKeyedRateLimiter<String>; 2],
+    reports_limited: [AtomicU64; 2],
     limited_source: AtomicU64,
     limited_global: AtomicU64,
     /// Completed TLS handshakes: [full, resumed].
@@ -217,6 +282,15 @@ impl ApiLimits {
             )),
             refused: Default::default(),
             closed: Default::default(),
+            identities: Mutex::new(HashMap::new()),
+            bodies: cfg.body_bytes.map(|b| Arc::new(Semaphore::new(b))),
+            bodies_refused: Default::default(),
+            reports: [cfg.inventory_rate, cfg.results_rate].map(|(per_min, burst)| {
+                let per_min = NonZeroU32::new(per_min).unwrap_or(NonZeroU32::MIN);
+                let burst = NonZeroU32::new(burst).unwrap_or(per_min);
+                RateLimiter::keyed(Quota::per_minute(per_min).allow_burst(burst))
+            }),
+            reports_limited: Default::default(),
             limited_source: AtomicU64::new(0),
             limited_global: AtomicU64::new(0),
             handshakes: Default::default(),
@@ -264,10 +338,81 @@ impl ApiLimits {
         self.admit(PoolKind::Anonymous, ip)
     }
 
-    /// Moves a connection whose handshake showed a certificate to the authenticated pool;
-    /// its anonymous slot is given back when `anonymous` is dropped by the caller.
-    pub fn admit_authenticated(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        self.admit(PoolKind::Authenticated, ip)
+    /// Moves a connection whose handshake showed `caller`'s certificate to the authenticated
+    /// pool, within its identity's cap; its anonymous slot is given back when `anonymous` is
+    /// dropped by the caller.
+    pub fn admit_authenticated(self: &Arc<Self>, ip: IpAddr, caller: &Caller) -> Option<Slot> {
+        let cap = match caller {
+            Caller::Client { .. } => self.cfg.per_client,
+            Caller::Admin { .. } => self.cfg.per_admin,
+            Caller::Node(_) => self.cfg.per_node,
+            _ => usize::MAX,
+        };
+        let who = caller.actor();
+        {
+            let mut held = lock(&self.identities);
+            let n = held.entry(who.clone()).or_insert(0);
+            if *n >= cap {
+                drop(held);
+                self.refused[Refusal::AuthenticatedPerIdentity as usize]
+                    .fetch_add(1, Ordering::Relaxed);
+                if self.should_log(source_key(ip), "identity") {
+                    tracing::warn!(source = %source_key(ip), identity = %who, cap, "API connection refused: this identity holds its cap of connections (logged once a minute per source)");
+                }
+                return None;
+            }
+            *n += 1;
+        }
+        let slot = self.admit(PoolKind::Authenticated, ip);
+        match slot {
+            Some(mut slot) => {
+                slot.identity = Some(who);
+                Some(slot)
+            }
+            None => {
+                self.release_identity(&who);
+                None
+            }
+        }
+    }
+
+    fn release_identity(&self, who: &str) {
+        let mut held = lock(&self.identities);
+        if let Some(n) = held.get_mut(who) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(who);
+            }
+        }
+    }
+
+    /// Reserves room for `bytes` of a `class` request's body before it is read: waits at
+    /// most `body_wait`, then `None` (counted): the caller answers 429.
+    pub async fn reserve_body(&self, class: Class, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let pool = &self.bodies[class as usize];
+        let want = u32::try_from(bytes.min(self.cfg.body_bytes[class as usize] as u64))
+            .unwrap_or(u32::MAX);
+        match tokio::time::timeout(self.cfg.body_wait, pool.clone().acquire_many_owned(want)).await
+        {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                self.bodies_refused[class as usize].fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// The per-client rate of `report`: `Err(retry after)` when this client sent too many.
+    pub fn check_report(&self, report: Report, client_id: &str) -> Result<(), Duration> {
+        let limiter = &self.reports[report as usize];
+        if limiter.len() > RATE_KEYS {
+            limiter.retain_recent();
+        }
+        let key = client_id.to_string();
+        limiter.check_key(&key).map_err(|not_until| {
+            self.reports_limited[report as usize].fetch_add(1, Ordering::Relaxed);
+            not_until.wait_time_from(self.clock.now())
+        })
     }
 
     pub fn count_closed(&self, why: Closed) {
@@ -309,6 +454,10 @@ impl ApiLimits {
     pub fn prune(&self) {
         self.per_source.retain_recent();
         self.per_source.shrink_to_fit();
+        for r in &self.reports {
+            r.retain_recent();
+            r.shrink_to_fit();
+        }
         let now = Instant::now();
         lock(&self.logged).retain(|_, at| now.duration_since(*at) < LOG_EVERY);
     }
@@ -326,7 +475,7 @@ impl ApiLimits {
         );
         let _ = writeln!(
             out,
-            "# HELP outpost_api_connections_refused_total API connections closed at once because a cap was full.\n\
+            "# HELP outpost_api_connections_refused_total API connections closed at once because a cap was full (total, per source, per identity).\n\
              # TYPE outpost_api_connections_refused_total counter"
         );
         for r in Refusal::ALL {
@@ -339,7 +488,7 @@ impl ApiLimits {
         }
         let _ = writeln!(
             out,
-            "# HELP outpost_api_connections_closed_total API connections the server ended: handshake timeout, idle, maximum anonymous age, anonymous slot taken over, resumed session with an expired certificate.\n\
+            "# HELP outpost_api_connections_closed_total API connections the server ended: handshake timeout, idle, maximum age, anonymous slot taken over, resumed session with an expired certificate, certificate of a revoked client or admin or of a removed node (refused after the handshake).\n\
              # TYPE outpost_api_connections_closed_total counter"
         );
         for c in Closed::ALL {
@@ -367,6 +516,42 @@ impl ApiLimits {
              outpost_api_rate_limited_total{{limit=\"global\"}} {}",
             self.limited_source.load(Ordering::Relaxed),
             self.limited_global.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP outpost_api_body_bytes_in_flight Bytes of request bodies reserved by requests being read or handled, by class of caller.
+             # TYPE outpost_api_body_bytes_in_flight gauge"
+        );
+        for c in Class::ALL {
+            let i = c as usize;
+            let _ = writeln!(
+                out,
+                "outpost_api_body_bytes_in_flight{{class=\"{}\"}} {}",
+                c.label(),
+                self.cfg.body_bytes[i].saturating_sub(self.bodies[i].available_permits())
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP outpost_api_body_refused_total Requests answered 429 because their class's body bytes were all in flight.
+             # TYPE outpost_api_body_refused_total counter"
+        );
+        for c in Class::ALL {
+            let _ = writeln!(
+                out,
+                "outpost_api_body_refused_total{{class=\"{}\"}} {}",
+                c.label(),
+                self.bodies_refused[c as usize].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP outpost_api_reports_limited_total Client reports answered 429 by the per-client rate.
+             # TYPE outpost_api_reports_limited_total counter
+             outpost_api_reports_limited_total{{report=\"inventory\"}} {}
+             outpost_api_reports_limited_total{{report=\"results\"}} {}",
+            self.reports_limited[0].load(Ordering::Relaxed),
+            self.reports_limited[1].load(Ordering::Relaxed)
         );
     }
 
@@ -403,6 +588,7 @@ impl ApiLimits {
             key,
             id: admitted.0,
             kicked: admitted.1,
+            identity: None,
         })
     }
 
@@ -439,6 +625,8 @@ pub struct Slot {
     key: IpAddr,
     id: u64,
     kicked: Arc<Notify>,
+    /// Counted against its identity's cap (authenticated pool).
+    identity: Option<String>,
 }
 
 impl Slot {
@@ -452,20 +640,148 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         lock(self.limits.pool(self.kind)).release(self.key, self.id);
+        if let Some(who) = &self.identity {
+            self.limits.release_identity(who);
+        }
     }
 }
 
 /// 429 with `Retry-After` (whole seconds, rounded up) and the API's error body.
 pub fn too_many(retry_after: Duration) -> Response {
+    too_many_of("enrollment or join requests", retry_after)
+}
+
+/// `too_many`, naming what there were too many of.
+pub fn too_many_of(what: &str, retry_after: Duration) -> Response {
     let secs = retry_after_secs(retry_after);
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, secs.to_string())],
         Json(serde_json::json!({
-            "error": format!("too many enrollment or join requests; retry in {secs} s")
+            "error": format!("too many {what}; retry in {secs} s")
         })),
     )
         .into_response()
+}
+
+/// Whose body a request carries, for the body limits and the bytes in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// No certificate (enroll, join, the console's pages and forms).
+    Anonymous,
+    Client,
+    /// Admins, the local socket and nodes.
+    Operator,
+}
+
+impl Class {
+    const ALL: [Class; 3] = [Class::Anonymous, Class::Client, Class::Operator];
+
+    pub fn of(caller: &Caller) -> Class {
+        match caller {
+            Caller::Anonymous => Class::Anonymous,
+            Caller::Client { .. } => Class::Client,
+            Caller::Local | Caller::Admin { .. } | Caller::Node(_) | Caller::Console(_) => {
+                Class::Operator
+            }
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Class::Anonymous => "anonymous",
+            Class::Client => "client",
+            Class::Operator => "operator",
+        }
+    }
+}
+
+/// What may be read of a request's body: decided from its caller's class, method and path
+/// before a byte of it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRule {
+    /// At most this many bytes.
+    Read(usize),
+    /// Answered at once with this status; the body is never read.
+    Refuse(StatusCode),
+}
+
+/// Pure: the body rule of one request. Big limits only for the identity that may use the
+/// route (bundle commit: operators; inventory: clients); an anonymous caller reaches only
+/// health, enroll, join and the console's pages (which sign in by cookie), with the small
+/// limit; every other API route answers it 401 unread.
+pub fn body_rule(class: Class, method: &Method, path: &str) -> BodyRule {
+    use crate::api::{BODY_LIMIT, BUNDLE_BODY_LIMIT, INVENTORY_BODY_LIMIT};
+    let path = path.trim_end_matches('/');
+    if *method == Method::POST && path == "/v1/bundles" {
+        return match class {
+            Class::Operator => BodyRule::Read(BUNDLE_BODY_LIMIT),
+            Class::Anonymous => BodyRule::Refuse(StatusCode::UNAUTHORIZED),
+            Class::Client => BodyRule::Refuse(StatusCode::FORBIDDEN),
+        };
+    }
+    if *method == Method::PUT && path == "/v1/agent/inventory" {
+        return match class {
+            Class::Client => BodyRule::Read(INVENTORY_BODY_LIMIT),
+            Class::Anonymous => BodyRule::Refuse(StatusCode::UNAUTHORIZED),
+            Class::Operator => BodyRule::Refuse(StatusCode::FORBIDDEN),
+        };
+    }
+    if class == Class::Anonymous {
+        let open = match path {
+            "/healthz" | "/readyz" => true,
+            "/v1/enroll" | "/v1/join" => *method == Method::POST,
+            "/metrics" => false,
+            p => !(p == "/v1" || p.starts_with("/v1/")),
+        };
+        if !open {
+            return BodyRule::Refuse(StatusCode::UNAUTHORIZED);
+        }
+    }
+    BodyRule::Read(BODY_LIMIT)
+}
+
+/// Which per-client report rate a route counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    Inventory,
+    Results,
+}
+
+/// An extractor that applies the client's report rate (`ApiLimits::check_report`) before
+/// the handler reads the body: `Inventory`. Callers without a client certificate, and
+/// requests over the local socket, pass (the handler refuses them).
+pub struct InventoryRate;
+/// The same for deployment results.
+pub struct ResultsRate;
+
+/// `Err(retry after)` when the calling client sent too many `report`s.
+fn report_rate(parts: &Parts, report: Report) -> Result<(), Duration> {
+    let (Some(Caller::Client { id, .. }), Some(limits)) = (
+        parts.extensions.get::<Caller>(),
+        parts.extensions.get::<Arc<ApiLimits>>(),
+    ) else {
+        return Ok(());
+    };
+    limits.check_report(report, id)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InventoryRate {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        report_rate(parts, Report::Inventory)
+            .map(|()| InventoryRate)
+            .map_err(|wait| too_many_of("inventory reports from this client", wait))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ResultsRate {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        report_rate(parts, Report::Results)
+            .map(|()| ResultsRate)
+            .map_err(|wait| too_many_of("deployment results from this client", wait))
+    }
 }
 
 /// An extractor that applies `ApiLimits::check` to the request's source address before the
@@ -803,6 +1119,169 @@ mod tests {
     }
 
     #[test]
+    fn body_rules_follow_the_caller() {
+        use crate::api::{BODY_LIMIT, BUNDLE_BODY_LIMIT, INVENTORY_BODY_LIMIT};
+        use BodyRule::{Read, Refuse};
+        use Class::{Anonymous, Client, Operator};
+        let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
+        let cases = [
+            (
+                Anonymous,
+                &post,
+                "/v1/bundles",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (Client, &post, "/v1/bundles", Refuse(StatusCode::FORBIDDEN)),
+            (Operator, &post, "/v1/bundles/", Read(BUNDLE_BODY_LIMIT)),
+            (
+                Anonymous,
+                &put,
+                "/v1/agent/inventory",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                Operator,
+                &put,
+                "/v1/agent/inventory",
+                Refuse(StatusCode::FORBIDDEN),
+            ),
+            (
+                Client,
+                &put,
+                "/v1/agent/inventory",
+                Read(INVENTORY_BODY_LIMIT),
+            ),
+            (Anonymous, &post, "/v1/enroll", Read(BODY_LIMIT)),
+            (Anonymous, &post, "/v1/join", Read(BODY_LIMIT)),
+            (
+                Anonymous,
+                &get,
+                "/v1/join",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (Anonymous, &get, "/healthz", Read(BODY_LIMIT)),
+            (Anonymous, &get, "/readyz", Read(BODY_LIMIT)),
+            (
+                Anonymous,
+                &get,
+                "/metrics",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                Anonymous,
+                &get,
+                "/v1/status",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                Anonymous,
+                &post,
+                "/v1/agent/results",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                Anonymous,
+                &put,
+                "/v1/config",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (Anonymous, &get, "/v1", Refuse(StatusCode::UNAUTHORIZED)),
+            // The console signs in by cookie on an anonymous connection: small bodies.
+            (Anonymous, &post, "/login", Read(BODY_LIMIT)),
+            (Anonymous, &post, "/config/set", Read(BODY_LIMIT)),
+            (Anonymous, &get, "/", Read(BODY_LIMIT)),
+            (Client, &post, "/v1/agent/results", Read(BODY_LIMIT)),
+            (Operator, &put, "/v1/config", Read(BODY_LIMIT)),
+        ];
+        for (class, method, path, want) in cases {
+            assert_eq!(
+                body_rule(class, method, path),
+                want,
+                "{class:?} {method} {path}"
+            );
+        }
+        assert!(BUNDLE_BODY_LIMIT <= LimitsConfig::default().body_bytes[Class::Operator as usize]);
+        assert!(INVENTORY_BODY_LIMIT <= LimitsConfig::default().body_bytes[Class::Client as usize]);
+    }
+
+    /// One identity holds at most its cap of authenticated connections, from any source;
+    /// another identity still gets in, and a slot given back can be taken again.
+    #[test]
+    fn one_identity_holds_at_most_its_cap() {
+        let limits = ApiLimits::new(LimitsConfig::default());
+        let client = |id: &str| Caller::Client {
+            id: id.into(),
+            serial: "01".into(),
+            not_before: 0,
+            not_after: 0,
+        };
+        let cap = limits.config().per_client;
+        let held: Vec<Slot> = (0..cap)
+            .map(|i| {
+                limits
+                    .admit_authenticated(IpAddr::from([10, 0, 0, i as u8]), &client("a"))
+                    .expect("within the cap")
+            })
+            .collect();
+        assert!(
+            limits
+                .admit_authenticated(ip("10.0.1.1"), &client("a"))
+                .is_none()
+        );
+        assert_eq!(limits.refused(Refusal::AuthenticatedPerIdentity), 1);
+        assert!(
+            limits
+                .admit_authenticated(ip("10.0.1.1"), &client("b"))
+                .is_some()
+        );
+        drop(held);
+        assert!(
+            limits
+                .admit_authenticated(ip("10.0.1.1"), &client("a"))
+                .is_some()
+        );
+        assert!(lock(&limits.identities).is_empty());
+    }
+
+    #[test]
+    fn reports_are_limited_per_client() {
+        let limits = ApiLimits::new(LimitsConfig::default());
+        let (_, burst) = limits.config().inventory_rate;
+        let passed = (0..20)
+            .filter(|_| limits.check_report(Report::Inventory, "a").is_ok())
+            .count();
+        assert_eq!(passed, burst as usize);
+        let wait = limits.check_report(Report::Inventory, "a").unwrap_err();
+        assert!(wait > Duration::from_secs(30), "{wait:?}");
+        assert!(limits.check_report(Report::Inventory, "b").is_ok());
+        assert!(limits.check_report(Report::Results, "a").is_ok());
+    }
+
+    #[tokio::test]
+    async fn body_bytes_in_flight_are_bounded_per_class() {
+        let limits = ApiLimits::new(LimitsConfig {
+            body_bytes: [100, 1000, 1000],
+            body_wait: Duration::from_millis(50),
+            ..LimitsConfig::default()
+        });
+        let a = limits
+            .reserve_body(Class::Anonymous, 60)
+            .await
+            .expect("room");
+        assert!(limits.reserve_body(Class::Anonymous, 60).await.is_none());
+        // Another class has its own room.
+        assert!(limits.reserve_body(Class::Client, 600).await.is_some());
+        drop(a);
+        assert!(limits.reserve_body(Class::Anonymous, 60).await.is_some());
+        let mut out = String::new();
+        limits.render_metrics(&mut out);
+        assert!(
+            out.contains("outpost_api_body_refused_total{class=\"anonymous\"} 1"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn release_frees_a_slot() {
         let mut p = Pool::new(1, 1, false);
         let ((id, _), _) = p.admit(ip("10.0.0.1")).unwrap();
@@ -880,7 +1359,9 @@ mod tests {
             .expect("the oldest slot of the biggest holder is kicked");
         drop(a);
         assert_eq!(limits.current(), (2, 0));
-        let auth = limits.admit_authenticated(ip("10.0.0.2")).unwrap();
+        let auth = limits
+            .admit_authenticated(ip("10.0.0.2"), &Caller::Node(2))
+            .unwrap();
         assert_eq!(limits.current(), (2, 1));
         drop(auth);
         assert_eq!(limits.current(), (2, 0));

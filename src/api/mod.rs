@@ -45,11 +45,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 
-/// Request bodies are capped per route before they are read: enrollment and join are open to
-/// anyone (64 KiB), inventory reports carry facts (1 MiB), a bundle commit carries the signed
-/// manifest and signature bytes (base64), everything else is small.
+/// Request bodies are capped per route and per caller before they are read
+/// (`limits::body_rule`, applied by `crate::node::server` once the connection's caller is
+/// known): enrollment and join are open to anyone (64 KiB), inventory reports carry a
+/// client's facts (1 MiB, and room for the whitespace of a pretty-printed upload), a bundle
+/// commit carries an operator's signed manifest and signature bytes (base64), everything
+/// else is small.
 pub const BODY_LIMIT: usize = 64 << 10;
-pub const INVENTORY_BODY_LIMIT: usize = outpost_storage::MAX_FACTS_BYTES + (64 << 10);
+pub const INVENTORY_BODY_LIMIT: usize = outpost_storage::REPORT_MAX_FACTS_BYTES + (64 << 10);
 pub const BUNDLE_BODY_LIMIT: usize = 12 << 20;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -148,15 +151,55 @@ async fn standing(
                 identities::Identity::Admin(name) => {
                     identities::Standing::AdminRevokedAt(r.admin_revoked_at(&name)?)
                 }
-                identities::Identity::Node(id) => identities::Standing::Member(
-                    r.node(id)?
-                        .is_some_and(|n| n.role != outpost_storage::NodeRole::Removed),
-                ),
+                identities::Identity::Node(id) => {
+                    identities::Standing::Node(r.node(id)?.map(|n| n.role))
+                }
+                identities::Identity::Client(id) => {
+                    identities::Standing::Client(r.client_cert_state(&id)?.map(Arc::new))
+                }
             })
         })
         .await?;
-    st.identities.put(epoch, who, found);
+    st.identities.put(epoch, who, found.clone());
     Ok(found)
+}
+
+/// The refusal for a connection whose handshake showed `caller`'s certificate when that
+/// identity may no longer call: a revoked client, a revoked admin certificate, a removed
+/// node. From the identity cache (a read on a blocking thread when the state changed
+/// since). `None`: go on (also when the read fails: each request's own checks refuse it).
+/// Only what the state says for certain: a client or node not known here yet may have been
+/// added through a node this one has not caught up with, and a renewed client's old serial
+/// is refused by the request's own check (403), within the identity's connection cap.
+pub async fn refused_identity(st: &AppState, caller: &Caller) -> Option<ApiError> {
+    let forbidden = |m: String| Some(ApiError::new(StatusCode::FORBIDDEN, m));
+    match caller {
+        Caller::Admin {
+            name, issued_at, ..
+        } => match standing(st, identities::Identity::Admin(name.clone())).await {
+            Ok(identities::Standing::AdminRevokedAt(Some(at)))
+                if issued_at.saturating_mul(1000) <= at =>
+            {
+                forbidden(format!("the admin certificate of {name} was revoked"))
+            }
+            _ => None,
+        },
+        Caller::Node(id) => match standing(st, identities::Identity::Node(*id)).await {
+            Ok(identities::Standing::Node(Some(outpost_storage::NodeRole::Removed))) => {
+                forbidden(format!("node {id} is not a member of this cluster"))
+            }
+            _ => None,
+        },
+        Caller::Client { id, .. } => {
+            match standing(st, identities::Identity::Client(id.clone())).await {
+                Ok(identities::Standing::Client(Some(cert))) if cert.revoked => {
+                    forbidden(format!("client {id} is revoked"))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Refuses, on every request, an admin certificate whose name was revoked after it was
@@ -186,7 +229,11 @@ async fn identity_still_valid(
             Err(e) => Some(e),
         },
         Caller::Node(id) => match standing(&st, identities::Identity::Node(*id)).await {
-            Ok(identities::Standing::Member(true)) => None,
+            Ok(identities::Standing::Node(Some(role)))
+                if role != outpost_storage::NodeRole::Removed =>
+            {
+                None
+            }
             Ok(_) => Some(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!("node {id} is not a member of this cluster"),

@@ -203,6 +203,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
             api_listener,
             api_tls,
             app.clone(),
+            state.clone(),
             limits,
         )),
         tokio::spawn(crate::node::server::serve_unix(unix, app)),

@@ -3,9 +3,15 @@
 //!
 //! The HTTPS port is open to the site LAN, so every connection is bounded (`crate::api::limits`): a slot
 //! in the anonymous pool from accept (refused at once when a cap is full), a 5 s handshake,
-//! then the authenticated pool if a certificate was shown; an idle watchdog on the bytes that
-//! move (10 s anonymous, 60 s with a certificate), hyper's HTTP/1 header read timeout, and a
-//! maximum age for anonymous connections.
+//! then, if a certificate was shown, a check of its identity from memory (a revoked client or
+//! admin, a removed node: closed at once) and the authenticated pool within the identity's
+//! own cap; an idle watchdog on the bytes that move (10 s anonymous, 60 s with a
+//! certificate), hyper's HTTP/1 header read timeout, HTTP/2 streams and windows, and a
+//! maximum age (2 min anonymous, 1 h with a certificate).
+//!
+//! Every request's body follows its caller (`limits::body_rule`): refused unread, or read up
+//! to the route's limit for that caller, after room for it was reserved among the bodies
+//! in flight of the caller's class (`ApiLimits::reserve_body`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,13 +28,16 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::api::Caller;
-use crate::api::limits::{Activity, ApiLimits, Closed, Remote, Slot, Watched};
+use crate::api::limits::{
+    Activity, ApiLimits, BodyRule, Class, Closed, Remote, Slot, Watched, body_rule,
+};
+use crate::api::{AppState, Caller};
 
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    state: Arc<AppState>,
     limits: Arc<ApiLimits>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -59,7 +68,8 @@ pub async fn serve_tls(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let limits = limits.clone();
-        tokio::spawn(tls_conn(tcp, remote, slot, acceptor, app, limits));
+        let state = state.clone();
+        tokio::spawn(tls_conn(tcp, remote, slot, acceptor, (app, state), limits));
     }
 }
 
@@ -68,7 +78,7 @@ async fn tls_conn(
     remote: SocketAddr,
     anonymous: Slot,
     acceptor: tokio_rustls::TlsAcceptor,
-    app: Router,
+    (app, state): (Router, Arc<AppState>),
     limits: Arc<ApiLimits>,
 ) {
     let cfg = limits.config().clone();
@@ -128,10 +138,33 @@ async fn tls_conn(
             strict: true,
             max_age: Some(born + cfg.anonymous_max_age),
             slot: Some(anonymous),
+            refusal: None,
         }
     } else {
-        // A certificate: into the authenticated pool, out of the anonymous one.
-        let Some(slot) = limits.admit_authenticated(remote.ip()) else {
+        // A revoked or removed identity gets nothing more: no slot of the authenticated
+        // pool (from memory while the state has not changed). It keeps its anonymous slot
+        // for at most `REFUSED_FOR`, in which each request is answered 403 unread (so an
+        // agent or an admin learns why) and the connection then closed.
+        if let Some(refusal) = crate::api::refused_identity(&state, &caller).await {
+            if limits.count_closed_logged(Closed::Revoked, remote.ip()) {
+                tracing::warn!(%remote, who = %caller.actor(), error = ?refusal, "refusing a TLS connection after its handshake: its certificate may no longer call (counted in /metrics, logged once a minute per source)");
+            }
+            let conn = Conn {
+                remote: Some(remote),
+                limits: None,
+                activity,
+                idle: cfg.idle_anonymous,
+                strict: true,
+                max_age: Some(Instant::now() + REFUSED_FOR),
+                slot: Some(anonymous),
+                refusal: Some(refusal),
+            };
+            serve_conn(TokioIo::new(tls), app, caller, conn).await;
+            return;
+        }
+        // A certificate: into the authenticated pool (within its identity's cap), out of
+        // the anonymous one.
+        let Some(slot) = limits.admit_authenticated(remote.ip(), &caller) else {
             return;
         };
         drop(anonymous);
@@ -141,8 +174,9 @@ async fn tls_conn(
             activity,
             idle: cfg.idle_authenticated,
             strict: false,
-            max_age: None,
+            max_age: Some(born + cfg.authenticated_max_age),
             slot: Some(slot),
+            refusal: None,
         }
     };
     if let Some(closed) = serve_conn(TokioIo::new(tls), app, caller, conn).await {
@@ -197,6 +231,7 @@ pub async fn serve_unix(listener: UnixListener, app: Router) {
             strict: false,
             max_age: None,
             slot: None,
+            refusal: None,
         };
         tokio::spawn(async move {
             serve_conn(io, app, Caller::Local, conn).await;
@@ -217,7 +252,13 @@ struct Conn {
     max_age: Option<Instant>,
     /// Held until the connection ends; an anonymous slot may be taken over (`kicked`).
     slot: Option<Slot>,
+    /// The answer to every request (unread, then the connection closes): an identity that
+    /// may no longer call.
+    refusal: Option<crate::api::ApiError>,
 }
+
+/// How long a connection of a revoked or removed identity is kept to answer its refusal.
+const REFUSED_FOR: Duration = Duration::from_secs(5);
 
 /// Serves HTTP/1 or HTTP/2 until the client goes, or the watchdog or a take-over ends the
 /// connection (then returns why).
@@ -233,9 +274,16 @@ where
         strict,
         max_age,
         slot,
+        refusal,
     } = conn;
     let busy = activity.clone();
+    let class = Class::of(&caller);
+    let streams = limits.as_ref().map_or(
+        crate::api::limits::LimitsConfig::default().http2_streams,
+        |l| l.config().http2_streams,
+    );
     let svc = tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        let rule = body_rule(class, req.method(), req.uri().path());
         req.extensions_mut().insert(caller.clone());
         if let Some(remote) = remote {
             req.extensions_mut().insert(Remote(remote));
@@ -244,12 +292,30 @@ where
             req.extensions_mut().insert(limits.clone());
         }
         let app = app.clone();
+        let limits = limits.clone();
         let busy = busy.busy();
+        let refusal = refusal.clone();
         async move {
-            let response = app
-                .oneshot(req.map(Body::new))
-                .await
-                .unwrap_or_else(|e| match e {});
+            if let Some(refusal) = refusal {
+                use axum::response::IntoResponse;
+                let mut response = refusal.into_response();
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+                drop(busy);
+                return Ok::<_, Infallible>(response);
+            }
+            let response = match admit_body(rule, class, &req, limits.as_deref()).await {
+                Err(refused) => refused,
+                Ok((limit, reserved)) => {
+                    let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
+                    let response = app.oneshot(req).await.unwrap_or_else(|e| match e {});
+                    // The handler has read (and dropped) the body: its room is free again.
+                    drop(reserved);
+                    response
+                }
+            };
             drop(busy);
             Ok::<_, Infallible>(response)
         }
@@ -258,7 +324,18 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(idle);
+        .header_read_timeout(idle)
+        .max_buf_size(HTTP1_MAX_BUF);
+    // What one HTTP/2 connection may make the node hold: a few streams, small windows
+    // (a body arrives as it is read, not ahead of it) and small header lists.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(streams)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_send_buf_size(H2_MAX_SEND_BUF);
     let served = builder.serve_connection(io, TowerToHyperService::new(svc));
     let kicked = async {
         match &slot {
@@ -276,4 +353,59 @@ where
         why = activity.watchdog(idle, strict, max_age) => Some(why),
         _ = kicked => Some(Closed::Evicted),
     }
+}
+
+/// hyper's HTTP/1 read buffer (its default is about 400 KiB): headers of this API are small.
+const HTTP1_MAX_BUF: usize = 64 << 10;
+const H2_STREAM_WINDOW: u32 = 256 << 10;
+const H2_CONN_WINDOW: u32 = 1 << 20;
+const H2_MAX_HEADER_LIST: u32 = 64 << 10;
+const H2_MAX_SEND_BUF: usize = 256 << 10;
+
+/// Applies a request's body rule before a byte of its body is read: `Err(answer)` when it is
+/// refused (by route and caller, by its declared length, or because its class's body bytes
+/// are all in flight); else the limit to read up to and the room reserved for it (held until
+/// the handler returns). The local socket (`limits` None) reserves nothing.
+async fn admit_body(
+    rule: BodyRule,
+    class: Class,
+    req: &Request<hyper::body::Incoming>,
+    limits: Option<&ApiLimits>,
+) -> Result<(usize, Option<tokio::sync::OwnedSemaphorePermit>), axum::response::Response> {
+    use axum::response::IntoResponse;
+    use hyper::body::Body as _;
+    let limit = match rule {
+        BodyRule::Read(limit) => limit,
+        BodyRule::Refuse(status) => {
+            let why = if status == hyper::StatusCode::UNAUTHORIZED {
+                "a client certificate is required"
+            } else {
+                "this identity may not use this route"
+            };
+            return Err(crate::api::ApiError::new(status, why).into_response());
+        }
+    };
+    let hint = req.body().size_hint();
+    if hint.lower() > limit as u64 {
+        return Err(crate::api::ApiError::new(
+            hyper::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than the {limit} bytes this route accepts"),
+        )
+        .into_response());
+    }
+    // What the body may still bring: its declared length, else the route's limit.
+    let may_read = hint.upper().unwrap_or(limit as u64).min(limit as u64);
+    let reserved = match limits {
+        Some(limits) if may_read > 0 => match limits.reserve_body(class, may_read).await {
+            Some(permit) => Some(permit),
+            None => {
+                return Err(crate::api::limits::too_many_of(
+                    "request bodies in flight",
+                    Duration::from_secs(1),
+                ));
+            }
+        },
+        _ => None,
+    };
+    Ok((limit, reserved))
 }

@@ -43,6 +43,17 @@ impl std::fmt::Display for Endpoint {
 pub struct ApiFailure {
     pub status: StatusCode,
     pub message: String,
+    /// The answer's `Retry-After` (whole seconds), when it had one (429, 503).
+    pub retry_after: Option<Duration>,
+}
+
+/// A `Retry-After` header in seconds (the HTTP-date form is not used by Outpost).
+fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
+    headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// One keep-alive HTTP/1.1 connection to one node (reconnects when it drops).
@@ -159,8 +170,9 @@ impl ApiClient {
                 sender.ready().await?;
                 let resp = sender.send_request(req).await?;
                 let status = resp.status();
+                let wait = retry_after(resp.headers());
                 let body = resp.into_body().collect().await?.to_bytes();
-                Ok::<_, hyper::Error>((status, body))
+                Ok::<_, hyper::Error>((status, wait, body))
             };
             match tokio::time::timeout(self.timeout, sent).await {
                 Err(_) => {
@@ -179,7 +191,7 @@ impl ApiClient {
                 Ok(Err(e)) => {
                     return Err(anyhow!(e).context(format!("request {path} to {}", self.endpoint)));
                 }
-                Ok(Ok((status, body))) => {
+                Ok(Ok((status, wait, body))) => {
                     *guard = Some(sender);
                     if status.is_success() {
                         return Ok(body);
@@ -190,7 +202,12 @@ impl ApiClient {
                         .unwrap_or_else(|| {
                             format!("{status}: {}", String::from_utf8_lossy(&body).trim())
                         });
-                    return Err(ApiFailure { status, message }.into());
+                    return Err(ApiFailure {
+                        status,
+                        message,
+                        retry_after: wait,
+                    }
+                    .into());
                 }
             }
         }
@@ -293,12 +310,18 @@ impl ApiClient {
                 .await
                 .with_context(|| format!("creating {}", dest.display()))?,
             _ => {
+                let wait = retry_after(resp.headers());
                 let body = resp.into_body().collect().await?.to_bytes();
                 let message = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
                     .unwrap_or_else(|| format!("{status}"));
-                return Err(ApiFailure { status, message }.into());
+                return Err(ApiFailure {
+                    status,
+                    message,
+                    retry_after: wait,
+                }
+                .into());
             }
         };
         let mut written = match status {

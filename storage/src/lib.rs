@@ -65,7 +65,9 @@ pub use model::{
 };
 pub use reader::Reader;
 pub use rules::{
-    ALL_CLIENTS, MAX_FACTS_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES, changed_facts, effective_config,
+    ALL_CLIENTS, INVENTORY_CHANGES_PER_HOUR, INVENTORY_HISTORY_KEPT, MAX_FACTS_BYTES,
+    MAX_NAME_BYTES, MAX_VALUE_BYTES, REPORT_MAX_FACTS, REPORT_MAX_FACTS_BYTES, changed_facts,
+    check_report_size, effective_config,
 };
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::{SnapshotInfo, StateSummary};

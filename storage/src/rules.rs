@@ -229,8 +229,57 @@ mod tests {
     }
 }
 
-/// Largest inventory report, in bytes of JSON.
+/// Largest inventory report `apply` accepts, in bytes of JSON. This is what nodes accepted
+/// when the command shipped, so it stays: a smaller limit here would make nodes of two
+/// versions disagree on the same entry. The API refuses more than `REPORT_MAX_FACTS_BYTES`
+/// (the documented limit) before it proposes.
 pub const MAX_FACTS_BYTES: usize = 4 << 20;
+
+/// Largest inventory report the API proposes, in bytes of JSON (canonical, as committed).
+/// A Debian host's facts as the agent gathers them are a few hundred KiB (packages included).
+pub const REPORT_MAX_FACTS_BYTES: usize = 1 << 20;
+
+/// Most JSON values (objects, arrays and leaves, counted recursively) in a report the API
+/// proposes. The agent's collector gives about three per installed package plus a few
+/// hundred; 100,000 is over thirty thousand packages.
+pub const REPORT_MAX_FACTS: usize = 100_000;
+
+/// Changes of one client's facts the API lets through in any hour, cluster-wide (counted
+/// from the replicated history, so every node sees the same count): 60 a hour and a burst
+/// of 3, the per-node rate's own budget. Must stay below `INVENTORY_HISTORY_KEPT`.
+pub const INVENTORY_CHANGES_PER_HOUR: u32 = 63;
+
+/// History rows kept per client: the insert of a new row deletes that client's older rows
+/// beyond this many in the same apply (deterministic: it depends on the rows alone). The
+/// console and `inventory show` read the last 50.
+pub const INVENTORY_HISTORY_KEPT: usize = 100;
+
+/// Pure, the proposer's check of an inventory report: `Err(why)` when its canonical JSON is
+/// longer than `REPORT_MAX_FACTS_BYTES` or it holds more than `REPORT_MAX_FACTS` values.
+pub fn check_report_size(facts: &serde_json::Value, json_len: usize) -> Result<(), String> {
+    if json_len > REPORT_MAX_FACTS_BYTES {
+        return Err(format!(
+            "inventory is {json_len} bytes of JSON; at most {REPORT_MAX_FACTS_BYTES} are accepted"
+        ));
+    }
+    // Iterative: the depth is bounded by the JSON parser, the count by the limit.
+    let mut count = 0usize;
+    let mut stack = vec![facts];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count > REPORT_MAX_FACTS {
+            return Err(format!(
+                "inventory holds more than {REPORT_MAX_FACTS} facts (JSON values)"
+            ));
+        }
+        match v {
+            serde_json::Value::Array(a) => stack.extend(a.iter()),
+            serde_json::Value::Object(o) => stack.extend(o.values()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 /// Pure: the top-level facts that differ between two fact objects (added, removed, changed),
 /// sorted. A non-object counts as an empty object.
@@ -251,8 +300,27 @@ pub fn changed_facts(old: &serde_json::Value, new: &serde_json::Value) -> Vec<St
 
 #[cfg(test)]
 mod facts_tests {
-    use super::changed_facts;
+    use super::{REPORT_MAX_FACTS, REPORT_MAX_FACTS_BYTES, changed_facts, check_report_size};
     use serde_json::json;
+
+    #[test]
+    fn report_size_table() {
+        let many = |n: usize| json!({ "packages": vec![0u8; n] });
+        let cases = [
+            (json!({}), 2, true),
+            (json!({"os": {"id": "debian"}}), 25, true),
+            (json!({}), REPORT_MAX_FACTS_BYTES, true),
+            (json!({}), REPORT_MAX_FACTS_BYTES + 1, false),
+            // The object, the array and its elements.
+            (many(REPORT_MAX_FACTS - 2), 10, true),
+            (many(REPORT_MAX_FACTS - 1), 10, false),
+            (json!([[[[1]]]]), 9, true),
+        ];
+        for (facts, len, ok) in cases {
+            let got = check_report_size(&facts, len);
+            assert_eq!(got.is_ok(), ok, "{len} bytes: {got:?}");
+        }
+    }
 
     #[test]
     fn changed_facts_table() {

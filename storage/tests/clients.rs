@@ -224,3 +224,50 @@ async fn inventory_reports_keep_latest_facts_and_a_history_of_changes() -> anyho
     assert_eq!(reader.inventories()?.len(), 1);
     Ok(())
 }
+
+/// History is bounded per client in the apply that inserts: after more reports than
+/// `INVENTORY_HISTORY_KEPT`, the newest rows are kept, and another client's rows are not
+/// touched.
+#[tokio::test]
+async fn inventory_history_keeps_the_newest_rows_per_client() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("state.db"))?;
+    store
+        .apply(vec![Some(encode_batch(&init_batch()))], vec![0])
+        .await?;
+    let token = Command::CreateToken {
+        id: "ct".into(),
+        kind: TokenKind::Client,
+        secret_sha256: sha("s"),
+        expires_at_ms: 1_000_000,
+        uses: None,
+        groups: vec![],
+    };
+    assert!(apply(&store, 5, token).await?.is_ok());
+    assert!(apply(&store, 6, enroll("ct", "s", "c1")).await?.is_ok());
+    assert!(apply(&store, 7, enroll("ct", "s", "c2")).await?.is_ok());
+    let report = |client: &str, n: usize| Command::ReportInventory {
+        client_id: client.into(),
+        facts_json: format!(r#"{{"n":{n}}}"#),
+    };
+    assert!(apply(&store, 8, report("c2", 0)).await?.is_ok());
+    let kept = outpost_storage::INVENTORY_HISTORY_KEPT;
+    for n in 0..kept + 20 {
+        assert!(apply(&store, 10 + n as i64, report("c1", n)).await?.is_ok());
+    }
+    let reader = store.reader();
+    let history = reader.inventory_history("c1", (10 * kept) as u32)?;
+    assert_eq!(history.len(), kept);
+    // Newest first: the last report's time, and the oldest kept is the 21st report's.
+    assert_eq!(history[0].at_ms, 10 + (kept + 19) as i64);
+    assert_eq!(history[kept - 1].at_ms, 10 + 20);
+    assert_eq!(reader.inventory_history("c2", 10)?.len(), 1);
+    // What the API's hourly budget counts: changes at or after a time.
+    assert_eq!(reader.inventory_changes_since("c1", 0)?, kept as u32);
+    assert_eq!(
+        reader.inventory_changes_since("c1", 10 + (kept + 15) as i64)?,
+        5
+    );
+    assert_eq!(reader.inventory_changes_since("c2", 9)?, 0);
+    Ok(())
+}

@@ -143,6 +143,18 @@ pub(super) fn report_inventory(
         "INSERT INTO inventory_history (client_id, at_ms, facts_sha256, changed_json) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![client_id, at_ms, sha, serde_json::to_string(&changed).unwrap_or_else(|_| "[]".into())])?;
+    // History is bounded per client, in the apply that inserts: what is deleted depends on
+    // the rows alone, so every node of this version keeps the same rows. A node of an older
+    // version keeps every row (reads of old history differ between the two until it is
+    // upgraded and this client reports again); no decision depends on these rows.
+    conn.prepare_cached(
+        "DELETE FROM inventory_history WHERE client_id = ?1 AND seq NOT IN
+             (SELECT seq FROM inventory_history WHERE client_id = ?1 ORDER BY seq DESC LIMIT ?2)",
+    )?
+    .execute(params![
+        client_id,
+        crate::rules::INVENTORY_HISTORY_KEPT as i64
+    ])?;
     Ok(Response::Done)
 }
 

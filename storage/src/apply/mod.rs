@@ -51,11 +51,16 @@ pub(crate) struct Applied {
     pub(crate) identities_changed: bool,
 }
 
-/// Commands after which a cached answer to "may this admin or node still call?" is stale.
+/// Commands after which a cached answer to "may this admin, node or client still call?" is
+/// stale.
 fn changes_identities(command: &Command) -> bool {
     match command {
         Command::Once { command, .. } => changes_identities(command),
-        Command::InitCluster { .. }
+        Command::EnrollClient { .. }
+        | Command::RevokeClient { .. }
+        | Command::RenewClientCert { .. }
+        | Command::RotateClientCert { .. }
+        | Command::InitCluster { .. }
         | Command::AddNode { .. }
         | Command::JoinNode { .. }
         | Command::UpdateNode { .. }

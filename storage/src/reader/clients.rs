@@ -124,6 +124,21 @@ impl Reader {
             )?)
         })
     }
+
+    /// How many changes of a client's facts were applied at or after `since_ms` (at most
+    /// `INVENTORY_HISTORY_KEPT` rows are kept, so this counts at most that many).
+    pub fn inventory_changes_since(
+        &self,
+        client_id: &str,
+        since_ms: i64,
+    ) -> Result<u32, StorageError> {
+        self.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT COUNT(*) FROM inventory_history WHERE client_id = ?1 AND at_ms >= ?2",
+            )?
+            .query_row(rusqlite::params![client_id, since_ms], |r| r.get(0))?)
+        })
+    }
 }
 
 /// `s` with LIKE's wildcards escaped (the escape character is `\`).

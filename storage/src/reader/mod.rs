@@ -164,7 +164,7 @@ impl Reader {
     }
 
     /// A number that grows after every commit that may change who may call this node: an
-    /// admin revoked, a node added, changed or removed, a cluster re-formed, a snapshot
+    /// admin revoked, a node added, changed or removed, a client enrolled, renewed or revoked, a cluster re-formed, a snapshot
     /// installed. A caller that read an identity's standing while this number was `e` may
     /// reuse what it read for as long as the number is still `e` (read the number first).
     pub fn identity_epoch(&self) -> u64 {
