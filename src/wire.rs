@@ -438,6 +438,7 @@ mod tests {
             cert_expiry: None,
             builds: Vec::new(),
             resident_bytes: Some(1 << 20),
+            open_fds: Some(12),
             tls_handshakes: Some(TlsHandshakes::default()),
         };
         let json = serde_json::to_value(&v).unwrap();
