@@ -430,6 +430,7 @@ mod tests {
                 fatal: None,
                 fast_elections: 0,
                 fast_election_term: None,
+                peer_port: Default::default(),
             },
             ready: None,
             cert_expiry: None,

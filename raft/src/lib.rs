@@ -32,6 +32,7 @@ mod failover;
 pub mod log_store;
 mod node;
 pub mod offline;
+pub mod peer_limits;
 pub mod state_machine;
 pub mod transport;
 pub mod types;

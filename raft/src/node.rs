@@ -34,6 +34,7 @@ use crate::codec::Bytes;
 use crate::dead_members::{self, Watch};
 use crate::failover::{self, FailoverStats, PeerWatch};
 use crate::log_store::{LogStore, LogStoreError};
+use crate::peer_limits::{PeerPortCounters, PeerPortStats};
 use crate::state_machine::{Health, StateMachine, StoppedApplying};
 use crate::transport::{
     self, MemberView, Network, PeerClients, PeerHandler, PeerRequest, PeerResponse, PeerTls,
@@ -327,6 +328,9 @@ pub struct NodeStatus {
     /// The term of the last of them: a leader whose `term` equals it won by that path.
     #[serde(default)]
     pub fast_election_term: Option<u64>,
+    /// What the peer port refused since this node started (`peer_limits`).
+    #[serde(default)]
+    pub peer_port: PeerPortStats,
 }
 
 struct WriteReq {
@@ -347,6 +351,11 @@ struct Inner {
     /// What the transport saw of peers' connections and ballots (fast failover).
     watch: Arc<PeerWatch>,
     app: std::sync::RwLock<Option<Arc<dyn AppHandler>>>,
+    /// Node ids the state records as removed (ids are never reused), read by the peer port
+    /// for every connection and request; kept current by `track_removed`.
+    removed: Arc<std::sync::RwLock<BTreeSet<NodeId>>>,
+    /// The peer port's refusals.
+    port: Arc<PeerPortCounters>,
     /// Fault injection for tests (`OUTPOST_FAULT_DROP_FORWARD_REPLIES=N`): this many
     /// forwarded batches are committed and then never answered, as if the reply were lost.
     drop_forward_replies: std::sync::atomic::AtomicU32,
@@ -392,7 +401,7 @@ impl RaftNode {
         let health = Arc::new(Health::default());
         // Opening the databases (migrations, quick_check) and cleaning the snapshot directory
         // block: they run on a blocking thread, never on the executor.
-        let (log, store, sm) = {
+        let (log, store, sm, removed) = {
             let data_dir = cfg.data_dir.clone();
             let health = health.clone();
             tokio::task::spawn_blocking(move || open_stores(&data_dir, health))
@@ -433,6 +442,8 @@ impl RaftNode {
             tuning: cfg.tuning.clone(),
             watch: watch.clone(),
             app: std::sync::RwLock::new(None),
+            removed: Arc::new(std::sync::RwLock::new(removed)),
+            port: Arc::default(),
             drop_forward_replies: std::env::var("OUTPOST_FAULT_DROP_FORWARD_REPLIES")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -451,7 +462,9 @@ impl RaftNode {
             cfg.tls,
             handler,
             watch.clone(),
+            inner.port.clone(),
         ));
+        node.spawn(track_removed(inner.clone()));
         node.spawn(failover::run(
             inner.raft.clone(),
             cfg.id,
@@ -594,7 +607,9 @@ impl RaftNode {
     pub fn status(&self) -> NodeStatus {
         let m = self.inner.raft.metrics().borrow().clone();
         let fatal = self.inner.health.fatal().map(|f| f.to_string());
-        status_of(&m, fatal, self.inner.watch.stats())
+        let mut status = status_of(&m, fatal, self.inner.watch.stats());
+        status.peer_port = self.inner.port.stats();
+        status
     }
 
     /// Subscribe to Raft metrics changes (leader, applied index, membership).
@@ -635,12 +650,14 @@ impl RaftNode {
 
 /// Opens raft.db and state.db under `data_dir` and the snapshot directory (removing leftovers
 /// of interrupted transfers). Blocking: call it on a blocking thread.
+#[allow(clippy::type_complexity)]
 fn open_stores(
     data_dir: &Path,
     health: Arc<Health>,
-) -> Result<(LogStore, Store, StateMachine), NodeError> {
+) -> Result<(LogStore, Store, StateMachine, BTreeSet<NodeId>), NodeError> {
     let log = LogStore::open(&data_dir.join("raft.db"))?;
     let store = Store::open(&data_dir.join("state.db"))?;
+    let removed = removed_ids(&store.reader().nodes()?);
     let snap_dir = data_dir.join("snapshots");
     let sm = StateMachine::new(store.clone(), &snap_dir, health).map_err(|source| {
         NodeError::SnapshotDir {
@@ -648,7 +665,47 @@ fn open_stores(
             source,
         }
     })?;
-    Ok((log, store, sm))
+    Ok((log, store, sm, removed))
+}
+
+/// The ids the state records as removed.
+fn removed_ids(nodes: &[outpost_storage::NodeRecord]) -> BTreeSet<NodeId> {
+    nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Removed)
+        .map(|n| n.id)
+        .collect()
+}
+
+/// Keeps `Inner::removed` current: reads the nodes table again whenever the applied index
+/// moved, at most every 200 ms (a removal is refused within that of being applied). The
+/// peer port reads the set from memory, never from SQLite.
+async fn track_removed(inner: Arc<Inner>) {
+    let mut metrics = inner.raft.metrics();
+    let mut seen = None;
+    loop {
+        let applied = metrics.borrow_and_update().last_applied;
+        if applied != seen {
+            seen = applied;
+            let reader = inner.store.reader();
+            match tokio::task::spawn_blocking(move || reader.nodes()).await {
+                Ok(Ok(nodes)) => {
+                    let ids = removed_ids(&nodes);
+                    let mut set = inner.removed.write().unwrap_or_else(|p| p.into_inner());
+                    if *set != ids {
+                        tracing::info!(removed = ?ids, "node ids refused on the peer port");
+                        *set = ids;
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "reading the removed nodes"),
+                Err(e) => tracing::warn!(error = %e, "reading the removed nodes: task"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -688,6 +745,7 @@ fn status_of(m: &RaftMetrics, fatal: Option<String>, failover: FailoverStats) ->
         fatal,
         fast_elections: failover.campaigns,
         fast_election_term: failover.last_term,
+        peer_port: PeerPortStats::default(),
     }
 }
 
@@ -1273,6 +1331,12 @@ impl PeerHandler for Handler {
         MemberView {
             has_membership: membership.nodes().next().is_some(),
             is_member: membership.get_node(&from).is_some(),
+            removed: self
+                .inner
+                .removed
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&from),
         }
     }
 
