@@ -462,6 +462,7 @@ mod tests {
                 "members",
                 "name",
                 "node_id",
+                "peer_port",
                 "ready",
                 "resident_bytes",
                 "snapshot_index",
