@@ -1087,6 +1087,12 @@ pub mod forge {
             .unwrap_or_default()
     }
 
+    /// The stored form of a vote for `node` at `term`, not committed (raft.db's `meta` row
+    /// `vote`), to prepare a stopped node's data as a forged message would have left it.
+    pub fn stored_vote(term: u64, node: NodeId) -> Vec<u8> {
+        codec::encode(&Vote::new(term, node)).unwrap_or_default()
+    }
+
     /// The first bytes of an AppendEntries frame that declares `len` bytes: its length prefix
     /// and head, without the rest.
     pub fn announce_append_entries(len: u32) -> Vec<u8> {
