@@ -785,7 +785,7 @@ fn removed_ids(nodes: &[outpost_storage::NodeRecord]) -> BTreeSet<NodeId> {
 }
 
 /// Keeps `Inner::removed` current: reads the nodes table again whenever the applied index
-/// moved, at most every 200 ms (a removal is refused within that of being applied). The
+/// moved, at most every 50 ms (a removal is refused within that of being applied). The
 /// peer port reads the set from memory, never from SQLite.
 async fn track_removed(inner: Arc<Inner>) {
     let mut metrics = inner.raft.metrics();
@@ -808,7 +808,7 @@ async fn track_removed(inner: Arc<Inner>) {
                 Err(e) => tracing::warn!(error = %e, "reading the removed nodes: task"),
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         if metrics.changed().await.is_err() {
             return;
         }

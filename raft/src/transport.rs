@@ -1006,7 +1006,18 @@ async fn serve_conn<H: PeerHandler>(
                 "peer sent a response as a request",
             ));
         };
-        // Before anything else sees it: a term near 2^64 stops openraft's core for good.
+        // Checked per request, not once per connection: a node removed while connected is
+        // refused from its next request on (and gets no other answer).
+        let view = handler.member_view(from);
+        if view.removed {
+            let why = format!("node {from} was removed from this cluster");
+            port.refuse(from, remote, Refused::Removed, &why);
+            if let Ok(bytes) = encode_frame(&Frame::Response(id, PeerResponse::Failed(why))) {
+                let _ = out_tx.send(bytes).await;
+            }
+            break Ok(());
+        }
+        // Before openraft sees it: a term near 2^64 stops its core for good.
         if let Some(term) = absurd_term_in_request(&req) {
             let why = format!("a Raft message with term {term} (above {MAX_TERM}) is refused");
             port.refuse(from, remote, Refused::AbsurdTerm, &why);
@@ -1015,21 +1026,11 @@ async fn serve_conn<H: PeerHandler>(
             }
             break Ok(());
         }
-        // Checked per request, not once per connection: a node removed while connected is
-        // refused from its next request on.
-        let view = handler.member_view(from);
         if let Err(why) = admission(view, from, &req) {
-            if view.removed {
-                port.refuse(from, remote, Refused::Removed, &why);
-            } else {
-                port.refuse(from, remote, Refused::NotMember, &why);
-            }
+            port.refuse(from, remote, Refused::NotMember, &why);
             if let Ok(bytes) = encode_frame(&Frame::Response(id, PeerResponse::Failed(why)))
                 && out_tx.send(bytes).await.is_err()
             {
-                break Ok(());
-            }
-            if view.removed {
                 break Ok(());
             }
             continue;
