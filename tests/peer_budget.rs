@@ -84,10 +84,11 @@ async fn peer_tls(
     let addr: SocketAddr = c.nodes[i].peer_addr.parse()?;
     let tcp = tokio::time::timeout(T, connect_from(src, addr)).await??;
     let name = rustls::pki_types::ServerName::try_from(outpost_certs::node_server_name(target))?;
-    Ok(
-        tokio::time::timeout(T, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
-            .await??,
+    Ok(tokio::time::timeout(
+        T,
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
     )
+    .await??)
 }
 
 /// Sends an AppendEntries at term 2^64 - 1 claiming `leader`, and returns what came back:
@@ -302,11 +303,7 @@ where
     while k < n {
         let round: Vec<Fut> = (k..(k + ROUND).min(n)).map(&open).collect();
         k += round.len();
-        for r in futures::future::join_all(round).await {
-            if let Ok(s) = r {
-                held.push(s);
-            }
-        }
+        held.extend(futures::future::join_all(round).await.into_iter().flatten());
     }
     held
 }
@@ -448,7 +445,10 @@ async fn peer_port_floods_leave_the_site_working_and_the_node_near_idle() {
             started.elapsed(),
             rss_bytes(pid)? >> 20
         );
-        assert!(peak_fds < idle_fds + 600, "{peak_fds} fds (idle {idle_fds})");
+        assert!(
+            peak_fds < idle_fds + 600,
+            "{peak_fds} fds (idle {idle_fds})"
+        );
         site_works(&c, &[leader, other], &admin, &agent, "flood").await?;
         let port = c.status(leader).await?.raft.peer_port;
         assert!(port.removed >= 1, "{port:?}");
@@ -478,7 +478,8 @@ async fn peer_port_floods_leave_the_site_working_and_the_node_near_idle() {
         for k in 0..BIG_FRAMES {
             let config = configs[k / 5].clone();
             let mut t = peer_tls(&c, leader, leader_id, config, [127, 0, 0, 1]).await?;
-            t.write_all(&forge::announce_append_entries(64 << 20)).await?;
+            t.write_all(&forge::announce_append_entries(64 << 20))
+                .await?;
             t.write_all(&[0u8; 1024]).await?;
             t.flush().await?;
             big.push(t);

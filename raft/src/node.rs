@@ -751,7 +751,9 @@ async fn compact_by_size(raft: Raft, appended: Arc<std::sync::atomic::AtomicU64>
         if now != snapshot {
             snapshot = now;
             base = appended.load(Ordering::Relaxed);
-            if asked.is_some() && let Some(s) = now {
+            if asked.is_some()
+                && let Some(s) = now
+            {
                 asked = None;
                 if let Err(e) = raft.trigger().purge_log(s.index).await {
                     tracing::debug!(error = %e, "purging the log after a snapshot by size");

@@ -23,10 +23,10 @@ use outpost_storage::{Envelope, MAX_ENTRY_BYTES, Store, encode_batch};
 use rusqlite::params;
 
 use crate::codec;
-use crate::peer_limits::MAX_TERM;
 use crate::log_store::{
     LogStoreError, OpError, get_meta, insert_entries, log_state, open_conn, read,
 };
+use crate::peer_limits::MAX_TERM;
 use crate::state_machine::AppliedMarker;
 use crate::types::{Entry, LogId, NodeId, PeerNode, Proposal, Vote};
 

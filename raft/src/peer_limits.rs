@@ -388,13 +388,13 @@ pub(crate) fn frame_head(prefix: &[u8]) -> FrameHead {
 pub(crate) fn frame_cap(kind: u32) -> Option<usize> {
     use crate::transport::MAX_FRAME;
     match kind {
-        0 => Some(MAX_FRAME),  // AppendEntries
+        0 => Some(MAX_FRAME),   // AppendEntries
         1 => Some(SMALL_FRAME), // Vote
-        2 => Some(MAX_FRAME),  // InstallSnapshot
-        3 => Some(MAX_FRAME),  // Forward
+        2 => Some(MAX_FRAME),   // InstallSnapshot
+        3 => Some(MAX_FRAME),   // Forward
         4 => Some(SMALL_FRAME), // ReadIndex
         5 => Some(SMALL_FRAME), // Ping
-        6 => Some(APP_FRAME),  // App
+        6 => Some(APP_FRAME),   // App
         _ => None,
     }
 }

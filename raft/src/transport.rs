@@ -20,8 +20,8 @@
 //! request that would not fit is never sent; openraft is asked to split it (`PayloadTooLarge`).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -717,9 +717,7 @@ fn absurd_term_in_request(req: &PeerRequest) -> Option<u64> {
 fn absurd_term_in_response(resp: &PeerResponse) -> Option<u64> {
     let log = |l: &Option<LogId>| l.map_or(0, |l| l.leader_id.term);
     let highest = match resp {
-        PeerResponse::AppendEntries(Ok(AppendEntriesResponse::HigherVote(v))) => {
-            v.leader_id().term
-        }
+        PeerResponse::AppendEntries(Ok(AppendEntriesResponse::HigherVote(v))) => v.leader_id().term,
         PeerResponse::AppendEntries(Ok(AppendEntriesResponse::PartialSuccess(l))) => log(l),
         PeerResponse::Vote(Ok(r)) => r.vote.leader_id().term.max(log(&r.last_log_id)),
         PeerResponse::InstallSnapshot(Ok(r)) => r.vote.leader_id().term,
@@ -865,7 +863,9 @@ pub(crate) async fn serve<H: PeerHandler>(
         let port = port.clone();
         let watch = watch.clone();
         tokio::spawn(async move {
-            let conn = serve_conn(tcp, remote, slot, acceptor, authorize, handler, &port, watch);
+            let conn = serve_conn(
+                tcp, remote, slot, acceptor, authorize, handler, &port, watch,
+            );
             if let Err(e) = conn.await {
                 tracing::debug!(%remote, error = %e, "peer connection ended");
             }
@@ -917,28 +917,34 @@ async fn serve_conn<H: PeerHandler>(
         }
     };
     drop(pre_handshake);
-    let from = {
-        let (_, session) = tls.get_ref();
-        let leaf = session
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    "no client certificate",
-                )
-            })?;
-        authorize(leaf).map_err(|why| {
+    let from =
+        {
+            let (_, session) = tls.get_ref();
+            let leaf = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        "no client certificate",
+                    )
+                })?;
+            authorize(leaf).map_err(|why| {
             port.counters.count(Refused::Handshake);
             if port.anonymous.should_log(Refused::Handshake, Instant::now()) {
                 tracing::warn!(%remote, %why, "refusing peer connection (logged once a minute)");
             }
             std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)
         })?
-    };
+        };
     // A removed node gets nothing after the handshake: not a slot, not a byte read.
     if handler.member_view(from).removed {
-        port.refuse(from, remote, Refused::Removed, "the node was removed from this cluster");
+        port.refuse(
+            from,
+            remote,
+            Refused::Removed,
+            "the node was removed from this cluster",
+        );
         return Ok(());
     }
     let slot = match Slot::admit(&port.nodes, from) {
@@ -1425,7 +1431,12 @@ mod tests {
                 append(Vote::new_committed(9, 6)),
                 false,
             ),
-            ("removed member pings", removed_member, PeerRequest::Ping, false),
+            (
+                "removed member pings",
+                removed_member,
+                PeerRequest::Ping,
+                false,
+            ),
             ("removed forwards", removed, forward(), false),
             (
                 "removed leads",
@@ -1595,7 +1606,10 @@ mod tests {
             a
         });
         let got = read_frame(&mut b, &lim).await?;
-        assert!(matches!(got, Frame::Request(9, PeerRequest::AppendEntries(_))), "{got:?}");
+        assert!(
+            matches!(got, Frame::Request(9, PeerRequest::AppendEntries(_))),
+            "{got:?}"
+        );
         assert_eq!(budget.available_permits(), 1 << 20);
         drop(write.await?);
 
@@ -1646,5 +1660,4 @@ mod tests {
         assert_eq!(budget.available_permits(), 1 << 20);
         Ok(())
     }
-
 }
