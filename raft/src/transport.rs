@@ -13,7 +13,13 @@
 //! A certificate proves who a peer is, not that it still belongs: every request is also checked
 //! against this node's current Raft membership (`admission`), so a node removed while connected
 //! is refused from its next request on. A node with no membership yet (a fresh learner) takes
-//! everyone, so the leader's first AppendEntries reaches it.
+//! everyone but removed ids, so the leader's first AppendEntries reaches it. A node id the state
+//! records as removed gets nothing after the handshake (ids are never reused).
+//!
+//! What a connection may cost before and after its sender is known (connections per source
+//! and per node, idle time, frame sizes per request kind, bytes of frames being read) is in
+//! `peer_limits`; any Raft message naming a term above `peer_limits::MAX_TERM` is refused
+//! before openraft sees it, in a request or in an answer to ours.
 //!
 //! Frames are at most `MAX_FRAME` bytes, and every Raft entry at most
 //! `outpost_storage::MAX_ENTRY_BYTES`, so one entry always fits a frame: an AppendEntries
