@@ -24,7 +24,7 @@ use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use outpost::shared::client::{ApiClient, Endpoint};
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 use outpost_raft::transport::forge;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 
@@ -360,7 +360,8 @@ async fn site_works(
 /// 20,000 plain TCP connections and 1,000 TLS connections with a removed node's certificate
 /// held against the leader's peer port, then 20 connections of node certificates announcing
 /// 64 MiB frames: the site keeps working, and the leader's descriptors and memory stay near
-/// idle (and return there once the floods close).
+/// idle; the stalled frames and an idle node connection are closed after 30 s, and the
+/// descriptors return to idle once the floods close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_port_floods_leave_the_site_working_and_the_node_near_idle() {
     let _g = serial();
@@ -499,6 +500,24 @@ async fn peer_port_floods_leave_the_site_working_and_the_node_near_idle() {
             idle_rss >> 20
         );
 
+        // A node connection that sends nothing after its handshake is closed as idle, and the
+        // stalled frames end their connections (both after 30 s; waited for up to 90 s).
+        let mut quiet = peer_tls(&c, leader, leader_id, configs[0].clone(), [127, 0, 0, 1]).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        assert!(
+            closed_by(&mut quiet, deadline).await,
+            "an idle connection stayed open"
+        );
+        for t in &mut big {
+            assert!(
+                closed_by(t, deadline).await,
+                "a stalled frame's connection stayed open"
+            );
+        }
+        let port = c.status(leader).await?.raft.peer_port;
+        assert!(port.idle_closed >= 1, "{port:?}");
+        assert!(port.frame_refused >= BIG_FRAMES as u64, "{port:?}");
+
         // Afterwards: the floods close, and the node's descriptors return near idle.
         drop(big);
         drop(tls);
@@ -522,6 +541,19 @@ async fn peer_port_floods_leave_the_site_working_and_the_node_near_idle() {
     }
     .await;
     or_dump(&c, r);
+}
+
+/// True when the server closed `t` before `deadline` (end of stream or an error).
+async fn closed_by(t: &mut TlsStream<TcpStream>, deadline: tokio::time::Instant) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout_at(deadline, t.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // An answer (none is expected): keep waiting for the close.
+            Ok(Ok(_)) => continue,
+        }
+    }
 }
 
 /// GET /healthz of node `i` without a certificate: its status code and body.
