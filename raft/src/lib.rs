@@ -12,8 +12,8 @@
 //! closes a batch before its encoding would pass it and refuses a command too large for an
 //! entry of its own (`WriteError::TooLarge`); the log reader and the transport size
 //! AppendEntries requests so that they always fit a peer frame. The peer port serves only
-//! current members, and the leader re-checks and re-stamps (actor, time) writes that other
-//! nodes forward to it.
+//! current members (never a removed id, within the budget of `peer_limits`), and the leader
+//! re-checks and re-stamps (actor, time) writes that other nodes forward to it.
 //!
 //! It deliberately knows nothing of certificates (the node hands it rustls configs and a
 //! function that maps a peer certificate to a node id), of HTTP, or of discovery. openraft's
@@ -32,6 +32,7 @@ mod failover;
 pub mod log_store;
 mod node;
 pub mod offline;
+pub mod peer_limits;
 pub mod state_machine;
 pub mod transport;
 pub mod types;

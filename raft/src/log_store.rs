@@ -15,6 +15,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, RaftLogReader, StorageIOError};
@@ -33,6 +34,9 @@ pub const LOG_FORMAT: i64 = 1;
 #[derive(Clone)]
 pub struct LogStore {
     tx: mpsc::Sender<Req>,
+    /// Bytes of entries (their stored encoding) appended since the store opened: the node
+    /// compacts the log by size as well as by count (`RaftNode`).
+    appended: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -45,7 +49,15 @@ impl LogStore {
             .name("raft-log".into())
             .spawn(move || writer_loop(conn, rx, path))
             .map_err(LogStoreError::Thread)?;
-        Ok(LogStore { tx })
+        Ok(LogStore {
+            tx,
+            appended: Arc::default(),
+        })
+    }
+
+    /// The count of bytes appended since the store opened (shared, live).
+    pub fn appended_bytes(&self) -> Arc<AtomicU64> {
+        self.appended.clone()
     }
 
     async fn call<T>(
@@ -445,6 +457,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         // Returns once queued; the callback fires from the writer thread after the fsync.
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let bytes: usize = entries.iter().map(codec::encoded_len).sum();
+        self.appended.fetch_add(bytes as u64, Ordering::Relaxed);
         self.tx
             .send(Req::Append(entries, callback))
             .await

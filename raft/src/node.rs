@@ -34,6 +34,7 @@ use crate::codec::Bytes;
 use crate::dead_members::{self, Watch};
 use crate::failover::{self, FailoverStats, PeerWatch};
 use crate::log_store::{LogStore, LogStoreError};
+use crate::peer_limits::{PeerPortCounters, PeerPortStats};
 use crate::state_machine::{Health, StateMachine, StoppedApplying};
 use crate::transport::{
     self, MemberView, Network, PeerClients, PeerHandler, PeerRequest, PeerResponse, PeerTls,
@@ -327,6 +328,9 @@ pub struct NodeStatus {
     /// The term of the last of them: a leader whose `term` equals it won by that path.
     #[serde(default)]
     pub fast_election_term: Option<u64>,
+    /// What the peer port refused since this node started (`peer_limits`).
+    #[serde(default)]
+    pub peer_port: PeerPortStats,
 }
 
 struct WriteReq {
@@ -347,6 +351,11 @@ struct Inner {
     /// What the transport saw of peers' connections and ballots (fast failover).
     watch: Arc<PeerWatch>,
     app: std::sync::RwLock<Option<Arc<dyn AppHandler>>>,
+    /// Node ids the state records as removed (ids are never reused), read by the peer port
+    /// for every connection and request; kept current by `track_removed`.
+    removed: Arc<std::sync::RwLock<BTreeSet<NodeId>>>,
+    /// The peer port's refusals.
+    port: Arc<PeerPortCounters>,
     /// Fault injection for tests (`OUTPOST_FAULT_DROP_FORWARD_REPLIES=N`): this many
     /// forwarded batches are committed and then never answered, as if the reply were lost.
     drop_forward_replies: std::sync::atomic::AtomicU32,
@@ -392,7 +401,7 @@ impl RaftNode {
         let health = Arc::new(Health::default());
         // Opening the databases (migrations, quick_check) and cleaning the snapshot directory
         // block: they run on a blocking thread, never on the executor.
-        let (log, store, sm) = {
+        let (log, store, sm, removed) = {
             let data_dir = cfg.data_dir.clone();
             let health = health.clone();
             tokio::task::spawn_blocking(move || open_stores(&data_dir, health))
@@ -419,6 +428,7 @@ impl RaftNode {
             clients: clients.clone(),
             watch: watch.clone(),
         };
+        let appended = log.appended_bytes();
         let raft = Raft::new(cfg.id, Arc::new(config), network, log, sm)
             .await
             .map_err(NodeError::Raft)?;
@@ -433,6 +443,8 @@ impl RaftNode {
             tuning: cfg.tuning.clone(),
             watch: watch.clone(),
             app: std::sync::RwLock::new(None),
+            removed: Arc::new(std::sync::RwLock::new(removed)),
+            port: Arc::default(),
             drop_forward_replies: std::env::var("OUTPOST_FAULT_DROP_FORWARD_REPLIES")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -451,6 +463,14 @@ impl RaftNode {
             cfg.tls,
             handler,
             watch.clone(),
+            inner.port.clone(),
+        ));
+        node.spawn(track_removed(inner.clone()));
+        node.spawn(watch_core(inner.raft.metrics()));
+        node.spawn(compact_by_size(
+            inner.raft.clone(),
+            appended,
+            snapshot_after_bytes(),
         ));
         node.spawn(failover::run(
             inner.raft.clone(),
@@ -592,9 +612,17 @@ impl RaftNode {
     }
 
     pub fn status(&self) -> NodeStatus {
-        let m = self.inner.raft.metrics().borrow().clone();
-        let fatal = self.inner.health.fatal().map(|f| f.to_string());
-        status_of(&m, fatal, self.inner.watch.stats())
+        let rx = self.inner.raft.metrics();
+        let m = rx.borrow().clone();
+        let fatal = self
+            .inner
+            .health
+            .fatal()
+            .map(|f| f.to_string())
+            .or_else(|| core_ended(&rx).then(|| CORE_ENDED.to_string()));
+        let mut status = status_of(&m, fatal, self.inner.watch.stats());
+        status.peer_port = self.inner.port.stats();
+        status
     }
 
     /// Subscribe to Raft metrics changes (leader, applied index, membership).
@@ -635,12 +663,14 @@ impl RaftNode {
 
 /// Opens raft.db and state.db under `data_dir` and the snapshot directory (removing leftovers
 /// of interrupted transfers). Blocking: call it on a blocking thread.
+#[allow(clippy::type_complexity)]
 fn open_stores(
     data_dir: &Path,
     health: Arc<Health>,
-) -> Result<(LogStore, Store, StateMachine), NodeError> {
+) -> Result<(LogStore, Store, StateMachine, BTreeSet<NodeId>), NodeError> {
     let log = LogStore::open(&data_dir.join("raft.db"))?;
     let store = Store::open(&data_dir.join("state.db"))?;
+    let removed = removed_ids(&store.reader().nodes()?);
     let snap_dir = data_dir.join("snapshots");
     let sm = StateMachine::new(store.clone(), &snap_dir, health).map_err(|source| {
         NodeError::SnapshotDir {
@@ -648,7 +678,143 @@ fn open_stores(
             source,
         }
     })?;
-    Ok((log, store, sm))
+    Ok((log, store, sm, removed))
+}
+
+/// What `status` says (and `/healthz` answers) when the Raft core's task ended without
+/// reporting why: it panicked.
+const CORE_ENDED: &str = "the Raft core stopped (its task ended: it panicked); this node takes \
+     no writes and casts no votes until it is restarted, or recovered with `outpost recover \
+     --force-new-cluster`";
+
+/// The Raft core's task ended: openraft drops the metrics sender with it, and a panic leaves
+/// the last metrics saying it runs.
+fn core_ended(rx: &tokio::sync::watch::Receiver<RaftMetrics>) -> bool {
+    rx.has_changed().is_err()
+}
+
+/// Logs once why the Raft core stopped, when it does (a panic, or openraft's fatal error).
+async fn watch_core(mut rx: tokio::sync::watch::Receiver<RaftMetrics>) {
+    loop {
+        if let Err(fatal) = &rx.borrow_and_update().running_state {
+            if !matches!(fatal, openraft::error::Fatal::Stopped) {
+                tracing::error!(error = %fatal, "the Raft core stopped; /healthz fails until this node is restarted or recovered");
+            }
+            return;
+        }
+        if rx.changed().await.is_err() {
+            tracing::error!("{CORE_ENDED}");
+            return;
+        }
+    }
+}
+
+/// A snapshot is built (and the log purged behind it) once the entries appended since the
+/// last one pass this many bytes, whatever their count: openraft's policy counts entries only,
+/// and 20,000 entries of up to `MAX_ENTRY_BYTES` each would be gigabytes of raft.db.
+pub const SNAPSHOT_AFTER_BYTES: u64 = 64 << 20;
+
+/// `SNAPSHOT_AFTER_BYTES`, or `OUTPOST_SNAPSHOT_AFTER_BYTES` when set (tests), at least 1 MiB.
+fn snapshot_after_bytes() -> u64 {
+    std::env::var("OUTPOST_SNAPSHOT_AFTER_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|v| v.max(1 << 20))
+        .unwrap_or(SNAPSHOT_AFTER_BYTES)
+}
+
+/// Whether the log has grown enough since the last snapshot to build one (pure).
+fn due_by_size(appended: u64, at_last_snapshot: u64, limit: u64, asked: bool) -> bool {
+    !asked && appended.saturating_sub(at_last_snapshot) >= limit
+}
+
+/// Compaction by size: once the bytes appended since the last snapshot pass `limit`, asks
+/// openraft for a snapshot, and when it is built purges the log up to it (not keeping
+/// `keep_entries_behind_snapshot` entries: those are what made the log big; a follower that
+/// needs them gets the snapshot).
+async fn compact_by_size(raft: Raft, appended: Arc<std::sync::atomic::AtomicU64>, limit: u64) {
+    use std::sync::atomic::Ordering;
+    let mut metrics = raft.metrics();
+    let mut snapshot = metrics.borrow().snapshot;
+    let mut base = appended.load(Ordering::Relaxed);
+    // When a snapshot was asked for and not built yet (asked again after a minute: openraft
+    // skips a trigger while it builds one).
+    let mut asked: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if core_ended(&metrics) {
+            return;
+        }
+        let now = metrics.borrow_and_update().snapshot;
+        if now != snapshot {
+            snapshot = now;
+            base = appended.load(Ordering::Relaxed);
+            if asked.is_some()
+                && let Some(s) = now
+            {
+                asked = None;
+                if let Err(e) = raft.trigger().purge_log(s.index).await {
+                    tracing::debug!(error = %e, "purging the log after a snapshot by size");
+                }
+            }
+        }
+        let total = appended.load(Ordering::Relaxed);
+        let waiting = asked.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+        if due_by_size(total, base, limit, waiting) {
+            tracing::info!(
+                bytes = total - base,
+                limit,
+                "the log passed its size since the last snapshot; building one"
+            );
+            asked = Some(Instant::now());
+            if let Err(e) = raft.trigger().snapshot().await {
+                tracing::debug!(error = %e, "asking for a snapshot by size");
+                return;
+            }
+        }
+    }
+}
+
+/// The ids the state records as removed.
+fn removed_ids(nodes: &[outpost_storage::NodeRecord]) -> BTreeSet<NodeId> {
+    nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Removed)
+        .map(|n| n.id)
+        .collect()
+}
+
+/// Keeps `Inner::removed` current: reads the nodes table again whenever the applied index
+/// moved, at most every 50 ms (a removal is refused within that of being applied). The
+/// peer port reads the set from memory, never from SQLite.
+async fn track_removed(inner: Arc<Inner>) {
+    let mut metrics = inner.raft.metrics();
+    let mut seen = None;
+    loop {
+        let applied = metrics.borrow_and_update().last_applied;
+        if applied != seen {
+            seen = applied;
+            let reader = inner.store.reader();
+            match tokio::task::spawn_blocking(move || reader.nodes()).await {
+                Ok(Ok(nodes)) => {
+                    let ids = removed_ids(&nodes);
+                    let mut set = inner.removed.write().unwrap_or_else(|p| p.into_inner());
+                    if *set != ids {
+                        tracing::info!(removed = ?ids, "node ids refused on the peer port");
+                        *set = ids;
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "reading the removed nodes"),
+                Err(e) => tracing::warn!(error = %e, "reading the removed nodes: task"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -688,6 +854,7 @@ fn status_of(m: &RaftMetrics, fatal: Option<String>, failover: FailoverStats) ->
         fatal,
         fast_elections: failover.campaigns,
         fast_election_term: failover.last_term,
+        peer_port: PeerPortStats::default(),
     }
 }
 
@@ -1288,6 +1455,12 @@ impl PeerHandler for Handler {
         MemberView {
             has_membership: membership.nodes().next().is_some(),
             is_member: membership.get_node(&from).is_some(),
+            removed: self
+                .inner
+                .removed
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&from),
         }
     }
 
@@ -1788,6 +1961,27 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn a_snapshot_is_due_by_size_once_per_snapshot() {
+        // (appended, at last snapshot, limit, asked) -> due
+        let cases = [
+            (0, 0, 64, false, false),
+            (63, 0, 64, false, false),
+            (64, 0, 64, false, true),
+            (164, 100, 64, false, true),
+            (163, 100, 64, false, false),
+            (1000, 0, 64, true, false), // already asked: wait for it
+            (5, 10, 64, false, false),  // never underflows
+        ];
+        for (appended, base, limit, asked, want) in cases {
+            assert_eq!(
+                due_by_size(appended, base, limit, asked),
+                want,
+                "{appended} {base} {limit} {asked}"
+            );
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::codec;
 use crate::log_store::{
     LogStoreError, OpError, get_meta, insert_entries, log_state, open_conn, read,
 };
+use crate::peer_limits::MAX_TERM;
 use crate::state_machine::AppliedMarker;
 use crate::types::{Entry, LogId, NodeId, PeerNode, Proposal, Vote};
 
@@ -181,12 +182,26 @@ pub fn reform(data_dir: &Path, r: Reform) -> Result<Reformed, OfflineError> {
         });
     }
     let mut conn = open_conn(raft_db)?;
+    let since = marker.last_applied.map(|l| l.index + 1).unwrap_or(0);
+    // A vote or entries in a term above `MAX_TERM` can only come from a forged message (a
+    // term near 2^64 stopped the Raft core that took it): the vote is ignored and the log cut
+    // before the first such entry, so the reformed cluster elects itself in a sane term.
+    let first_absurd = read(&conn, since, None, None)
+        .map_err(op)?
+        .iter()
+        .find(|e| e.log_id.leader_id.term > MAX_TERM)
+        .map(|e| e.log_id.index);
+    if let Some(from) = first_absurd {
+        conn.execute("DELETE FROM log WHERE idx >= ?1", params![from as i64])
+            .map_err(|e| op(e.into()))?;
+    }
     let st = log_state(&conn).map_err(op)?;
-    let vote: Option<Vote> = get_meta(&conn, "vote").map_err(op)?;
+    let vote: Option<Vote> = get_meta::<Vote>(&conn, "vote")
+        .map_err(op)?
+        .filter(|v| v.leader_id().term <= MAX_TERM);
 
     // The membership before: the newest membership entry past what the state applied, else the
     // state's own.
-    let since = marker.last_applied.map(|l| l.index + 1).unwrap_or(0);
     let mut former: BTreeSet<NodeId> = marker
         .membership
         .membership()
@@ -215,7 +230,8 @@ pub fn reform(data_dir: &Path, r: Reform) -> Result<Reformed, OfflineError> {
     .flatten()
     .max()
     .unwrap_or(0);
-    let term = seen_term + 1;
+    // At most MAX_TERM + 1: the state's applied id was checked by apply, the rest above.
+    let term = seen_term.saturating_add(1);
     let leader = CommittedLeaderId::new(term, r.me);
     let membership = Membership::new(
         vec![BTreeSet::from([r.me])],

@@ -13,13 +13,20 @@
 //! A certificate proves who a peer is, not that it still belongs: every request is also checked
 //! against this node's current Raft membership (`admission`), so a node removed while connected
 //! is refused from its next request on. A node with no membership yet (a fresh learner) takes
-//! everyone, so the leader's first AppendEntries reaches it.
+//! everyone but removed ids, so the leader's first AppendEntries reaches it. A node id the state
+//! records as removed gets nothing after the handshake (ids are never reused).
+//!
+//! What a connection may cost before and after its sender is known (connections per source
+//! and per node, idle time, frame sizes per request kind, bytes of frames being read) is in
+//! `peer_limits`; any Raft message naming a term above `peer_limits::MAX_TERM` is refused
+//! before openraft sees it, in a request or in an answer to ours.
 //!
 //! Frames are at most `MAX_FRAME` bytes, and every Raft entry at most
 //! `outpost_storage::MAX_ENTRY_BYTES`, so one entry always fits a frame: an AppendEntries
 //! request that would not fit is never sent; openraft is asked to split it (`PayloadTooLarge`).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,11 +45,16 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::codec;
 use crate::failover::PeerWatch;
-use crate::types::{NodeId, PeerNode, Proposal, TypeConfig, Vote};
+use crate::peer_limits::{
+    self, FRAME_STALL, FrameHead, HANDSHAKE_TIMEOUT, HEAD_BYTES, IDLE, IN_FLIGHT_PER_CONN,
+    MAX_TERM, NODE_TOTAL, PER_NODE, PORT_FRAME_BYTES, PRE_HANDSHAKE_PER_SOURCE,
+    PRE_HANDSHAKE_TOTAL, PeerPortCounters, Pool, READ_CHUNK, Refused, Slot, Throttle,
+};
+use crate::types::{LogId, NodeId, PeerNode, Proposal, TypeConfig, Vote};
 
 /// Largest frame accepted from a peer (a snapshot chunk plus headroom).
 pub const MAX_FRAME: usize = codec::MAX_DECODE_BYTES;
@@ -291,11 +303,26 @@ async fn dial_with(
     let received = Arc::new(AtomicU64::new(0));
     let received_r = received.clone();
     let reader = tokio::spawn(async move {
+        let mut absurd_logged = false;
         loop {
-            let frame = read_frame(&mut rd).await;
+            let frame = read_frame(&mut rd, &ReadLimits::CLIENT).await;
             received_r.fetch_add(1, Ordering::Release);
             match frame {
-                Ok(Frame::Response(id, resp)) => {
+                Ok(Frame::Response(id, mut resp)) => {
+                    // An answer naming an absurd term never reaches openraft: the call fails.
+                    if let Some(term) = absurd_term_in_response(&resp) {
+                        if !absurd_logged {
+                            absurd_logged = true;
+                            tracing::warn!(
+                                target,
+                                term,
+                                "peer answered with a term above {MAX_TERM}; refused (logged once per connection)"
+                            );
+                        }
+                        resp = PeerResponse::Failed(format!(
+                            "answer with term {term} above the limit {MAX_TERM} refused"
+                        ));
+                    }
                     let tx = pending_r
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -471,26 +498,239 @@ fn encode_frame(frame: &Frame) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
-async fn read_frame<R: tokio::io::AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Frame> {
+/// How a frame is read: the caps and waits of one side of a connection.
+struct ReadLimits<'a> {
+    /// Server side: the declared size is checked against the cap of the request's kind
+    /// (`peer_limits::frame_cap`) before the body is read.
+    per_kind: bool,
+    /// Bytes of frames being read on the whole port; a chunk is read once its bytes are had.
+    budget: Option<&'a Semaphore>,
+    /// Waiting for a frame to start: after this long without one, with no request of this
+    /// connection being answered (permits of the semaphore taken), the connection is idle.
+    idle: Option<(Duration, &'a Semaphore)>,
+}
+
+impl ReadLimits<'static> {
+    /// Answers on a connection we dialled to a node we verified: no kinds, no idle close.
+    const CLIENT: ReadLimits<'static> = ReadLimits {
+        per_kind: false,
+        budget: None,
+        idle: None,
+    };
+}
+
+/// Why a frame was not read.
+#[derive(Debug, thiserror::Error)]
+enum ReadFailure {
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// No frame for `IDLE` with nothing in flight.
+    #[error("idle peer connection")]
+    Idle,
+    /// The frame's kind or declared size is refused, or its bytes stopped coming.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<ReadFailure> for std::io::Error {
+    fn from(f: ReadFailure) -> std::io::Error {
+        match f {
+            ReadFailure::Io(e) => e,
+            ReadFailure::Idle => {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "idle peer connection")
+            }
+            ReadFailure::Refused(why) => std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+        }
+    }
+}
+
+/// Bytes of the port's frame budget held by a frame being read, given back on drop.
+struct Held<'a> {
+    budget: Option<&'a Semaphore>,
+    bytes: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.budget
+            && self.bytes > 0
+        {
+            b.add_permits(self.bytes);
+        }
+    }
+}
+
+/// Reads one frame. Nothing is allocated for a frame before its declared size is known to
+/// fit (its kind's cap on the server side); then its buffer grows as its bytes arrive, in
+/// chunks of `READ_CHUNK` each taken from the port's budget first, so a peer that announces
+/// 64 MiB and sends nothing holds one chunk.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    lim: &ReadLimits<'_>,
+) -> Result<Frame, ReadFailure> {
     let mut len = [0u8; 4];
-    rd.read_exact(&mut len).await?;
+    {
+        // Kept across the idle checks: `read_exact` is not cancel-safe.
+        let read = rd.read_exact(&mut len);
+        tokio::pin!(read);
+        match lim.idle {
+            None => {
+                read.await.map_err(ReadFailure::Io)?;
+            }
+            Some((idle, handlers)) => loop {
+                tokio::select! {
+                    r = &mut read => {
+                        r.map_err(ReadFailure::Io)?;
+                        break;
+                    }
+                    _ = tokio::time::sleep(idle) => {
+                        if handlers.available_permits() == IN_FLIGHT_PER_CONN {
+                            return Err(ReadFailure::Idle);
+                        }
+                    }
+                }
+            },
+        }
+    }
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("peer frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
-        ));
+        return Err(ReadFailure::Refused(format!(
+            "peer frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"
+        )));
     }
-    let mut buf = vec![0u8; len];
-    rd.read_exact(&mut buf).await?;
-    codec::decode(&buf)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, BadFrame(e)))
+    let mut held = Held {
+        budget: lim.budget,
+        bytes: 0,
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    if lim.per_kind {
+        // The head first, byte by byte as it comes, to learn the kind before anything more.
+        buf.resize(len.min(HEAD_BYTES), 0);
+        let mut got = 0;
+        loop {
+            let n = match tokio::time::timeout(FRAME_STALL, rd.read(&mut buf[got..])).await {
+                Ok(r) => r.map_err(ReadFailure::Io)?,
+                Err(_) => {
+                    return Err(ReadFailure::Refused(format!(
+                        "peer frame stalled after {got} of {len} bytes"
+                    )));
+                }
+            };
+            if n == 0 {
+                return Err(ReadFailure::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            got += n;
+            match peer_limits::frame_head(&buf[..got]) {
+                FrameHead::Request(kind) => match peer_limits::frame_cap(kind) {
+                    Some(cap) if len <= cap => break,
+                    Some(cap) => {
+                        return Err(ReadFailure::Refused(format!(
+                            "peer request of kind {kind} declares {len} bytes, over its {cap}"
+                        )));
+                    }
+                    None => {
+                        return Err(ReadFailure::Refused(format!(
+                            "peer request of unknown kind {kind}"
+                        )));
+                    }
+                },
+                FrameHead::NeedMore if got < buf.len() => {}
+                // Shorter than a head: a tiny frame, decoded (or refused) below.
+                FrameHead::NeedMore => break,
+                FrameHead::Invalid => {
+                    return Err(ReadFailure::Refused("not a peer request frame".into()));
+                }
+            }
+        }
+        buf.truncate(got);
+    }
+    while buf.len() < len {
+        let want = (len - buf.len()).min(READ_CHUNK);
+        if let Some(budget) = lim.budget {
+            let n = u32::try_from(want).unwrap_or(u32::MAX);
+            match tokio::time::timeout(FRAME_STALL, budget.acquire_many(n)).await {
+                Ok(Ok(p)) => {
+                    p.forget();
+                    held.bytes += n as usize;
+                }
+                Ok(Err(_)) => return Err(ReadFailure::Refused("port closed".into())),
+                Err(_) => {
+                    return Err(ReadFailure::Refused(
+                        "the port's frame budget stayed full".into(),
+                    ));
+                }
+            }
+        }
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        match tokio::time::timeout(FRAME_STALL, rd.read_exact(&mut buf[start..])).await {
+            Ok(r) => {
+                r.map_err(ReadFailure::Io)?;
+            }
+            Err(_) => {
+                return Err(ReadFailure::Refused(format!(
+                    "peer frame stalled after {start} of {len} bytes"
+                )));
+            }
+        }
+    }
+    let frame = codec::decode(&buf).map_err(|e| {
+        ReadFailure::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            BadFrame(e),
+        ))
+    });
+    drop(buf);
+    drop(held);
+    frame
 }
 
 /// A peer frame that did not decode (inside an `io::Error`, as the connection tasks see it).
 #[derive(Debug, thiserror::Error)]
 #[error("peer frame: {0}")]
 struct BadFrame(#[source] bincode::error::DecodeError);
+
+/// The highest term a request names (its vote, and the log ids it carries), when it is
+/// above `MAX_TERM`.
+fn absurd_term_in_request(req: &PeerRequest) -> Option<u64> {
+    let log = |l: &Option<LogId>| l.map_or(0, |l| l.leader_id.term);
+    let highest = match req {
+        PeerRequest::AppendEntries(r) => r
+            .entries
+            .iter()
+            .map(|e| e.log_id.leader_id.term)
+            .chain([
+                r.vote.leader_id().term,
+                log(&r.prev_log_id),
+                log(&r.leader_commit),
+            ])
+            .max()
+            .unwrap_or(0),
+        PeerRequest::Vote(r) => r.vote.leader_id().term.max(log(&r.last_log_id)),
+        PeerRequest::InstallSnapshot(r) => r
+            .vote
+            .leader_id()
+            .term
+            .max(log(&r.meta.last_log_id))
+            .max(log(r.meta.last_membership.log_id())),
+        PeerRequest::Forward(_) | PeerRequest::ReadIndex | PeerRequest::Ping => 0,
+        PeerRequest::App(_) => 0,
+    };
+    (highest > MAX_TERM).then_some(highest)
+}
+
+/// The same for an answer to one of our Raft requests.
+fn absurd_term_in_response(resp: &PeerResponse) -> Option<u64> {
+    let log = |l: &Option<LogId>| l.map_or(0, |l| l.leader_id.term);
+    let highest = match resp {
+        PeerResponse::AppendEntries(Ok(AppendEntriesResponse::HigherVote(v))) => v.leader_id().term,
+        PeerResponse::AppendEntries(Ok(AppendEntriesResponse::PartialSuccess(l))) => log(l),
+        PeerResponse::Vote(Ok(r)) => r.vote.leader_id().term.max(log(&r.last_log_id)),
+        PeerResponse::InstallSnapshot(Ok(r)) => r.vote.leader_id().term,
+        _ => 0,
+    };
+    (highest > MAX_TERM).then_some(highest)
+}
 
 /// What the listener does with a request from an authenticated peer.
 pub(crate) trait PeerHandler: Clone + Send + Sync + 'static {
@@ -508,6 +748,8 @@ pub(crate) struct MemberView {
     pub has_membership: bool,
     /// The peer is a voter or learner of it.
     pub is_member: bool,
+    /// The state records the peer as removed: node ids are never reused, so it gets nothing.
+    pub removed: bool,
 }
 
 /// Whether a request from authenticated node `from` is served. Members are; so is anyone while
@@ -517,8 +759,11 @@ pub(crate) struct MemberView {
 /// vote names itself): this node may lag behind the membership change that added that leader,
 /// and refusing it would stall this node for good; openraft itself refuses a stale leader.
 /// Everything else from a non-member (votes, forwarded writes, reads, application requests)
-/// is refused.
+/// is refused. A node the state records as removed gets nothing at all, whatever it claims.
 pub(crate) fn admission(view: MemberView, from: NodeId, req: &PeerRequest) -> Result<(), String> {
+    if view.removed {
+        return Err(format!("node {from} was removed from this cluster"));
+    }
     if view.is_member || !view.has_membership {
         return Ok(());
     }
@@ -531,64 +776,102 @@ pub(crate) fn admission(view: MemberView, from: NodeId, req: &PeerRequest) -> Re
     }
 }
 
-/// Refused peers, so that each is logged at most once per `every` (a removed node retries
-/// several times a second).
-struct Refusals {
-    every: Duration,
-    last: Mutex<HashMap<NodeId, Instant>>,
+/// The shared budget of the peer port (`peer_limits`).
+struct Port {
+    pre_handshake: Arc<Mutex<Pool<IpAddr>>>,
+    nodes: Arc<Mutex<Pool<NodeId>>>,
+    /// Bytes of frames being read at once.
+    budget: Semaphore,
+    counters: Arc<PeerPortCounters>,
+    /// Refusals of authenticated nodes, logged once a minute per node and reason.
+    by_node: Throttle<(NodeId, Refused)>,
+    /// Refusals before the handshake, logged once a minute per reason (a flood comes from
+    /// many sources).
+    anonymous: Throttle<Refused>,
+    accept_failed: Throttle<()>,
 }
 
-impl Refusals {
-    fn new(every: Duration) -> Refusals {
-        Refusals {
-            every,
-            last: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// True when a refusal of `id` at `now` should be logged.
-    fn should_log(&self, id: NodeId, now: Instant) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last
-            .get(&id)
-            .is_some_and(|t| now.saturating_duration_since(*t) < self.every)
-        {
-            return false;
-        }
-        let every = self.every;
-        last.retain(|_, t| now.saturating_duration_since(*t) < every);
-        last.insert(id, now);
-        true
+/// The key a source is counted under before its handshake: an IPv4 address, or the /64 of
+/// an IPv6 one (a host usually holds a whole /64).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
 /// Accepts peer connections until the listener task is aborted. `watch` learns which peers
 /// are connected, which connection carried their requests and which vote requests came in
-/// (fast failover).
+/// (fast failover). What each connection may hold is in `peer_limits`; refusals are counted
+/// in `counters`.
 pub(crate) async fn serve<H: PeerHandler>(
     listener: TcpListener,
     tls: PeerTls,
     handler: H,
     watch: Arc<PeerWatch>,
+    counters: Arc<PeerPortCounters>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-    let refusals = Arc::new(Refusals::new(Duration::from_secs(60)));
+    let minute = Duration::from_secs(60);
+    let port = Arc::new(Port {
+        pre_handshake: Arc::new(Mutex::new(Pool::new(
+            PRE_HANDSHAKE_TOTAL,
+            PRE_HANDSHAKE_PER_SOURCE,
+            false,
+        ))),
+        nodes: Arc::new(Mutex::new(Pool::new(NODE_TOTAL, PER_NODE, true))),
+        budget: Semaphore::new(PORT_FRAME_BYTES),
+        counters,
+        by_node: Throttle::new(minute, 1024),
+        anonymous: Throttle::new(minute, 16),
+        accept_failed: Throttle::new(minute, 1),
+    });
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(error = %e, "peer accept failed");
+                // E.g. out of descriptors: logged once a minute, not thousands of times.
+                if port.accept_failed.should_log((), Instant::now()) {
+                    tracing::warn!(error = %e, "peer accept failed (logged once a minute)");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let slot = match Slot::admit(&port.pre_handshake, source_key(remote.ip())) {
+            Ok((slot, took_over)) => {
+                if took_over {
+                    port.counters.count(Refused::TakenOver);
+                }
+                slot
+            }
+            Err(full) => {
+                port.counters.count(Refused::PreHandshakeFull);
+                if port
+                    .anonymous
+                    .should_log(Refused::PreHandshakeFull, Instant::now())
+                {
+                    tracing::warn!(%remote, ?full, "refusing peer connections in handshake: too many (logged once a minute)");
+                }
+                drop(tcp);
                 continue;
             }
         };
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let authorize = tls.authorize.clone();
-        let refusals = refusals.clone();
+        let port = port.clone();
         let watch = watch.clone();
         tokio::spawn(async move {
-            let conn = serve_conn(tcp, remote, acceptor, authorize, handler, refusals, watch);
+            let conn = serve_conn(
+                tcp, remote, slot, acceptor, authorize, handler, &port, watch,
+            );
             if let Err(e) = conn.await {
                 tracing::debug!(%remote, error = %e, "peer connection ended");
             }
@@ -596,36 +879,96 @@ pub(crate) async fn serve<H: PeerHandler>(
     }
 }
 
+impl Port {
+    /// Counts a refusal of node `from` and logs it once a minute per node and reason.
+    fn refuse(&self, from: NodeId, remote: SocketAddr, why: Refused, text: &str) {
+        self.counters.count(why);
+        if self.by_node.should_log((from, why), Instant::now()) {
+            tracing::warn!(%remote, node = from, reason = %text, "refusing peer (logged once a minute per node and reason)");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_conn<H: PeerHandler>(
     tcp: TcpStream,
     remote: SocketAddr,
+    pre_handshake: Slot<IpAddr>,
     acceptor: tokio_rustls::TlsAcceptor,
     authorize: Authorize,
     handler: H,
-    refusals: Arc<Refusals>,
+    port: &Port,
     watch: Arc<PeerWatch>,
 ) -> std::io::Result<()> {
     let _ = tcp.set_nodelay(true);
-    let tls = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-        })??;
-    let from = {
-        let (_, session) = tls.get_ref();
-        let leaf = session
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    "no client certificate",
-                )
-            })?;
-        authorize(leaf).map_err(|why| {
-            tracing::warn!(%remote, %why, "refusing peer connection");
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+        _ = pre_handshake.kicked() => {
+            port.counters.count(Refused::TakenOver);
+            return Ok(());
+        }
+    };
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            port.counters.count(Refused::Handshake);
+            return Err(e);
+        }
+        Err(_) => {
+            port.counters.count(Refused::Handshake);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            ));
+        }
+    };
+    drop(pre_handshake);
+    let from =
+        {
+            let (_, session) = tls.get_ref();
+            let leaf = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        "no client certificate",
+                    )
+                })?;
+            authorize(leaf).map_err(|why| {
+            port.counters.count(Refused::Handshake);
+            if port.anonymous.should_log(Refused::Handshake, Instant::now()) {
+                tracing::warn!(%remote, %why, "refusing peer connection (logged once a minute)");
+            }
             std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)
         })?
+        };
+    // A removed node gets nothing after the handshake: not a slot, not a byte read.
+    if handler.member_view(from).removed {
+        port.refuse(
+            from,
+            remote,
+            Refused::Removed,
+            "the node was removed from this cluster",
+        );
+        return Ok(());
+    }
+    let slot = match Slot::admit(&port.nodes, from) {
+        Ok((slot, took_over)) => {
+            if took_over {
+                port.counters.count(Refused::TakenOver);
+            }
+            slot
+        }
+        Err(full) => {
+            port.refuse(
+                from,
+                remote,
+                Refused::NodeFull,
+                &format!("too many peer connections ({full:?})"),
+            );
+            return Ok(());
+        }
     };
     // Open from here until the reading below ends (not until the answers in flight are sent:
     // the close of a dead leader's connection must be seen at once).
@@ -642,10 +985,32 @@ async fn serve_conn<H: PeerHandler>(
             }
         }
     });
+    // Requests of this connection being answered; the reading waits when all are taken.
+    let handlers = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONN));
+    let limits = ReadLimits {
+        per_kind: true,
+        budget: Some(&port.budget),
+        idle: Some((IDLE, &handlers)),
+    };
     let result = loop {
-        let frame = match read_frame(&mut rd).await {
+        let frame = tokio::select! {
+            f = read_frame(&mut rd, &limits) => f,
+            _ = slot.kicked() => {
+                port.counters.count(Refused::TakenOver);
+                break Ok(());
+            }
+        };
+        let frame = match frame {
             Ok(f) => f,
-            Err(e) => break Err(e),
+            Err(ReadFailure::Idle) => {
+                port.counters.count(Refused::Idle);
+                break Ok(());
+            }
+            Err(ReadFailure::Refused(why)) => {
+                port.refuse(from, remote, Refused::Frame, &why);
+                break Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+            }
+            Err(ReadFailure::Io(e)) => break Err(e),
         };
         let Frame::Request(id, req) = frame else {
             break Err(std::io::Error::new(
@@ -654,11 +1019,27 @@ async fn serve_conn<H: PeerHandler>(
             ));
         };
         // Checked per request, not once per connection: a node removed while connected is
-        // refused from its next request on.
-        if let Err(why) = admission(handler.member_view(from), from, &req) {
-            if refusals.should_log(from, Instant::now()) {
-                tracing::warn!(%remote, node = from, %why, "refusing peer requests (logged once a minute per node)");
+        // refused from its next request on (and gets no other answer).
+        let view = handler.member_view(from);
+        if view.removed {
+            let why = format!("node {from} was removed from this cluster");
+            port.refuse(from, remote, Refused::Removed, &why);
+            if let Ok(bytes) = encode_frame(&Frame::Response(id, PeerResponse::Failed(why))) {
+                let _ = out_tx.send(bytes).await;
             }
+            break Ok(());
+        }
+        // Before openraft sees it: a term near 2^64 stops its core for good.
+        if let Some(term) = absurd_term_in_request(&req) {
+            let why = format!("a Raft message with term {term} (above {MAX_TERM}) is refused");
+            port.refuse(from, remote, Refused::AbsurdTerm, &why);
+            if let Ok(bytes) = encode_frame(&Frame::Response(id, PeerResponse::Failed(why))) {
+                let _ = out_tx.send(bytes).await;
+            }
+            break Ok(());
+        }
+        if let Err(why) = admission(view, from, &req) {
+            port.refuse(from, remote, Refused::NotMember, &why);
             if let Ok(bytes) = encode_frame(&Frame::Response(id, PeerResponse::Failed(why)))
                 && out_tx.send(bytes).await.is_err()
             {
@@ -673,6 +1054,9 @@ async fn serve_conn<H: PeerHandler>(
         {
             watch.ballot(from, &r.vote, r.last_log_id);
         }
+        let Ok(permit) = handlers.clone().acquire_owned().await else {
+            break Ok(());
+        };
         let handler = handler.clone();
         let out = out_tx.clone();
         tokio::spawn(async move {
@@ -688,12 +1072,62 @@ async fn serve_conn<H: PeerHandler>(
                 }
             };
             let _ = out.send(bytes).await;
+            drop(permit);
         });
     };
     drop(inbound);
     drop(out_tx);
     let _ = writer.await;
     result
+}
+
+/// Frames as a peer writes them, for tests that speak the peer protocol by hand against the
+/// real binary (forged messages, floods). Not part of the crate's interface.
+#[doc(hidden)]
+pub mod forge {
+    use super::*;
+
+    /// A whole AppendEntries request frame (length prefix included) from `leader` at `term`,
+    /// with no entries (a heartbeat).
+    pub fn append_entries(request_id: u64, term: u64, leader: NodeId) -> Vec<u8> {
+        let req = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(term, leader),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: Vec::new(),
+        };
+        encode_frame(&Frame::Request(request_id, PeerRequest::AppendEntries(req)))
+            .unwrap_or_default()
+    }
+
+    /// The stored form of a vote for `node` at `term`, not committed (raft.db's `meta` row
+    /// `vote`), to prepare a stopped node's data as a forged message would have left it.
+    pub fn stored_vote(term: u64, node: NodeId) -> Vec<u8> {
+        codec::encode(&Vote::new(term, node)).unwrap_or_default()
+    }
+
+    /// The first bytes of an AppendEntries frame that declares `len` bytes: its length prefix
+    /// and head, without the rest.
+    pub fn announce_append_entries(len: u32) -> Vec<u8> {
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(&[0, 1, 0]);
+        out
+    }
+
+    /// Reads one answer frame: `Ok(Err(reason))` for a refusal (`Failed`), `Ok(Ok(debug))`
+    /// for any other answer.
+    pub async fn read_answer<R: tokio::io::AsyncRead + Unpin>(
+        rd: &mut R,
+    ) -> std::io::Result<Result<String, String>> {
+        match read_frame(rd, &ReadLimits::CLIENT).await? {
+            Frame::Response(_, PeerResponse::Failed(why)) => Ok(Err(why)),
+            Frame::Response(_, other) => Ok(Ok(format!("{other:?}"))),
+            Frame::Request(..) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a request where an answer was expected",
+            )),
+        }
+    }
 }
 
 /// openraft's network factory: hands out per-target clients over the shared connections.
@@ -848,6 +1282,7 @@ mod tests {
     use super::*;
     use crate::types::{Entry, LogId, Vote};
     use openraft::{CommittedLeaderId, EntryPayload};
+    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn entries_that_fit_a_frame() {
@@ -928,14 +1363,24 @@ mod tests {
         let member = MemberView {
             has_membership: true,
             is_member: true,
+            removed: false,
         };
         let stranger = MemberView {
-            has_membership: true,
             is_member: false,
+            ..member
         };
         let fresh = MemberView {
             has_membership: false,
-            is_member: false,
+            ..stranger
+        };
+        // Removed: still in the membership (its removal not yet applied there), or not.
+        let removed_member = MemberView {
+            removed: true,
+            ..member
+        };
+        let removed = MemberView {
+            removed: true,
+            ..stranger
         };
         let append = |vote: Vote| {
             PeerRequest::AppendEntries(AppendEntriesRequest {
@@ -992,27 +1437,233 @@ mod tests {
                 append(Vote::new_committed(9, 6)),
                 false,
             ),
+            (
+                "removed member pings",
+                removed_member,
+                PeerRequest::Ping,
+                false,
+            ),
+            ("removed forwards", removed, forward(), false),
+            (
+                "removed leads",
+                removed,
+                append(Vote::new_committed(9, 5)),
+                false,
+            ),
+            (
+                "removed leads a fresh node",
+                MemberView {
+                    removed: true,
+                    ..fresh
+                },
+                append(Vote::new_committed(9, 5)),
+                false,
+            ),
         ];
         for (name, view, req, want) in cases {
             let got = admission(view, 5, &req);
             assert_eq!(got.is_ok(), want, "{name}: {got:?}");
             if let Err(why) = got {
-                assert_eq!(why, "node 5 is not a member of this cluster");
+                let text = if view.removed {
+                    "node 5 was removed from this cluster"
+                } else {
+                    "node 5 is not a member of this cluster"
+                };
+                assert_eq!(why, text);
             }
         }
     }
 
     #[test]
-    fn refusals_are_logged_once_a_minute_per_node() {
-        let r = Refusals::new(Duration::from_secs(60));
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        assert!(r.should_log(1, at(0)));
-        assert!(!r.should_log(1, at(1)));
-        assert!(r.should_log(2, at(1)));
-        assert!(!r.should_log(1, at(59)));
-        assert!(r.should_log(1, at(60)));
-        assert!(!r.should_log(2, at(60)));
-        assert!(r.should_log(2, at(61)));
+    fn absurd_terms_are_found_wherever_a_message_names_one() {
+        let log = |term: u64| Some(LogId::new(CommittedLeaderId::new(term, 1), 7));
+        let append = |vote: u64, prev: u64, commit: u64, entry: u64| {
+            PeerRequest::AppendEntries(AppendEntriesRequest {
+                vote: Vote::new_committed(vote, 1),
+                prev_log_id: log(prev),
+                leader_commit: log(commit),
+                entries: vec![Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(entry, 1), 8),
+                    payload: EntryPayload::Blank,
+                }],
+            })
+        };
+        let max = MAX_TERM;
+        // (request, absurd term found)
+        let cases: Vec<(&str, PeerRequest, Option<u64>)> = vec![
+            ("ordinary", append(5, 4, 4, 5), None),
+            ("at the limit", append(max, 4, 4, max), None),
+            ("vote", append(u64::MAX, 4, 4, 5), Some(u64::MAX)),
+            ("prev", append(5, max + 1, 4, 5), Some(max + 1)),
+            ("commit", append(5, 4, max + 1, 5), Some(max + 1)),
+            ("entry", append(5, 4, 4, u64::MAX), Some(u64::MAX)),
+            (
+                "vote request",
+                PeerRequest::Vote(VoteRequest {
+                    vote: Vote::new(u64::MAX, 1),
+                    last_log_id: log(3),
+                }),
+                Some(u64::MAX),
+            ),
+            (
+                "vote request's log",
+                PeerRequest::Vote(VoteRequest {
+                    vote: Vote::new(4, 1),
+                    last_log_id: log(max + 1),
+                }),
+                Some(max + 1),
+            ),
+            ("ping", PeerRequest::Ping, None),
+        ];
+        for (name, req, want) in cases {
+            assert_eq!(absurd_term_in_request(&req), want, "{name}");
+        }
+        let answers: Vec<(&str, PeerResponse, Option<u64>)> = vec![
+            (
+                "higher vote",
+                PeerResponse::AppendEntries(Ok(AppendEntriesResponse::HigherVote(Vote::new(
+                    u64::MAX,
+                    2,
+                )))),
+                Some(u64::MAX),
+            ),
+            (
+                "vote granted",
+                PeerResponse::Vote(Ok(VoteResponse {
+                    vote: Vote::new(3, 2),
+                    vote_granted: true,
+                    last_log_id: log(3),
+                })),
+                None,
+            ),
+            (
+                "vote answered from the future",
+                PeerResponse::Vote(Ok(VoteResponse {
+                    vote: Vote::new(max + 1, 2),
+                    vote_granted: false,
+                    last_log_id: None,
+                })),
+                Some(max + 1),
+            ),
+            ("pong", PeerResponse::Pong(2), None),
+        ];
+        for (name, resp, want) in answers {
+            assert_eq!(absurd_term_in_response(&resp), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn frame_caps_follow_the_request_kinds() -> Result<(), Box<dyn std::error::Error>> {
+        // The head read from real encodings names the variant whose cap applies.
+        let vote = PeerRequest::Vote(VoteRequest {
+            vote: Vote::new(3, 1),
+            last_log_id: None,
+        });
+        let cases: Vec<(PeerRequest, usize)> = vec![
+            (
+                PeerRequest::AppendEntries(AppendEntriesRequest {
+                    vote: Vote::new_committed(3, 1),
+                    prev_log_id: None,
+                    leader_commit: None,
+                    entries: Vec::new(),
+                }),
+                MAX_FRAME,
+            ),
+            (vote, peer_limits::SMALL_FRAME),
+            (PeerRequest::Forward(Proposal(vec![1])), MAX_FRAME),
+            (PeerRequest::ReadIndex, peer_limits::SMALL_FRAME),
+            (PeerRequest::Ping, peer_limits::SMALL_FRAME),
+            (
+                PeerRequest::App(codec::Bytes(vec![1, 2])),
+                peer_limits::APP_FRAME,
+            ),
+        ];
+        for id in [1u64, 300, 70_000, u64::MAX] {
+            for (req, cap) in &cases {
+                let frame = codec::encode(&Frame::Request(id, clone_req(req)))?;
+                let FrameHead::Request(kind) = peer_limits::frame_head(&frame) else {
+                    return Err(format!("{req:?}: no head").into());
+                };
+                assert_eq!(peer_limits::frame_cap(kind), Some(*cap), "{req:?}");
+            }
+        }
+        Ok(())
+    }
+
+    fn clone_req(req: &PeerRequest) -> PeerRequest {
+        codec::decode(&codec::encode(req).unwrap_or_default()).unwrap_or(PeerRequest::Ping)
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_within_their_kind_and_the_port_budget()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let budget = Semaphore::new(1 << 20);
+        let handlers = Semaphore::new(IN_FLIGHT_PER_CONN);
+        let lim = ReadLimits {
+            per_kind: true,
+            budget: Some(&budget),
+            idle: Some((Duration::from_secs(3600), &handlers)),
+        };
+        // A whole request arrives, in pieces, and the budget is whole again after.
+        let bytes = forge::append_entries(9, 3, 1);
+        let (mut a, mut b) = tokio::io::duplex(7);
+        let write = tokio::spawn(async move {
+            let _ = a.write_all(&bytes).await;
+            a
+        });
+        let got = read_frame(&mut b, &lim).await?;
+        assert!(
+            matches!(got, Frame::Request(9, PeerRequest::AppendEntries(_))),
+            "{got:?}"
+        );
+        assert_eq!(budget.available_permits(), 1 << 20);
+        drop(write.await?);
+
+        // A vote that declares 1 MiB is refused from its head.
+        let mut vote = codec::encode(&Frame::Request(
+            1,
+            PeerRequest::Vote(VoteRequest {
+                vote: Vote::new(3, 1),
+                last_log_id: None,
+            }),
+        ))?;
+        let mut framed = ((1u32 << 20).to_be_bytes()).to_vec();
+        framed.append(&mut vote);
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&framed).await?;
+        match read_frame(&mut b, &lim).await {
+            Err(ReadFailure::Refused(why)) => assert!(why.contains("kind 1"), "{why}"),
+            other => return Err(format!("{other:?}").into()),
+        }
+        assert_eq!(budget.available_permits(), 1 << 20);
+
+        // A response where a request is expected, and a frame over MAX_FRAME.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&encode_frame(&Frame::Response(1, PeerResponse::Pong(1)))?)
+            .await?;
+        assert!(matches!(
+            read_frame(&mut b, &lim).await,
+            Err(ReadFailure::Refused(_))
+        ));
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&((MAX_FRAME as u32 + 1).to_be_bytes())).await?;
+        assert!(matches!(
+            read_frame(&mut b, &lim).await,
+            Err(ReadFailure::Refused(_))
+        ));
+
+        // An AppendEntries announcing a full frame, then the sender goes away: the frame ends
+        // with the connection, and the bytes it held go back.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&forge::announce_append_entries(MAX_FRAME as u32))
+            .await?;
+        a.write_all(&[0u8; 1000]).await?;
+        drop(a);
+        assert!(matches!(
+            read_frame(&mut b, &lim).await,
+            Err(ReadFailure::Io(_))
+        ));
+        assert_eq!(budget.available_permits(), 1 << 20);
+        Ok(())
     }
 }

@@ -125,6 +125,23 @@ pub(crate) async fn metrics(
         "# HELP outpost_raft_fast_elections_total Campaigns started at once because the leader's peer connection closed (fast failover).\n# TYPE outpost_raft_fast_elections_total counter\noutpost_raft_fast_elections_total {}\n",
         s.fast_elections
     ));
+    let p = &s.peer_port;
+    out.push_str("# HELP outpost_peer_refused_total What the peer port refused since start (outpost_raft::peer_limits).\n# TYPE outpost_peer_refused_total counter\n");
+    for (reason, n) in [
+        ("absurd_term", p.absurd_term),
+        ("removed", p.removed),
+        ("not_member", p.not_member),
+        ("pre_handshake_full", p.pre_handshake_full),
+        ("node_full", p.node_full),
+        ("taken_over", p.taken_over),
+        ("idle", p.idle_closed),
+        ("frame", p.frame_refused),
+        ("handshake", p.handshake_failed),
+    ] {
+        out.push_str(&format!(
+            "outpost_peer_refused_total{{reason=\"{reason}\"}} {n}\n"
+        ));
+    }
     st.refusals.render_metrics(&mut out);
     st.limits.render_metrics(&mut out);
     Ok((

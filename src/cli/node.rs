@@ -285,6 +285,21 @@ fn print_status(s: &StatusView) {
             h.full, h.resumed
         );
     }
+    let p = &s.peer_port;
+    if *p != Default::default() {
+        println!(
+            "peer port refused since start: {} absurd terms, {} from removed nodes, {} from non-members, {} full in handshake, {} full per node, {} taken over, {} idle, {} frames, {} failed handshakes",
+            p.absurd_term,
+            p.removed,
+            p.not_member,
+            p.pre_handshake_full,
+            p.node_full,
+            p.taken_over,
+            p.idle_closed,
+            p.frame_refused,
+            p.handshake_failed
+        );
+    }
     if let Some(e) = &s.cert_expiry {
         let at = |v: Option<i64>| {
             v.map(|t| crate::shared::text::format_ms(t.saturating_mul(1000)))

@@ -49,6 +49,11 @@ pub struct LocalNode {
 }
 
 impl LocalNode {
+    /// The process id of its running `serve`, if any (to read /proc/PID in tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => matches!(c.try_wait(), Ok(None)),
