@@ -466,6 +466,7 @@ mod tests {
                 "members",
                 "name",
                 "node_id",
+                "open_fds",
                 "peer_port",
                 "ready",
                 "resident_bytes",
