@@ -2,8 +2,8 @@
 //! sign-in semaphore), at nice 10, so that a flood of sign-ins never takes the CPU from the
 //! node's Raft heartbeats (elections time out in 150-300 ms) nor holds tokio's blocking pool
 //! that SQLite reads use. Each check holds 19 MiB while it runs; no more than `n` run at once
-//! and no more than `n` wait (the caller holds a semaphore permit per job); after each the
-//! thread trims the allocator, so the memory goes back.
+//! and no more than `n` wait (the caller holds a semaphore permit per job); the block is
+//! unmapped when the check ends, so the memory goes back.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -72,16 +72,10 @@ fn work(rx: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         match job {
-            Ok(job) => {
-                job();
-                // glibc keeps a freed check's 19 MiB in this thread's arena once its mmap
-                // threshold has grown past that size: hand the free pages back at once, so
-                // that memory returns to idle after a burst (a few ms after a ~100 ms check).
-                // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
-                unsafe {
-                    libc::malloc_trim(0);
-                }
-            }
+            // A check's 19 MiB is a block of its own, unmapped when the check ends
+            // (`shared::process::tune_allocator` fixes glibc's mmap threshold), so memory
+            // returns to idle after a burst.
+            Ok(job) => job(),
             Err(_) => return,
         }
     }
