@@ -56,6 +56,8 @@ pub struct Console {
     failures: Mutex<throttle::Failures>,
     /// Locks this node may still propose this minute.
     lock_proposals: governor::DefaultDirectRateLimiter,
+    /// Once a minute: the line saying this node's locks for the minute are spent.
+    spent_logged: governor::DefaultDirectRateLimiter,
     lock_base_ms: i64,
 }
 
@@ -75,6 +77,9 @@ impl Console {
             checkers: checkers::Checkers::start(throttle::argon2_permits(cores)),
             failures: Mutex::new(throttle::Failures::default()),
             lock_proposals: governor::RateLimiter::direct(governor::Quota::per_minute(locks)),
+            spent_logged: governor::RateLimiter::direct(governor::Quota::per_minute(
+                std::num::NonZeroU32::MIN,
+            )),
             lock_base_ms: throttle::lock_base_ms(
                 std::env::var("OUTPOST_SIGNIN_LOCK_MS").ok().as_deref(),
             ),

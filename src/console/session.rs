@@ -139,21 +139,40 @@ impl Console {
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
-    /// Counts a wrong password for the account and the source on this node, and commits a
-    /// lock (in the background) for each that reached its limit, unless this node already
-    /// proposed its locks for this minute.
-    fn note_failure(self: &Arc<Self>, keys: &[String], locks: &[SignInLock], now: i64) {
-        let reached: Vec<String> = match self.failures.lock() {
-            Ok(mut f) => keys.iter().filter(|k| f.fail(k, now)).cloned().collect(),
-            Err(_) => return,
-        };
-        for key in reached {
-            if self.lock_proposals.check().is_err() {
-                tracing::debug!(
-                    "sign-in lock not proposed: this node's locks for this minute are spent"
-                );
-                continue;
+    /// Counts a wrong password for the account (when it exists) and the source on this
+    /// node, and commits a lock (in the background) for each that reached its limit, unless
+    /// this node already proposed its locks for this minute: then the key stays at its limit
+    /// and its next failure asks again.
+    fn note_failure(
+        self: &Arc<Self>,
+        keys: &[(throttle::Scope, String)],
+        locks: &[SignInLock],
+        now: i64,
+    ) {
+        let mut propose = Vec::new();
+        {
+            let Ok(mut f) = self.failures.lock() else {
+                return;
+            };
+            for (scope, key) in keys {
+                if !f.fail(*scope, key, now) {
+                    continue;
+                }
+                if self.lock_proposals.check().is_err() {
+                    // At most once a minute on this node, however many keys wait.
+                    if self.spent_logged.check().is_ok() {
+                        tracing::warn!(
+                            "sign-in locks wait: this node's {} locks for this minute are spent",
+                            throttle::LOCKS_PER_MINUTE
+                        );
+                    }
+                    continue;
+                }
+                f.proposed(*scope, key);
+                propose.push((*scope, key.clone()));
             }
+        }
+        for (scope, key) in propose {
             let existing = locks.iter().find(|l| l.key == key);
             let until_ms = throttle::next_lock_until(existing, now, self.lock_base_ms);
             let con = self.clone();
@@ -169,6 +188,10 @@ impl Console {
                         tracing::warn!(%key, until = %crate::shared::text::format_ms(until_ms), "console sign-ins locked after repeated wrong passwords")
                     }
                     Err(e) => {
+                        // The key's next failure proposes the lock again.
+                        if let Ok(mut f) = con.failures.lock() {
+                            f.not_committed(scope, &key, outpost_raft::now_ms());
+                        }
                         tracing::warn!(%key, error = %e.message(), "console sign-in lock not committed")
                     }
                 }
@@ -302,11 +325,11 @@ pub async fn signin(
     if crate::api::fields::id("name", &form.name).is_err() || form.password.len() > 1024 {
         return wrong();
     }
-    let keys = [
+    let (account, source) = (
         outpost_storage::signin_account_key(&form.name),
         outpost_storage::signin_source_key(ip),
-    ];
-    let (name, k) = (form.name.clone(), keys.to_vec());
+    );
+    let (name, k) = (form.name.clone(), vec![account.clone(), source.clone()]);
     let (user, locks) = match con
         .app
         .read(move |r| Ok((r.console_user(&name)?, r.signin_locks(&k)?)))
@@ -339,6 +362,7 @@ pub async fn signin(
             "This node is busy checking other sign-ins; try again in a moment.".into(),
         );
     };
+    let exists = user.is_some();
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let password = zeroize::Zeroizing::new(form.password);
     let verified = con
@@ -364,11 +388,14 @@ pub async fn signin(
         if con.app.refusals.count(ROUTE, "wrong-password", Some(ip)) {
             tracing::info!(source = %ip, name = %crate::shared::text::shown(&form.name), "console sign-in refused: wrong name or password (logged once a minute per source)");
         }
+        // A name without an account is not counted (made-up names would take the room of
+        // real ones); its source is.
+        let keys = throttle::failure_keys(exists, account, source);
         con.note_failure(&keys, &locks, now);
         return wrong();
     };
     if let Ok(mut f) = con.failures.lock() {
-        f.forget(&keys[0]);
+        f.forget(throttle::Scope::Account, &account);
     }
     let proof = SessionProof::Password {
         hash_sha256: crate::shared::token::secret_sha256(&user.password_hash),

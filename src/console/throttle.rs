@@ -12,8 +12,13 @@
 //!   up to 15 times `base` (fifteen minutes): an attacked account is never locked for good,
 //!   and its owner can always sign in with a one-time link from `outpost console login` (root
 //!   on a node, through the local socket), which no lock covers.
+//! - Only accounts that exist are counted (a made-up name costs a check, but no room), and
+//!   accounts and sources are counted in tables of their own: sources made up by the
+//!   hundred never push an account out.
 //! - A node proposes at most `LOCKS_PER_MINUTE` locks a minute, and remembers at most
-//!   `MAX_TRACKED` keys: the commands and the memory a flood can cost are bounded.
+//!   `MAX_TRACKED` keys of each table: the commands and the memory a flood can cost are
+//!   bounded. A key stays at the limit until its lock is proposed: when the node's locks
+//!   for the minute are spent, its next failure asks again (a count is never dropped).
 
 use std::collections::HashMap;
 
@@ -27,9 +32,9 @@ pub const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
 pub const LOCK_BASE_MS: i64 = 60 * 1000;
 /// The longest lock, as a multiple of the base.
 const LOCK_CAP_FACTOR: i64 = 15;
-/// Locks a node proposes per minute at most (the rest wait for more failures).
+/// Locks a node proposes per minute at most (a key whose lock waits stays at the limit).
 pub const LOCKS_PER_MINUTE: u32 = 30;
-/// Keys whose failures a node remembers at most.
+/// Keys whose failures a node remembers at most, in each table (accounts, sources).
 pub const MAX_TRACKED: usize = 10_000;
 /// A lock's strikes count only while its row is kept (a day after it ended, in storage).
 const STRIKES_KEPT_MS: i64 = 24 * 3600 * 1000;
@@ -67,44 +72,105 @@ pub fn locked_until(locks: &[SignInLock], now: i64) -> Option<i64> {
     locks.iter().map(|l| l.until_ms).filter(|u| *u > now).max()
 }
 
-/// Failures per key on this node: a count and when its window started.
-#[derive(Debug, Default)]
-pub struct Failures {
-    counts: HashMap<String, (u32, i64)>,
+/// Which table a failure is counted in. Accounts and sources have a table each, so that
+/// sources (which anyone can make up by the hundred) never take an account's room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// An account that exists (`account:NAME`): names without an account are not counted.
+    Account,
+    /// A source address or network (`addr:…`, `net:…`).
+    Source,
 }
 
-impl Failures {
-    /// Counts a failure of `key` at `now`; true when it reaches `FAILURE_LIMIT` (the count
-    /// starts again, so the next lock needs as many). A key not yet tracked when `MAX_TRACKED`
-    /// keys are, after forgetting those whose window passed, is not counted.
-    pub fn fail(&mut self, key: &str, now: i64) -> bool {
-        if !self.counts.contains_key(key) && self.counts.len() >= MAX_TRACKED {
-            self.counts
+/// The keys a wrong password counts against: the account when it exists (made-up names
+/// would only take room), first, so that it gets the node's last lock of the minute; and
+/// the source.
+pub fn failure_keys(account_exists: bool, account: String, source: String) -> Vec<(Scope, String)> {
+    let mut keys = Vec::with_capacity(2);
+    if account_exists {
+        keys.push((Scope::Account, account));
+    }
+    keys.push((Scope::Source, source));
+    keys
+}
+
+/// Failures per key on this node, accounts and sources apart (at most `MAX_TRACKED` each).
+#[derive(Debug, Default)]
+pub struct Failures {
+    accounts: Counts,
+    sources: Counts,
+}
+
+/// Keys with a count and when its window started.
+#[derive(Debug, Default)]
+struct Counts(HashMap<String, (u32, i64)>);
+
+impl Counts {
+    /// The entry of `key` at `now` (its window restarted if it passed), or None when the
+    /// key is new and `MAX_TRACKED` keys within their window are already tracked.
+    fn entry(&mut self, key: &str, now: i64) -> Option<&mut (u32, i64)> {
+        if !self.0.contains_key(key) && self.0.len() >= MAX_TRACKED {
+            self.0
                 .retain(|_, (_, since)| now.saturating_sub(*since) < FAILURE_WINDOW_MS);
-            if self.counts.len() >= MAX_TRACKED {
-                return false;
+            if self.0.len() >= MAX_TRACKED {
+                return None;
             }
         }
-        let entry = self.counts.entry(key.to_owned()).or_insert((0, now));
+        let entry = self.0.entry(key.to_owned()).or_insert((0, now));
         if now.saturating_sub(entry.1) >= FAILURE_WINDOW_MS {
             *entry = (0, now);
         }
-        entry.0 += 1;
-        if entry.0 >= FAILURE_LIMIT {
-            self.counts.remove(key);
-            return true;
+        Some(entry)
+    }
+}
+
+impl Failures {
+    fn table(&mut self, scope: Scope) -> &mut Counts {
+        match scope {
+            Scope::Account => &mut self.accounts,
+            Scope::Source => &mut self.sources,
         }
-        false
+    }
+
+    /// Counts a failure of `key` at `now`; true when the key is at `FAILURE_LIMIT`. The count
+    /// stays there until `proposed` says its lock was proposed, so that when a lock cannot
+    /// be proposed (this node's locks for the minute are spent) the next failure tries
+    /// again. A new key is not counted while `MAX_TRACKED` keys of its scope are within their
+    /// window.
+    pub fn fail(&mut self, scope: Scope, key: &str, now: i64) -> bool {
+        match self.table(scope).entry(key, now) {
+            Some(entry) => {
+                entry.0 = entry.0.saturating_add(1).min(FAILURE_LIMIT);
+                entry.0 >= FAILURE_LIMIT
+            }
+            None => false,
+        }
+    }
+
+    /// A lock of `key` was proposed: its count starts again, so the next lock needs as many.
+    pub fn proposed(&mut self, scope: Scope, key: &str) {
+        self.table(scope).0.remove(key);
+    }
+
+    /// A proposed lock of `key` was not committed: the key is at the limit again, so that its
+    /// next failure proposes the lock again.
+    pub fn not_committed(&mut self, scope: Scope, key: &str, now: i64) {
+        if let Some(entry) = self.table(scope).entry(key, now) {
+            entry.0 = FAILURE_LIMIT;
+        }
     }
 
     /// Forgets the failures of `key` (its owner signed in).
-    pub fn forget(&mut self, key: &str) {
-        self.counts.remove(key);
+    pub fn forget(&mut self, scope: Scope, key: &str) {
+        self.table(scope).0.remove(key);
     }
 
     #[cfg(test)]
-    pub fn tracked(&self) -> usize {
-        self.counts.len()
+    pub fn tracked(&self, scope: Scope) -> usize {
+        match scope {
+            Scope::Account => self.accounts.0.len(),
+            Scope::Source => self.sources.0.len(),
+        }
     }
 }
 
@@ -176,31 +242,111 @@ mod tests {
 
     #[test]
     fn failures_lock_at_the_limit_within_the_window() {
+        use Scope::Source;
         let mut f = Failures::default();
         for i in 1..FAILURE_LIMIT {
-            assert!(!f.fail("a", i as i64), "failure {i}");
+            assert!(!f.fail(Source, "a", i as i64), "failure {i}");
         }
-        assert!(f.fail("a", 100));
-        // The count starts again after a lock.
-        assert!(!f.fail("a", 101));
+        assert!(f.fail(Source, "a", 100));
+        // The count starts again once the lock is proposed.
+        f.proposed(Source, "a");
+        assert!(!f.fail(Source, "a", 101));
         // Failures spread over more than the window never lock.
         let mut f = Failures::default();
         for i in 0..3 * FAILURE_LIMIT as i64 {
-            assert!(!f.fail("b", i * FAILURE_WINDOW_MS / 5));
+            assert!(!f.fail(Source, "b", i * FAILURE_WINDOW_MS / 5));
         }
-        f.forget("b");
-        assert_eq!(f.tracked(), 0);
+        f.forget(Source, "b");
+        assert_eq!(f.tracked(Source), 0);
+    }
+
+    #[test]
+    fn only_accounts_that_exist_are_counted() {
+        let keys = |exists| failure_keys(exists, "account:a".into(), "addr:192.0.2.1".into());
+        assert_eq!(
+            keys(true),
+            [
+                (Scope::Account, "account:a".to_owned()),
+                (Scope::Source, "addr:192.0.2.1".to_owned())
+            ]
+        );
+        assert_eq!(keys(false), [(Scope::Source, "addr:192.0.2.1".to_owned())]);
+        // Made-up names from many sources, however many, leave an account's count alone.
+        let mut f = Failures::default();
+        for i in 0..2 * MAX_TRACKED {
+            for (scope, key) in failure_keys(false, format!("account:junk{i}"), format!("addr:{i}"))
+            {
+                f.fail(scope, &key, 0);
+            }
+        }
+        assert_eq!(f.tracked(Scope::Account), 0);
+        for i in 1..FAILURE_LIMIT {
+            assert!(!f.fail(Scope::Account, "account:a", i as i64));
+        }
+        assert!(f.fail(Scope::Account, "account:a", 20));
+    }
+
+    #[test]
+    fn a_key_whose_lock_was_not_proposed_stays_at_the_limit() {
+        for scope in [Scope::Account, Scope::Source] {
+            let mut f = Failures::default();
+            for i in 1..FAILURE_LIMIT {
+                assert!(!f.fail(scope, "account:alice", i as i64));
+            }
+            // At the limit, and no lock proposed (the node's locks for the minute are spent):
+            // every further failure asks again, however many.
+            for i in 0..3 * FAILURE_LIMIT as i64 {
+                assert!(
+                    f.fail(scope, "account:alice", 100 + i),
+                    "{scope:?} failure {i}"
+                );
+            }
+            // Proposed, then not committed: the next failure asks again.
+            f.proposed(scope, "account:alice");
+            f.not_committed(scope, "account:alice", 200);
+            assert!(f.fail(scope, "account:alice", 201), "{scope:?}");
+            // Proposed and committed: a new count.
+            f.proposed(scope, "account:alice");
+            assert!(!f.fail(scope, "account:alice", 202), "{scope:?}");
+        }
+    }
+
+    #[test]
+    fn sources_never_take_an_accounts_room() {
+        use Scope::{Account, Source};
+        let mut f = Failures::default();
+        assert!(!f.fail(Account, "account:alice", 0));
+        // A flood from more sources than are tracked, all within the window.
+        for i in 0..MAX_TRACKED + 50 {
+            f.fail(Source, &format!("addr:{i}"), 1);
+        }
+        assert_eq!(f.tracked(Source), MAX_TRACKED);
+        // The account already counted keeps its count, and one first seen now is counted.
+        for i in 2..FAILURE_LIMIT as i64 {
+            assert!(!f.fail(Account, "account:alice", i));
+        }
+        assert!(f.fail(Account, "account:alice", 20));
+        for i in 1..FAILURE_LIMIT {
+            assert!(!f.fail(Account, "account:bob", 20 + i as i64));
+        }
+        assert!(f.fail(Account, "account:bob", 40));
+        assert_eq!(f.tracked(Account), 2);
     }
 
     #[test]
     fn failures_track_a_bounded_number_of_keys() {
-        let mut f = Failures::default();
-        for i in 0..MAX_TRACKED + 50 {
-            f.fail(&format!("addr:{i}"), 0);
+        for scope in [Scope::Account, Scope::Source] {
+            let mut f = Failures::default();
+            for i in 0..MAX_TRACKED + 50 {
+                f.fail(scope, &format!("k:{i}"), 0);
+            }
+            assert_eq!(f.tracked(scope), MAX_TRACKED);
+            // A new key is not counted while the table is full within the window...
+            assert!(!f.fail(scope, "late", FAILURE_WINDOW_MS - 1));
+            assert_eq!(f.tracked(scope), MAX_TRACKED);
+            // ...and once their window has passed, old keys make room.
+            f.fail(scope, "late", FAILURE_WINDOW_MS);
+            assert_eq!(f.tracked(scope), 1);
         }
-        assert_eq!(f.tracked(), MAX_TRACKED);
-        // Once their window has passed, old keys make room.
-        f.fail("late", FAILURE_WINDOW_MS);
-        assert_eq!(f.tracked(), 1);
     }
 }
