@@ -450,6 +450,18 @@ async fn revoked_and_single_certificates_cannot_hold_the_pool() {
             fds(&c, 0)
         );
         assert!(tried >= 4000, "only {tried} connections were tried");
+        // None of the held ones has a slot of the authenticated pool: only the admin's own
+        // connection (and at most a few of the harness's) are counted there.
+        let authenticated = metric(
+            &admin,
+            "outpost_api_connections{kind=\"authenticated\"}",
+        )
+        .await?;
+        assert!(
+            authenticated <= 4,
+            "{authenticated} authenticated connections while {} revoked ones were held",
+            held.len()
+        );
         // While they are held: an admin status and an agent sync.
         admin
             .call::<serde_json::Value>(Method::GET, "/v1/status", None::<&()>)

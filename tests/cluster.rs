@@ -220,6 +220,9 @@ async fn at_most_five_voters_the_sixth_node_stays_a_learner() {
             .find(|m| m.api_addr == c.nodes[i].api_addr)
             .context("sixth member")?;
         assert!(!sixth.voter, "the sixth node became a voter: {s:?}");
+        // The members' list names the sixth node once it joined, maybe before its own process
+        // answers on its socket: wait for that, on a loaded machine it takes a while.
+        c.wait_ready(i, T).await?;
         // A learner still serves reads of everything committed.
         c.cli(0, &["config", "set", "seen.by.learner", "yes"])?;
         assert_eq!(

@@ -304,6 +304,20 @@ async fn upload_inventory_if_changed(client: &ApiClient, paths: &Paths) -> Resul
             );
             return Ok(false);
         }
+        // Facts past the node's caps (1 MiB, 100,000 values): the rest of the sync (its
+        // deployments, its certificate's renewal) must go on. The hash is written, so the same
+        // facts are not sent again; a change sends them again.
+        Err(e)
+            if e.downcast_ref::<ApiFailure>()
+                .is_some_and(|f| f.status == hyper::StatusCode::PAYLOAD_TOO_LARGE) =>
+        {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "the node refuses this machine's inventory as too large; it is sent again when the facts change"
+            );
+            outpost_certs::write_public_file(&paths.inventory_hash(), sha.as_bytes())?;
+            return Ok(false);
+        }
         Err(e) => return Err(e),
     }
     outpost_certs::write_public_file(&paths.inventory_hash(), sha.as_bytes())?;

@@ -15,24 +15,26 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::api::Caller;
+
+pub use crate::api::activity::{Activity, Busy, Watched};
+use crate::api::pool::{Full, Pool, PoolKind};
+pub use crate::api::requests::{
+    BodyRule, Class, InventoryRate, RateLimited, Report, ResultsRate, body_rule,
+    connection_body_bytes,
+};
 
 /// The remote address of an API request's connection, in the request's extensions (HTTPS
 /// only: requests over the local Unix socket have none).
@@ -111,9 +113,11 @@ impl Default for LimitsConfig {
             per_admin: 32,
             per_node: 64,
             authenticated_max_age: Duration::from_secs(3600),
-            // 128 enroll/join/console bodies of 64 KiB; 64 inventory reports of 1 MiB (or a
+            // Anonymous: each of the 256 anonymous connections reads one 64 KiB body at a time
+            // (`connection_body_bytes`), so 16 MiB is never all taken and one source (32
+            // connections) holds at most 2 MiB of it. 64 inventory reports of 1 MiB (or a
             // thousand small results); 21 bundle commits of 12 MiB.
-            body_bytes: [8 << 20, 64 << 20, 256 << 20],
+            body_bytes: [16 << 20, 64 << 20, 256 << 20],
             body_wait: Duration::from_secs(2),
             http2_streams: 32,
             // One client's reports through one node: at most 60 + 3 an hour of at most
@@ -402,6 +406,30 @@ impl ApiLimits {
         }
     }
 
+    /// Reserves room for `bytes` of a body on one connection (its own budget,
+    /// `connection_body_bytes`): waits at most `body_wait`, then `None` (counted with the
+    /// class's refusals).
+    pub async fn reserve_connection_body(
+        &self,
+        class: Class,
+        connection: &Arc<Semaphore>,
+        bytes: u64,
+    ) -> Option<OwnedSemaphorePermit> {
+        let want = u32::try_from(bytes.min(connection_body_bytes(class) as u64)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(
+            self.cfg.body_wait,
+            connection.clone().acquire_many_owned(want),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                self.bodies_refused[class as usize].fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     /// The per-client rate of `report`: `Err(retry after)` when this client sent too many.
     pub fn check_report(&self, report: Report, client_id: &str) -> Result<(), Duration> {
         let limiter = &self.reports[report as usize];
@@ -664,280 +692,6 @@ pub fn too_many_of(what: &str, retry_after: Duration) -> Response {
         .into_response()
 }
 
-/// Whose body a request carries, for the body limits and the bytes in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// No certificate (enroll, join, the console's pages and forms).
-    Anonymous,
-    Client,
-    /// Admins, the local socket and nodes.
-    Operator,
-}
-
-impl Class {
-    const ALL: [Class; 3] = [Class::Anonymous, Class::Client, Class::Operator];
-
-    pub fn of(caller: &Caller) -> Class {
-        match caller {
-            Caller::Anonymous => Class::Anonymous,
-            Caller::Client { .. } => Class::Client,
-            Caller::Local | Caller::Admin { .. } | Caller::Node(_) | Caller::Console(_) => {
-                Class::Operator
-            }
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Class::Anonymous => "anonymous",
-            Class::Client => "client",
-            Class::Operator => "operator",
-        }
-    }
-}
-
-/// What may be read of a request's body: decided from its caller's class, method and path
-/// before a byte of it is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyRule {
-    /// At most this many bytes.
-    Read(usize),
-    /// Answered at once with this status; the body is never read.
-    Refuse(StatusCode),
-}
-
-/// Pure: the body rule of one request. Big limits only for the identity that may use the
-/// route (bundle commit: operators; inventory: clients); an anonymous caller reaches only
-/// health, enroll, join and the console's pages (which sign in by cookie), with the small
-/// limit; every other API route answers it 401 unread.
-pub fn body_rule(class: Class, method: &Method, path: &str) -> BodyRule {
-    use crate::api::{BODY_LIMIT, BUNDLE_BODY_LIMIT, INVENTORY_BODY_LIMIT};
-    let path = path.trim_end_matches('/');
-    if *method == Method::POST && path == "/v1/bundles" {
-        return match class {
-            Class::Operator => BodyRule::Read(BUNDLE_BODY_LIMIT),
-            Class::Anonymous => BodyRule::Refuse(StatusCode::UNAUTHORIZED),
-            Class::Client => BodyRule::Refuse(StatusCode::FORBIDDEN),
-        };
-    }
-    if *method == Method::PUT && path == "/v1/agent/inventory" {
-        return match class {
-            Class::Client => BodyRule::Read(INVENTORY_BODY_LIMIT),
-            Class::Anonymous => BodyRule::Refuse(StatusCode::UNAUTHORIZED),
-            Class::Operator => BodyRule::Refuse(StatusCode::FORBIDDEN),
-        };
-    }
-    if class == Class::Anonymous {
-        let open = match path {
-            "/healthz" | "/readyz" => true,
-            "/v1/enroll" | "/v1/join" => *method == Method::POST,
-            "/metrics" => false,
-            p => !(p == "/v1" || p.starts_with("/v1/")),
-        };
-        if !open {
-            return BodyRule::Refuse(StatusCode::UNAUTHORIZED);
-        }
-    }
-    BodyRule::Read(BODY_LIMIT)
-}
-
-/// Which per-client report rate a route counts against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Report {
-    Inventory,
-    Results,
-}
-
-/// An extractor that applies the client's report rate (`ApiLimits::check_report`) before
-/// the handler reads the body: `Inventory`. Callers without a client certificate, and
-/// requests over the local socket, pass (the handler refuses them).
-pub struct InventoryRate;
-/// The same for deployment results.
-pub struct ResultsRate;
-
-/// `Err(retry after)` when the calling client sent too many `report`s.
-fn report_rate(parts: &Parts, report: Report) -> Result<(), Duration> {
-    let (Some(Caller::Client { id, .. }), Some(limits)) = (
-        parts.extensions.get::<Caller>(),
-        parts.extensions.get::<Arc<ApiLimits>>(),
-    ) else {
-        return Ok(());
-    };
-    limits.check_report(report, id)
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for InventoryRate {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        report_rate(parts, Report::Inventory)
-            .map(|()| InventoryRate)
-            .map_err(|wait| too_many_of("inventory reports from this client", wait))
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ResultsRate {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        report_rate(parts, Report::Results)
-            .map(|()| ResultsRate)
-            .map_err(|wait| too_many_of("deployment results from this client", wait))
-    }
-}
-
-/// An extractor that applies `ApiLimits::check` to the request's source address before the
-/// handler (and its body) runs, and answers `too_many` when the limit is reached. Requests
-/// over the local socket carry no `Remote` and pass.
-pub struct RateLimited;
-
-impl<S: Send + Sync> FromRequestParts<S> for RateLimited {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let remote = parts.extensions.get::<Remote>().copied();
-        let limits = parts.extensions.get::<Arc<ApiLimits>>();
-        match (remote, limits) {
-            (Some(Remote(addr)), Some(limits)) => limits
-                .check(addr.ip())
-                .map(|()| RateLimited)
-                .map_err(too_many),
-            _ => Ok(RateLimited),
-        }
-    }
-}
-
-/// When bytes last moved on a connection, and how many requests are being handled on it.
-pub struct Activity {
-    start: Instant,
-    /// Milliseconds since `start`.
-    last_ms: AtomicU64,
-    busy: AtomicUsize,
-}
-
-impl Activity {
-    pub fn new() -> Arc<Activity> {
-        Arc::new(Activity {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            busy: AtomicUsize::new(0),
-        })
-    }
-
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-
-    /// Marks a request as being handled until the guard drops.
-    pub fn busy(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::Relaxed);
-        Busy(self.clone())
-    }
-
-    /// Resolves when the connection should close: no byte moved for `idle` (while a
-    /// request is being handled the clock stops, unless `strict`), or `max_age` passed.
-    pub async fn watchdog(&self, idle: Duration, strict: bool, max_age: Option<Instant>) -> Closed {
-        loop {
-            let now = Instant::now();
-            if max_age.is_some_and(|at| now >= at) {
-                return Closed::MaxAge;
-            }
-            let mut due = self.last() + idle;
-            if due <= now {
-                if strict || self.busy.load(Ordering::Relaxed) == 0 {
-                    return Closed::Idle;
-                }
-                due = now + idle;
-            }
-            if let Some(at) = max_age {
-                due = due.min(at);
-            }
-            tokio::time::sleep_until(due).await;
-        }
-    }
-}
-
-pub struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
-        // The answer is ready: its bytes are about to move; count from now.
-        self.0.touch();
-    }
-}
-
-/// An IO stream that records in `Activity` every read or write that moved bytes.
-pub struct Watched<I> {
-    inner: I,
-    activity: Arc<Activity>,
-}
-
-impl<I> Watched<I> {
-    pub fn new(inner: I, activity: Arc<Activity>) -> Watched<I> {
-        Watched { inner, activity }
-    }
-    pub fn get_ref(&self) -> &I {
-        &self.inner
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// The key a source is counted under: an IPv4 address (IPv4-mapped IPv6 included), or the
 /// /64 of an IPv6 address (one host usually holds a whole /64).
 pub fn source_key(ip: IpAddr) -> IpAddr {
@@ -961,106 +715,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PoolKind {
-    Anonymous,
-    Authenticated,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Full {
-    Total,
-    PerSource,
-}
-
-/// Connections held per source, oldest first.
-struct Pool {
-    max_total: usize,
-    max_per_source: usize,
-    /// When full, a source holding fewer than the biggest holder takes over that holder's
-    /// oldest slot (max-min fairness) instead of being refused.
-    take_over: bool,
-    count: usize,
-    next_id: u64,
-    sources: HashMap<IpAddr, Vec<(u64, Arc<Notify>)>>,
-}
-
-impl Pool {
-    fn new(max_total: usize, max_per_source: usize, take_over: bool) -> Pool {
-        Pool {
-            max_total,
-            max_per_source,
-            take_over,
-            count: 0,
-            next_id: 0,
-            sources: HashMap::new(),
-        }
-    }
-
-    /// `Ok(((id, kick), victim))`: admitted; `victim` must be told to close.
-    #[allow(clippy::type_complexity)]
-    fn admit(&mut self, key: IpAddr) -> Result<((u64, Arc<Notify>), Option<Arc<Notify>>), Full> {
-        let held = self.held(key);
-        if held >= self.max_per_source {
-            return Err(Full::PerSource);
-        }
-        let mut victim = None;
-        if self.count >= self.max_total {
-            if !self.take_over {
-                return Err(Full::Total);
-            }
-            // The biggest holder; among equals the one whose oldest slot is oldest.
-            let biggest = self
-                .sources
-                .iter()
-                .filter(|(_, v)| !v.is_empty())
-                .max_by(|(_, a), (_, b)| a.len().cmp(&b.len()).then(b[0].0.cmp(&a[0].0)))
-                .map(|(k, v)| (*k, v.len()));
-            match biggest {
-                Some((big, n)) if n > held => {
-                    let slots = self.sources.get_mut(&big).ok_or(Full::Total)?;
-                    let (_, kick) = slots.remove(0);
-                    if slots.is_empty() {
-                        self.sources.remove(&big);
-                    }
-                    self.count -= 1;
-                    victim = Some(kick);
-                }
-                _ => return Err(Full::Total),
-            }
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        let kick = Arc::new(Notify::new());
-        self.sources
-            .entry(key)
-            .or_default()
-            .push((id, kick.clone()));
-        self.count += 1;
-        Ok(((id, kick), victim))
-    }
-
-    /// Gives a slot back; a slot already taken over is no longer there.
-    fn release(&mut self, key: IpAddr, id: u64) {
-        if let Some(slots) = self.sources.get_mut(&key)
-            && let Some(i) = slots.iter().position(|(s, _)| *s == id)
-        {
-            slots.remove(i);
-            self.count -= 1;
-            if slots.is_empty() {
-                self.sources.remove(&key);
-            }
-        }
-    }
-
-    fn held(&self, key: IpAddr) -> usize {
-        self.sources.get(&key).map_or(0, Vec::len)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -1255,6 +913,52 @@ mod tests {
         assert!(wait > Duration::from_secs(30), "{wait:?}");
         assert!(limits.check_report(Report::Inventory, "b").is_ok());
         assert!(limits.check_report(Report::Results, "a").is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_connection_reads_one_body_of_its_class_at_a_time() {
+        let limits = ApiLimits::new(LimitsConfig {
+            body_wait: Duration::from_millis(50),
+            ..LimitsConfig::default()
+        });
+        let one = Arc::new(Semaphore::new(connection_body_bytes(Class::Anonymous)));
+        let other = Arc::new(Semaphore::new(connection_body_bytes(Class::Anonymous)));
+        let full = crate::api::BODY_LIMIT as u64;
+        let first = limits
+            .reserve_connection_body(Class::Anonymous, &one, full)
+            .await
+            .expect("room on a fresh connection");
+        // A second stream of the same connection waits, then is refused...
+        assert!(
+            limits
+                .reserve_connection_body(Class::Anonymous, &one, 1)
+                .await
+                .is_none()
+        );
+        // ... while another connection has its own room.
+        assert!(
+            limits
+                .reserve_connection_body(Class::Anonymous, &other, full)
+                .await
+                .is_some()
+        );
+        drop(first);
+        assert!(
+            limits
+                .reserve_connection_body(Class::Anonymous, &one, full)
+                .await
+                .is_some()
+        );
+        // Every anonymous connection at once, each with a full body, fits the class's room:
+        // a few sources cannot take it from the others.
+        let cfg = LimitsConfig::default();
+        assert!(
+            cfg.anonymous_total * connection_body_bytes(Class::Anonymous)
+                <= cfg.body_bytes[Class::Anonymous as usize]
+        );
+        // A client's and an operator's largest route fits its connection's room.
+        assert!(crate::api::INVENTORY_BODY_LIMIT <= connection_body_bytes(Class::Client));
+        assert!(crate::api::BUNDLE_BODY_LIMIT <= connection_body_bytes(Class::Operator));
     }
 
     #[tokio::test]

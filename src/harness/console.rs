@@ -127,7 +127,7 @@ pub async fn request_from(
 /// Adds console account `user` through node `i` with a random password (links are made
 /// only for accounts) and returns the password.
 pub fn add_account(c: &LocalCluster, i: usize, user: &str) -> Result<String> {
-    let password = crate::api::console::random_hex(12);
+    let password = hex::encode(rand::random::<[u8; 12]>());
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), format!("{password}\n"))?;
     let path = file.path().to_string_lossy().to_string();

@@ -282,8 +282,13 @@ where
         crate::api::limits::LimitsConfig::default().http2_streams,
         |l| l.config().http2_streams,
     );
+    // This connection's own share of body bytes in flight (its HTTP/2 streams share it).
+    let conn_bodies = Arc::new(tokio::sync::Semaphore::new(
+        crate::api::limits::connection_body_bytes(class),
+    ));
     let svc = tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let rule = body_rule(class, req.method(), req.uri().path());
+        let conn_bodies = conn_bodies.clone();
         req.extensions_mut().insert(caller.clone());
         if let Some(remote) = remote {
             req.extensions_mut().insert(Remote(remote));
@@ -306,7 +311,9 @@ where
                 drop(busy);
                 return Ok::<_, Infallible>(response);
             }
-            let response = match admit_body(rule, class, &req, limits.as_deref()).await {
+            let response = match admit_body(rule, class, &req, limits.as_deref(), &conn_bodies)
+                .await
+            {
                 Err(refused) => refused,
                 Ok((limit, reserved)) => {
                     let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
@@ -371,7 +378,8 @@ async fn admit_body(
     class: Class,
     req: &Request<hyper::body::Incoming>,
     limits: Option<&ApiLimits>,
-) -> Result<(usize, Option<tokio::sync::OwnedSemaphorePermit>), axum::response::Response> {
+    connection: &Arc<tokio::sync::Semaphore>,
+) -> Result<(usize, Option<Reserved>), axum::response::Response> {
     use axum::response::IntoResponse;
     use hyper::body::Body as _;
     let limit = match rule {
@@ -396,16 +404,34 @@ async fn admit_body(
     // What the body may still bring: its declared length, else the route's limit.
     let may_read = hint.upper().unwrap_or(limit as u64).min(limit as u64);
     let reserved = match limits {
-        Some(limits) if may_read > 0 => match limits.reserve_body(class, may_read).await {
-            Some(permit) => Some(permit),
-            None => {
+        Some(limits) if may_read > 0 => {
+            // The connection's own share first, so that one connection waiting on itself
+            // holds nothing of its class's budget.
+            let Some(own) = limits
+                .reserve_connection_body(class, connection, may_read)
+                .await
+            else {
+                return Err(crate::api::limits::too_many_of(
+                    "request bodies in flight on this connection",
+                    Duration::from_secs(1),
+                ));
+            };
+            let Some(shared) = limits.reserve_body(class, may_read).await else {
                 return Err(crate::api::limits::too_many_of(
                     "request bodies in flight",
                     Duration::from_secs(1),
                 ));
-            }
-        },
+            };
+            Some((own, shared))
+        }
         _ => None,
     };
     Ok((limit, reserved))
 }
+
+/// Room reserved for a body: on its connection and in its class, both held until the
+/// handler returns.
+type Reserved = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+);
