@@ -10,7 +10,9 @@
 //!   and in total (`NODE_TOTAL`, shared the same fair way between node ids).
 //! - A removed node id gets nothing after the handshake; a frame is read only once its kind is
 //!   known and its declared size fits the kind (`frame_cap`), its buffer grows as bytes arrive,
-//!   and the bytes of frames being read on the whole port are bounded (`PORT_FRAME_BYTES`),
+//!   and the bytes of frames being read (each frame's whole size, taken at once so that frames
+//!   read side by side cannot each hold part of a share and wait for the rest) are bounded on
+//!   the whole port (`PORT_FRAME_BYTES`),
 //!   per node id (`NODE_FRAME_BYTES`) and for every non-member together
 //!   (`NON_MEMBER_FRAME_BYTES`). Frames of `SMALL_FRAME` or less (heartbeats, votes, pings)
 //!   take nothing from these: the per-connection cap bounds them, and they are never kept

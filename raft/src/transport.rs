@@ -618,9 +618,10 @@ impl Drop for Held<'_> {
 
 /// Reads one frame. Nothing is allocated for a frame before its declared size is known to
 /// fit (its kind's cap on the server side) and its sender may send it (`head_rule`); then its
-/// buffer grows as its bytes arrive, in chunks of `READ_CHUNK` each taken from the port's
-/// budget first (frames of `SMALL_FRAME` or less take none), so a peer that announces 64 MiB
-/// and sends nothing holds one chunk.
+/// size is taken from the port's budget (frames of `SMALL_FRAME` or less take none) and its
+/// buffer grows as its bytes arrive, in chunks of `READ_CHUNK`, so a peer that announces
+/// 64 MiB and sends nothing holds its share of the budget for `FRAME_STALL` but one chunk of
+/// memory.
 async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     lim: &ReadLimits<'_>,
@@ -723,21 +724,24 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
         }
         buf.truncate(got);
     }
-    while buf.len() < len {
-        let want = (len - buf.len()).min(READ_CHUNK);
-        if let Some(budget) = lim.budget
-            && held.share != Share::Free
-        {
-            match tokio::time::timeout(FRAME_STALL, budget.take(held.from, want, held.share)).await
-            {
-                Ok(()) => held.bytes += want,
-                Err(_) => {
-                    return Err(ReadFailure::Refused(
-                        "the port's frame budget stayed full".into(),
-                    ));
-                }
+    // The rest of the frame's bytes are had from the budget all at once: taken chunk by chunk,
+    // frames read side by side would each hold part of a share and all wait for the rest.
+    if let Some(budget) = lim.budget
+        && held.share != Share::Free
+        && buf.len() < len
+    {
+        let rest = len - buf.len();
+        match tokio::time::timeout(FRAME_STALL, budget.take(held.from, rest, held.share)).await {
+            Ok(()) => held.bytes = rest,
+            Err(_) => {
+                return Err(ReadFailure::Refused(
+                    "the port's frame budget stayed full".into(),
+                ));
             }
         }
+    }
+    while buf.len() < len {
+        let want = (len - buf.len()).min(READ_CHUNK);
         let start = buf.len();
         buf.resize(start + want, 0);
         match tokio::time::timeout(FRAME_STALL, rd.read_exact(&mut buf[start..])).await {
