@@ -41,6 +41,8 @@ const SPARE_FDS: usize = 1_500;
 const TLS_FLOOD: usize = 1_000;
 /// Connections announcing a 64 MiB frame each.
 const BIG_FRAMES: usize = 20;
+/// Whole 64 MiB frames (but their last byte) sent by one non-member id.
+const HEAVY_FRAMES: usize = 4;
 /// Connection attempts at once.
 const ROUND: usize = 250;
 
@@ -358,8 +360,8 @@ async fn site_works(
 }
 
 /// 20,000 plain TCP connections and 1,000 TLS connections with a removed node's certificate
-/// held against the leader's peer port, then 20 connections of node certificates announcing
-/// 64 MiB frames: the site keeps working, and the leader's descriptors and memory stay near
+/// held against the leader's peer port, then node certificates of ids never added sending
+/// 4 whole 64 MiB frames and announcing 20 more: the site keeps working with no election, and the leader's descriptors and memory stay near
 /// idle; the stalled frames and an idle node connection are closed after 30 s, and the
 /// descriptors return to idle once the floods close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,15 +460,18 @@ async fn peer_port_floods_leave_the_site_working_and_the_node_near_idle() {
             "{port:?}"
         );
 
-        // 3. Node certificates of this CA (ids never removed, so their frames are read)
-        // announcing 64 MiB frames and sending nothing more: 5 each, within the per-node cap.
+        // 3. Node certificates of this CA, ids never added (not members, not removed). Their
+        // frames are judged from the head: an AppendEntries that does not claim to lead is
+        // refused before its body; one that claims to lead (its vote committed for itself)
+        // is read within the non-members' share of the frame budget (one 64 MiB frame in
+        // all). Writes go on and no term moves meanwhile.
         let ca = {
             let dir = &c.nodes[0].dir;
             CertAuthority::from_pem(&ca_pem(&c), &std::fs::read_to_string(dir.join("ca.key"))?)?
         };
         let now = outpost_raft::now_ms() / 1000;
         let mut configs = Vec::new();
-        for id in 0..(BIG_FRAMES as u64).div_ceil(5) {
+        for id in 0..(BIG_FRAMES as u64).div_ceil(5) + 1 {
             let (cert, key) = ca.issue_node_with_new_key(
                 900 + id,
                 &["127.0.0.1:1"],
@@ -475,17 +480,85 @@ async fn peer_port_floods_leave_the_site_working_and_the_node_near_idle() {
             let identity = TlsIdentity::from_pem(&cert, &key, &ca_pem(&c))?;
             configs.push(peer_config(&c, &identity)?);
         }
+        let before_terms = terms(&c, &[leader, other]).await?;
+        let term = before_terms[0];
+        // One non-member id sends 4 whole 64 MiB frames but their last byte, claiming to
+        // lead: one holds the non-members' share, the others wait for it.
+        let heavy_id = 900 + (BIG_FRAMES as u64).div_ceil(5);
+        let heavy_config = configs[configs.len() - 1].clone();
+        let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<()>(HEAVY_FRAMES);
+        let mut heavy = Vec::new();
+        for _ in 0..HEAVY_FRAMES {
+            let mut t =
+                peer_tls(&c, leader, leader_id, heavy_config.clone(), [127, 0, 0, 1]).await?;
+            let sent = sent_tx.clone();
+            heavy.push(tokio::spawn(async move {
+                let head = forge::announce_append_entries_as(64 << 20, term, heavy_id);
+                let body = vec![0u8; (64 << 20) - (head.len() - 4) - 1];
+                let wrote = async {
+                    t.write_all(&head).await?;
+                    t.write_all(&body).await?;
+                    t.flush().await
+                }
+                .await;
+                if wrote.is_ok() {
+                    let _ = sent.send(()).await;
+                }
+                // Held until the test aborts this task (its connection then closes).
+                let _ = closed_by(
+                    &mut t,
+                    tokio::time::Instant::now() + Duration::from_secs(300),
+                )
+                .await;
+            }));
+        }
+        drop(sent_tx);
+        // Wait for the condition: one frame's 64 MiB were taken in (the socket buffers hold a
+        // few MB at most, so its write finishing means the node read it).
+        tokio::time::timeout(T, sent_rx.recv())
+            .await
+            .context("no 64 MiB frame was read within 30 s")?
+            .context("every heavy writer failed")?;
+        // Then 20 announcements of 64 MiB frames that send nothing more (5 per id, within the
+        // per-node cap), which wait for that share.
         let mut big = Vec::new();
         for k in 0..BIG_FRAMES {
             let config = configs[k / 5].clone();
+            let id = 900 + (k / 5) as u64;
             let mut t = peer_tls(&c, leader, leader_id, config, [127, 0, 0, 1]).await?;
-            t.write_all(&forge::announce_append_entries(64 << 20))
+            t.write_all(&forge::announce_append_entries_as(64 << 20, term, id))
                 .await?;
             t.write_all(&[0u8; 1024]).await?;
             t.flush().await?;
             big.push(t);
         }
+        // A non-member's AppendEntries that does not claim to lead: closed from its head.
+        let mut stranger =
+            peer_tls(&c, leader, leader_id, configs[0].clone(), [127, 0, 0, 1]).await?;
+        stranger
+            .write_all(&forge::announce_append_entries(64 << 20))
+            .await?;
+        stranger.write_all(&[0u8; 64]).await?;
+        stranger.flush().await?;
+        assert!(
+            closed_by(&mut stranger, tokio::time::Instant::now() + T).await,
+            "a non-member's frame was not refused from its head"
+        );
         site_works(&c, &[leader, other], &admin, &agent, "frames").await?;
+        // No election while the non-members hold their share and the other frames wait.
+        assert_eq!(c.leader(T).await?, leader, "the leader changed");
+        assert_eq!(
+            terms(&c, &[leader, other]).await?,
+            before_terms,
+            "a term moved while the frames were held"
+        );
+        let port = c.status(leader).await?.raft.peer_port;
+        assert!(port.not_member >= 1, "{port:?}");
+        // The heavy frames go away (their sender closes): the announcements' frames then
+        // stall, each closed after 30 s like the idle connection below.
+        for h in &heavy {
+            h.abort();
+        }
         let frames_rss = rss_bytes(pid)?;
         eprintln!(
             "{BIG_FRAMES} announced 64 MiB frames held; leader {} fds, {} MB",
@@ -514,6 +587,7 @@ async fn peer_port_floods_leave_the_site_working_and_the_node_near_idle() {
                 "a stalled frame's connection stayed open"
             );
         }
+
         let port = c.status(leader).await?.raft.peer_port;
         assert!(port.idle_closed >= 1, "{port:?}");
         assert!(port.frame_refused >= BIG_FRAMES as u64, "{port:?}");

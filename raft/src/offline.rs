@@ -78,6 +78,17 @@ pub enum OfflineError {
         "the commands of the reform need {size} bytes, more than one entry's {MAX_ENTRY_BYTES}"
     )]
     TooLarge { size: usize },
+    #[error(
+        "state database {path}: it has applied entry {index} of term {term}, above any term an \
+         election can reach ({MAX_TERM}): a forged Raft message reached this node's state, and \
+         recover cannot reform a cluster after it; restore this node from a backup instead \
+         (`outpost restore BACKUP --data-dir DIR ...`)"
+    )]
+    AbsurdState {
+        path: PathBuf,
+        index: u64,
+        term: u64,
+    },
     #[error("a blocking task did not finish: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -171,6 +182,21 @@ pub fn reform(data_dir: &Path, r: Reform) -> Result<Reformed, OfflineError> {
     let (state_db, raft_db) = databases(data_dir);
     let raft_db = raft_db.as_path();
     let marker = read_marker(&state_db)?;
+    // Nothing (neither apply nor the state machine) checks the term of what is applied: a
+    // state that applied an entry of an absurd term cannot be reformed (the new entries
+    // must come after it, in a higher term). Refused before anything is written.
+    let absurd = |applied: Option<LogId>| {
+        applied
+            .filter(|l| l.leader_id.term > MAX_TERM)
+            .map(|l| OfflineError::AbsurdState {
+                path: state_db.clone(),
+                index: l.index,
+                term: l.leader_id.term,
+            })
+    };
+    if let Some(e) = absurd(marker.last_applied) {
+        return Err(e);
+    }
     let op = |source: OpError| OfflineError::LogOp {
         path: raft_db.to_path_buf(),
         source,
@@ -221,6 +247,10 @@ pub fn reform(data_dir: &Path, r: Reform) -> Result<Reformed, OfflineError> {
     } else {
         st.last_log_id
     };
+    // The log up to what the state applied is that of the state: its terms are no higher.
+    if let Some(e) = absurd(base) {
+        return Err(e);
+    }
     let last_log_index = base.map(|l| l.index).unwrap_or(0);
     let seen_term = [
         vote.map(|v| v.leader_id().term),
@@ -230,7 +260,8 @@ pub fn reform(data_dir: &Path, r: Reform) -> Result<Reformed, OfflineError> {
     .flatten()
     .max()
     .unwrap_or(0);
-    // At most MAX_TERM + 1: the state's applied id was checked by apply, the rest above.
+    // At most MAX_TERM + 1: the vote and the log past the state were cut to MAX_TERM above,
+    // and `base` (the state's applied id or the log's last) was refused above it.
     let term = seen_term.saturating_add(1);
     let leader = CommittedLeaderId::new(term, r.me);
     let membership = Membership::new(
@@ -276,4 +307,53 @@ pub fn reform(data_dir: &Path, r: Reform) -> Result<Reformed, OfflineError> {
         former_members: former,
         term,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::StoredMembership;
+
+    /// A stopped node whose state applied an entry of an absurd term: recover refuses it and
+    /// names restore, and writes nothing to the log.
+    #[tokio::test]
+    async fn a_state_that_applied_an_absurd_term_is_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (state_db, raft_db) = databases(dir.path());
+        let marker = AppliedMarker {
+            last_applied: Some(LogId::new(CommittedLeaderId::new(u64::MAX, 1), 7)),
+            membership: StoredMembership::default(),
+        };
+        let store = tokio::task::spawn_blocking(move || Store::open(&state_db)).await??;
+        store.apply(Vec::new(), codec::encode(&marker)?).await?;
+        tokio::task::spawn_blocking(move || drop(store)).await?;
+        let data_dir = dir.path().to_path_buf();
+        let r = Reform {
+            me: 1,
+            node: PeerNode::default(),
+            envelopes: Vec::new(),
+        };
+        let got = tokio::task::spawn_blocking(move || reform(&data_dir, r)).await?;
+        match got {
+            Err(
+                e @ OfflineError::AbsurdState {
+                    index: 7,
+                    term: u64::MAX,
+                    ..
+                },
+            ) => {
+                let text = e.to_string();
+                assert!(text.contains("restore this node from a backup"), "{text}");
+                assert!(text.contains("outpost restore"), "{text}");
+            }
+            other => return Err(format!("{other:?}").into()),
+        }
+        // Nothing was written: no log at all, or an empty one.
+        if raft_db.exists() {
+            let conn = open_conn(&raft_db)?;
+            assert_eq!(log_state(&conn)?.last_log_id, None);
+        }
+        Ok(())
+    }
 }

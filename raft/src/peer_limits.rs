@@ -10,7 +10,16 @@
 //!   and in total (`NODE_TOTAL`, shared the same fair way between node ids).
 //! - A removed node id gets nothing after the handshake; a frame is read only once its kind is
 //!   known and its declared size fits the kind (`frame_cap`), its buffer grows as bytes arrive,
-//!   and the bytes of frames being read on the whole port are bounded (`PORT_FRAME_BYTES`).
+//!   and the bytes of frames being read (each frame's whole size, taken at once so that frames
+//!   read side by side cannot each hold part of a share and wait for the rest) are bounded on
+//!   the whole port (`PORT_FRAME_BYTES`),
+//!   per node id (`NODE_FRAME_BYTES`) and for every non-member together
+//!   (`NON_MEMBER_FRAME_BYTES`). Frames of `SMALL_FRAME` or less (heartbeats, votes, pings)
+//!   take nothing from these: the per-connection cap bounds them, and they are never kept
+//!   waiting behind big frames.
+//! - Who may send what is decided from the frame's head, before its body is read
+//!   (`head_rule`): a non-member may send a `Ping`, and log or snapshot traffic only when the
+//!   vote at the head of that request names it as the committed leader.
 //!
 //! The same numbers as one table, with reasons, are in `LIMITS` below.
 
@@ -42,8 +51,14 @@ pub const NODE_TOTAL: usize = 64;
 pub const IDLE: Duration = Duration::from_secs(30);
 /// A frame whose bytes stop arriving for this long is abandoned with its connection.
 pub const FRAME_STALL: Duration = Duration::from_secs(30);
-/// Bytes of frames being read at once on the port: four full frames.
+/// Bytes of frames above `SMALL_FRAME` being read at once on the port: four full frames.
 pub const PORT_FRAME_BYTES: usize = 4 * crate::transport::MAX_FRAME;
+/// The same for one node id: two full frames, so that no single certificate holds the port.
+pub const NODE_FRAME_BYTES: usize = 2 * crate::transport::MAX_FRAME;
+/// The same for every non-member together (a node that claims to lead but is not in this
+/// node's membership: a leader this node lags behind, or a stranger): one full frame, so
+/// that members always keep three.
+pub const NON_MEMBER_FRAME_BYTES: usize = crate::transport::MAX_FRAME;
 /// A frame's buffer grows by at most this much before the bytes arrive.
 pub const READ_CHUNK: usize = 64 << 10;
 /// Requests of one connection being answered at once; the connection is not read further
@@ -399,9 +414,280 @@ pub(crate) fn frame_cap(kind: u32) -> Option<usize> {
     }
 }
 
+/// The most bytes `vote_head` needs: a frame head, then a vote's term, node id and flag.
+pub(crate) const VOTE_HEAD_BYTES: usize = HEAD_BYTES + 9 + 9 + 1;
+
+/// The vote at the head of an AppendEntries or InstallSnapshot request (both start with it):
+/// `Ok(Some((term, node, committed)))`, `Ok(None)` when more bytes are needed, `Err` when the
+/// bytes are not such a request.
+pub(crate) fn vote_head(prefix: &[u8]) -> Result<Option<(u64, u64, bool)>, ()> {
+    let mut at = 0;
+    let mut next = || -> Result<Option<u64>, ()> {
+        match varint(&prefix[at.min(prefix.len())..]) {
+            None => Ok(None),
+            Some(None) => Err(()),
+            Some(Some((v, n))) => {
+                at += n;
+                Ok(Some(v))
+            }
+        }
+    };
+    // Frame tag, request id, request kind, then the vote's term and node id.
+    let mut fields = [0u64; 5];
+    for f in &mut fields {
+        match next()? {
+            Some(v) => *f = v,
+            None => return Ok(None),
+        }
+    }
+    match prefix.get(at) {
+        None => Ok(None),
+        Some(0) => Ok(Some((fields[3], fields[4], false))),
+        Some(1) => Ok(Some((fields[3], fields[4], true))),
+        Some(_) => Err(()),
+    }
+}
+
+/// Which part of the port's frame budget a frame takes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Share {
+    /// `SMALL_FRAME` or less: nothing (bounded by the per-connection cap).
+    Free,
+    /// A member's (or anyone's while this node has no membership): the port and its node id.
+    Member,
+    /// A non-member's: the port, its node id and the non-members' pool.
+    NonMember,
+}
+
+/// What is done with a request frame once its head is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeadRule {
+    /// Read it, taking its bytes from this share.
+    Read(Share),
+    /// The vote at the head is needed to decide (`vote_head`).
+    NeedVote,
+    /// Refused before its body is read: the counter and the reason.
+    Refuse(Refused, String),
+}
+
+/// Whether a request of `kind` declaring `len` bytes from node `from` is read, decided from
+/// its head before its body (pure). `vote` is the vote at the head of log or snapshot
+/// traffic, once read. The rules are those of `transport::admission`, applied early: a
+/// removed node gets nothing; a member (or anyone, while this node has no membership) may
+/// send every kind within its cap; a non-member a `Ping`, and AppendEntries or
+/// InstallSnapshot only when their vote names it as the committed leader.
+pub(crate) fn head_rule(
+    kind: u32,
+    len: usize,
+    view: crate::transport::MemberView,
+    from: u64,
+    vote: Option<(u64, u64, bool)>,
+) -> HeadRule {
+    let cap = match frame_cap(kind) {
+        Some(cap) => cap,
+        None => {
+            return HeadRule::Refuse(
+                Refused::Frame,
+                format!("peer request of unknown kind {kind}"),
+            );
+        }
+    };
+    if len > cap {
+        return HeadRule::Refuse(
+            Refused::Frame,
+            format!("peer request of kind {kind} declares {len} bytes, over its {cap}"),
+        );
+    }
+    if view.removed {
+        return HeadRule::Refuse(
+            Refused::Removed,
+            format!("node {from} was removed from this cluster"),
+        );
+    }
+    let share = |s: Share| if len <= SMALL_FRAME { Share::Free } else { s };
+    if view.is_member || !view.has_membership {
+        return HeadRule::Read(share(Share::Member));
+    }
+    let not_member = || {
+        HeadRule::Refuse(
+            Refused::NotMember,
+            format!("node {from} is not a member of this cluster"),
+        )
+    };
+    match kind {
+        5 => HeadRule::Read(Share::Free),
+        0 | 2 => match vote {
+            None => HeadRule::NeedVote,
+            Some((_, leader, true)) if leader == from => HeadRule::Read(share(Share::NonMember)),
+            Some(_) => not_member(),
+        },
+        _ => not_member(),
+    }
+}
+
+/// Bytes of frames being read, per share (pure bookkeeping; the waiting is in `transport`).
+#[derive(Debug, Default)]
+pub(crate) struct FrameShares {
+    total: usize,
+    non_member: usize,
+    by_node: HashMap<u64, usize>,
+}
+
+impl FrameShares {
+    /// Takes `n` bytes for a frame of `from` in `share`; false (and nothing taken) when the
+    /// port, the node id or the non-members' pool would pass its cap.
+    pub(crate) fn take(&mut self, from: u64, n: usize, share: Share) -> bool {
+        let node = self.by_node.get(&from).copied().unwrap_or(0);
+        let fits = match share {
+            Share::Free => return true,
+            Share::Member => true,
+            Share::NonMember => self.non_member + n <= NON_MEMBER_FRAME_BYTES,
+        };
+        if !fits || self.total + n > PORT_FRAME_BYTES || node + n > NODE_FRAME_BYTES {
+            return false;
+        }
+        self.total += n;
+        if share == Share::NonMember {
+            self.non_member += n;
+        }
+        self.by_node.insert(from, node + n);
+        true
+    }
+
+    /// Gives back `n` bytes taken by `take`.
+    pub(crate) fn give(&mut self, from: u64, n: usize, share: Share) {
+        if share == Share::Free {
+            return;
+        }
+        self.total = self.total.saturating_sub(n);
+        if share == Share::NonMember {
+            self.non_member = self.non_member.saturating_sub(n);
+        }
+        if let Some(held) = self.by_node.get_mut(&from) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.by_node.remove(&from);
+            }
+        }
+    }
+
+    /// Bytes held on the port, by non-members, and the node ids holding any.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> (usize, usize, usize) {
+        (self.total, self.non_member, self.by_node.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MB64: usize = crate::transport::MAX_FRAME;
+
+    #[test]
+    fn one_node_id_holds_at_most_its_share_and_non_members_one_frame() {
+        let mut s = FrameShares::default();
+        // A non-member that claims to lead holds one full frame, and no more.
+        assert!(s.take(900, MB64, Share::NonMember));
+        assert!(!s.take(900, READ_CHUNK, Share::NonMember));
+        assert!(
+            !s.take(901, READ_CHUNK, Share::NonMember),
+            "the pool is for all of them"
+        );
+        // Members still have the other three frames; one id at most two.
+        assert!(s.take(1, MB64, Share::Member));
+        assert!(s.take(1, MB64, Share::Member));
+        assert!(
+            !s.take(1, READ_CHUNK, Share::Member),
+            "node 1 holds its share"
+        );
+        assert!(s.take(2, MB64, Share::Member));
+        assert!(!s.take(3, READ_CHUNK, Share::Member), "the port is full");
+        // Small frames pass while every big budget is held.
+        assert!(s.take(3, SMALL_FRAME, Share::Free));
+        assert!(s.take(900, SMALL_FRAME, Share::Free));
+        assert_eq!(s.held(), (PORT_FRAME_BYTES, MB64, 3));
+        s.give(1, MB64, Share::Member);
+        assert!(s.take(3, READ_CHUNK, Share::Member));
+        s.give(900, MB64, Share::NonMember);
+        assert!(s.take(901, READ_CHUNK, Share::NonMember));
+        for (id, n, share) in [
+            (901, READ_CHUNK, Share::NonMember),
+            (3, READ_CHUNK, Share::Member),
+            (2, MB64, Share::Member),
+            (1, MB64, Share::Member),
+        ] {
+            s.give(id, n, share);
+        }
+        assert_eq!(s.held(), (0, 0, 0));
+    }
+
+    #[test]
+    fn what_is_read_is_decided_from_the_head() {
+        use crate::transport::MemberView;
+        let view = |has_membership, is_member, removed| MemberView {
+            has_membership,
+            is_member,
+            removed,
+        };
+        let member = view(true, true, false);
+        let stranger = view(true, false, false);
+        let fresh = view(false, false, false);
+        let removed = view(true, true, true);
+        let leads = Some((5, 900, true));
+        let claims_other = Some((5, 1, true));
+        let uncommitted = Some((5, 900, false));
+        let big = 1 << 20;
+        let read = HeadRule::Read;
+        // (kind, len, view, vote, want): `from` is 900.
+        let cases = [
+            (0, big, member, None, read(Share::Member)),
+            (0, 100, member, None, read(Share::Free)),
+            (3, big, member, None, read(Share::Member)),
+            (1, 100, member, None, read(Share::Free)),
+            (0, big, fresh, None, read(Share::Member)),
+            (5, 20, stranger, None, read(Share::Free)),
+            (0, big, stranger, None, HeadRule::NeedVote),
+            (2, big, stranger, None, HeadRule::NeedVote),
+            (0, big, stranger, leads, read(Share::NonMember)),
+            (0, 100, stranger, leads, read(Share::Free)),
+            (2, big, stranger, leads, read(Share::NonMember)),
+        ];
+        for (i, (kind, len, v, vote, want)) in cases.into_iter().enumerate() {
+            assert_eq!(head_rule(kind, len, v, 900, vote), want, "case {i}");
+        }
+        // (kind, len, view, vote, counter)
+        let refused = [
+            (0, big, stranger, claims_other, Refused::NotMember),
+            (0, big, stranger, uncommitted, Refused::NotMember),
+            (3, big, stranger, None, Refused::NotMember),
+            (1, 100, stranger, None, Refused::NotMember),
+            (6, 100, stranger, None, Refused::NotMember),
+            (5, 20, removed, None, Refused::Removed),
+            (0, big, removed, leads, Refused::Removed),
+            (1, big, member, None, Refused::Frame),
+            (9, 10, member, None, Refused::Frame),
+        ];
+        for (i, (kind, len, v, vote, why)) in refused.into_iter().enumerate() {
+            match head_rule(kind, len, v, 900, vote) {
+                HeadRule::Refuse(got, _) => assert_eq!(got, why, "refused case {i}"),
+                other => panic!("refused case {i}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_vote_is_read_from_the_head() {
+        // Frame tag, id 7, kind 0, term 300 (varint 251 + 2 bytes), node 900, committed.
+        let full: &[u8] = &[0, 7, 0, 251, 44, 1, 251, 132, 3, 1];
+        for cut in 0..full.len() {
+            assert_eq!(vote_head(&full[..cut]), Ok(None), "cut {cut}");
+        }
+        assert_eq!(vote_head(full), Ok(Some((300, 900, true))));
+        assert_eq!(vote_head(&[0, 7, 0, 3, 2, 0]), Ok(Some((3, 2, false))));
+        assert_eq!(vote_head(&[0, 7, 0, 3, 2, 2]), Err(()));
+        assert_eq!(vote_head(&[0, 7, 0, 255]), Err(()));
+    }
 
     #[test]
     fn varints_and_heads() {
