@@ -117,12 +117,13 @@ pub(super) struct Running {
 impl Running {
     pub(super) async fn stop(self) -> BTreeMap<String, u64> {
         self.tally.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(20), &mut { t })
-                .await
-                .is_err()
-            {
-                // A task stuck in a read ends with the runtime; its figure is lost only.
+        // Tasks see the stop at their next step; one stuck in a write the node no longer
+        // reads is ended at the deadline (counted as such), closing its connection.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+                self.tally.count("ended by the bench (stuck in a write)");
             }
         }
         self.tally.answers.lock().map(|a| a.clone()).unwrap_or_default()
