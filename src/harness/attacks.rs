@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::harness::attackers::{OPEN_EVERY, Target, resolve, start};
 use crate::harness::bench::{WriteBench, WriteReport, admin_tls, write};
+use crate::harness::flood::raft_db_bytes;
 use crate::shared::client::{ApiClient, Endpoint, local_client};
 use crate::shared::datadir::DataDir;
 use crate::wire::StatusView;
@@ -132,14 +133,6 @@ impl std::fmt::Display for AttackReport {
         }
         Ok(())
     }
-}
-
-fn raft_db_bytes(dd: &DataDir) -> u64 {
-    ["raft.db", "raft.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dd.root.join(f)).ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 /// Every member's status over TLS with a bench admin certificate, once a second.

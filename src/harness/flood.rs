@@ -59,7 +59,8 @@ impl std::fmt::Display for FloodReport {
     }
 }
 
-fn raft_db_bytes(dd: &DataDir) -> u64 {
+/// The local node's raft.db with its WAL: what Raft writes grow.
+pub(super) fn raft_db_bytes(dd: &DataDir) -> u64 {
     ["raft.db", "raft.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(dd.root.join(f)).ok())
