@@ -688,11 +688,18 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
                         // No sender to judge: a member's rules.
                         None => (0, MemberView::MEMBER),
                     };
-                    let vote = match peer_limits::vote_head(&buf[..got]) {
-                        Ok(v) => v,
-                        Err(()) => {
-                            return Err(ReadFailure::Refused("not a peer request frame".into()));
-                        }
+                    // Only log and snapshot traffic starts with a vote; the bytes after
+                    // any other kind's head are its own (an App request's length, …).
+                    let vote = match kind {
+                        0 | 2 => match peer_limits::vote_head(&buf[..got]) {
+                            Ok(v) => v,
+                            Err(()) => {
+                                return Err(ReadFailure::Refused(
+                                    "not a peer request frame".into(),
+                                ));
+                            }
+                        },
+                        _ => None,
                     };
                     match peer_limits::head_rule(kind, len, view, from, vote) {
                         HeadRule::Read(share) => {
@@ -1863,6 +1870,22 @@ mod tests {
             other => return Err(format!("{other:?}").into()),
         }
         assert_eq!(held(&budget), none);
+
+        // Every other kind is read whole whatever follows its head: an App request whose
+        // bytes would not parse as a vote (its length, then 0xff) is not refused.
+        for bytes in [vec![0xffu8; 40], vec![7u8; 3], Vec::new()] {
+            let (mut a, mut b) = tokio::io::duplex(1 << 16);
+            a.write_all(&encode_frame(&Frame::Request(
+                4,
+                PeerRequest::App(codec::Bytes(bytes.clone())),
+            ))?)
+            .await?;
+            let got = read_frame(&mut b, &lim).await?;
+            assert!(
+                matches!(&got, Frame::Request(4, PeerRequest::App(b)) if b.0 == bytes),
+                "{got:?}"
+            );
+        }
 
         // A response where a request is expected, and a frame over MAX_FRAME.
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
