@@ -415,7 +415,8 @@ impl ApiLimits {
         connection: &Arc<Semaphore>,
         bytes: u64,
     ) -> Option<OwnedSemaphorePermit> {
-        let want = u32::try_from(bytes.min(connection_body_bytes(class) as u64)).unwrap_or(u32::MAX);
+        let want =
+            u32::try_from(bytes.min(connection_body_bytes(class) as u64)).unwrap_or(u32::MAX);
         match tokio::time::timeout(
             self.cfg.body_wait,
             connection.clone().acquire_many_owned(want),

@@ -10,6 +10,7 @@
 //! `bundles`, `deployments`, `renewal`, `console`: the console's links, accounts and sessions). Bodies are `crate::wire` types. The API knows nothing
 //! of the CLI or the agent; it is started by `crate::node`.
 
+pub mod activity;
 pub mod admins;
 pub mod audit;
 pub mod backup;
@@ -25,12 +26,11 @@ pub mod fields;
 pub mod identities;
 pub mod inventory;
 pub mod limits;
-pub mod activity;
-pub mod pool;
-pub mod requests;
 pub mod nodes;
+pub mod pool;
 pub mod refusals;
 pub mod renewal;
+pub mod requests;
 mod state;
 pub mod status;
 pub mod tokens;

@@ -45,7 +45,10 @@ impl Pool {
 
     /// `Ok(((id, kick), victim))`: admitted; `victim` must be told to close.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn admit(&mut self, key: IpAddr) -> Result<((u64, Arc<Notify>), Option<Arc<Notify>>), Full> {
+    pub(crate) fn admit(
+        &mut self,
+        key: IpAddr,
+    ) -> Result<((u64, Arc<Notify>), Option<Arc<Notify>>), Full> {
         let held = self.held(key);
         if held >= self.max_per_source {
             return Err(Full::PerSource);

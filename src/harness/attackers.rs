@@ -45,7 +45,12 @@ impl Tally {
 /// attack comes from many "machines" and not from the bench's own clients' address.
 fn source(base: u8, i: usize) -> IpAddr {
     let i = u32::try_from(i).unwrap_or(u32::MAX) % 65_000;
-    IpAddr::V4(Ipv4Addr::new(127, base, (i / 250) as u8, (i % 250) as u8 + 2))
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        base,
+        (i / 250) as u8,
+        (i % 250) as u8 + 2,
+    ))
 }
 
 async fn tcp_from(to: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
@@ -93,7 +98,11 @@ async fn read_answer(tls: &mut Tls) -> Option<(u16, String)> {
     }
     let text = String::from_utf8_lossy(&buf);
     let status = text.get(9..12)?.parse().ok()?;
-    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_string();
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
     Some((status, head))
 }
 
@@ -126,7 +135,11 @@ impl Running {
                 self.tally.count("ended by the bench (stuck in a write)");
             }
         }
-        self.tally.answers.lock().map(|a| a.clone()).unwrap_or_default()
+        self.tally
+            .answers
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -139,7 +152,12 @@ pub(super) struct Target {
     pub(super) loopback: bool,
 }
 
-pub(super) async fn start(dd: &DataDir, t: &Target, attack: Attack, size: usize) -> Result<Running> {
+pub(super) async fn start(
+    dd: &DataDir,
+    t: &Target,
+    attack: Attack,
+    size: usize,
+) -> Result<Running> {
     let tally = Tally::new();
     let from = |base: u8, i: usize| t.loopback.then(|| source(base, i));
     let mut tasks = Vec::new();
@@ -148,8 +166,12 @@ pub(super) async fn start(dd: &DataDir, t: &Target, attack: Attack, size: usize)
             let anon = outpost_certs::client_config(&t.ca_pem, None, &[b"http/1.1"])?;
             let connector = tokio_rustls::TlsConnector::from(anon);
             for i in 0..size {
-                let (connector, tally, to, from) =
-                    (connector.clone(), tally.clone(), t.api[i % t.api.len()], from(30, i));
+                let (connector, tally, to, from) = (
+                    connector.clone(),
+                    tally.clone(),
+                    t.api[i % t.api.len()],
+                    from(30, i),
+                );
                 tasks.push(tokio::spawn(async move {
                     while !tally.stopped() {
                         tally.count(post_big_body(&connector, to, from, &tally).await);
@@ -168,7 +190,9 @@ pub(super) async fn start(dd: &DataDir, t: &Target, attack: Attack, size: usize)
                     let mut k = w;
                     while !tally.stopped()
                         && left
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1))
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                                l.checked_sub(1)
+                            })
                             .is_ok()
                     {
                         let src = loopback.then(|| source(31, k % 100));
@@ -255,7 +279,9 @@ pub(super) async fn start(dd: &DataDir, t: &Target, attack: Attack, size: usize)
             }));
         }
         Attack::Reports => {
-            let config = enrolled_client(dd, &t.ca_pem, t.api[0], from(35, 0)).await?.0;
+            let config = enrolled_client(dd, &t.ca_pem, t.api[0], from(35, 0))
+                .await?
+                .0;
             for w in 0..size {
                 let (config, tally, to) = (config.clone(), tally.clone(), t.api[w % t.api.len()]);
                 let src = from(35, 1 + w);
@@ -313,8 +339,7 @@ async fn post_big_body(
     tally: &Tally,
 ) -> String {
     const BODY: usize = 12 << 20;
-    let mut tls = match tls_from(connector, to, from, outpost_certs::ANY_NODE_SERVER_NAME).await
-    {
+    let mut tls = match tls_from(connector, to, from, outpost_certs::ANY_NODE_SERVER_NAME).await {
         Ok(t) => t,
         Err(_) => {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -430,7 +455,9 @@ async fn big_frame(
     let mut b = [0u8; 64];
     while !tally.stopped() {
         match tokio::time::timeout(Duration::from_millis(500), tls.read(&mut b)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return format!("closed by the node after {} MiB", sent >> 20),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return format!("closed by the node after {} MiB", sent >> 20);
+            }
             _ => {}
         }
     }

@@ -8,8 +8,8 @@
 //! from other loopback addresses (127.x.y.z), as from other machines.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -268,7 +268,9 @@ pub async fn attack(dd: &DataDir, opts: AttackBench) -> Result<AttackReport> {
     // Let the attack reach its size before the writes are measured (connections are opened
     // at a pace).
     let ramp = match opts.attack {
-        Attack::PeerConns | Attack::RevokedConns => OPEN_EVERY * u32::try_from(size).unwrap_or(u32::MAX),
+        Attack::PeerConns | Attack::RevokedConns => {
+            OPEN_EVERY * u32::try_from(size).unwrap_or(u32::MAX)
+        }
         _ => Duration::ZERO,
     };
     tokio::time::sleep(ramp.max(Duration::from_secs(5))).await;

@@ -311,18 +311,17 @@ where
                 drop(busy);
                 return Ok::<_, Infallible>(response);
             }
-            let response = match admit_body(rule, class, &req, limits.as_deref(), &conn_bodies)
-                .await
-            {
-                Err(refused) => refused,
-                Ok((limit, reserved)) => {
-                    let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
-                    let response = app.oneshot(req).await.unwrap_or_else(|e| match e {});
-                    // The handler has read (and dropped) the body: its room is free again.
-                    drop(reserved);
-                    response
-                }
-            };
+            let response =
+                match admit_body(rule, class, &req, limits.as_deref(), &conn_bodies).await {
+                    Err(refused) => refused,
+                    Ok((limit, reserved)) => {
+                        let req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
+                        let response = app.oneshot(req).await.unwrap_or_else(|e| match e {});
+                        // The handler has read (and dropped) the body: its room is free again.
+                        drop(reserved);
+                        response
+                    }
+                };
             drop(busy);
             Ok::<_, Infallible>(response)
         }
