@@ -3,27 +3,24 @@
 //! writing, and reports what it holds through Raft (`BlobsHeld`), so `bundle list` shows
 //! per-node availability. A client asking for a blob this node lacks gets it fetched first.
 //!
-//! Peer requests ride on `RaftNode::app_call` (the persistent peer connection): a request is a
-//! small JSON [`PeerAsk`], the answer raw bytes. Blob files are read and written on blocking
-//! threads; the async side only moves chunks.
+//! Chunks are asked for with `PeerAsk::Chunk` over the peer channel and answered by
+//! `crate::peer_app`. Blob files are read and written on blocking threads; the async side only
+//! moves chunks.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use outpost_bundles::{BlobStore, BundleError};
-use outpost_raft::{AppCallError, AppFuture, AppHandler, RaftNode};
+use outpost_raft::{AppCallError, RaftNode};
 use outpost_storage::{Command, Envelope};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::shared::now_secs;
+use crate::peer_app::{CHUNK, PeerAsk};
 
-/// Bytes per chunk request.
-pub const CHUNK: u64 = 1 << 20;
 /// Chunk requests in flight per blob transfer.
 const IN_FLIGHT: usize = 4;
 /// How often the replication loop looks for missing blobs.
@@ -44,26 +41,6 @@ pub enum BlobError {
     State(#[from] outpost_storage::StorageError),
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-}
-
-/// What one node asks another over the peer channel.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum PeerAsk {
-    /// Bytes `offset..offset+len` of a blob the answering node holds.
-    Chunk {
-        sha256: String,
-        offset: u64,
-        len: u64,
-    },
-    /// The answering node's clock, unix seconds as 8 bytes little-endian (for the time floor).
-    Clock,
-    /// The answering node's own audit chain (recomputed) and its hash at `at_seq`, as JSON
-    /// `outpost_storage::AuditChain` (for `audit verify`).
-    AuditChain { at_seq: u64 },
-    /// The answering node's Raft status, as JSON `outpost_raft::NodeStatus` (the console's
-    /// overview: each node's state, applied index and whether it knows a leader).
-    Status,
 }
 
 /// The node's blob store, shared by the API, the replication loop and the peer handler.
@@ -308,102 +285,6 @@ impl Blobs {
             (Err(e), None) => Err(e.into()),
         }
     }
-
-    /// The handler other nodes' requests reach.
-    pub fn peer_handler(self: &Arc<Self>) -> Arc<dyn AppHandler> {
-        Arc::new(PeerServer {
-            blobs: self.clone(),
-        })
-    }
-}
-
-/// The cluster time floor for bundle expiry: the highest of the voters' median clock and the
-/// newest `created` already accepted, so one node's wrong clock changes nothing.
-pub async fn cluster_time_floor(node: &RaftNode, voters: &[u64], accepted: i64) -> i64 {
-    let me = node.id();
-    let mut clocks = Vec::with_capacity(voters.len());
-    for &v in voters {
-        if v == me {
-            clocks.push(now_secs());
-            continue;
-        }
-        let req = serde_json::to_vec(&PeerAsk::Clock).unwrap_or_default();
-        match node.app_call(v, req, Duration::from_secs(2)).await {
-            Ok(b) if b.len() == 8 => {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(&b);
-                clocks.push(i64::from_le_bytes(a));
-            }
-            Ok(_) => tracing::warn!(node = v, "clock answer of the wrong size"),
-            Err(e) => tracing::warn!(node = v, error = %e, "no clock reading"),
-        }
-    }
-    median(&mut clocks).unwrap_or_else(now_secs).max(accepted)
-}
-
-fn median(v: &mut [i64]) -> Option<i64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    Some(v[(v.len() - 1) / 2])
-}
-
-struct PeerServer {
-    blobs: Arc<Blobs>,
-}
-
-impl AppHandler for PeerServer {
-    fn handle(&self, from: u64, request: Vec<u8>) -> AppFuture {
-        let blobs = self.blobs.clone();
-        Box::pin(async move {
-            let ask: PeerAsk = serde_json::from_slice(&request)
-                .map_err(|e| format!("request from node {from} does not parse: {e}"))?;
-            match ask {
-                PeerAsk::Clock => Ok(now_secs().to_le_bytes().to_vec()),
-                PeerAsk::Status => {
-                    serde_json::to_vec(&blobs.node.status()).map_err(|e| e.to_string())
-                }
-                PeerAsk::AuditChain { at_seq } => {
-                    let reader = blobs.node.reader();
-                    let view = tokio::task::spawn_blocking(move || reader.audit_chain(at_seq))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| format!("audit chain: {e}"))?;
-                    serde_json::to_vec(&view).map_err(|e| e.to_string())
-                }
-                PeerAsk::Chunk {
-                    sha256,
-                    offset,
-                    len,
-                } => {
-                    if len > CHUNK {
-                        return Err(format!("chunk of {len} bytes asked; at most {CHUNK}"));
-                    }
-                    let path = blobs.store.blob_path(&sha256).map_err(|e| e.to_string())?;
-                    tokio::task::spawn_blocking(move || read_range(&path, offset, len))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| format!("blob {sha256}: {e}"))
-                }
-            }
-        })
-    }
-}
-
-/// Reads exactly `len` bytes at `offset` (fewer is an error: the blob is shorter than asked).
-pub fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::with_capacity(len as usize);
-    f.take(len).read_to_end(&mut buf)?;
-    if buf.len() as u64 != len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("{} bytes at offset {offset}, {len} asked", buf.len()),
-        ));
-    }
-    Ok(buf)
 }
 
 /// Feeds chunks from the async side into a blocking `Read`.
@@ -447,19 +328,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn median_of_clocks() {
-        let cases: [(&[i64], Option<i64>); 4] = [
-            (&[], None),
-            (&[5], Some(5)),
-            (&[9, 1, 5], Some(5)),
-            (&[100, 1, 2, 3], Some(2)),
-        ];
-        for (input, want) in cases {
-            assert_eq!(median(&mut input.to_vec()), want, "{input:?}");
-        }
-    }
-
-    #[test]
     fn channel_reader_concatenates_and_reports_errors() {
         let (tx, rx) = mpsc::channel(4);
         tx.try_send(Ok(b"abc".to_vec())).ok();
@@ -477,15 +345,5 @@ mod tests {
         let mut out = Vec::new();
         let err = ChannelReader::new(rx).read_to_end(&mut out);
         assert!(err.is_err());
-    }
-
-    #[test]
-    fn read_range_is_exact() -> std::io::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let p = dir.path().join("b");
-        std::fs::write(&p, b"0123456789")?;
-        assert_eq!(read_range(&p, 2, 3)?, b"234");
-        assert!(read_range(&p, 8, 5).is_err());
-        Ok(())
     }
 }

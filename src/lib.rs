@@ -24,5 +24,6 @@ pub mod cli;
 pub mod console;
 pub mod harness;
 pub mod node;
+pub mod peer_app;
 pub mod shared;
 pub mod wire;

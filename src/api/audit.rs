@@ -48,7 +48,7 @@ pub(crate) async fn verify(
         .collect();
     let mut peers = Vec::with_capacity(members.len());
     for id in members {
-        let ask = serde_json::to_vec(&crate::blobs::PeerAsk::AuditChain { at_seq: compare_at })
+        let ask = serde_json::to_vec(&crate::peer_app::PeerAsk::AuditChain { at_seq: compare_at })
             .map_err(ApiError::internal)?;
         let answer = st
             .node

@@ -30,7 +30,7 @@ async fn cluster_time_floor(st: &AppState) -> Result<i64, ApiError> {
         .map(|m| m.id)
         .collect();
     let accepted = st.read(|r| r.bundle_time_floor()).await?;
-    Ok(crate::blobs::cluster_time_floor(&st.node, &voters, accepted).await)
+    Ok(crate::peer_app::cluster_time_floor(&st.node, &voters, accepted).await)
 }
 
 pub async fn context(

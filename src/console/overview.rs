@@ -197,7 +197,7 @@ async fn peer_statuses(
     me: &NodeStatus,
 ) -> BTreeMap<u64, Result<NodeStatus, String>> {
     let app = &con.app;
-    let ask = serde_json::to_vec(&crate::blobs::PeerAsk::Status).unwrap_or_default();
+    let ask = serde_json::to_vec(&crate::peer_app::PeerAsk::Status).unwrap_or_default();
     let calls = me.members.iter().filter(|m| m.id != app.node_id).map(|m| {
         let ask = ask.clone();
         async move {

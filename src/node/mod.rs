@@ -175,7 +175,10 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
             .context("blob store thread")?
             .with_context(|| format!("opening the blob store {}", dd.blobs().display()))?
     };
-    node.set_app_handler(blobs.peer_handler());
+    node.set_app_handler(crate::peer_app::handler(
+        node.clone(),
+        blobs.store().clone(),
+    ));
     // Caps, timeouts and rate limits of the API port (and their /metrics counters).
     let limits = crate::api::limits::ApiLimits::new(crate::api::limits::LimitsConfig::from_env());
     let state = Arc::new(AppState {
