@@ -11,7 +11,41 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::api::limits::Closed;
+/// Why the server ended an established (or handshaking) connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    HandshakeTimeout,
+    Idle,
+    MaxAge,
+    /// An anonymous slot taken over by a source holding fewer (see the module comment).
+    Evicted,
+    /// A resumed TLS session whose client certificate has expired since its full handshake.
+    ExpiredResumption,
+    /// A certificate of a revoked client or admin, or of a removed node, right after the
+    /// handshake.
+    Revoked,
+}
+
+impl Closed {
+    pub(crate) const ALL: [Closed; 6] = [
+        Closed::HandshakeTimeout,
+        Closed::Idle,
+        Closed::MaxAge,
+        Closed::Evicted,
+        Closed::ExpiredResumption,
+        Closed::Revoked,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            Closed::HandshakeTimeout => "handshake_timeout",
+            Closed::Idle => "idle",
+            Closed::MaxAge => "max_age",
+            Closed::Evicted => "evicted",
+            Closed::ExpiredResumption => "expired_resumption",
+            Closed::Revoked => "revoked",
+        }
+    }
+}
 
 /// When bytes last moved on a connection, and how many requests are being handled on it.
 pub struct Activity {

@@ -56,7 +56,7 @@ fn new_client_id() -> String {
 }
 
 pub async fn enroll(
-    _: crate::api::limits::RateLimited,
+    _: crate::api::extractors::RateLimited,
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     remote: Option<Extension<crate::api::limits::Remote>>,

@@ -126,7 +126,7 @@ pub async fn assignments(
 pub async fn report(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    _rate: crate::api::limits::ResultsRate,
+    _rate: crate::api::extractors::ResultsRate,
     Json(rep): Json<ResultReport>,
 ) -> ApiResult<serde_json::Value> {
     let client = authorized_client(&st, &caller).await?;

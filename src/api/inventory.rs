@@ -10,7 +10,7 @@ use outpost_storage::{ClientRecord, Command};
 use serde::Deserialize;
 
 use crate::api::clients::authorized_read;
-use crate::api::limits::InventoryRate;
+use crate::api::extractors::InventoryRate;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::wire::{InventoryMatch, InventoryView};
 

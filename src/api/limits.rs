@@ -29,12 +29,9 @@ use tokio::time::Instant;
 
 use crate::api::Caller;
 
-pub use crate::api::activity::{Activity, Busy, Watched};
+pub use crate::api::activity::{Activity, Busy, Closed, Watched};
 use crate::api::pool::{Full, Pool, PoolKind};
-pub use crate::api::requests::{
-    BodyRule, Class, InventoryRate, RateLimited, Report, ResultsRate, body_rule,
-    connection_body_bytes,
-};
+use crate::api::requests::{Class, Report, connection_body_bytes};
 
 /// The remote address of an API request's connection, in the request's extensions (HTTPS
 /// only: requests over the local Unix socket have none).
@@ -188,42 +185,6 @@ impl Refusal {
             Refusal::AuthenticatedTotal => "authenticated_total",
             Refusal::AuthenticatedPerSource => "authenticated_per_source",
             Refusal::AuthenticatedPerIdentity => "authenticated_per_identity",
-        }
-    }
-}
-
-/// Why the server ended an established (or handshaking) connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closed {
-    HandshakeTimeout,
-    Idle,
-    MaxAge,
-    /// An anonymous slot taken over by a source holding fewer (see the module comment).
-    Evicted,
-    /// A resumed TLS session whose client certificate has expired since its full handshake.
-    ExpiredResumption,
-    /// A certificate of a revoked client or admin, or of a removed node, right after the
-    /// handshake.
-    Revoked,
-}
-
-impl Closed {
-    const ALL: [Closed; 6] = [
-        Closed::HandshakeTimeout,
-        Closed::Idle,
-        Closed::MaxAge,
-        Closed::Evicted,
-        Closed::ExpiredResumption,
-        Closed::Revoked,
-    ];
-    pub fn label(self) -> &'static str {
-        match self {
-            Closed::HandshakeTimeout => "handshake_timeout",
-            Closed::Idle => "idle",
-            Closed::MaxAge => "max_age",
-            Closed::Evicted => "evicted",
-            Closed::ExpiredResumption => "expired_resumption",
-            Closed::Revoked => "revoked",
         }
     }
 }
@@ -719,7 +680,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::Method;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -775,92 +735,6 @@ mod tests {
             out.contains("outpost_api_connections_closed_total{reason=\"expired_resumption\"} 3"),
             "{out}"
         );
-    }
-
-    #[test]
-    fn body_rules_follow_the_caller() {
-        use crate::api::{BODY_LIMIT, BUNDLE_BODY_LIMIT, INVENTORY_BODY_LIMIT};
-        use BodyRule::{Read, Refuse};
-        use Class::{Anonymous, Client, Operator};
-        let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
-        let cases = [
-            (
-                Anonymous,
-                &post,
-                "/v1/bundles",
-                Refuse(StatusCode::UNAUTHORIZED),
-            ),
-            (Client, &post, "/v1/bundles", Refuse(StatusCode::FORBIDDEN)),
-            (Operator, &post, "/v1/bundles/", Read(BUNDLE_BODY_LIMIT)),
-            (
-                Anonymous,
-                &put,
-                "/v1/agent/inventory",
-                Refuse(StatusCode::UNAUTHORIZED),
-            ),
-            (
-                Operator,
-                &put,
-                "/v1/agent/inventory",
-                Refuse(StatusCode::FORBIDDEN),
-            ),
-            (
-                Client,
-                &put,
-                "/v1/agent/inventory",
-                Read(INVENTORY_BODY_LIMIT),
-            ),
-            (Anonymous, &post, "/v1/enroll", Read(BODY_LIMIT)),
-            (Anonymous, &post, "/v1/join", Read(BODY_LIMIT)),
-            (
-                Anonymous,
-                &get,
-                "/v1/join",
-                Refuse(StatusCode::UNAUTHORIZED),
-            ),
-            (Anonymous, &get, "/healthz", Read(BODY_LIMIT)),
-            (Anonymous, &get, "/readyz", Read(BODY_LIMIT)),
-            (
-                Anonymous,
-                &get,
-                "/metrics",
-                Refuse(StatusCode::UNAUTHORIZED),
-            ),
-            (
-                Anonymous,
-                &get,
-                "/v1/status",
-                Refuse(StatusCode::UNAUTHORIZED),
-            ),
-            (
-                Anonymous,
-                &post,
-                "/v1/agent/results",
-                Refuse(StatusCode::UNAUTHORIZED),
-            ),
-            (
-                Anonymous,
-                &put,
-                "/v1/config",
-                Refuse(StatusCode::UNAUTHORIZED),
-            ),
-            (Anonymous, &get, "/v1", Refuse(StatusCode::UNAUTHORIZED)),
-            // The console signs in by cookie on an anonymous connection: small bodies.
-            (Anonymous, &post, "/login", Read(BODY_LIMIT)),
-            (Anonymous, &post, "/config/set", Read(BODY_LIMIT)),
-            (Anonymous, &get, "/", Read(BODY_LIMIT)),
-            (Client, &post, "/v1/agent/results", Read(BODY_LIMIT)),
-            (Operator, &put, "/v1/config", Read(BODY_LIMIT)),
-        ];
-        for (class, method, path, want) in cases {
-            assert_eq!(
-                body_rule(class, method, path),
-                want,
-                "{class:?} {method} {path}"
-            );
-        }
-        assert!(BUNDLE_BODY_LIMIT <= LimitsConfig::default().body_bytes[Class::Operator as usize]);
-        assert!(INVENTORY_BODY_LIMIT <= LimitsConfig::default().body_bytes[Class::Client as usize]);
     }
 
     /// One identity holds at most its cap of authenticated connections, from any source;

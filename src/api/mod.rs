@@ -22,6 +22,7 @@ pub mod config;
 pub mod console;
 pub mod deployments;
 mod error;
+pub mod extractors;
 pub mod fields;
 pub mod identities;
 pub mod inventory;
@@ -49,7 +50,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 
 /// Request bodies are capped per route and per caller before they are read
-/// (`limits::body_rule`, applied by `crate::node::server` once the connection's caller is
+/// (`requests::body_rule`, applied by `crate::node::server` once the connection's caller is
 /// known): enrollment and join are open to anyone (64 KiB), inventory reports carry a
 /// client's facts (1 MiB, and room for the whitespace of a pretty-printed upload), a bundle
 /// commit carries an operator's signed manifest and signature bytes (base64), everything

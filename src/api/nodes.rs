@@ -23,7 +23,7 @@ pub fn node_validity(now: i64) -> Validity {
 }
 
 pub(crate) async fn join(
-    _: crate::api::limits::RateLimited,
+    _: crate::api::extractors::RateLimited,
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     remote: Option<Extension<crate::api::limits::Remote>>,

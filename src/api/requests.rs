@@ -1,17 +1,10 @@
 //! What one request may spend, decided from its head before its body is read: the body rule
-//! per caller class and route, each connection's share of body bytes in flight, and the
-//! extractors that apply the per-client report rates and the enroll/join rate.
+//! per caller class and route, and each connection's share of body bytes in flight. Pure; the
+//! extractors that apply the rates are in `extractors`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
-use axum::response::Response;
 
 use crate::api::Caller;
-use crate::api::limits::{ApiLimits, Remote, too_many, too_many_of};
 
 /// Whose body a request carries, for the body limits and the bytes in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,59 +101,94 @@ pub enum Report {
     Results,
 }
 
-/// An extractor that applies the client's report rate (`ApiLimits::check_report`) before
-/// the handler reads the body: `Inventory`. Callers without a client certificate, and
-/// requests over the local socket, pass (the handler refuses them).
-pub struct InventoryRate;
-/// The same for deployment results.
-pub struct ResultsRate;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::limits::LimitsConfig;
 
-/// `Err(retry after)` when the calling client sent too many `report`s.
-fn report_rate(parts: &Parts, report: Report) -> Result<(), Duration> {
-    let (Some(Caller::Client { id, .. }), Some(limits)) = (
-        parts.extensions.get::<Caller>(),
-        parts.extensions.get::<Arc<ApiLimits>>(),
-    ) else {
-        return Ok(());
-    };
-    limits.check_report(report, id)
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for InventoryRate {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        report_rate(parts, Report::Inventory)
-            .map(|()| InventoryRate)
-            .map_err(|wait| too_many_of("inventory reports from this client", wait))
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ResultsRate {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        report_rate(parts, Report::Results)
-            .map(|()| ResultsRate)
-            .map_err(|wait| too_many_of("deployment results from this client", wait))
-    }
-}
-
-/// An extractor that applies `ApiLimits::check` to the request's source address before the
-/// handler (and its body) runs, and answers `too_many` when the limit is reached. Requests
-/// over the local socket carry no `Remote` and pass.
-pub struct RateLimited;
-
-impl<S: Send + Sync> FromRequestParts<S> for RateLimited {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let remote = parts.extensions.get::<Remote>().copied();
-        let limits = parts.extensions.get::<Arc<ApiLimits>>();
-        match (remote, limits) {
-            (Some(Remote(addr)), Some(limits)) => limits
-                .check(addr.ip())
-                .map(|()| RateLimited)
-                .map_err(too_many),
-            _ => Ok(RateLimited),
+    #[test]
+    fn body_rules_follow_the_caller() {
+        use crate::api::{BODY_LIMIT, BUNDLE_BODY_LIMIT, INVENTORY_BODY_LIMIT};
+        use BodyRule::{Read, Refuse};
+        use Class::{Anonymous, Client, Operator};
+        let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
+        let cases = [
+            (
+                Anonymous,
+                &post,
+                "/v1/bundles",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (Client, &post, "/v1/bundles", Refuse(StatusCode::FORBIDDEN)),
+            (Operator, &post, "/v1/bundles/", Read(BUNDLE_BODY_LIMIT)),
+            (
+                Anonymous,
+                &put,
+                "/v1/agent/inventory",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                Operator,
+                &put,
+                "/v1/agent/inventory",
+                Refuse(StatusCode::FORBIDDEN),
+            ),
+            (
+                Client,
+                &put,
+                "/v1/agent/inventory",
+                Read(INVENTORY_BODY_LIMIT),
+            ),
+            (Anonymous, &post, "/v1/enroll", Read(BODY_LIMIT)),
+            (Anonymous, &post, "/v1/join", Read(BODY_LIMIT)),
+            (
+                Anonymous,
+                &get,
+                "/v1/join",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (Anonymous, &get, "/healthz", Read(BODY_LIMIT)),
+            (Anonymous, &get, "/readyz", Read(BODY_LIMIT)),
+            (
+                Anonymous,
+                &get,
+                "/metrics",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                Anonymous,
+                &get,
+                "/v1/status",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                Anonymous,
+                &post,
+                "/v1/agent/results",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (
+                Anonymous,
+                &put,
+                "/v1/config",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
+            (Anonymous, &get, "/v1", Refuse(StatusCode::UNAUTHORIZED)),
+            // The console signs in by cookie on an anonymous connection: small bodies.
+            (Anonymous, &post, "/login", Read(BODY_LIMIT)),
+            (Anonymous, &post, "/config/set", Read(BODY_LIMIT)),
+            (Anonymous, &get, "/", Read(BODY_LIMIT)),
+            (Client, &post, "/v1/agent/results", Read(BODY_LIMIT)),
+            (Operator, &put, "/v1/config", Read(BODY_LIMIT)),
+        ];
+        for (class, method, path, want) in cases {
+            assert_eq!(
+                body_rule(class, method, path),
+                want,
+                "{class:?} {method} {path}"
+            );
         }
+        assert!(BUNDLE_BODY_LIMIT <= LimitsConfig::default().body_bytes[Class::Operator as usize]);
+        assert!(INVENTORY_BODY_LIMIT <= LimitsConfig::default().body_bytes[Class::Client as usize]);
     }
 }

@@ -9,7 +9,7 @@
 //! certificate), hyper's HTTP/1 header read timeout, HTTP/2 streams and windows, and a
 //! maximum age (2 min anonymous, 1 h with a certificate).
 //!
-//! Every request's body follows its caller (`limits::body_rule`): refused unread, or read up
+//! Every request's body follows its caller (`requests::body_rule`): refused unread, or read up
 //! to the route's limit for that caller, after room for it was reserved among the bodies
 //! in flight of the caller's class (`ApiLimits::reserve_body`).
 
@@ -28,9 +28,8 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::api::limits::{
-    Activity, ApiLimits, BodyRule, Class, Closed, Remote, Slot, Watched, body_rule,
-};
+use crate::api::limits::{Activity, ApiLimits, Closed, Remote, Slot, Watched};
+use crate::api::requests::{BodyRule, Class, body_rule};
 use crate::api::{AppState, Caller};
 
 pub async fn serve_tls(
@@ -284,7 +283,7 @@ where
     );
     // This connection's own share of body bytes in flight (its HTTP/2 streams share it).
     let conn_bodies = Arc::new(tokio::sync::Semaphore::new(
-        crate::api::limits::connection_body_bytes(class),
+        crate::api::requests::connection_body_bytes(class),
     ));
     let svc = tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let rule = body_rule(class, req.method(), req.uri().path());
