@@ -11,10 +11,11 @@
 //! shows only the sign-in page: the routes open without one are the sign-in page and form, the
 //! one-time login link and the static assets (`session`). Here: the shared state, the router
 //! and the headers every answer gets. Beside it: `session` (cookies, CSRF, sign-in), `overview`
-//! and `pages` (what each page reads), `actions` (what each button commits), `views` (the templates'
+//! and `pages` (what each page reads), `alarms` (the overview's alarm rules, pure), `actions` (what each button commits), `views` (the templates'
 //! values), `assets`.
 
 mod actions;
+mod alarms;
 mod assets;
 mod checkers;
 mod overview;

@@ -11,14 +11,10 @@ use axum::extract::State;
 use axum::response::Response;
 use outpost_raft::NodeStatus;
 
+use crate::console::alarms::{CERT_ALARM_DAYS, Facts, LAG_ALARM, alarms, days_left};
 use crate::console::session::failed;
 use crate::console::views::*;
 use crate::console::{Console, Operator, ago, when};
-
-/// A node this many entries behind the most advanced one is shown as lagging.
-const LAG_ALARM: u64 = 100;
-/// Certificates ending within this many days raise an alarm.
-const CERT_ALARM_DAYS: i64 = 30;
 
 pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response {
     let app = &con.app;
@@ -40,20 +36,6 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
     };
     let peers = peer_statuses(&con, &status.raft).await;
     let now = outpost_raft::now_ms();
-    let mut alarms = Vec::new();
-    let bad = |alarms: &mut Vec<Alarm>, text: String| alarms.push(Alarm { level: "bad", text });
-    if status.leader_id.is_none() {
-        bad(
-            &mut alarms,
-            "No leader: the cluster cannot commit (a quorum of nodes is not reachable).".into(),
-        );
-    }
-    if let Some(r) = status.ready.as_ref().filter(|r| !r.ready) {
-        bad(
-            &mut alarms,
-            format!("This node ({}) is not ready: {}.", app.name, r.reason),
-        );
-    }
     let applied: BTreeMap<u64, u64> = status
         .members
         .iter()
@@ -79,16 +61,7 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
                 None => ("not asked".into(), false),
             }
         };
-        if !this && !ready {
-            bad(&mut alarms, format!("Node {} ({}) {health}.", m.id, m.name));
-        }
         let lag = applied.get(&m.id).map(|a| top.saturating_sub(*a));
-        if let Some(l) = lag.filter(|l| *l > LAG_ALARM) {
-            alarms.push(Alarm {
-                level: "warn",
-                text: format!("Node {} ({}) is {l} entries behind.", m.id, m.name),
-            });
-        }
         let build = status.builds.iter().find(|b| b.id == m.id);
         nodes.push(NodeRow {
             id: m.id,
@@ -106,41 +79,46 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
         });
     }
     let expiry = status.cert_expiry.clone().unwrap_or_default();
-    let mut certs = Vec::new();
-    for (kind, at) in [
+    let ends: Vec<(&'static str, i64)> = [
         ("Cluster CA", expiry.ca),
         ("This node's", expiry.node),
         ("Soonest admin certificate seen here", expiry.admin),
         ("Soonest client certificate seen here", expiry.client),
-    ] {
-        let Some(at) = at else { continue };
-        let days = (at - now / 1000) / 86_400;
-        let soon = days < CERT_ALARM_DAYS;
-        if soon {
-            alarms.push(Alarm {
-                level: if at * 1000 <= now { "bad" } else { "warn" },
-                text: format!(
-                    "{kind} certificate ends {} ({}).",
-                    when(at * 1000),
-                    ago(at * 1000, now)
-                ),
-            });
-        }
-        certs.push(CertRow {
-            kind,
-            ends: when(at * 1000),
-            left: format!("{days} days"),
-            soon,
-        });
-    }
+    ]
+    .into_iter()
+    .filter_map(|(kind, at)| Some((kind, at?)))
+    .collect();
+    let certs = ends
+        .iter()
+        .map(|&(kind, at)| {
+            let days = days_left(at, now);
+            CertRow {
+                kind,
+                ends: when(at * 1000),
+                left: format!("{days} days"),
+                soon: days < CERT_ALARM_DAYS,
+            }
+        })
+        .collect();
+    let alarms = alarms(&Facts {
+        has_leader: status.leader_id.is_some(),
+        this_name: &app.name,
+        this_not_ready: status
+            .ready
+            .as_ref()
+            .filter(|r| !r.ready)
+            .map(|r| r.reason.as_str()),
+        nodes: &nodes,
+        certs: &ends,
+        stopped_roll: roll
+            .as_ref()
+            .filter(|r| r.state == "stopped")
+            .map(|r| (r.name.as_str(), r.reason.as_str())),
+        deployments: &progress,
+        now_ms: now,
+    });
     let roll = match roll {
-        Some(r) if r.state == "stopped" => {
-            alarms.push(Alarm {
-                level: "bad",
-                text: format!("The rolling upgrade to {} stopped: {}.", r.name, r.reason),
-            });
-            format!("stopped ({})", r.reason)
-        }
+        Some(r) if r.state == "stopped" => format!("stopped ({})", r.reason),
         Some(r) if r.state == "running" => format!(
             "running, node {} switching",
             r.node.map(|n| n.to_string()).unwrap_or("-".into())
@@ -148,20 +126,6 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
         Some(r) => format!("{} to {} {}", r.state, r.name, ago(r.updated_at_ms, now)),
         None => "none".into(),
     };
-    for p in progress.iter().filter(|p| p.failed > 0) {
-        alarms.push(Alarm {
-            level: "warn",
-            text: format!(
-                "Deployment {} ({} @{}) failed on {} of {} clients of {}.",
-                p.deployment.id,
-                p.deployment.artifact,
-                p.deployment.version,
-                p.failed,
-                p.targeted,
-                p.deployment.group
-            ),
-        });
-    }
     let leader = status
         .leader_id
         .and_then(|l| status.members.iter().find(|m| m.id == l))
