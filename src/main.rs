@@ -1,4 +1,4 @@
-//! `outpost`: the node, the CLI and (later) the client agent, in one binary.
+//! `outpost`: the node, the CLI and the client agent, in one binary.
 //! `main` parses the command line and calls into the modules; it holds no logic of its own.
 
 use std::process::ExitCode;

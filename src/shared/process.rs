@@ -8,7 +8,7 @@
 //! peer frames, a node kept hundreds of MB it no longer used. A fixed threshold turns that
 //! raising off, so a large block goes back to the kernel when it is freed; a periodic
 //! `malloc_trim` hands back the free pages inside the arenas that small blocks left. Measured
-//! in ARCHITECTURE.md ("Budgets").
+//! in docs/performance.md ("Budgets: memory and descriptors under attack").
 
 /// Resident set size of this process in bytes (`/proc/self/statm`), or None where there is
 /// no procfs.
