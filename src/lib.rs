@@ -7,11 +7,15 @@
 //! - `harness`: real `outpost` processes on loopback (`localcluster`), the demo, benchmarks.
 //! - `agent`: the client agent: enrollment, sync loop, inventory, downloads and handlers,
 //!   certificate renewal.
-//! - `node`: the running node: start-up (init, join, serve), the accept loops, discovery.
+//! - `node`: the running node: start-up (init, join, serve), the accept loops, discovery,
+//!   offline restore and recover, the rolling upgrade.
+//! - `console`: the web console on the API port: sessions and sign-in, pages, actions, alarms.
 //! - `api`: the HTTP API over `outpost_raft::RaftNode`: router, caller, state, errors, input
 //!   checks, port limits, one file per resource.
 //! - `blobs`: the node's blob store and its replication between nodes (the API serves from
 //!   it; the node starts it).
+//! - `peer_app`: what one node asks another over the peer channel (clock, Raft status, audit
+//!   chain, blob chunks), the handler that answers, and the cluster time floor.
 //! - `shared`: helpers every side may use: the API client, tokens, the data directory, a
 //!   durable rename, pure policy (renewal window, fact matching), text for people.
 //! - `wire`: the request and response bodies the API, the CLI, the agent and the benchmarks
