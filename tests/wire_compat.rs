@@ -4,7 +4,9 @@
 //! node of this version serves an agent or a CLI of those versions, and reads what they send.
 //!
 //! A release that adds a field captures a new directory and adds it to `VERSIONS`; the old
-//! directories stay (see `src/wire/mod.rs`).
+//! directories stay (see `src/wire/mod.rs`), and the field goes in `ADDED`: an older capture
+//! then encodes back with that one field more, which an older agent ignores, and nothing else
+//! may differ.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,8 +16,44 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Every captured version; each holds the same file names.
+/// Every captured version, oldest first; each holds the same file names.
 const VERSIONS: &[&str] = &["0.1.0"];
+
+/// Fields added after a capture: (the first version whose fixtures hold it, fixture, path with
+/// array indices as `[]`, e.g. `$.bundles[].payloads[].x`). Encoding a fixture of an older
+/// version back may show these, and only these, as extra.
+const ADDED: &[(&str, &str, &str)] = &[];
+
+/// Whether `path`, extra in today's encoding of fixture `name` of `version`, is declared in
+/// `added` as a field of a later version of `versions`.
+fn declared_addition(
+    added: &[(&str, &str, &str)],
+    versions: &[&str],
+    version: &str,
+    name: &str,
+    path: &str,
+) -> bool {
+    let rank = |v: &str| versions.iter().position(|x| *x == v);
+    let mut generic = String::new();
+    let mut in_index = false;
+    for ch in path.chars() {
+        match ch {
+            '[' => {
+                in_index = true;
+                generic.push('[');
+            }
+            ']' => {
+                in_index = false;
+                generic.push(']');
+            }
+            _ if in_index => {}
+            _ => generic.push(ch),
+        }
+    }
+    added.iter().any(|(since, fixture, field)| {
+        *fixture == name && *field == generic && rank(since) > rank(version)
+    })
+}
 
 fn fixture(version: &str, name: &str) -> (PathBuf, Value) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,26 +67,34 @@ fn fixture(version: &str, name: &str) -> (PathBuf, Value) {
     (path, value)
 }
 
-/// Where two JSON values differ, one line per path: missing, extra or changed.
-fn differences(path: &str, captured: &Value, ours: &Value, out: &mut Vec<String>) {
+/// Where two JSON values differ, one line per path: missing, extra or changed. `extra` gets
+/// the paths only today's encoding has.
+fn differences(
+    path: &str,
+    captured: &Value,
+    ours: &Value,
+    out: &mut Vec<String>,
+    extra: &mut Vec<String>,
+) {
     match (captured, ours) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, av) in a {
                 let p = format!("{path}.{k}");
                 match b.get(k) {
-                    Some(bv) => differences(&p, av, bv, out),
+                    Some(bv) => differences(&p, av, bv, out, extra),
                     None => out.push(format!("{p}: missing in today's encoding (was {av})")),
                 }
             }
             for (k, bv) in b {
                 if !a.contains_key(k) {
                     out.push(format!("{path}.{k}: extra in today's encoding ({bv})"));
+                    extra.push(format!("{path}.{k}"));
                 }
             }
         }
         (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
             for (i, (av, bv)) in a.iter().zip(b).enumerate() {
-                differences(&format!("{path}[{i}]"), av, bv, out);
+                differences(&format!("{path}[{i}]"), av, bv, out, extra);
             }
         }
         _ if captured != ours => out.push(format!("{path}: captured {captured}, today {ours}")),
@@ -67,15 +113,28 @@ fn round_trip<T: DeserializeOwned + Serialize>(version: &str, name: &str) {
         )
     });
     let ours = serde_json::to_value(&decoded).expect("today's type encodes");
-    let mut diff = Vec::new();
-    differences("$", &captured, &ours, &mut diff);
+    let (mut diff, mut extra) = (Vec::new(), Vec::new());
+    differences("$", &captured, &ours, &mut diff, &mut extra);
+    // Fields added after this capture, and declared, are what an older agent ignores.
+    let declared: Vec<String> = extra
+        .into_iter()
+        .filter(|p| declared_addition(ADDED, VERSIONS, version, name, p))
+        .collect();
+    diff.retain(|line| {
+        !declared
+            .iter()
+            .any(|p| line.starts_with(&format!("{p}: extra")))
+    });
     assert!(
-        diff.is_empty() && captured == ours,
+        diff.is_empty(),
         "{} as {}: today's JSON differs from the captured one:\n  {}",
         path.display(),
         std::any::type_name::<T>(),
         diff.join("\n  ")
     );
+    if declared.is_empty() {
+        assert_eq!(captured, ours, "{}: today's JSON differs", path.display());
+    }
 }
 
 /// Each captured route and the wire type its body decodes as.
@@ -145,8 +204,32 @@ fn every_fixture_file_is_checked() {
 fn a_renamed_or_changed_field_is_reported() {
     let captured = serde_json::json!({"a": 1, "b": {"c": [1, 2]}});
     let ours = serde_json::json!({"a2": 1, "b": {"c": [1, 3]}});
-    let mut diff = Vec::new();
-    differences("$", &captured, &ours, &mut diff);
+    let (mut diff, mut extra) = (Vec::new(), Vec::new());
+    differences("$", &captured, &ours, &mut diff, &mut extra);
+    assert_eq!(extra, ["$.a2"]);
+    // Declared for a later version: accepted for older captures only, indices generic.
+    let added = [("0.2.0", "bundles", "$.bundles[].payloads[].x")];
+    let versions = ["0.1.0", "0.2.0"];
+    let path = "$.bundles[3].payloads[12].x";
+    assert!(declared_addition(
+        &added, &versions, "0.1.0", "bundles", path
+    ));
+    assert!(!declared_addition(
+        &added, &versions, "0.2.0", "bundles", path
+    ));
+    assert!(!declared_addition(
+        &added, &versions, "0.1.0", "status", path
+    ));
+    assert!(!declared_addition(
+        &added, &versions, "0.1.0", "bundles", "$.x"
+    ));
+    assert!(!declared_addition(
+        &added,
+        &["0.1.0"],
+        "0.1.0",
+        "bundles",
+        path
+    ));
     assert_eq!(
         diff,
         [

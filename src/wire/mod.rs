@@ -9,12 +9,15 @@
 //!
 //! Compatibility: `tests/fixtures/wire/<version>/` holds raw response bodies a node of that
 //! version served, and `tests/wire_compat.rs` decodes every one with today's types, encodes
-//! it again and requires the same JSON. A field may be ADDED only as `#[serde(default)]`
-//! (an older node does not send it), and the release that adds one captures a new fixture
-//! directory for its own version (`tests/fixtures/wire/0.1.0/capture/` has the scripts) and
-//! lists it in `wire_compat.rs`; the fixtures of older versions stay as they are (today's
-//! types must still read them). Removing or renaming a field breaks those tests: it breaks
-//! older agents too.
+//! it again and requires the same JSON. When a field is ADDED:
+//! 1. it is `#[serde(default)]` (an older node does not send it, an older agent ignores it);
+//! 2. the release captures a new fixture directory for its own version
+//!    (`tests/fixtures/wire/0.1.0/capture/` has the scripts and its README the steps) and
+//!    appends the version to `VERSIONS` in `tests/wire_compat.rs`;
+//! 3. the field goes in `ADDED` there (first version, fixture, path): the older fixtures stay
+//!    as they are and may encode back with that field more, and with nothing else different.
+//!
+//! Removing or renaming a field fails those tests: it would break older agents too.
 //!
 //! - `cluster`: `/v1/status` (Raft status, readiness, expiries, builds), nodes, join, backup.
 //! - `tokens`: join and enrollment tokens.
