@@ -40,8 +40,10 @@ use nemesis::{FaultKind, FaultRecord, LONG_HOLD_MS, Nemesis, Plan};
 use netns::{Host, Site};
 use outpost::shared::client::{ApiClient, ApiFailure, Endpoint, NO_BODY, urlencode};
 use outpost::shared::datadir::DataDir;
-use outpost::wire::{AuditVerifyView, ConfigSetRequest, ConfigSetResponse, StatusView};
-use outpost_storage::{AuditCheck, ConfigEntry, Scope};
+use outpost::wire::{
+    AuditCheck, AuditVerifyView, ConfigEntry, ConfigSetRequest, ConfigSetResponse, Scope,
+    StatusView,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -178,7 +178,7 @@ async fn an_idle_anonymous_flood_is_shed_and_does_not_keep_an_admin_out() {
     let set = outpost::wire::ConfigSetRequest {
         key: "during.flood".into(),
         value: "committed".into(),
-        scope: outpost_storage::Scope::Global,
+        scope: outpost::wire::Scope::Global,
     };
     if let Err(e) = admin_api
         .call::<serde_json::Value>(Method::PUT, "/v1/config", Some(&set))

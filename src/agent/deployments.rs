@@ -12,14 +12,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hyper::Method;
 use outpost_bundles::PayloadKind;
-use outpost_storage::{Assignment, DeploymentRecord, DeploymentStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::release;
 use crate::shared::client::ApiClient;
 use crate::shared::files::rename_durably;
 use crate::shared::text::tail;
-use crate::wire::{RESULT_DETAIL_BYTES, ResultReport};
+use crate::wire::{
+    Assignment, DeploymentRecord, DeploymentStatus, RESULT_DETAIL_BYTES, ResultReport,
+};
 
 /// A failed install is retried on later syncs at most this many times in all.
 pub const MAX_ATTEMPTS: u32 = 5;

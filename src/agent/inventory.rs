@@ -170,8 +170,10 @@ fn packages() -> Vec<Value> {
 mod tests {
     use super::*;
 
-    /// This machine's facts, as the agent gathers them, pass the API's report caps with
-    /// room to spare (the figures behind `REPORT_MAX_FACTS_BYTES` and `REPORT_MAX_FACTS`).
+    /// This machine's facts, as the agent gathers them, fit the API's report caps with
+    /// room to spare (the figures behind `REPORT_MAX_FACTS_BYTES` and `REPORT_MAX_FACTS`;
+    /// `api::convert` holds wire's caps equal to storage's, and `tests/wire_compat.rs` runs
+    /// storage's own check on these facts).
     #[test]
     fn this_machines_facts_fit_the_report_caps_with_room() {
         let facts = gather();
@@ -191,9 +193,8 @@ mod tests {
             "this machine: {} bytes of facts, {values} JSON values, {packages} packages",
             json.len()
         );
-        assert!(outpost_storage::check_report_size(&facts, json.len()).is_ok());
-        assert!(json.len() * 2 <= outpost_storage::REPORT_MAX_FACTS_BYTES);
-        assert!(values * 4 <= outpost_storage::REPORT_MAX_FACTS);
+        assert!(json.len() * 2 <= crate::wire::REPORT_MAX_FACTS_BYTES);
+        assert!(values * 4 <= crate::wire::REPORT_MAX_FACTS);
     }
 
     #[test]

@@ -487,7 +487,7 @@ async fn sync_with(
         (me.exe, me.proving),
     )
     .await?;
-    let renewed = renewal::renew_if_due(client, &paths.dir, outpost_raft::now_ms() / 1000).await?;
+    let renewed = renewal::renew_if_due(client, &paths.dir, crate::shared::now_ms() / 1000).await?;
     Ok(SyncReport {
         server: server.to_string(),
         config_keys: config.len(),
@@ -713,7 +713,7 @@ mod tests {
             )
             .route(
                 "/v1/agent/assignments",
-                get(|| async { Json(Vec::<outpost_storage::Assignment>::new()) }),
+                get(|| async { Json(Vec::<crate::wire::Assignment>::new()) }),
             )
     }
 

@@ -32,12 +32,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use outpost_storage::DeploymentStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::shared::files::rename_durably;
 use crate::shared::text::tail;
-use crate::wire::RESULT_DETAIL_BYTES;
+use crate::wire::{DeploymentStatus, RESULT_DETAIL_BYTES};
 
 /// Set in the environment of the new binary while it proves itself, to the pending upgrade's
 /// origin (`S/upgrade.json`).
@@ -212,7 +211,7 @@ pub async fn install(
         sha256: sha256.to_string(),
         previous_sha256: running,
         exe: exe.to_path_buf(),
-        at_ms: outpost_raft::now_ms(),
+        at_ms: crate::shared::now_ms(),
     };
     if let Err(e) = swap(state_dir, exe, &staged, &pending) {
         let _ = std::fs::remove_file(&staged);

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use std::time::Duration;
 
+use crate::api::convert::wire_list;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 
 #[derive(Debug, Deserialize)]
@@ -75,7 +76,7 @@ pub(crate) async fn verify(
         let ours = st.read(move |r| r.audit_hash_at(at)).await?;
         let agrees = matches!(view.check, AuditCheck::Intact { .. }) && ours == view.hash;
         peers.push(crate::wire::AuditPeerView {
-            chain: Some(view),
+            chain: Some(view.into()),
             node_id: id,
             agrees: Some(agrees),
             error: None,
@@ -85,7 +86,7 @@ pub(crate) async fn verify(
         && peers.iter().all(|p| p.agrees != Some(false));
     Ok(Json(crate::wire::AuditVerifyView {
         node_id: me,
-        local,
+        local: local.into(),
         peers,
         ok,
     }))
@@ -95,17 +96,17 @@ pub(crate) async fn audit(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<AuditQuery>,
-) -> ApiResult<Vec<outpost_storage::AuditRecord>> {
+) -> ApiResult<Vec<crate::wire::AuditRecord>> {
     caller.require_admin()?;
     let limit = q.limit.min(10_000);
-    Ok(Json(
-        st.read(move |r| match q.after {
+    let records = st
+        .read(move |r| match q.after {
             Some(after) => r.audit(after, limit),
             None => {
                 let head = r.audit_head()?.map(|(seq, _)| seq).unwrap_or(0);
                 r.audit(head.saturating_sub(u64::from(limit)), limit)
             }
         })
-        .await?,
-    ))
+        .await?;
+    Ok(Json(wire_list(records)))
 }

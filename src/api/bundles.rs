@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use outpost_bundles::{Limits, PayloadKind, TrustDocument};
 use outpost_storage::{Command, SignedBundle};
 
+use crate::api::convert::wire_list;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::wire::{BundleCommit, BundleCommitted, BundleContext, BundleList, MAX_CONFIG_PAYLOAD};
 
@@ -77,7 +78,7 @@ pub async fn list(
             .filter(|n| n.role != outpost_storage::NodeRole::Removed)
             .map(|n| (n.id, n.name))
             .collect(),
-        bundles,
+        bundles: wire_list(bundles),
     }))
 }
 

@@ -17,7 +17,9 @@ use axum::http::StatusCode;
 use outpost_certs::{Role, Validity};
 use outpost_storage::{ClientRecord, Command, TokenKind};
 
+use crate::api::convert::wire_list;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::wire;
 use crate::wire::{AgentSync, AgentTrust, EnrollRequest, EnrollResponse};
 
 /// Client certificates live 90 days; agents renew them (later) when a third is left.
@@ -249,7 +251,7 @@ pub async fn agent_sync(
     Ok(Json(AgentSync {
         config,
         trust: trust.map(trust_for_agents).transpose()?,
-        assignments,
+        assignments: wire_list(assignments),
     }))
 }
 
@@ -276,21 +278,21 @@ fn mark_seen(st: &AppState, id: String) {
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Vec<ClientRecord>> {
+) -> ApiResult<Vec<wire::ClientRecord>> {
     caller.require_admin()?;
-    Ok(Json(st.read(|r| r.clients()).await?))
+    Ok(Json(wire_list(st.read(|r| r.clients()).await?)))
 }
 
 pub async fn show(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<ClientRecord> {
+) -> ApiResult<wire::ClientRecord> {
     caller.require_admin()?;
     let i = id.clone();
     st.read(move |r| r.client(&i))
         .await?
-        .map(Json)
+        .map(|c| Json(c.into()))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("client {id} does not exist")))
 }
 

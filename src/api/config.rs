@@ -9,10 +9,12 @@ use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use outpost_storage::HANDLER_KEY_PREFIX as HANDLER_PREFIX;
-use outpost_storage::{Command, ConfigEntry, Response as Done, Scope};
+use outpost_storage::{Command, Response as Done, Scope};
 use serde::Deserialize;
 
+use crate::api::convert::wire_list;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::wire;
 use crate::wire::{ConfigSetRequest, ConfigSetResponse};
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,7 +47,7 @@ pub(crate) async fn config_set(
     caller.require_admin()?;
     crate::api::fields::config_key(&req.key)?;
     crate::api::fields::config_value(&req.key, &req.value)?;
-    if let Scope::Group(g) | Scope::Client(g) = &req.scope {
+    if let wire::Scope::Group(g) | wire::Scope::Client(g) = &req.scope {
         crate::api::fields::id("scope", g)?;
     }
     if req.key.starts_with(HANDLER_PREFIX) {
@@ -62,7 +64,7 @@ pub(crate) async fn config_set(
         .commit(
             &caller,
             Command::SetConfig {
-                scope: req.scope,
+                scope: req.scope.into(),
                 key: req.key,
                 value: req.value,
             },
@@ -79,7 +81,7 @@ pub(crate) async fn config_get(
     Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     Query(q): Query<ScopeQuery>,
-) -> ApiResult<ConfigEntry> {
+) -> ApiResult<wire::ConfigEntry> {
     caller.require_admin()?;
     let scope = q.scope()?;
     if q.linearizable {
@@ -91,7 +93,7 @@ pub(crate) async fn config_get(
     let k = key.clone();
     let s = scope.clone();
     match st.read(move |r| r.config_get(&s, &k)).await? {
-        Some(e) => Ok(Json(e)),
+        Some(e) => Ok(Json(e.into())),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("key not found: {key} ({})", scope_text(&scope)),
@@ -130,7 +132,7 @@ pub(crate) async fn config_list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<ScopeQuery>,
-) -> ApiResult<Vec<ConfigEntry>> {
+) -> ApiResult<Vec<wire::ConfigEntry>> {
     caller.require_admin()?;
     let scope = match (&q.group, &q.client) {
         (None, None) => None,
@@ -142,7 +144,9 @@ pub(crate) async fn config_list(
             .await
             .map_err(ApiError::unavailable)?;
     }
-    Ok(Json(st.read(move |r| r.config_list(scope.as_ref())).await?))
+    Ok(Json(wire_list(
+        st.read(move |r| r.config_list(scope.as_ref())).await?,
+    )))
 }
 
 pub(crate) async fn config_effective(

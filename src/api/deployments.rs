@@ -16,11 +16,13 @@ use axum::body::Body;
 use axum::extract::{Extension, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use outpost_storage::{Assignment, Command, DeploymentRecord};
+use outpost_storage::Command;
 
 use crate::api::clients::{authorized_client, authorized_read};
+use crate::api::convert::wire_list;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::shared::text::tail;
+use crate::wire;
 use crate::wire::{DeploymentRequest, DeploymentStatusView, RESULT_DETAIL_BYTES, ResultReport};
 
 fn new_id() -> String {
@@ -36,7 +38,7 @@ pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<DeploymentRequest>,
-) -> ApiResult<DeploymentRecord> {
+) -> ApiResult<wire::DeploymentRecord> {
     caller.require_admin()?;
     let id = req.id.clone().unwrap_or_else(new_id);
     // An artifact keeps `CreateDeployment`, which every node of a mixed cluster applies; only
@@ -67,16 +69,16 @@ pub async fn create(
     let i = id.clone();
     st.read(move |r| r.deployment(&i))
         .await?
-        .map(Json)
+        .map(|d| Json(d.into()))
         .ok_or_else(|| ApiError::internal(format!("deployment {id} committed but not found")))
 }
 
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Vec<DeploymentRecord>> {
+) -> ApiResult<Vec<wire::DeploymentRecord>> {
     caller.require_admin()?;
-    Ok(Json(st.read(|r| r.deployments()).await?))
+    Ok(Json(wire_list(st.read(|r| r.deployments()).await?)))
 }
 
 pub async fn status(
@@ -106,8 +108,8 @@ pub async fn status(
         .map(|c| c.id.clone())
         .collect();
     Ok(Json(DeploymentStatusView {
-        deployment,
-        results,
+        deployment: deployment.into(),
+        results: wire_list(results),
         pending,
     }))
 }
@@ -117,9 +119,9 @@ pub async fn status(
 pub async fn assignments(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Vec<Assignment>> {
+) -> ApiResult<Vec<wire::Assignment>> {
     let (_, list) = authorized_read(&st, &caller, |r, client| r.assignments(&client.id)).await?;
-    Ok(Json(list))
+    Ok(Json(wire_list(list)))
 }
 
 /// A client's result; rate-limited per client (`ResultsRate`) before its body is read.
@@ -135,7 +137,7 @@ pub async fn report(
         Command::ReportDeployment {
             deployment_id: rep.deployment_id,
             client_id: client.id,
-            status: rep.status,
+            status: rep.status.into(),
             detail: tail(&rep.detail, RESULT_DETAIL_BYTES),
         },
     )

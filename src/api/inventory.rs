@@ -10,6 +10,7 @@ use outpost_storage::{ClientRecord, Command};
 use serde::Deserialize;
 
 use crate::api::clients::authorized_read;
+use crate::api::convert::wire_list;
 use crate::api::extractors::InventoryRate;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::wire::{InventoryMatch, InventoryView};
@@ -134,5 +135,8 @@ pub async fn inventory_show(
             format!("no inventory for client {id}"),
         )
     })?;
-    Ok(Json(InventoryView { inventory, history }))
+    Ok(Json(InventoryView {
+        inventory: inventory.into(),
+        history: wire_list(history),
+    }))
 }

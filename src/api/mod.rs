@@ -7,7 +7,8 @@
 //! `error` (the error answer), the input checks where fields enter (`fields`), the port's
 //! limits (`limits`) and the refusal counters (`refusals`), and one file per resource
 //! (`status`, `tokens`, `admins`, `nodes`, `config`, `audit`, `clients`, `inventory`,
-//! `bundles`, `deployments`, `renewal`, `console`: the console's links, accounts and sessions). Bodies are `crate::wire` types. The API knows nothing
+//! `bundles`, `deployments`, `renewal`, `console`: the console's links, accounts and sessions).
+//! Bodies are `crate::wire` types; `convert` turns storage and Raft records into them. The API knows nothing
 //! of the CLI or the agent; it is started by `crate::node`.
 
 pub mod activity;
@@ -20,6 +21,7 @@ pub mod certs_seen;
 pub mod clients;
 pub mod config;
 pub mod console;
+mod convert;
 pub mod deployments;
 mod error;
 pub mod extractors;

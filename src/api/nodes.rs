@@ -8,9 +8,11 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use outpost_certs::Validity;
-use outpost_storage::{Command, NodeRecord, Response as Done, TokenKind};
+use outpost_storage::{Command, Response as Done, TokenKind};
 
+use crate::api::convert::wire_list;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
+use crate::wire;
 use crate::wire::{JoinRequest, JoinResponse};
 
 /// Node certificates live a year and renew themselves when a third is left
@@ -102,9 +104,9 @@ pub(crate) async fn join(
 pub(crate) async fn nodes(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Vec<NodeRecord>> {
+) -> ApiResult<Vec<wire::NodeRecord>> {
     caller.require_member()?;
-    Ok(Json(st.read(|r| r.nodes()).await?))
+    Ok(Json(wire_list(st.read(|r| r.nodes()).await?)))
 }
 
 pub(crate) async fn remove_node(

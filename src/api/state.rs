@@ -248,7 +248,7 @@ impl AppState {
             name: self.name.clone(),
             cluster_id: self.cluster_id.clone(),
             cluster_name,
-            raft: s,
+            raft: s.into(),
             ready: Some(self.readiness().await),
             cert_expiry: Some(self.cert_expiry()),
             builds: self.builds().await.unwrap_or_default(),

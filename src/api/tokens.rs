@@ -8,6 +8,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use outpost_storage::{Command, TokenKind};
 
+use crate::api::convert::wire_list;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::shared::token::Token;
 use crate::wire::{TokenRequest, TokenResponse};
@@ -68,9 +69,9 @@ pub(crate) async fn create_token(
 pub(crate) async fn token_list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Vec<outpost_storage::TokenRecord>> {
+) -> ApiResult<Vec<crate::wire::TokenRecord>> {
     caller.require_admin()?;
-    Ok(Json(st.read(|r| r.tokens()).await?))
+    Ok(Json(wire_list(st.read(|r| r.tokens()).await?)))
 }
 
 pub(crate) async fn token_revoke(

@@ -17,7 +17,7 @@ pub(crate) async fn status(
     caller.require_member()?;
     let roll = st.read(|r| r.roll()).await?;
     Ok(Json(UpgradeView {
-        roll,
+        roll: roll.map(Into::into),
         nodes: st.builds().await?,
     }))
 }

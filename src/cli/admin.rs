@@ -55,7 +55,7 @@ pub(super) async fn run(remote: &Remote, cmd: AdminCmd) -> Result<()> {
             dd.check()?;
             let ca_pem = dd.read(&dd.ca_cert())?;
             let ca = outpost_certs::CertAuthority::from_pem(&ca_pem, &dd.read(&dd.ca_key())?)?;
-            let validity = outpost_certs::Validity::days_from(outpost_raft::now_ms() / 1000, days);
+            let validity = outpost_certs::Validity::days_from(crate::shared::now_ms() / 1000, days);
             let (cert, key) =
                 ca.issue_with_new_key(&outpost_certs::Role::Admin(name.clone()), &validity)?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

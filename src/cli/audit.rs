@@ -1,17 +1,17 @@
 //! `outpost audit`: the tail of the hash-chained audit log; `audit verify`: the chain
 //! recomputed on this node and compared with every other member's.
 
+use crate::wire::AuditCheck;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use hyper::Method;
-use outpost_storage::AuditCheck;
 
 use super::{DataDirArg, Remote, api, format_ms};
 use crate::shared::client::NO_BODY;
 
 pub(super) async fn run(remote: &Remote, dir: DataDirArg, limit: u32, json: bool) -> Result<()> {
     let path = format!("/v1/audit?limit={limit}");
-    let recs: Vec<outpost_storage::AuditRecord> =
+    let recs: Vec<crate::wire::AuditRecord> =
         api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&recs)?);

@@ -33,7 +33,7 @@ pub(super) enum ClientCmd {
 pub(super) async fn run(remote: &Remote, cmd: ClientCmd) -> Result<()> {
     match cmd {
         ClientCmd::List { dir, json } => {
-            let list: Vec<outpost_storage::ClientRecord> = api(remote, &dir)?
+            let list: Vec<crate::wire::ClientRecord> = api(remote, &dir)?
                 .call(Method::GET, "/v1/clients", NO_BODY)
                 .await?;
             if json {
@@ -57,7 +57,7 @@ pub(super) async fn run(remote: &Remote, cmd: ClientCmd) -> Result<()> {
             }
         }
         ClientCmd::Show { id, dir, json } => {
-            let c: outpost_storage::ClientRecord = api(remote, &dir)?
+            let c: crate::wire::ClientRecord = api(remote, &dir)?
                 .call(
                     Method::GET,
                     &format!("/v1/clients/{}", urlencode(&id)),

@@ -1,10 +1,10 @@
 //! `outpost config set | get | delete | list | effective`: configuration keys scoped
 //! global < group < client, through the API.
 
+use crate::wire::{ConfigEntry, Scope};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use hyper::Method;
-use outpost_storage::{ConfigEntry, Scope};
 
 use super::{DataDirArg, Remote, api};
 use crate::shared::client::{NO_BODY, urlencode};

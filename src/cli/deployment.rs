@@ -1,9 +1,9 @@
 //! `outpost deployment create | list | status`: artifacts from imported bundles assigned to
 //! groups of clients, through the API.
 
+use crate::wire::DeploymentRecord;
 use anyhow::{Context, Result, bail};
 use hyper::Method;
-use outpost_storage::DeploymentRecord;
 
 use clap::Subcommand;
 

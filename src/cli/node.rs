@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::wire::NodeRecord;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use hyper::Method;
 use outpost_raft::RaftTuning;
-use outpost_storage::NodeRecord;
 
 use super::{DataDirArg, Remote, api};
 use crate::shared::client::NO_BODY;

@@ -79,7 +79,7 @@ pub(super) async fn run(remote: &Remote, cmd: TokenCmd) -> Result<()> {
             println!("{}", r.token);
         }
         TokenCmd::List { json, dir } => {
-            let tokens: Vec<outpost_storage::TokenRecord> = api(remote, &dir)?
+            let tokens: Vec<crate::wire::TokenRecord> = api(remote, &dir)?
                 .call(Method::GET, "/v1/tokens", NO_BODY)
                 .await?;
             if json {
@@ -89,7 +89,7 @@ pub(super) async fn run(remote: &Remote, cmd: TokenCmd) -> Result<()> {
                     "{:<18} {:<7} {:<10} {:<26} {:<8} GROUPS",
                     "ID", "KIND", "USES LEFT", "EXPIRES", "STATE"
                 );
-                let now = outpost_raft::now_ms();
+                let now = crate::shared::now_ms();
                 for t in tokens {
                     let state = if t.revoked {
                         "revoked"

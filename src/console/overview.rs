@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::wire::NodeStatus;
 use axum::extract::State;
 use axum::response::Response;
-use outpost_raft::NodeStatus;
 
 use crate::console::alarms::{CERT_ALARM_DAYS, Facts, LAG_ALARM, alarms, days_left};
 use crate::console::session::failed;

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hyper::Method;
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
-use outpost_storage::Scope;
 use serde::Serialize;
 
 use crate::harness::localcluster::{LocalCluster, LocalOptions};
@@ -15,7 +14,7 @@ use crate::harness::members::{RssSampler, handshakes_during};
 use crate::shared::client::local_client;
 use crate::shared::client::{ApiClient, Endpoint};
 use crate::shared::datadir::DataDir;
-use crate::wire::{ConfigSetRequest, ConfigSetResponse, StatusView};
+use crate::wire::{ConfigSetRequest, ConfigSetResponse, Scope, StatusView};
 
 pub struct WriteBench {
     pub clients: usize,

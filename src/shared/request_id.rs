@@ -19,7 +19,7 @@ pub fn fresh() -> String {
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!(
         "{:0width$x}{}",
-        outpost_raft::now_ms().max(0),
+        crate::shared::now_ms().max(0),
         hex::encode(b),
         width = TIME_DIGITS
     )
