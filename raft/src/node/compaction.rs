@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use super::status::core_ended;
 use crate::types::Raft;
 
+/// A snapshot is built (and the log purged behind it) once the entries appended since the
+/// last one pass this many bytes, whatever their count: openraft's policy counts entries only,
+/// and 20,000 entries of up to `MAX_ENTRY_BYTES` each would be gigabytes of raft.db.
 pub const SNAPSHOT_AFTER_BYTES: u64 = 64 << 20;
 
 /// `SNAPSHOT_AFTER_BYTES`, or `OUTPOST_SNAPSHOT_AFTER_BYTES` when set (tests), at least 1 MiB.

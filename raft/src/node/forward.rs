@@ -26,19 +26,14 @@ impl Inner {
         bytes: &[u8],
         deadline: Instant,
     ) -> Option<Vec<Outcome>> {
-        let l = leader;
-        let addr = self.peer_addr_of(l)?;
+        let addr = self.peer_addr_of(leader)?;
         let req = PeerRequest::Forward(Proposal(bytes.to_vec()));
         let attempt = remaining(deadline).min(FORWARD_ATTEMPT);
-        match self.clients.call(l, &addr, req, attempt).await {
+        match self.clients.call(leader, &addr, req, attempt).await {
             Ok(PeerResponse::Forward(Ok(outcomes))) => return Some(outcomes),
-            Ok(PeerResponse::Forward(Err(why))) => {
-                tracing::debug!(leader = l, %why, "forward refused")
-            }
-            Ok(other) => {
-                tracing::warn!(leader = l, ?other, "unexpected forward response")
-            }
-            Err(e) => tracing::debug!(leader = l, error = %e, "forward failed"),
+            Ok(PeerResponse::Forward(Err(why))) => tracing::debug!(leader, %why, "forward refused"),
+            Ok(other) => tracing::warn!(leader, ?other, "unexpected forward response"),
+            Err(e) => tracing::debug!(leader, error = %e, "forward failed"),
         }
         None
     }

@@ -360,8 +360,7 @@ fn open_stores(
     Ok((log, store, sm, removed))
 }
 
-/// What `status` says (and `/healthz` answers) when the Raft core's task ended without
-/// reporting why: it panicked.
+/// The time left until `deadline`, at least 1 ms.
 fn remaining(deadline: Instant) -> Duration {
     deadline
         .saturating_duration_since(Instant::now())

@@ -62,6 +62,8 @@ impl RaftNode {
     }
 }
 
+/// What `status` says (and `/healthz` answers) when the Raft core's task ended without
+/// reporting why: it panicked.
 pub(super) const CORE_ENDED: &str = "the Raft core stopped (its task ended: it panicked); this node takes \
      no writes and casts no votes until it is restarted, or recovered with `outpost recover \
      --force-new-cluster`";
@@ -87,9 +89,6 @@ pub(super) async fn watch_core(mut rx: tokio::sync::watch::Receiver<RaftMetrics>
         }
     }
 }
-
-/// A snapshot is built (and the log purged behind it) once the entries appended since the
-/// last one pass this many bytes, whatever their count: openraft's policy counts entries only,
 
 fn status_of(m: &RaftMetrics, fatal: Option<String>, failover: FailoverStats) -> NodeStatus {
     let membership = m.membership_config.membership();

@@ -537,12 +537,14 @@ mod tests {
         }
     }
 
+    /// (case, view, node records, may auto-remove, steps)
+    type Case = (&'static str, View, Vec<NodeRecord>, bool, Vec<Step>);
+
     #[test]
     fn a_round_plans_each_node_record_from_one_view() {
         use NodeRole::{Joining, Learner, Removed, Voter};
         let at = |id: NodeId| 7000 + id as u16;
-        // (case, view, node records, may auto-remove, steps)
-        let cases: Vec<(&str, View, Vec<NodeRecord>, bool, Vec<Step>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "all in line: nothing to do",
                 view(&[1, 2, 3], &[], &[(2, 1000), (3, 990)], 5),
