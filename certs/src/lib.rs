@@ -9,6 +9,12 @@
 //! It deliberately knows nothing of Raft, HTTP, tokens, the replicated state (which serials are
 //! revoked, which node ids exist) or where files live; beyond writing one file safely it does no
 //! I/O. Callers decide what a role may do; this crate only says which role a certificate binds.
+//!
+//! Layout: `profile` (what each role's certificate holds, and reading the role back; pure),
+//! `fingerprint` (SHA-256 fingerprints of certificates), `ca` (generating and loading the CA,
+//! signing leaves from CSRs), `tls` (the rustls configurations) and `files` (writing key and
+//! certificate files atomically, keys never readable by others). This file holds the error
+//! type every module returns (`CertError`).
 
 mod ca;
 mod files;

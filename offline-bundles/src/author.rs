@@ -21,9 +21,9 @@ use crate::manifest::{
     BundleType, Limits, Manifest, PayloadEntry, PayloadKind, TARGET_ANY, check_manifest,
 };
 use crate::store::{IO_BUFFER, hash_reader};
-use crate::trust::{
-    PublicKey, RoleKeys, SignatureDocument, SignatureEntry, TrustDocument, sign_manifest,
-};
+use crate::times::parse_time;
+use crate::trust::{SignatureDocument, SignatureEntry, sign_manifest};
+use crate::trust_document::{PublicKey, RoleKeys, TrustDocument};
 
 /// Lifetime of a bundle whose spec gives no `expires`.
 pub const DEFAULT_LIFETIME_SECS: i64 = 90 * 24 * 3600;
@@ -292,23 +292,6 @@ pub fn manifest_bytes(m: &Manifest) -> Result<Vec<u8>, BundleError> {
     Ok(bytes)
 }
 
-/// Parse an RFC 3339 time to unix seconds.
-pub fn parse_time(s: &str) -> Result<i64, time::error::Parse> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)?;
-    Ok(t.unix_timestamp())
-}
-
-/// Format unix seconds as RFC 3339 (for `inspect`).
-pub fn format_time(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
-}
-
 fn write_head<W: Write>(
     b: &mut tar::Builder<W>,
     m: &Manifest,
@@ -437,13 +420,5 @@ kind = "config"
         let spec = parse_spec(trust, p).unwrap();
         assert_eq!(spec.bundle_type, BundleType::Trust);
         assert_eq!(spec.channel_resets.get("site"), Some(&1));
-    }
-
-    #[test]
-    fn times() {
-        assert_eq!(parse_time("1970-01-01T00:01:00Z").unwrap(), 60);
-        assert_eq!(parse_time("2027-06-01T00:00:00Z").unwrap(), 1_811_808_000);
-        assert!(parse_time("2027-06-01").is_err());
-        assert_eq!(format_time(60), "1970-01-01T00:01:00Z");
     }
 }

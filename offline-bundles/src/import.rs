@@ -21,7 +21,8 @@ use crate::manifest::{
     check_expiry, check_floor, check_manifest, check_target,
 };
 use crate::store::{BlobStore, IO_BUFFER, PipelinedWriter, StoreTxn};
-use crate::trust::{SignatureDocument, TrustDocument, check_trust_version, verify_signatures};
+use crate::trust::{SignatureDocument, verify_signatures};
+use crate::trust_document::{TrustDocument, check_trust_version};
 
 /// Everything import needs from the replicated state, as plain values.
 #[derive(Debug, Clone)]
@@ -142,8 +143,8 @@ impl Inspection {
             line(&mut out, "channel", c);
         }
         line(&mut out, "version", &m.version.to_string());
-        line(&mut out, "created", &crate::author::format_time(m.created));
-        line(&mut out, "expires", &crate::author::format_time(m.expires));
+        line(&mut out, "created", &crate::times::format_time(m.created));
+        line(&mut out, "expires", &crate::times::format_time(m.expires));
         line(&mut out, "targets", &m.targets.join(", "));
         line(
             &mut out,

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::error::BundleError;
 use crate::fsutil::write_atomic;
-use crate::trust::PublicKey;
+use crate::trust_document::PublicKey;
 
 /// First word of a secret key file.
 pub const SECRET_KEY_TAG: &str = "outpost-bundle-secret-key-v1";

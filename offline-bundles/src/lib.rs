@@ -17,6 +17,13 @@
 //! Storing a payload uses one extra thread that writes while the caller's thread reads and
 //! hashes. Writers of one store (import, `put_verified`, `gc`, `clean_tmp`) take turns on an
 //! exclusive lock file in the store; readers (`verify`, `contains`, `blob_path`) do not lock.
+//!
+//! The files, lower first (a file names only files above it in this list): `error`, `fsutil`
+//! (atomic writes, temp files), `times` (RFC 3339 text), `container` (the tar layout and its
+//! entry names), `trust_document` (public keys, roles and the trust document), `manifest` (the
+//! signed manifest and its checks), `trust` (signing and checking signatures), `keys` (key
+//! files), `store` (the content-addressed blob store), `import` (one-pass verification and
+//! storing) and `author` (building and signing bundles).
 
 mod author;
 mod container;
@@ -26,11 +33,13 @@ mod import;
 mod keys;
 mod manifest;
 mod store;
+mod times;
 mod trust;
+mod trust_document;
 
 pub use author::{
     BundleSpec, DEFAULT_LIFETIME_SECS, SpecPayload, SpecTime, SpecTrust, create_bundle,
-    format_time, manifest_bytes, parse_spec, parse_time, sign_bundle, write_bundle,
+    manifest_bytes, parse_spec, sign_bundle, write_bundle,
 };
 pub use container::{
     FORMAT_VERSION, MANIFEST_NAME, MARKER_NAME, MARKER_PREFIX, PAYLOAD_PREFIX, SIGNATURES_NAME,
@@ -51,11 +60,12 @@ pub use manifest::{
     is_sha256_hex,
 };
 pub use store::{BlobStatus, BlobStore, GcReport, IO_BUFFER};
+pub use times::{format_time, parse_time};
 pub use trust::{
-    CONTENT_SIGNATURE_PREFIX, PublicKey, RoleKeys, SignatureDocument, SignatureEntry,
-    TRUST_SIGNATURE_PREFIX, TrustDocument, check_trust_version, sign_manifest, signature_prefix,
-    verify_signatures,
+    CONTENT_SIGNATURE_PREFIX, SignatureDocument, SignatureEntry, TRUST_SIGNATURE_PREFIX,
+    sign_manifest, signature_prefix, verify_signatures,
 };
+pub use trust_document::{PublicKey, RoleKeys, TrustDocument, check_trust_version};
 
 /// Re-exported so callers name the same key type.
 pub use ed25519_dalek::SigningKey;

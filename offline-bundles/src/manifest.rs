@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::FORMAT_VERSION;
 use crate::error::BundleError;
-use crate::trust::TrustDocument;
+use crate::trust_document::TrustDocument;
 
 /// The signed description of a bundle. Serialized as JSON; the exact bytes are what is signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

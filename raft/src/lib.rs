@@ -2,9 +2,11 @@
 //!
 //! It owns the type config (`types`), the SQLite Raft log store (`log_store`), the
 //! state-machine adapter over `outpost-storage` (`state_machine`), the peer transport
-//! (`transport`: bincode frames over TLS TCP) and `RaftNode` (`node`), which batches writes
-//! into one entry (group commit), forwards them to the leader, serves linearizable reads and
-//! keeps the membership in line with the nodes recorded in the state. `failover` has the
+//! (`transport`: bincode frames over TLS TCP) and `RaftNode` (`node/`, one room each), which
+//! batches writes into one entry (group commit, `node::batcher`), forwards them to the leader
+//! (`node::forward`), serves linearizable reads (`node::read_index`) and keeps the membership
+//! in line with the nodes recorded in the state (`node::upkeep`: a pure plan, then its steps;
+//! `dead_members`: the pure rule of which silent member goes). `failover` has the
 //! followers of a leader whose process died campaign as soon as its peer connection closes,
 //! instead of waiting out the leader lease and the election timeout.
 //!

@@ -52,13 +52,13 @@ pub const IDLE: Duration = Duration::from_secs(30);
 /// A frame whose bytes stop arriving for this long is abandoned with its connection.
 pub const FRAME_STALL: Duration = Duration::from_secs(30);
 /// Bytes of frames above `SMALL_FRAME` being read at once on the port: four full frames.
-pub const PORT_FRAME_BYTES: usize = 4 * crate::transport::MAX_FRAME;
+pub const PORT_FRAME_BYTES: usize = 4 * crate::transport::frame::MAX_FRAME;
 /// The same for one node id: two full frames, so that no single certificate holds the port.
-pub const NODE_FRAME_BYTES: usize = 2 * crate::transport::MAX_FRAME;
+pub const NODE_FRAME_BYTES: usize = 2 * crate::transport::frame::MAX_FRAME;
 /// The same for every non-member together (a node that claims to lead but is not in this
 /// node's membership: a leader this node lags behind, or a stranger): one full frame, so
 /// that members always keep three.
-pub const NON_MEMBER_FRAME_BYTES: usize = crate::transport::MAX_FRAME;
+pub const NON_MEMBER_FRAME_BYTES: usize = crate::transport::frame::MAX_FRAME;
 /// A frame's buffer grows by at most this much before the bytes arrive.
 pub const READ_CHUNK: usize = 64 << 10;
 /// Requests of one connection being answered at once; the connection is not read further
@@ -401,7 +401,7 @@ pub(crate) fn frame_head(prefix: &[u8]) -> FrameHead {
 /// The most bytes a request of variant `kind` of `PeerRequest` may declare; `None` for an
 /// unknown variant. Follows the order of `PeerRequest` (checked by a test).
 pub(crate) fn frame_cap(kind: u32) -> Option<usize> {
-    use crate::transport::MAX_FRAME;
+    use crate::transport::frame::MAX_FRAME;
     match kind {
         0 => Some(MAX_FRAME),   // AppendEntries
         1 => Some(SMALL_FRAME), // Vote
@@ -479,7 +479,7 @@ pub(crate) enum HeadRule {
 pub(crate) fn head_rule(
     kind: u32,
     len: usize,
-    view: crate::transport::MemberView,
+    view: crate::transport::admission::MemberView,
     from: u64,
     vote: Option<(u64, u64, bool)>,
 ) -> HeadRule {
@@ -582,7 +582,7 @@ impl FrameShares {
 mod tests {
     use super::*;
 
-    const MB64: usize = crate::transport::MAX_FRAME;
+    const MB64: usize = crate::transport::frame::MAX_FRAME;
 
     #[test]
     fn one_node_id_holds_at_most_its_share_and_non_members_one_frame() {
@@ -624,7 +624,7 @@ mod tests {
 
     #[test]
     fn what_is_read_is_decided_from_the_head() {
-        use crate::transport::MemberView;
+        use crate::transport::admission::MemberView;
         let view = |has_membership, is_member, removed| MemberView {
             has_membership,
             is_member,

@@ -5,19 +5,24 @@
 //! the Raft layer hands it encoded commands in log order, plus an opaque "applied position"
 //! blob that is stored in the same transaction. It does not read clocks or make ids: times
 //! and ids arrive in the commands. It holds no secrets (tokens are stored as sha256 hashes).
+//! It does know the bundle format, through `outpost-bundles`: `apply` checks a signed bundle's
+//! signatures, target and times, so a change to those checks is a command-format change
+//! (`model::BundleImport` says why).
 //!
 //! Threads: one writer `std::thread` owns the read-write connection (requests arrive on a
 //! bounded tokio mpsc channel, replies go back on oneshots); `Reader` uses pooled read-only
 //! connections and blocks, so async callers run it on blocking threads; snapshot file work
 //! runs on short-lived threads of its own.
 //!
-//! Layout, by domain (nodes, config, tokens, clients, bundles, deployments, upgrade, console), each module using
-//! only those listed below it:
+//! Layout, by domain (nodes, config, tokens, clients, bundles, deployments, upgrade, console),
+//! each module using only those listed below it:
 //! - `store`: the writer thread and the async face (`Store`); uses `apply`, `reader`, `snapshot`.
 //! - `snapshot`: snapshot files (export, checked import).
 //! - `apply/`: the write side. `mod.rs` has the transaction, the dispatch of each command to its
-//!   domain file (`nodes`, `config`, `tokens`, `clients`, `bundles`, `deployments`), the
-//!   failure helpers and the audit append; `audit_text` says what each command's audit row reads.
+//!   domain file (`nodes`, `config`, `tokens`, `clients`, `bundles`, `deployments`, `upgrade`,
+//!   `console`), the failure helpers and the audit append; `requests` keeps the recent request
+//!   ids and their first outcomes (exactly-once writes, `Command::Once`); `audit_text` says what
+//!   each command's audit row reads; `tests` holds apply's tests.
 //! - `reader/`: the read side. `mod.rs` has the connection pool and the audit queries; each
 //!   domain file of the same name adds its queries to `Reader`, with the `FromRow` impl of
 //!   each record it returns.

@@ -146,6 +146,8 @@ pub enum Command {
     /// the trust held in the state, the target, the times and the floors, and parses the
     /// `config` payloads it carries, so no proposer can commit an unsigned bundle. Replaces
     /// `ImportBundle`, which proposers no longer make (it stays decodable for old logs).
+    /// Those checks are `outpost-bundles`' code: changing them is a command-format change
+    /// (see `BundleImport`).
     ImportSignedBundle(Box<SignedBundle>),
     /// Revokes every admin certificate named `name` issued up to the envelope's time.
     RevokeAdmin {
@@ -332,8 +334,16 @@ pub struct SignedBundle {
     pub node_id: u64,
 }
 
-/// A verified bundle as the importing node commits it (plain values: storage does not know
-/// the bundle format).
+/// A verified bundle as the importing node commits it through the legacy `ImportBundle`: plain
+/// values, which `apply` re-checks only against the replicated floors.
+///
+/// Storage does know the bundle format, though: for `ImportSignedBundle` (what proposers make
+/// now) `apply/bundles.rs` parses the signed manifest and checks its signatures, target, trust
+/// version and times with `outpost-bundles` (`verify_signed_head`, `check_target`,
+/// `check_trust_version`, `check_expiry`). Every node must reach the same verdict on the same
+/// log, so a change to those checks (or to the `Limits` they use) changes what `apply`
+/// accepts: it is a command-format change, made like any other (a new `COMMAND_FORMAT` and
+/// a new command, the old one still applied as before), never an edit in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleImport {
     pub id: String,

@@ -1,10 +1,12 @@
 //! Bundle commands: `SetBundleTrust`, `ImportSignedBundle` (and the legacy `ImportBundle`),
 //! `BlobsHeld`.
 //!
-//! The bundle format lives in `outpost-bundles`; here a verified bundle is plain values
+//! The bundle format lives in `outpost-bundles`. A legacy `ImportBundle` is plain values
 //! ([`BundleImport`]) re-checked against the replicated floors, so that two nodes importing at
 //! the same moment cannot both move a channel, and a replay is refused whatever node it
-//! reaches. Blobs themselves never enter the database: only their hashes and which nodes
+//! reaches. An `ImportSignedBundle` carries the signed bytes, and `import_signed_bundle` checks
+//! them here with `outpost-bundles` (signatures, target, trust version, times): a change to
+//! those checks changes what apply accepts, so it is a command-format change. Blobs themselves never enter the database: only their hashes and which nodes
 //! reported holding them.
 
 use rusqlite::{Connection, OptionalExtension, params};

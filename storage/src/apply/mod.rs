@@ -9,7 +9,8 @@
 //! command's checks and writes live in the file of its domain: `nodes` (cluster and nodes),
 //! `config`, `tokens`, `clients` (clients, inventory, client certificates, admin revocation),
 //! `bundles` (trust, bundles, blobs), `deployments`, `upgrade` (the rolling upgrade) and
-//! `console` (operator accounts, login links, sessions); `audit_text` says what each command's
+//! `console` (operator accounts, login links, sessions); `requests` keeps the recent request
+//! ids and their first outcomes (exactly-once writes); `audit_text` says what each command's
 //! audit row reads. A domain file uses this file and the crate's lower modules; calls between
 //! domains are few and one way: `nodes` and `clients` consume tokens through `tokens`, and
 //! `bundles` applies a bundle's config through `config`.
