@@ -462,7 +462,7 @@ async fn an_agent_installs_bundles_without_a_node_and_reports_them_later() {
         assert_eq!(status["channels"]["agent"], 5, "{status}");
 
         // The cluster is back: one sync, and the results are facts on the cluster.
-        c.serve(0)?;
+        c.serve(0).await?;
         c.wait_ready(0, T).await?;
         let synced = ok_bin(&bin, &["agent", "sync", "--once", "--state-dir", s(&state)])?;
         assert!(synced.contains("inventory uploaded"), "{synced}");

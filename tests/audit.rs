@@ -59,7 +59,7 @@ async fn audit_verify_agrees_then_names_an_altered_record() {
             let n = db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 3", [])?;
             assert_eq!(n, 1);
         }
-        c.serve(2)?;
+        c.serve(2).await?;
         c.wait_ready(2, T).await?;
 
         let (ok, out, err) = verify(&c, 2)?;

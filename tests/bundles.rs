@@ -686,7 +686,7 @@ async fn kill_9_mid_import_leaves_no_trace() {
             let _ = child.wait();
             let _ = feeder.join();
             c.kill9(0);
-            c.serve(0)?;
+            c.serve(0).await?;
             c.wait_ready(0, T).await?;
             let files = store_files(&c.nodes[0].dir);
             assert!(

@@ -215,7 +215,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
         c.kill9(i);
         let out = sync(&c, &a)?;
         assert!(!out.contains(&first), "synced with the dead node? {out}");
-        c.serve(i)?;
+        c.serve(i).await?;
         c.wait_ready(i, Duration::from_secs(20)).await?;
 
         // Listing shows it; last seen arrives within a few flushes.

@@ -75,7 +75,7 @@ async fn write_via_follower_failover_and_catch_up() {
         );
 
         // The killed node comes back and catches up, including what it missed.
-        c.serve(leader)?;
+        c.serve(leader).await?;
         let applied = c.status(survivor).await?.applied_index;
         c.wait_for(leader, T, "caught up", |s| s.applied_index >= applied)
             .await?;
@@ -143,7 +143,7 @@ async fn far_behind_node_is_brought_up_by_snapshot() {
         let s = c.status(writer).await?;
         let snap = s.snapshot_index.context("the writer built no snapshot")?;
         assert!(snap > 20, "snapshot index {snap}");
-        c.serve(lagging)?;
+        c.serve(lagging).await?;
         let applied = s.applied_index;
         let back = c
             .wait_for(lagging, T, "caught up", |s| s.applied_index >= applied)
@@ -185,13 +185,10 @@ async fn restart_of_all_nodes_loses_no_acknowledged_write() {
             c.kill9(i);
         }
         for i in 0..3 {
-            c.serve(i)?;
+            c.serve(i).await?;
         }
+        // `serve` returned once each node answered on its socket and API port.
         c.leader(T).await?;
-        // Each node serving again (a leader can be up before a slow node binds its socket).
-        for i in 0..3 {
-            c.wait_for(i, T, "serving again", |_| true).await?;
-        }
         for (i, (k, v)) in acked.iter().enumerate() {
             let got = c.cli(i % 3, &["config", "get", k, "--linearizable"])?;
             assert_eq!(got.trim(), v, "acknowledged write {k} after restart");
@@ -208,7 +205,7 @@ async fn at_most_five_voters_the_sixth_node_stays_a_learner() {
     let (_dir, mut c) = cluster(5, &[]).await.expect("five voters");
     let r = async {
         let i = c.join_node()?;
-        c.serve(i)?;
+        c.serve(i).await?;
         let s = c
             .wait_for(0, T, "six members", |s| {
                 s.members.len() == 6 && s.members.iter().filter(|m| m.voter).count() == 5
@@ -220,8 +217,8 @@ async fn at_most_five_voters_the_sixth_node_stays_a_learner() {
             .find(|m| m.api_addr == c.nodes[i].api_addr)
             .context("sixth member")?;
         assert!(!sixth.voter, "the sixth node became a voter: {s:?}");
-        // The members' list names the sixth node once it joined, maybe before its own process
-        // answers on its socket: wait for that, on a loaded machine it takes a while.
+        // `serve` returned once the sixth node answered; a linearizable read on it needs it
+        // to know the leader as well.
         c.wait_ready(i, T).await?;
         // A learner still serves reads of everything committed.
         c.cli(0, &["config", "set", "seen.by.learner", "yes"])?;
@@ -489,7 +486,7 @@ async fn a_killed_leader_is_replaced_by_a_fast_election() {
         let follower = (leader + 1) % 3;
         c.kill9(follower);
         c.cli(leader, &["config", "set", "while.follower.down", "yes"])?;
-        c.serve(follower)?;
+        c.serve(follower).await?;
         let applied = c.status(leader).await?.applied_index;
         c.wait_for(follower, T, "caught up", |s| s.applied_index >= applied)
             .await?;

@@ -670,7 +670,7 @@ async fn a_stopped_raft_core_fails_health_and_is_recovered() {
                 [forge::stored_vote(u64::MAX, id)],
             )?;
         }
-        c.serve(0)?;
+        c.serve(0).await?;
         // The API comes up; the core stops on its first election.
         let deadline = Instant::now() + T;
         let (code, body) = loop {
@@ -712,7 +712,7 @@ async fn a_stopped_raft_core_fails_health_and_is_recovered() {
                 s(&c.nodes[0].dir),
             ],
         )?;
-        c.serve(0)?;
+        c.serve(0).await?;
         c.wait_ready(0, T).await?;
         writes_work(&c, &[0], "recovered")?;
         assert_eq!(healthz(&c, 0).await?.0, 200);

@@ -67,7 +67,7 @@ async fn node_certificates_renew_and_the_cluster_keeps_committing() {
         // Long after the first certificates expired, a restarted node dials and is dialled
         // anew: it must come back and take writes.
         c.kill9(2);
-        c.serve(2)?;
+        c.serve(2).await?;
         c.wait_ready(2, T).await?;
         c.cli(2, &["config", "set", "after.restart", "yes"])?;
         let v = c.cli(0, &["config", "get", "after.restart", "--linearizable"])?;

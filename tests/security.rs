@@ -84,7 +84,7 @@ async fn join_refused_for_wrong_token_and_ca_mismatch() {
 
     // The good token still works, so the refusals above were about the token alone.
     let i = c.join_node().expect("join with the right token");
-    c.serve(i).unwrap();
+    c.serve(i).await.unwrap();
     c.wait_voters(2, Duration::from_secs(20))
         .await
         .expect("two voters");

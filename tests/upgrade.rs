@@ -243,7 +243,7 @@ async fn a_cluster_rolls_to_a_new_release_and_refuses_one_that_does_not_start() 
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        c.serve(dead)?;
+        c.serve(dead).await?;
         let v = wait_roll_end(&c, Duration::from_secs(120)).await?;
         assert_eq!(v["roll"]["state"], "stopped", "{v}");
         let reason = v["roll"]["reason"].as_str().unwrap_or("");

@@ -13,7 +13,7 @@ use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::attacks::Attack;
+use crate::harness::bench::attacks::Attack;
 use crate::shared::client::{ApiClient, Endpoint, local_client};
 use crate::shared::datadir::DataDir;
 
