@@ -17,10 +17,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{exe, local::trusting, or_dump, s, serial, sha256_hex};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,18 +27,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use outpost::harness::localcluster::{LocalCluster, LocalOptions};
+use outpost::harness::localcluster::LocalCluster;
 
 const T: Duration = Duration::from_secs(60);
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
 
 fn sha256_file(p: &Path) -> Result<String> {
     Ok(sha256_hex(&std::fs::read(p)?))
@@ -128,14 +118,6 @@ fn release_spec(version: u64, file: &str) -> String {
     )
 }
 
-async fn cluster(root: &Path, key: &Path) -> Result<LocalCluster> {
-    let opts = LocalOptions {
-        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
-        ..LocalOptions::default()
-    };
-    LocalCluster::start(&root.join("cluster"), &exe(), 1, opts).await
-}
-
 /// Enrolls the agent in `state` with the binary `bin`; returns its client id.
 fn enroll(c: &LocalCluster, bin: &Path, group: &str, state: &Path) -> Result<String> {
     let token = c
@@ -208,7 +190,9 @@ async fn an_agent_upgrades_itself_through_a_release_deployment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
     let key = keygen(&root, "release").expect("keygen");
-    let c = cluster(&root, &key).await.expect("cluster");
+    let c = LocalCluster::start(&root.join("cluster"), &exe(), 1, trusting(&key))
+        .await
+        .expect("cluster");
     let r = async {
         // The agent runs from its own copy of the binary.
         let original = std::fs::read(exe())?;
@@ -342,7 +326,9 @@ async fn an_agent_installs_bundles_without_a_node_and_reports_them_later() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
     let key = keygen(&root, "release").expect("keygen");
-    let mut c = cluster(&root, &key).await.expect("cluster");
+    let mut c = LocalCluster::start(&root.join("cluster"), &exe(), 1, trusting(&key))
+        .await
+        .expect("cluster");
     let r = async {
         let original = std::fs::read(exe())?;
         let bin = root.join("agentbin/outpost");

@@ -7,10 +7,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{dump_logs, exe, serial};
+use support::{dump_logs, exe, now, ok, run_exe, s, serial};
 
 #[path = "../offline-bundles/tests/common/mod.rs"]
 #[allow(dead_code, clippy::all)]
@@ -28,10 +27,6 @@ use outpost_bundles::{MANIFEST_NAME, PAYLOAD_PREFIX, PayloadEntry, PayloadKind};
 
 const T: Duration = Duration::from_secs(30);
 
-fn now() -> i64 {
-    outpost_raft::now_ms() / 1000
-}
-
 /// Writes the public key files of test seeds 1..=3 into `dir`.
 fn seed_keys(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -41,32 +36,6 @@ fn seed_keys(dir: &Path) -> Result<Vec<PathBuf>> {
         out.push(p);
     }
     Ok(out)
-}
-
-fn run(args: &[&str]) -> Result<(bool, String, String)> {
-    let out = Command::new(exe())
-        .args(args)
-        .stdin(Stdio::null())
-        .env("RUST_LOG", "warn")
-        .output()
-        .with_context(|| format!("running outpost {}", args.join(" ")))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    ))
-}
-
-fn ok(args: &[&str]) -> Result<String> {
-    let (good, stdout, stderr) = run(args)?;
-    if !good {
-        bail!("outpost {} failed: {stderr}", args.join(" "));
-    }
-    Ok(stdout)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
 }
 
 async fn cluster(
@@ -132,7 +101,7 @@ fn bundle_ids(v: &serde_json::Value) -> Vec<String> {
 
 /// Imports `file` through node `i`; returns (success, stdout, stderr).
 fn import(c: &LocalCluster, i: usize, file: &Path) -> Result<(bool, String, String)> {
-    run(&[
+    run_exe(&[
         "bundle",
         "import",
         s(file),
@@ -450,7 +419,7 @@ async fn author_import_replicate_and_refuse() {
         "--threshold",
         "2",
     ];
-    let (good2, _, err) = run(&verify2).expect("verify");
+    let (good2, _, err) = run_exe(&verify2).expect("verify");
     assert!(
         !good2 && err.contains("threshold not met"),
         "one signature of two: {err}"

@@ -5,10 +5,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{exe, or_dump, run_ok, serial};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,17 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 
-fn run(c: &LocalCluster, args: &[&str]) -> Result<String> {
-    let out = c.run(args)?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 /// `outpost agent sync --once` for the agent in `state`; its stdout.
 fn sync(c: &LocalCluster, state: &Path) -> Result<String> {
-    run(
+    run_ok(
         c,
         &[
             "agent",
@@ -85,7 +76,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
         // Enroll through node 2 only; the agent learns every member.
         let a = dir.path().join("agent-a");
         let servers: Vec<String> = c.nodes.iter().map(|n| n.api_addr.clone()).collect();
-        run(
+        run_ok(
             &c,
             &[
                 "agent",
@@ -242,7 +233,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
 
         // A second client cannot reach the first one's records with its certificate.
         let b = dir.path().join("agent-b");
-        run(
+        run_ok(
             &c,
             &[
                 "agent",
@@ -502,7 +493,7 @@ async fn agents_resume_their_tls_session_and_an_expired_certificate_cannot() {
             .to_string();
         let state = dir.path().join("agent");
         let state_arg = state.to_string_lossy().to_string();
-        run(
+        run_ok(
             &c,
             &[
                 "agent",

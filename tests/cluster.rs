@@ -7,26 +7,14 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{dump_logs, exe, serial};
+use support::{cluster, dump_logs, exe, serial};
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
-
-async fn cluster(n: usize, node_args: &[&str]) -> Result<(tempfile::TempDir, LocalCluster)> {
-    let dir = tempfile::tempdir()?;
-    let opts = LocalOptions {
-        node_args: node_args.iter().map(|s| s.to_string()).collect(),
-        log_level: "info".into(),
-        ..LocalOptions::default()
-    };
-    let c = LocalCluster::start(dir.path(), &exe(), n, opts).await?;
-    Ok((dir, c))
-}
 
 async fn with_logs<T>(c: &LocalCluster, r: Result<T>) -> T {
     match r {

@@ -13,10 +13,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial, writer};
+use support::{exe, local::keygen, local::trusting, or_dump, s, serial, writer};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -26,10 +25,6 @@ use anyhow::{Context, Result, bail};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 
 const T: Duration = Duration::from_secs(30);
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or("")
-}
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -77,16 +72,8 @@ async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     // Bundle trust, so that a channel floor exists to keep.
-    let key = root.join("signer");
-    let out = std::process::Command::new(exe())
-        .args(["bundle", "keygen", "-o", s(&key)])
-        .output()
-        .expect("keygen");
-    assert!(out.status.success(), "{}", text(&out));
-    let opts = LocalOptions {
-        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
-        ..LocalOptions::default()
-    };
+    let key = keygen(&root, "signer");
+    let opts = trusting(&key);
     let mut c = LocalCluster::start(&root.join("old"), &exe(), 3, opts)
         .await
         .expect("three-node cluster");
