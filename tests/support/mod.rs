@@ -2,7 +2,7 @@
 //! and uses the part it needs (hence `dead_code` allowed here).
 //!
 //! - this file: running one test at a time (`serial`), the built binary (`exe`), polling
-//!   with a deadline (`wait_for`), running the binary (`run_ok`, `run_exe`, `ok`), small
+//!   with a deadline (`wait_for`), running the binary (`run_ok`, `run_exe`, `ok`) or any command (`output`, `command_ok`), small
 //!   helpers (`s`, `now`, `sha256_hex`, file sizes, `status_of`, `raise_nofile`);
 //! - `local`: loopback clusters of `outpost::harness::localcluster` (one node, N nodes,
 //!   bundle-trust keys), their logs, a CA and an admin identity, a background writer;
@@ -132,6 +132,19 @@ pub fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// The stdout of a command that must succeed (a panic with its status and output if not).
+pub fn command_ok(cmd: &mut Command) -> String {
+    let o = output(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The stdout of `outpost WHAT` that must have succeeded (a panic with its stderr if not).
