@@ -19,7 +19,9 @@
 
 mod support;
 
-use support::{exe, local::trusting, or_dump, s, serial, sha256_hex};
+use support::{
+    exe, local::enroll_agent, local::keygen, local::trusting, or_dump, s, serial, sha256_hex,
+};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -83,12 +85,6 @@ fn refused_bin(bin: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stderr).to_string())
 }
 
-fn keygen(root: &Path, name: &str) -> Result<PathBuf> {
-    let key = root.join(name);
-    ok_bin(&exe(), &["bundle", "keygen", "-o", s(&key)])?;
-    Ok(key)
-}
-
 /// Writes `spec` (TOML) beside its payload files in `dir` and makes a bundle signed by `key`.
 fn bundle(dir: &Path, spec: &str, key: &Path, out: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
@@ -127,25 +123,13 @@ fn enroll(c: &LocalCluster, bin: &Path, group: &str, state: &Path) -> Result<Str
         )?
         .trim()
         .to_string();
-    ok_bin(
-        bin,
-        &[
-            "agent",
-            "enroll",
-            "--token",
-            &token,
-            "--server",
-            &c.nodes[0].api_addr,
-            "--state-dir",
-            s(state),
-        ],
-    )?;
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("agent.json"))?)?;
-    v["client_id"]
-        .as_str()
-        .map(String::from)
-        .context("no client id after enroll")
+    enroll_agent(
+        |args| ok_bin(bin, args),
+        &token,
+        &c.nodes[0].api_addr,
+        state,
+        &[],
+    )
 }
 
 fn deploy(c: &LocalCluster, what: &str) -> Result<String> {
@@ -189,7 +173,7 @@ async fn an_agent_upgrades_itself_through_a_release_deployment() {
     let _g = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
-    let key = keygen(&root, "release").expect("keygen");
+    let key = keygen(&root, "release");
     let c = LocalCluster::start(&root.join("cluster"), &exe(), 1, trusting(&key))
         .await
         .expect("cluster");
@@ -325,7 +309,7 @@ async fn an_agent_installs_bundles_without_a_node_and_reports_them_later() {
     let _g = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
-    let key = keygen(&root, "release").expect("keygen");
+    let key = keygen(&root, "release");
     let mut c = LocalCluster::start(&root.join("cluster"), &exe(), 1, trusting(&key))
         .await
         .expect("cluster");
@@ -367,7 +351,7 @@ async fn an_agent_installs_bundles_without_a_node_and_reports_them_later() {
         assert_eq!(pinned(&state)?, 1, "the trust is pinned at enrollment");
 
         // The release key is rotated by a trust bundle: the next sync pins version 2.
-        let key2 = keygen(&root, "release2")?;
+        let key2 = keygen(&root, "release2");
         let t = bundle(
             &root,
             &format!(

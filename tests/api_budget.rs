@@ -13,8 +13,8 @@
 mod support;
 
 use support::{
-    dump_logs, local::admin_identity, local::ca_pem, or_dump, raft_bytes, raise_nofile, s, serial,
-    status_of, tls::closed_by, tls::tls_from,
+    dump_logs, local::admin_identity, local::ca_pem, local::enroll_agent, or_dump, raft_bytes,
+    raise_nofile, run_ok, s, serial, status_of, tls::closed_by, tls::tls_from,
 };
 
 use std::net::SocketAddr;
@@ -89,27 +89,13 @@ fn api(c: &LocalCluster, i: usize, id: Option<&TlsIdentity>) -> ApiClient {
 /// An agent enrolled into `state` (through node 0); returns its client id and identity.
 fn enroll(c: &LocalCluster, state: &Path, host: &str) -> Result<(String, TlsIdentity)> {
     let token = c.cli(0, &["token", "create", "--kind", "client"])?;
-    let out = c.run(&[
-        "agent",
-        "enroll",
-        "--token",
+    let id = enroll_agent(
+        |args| run_ok(c, args),
         token.trim(),
-        "--server",
         &c.nodes[0].api_addr,
-        "--state-dir",
-        s(state),
-        "--hostname",
-        host,
-    ])?;
-    if !out.status.success() {
-        bail!("enroll: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("agent.json"))?)?;
-    let id = file["client_id"]
-        .as_str()
-        .context("client_id in agent.json")?
-        .to_string();
+        state,
+        &["--hostname", host],
+    )?;
     let identity = TlsIdentity::from_pem(
         &std::fs::read_to_string(state.join("client.crt"))?,
         &std::fs::read_to_string(state.join("client.key"))?,

@@ -10,9 +10,11 @@
 
 mod support;
 
-use support::{dump_logs, exe, local::keygen, local::trusting, run_ok, s, serial, sha256_hex};
+use support::{
+    dump_logs, exe, local::enroll_agent, local::keygen, local::trusting, run_ok, s, serial,
+    sha256_hex,
+};
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -26,28 +28,6 @@ const CERT_SECS: u64 = 24;
 /// A TOML basic string holding `v`.
 fn toml_string(v: &str) -> String {
     serde_json::to_string(v).expect("a string serializes")
-}
-
-fn enroll(c: &LocalCluster, token: &str, server: &str, dir: &Path) -> Result<String> {
-    let out = run_ok(
-        c,
-        &[
-            "agent",
-            "enroll",
-            "--token",
-            token,
-            "--server",
-            server,
-            "--state-dir",
-            s(dir),
-        ],
-    )?;
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("agent.json"))?)?;
-    v["client_id"]
-        .as_str()
-        .map(String::from)
-        .with_context(|| format!("no client id after enroll: {out}"))
 }
 
 async fn wait_status(
@@ -123,9 +103,9 @@ async fn deployment_reaches_agents_and_results_come_back() {
         };
         let (a, b, cc) = (root.join("a"), root.join("b"), root.join("c"));
         let c_enrolled = Instant::now();
-        let id_c = enroll(&c, &tok("")?, &c.nodes[0].api_addr, &cc)?;
-        let id_a = enroll(&c, &tok("lab")?, &c.nodes[1].api_addr, &a)?;
-        let id_b = enroll(&c, &tok("other")?, &c.nodes[2].api_addr, &b)?;
+        let id_c = enroll_agent(|args| run_ok(&c, args), &tok("")?, &c.nodes[0].api_addr, &cc, &[])?;
+        let id_a = enroll_agent(|args| run_ok(&c, args), &tok("lab")?, &c.nodes[1].api_addr, &a, &[])?;
+        let id_b = enroll_agent(|args| run_ok(&c, args), &tok("other")?, &c.nodes[2].api_addr, &b, &[])?;
 
         // `config set` of a handler is refused with the reason, on any node.
         let refused = c.run(&["config", "set", "agent.handler.artifact", "rm -rf /", "--group", "lab", "--data-dir", s(&c.nodes[1].dir)])?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 
@@ -77,6 +77,36 @@ pub async fn trusted_cluster(
     };
     let c = LocalCluster::start(&root.join(dir), &exe(), n, opts).await?;
     Ok((key, c))
+}
+
+/// `outpost agent enroll --token TOKEN --server SERVER --state-dir STATE EXTRA...` through
+/// `run` (the caller's way of running a binary: which one, with what environment); the new
+/// client's id from `STATE/agent.json`.
+pub fn enroll_agent(
+    run: impl FnOnce(&[&str]) -> Result<String>,
+    token: &str,
+    server: &str,
+    state: &Path,
+    extra: &[&str],
+) -> Result<String> {
+    let mut args = vec![
+        "agent",
+        "enroll",
+        "--token",
+        token,
+        "--server",
+        server,
+        "--state-dir",
+        s(state),
+    ];
+    args.extend(extra);
+    let out = run(&args)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("agent.json"))?)?;
+    v["client_id"]
+        .as_str()
+        .map(String::from)
+        .with_context(|| format!("no client id after enroll: {out}"))
 }
 
 /// The cluster CA's certificate (PEM) from the first node's data directory.
