@@ -38,7 +38,7 @@ fn seed_keys(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-async fn cluster(
+async fn cluster_trusting(
     root: &Path,
     n: usize,
     trust: &[PathBuf],
@@ -435,7 +435,7 @@ async fn author_import_replicate_and_refuse() {
     // The cluster trusts ka, kb and the corpus seeds 1-3, 2 signatures needed.
     let mut trust = vec![PathBuf::from(&pa), PathBuf::from(&pb)];
     trust.extend(seed_keys(root).expect("seed keys"));
-    let mut c = cluster(root, 3, &trust, 2)
+    let mut c = cluster_trusting(root, 3, &trust, 2)
         .await
         .expect("three-node cluster");
     let r = async {
@@ -587,7 +587,9 @@ async fn kill_9_mid_import_leaves_no_trace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     let trust = seed_keys(root).expect("keys");
-    let mut c = cluster(root, 1, &trust, 2).await.expect("one-node cluster");
+    let mut c = cluster_trusting(root, 1, &trust, 2)
+        .await
+        .expect("one-node cluster");
     let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
     let mut d = draft(&[("first", &big), ("second", &big[..1_500_000])]);
     d.sign(&[1, 2]);
@@ -713,7 +715,9 @@ async fn disk_full_refuses_and_keeps_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     let trust = seed_keys(root).expect("keys");
-    let mut c = cluster(root, 1, &trust, 2).await.expect("one-node cluster");
+    let mut c = cluster_trusting(root, 1, &trust, 2)
+        .await
+        .expect("one-node cluster");
     let blobs = c.nodes[0].dir.join("blobs");
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])

@@ -534,7 +534,7 @@ fn the_image_is_built_from_scratch_without_network_and_runs() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let served = wait_for(Duration::from_secs(30), || {
+    let served = holds_within(Duration::from_secs(30), || {
         let o = output(&mut as_user(&["status", "--json"]));
         o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"leader_id\": 1")
     });
@@ -657,7 +657,7 @@ fn serve_as(bin: &Path, data: &Path, uid: u32, gid: u32) {
         .stderr(log)
         .spawn()
         .unwrap();
-    let served = wait_for(Duration::from_secs(30), || {
+    let served = holds_within(Duration::from_secs(30), || {
         let o = output(
             Command::new(bin)
                 .args(["status", "--json", "--data-dir"])
@@ -761,7 +761,7 @@ impl Booted {
             .unwrap();
         let nspawn_pid = child.id();
         c.nspawn = Some(child);
-        let found = wait_for(Duration::from_secs(30), || {
+        let found = holds_within(Duration::from_secs(30), || {
             match child_named(nspawn_pid, "systemd") {
                 Some(p) => {
                     c.pid1 = p;
@@ -779,7 +779,7 @@ impl Booted {
         // systemctl reaches PID 1 once it has made its socket; then --wait blocks until the
         // boot is done.
         let mut state = String::new();
-        let booted = wait_for(Duration::from_secs(120), || {
+        let booted = holds_within(Duration::from_secs(120), || {
             state = c.sh_text("systemctl is-system-running --wait");
             matches!(state.trim(), "running" | "degraded")
         });
@@ -845,7 +845,7 @@ impl Drop for Booted {
             // SIGTERM asks systemd-nspawn to power the container off.
             // SAFETY: kill with a pid we spawned and still hold.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let done = wait_for(Duration::from_secs(60), || {
+            let done = holds_within(Duration::from_secs(60), || {
                 matches!(child.try_wait(), Ok(Some(_)))
             });
             if !done {
@@ -951,7 +951,7 @@ fn exposure(text: &str) -> f64 {
 fn stop(child: &mut Child) -> std::process::ExitStatus {
     // SAFETY: kill with a pid we spawned and still hold.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    if wait_for(Duration::from_secs(30), || {
+    if holds_within(Duration::from_secs(30), || {
         matches!(child.try_wait(), Ok(Some(_)))
     }) {
         return child.wait().unwrap();
@@ -960,7 +960,9 @@ fn stop(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+/// Whether `f` comes to hold within `limit`, polled every 200 ms; the caller asserts it with
+/// what it knows (unlike `support::wait_for`, which panics itself).
+fn holds_within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if f() {
