@@ -38,6 +38,8 @@ fn seed_keys(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// An `n`-node cluster under `ROOT/cluster` trusting the bundle keys `trust`, `threshold` of
+/// them needed per bundle.
 async fn cluster_trusting(
     root: &Path,
     n: usize,
