@@ -70,10 +70,35 @@ pub struct LocalCluster {
     pub opts: LocalOptions,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1 (bound, read, released), below the kernel's range of
+/// ephemeral ports when there is room: a node stopped and started again binds the same
+/// ports, and a port of the ephemeral range may meanwhile be the local port of any outgoing
+/// connection on the machine (a busy machine's restarts failed with "address in use").
 pub fn free_port() -> Result<u16> {
+    let low = ephemeral_low().unwrap_or(0);
+    if low > FIXED_LOW + 1_000 {
+        for _ in 0..64 {
+            let port = rand::Rng::gen_range(&mut rand::thread_rng(), FIXED_LOW..low);
+            if let Ok(l) = StdListener::bind(("127.0.0.1", port)) {
+                return Ok(l.local_addr()?.port());
+            }
+        }
+    }
     let l = StdListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Where `free_port` starts looking: above the well-known services.
+const FIXED_LOW: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range, if it can be read.
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl LocalCluster {
