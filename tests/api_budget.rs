@@ -13,8 +13,8 @@
 mod support;
 
 use support::{
-    dump_logs, local::admin_identity, local::ca_pem, local::enroll_agent, or_dump, raft_bytes,
-    raise_nofile, run_ok, s, serial, status_of, tls::closed_by, tls::tls_from,
+    local::admin_identity, local::ca_pem, local::enroll_agent, or_dump, raft_bytes, raise_nofile,
+    run_ok, s, serial, status_of, tls::closed_by, tls::tls_from,
 };
 
 use std::net::SocketAddr;
@@ -577,9 +577,6 @@ async fn an_inventory_flood_is_limited_and_bounded_on_disk() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    if r.is_err() {
-        dump_logs(&c);
-    }
     or_dump(&c, r);
 }
 

@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::{dump_logs, exe, now, ok, run_exe, s, serial};
+use support::{exe, now, ok, or_dump, run_exe, s, serial};
 
 #[path = "../offline-bundles/tests/common/mod.rs"]
 #[allow(dead_code, clippy::all)]
@@ -569,10 +569,7 @@ async fn author_import_replicate_and_refuse() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
     c.kill9(0);
 }
 
@@ -685,10 +682,7 @@ async fn kill_9_mid_import_leaves_no_trace() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 /// Unmounts on drop, also when the test panics.
@@ -748,9 +742,6 @@ async fn disk_full_refuses_and_keeps_nothing() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
     c.kill9(0);
 }

@@ -298,22 +298,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        for n in &c.nodes {
-            eprintln!(
-                "---- {} ----\n{}",
-                n.name,
-                std::fs::read_to_string(&n.log)
-                    .unwrap_or_default()
-                    .lines()
-                    .rev()
-                    .take(30)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 /// A copy of an agent's state that knows only `server`.

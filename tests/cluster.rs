@@ -9,22 +9,12 @@
 
 mod support;
 
-use support::{cluster, dump_logs, exe, serial};
+use support::{cluster, exe, or_dump, serial};
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
-
-async fn with_logs<T>(c: &LocalCluster, r: Result<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => {
-            dump_logs(c);
-            panic!("{e:#}");
-        }
-    }
-}
 
 const T: Duration = Duration::from_secs(20);
 
@@ -108,7 +98,7 @@ async fn write_via_follower_failover_and_catch_up() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +136,7 @@ async fn far_behind_node_is_brought_up_by_snapshot() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +174,7 @@ async fn restart_of_all_nodes_loses_no_acknowledged_write() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +208,7 @@ async fn at_most_five_voters_the_sixth_node_stays_a_learner() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 /// Log text without its colour codes (`ESC [ ... m`).
@@ -320,7 +310,7 @@ async fn a_killed_voter_is_auto_removed_and_the_cluster_stays_writable() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +348,7 @@ async fn auto_removal_never_leaves_fewer_than_three_voters() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 /// A write forwarded by a follower commits on the leader, whose reply is then lost (fault
@@ -399,7 +389,7 @@ async fn a_forwarded_write_whose_reply_is_lost_applies_once() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 /// One PUT /v1/config over the node's local socket with the request id `rid`; the version
@@ -450,7 +440,7 @@ async fn a_request_sent_again_by_its_client_applies_once() {
         Ok(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 /// kill -9 of the leader: its kernel closes the connections it had opened to the followers,
@@ -525,5 +515,5 @@ async fn a_killed_leader_is_replaced_by_a_fast_election() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }

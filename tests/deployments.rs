@@ -11,7 +11,7 @@
 mod support;
 
 use support::{
-    dump_logs, exe, local::enroll_agent, local::keygen, local::trusting, run_ok, s, serial,
+    exe, local::enroll_agent, local::keygen, local::trusting, or_dump, run_ok, s, serial,
     sha256_hex,
 };
 
@@ -208,8 +208,5 @@ async fn deployment_reaches_agents_and_results_come_back() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
