@@ -17,10 +17,11 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{
+    exe, local::enroll_agent, local::keygen, local::trusting, or_dump, s, serial, sha256_hex,
+};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,18 +29,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use outpost::harness::localcluster::{LocalCluster, LocalOptions};
+use outpost::harness::localcluster::LocalCluster;
 
 const T: Duration = Duration::from_secs(60);
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
 
 fn sha256_file(p: &Path) -> Result<String> {
     Ok(sha256_hex(&std::fs::read(p)?))
@@ -93,12 +85,6 @@ fn refused_bin(bin: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stderr).to_string())
 }
 
-fn keygen(root: &Path, name: &str) -> Result<PathBuf> {
-    let key = root.join(name);
-    ok_bin(&exe(), &["bundle", "keygen", "-o", s(&key)])?;
-    Ok(key)
-}
-
 /// Writes `spec` (TOML) beside its payload files in `dir` and makes a bundle signed by `key`.
 fn bundle(dir: &Path, spec: &str, key: &Path, out: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
@@ -128,14 +114,6 @@ fn release_spec(version: u64, file: &str) -> String {
     )
 }
 
-async fn cluster(root: &Path, key: &Path) -> Result<LocalCluster> {
-    let opts = LocalOptions {
-        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
-        ..LocalOptions::default()
-    };
-    LocalCluster::start(&root.join("cluster"), &exe(), 1, opts).await
-}
-
 /// Enrolls the agent in `state` with the binary `bin`; returns its client id.
 fn enroll(c: &LocalCluster, bin: &Path, group: &str, state: &Path) -> Result<String> {
     let token = c
@@ -145,25 +123,13 @@ fn enroll(c: &LocalCluster, bin: &Path, group: &str, state: &Path) -> Result<Str
         )?
         .trim()
         .to_string();
-    ok_bin(
-        bin,
-        &[
-            "agent",
-            "enroll",
-            "--token",
-            &token,
-            "--server",
-            &c.nodes[0].api_addr,
-            "--state-dir",
-            s(state),
-        ],
-    )?;
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("agent.json"))?)?;
-    v["client_id"]
-        .as_str()
-        .map(String::from)
-        .context("no client id after enroll")
+    enroll_agent(
+        |args| ok_bin(bin, args),
+        &token,
+        &c.nodes[0].api_addr,
+        state,
+        &[],
+    )
 }
 
 fn deploy(c: &LocalCluster, what: &str) -> Result<String> {
@@ -207,8 +173,10 @@ async fn an_agent_upgrades_itself_through_a_release_deployment() {
     let _g = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
-    let key = keygen(&root, "release").expect("keygen");
-    let c = cluster(&root, &key).await.expect("cluster");
+    let key = keygen(&root, "release");
+    let c = LocalCluster::start(&root.join("cluster"), &exe(), 1, trusting(&key))
+        .await
+        .expect("cluster");
     let r = async {
         // The agent runs from its own copy of the binary.
         let original = std::fs::read(exe())?;
@@ -341,8 +309,10 @@ async fn an_agent_installs_bundles_without_a_node_and_reports_them_later() {
     let _g = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
-    let key = keygen(&root, "release").expect("keygen");
-    let mut c = cluster(&root, &key).await.expect("cluster");
+    let key = keygen(&root, "release");
+    let mut c = LocalCluster::start(&root.join("cluster"), &exe(), 1, trusting(&key))
+        .await
+        .expect("cluster");
     let r = async {
         let original = std::fs::read(exe())?;
         let bin = root.join("agentbin/outpost");
@@ -381,7 +351,7 @@ async fn an_agent_installs_bundles_without_a_node_and_reports_them_later() {
         assert_eq!(pinned(&state)?, 1, "the trust is pinned at enrollment");
 
         // The release key is rotated by a trust bundle: the next sync pins version 2.
-        let key2 = keygen(&root, "release2")?;
+        let key2 = keygen(&root, "release2");
         let t = bundle(
             &root,
             &format!(
@@ -462,7 +432,7 @@ async fn an_agent_installs_bundles_without_a_node_and_reports_them_later() {
         assert_eq!(status["channels"]["agent"], 5, "{status}");
 
         // The cluster is back: one sync, and the results are facts on the cluster.
-        c.serve(0)?;
+        c.serve(0).await?;
         c.wait_ready(0, T).await?;
         let synced = ok_bin(&bin, &["agent", "sync", "--once", "--state-dir", s(&state)])?;
         assert!(synced.contains("inventory uploaded"), "{synced}");

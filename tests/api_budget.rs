@@ -10,10 +10,12 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{dump_logs, or_dump, serial};
+use support::{
+    local::admin_identity, local::ca_pem, local::enroll_agent, or_dump, raft_bytes, raise_nofile,
+    run_ok, s, serial, status_of, tls::closed_by, tls::tls_from,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,39 +26,16 @@ use anyhow::{Context, Result, bail};
 use hyper::Method;
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use outpost::shared::client::{ApiClient, ApiFailure, Endpoint};
-use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
+use outpost_certs::TlsIdentity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{Instant, timeout, timeout_at};
-use tokio_rustls::client::TlsStream;
+use tokio::time::{Instant, timeout};
 
 const T: Duration = Duration::from_secs(30);
 
 fn exe() -> PathBuf {
     std::env::var_os("OUTPOST_BUDGET_EXE")
         .map(PathBuf::from)
-        .unwrap_or_else(local::exe)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-fn ca_pem(c: &LocalCluster) -> String {
-    std::fs::read_to_string(c.nodes[0].dir.join("ca.crt")).expect("ca.crt")
-}
-
-fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-/// raft.db with its WAL: what a Raft write would grow.
-fn raft_bytes(dir: &Path) -> u64 {
-    file_len(&dir.join("raft.db")) + file_len(&dir.join("raft.db-wal"))
-}
-
-fn status_of(e: &anyhow::Error) -> Option<u16> {
-    e.downcast_ref::<ApiFailure>().map(|f| f.status.as_u16())
+        .unwrap_or_else(support::exe)
 }
 
 /// The pid of node `i`'s `serve` process, found by its data directory in /proc.
@@ -93,29 +72,6 @@ fn fds(c: &LocalCluster, i: usize) -> usize {
         .map_or(0, |d| d.count())
 }
 
-/// Raises this process's open-file limit to `want` (bounded by the hard limit, which root
-/// may raise too); node processes started afterwards inherit it.
-fn raise_nofile(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur >= want {
-            return;
-        }
-        let new = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: lim.rlim_max.max(want),
-        };
-        libc::setrlimit(libc::RLIMIT_NOFILE, &new);
-    }
-}
-
 fn tls_config(c: &LocalCluster, id: Option<&TlsIdentity>) -> Arc<rustls::ClientConfig> {
     outpost_certs::client_config(&ca_pem(c), id, &[b"http/1.1"]).expect("tls config")
 }
@@ -130,45 +86,16 @@ fn api(c: &LocalCluster, i: usize, id: Option<&TlsIdentity>) -> ApiClient {
     api
 }
 
-fn admin_identity(c: &LocalCluster) -> TlsIdentity {
-    let dir = &c.nodes[0].dir;
-    let pem = ca_pem(c);
-    let ca = CertAuthority::from_pem(
-        &pem,
-        &std::fs::read_to_string(dir.join("ca.key")).expect("ca.key"),
-    )
-    .expect("the cluster CA");
-    let now = outpost_raft::now_ms() / 1000;
-    let (cert, key) = ca
-        .issue_with_new_key(&Role::Admin("ops".into()), &Validity::days_from(now, 1))
-        .expect("an admin certificate");
-    TlsIdentity::from_pem(&cert, &key, &pem).expect("admin identity")
-}
-
 /// An agent enrolled into `state` (through node 0); returns its client id and identity.
 fn enroll(c: &LocalCluster, state: &Path, host: &str) -> Result<(String, TlsIdentity)> {
     let token = c.cli(0, &["token", "create", "--kind", "client"])?;
-    let out = c.run(&[
-        "agent",
-        "enroll",
-        "--token",
+    let id = enroll_agent(
+        |args| run_ok(c, args),
         token.trim(),
-        "--server",
         &c.nodes[0].api_addr,
-        "--state-dir",
-        s(state),
-        "--hostname",
-        host,
-    ])?;
-    if !out.status.success() {
-        bail!("enroll: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("agent.json"))?)?;
-    let id = file["client_id"]
-        .as_str()
-        .context("client_id in agent.json")?
-        .to_string();
+        state,
+        &["--hostname", host],
+    )?;
     let identity = TlsIdentity::from_pem(
         &std::fs::read_to_string(state.join("client.crt"))?,
         &std::fs::read_to_string(state.join("client.key"))?,
@@ -195,37 +122,6 @@ async fn metric(admin: &ApiClient, line_prefix: &str) -> Result<u64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0))
-}
-
-async fn connect_from(src: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((src, 0)))?;
-    socket.connect(to).await
-}
-
-async fn tls_from(
-    src: [u8; 4],
-    to: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<TlsStream<TcpStream>> {
-    let tcp = connect_from(src, to).await?;
-    let name = rustls::pki_types::ServerName::try_from(outpost_certs::ANY_NODE_SERVER_NAME)?;
-    Ok(tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await?)
-}
-
-/// True when the server closed `s` before `deadline`; false if it was still open then. Any
-/// bytes the server sends first (a refusal) are read and skipped.
-async fn closed_by(mut s: TlsStream<TcpStream>, deadline: Instant) -> bool {
-    let mut buf = [0u8; 1024];
-    loop {
-        match timeout_at(deadline, s.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-        }
-    }
 }
 
 /// Posts `body_len` bytes (declared in Content-Length) to `path` over a fresh anonymous TLS
@@ -404,7 +300,7 @@ async fn anonymous_big_bodies_are_refused_unread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_and_single_certificates_cannot_hold_the_pool() {
     let _g = serial();
-    raise_nofile(20_000);
+    raise_nofile(20_000).expect("RLIMIT_NOFILE");
     let dir = tempfile::tempdir().expect("tempdir");
     let c = LocalCluster::start(dir.path(), &exe(), 1, LocalOptions::default())
         .await
@@ -472,7 +368,7 @@ async fn revoked_and_single_certificates_cannot_hold_the_pool() {
         // 5 s for a refused identity, 10 s anonymous idle; 30 s leaves slack.
         let deadline = Instant::now() + Duration::from_secs(30);
         let opened = held.len();
-        let closed = futures::future::join_all(held.into_iter().map(|h| closed_by(h, deadline)))
+        let closed = futures::future::join_all(held.into_iter().map(|mut h| async move { closed_by(&mut h, deadline).await }))
             .await
             .into_iter()
             .filter(|c| *c)
@@ -504,7 +400,7 @@ async fn revoked_and_single_certificates_cannot_hold_the_pool() {
         let conns: Vec<_> = conns.into_iter().filter_map(|r| r.ok()?.ok()).collect();
         // Those over the cap are closed at once; the 16 within it stay (idle timeout 60 s).
         let soon = Instant::now() + Duration::from_secs(5);
-        let closed = futures::future::join_all(conns.into_iter().map(|h| closed_by(h, soon)))
+        let closed = futures::future::join_all(conns.into_iter().map(|mut h| async move { closed_by(&mut h, soon).await }))
             .await
             .into_iter()
             .filter(|c| *c)
@@ -681,9 +577,6 @@ async fn an_inventory_flood_is_limited_and_bounded_on_disk() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    if r.is_err() {
-        dump_logs(&c);
-    }
     or_dump(&c, r);
 }
 

@@ -5,10 +5,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{exe, or_dump, serial};
 
 use std::time::Duration;
 
@@ -59,7 +58,7 @@ async fn audit_verify_agrees_then_names_an_altered_record() {
             let n = db.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 3", [])?;
             assert_eq!(n, 1);
         }
-        c.serve(2)?;
+        c.serve(2).await?;
         c.wait_ready(2, T).await?;
 
         let (ok, out, err) = verify(&c, 2)?;

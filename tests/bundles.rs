@@ -7,10 +7,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{dump_logs, exe, serial};
+use support::{exe, now, ok, or_dump, run_exe, s, serial};
 
 #[path = "../offline-bundles/tests/common/mod.rs"]
 #[allow(dead_code, clippy::all)]
@@ -28,10 +27,6 @@ use outpost_bundles::{MANIFEST_NAME, PAYLOAD_PREFIX, PayloadEntry, PayloadKind};
 
 const T: Duration = Duration::from_secs(30);
 
-fn now() -> i64 {
-    outpost_raft::now_ms() / 1000
-}
-
 /// Writes the public key files of test seeds 1..=3 into `dir`.
 fn seed_keys(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -43,33 +38,9 @@ fn seed_keys(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn run(args: &[&str]) -> Result<(bool, String, String)> {
-    let out = Command::new(exe())
-        .args(args)
-        .stdin(Stdio::null())
-        .env("RUST_LOG", "warn")
-        .output()
-        .with_context(|| format!("running outpost {}", args.join(" ")))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    ))
-}
-
-fn ok(args: &[&str]) -> Result<String> {
-    let (good, stdout, stderr) = run(args)?;
-    if !good {
-        bail!("outpost {} failed: {stderr}", args.join(" "));
-    }
-    Ok(stdout)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-async fn cluster(
+/// An `n`-node cluster under `ROOT/cluster` trusting the bundle keys `trust`, `threshold` of
+/// them needed per bundle.
+async fn cluster_trusting(
     root: &Path,
     n: usize,
     trust: &[PathBuf],
@@ -132,7 +103,7 @@ fn bundle_ids(v: &serde_json::Value) -> Vec<String> {
 
 /// Imports `file` through node `i`; returns (success, stdout, stderr).
 fn import(c: &LocalCluster, i: usize, file: &Path) -> Result<(bool, String, String)> {
-    run(&[
+    run_exe(&[
         "bundle",
         "import",
         s(file),
@@ -450,7 +421,7 @@ async fn author_import_replicate_and_refuse() {
         "--threshold",
         "2",
     ];
-    let (good2, _, err) = run(&verify2).expect("verify");
+    let (good2, _, err) = run_exe(&verify2).expect("verify");
     assert!(
         !good2 && err.contains("threshold not met"),
         "one signature of two: {err}"
@@ -466,7 +437,7 @@ async fn author_import_replicate_and_refuse() {
     // The cluster trusts ka, kb and the corpus seeds 1-3, 2 signatures needed.
     let mut trust = vec![PathBuf::from(&pa), PathBuf::from(&pb)];
     trust.extend(seed_keys(root).expect("seed keys"));
-    let mut c = cluster(root, 3, &trust, 2)
+    let mut c = cluster_trusting(root, 3, &trust, 2)
         .await
         .expect("three-node cluster");
     let r = async {
@@ -598,10 +569,7 @@ async fn author_import_replicate_and_refuse() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
     c.kill9(0);
 }
 
@@ -618,7 +586,9 @@ async fn kill_9_mid_import_leaves_no_trace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     let trust = seed_keys(root).expect("keys");
-    let mut c = cluster(root, 1, &trust, 2).await.expect("one-node cluster");
+    let mut c = cluster_trusting(root, 1, &trust, 2)
+        .await
+        .expect("one-node cluster");
     let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
     let mut d = draft(&[("first", &big), ("second", &big[..1_500_000])]);
     d.sign(&[1, 2]);
@@ -686,7 +656,7 @@ async fn kill_9_mid_import_leaves_no_trace() {
             let _ = child.wait();
             let _ = feeder.join();
             c.kill9(0);
-            c.serve(0)?;
+            c.serve(0).await?;
             c.wait_ready(0, T).await?;
             let files = store_files(&c.nodes[0].dir);
             assert!(
@@ -712,10 +682,7 @@ async fn kill_9_mid_import_leaves_no_trace() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 /// Unmounts on drop, also when the test panics.
@@ -744,7 +711,9 @@ async fn disk_full_refuses_and_keeps_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     let trust = seed_keys(root).expect("keys");
-    let mut c = cluster(root, 1, &trust, 2).await.expect("one-node cluster");
+    let mut c = cluster_trusting(root, 1, &trust, 2)
+        .await
+        .expect("one-node cluster");
     let blobs = c.nodes[0].dir.join("blobs");
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
@@ -773,9 +742,6 @@ async fn disk_full_refuses_and_keeps_nothing() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
     c.kill9(0);
 }

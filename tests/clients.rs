@@ -5,10 +5,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{exe, or_dump, run_ok, serial};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,17 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 
-fn run(c: &LocalCluster, args: &[&str]) -> Result<String> {
-    let out = c.run(args)?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 /// `outpost agent sync --once` for the agent in `state`; its stdout.
 fn sync(c: &LocalCluster, state: &Path) -> Result<String> {
-    run(
+    run_ok(
         c,
         &[
             "agent",
@@ -85,7 +76,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
         // Enroll through node 2 only; the agent learns every member.
         let a = dir.path().join("agent-a");
         let servers: Vec<String> = c.nodes.iter().map(|n| n.api_addr.clone()).collect();
-        run(
+        run_ok(
             &c,
             &[
                 "agent",
@@ -215,7 +206,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
         c.kill9(i);
         let out = sync(&c, &a)?;
         assert!(!out.contains(&first), "synced with the dead node? {out}");
-        c.serve(i)?;
+        c.serve(i).await?;
         c.wait_ready(i, Duration::from_secs(20)).await?;
 
         // Listing shows it; last seen arrives within a few flushes.
@@ -242,7 +233,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
 
         // A second client cannot reach the first one's records with its certificate.
         let b = dir.path().join("agent-b");
-        run(
+        run_ok(
             &c,
             &[
                 "agent",
@@ -307,22 +298,7 @@ async fn agents_enroll_sync_fail_over_and_are_revoked_everywhere() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        for n in &c.nodes {
-            eprintln!(
-                "---- {} ----\n{}",
-                n.name,
-                std::fs::read_to_string(&n.log)
-                    .unwrap_or_default()
-                    .lines()
-                    .rev()
-                    .take(30)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }
 
 /// A copy of an agent's state that knows only `server`.
@@ -502,7 +478,7 @@ async fn agents_resume_their_tls_session_and_an_expired_certificate_cannot() {
             .to_string();
         let state = dir.path().join("agent");
         let state_arg = state.to_string_lossy().to_string();
-        run(
+        run_ok(
             &c,
             &[
                 "agent",

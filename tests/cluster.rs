@@ -7,36 +7,14 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{dump_logs, exe, serial};
+use support::{cluster, exe, or_dump, serial};
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
-
-async fn cluster(n: usize, node_args: &[&str]) -> Result<(tempfile::TempDir, LocalCluster)> {
-    let dir = tempfile::tempdir()?;
-    let opts = LocalOptions {
-        node_args: node_args.iter().map(|s| s.to_string()).collect(),
-        log_level: "info".into(),
-        ..LocalOptions::default()
-    };
-    let c = LocalCluster::start(dir.path(), &exe(), n, opts).await?;
-    Ok((dir, c))
-}
-
-async fn with_logs<T>(c: &LocalCluster, r: Result<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => {
-            dump_logs(c);
-            panic!("{e:#}");
-        }
-    }
-}
 
 const T: Duration = Duration::from_secs(20);
 
@@ -75,7 +53,7 @@ async fn write_via_follower_failover_and_catch_up() {
         );
 
         // The killed node comes back and catches up, including what it missed.
-        c.serve(leader)?;
+        c.serve(leader).await?;
         let applied = c.status(survivor).await?.applied_index;
         c.wait_for(leader, T, "caught up", |s| s.applied_index >= applied)
             .await?;
@@ -120,7 +98,7 @@ async fn write_via_follower_failover_and_catch_up() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +121,7 @@ async fn far_behind_node_is_brought_up_by_snapshot() {
         let s = c.status(writer).await?;
         let snap = s.snapshot_index.context("the writer built no snapshot")?;
         assert!(snap > 20, "snapshot index {snap}");
-        c.serve(lagging)?;
+        c.serve(lagging).await?;
         let applied = s.applied_index;
         let back = c
             .wait_for(lagging, T, "caught up", |s| s.applied_index >= applied)
@@ -158,7 +136,7 @@ async fn far_behind_node_is_brought_up_by_snapshot() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,13 +163,10 @@ async fn restart_of_all_nodes_loses_no_acknowledged_write() {
             c.kill9(i);
         }
         for i in 0..3 {
-            c.serve(i)?;
+            c.serve(i).await?;
         }
+        // `serve` returned once each node answered on its socket and API port.
         c.leader(T).await?;
-        // Each node serving again (a leader can be up before a slow node binds its socket).
-        for i in 0..3 {
-            c.wait_for(i, T, "serving again", |_| true).await?;
-        }
         for (i, (k, v)) in acked.iter().enumerate() {
             let got = c.cli(i % 3, &["config", "get", k, "--linearizable"])?;
             assert_eq!(got.trim(), v, "acknowledged write {k} after restart");
@@ -199,7 +174,7 @@ async fn restart_of_all_nodes_loses_no_acknowledged_write() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +183,7 @@ async fn at_most_five_voters_the_sixth_node_stays_a_learner() {
     let (_dir, mut c) = cluster(5, &[]).await.expect("five voters");
     let r = async {
         let i = c.join_node()?;
-        c.serve(i)?;
+        c.serve(i).await?;
         let s = c
             .wait_for(0, T, "six members", |s| {
                 s.members.len() == 6 && s.members.iter().filter(|m| m.voter).count() == 5
@@ -220,8 +195,8 @@ async fn at_most_five_voters_the_sixth_node_stays_a_learner() {
             .find(|m| m.api_addr == c.nodes[i].api_addr)
             .context("sixth member")?;
         assert!(!sixth.voter, "the sixth node became a voter: {s:?}");
-        // The members' list names the sixth node once it joined, maybe before its own process
-        // answers on its socket: wait for that, on a loaded machine it takes a while.
+        // `serve` returned once the sixth node answered; a linearizable read on it needs it
+        // to know the leader as well.
         c.wait_ready(i, T).await?;
         // A learner still serves reads of everything committed.
         c.cli(0, &["config", "set", "seen.by.learner", "yes"])?;
@@ -233,7 +208,7 @@ async fn at_most_five_voters_the_sixth_node_stays_a_learner() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 /// Log text without its colour codes (`ESC [ ... m`).
@@ -335,7 +310,7 @@ async fn a_killed_voter_is_auto_removed_and_the_cluster_stays_writable() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +348,7 @@ async fn auto_removal_never_leaves_fewer_than_three_voters() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 /// A write forwarded by a follower commits on the leader, whose reply is then lost (fault
@@ -414,7 +389,7 @@ async fn a_forwarded_write_whose_reply_is_lost_applies_once() {
         Ok::<(), anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 /// One PUT /v1/config over the node's local socket with the request id `rid`; the version
@@ -465,7 +440,7 @@ async fn a_request_sent_again_by_its_client_applies_once() {
         Ok(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }
 
 /// kill -9 of the leader: its kernel closes the connections it had opened to the followers,
@@ -489,7 +464,7 @@ async fn a_killed_leader_is_replaced_by_a_fast_election() {
         let follower = (leader + 1) % 3;
         c.kill9(follower);
         c.cli(leader, &["config", "set", "while.follower.down", "yes"])?;
-        c.serve(follower)?;
+        c.serve(follower).await?;
         let applied = c.status(leader).await?.applied_index;
         c.wait_for(follower, T, "caught up", |s| s.applied_index >= applied)
             .await?;
@@ -540,5 +515,5 @@ async fn a_killed_leader_is_replaced_by_a_fast_election() {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    with_logs(&c, r).await;
+    or_dump(&c, r);
 }

@@ -14,10 +14,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{exe, local::trusting, or_dump, run_ok, serial};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fantoccini::{Client, ClientBuilder, Locator};
-use outpost::harness::localcluster::{LocalCluster, LocalOptions, free_port};
+use outpost::harness::localcluster::{LocalCluster, free_port};
 
 const T: Duration = Duration::from_secs(30);
 const HOST: &str = "any.node.outpost";
@@ -194,18 +193,6 @@ fn url(c: &LocalCluster, i: usize, path: &str) -> String {
     format!("https://{HOST}:{port}{path}")
 }
 
-fn run_ok(c: &LocalCluster, args: &[&str]) -> Result<String> {
-    let out = c.run(args)?;
-    if !out.status.success() {
-        bail!(
-            "outpost {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// One signed bundle: an artifact whose handler fails (so the deployments page has a
 /// failure to show) and the lab group's handler and settings.
 fn make_bundle(c: &LocalCluster, root: &Path, key: &Path) -> Result<PathBuf> {
@@ -259,10 +246,7 @@ async fn console_in_a_real_browser() {
     let root = dir.path().to_path_buf();
     let key = root.join("release");
     outpost_bundles::keygen(&key).expect("keygen");
-    let opts = LocalOptions {
-        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
-        ..LocalOptions::default()
-    };
+    let opts = trusting(&key);
     let c = LocalCluster::start(&root.join("cluster"), &exe(), 3, opts)
         .await
         .expect("three-node cluster");

@@ -7,10 +7,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{exe, or_dump, serial};
 
 use anyhow::{Context, Result};
 use hyper::Method;

@@ -1,10 +1,9 @@
 //! `outpost demo --exit`, the README's one command, through the real binary: it forms a
 //! cluster, imports a signed bundle, enrolls an agent and installs the deployment.
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, serial};
+use support::{exe, serial};
 
 use std::time::{Duration, Instant};
 

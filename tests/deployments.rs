@@ -8,12 +8,13 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{dump_logs, exe, serial};
+use support::{
+    exe, local::enroll_agent, local::keygen, local::trusting, or_dump, run_ok, s, serial,
+    sha256_hex,
+};
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -24,52 +25,9 @@ const T: Duration = Duration::from_secs(30);
 /// Client certificates of this test's nodes live this long (renewal after two thirds).
 const CERT_SECS: u64 = 24;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-fn run(c: &LocalCluster, args: &[&str]) -> Result<String> {
-    let out = c.run(args)?;
-    if !out.status.success() {
-        bail!(
-            "outpost {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 /// A TOML basic string holding `v`.
 fn toml_string(v: &str) -> String {
     serde_json::to_string(v).expect("a string serializes")
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-fn enroll(c: &LocalCluster, token: &str, server: &str, dir: &Path) -> Result<String> {
-    let out = run(
-        c,
-        &[
-            "agent",
-            "enroll",
-            "--token",
-            token,
-            "--server",
-            server,
-            "--state-dir",
-            s(dir),
-        ],
-    )?;
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("agent.json"))?)?;
-    v["client_id"]
-        .as_str()
-        .map(String::from)
-        .with_context(|| format!("no client id after enroll: {out}"))
 }
 
 async fn wait_status(
@@ -100,16 +58,10 @@ async fn deployment_reaches_agents_and_results_come_back() {
     let _g = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
-    let key = root.join("release");
-    let out = std::process::Command::new(exe())
-        .args(["bundle", "keygen", "-o", s(&key)])
-        .output()
-        .expect("keygen");
-    assert!(out.status.success());
+    let key = keygen(&root, "release");
     let opts = LocalOptions {
-        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
         env: vec![("OUTPOST_CLIENT_CERT_SECS".into(), CERT_SECS.to_string())],
-        ..LocalOptions::default()
+        ..trusting(&key)
     };
     let c = LocalCluster::start(&root.join("cluster"), &exe(), 3, opts)
         .await
@@ -138,7 +90,7 @@ async fn deployment_reaches_agents_and_results_come_back() {
             "channel = \"site\"\nversion = 1\n[[payload]]\npath = \"tool.bin\"\nkind = \"artifact\"\nname = \"tool\"\n[[payload]]\npath = \"secret.bin\"\nkind = \"artifact\"\nname = \"secret\"\n[[payload]]\npath = \"handlers.toml\"\nkind = \"config\"\nname = \"handlers\"\n",
         )?;
         let bundle = root.join("b.obundle");
-        run(&c, &["bundle", "create", "--spec", s(&root.join("spec.toml")), "--key", s(&key), "-o", s(&bundle)])?;
+        run_ok(&c, &["bundle", "create", "--spec", s(&root.join("spec.toml")), "--key", s(&key), "-o", s(&bundle)])?;
         c.cli(0, &["bundle", "import", s(&bundle)])?;
 
         // Agents: A in lab, B in other, C (no group) for renewal.
@@ -151,9 +103,9 @@ async fn deployment_reaches_agents_and_results_come_back() {
         };
         let (a, b, cc) = (root.join("a"), root.join("b"), root.join("c"));
         let c_enrolled = Instant::now();
-        let id_c = enroll(&c, &tok("")?, &c.nodes[0].api_addr, &cc)?;
-        let id_a = enroll(&c, &tok("lab")?, &c.nodes[1].api_addr, &a)?;
-        let id_b = enroll(&c, &tok("other")?, &c.nodes[2].api_addr, &b)?;
+        let id_c = enroll_agent(|args| run_ok(&c, args), &tok("")?, &c.nodes[0].api_addr, &cc, &[])?;
+        let id_a = enroll_agent(|args| run_ok(&c, args), &tok("lab")?, &c.nodes[1].api_addr, &a, &[])?;
+        let id_b = enroll_agent(|args| run_ok(&c, args), &tok("other")?, &c.nodes[2].api_addr, &b, &[])?;
 
         // `config set` of a handler is refused with the reason, on any node.
         let refused = c.run(&["config", "set", "agent.handler.artifact", "rm -rf /", "--group", "lab", "--data-dir", s(&c.nodes[1].dir)])?;
@@ -169,7 +121,7 @@ async fn deployment_reaches_agents_and_results_come_back() {
         let sha = sha256_hex(&tool);
         std::fs::create_dir_all(a.join("artifacts/partial"))?;
         std::fs::write(a.join("artifacts/partial").join(&sha), &tool[..1000])?;
-        let synced = run(&c, &["agent", "sync", "--once", "--state-dir", s(&a)])?;
+        let synced = run_ok(&c, &["agent", "sync", "--once", "--state-dir", s(&a)])?;
         assert!(synced.contains(&format!("deployment {d1} tool@1: installed")), "{synced}");
         let recorded = std::fs::read_to_string(&marker)?;
         assert!(recorded.contains(&sha) && recorded.contains(&format!("tool@1 {d1}")), "{recorded}");
@@ -180,13 +132,13 @@ async fn deployment_reaches_agents_and_results_come_back() {
             assert_eq!(r["status"], "installed", "node {i}: {r}");
         }
         // Installed once: the next sync does not run it again.
-        let again = run(&c, &["agent", "sync", "--once", "--state-dir", s(&a)])?;
+        let again = run_ok(&c, &["agent", "sync", "--once", "--state-dir", s(&a)])?;
         assert!(!again.contains("deployment "), "{again}");
 
         // A failing handler reports failed with its exit code and stderr.
         let d2 = c.cli(0, &["deployment", "create", "--artifact", "tool", "--group", "other", "--id", "d-other"])?;
         assert!(d2.starts_with("d-other"));
-        let synced = run(&c, &["agent", "sync", "--once", "--state-dir", s(&b)])?;
+        let synced = run_ok(&c, &["agent", "sync", "--once", "--state-dir", s(&b)])?;
         assert!(synced.contains("failed"), "{synced}");
         let r = wait_status(&c, 0, "d-other", &id_b).await?;
         assert_eq!(r["status"], "failed");
@@ -230,7 +182,7 @@ async fn deployment_reaches_agents_and_results_come_back() {
             let v: serde_json::Value = serde_json::from_str(&c.cli(0, &["client", "show", &id_c, "--json"])?)?;
             v["cert_serial"].as_str().unwrap_or_default().to_string()
         };
-        let synced = run(&c, &["agent", "sync", "--once", "--state-dir", s(&cc)])?;
+        let synced = run_ok(&c, &["agent", "sync", "--once", "--state-dir", s(&cc)])?;
         let new_serial = synced
             .lines()
             .find_map(|l| l.strip_prefix("certificate renewed: serial "))
@@ -250,14 +202,11 @@ async fn deployment_reaches_agents_and_results_come_back() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // The new pair works.
-        let synced = run(&c, &["agent", "sync", "--once", "--state-dir", s(&cc)])?;
+        let synced = run_ok(&c, &["agent", "sync", "--once", "--state-dir", s(&cc)])?;
         assert!(synced.starts_with("synced with"), "{synced}");
         assert!(!cc.join("client.crt.new").exists());
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Err(e) = r {
-        dump_logs(&c);
-        panic!("{e:#}");
-    }
+    or_dump(&c, r);
 }

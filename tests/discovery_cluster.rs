@@ -3,30 +3,18 @@
 //! the site's namespaces. Without root the tests print why and return (and fail when `CI` is
 //! set, see the harness). Tests in this file run one at a time.
 
-#[path = "support/netns.rs"]
-mod netns;
+mod support;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use netns::{Host, Site};
 use outpost::shared::token::Token;
 use outpost_discovery::{Discovery, DiscoveryConfig};
 use serde_json::Value;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-const EXE: &str = env!("CARGO_BIN_EXE_outpost");
-const API_PORT: u16 = 7443;
-const PEER_PORT: u16 = 7444;
-const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+use support::netns::{Host, Site};
+use support::site::{API_PORT, PEER_PORT, run_on, spawn_serve, tail, wait_answers};
+use support::{serial, stdout_of, wait_for};
 
 /// One node: a host of the site and a data directory.
 struct Node<'a> {
@@ -72,18 +60,10 @@ impl<'a> Node<'a> {
         ]
     }
 
+    /// Starts `serve` on the node's host; returns once it answers on its socket and API port.
     fn serve(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open log");
-        let mut cmd = self.host.command(EXE);
-        cmd.args(["serve", "--data-dir", self.dir()])
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log);
-        self.pid = Some(self.host.spawn(cmd).expect("spawn serve"));
+        self.pid = Some(spawn_serve(self.host, self.dir(), &self.log, "info"));
+        wait_answers(self.host, &self.dir, &self.name);
     }
 
     fn stop(&mut self) {
@@ -98,14 +78,14 @@ impl<'a> Node<'a> {
     fn cli(&self, args: &[&str]) -> String {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--data-dir", self.dir()]);
-        ok(
-            run(self.host, &all),
+        stdout_of(
+            &run_on(self.host, &all),
             &format!("{} on {}", args.join(" "), self.name),
         )
     }
 
     fn status(&self) -> Option<Value> {
-        let out = run(self.host, &["status", "--json", "--data-dir", self.dir()]);
+        let out = run_on(self.host, &["status", "--json", "--data-dir", self.dir()]);
         if !out.status.success() {
             return None;
         }
@@ -113,39 +93,7 @@ impl<'a> Node<'a> {
     }
 
     fn logs(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-fn run(host: &Host, args: &[&str]) -> Output {
-    let mut cmd = host.command(EXE);
-    cmd.args(args).env("RUST_LOG", "warn");
-    host.run(cmd, CMD_TIMEOUT).expect("run outpost")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "outpost {what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, or panics naming `what` at `timeout`.
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        tail(&self.log, 30)
     }
 }
 
@@ -183,7 +131,7 @@ fn write_then_read(via: &Node, readers: &[&Node], key: &str, value: &str) {
             Duration::from_secs(15),
             &format!("{} reads {key}={value}", r.name),
             || {
-                let out = run(r.host, &["config", "get", key, "--data-dir", r.dir()]);
+                let out = run_on(r.host, &["config", "get", key, "--data-dir", r.dir()]);
                 (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == value)
                     .then_some(())
             },
@@ -194,12 +142,12 @@ fn write_then_read(via: &Node, readers: &[&Node], key: &str, value: &str) {
 fn discover_json(host: &Host, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["discover", "--json", "--timeout", "3s"];
     args.extend(extra);
-    let out = ok(run(host, &args), "discover");
+    let out = stdout_of(&run_on(host, &args), "discover");
     serde_json::from_str::<Vec<Value>>(&out).expect("discover --json is an array")
 }
 
 fn node_row(n: &Node, id: u64) -> Option<Value> {
-    let out = run(n.host, &["node", "list", "--json", "--data-dir", n.dir()]);
+    let out = run_on(n.host, &["node", "list", "--json", "--data-dir", n.dir()]);
     if !out.status.success() {
         return None;
     }
@@ -232,13 +180,15 @@ fn mdns_cluster_forms_lists_readdresses_and_ignores_another_cluster() {
     let mut args = vec!["init".to_string()];
     args.extend(other.addr_args());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (_, other_cluster) = addressless_node_token(&ok(run(other.host, &refs), "init b1"));
+    let (_, other_cluster) =
+        addressless_node_token(&stdout_of(&run_on(other.host, &refs), "init b1"));
     other.serve();
 
     let mut args = vec!["init".to_string()];
     args.extend(nodes[0].addr_args());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (token, cluster) = addressless_node_token(&ok(run(nodes[0].host, &refs), "init a1"));
+    let (token, cluster) =
+        addressless_node_token(&stdout_of(&run_on(nodes[0].host, &refs), "init a1"));
     assert_ne!(cluster, other_cluster);
     nodes[0].serve();
     wait_for(Duration::from_secs(20), "a1 has a leader", || {
@@ -256,7 +206,7 @@ fn mdns_cluster_forms_lists_readdresses_and_ignores_another_cluster() {
             "10s".into(),
         ]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = ok(run(n.host, &refs), &format!("join {}", n.name));
+        let out = stdout_of(&run_on(n.host, &refs), &format!("join {}", n.name));
         assert!(out.contains(&cluster), "{out}");
         n.serve();
     }
@@ -416,7 +366,7 @@ fn static_peer_list_alone_with_mdns_off() {
     args.extend(a.addr_args());
     args.push("--no-mdns".into());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (token, cluster) = addressless_node_token(&ok(run(a.host, &refs), "init s1"));
+    let (token, cluster) = addressless_node_token(&stdout_of(&run_on(a.host, &refs), "init s1"));
     a.serve();
     wait_for(Duration::from_secs(20), "s1 has a leader", || {
         (voters(&a) == 1).then_some(())
@@ -433,7 +383,7 @@ fn static_peer_list_alone_with_mdns_off() {
         token,
     ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = ok(run(b.host, &refs), "join s2");
+    let out = stdout_of(&run_on(b.host, &refs), "join s2");
     assert!(out.contains(&cluster), "{out}");
     let toml = std::fs::read_to_string(b.dir.join("node.toml")).expect("node.toml");
     assert!(toml.contains("mdns = false"), "{toml}");
@@ -452,7 +402,7 @@ fn static_peer_list_alone_with_mdns_off() {
     );
     // Without mDNS and with nothing to contact, join says what it tried.
     let c_dir = tmp.path().join("s3");
-    let out = run(
+    let out = run_on(
         b.host,
         &[
             "join",
@@ -496,7 +446,7 @@ fn agent_enrolls_through_mdns() {
     let mut args = vec!["init".to_string()];
     args.extend(n.addr_args());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(run(n.host, &refs), "init g1");
+    stdout_of(&run_on(n.host, &refs), "init g1");
     n.serve();
     wait_for(Duration::from_secs(20), "g1 has a leader", || {
         (voters(&n) == 1).then_some(())
@@ -506,8 +456,8 @@ fn agent_enrolls_through_mdns() {
     token.addrs.clear();
     let state = tmp.path().join("agent");
     let state = state.to_str().expect("utf-8");
-    let out = ok(
-        run(
+    let out = stdout_of(
+        &run_on(
             site.host(1),
             &[
                 "agent",
@@ -523,8 +473,8 @@ fn agent_enrolls_through_mdns() {
         "agent enroll",
     );
     assert!(out.contains(&token.cluster_id), "{out}");
-    let out = ok(
-        run(
+    let out = stdout_of(
+        &run_on(
             site.host(1),
             &["agent", "sync", "--once", "--state-dir", state],
         ),
@@ -542,7 +492,7 @@ fn agent_enrolls_through_mdns() {
         Duration::from_secs(60),
         "agent syncs at the new address",
         || {
-            let o = run(
+            let o = run_on(
                 site.host(1),
                 &["agent", "sync", "--once", "--state-dir", state],
             );

@@ -25,19 +25,17 @@
 mod checker;
 #[path = "support/nemesis.rs"]
 mod nemesis;
-#[path = "support/netns.rs"]
-mod netns;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use checker::{Anomaly, AnomalyKind, Micros, NodeState, Read, Seen, Write, WriteOutcome};
 use hyper::{Method, StatusCode};
 use nemesis::{FaultKind, FaultRecord, LONG_HOLD_MS, Nemesis, Plan};
-use netns::{Host, Site};
 use outpost::shared::client::{ApiClient, ApiFailure, Endpoint, NO_BODY, urlencode};
 use outpost::shared::datadir::DataDir;
 use outpost::wire::{
@@ -46,20 +44,11 @@ use outpost::wire::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use support::netns::{Host, Site};
+use support::site::{API_PORT, PEER_PORT, run_on, spawn_serve, tail, wait_answers};
+use support::{serial, stdout_of, wait_for};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The network tests of this file run one at a time (the unit tests of the checker and the
-/// nemesis, compiled in here too, run beside them).
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-const EXE: &str = env!("CARGO_BIN_EXE_outpost");
 const NODES: usize = 3;
-const API_PORT: u16 = 7443;
-const PEER_PORT: u16 = 7444;
-const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 /// A node gives a write 10 s to commit; the client waits a little longer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A linearizable read waits at most 5 s for its barrier.
@@ -117,67 +106,25 @@ impl Node<'_> {
         .collect()
     }
 
+    /// Starts `serve` on the node's host without waiting (`Cluster::form` waits until it
+    /// answers; after a heal, the recovery probes measure how long that takes).
     fn serve(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open node log");
-        let mut cmd = self.host.command(EXE);
-        cmd.args(["serve", "--data-dir", self.dir()])
-            .env(
-                "RUST_LOG",
-                std::env::var("OUTPOST_FAULTS_RUST_LOG").unwrap_or("info".into()),
-            )
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log);
-        self.pid = Some(self.host.spawn(cmd).expect("spawn outpost serve"));
+        let filter = std::env::var("OUTPOST_FAULTS_RUST_LOG").unwrap_or("info".into());
+        self.pid = Some(spawn_serve(self.host, self.dir(), &self.log, &filter));
         self.paused = false;
     }
 
     /// Runs `outpost ARGS --data-dir <dir>` on this node's host.
     fn cli(&self, args: &[&str]) -> Output {
-        let mut cmd = self.host.command(EXE);
-        cmd.args(args)
-            .args(["--data-dir", self.dir()])
-            .env("RUST_LOG", "warn");
-        self.host.run(cmd, CLI_TIMEOUT).expect("run outpost")
-    }
-
-    fn tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let mut all = args.to_vec();
+        all.extend(["--data-dir", self.dir()]);
+        run_on(self.host, &all)
     }
 }
 
 struct Cluster<'a> {
     site: &'a Site,
     nodes: Vec<Node<'a>>,
-}
-
-fn stdout_of(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "outpost {what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, or panics naming `what` at `timeout`.
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 impl<'a> Cluster<'a> {
@@ -198,11 +145,9 @@ impl<'a> Cluster<'a> {
         let mut args = vec!["init".to_string()];
         args.extend(nodes[0].addr_args());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cmd = nodes[0].host.command(EXE);
-        cmd.args(&refs).env("RUST_LOG", "warn");
-        let out = nodes[0].host.run(cmd, CLI_TIMEOUT).expect("run init");
-        stdout_of(&out, "init");
+        stdout_of(&run_on(nodes[0].host, &refs), "init");
         nodes[0].serve();
+        wait_answers(nodes[0].host, &nodes[0].dir, &nodes[0].name);
         let mut c = Cluster { site, nodes };
         c.wait_voters(1);
         let first = format!("{}:{API_PORT}", c.nodes[0].host.addr());
@@ -220,11 +165,9 @@ impl<'a> Cluster<'a> {
                 first.clone(),
             ]);
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut cmd = c.nodes[i].host.command(EXE);
-            cmd.args(&refs).env("RUST_LOG", "warn");
-            let out = c.nodes[i].host.run(cmd, CLI_TIMEOUT).expect("run join");
-            stdout_of(&out, &format!("join n{}", i + 1));
+            stdout_of(&run_on(c.nodes[i].host, &refs), &format!("join n{}", i + 1));
             c.nodes[i].serve();
+            wait_answers(c.nodes[i].host, &c.nodes[i].dir, &c.nodes[i].name);
         }
         c.wait_voters(NODES);
         for n in c.nodes.iter_mut() {
@@ -339,7 +282,7 @@ impl<'a> Cluster<'a> {
     fn dump_logs(&self) {
         let keep = std::env::var_os("OUTPOST_FAULTS_LOGS").map(PathBuf::from);
         for n in &self.nodes {
-            eprintln!("---- {} ----\n{}", n.name, n.tail(60));
+            eprintln!("---- {} ----\n{}", n.name, tail(&n.log, 60));
             if let Some(dir) = &keep {
                 let kept = std::fs::create_dir_all(dir)
                     .and_then(|()| std::fs::copy(&n.log, dir.join(format!("{}.log", n.name))));

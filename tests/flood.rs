@@ -8,10 +8,12 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{dump_logs, exe, serial};
+use support::{
+    dump_logs, local::admin_identity, local::ca_pem, one_node, serial, tls::connect_from,
+    tls::tls_from,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,11 +25,9 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use outpost::shared::client::{ApiClient, Endpoint};
-use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::client::TlsStream;
 
@@ -37,33 +37,6 @@ const FLOOD: usize = 5000;
 const SOURCES: u8 = 8;
 /// In rounds of this many connection attempts at once.
 const ROUND: usize = 100;
-
-async fn one_node() -> (tempfile::TempDir, LocalCluster) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = LocalCluster::start(dir.path(), &exe(), 1, LocalOptions::default())
-        .await
-        .expect("one-node cluster");
-    (dir, c)
-}
-
-/// A TCP connection from `src` (an address of the loopback range) to `to`.
-async fn connect_from(src: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((src, 0)))?;
-    socket.connect(to).await
-}
-
-async fn tls_from(
-    src: [u8; 4],
-    to: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<TlsStream<TcpStream>> {
-    let tcp = connect_from(src, to).await?;
-    let name = rustls::pki_types::ServerName::try_from(outpost_certs::ANY_NODE_SERVER_NAME)?;
-    Ok(tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await?)
-}
 
 enum Held {
     Tcp(TcpStream),
@@ -90,28 +63,12 @@ impl Held {
     }
 }
 
-fn admin_identity(c: &LocalCluster) -> (String, TlsIdentity) {
-    let dir = &c.nodes[0].dir;
-    let ca_pem = std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt");
-    let ca = CertAuthority::from_pem(
-        &ca_pem,
-        &std::fs::read_to_string(dir.join("ca.key")).expect("ca.key"),
-    )
-    .expect("the cluster CA");
-    let now = outpost_raft::now_ms() / 1000;
-    let (cert, key) = ca
-        .issue_with_new_key(&Role::Admin("ops".into()), &Validity::days_from(now, 1))
-        .expect("an admin certificate");
-    let id = TlsIdentity::from_pem(&cert, &key, &ca_pem).expect("admin identity");
-    (ca_pem, id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_anonymous_flood_is_shed_and_does_not_keep_an_admin_out() {
     let _g = serial();
     let (_dir, c) = one_node().await;
     let addr: SocketAddr = c.nodes[0].api_addr.parse().expect("api address");
-    let (ca_pem, admin) = admin_identity(&c);
+    let (ca_pem, admin) = (ca_pem(&c), admin_identity(&c));
     let anon = outpost_certs::client_config(&ca_pem, None, &[b"http/1.1"]).expect("config");
 
     // The flood, opened as fast as the node accepts it (bounded: FLOOD attempts, 90 s).
@@ -351,7 +308,7 @@ async fn idle_anonymous_connections_are_closed_while_an_idle_admin_connection_st
     let _g = serial();
     let (_dir, c) = one_node().await;
     let addr: SocketAddr = c.nodes[0].api_addr.parse().expect("api address");
-    let (ca_pem, admin) = admin_identity(&c);
+    let (ca_pem, admin) = (ca_pem(&c), admin_identity(&c));
     let anon = outpost_certs::client_config(&ca_pem, None, &[b"http/1.1"]).expect("config");
     let with_cert =
         outpost_certs::client_config(&ca_pem, Some(&admin), &[b"http/1.1"]).expect("config");

@@ -6,10 +6,11 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{
+    exe, local::ca_pem, local::keygen, local::trusting, or_dump, raft_bytes, s, serial, status_of,
+};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,27 +20,10 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use hyper::Method;
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
-use outpost::shared::client::{ApiClient, ApiFailure, Endpoint};
+use outpost::shared::client::{ApiClient, Endpoint};
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 
 const T: Duration = Duration::from_secs(30);
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-/// raft.db with its WAL: what a Raft write would grow.
-fn raft_bytes(dir: &Path) -> u64 {
-    file_len(&dir.join("raft.db")) + file_len(&dir.join("raft.db-wal"))
-}
-
-fn ca_pem(c: &LocalCluster) -> String {
-    std::fs::read_to_string(c.nodes[0].dir.join("ca.crt")).expect("ca.crt")
-}
 
 /// An API client to node `i`: anonymous (`id` None) or with a certificate.
 fn tls_client(c: &LocalCluster, i: usize, id: Option<&TlsIdentity>) -> ApiClient {
@@ -55,10 +39,6 @@ fn tls_client(c: &LocalCluster, i: usize, id: Option<&TlsIdentity>) -> ApiClient
 
 fn local_client(c: &LocalCluster, i: usize) -> ApiClient {
     ApiClient::new(Endpoint::Unix(c.nodes[i].dir.join("admin.sock")))
-}
-
-fn status_of(e: &anyhow::Error) -> Option<u16> {
-    e.downcast_ref::<ApiFailure>().map(|f| f.status.as_u16())
 }
 
 async fn three_nodes(root: &Path, opts: LocalOptions) -> LocalCluster {
@@ -546,16 +526,8 @@ async fn unsigned_and_future_bundles_are_refused_on_the_local_socket() {
     let _g = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
-    let key = root.join("release");
-    let out = std::process::Command::new(exe())
-        .args(["bundle", "keygen", "-o", s(&key)])
-        .output()
-        .expect("keygen");
-    assert!(out.status.success());
-    let opts = LocalOptions {
-        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
-        ..LocalOptions::default()
-    };
+    let key = keygen(&root, "release");
+    let opts = trusting(&key);
     let c = LocalCluster::start(&root.join("cluster"), &exe(), 1, opts)
         .await
         .expect("one node");

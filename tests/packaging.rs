@@ -10,15 +10,18 @@
 //! roots and the container's overlay are temporary, the test image is removed when the test
 //! binary exits, and the packages are written under cargo's target dir.
 
+mod support;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use outpost::harness::localcluster::free_port;
+use support::{command_ok, output, serial};
 
 /// systemd-analyze's exposure scale is 0.0–10.0; the product asks for at most 2.0.
 const MAX_EXPOSURE: f64 = 2.0;
@@ -32,9 +35,11 @@ fn the_unit_is_hardened() {
         return;
     }
     let unit = repo().join("packaging/outpost.service");
-    let out = run(Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--threshold=20"])
-        .arg(&unit));
+    let out = output(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--threshold=20"])
+            .arg(&unit),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let score = exposure(&text);
     println!("systemd-analyze security --offline=true packaging/outpost.service: exposure {score}");
@@ -71,7 +76,7 @@ fn the_deb_holds_the_binary_unit_user_and_data_dir_and_installs_into_a_scratch_r
     let Some(p) = packages() else { return };
 
     // Contents: these files and nothing else, owned by root.
-    let listing = ok(Command::new("dpkg-deb").arg("-c").arg(&p.deb));
+    let listing = command_ok(Command::new("dpkg-deb").arg("-c").arg(&p.deb));
     let files: Vec<(&str, &str, &str)> = listing
         .lines()
         .filter(|l| !l.starts_with('d'))
@@ -105,7 +110,7 @@ fn the_deb_holds_the_binary_unit_user_and_data_dir_and_installs_into_a_scratch_r
     }
 
     // Control fields and the maintainer scripts cargo-deb generated around ours.
-    let info = ok(Command::new("dpkg-deb").arg("-I").arg(&p.deb));
+    let info = command_ok(Command::new("dpkg-deb").arg("-I").arg(&p.deb));
     for want in [
         "Package: outpost".to_string(),
         format!("Version: {}-1", p.version),
@@ -114,10 +119,12 @@ fn the_deb_holds_the_binary_unit_user_and_data_dir_and_installs_into_a_scratch_r
         assert!(info.contains(&want), "dpkg-deb -I lacks {want:?}:\n{info}");
     }
     let control = tempfile::tempdir().unwrap();
-    ok(Command::new("dpkg-deb")
-        .arg("-e")
-        .arg(&p.deb)
-        .arg(control.path()));
+    command_ok(
+        Command::new("dpkg-deb")
+            .arg("-e")
+            .arg(&p.deb)
+            .arg(control.path()),
+    );
     let script = |name: &str| fs::read_to_string(control.path().join(name)).unwrap();
     let postinst = script("postinst");
     for want in [
@@ -159,7 +166,7 @@ fn the_deb_holds_the_binary_unit_user_and_data_dir_and_installs_into_a_scratch_r
             .args(args);
         c
     };
-    ok(&mut dpkg(&["-i", p.deb.to_str().unwrap()]));
+    command_ok(&mut dpkg(&["-i", p.deb.to_str().unwrap()]));
 
     let user = passwd_line(r, "outpost").expect("postinst made no user outpost");
     let f: Vec<&str> = user.split(':').collect();
@@ -193,7 +200,7 @@ fn the_deb_holds_the_binary_unit_user_and_data_dir_and_installs_into_a_scratch_r
         "the packaged unit differs from packaging/outpost.service"
     );
     let bin = r.join("usr/bin/outpost");
-    let version = ok(Command::new(&bin).arg("--version"));
+    let version = command_ok(Command::new(&bin).arg("--version"));
     assert_eq!(version.trim(), format!("outpost {}", p.version));
 
     // The node runs as that user, without privileges, from that directory; root reaches it
@@ -201,20 +208,20 @@ fn the_deb_holds_the_binary_unit_user_and_data_dir_and_installs_into_a_scratch_r
     serve_as(&bin, &data, uid, gid);
 
     // Reinstalling (an upgrade to the same version) keeps the user and the node's data.
-    ok(&mut dpkg(&["-i", p.deb.to_str().unwrap()]));
+    command_ok(&mut dpkg(&["-i", p.deb.to_str().unwrap()]));
     assert_eq!(passwd_line(r, "outpost").as_deref(), Some(user.as_str()));
     assert!(data.join("node.toml").exists(), "reinstall lost the node");
     // Remove keeps the data; purge deletes it. The user stays, as Debian leaves system users.
-    ok(&mut dpkg(&["--remove", "outpost"]));
+    command_ok(&mut dpkg(&["--remove", "outpost"]));
     assert!(!bin.exists(), "remove left /usr/bin/outpost");
     assert!(
         data.join("node.toml").exists(),
         "remove deleted the node's data"
     );
-    ok(&mut dpkg(&["--purge", "outpost"]));
+    command_ok(&mut dpkg(&["--purge", "outpost"]));
     assert!(!data.exists(), "purge left /var/lib/outpost");
     assert!(!r.join("usr/lib/systemd/system/outpost.service").exists());
-    let status = run(&mut dpkg(&["-s", "outpost"]));
+    let status = output(&mut dpkg(&["-s", "outpost"]));
     assert!(
         !status.status.success() || !String::from_utf8_lossy(&status.stdout).contains("installed"),
         "dpkg still lists outpost after purge"
@@ -339,7 +346,7 @@ fn the_tarball_installs_into_a_prefix_and_back_out_without_network() {
         p.tarball.file_name().unwrap().to_str().unwrap(),
         format!("{name}.tar.gz")
     );
-    let listing = ok(Command::new("tar").arg("-tzf").arg(&p.tarball));
+    let listing = command_ok(Command::new("tar").arg("-tzf").arg(&p.tarball));
     let mut names: Vec<&str> = listing.lines().collect();
     names.sort();
     let want: Vec<String> = [
@@ -358,11 +365,13 @@ fn the_tarball_installs_into_a_prefix_and_back_out_without_network() {
     assert_eq!(names, want, "tar -tzf");
 
     let work = tempfile::tempdir().unwrap();
-    ok(Command::new("tar")
-        .arg("-xzf")
-        .arg(&p.tarball)
-        .arg("-C")
-        .arg(work.path()));
+    command_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&p.tarball)
+            .arg("-C")
+            .arg(work.path()),
+    );
     let dir = work.path().join(&name);
     let sums = fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
     assert_eq!(
@@ -370,13 +379,15 @@ fn the_tarball_installs_into_a_prefix_and_back_out_without_network() {
         7 - 1,
         "SHA256SUMS names every other file:\n{sums}"
     );
-    ok(Command::new("sha256sum")
-        .args(["--check", "--strict", "SHA256SUMS"])
-        .current_dir(&dir));
+    command_ok(
+        Command::new("sha256sum")
+            .args(["--check", "--strict", "SHA256SUMS"])
+            .current_dir(&dir),
+    );
 
     // A file that is not the release's: nothing is installed.
     let bad = work.path().join("tampered");
-    ok(Command::new("cp").arg("-a").arg(&dir).arg(&bad));
+    command_ok(Command::new("cp").arg("-a").arg(&dir).arg(&bad));
     fs::OpenOptions::new()
         .append(true)
         .open(bad.join("outpost.service"))
@@ -384,7 +395,7 @@ fn the_tarball_installs_into_a_prefix_and_back_out_without_network() {
         .write_all(b"ExecStartPre=/bin/true\n")
         .unwrap();
     let refused_root = tempfile::tempdir().unwrap();
-    let o = run(&mut install(&bad, refused_root.path(), &[]));
+    let o = output(&mut install(&bad, refused_root.path(), &[]));
     assert!(!o.status.success(), "install.sh accepted a tampered file");
     assert!(String::from_utf8_lossy(&o.stderr).contains("SHA256SUMS"));
     assert_eq!(fs::read_dir(refused_root.path()).unwrap().count(), 0);
@@ -392,9 +403,9 @@ fn the_tarball_installs_into_a_prefix_and_back_out_without_network() {
     // Install twice (idempotent), with no network at all.
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    ok(&mut install(&dir, r, &[]));
+    command_ok(&mut install(&dir, r, &[]));
     let user = passwd_line(r, "outpost").expect("install.sh made no user outpost");
-    ok(&mut install(&dir, r, &[]));
+    command_ok(&mut install(&dir, r, &[]));
     assert_eq!(passwd_line(r, "outpost").as_deref(), Some(user.as_str()));
     let f: Vec<&str> = user.split(':').collect();
     let uid: u32 = f[2].parse().unwrap();
@@ -431,12 +442,12 @@ fn the_tarball_installs_into_a_prefix_and_back_out_without_network() {
         (0o700, uid),
         "/var/lib/outpost"
     );
-    let version = ok(Command::new(r.join("usr/bin/outpost")).arg("--version"));
+    let version = command_ok(Command::new(r.join("usr/bin/outpost")).arg("--version"));
     assert_eq!(version.trim(), format!("outpost {}", p.version));
 
     // Uninstall keeps the data and the user; --purge deletes both.
     fs::write(data.join("node.toml"), "format = 1\n").unwrap();
-    ok(&mut install(&dir, r, &["--uninstall"]));
+    command_ok(&mut install(&dir, r, &["--uninstall"]));
     assert!(!r.join("usr/bin/outpost").exists());
     assert!(!r.join("usr/lib/systemd/system/outpost.service").exists());
     assert!(!r.join("usr/share/doc/outpost").exists());
@@ -448,7 +459,7 @@ fn the_tarball_installs_into_a_prefix_and_back_out_without_network() {
         passwd_line(r, "outpost").is_some(),
         "--uninstall deleted the user"
     );
-    ok(&mut install(&dir, r, &["--uninstall", "--purge"]));
+    command_ok(&mut install(&dir, r, &["--uninstall", "--purge"]));
     assert!(!data.exists(), "--purge left the data dir");
     assert!(passwd_line(r, "outpost").is_none(), "--purge left the user");
     let groups = fs::read_to_string(r.join("etc/group")).unwrap();
@@ -479,20 +490,22 @@ fn the_image_is_built_from_scratch_without_network_and_runs() {
     // No base image: the layers are the two COPYs of the build context.
     let fmt =
         "{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{len .RootFS.Layers}}";
-    let config = ok(Command::new("podman").args(["image", "inspect", "--format", fmt, image]));
+    let config =
+        command_ok(Command::new("podman").args(["image", "inspect", "--format", fmt, image]));
     assert_eq!(
         config.trim(),
         "10001:10001|[\"/usr/bin/outpost\"]|[\"serve\",\"--data-dir\",\"/var/lib/outpost\"]|2"
     );
-    let history = ok(Command::new("podman").args(["history", "--format", "{{.CreatedBy}}", image]));
+    let history =
+        command_ok(Command::new("podman").args(["history", "--format", "{{.CreatedBy}}", image]));
     assert!(!history.contains("FROM "), "{history}");
 
     // The image's own file system runs the node as its user: its libraries and loader are
     // there, the data dir is the user's. (Run by chroot, so no container runtime is needed.)
     let ctr = format!("outpost-packaging-test-{}", std::process::id());
-    ok(Command::new("podman").args(["create", "--name", &ctr, image]));
+    command_ok(Command::new("podman").args(["create", "--name", &ctr, image]));
     let _ctr = ContainerGuard(ctr.clone());
-    let rootfs = PathBuf::from(ok(Command::new("podman").args(["mount", &ctr])).trim());
+    let rootfs = PathBuf::from(command_ok(Command::new("podman").args(["mount", &ctr])).trim());
     let as_user = |args: &[&str]| {
         let mut c = Command::new("chroot");
         c.arg("--userspec=10001:10001")
@@ -501,11 +514,11 @@ fn the_image_is_built_from_scratch_without_network_and_runs() {
             .args(args);
         c
     };
-    let version = ok(&mut as_user(&["--version"]));
+    let version = command_ok(&mut as_user(&["--version"]));
     assert_eq!(version.trim(), format!("outpost {}", p.version));
     let (api, peer) = (free_port().unwrap(), free_port().unwrap());
     let (api, peer) = (format!("127.0.0.1:{api}"), format!("127.0.0.1:{peer}"));
-    ok(&mut as_user(&[
+    command_ok(&mut as_user(&[
         "init",
         "--name",
         "c1",
@@ -521,8 +534,8 @@ fn the_image_is_built_from_scratch_without_network_and_runs() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let served = wait_for(Duration::from_secs(30), || {
-        let o = run(&mut as_user(&["status", "--json"]));
+    let served = holds_within(Duration::from_secs(30), || {
+        let o = output(&mut as_user(&["status", "--json"]));
         o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"leader_id\": 1")
     });
     stop(&mut node);
@@ -568,9 +581,9 @@ fn packages() -> Option<&'static Packages> {
                 unsafe { libc::atexit(remove_test_image) };
             }
             let started = Instant::now();
-            print!("{}", ok(&mut cmd));
+            print!("{}", command_ok(&mut cmd));
             println!("packaging/build.sh took {:.1?}", started.elapsed());
-            let version = ok(Command::new(env!("CARGO_BIN_EXE_outpost")).arg("--version"))
+            let version = command_ok(Command::new(env!("CARGO_BIN_EXE_outpost")).arg("--version"))
                 .trim()
                 .trim_start_matches("outpost ")
                 .to_string();
@@ -627,7 +640,7 @@ fn serve_as(bin: &Path, data: &Path, uid: u32, gid: u32) {
     };
     let (api, peer) = (free_port().unwrap(), free_port().unwrap());
     let (api, peer) = (format!("127.0.0.1:{api}"), format!("127.0.0.1:{peer}"));
-    ok(&mut as_user(&[
+    command_ok(&mut as_user(&[
         "init",
         "--name",
         "n1",
@@ -644,10 +657,12 @@ fn serve_as(bin: &Path, data: &Path, uid: u32, gid: u32) {
         .stderr(log)
         .spawn()
         .unwrap();
-    let served = wait_for(Duration::from_secs(30), || {
-        let o = run(Command::new(bin)
-            .args(["status", "--json", "--data-dir"])
-            .arg(data));
+    let served = holds_within(Duration::from_secs(30), || {
+        let o = output(
+            Command::new(bin)
+                .args(["status", "--json", "--data-dir"])
+                .arg(data),
+        );
         o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"leader_id\": 1")
     });
     let status = stop(&mut node);
@@ -684,9 +699,11 @@ impl Booted {
             nspawn: None,
             pid1: 0,
         };
-        let tmpfs = run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2g", "tmpfs"])
-            .arg(&upper));
+        let tmpfs = output(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=2g", "tmpfs"])
+                .arg(&upper),
+        );
         if !require("a tmpfs mount", tmpfs.status.success()) {
             return None;
         }
@@ -697,9 +714,11 @@ impl Booted {
             upper.join("u").display(),
             upper.join("w").display()
         );
-        let overlay = run(Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&merged));
+        let overlay = output(
+            Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", &opts])
+                .arg(&merged),
+        );
         if !require(
             &format!(
                 "an overlay of / ({})",
@@ -742,7 +761,7 @@ impl Booted {
             .unwrap();
         let nspawn_pid = child.id();
         c.nspawn = Some(child);
-        let found = wait_for(Duration::from_secs(30), || {
+        let found = holds_within(Duration::from_secs(30), || {
             match child_named(nspawn_pid, "systemd") {
                 Some(p) => {
                     c.pid1 = p;
@@ -760,7 +779,7 @@ impl Booted {
         // systemctl reaches PID 1 once it has made its socket; then --wait blocks until the
         // boot is done.
         let mut state = String::new();
-        let booted = wait_for(Duration::from_secs(120), || {
+        let booted = holds_within(Duration::from_secs(120), || {
             state = c.sh_text("systemctl is-system-running --wait");
             matches!(state.trim(), "running" | "degraded")
         });
@@ -779,20 +798,22 @@ impl Booted {
 
     /// `sh -c SCRIPT` inside the container (all its namespaces), bounded by 120 s.
     fn sh(&self, script: &str) -> Output {
-        run(Command::new("timeout")
-            .args([
-                "120",
-                "nsenter",
-                "-t",
-                &self.pid1.to_string(),
-                "-a",
-                "--",
-                "sh",
-                "-c",
-                script,
-            ])
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("DEBIAN_FRONTEND", "noninteractive"))
+        output(
+            Command::new("timeout")
+                .args([
+                    "120",
+                    "nsenter",
+                    "-t",
+                    &self.pid1.to_string(),
+                    "-a",
+                    "--",
+                    "sh",
+                    "-c",
+                    script,
+                ])
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
     }
 
     fn sh_text(&self, script: &str) -> String {
@@ -824,7 +845,7 @@ impl Drop for Booted {
             // SIGTERM asks systemd-nspawn to power the container off.
             // SAFETY: kill with a pid we spawned and still hold.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let done = wait_for(Duration::from_secs(60), || {
+            let done = holds_within(Duration::from_secs(60), || {
                 matches!(child.try_wait(), Ok(Some(_)))
             });
             if !done {
@@ -835,8 +856,8 @@ impl Drop for Booted {
         let mut unmounted = true;
         for m in ["merged", "upper"] {
             let path = self.base.path().join(m);
-            if mounted(&path) && !run(Command::new("umount").arg(&path)).status.success() {
-                let _ = run(Command::new("umount").arg("-l").arg(&path));
+            if mounted(&path) && !output(Command::new("umount").arg(&path)).status.success() {
+                let _ = output(Command::new("umount").arg("-l").arg(&path));
             }
             unmounted &= !mounted(&path);
         }
@@ -890,8 +911,8 @@ struct ContainerGuard(String);
 
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
-        let _ = run(Command::new("podman").args(["umount", &self.0]));
-        let _ = run(Command::new("podman").args(["rm", "--force", "--volumes", &self.0]));
+        let _ = output(Command::new("podman").args(["umount", &self.0]));
+        let _ = output(Command::new("podman").args(["rm", "--force", "--volumes", &self.0]));
     }
 }
 
@@ -930,7 +951,7 @@ fn exposure(text: &str) -> f64 {
 fn stop(child: &mut Child) -> std::process::ExitStatus {
     // SAFETY: kill with a pid we spawned and still hold.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    if wait_for(Duration::from_secs(30), || {
+    if holds_within(Duration::from_secs(30), || {
         matches!(child.try_wait(), Ok(Some(_)))
     }) {
         return child.wait().unwrap();
@@ -939,7 +960,9 @@ fn stop(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+/// Whether `f` comes to hold within `limit`, polled every 200 ms; the caller asserts it with
+/// what it knows (unlike `support::wait_for`, which panics itself).
+fn holds_within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if f() {
@@ -950,25 +973,6 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// The stdout of a command that must succeed.
-fn ok(cmd: &mut Command) -> String {
-    let o = run(cmd);
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Whether a need is met; if not, says so and skips the test, or fails it when `CI` is set.
@@ -1006,10 +1010,4 @@ fn is_root() -> bool {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// One test at a time: each starts nodes, one boots a whole system, on a two-core machine.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }

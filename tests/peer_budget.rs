@@ -8,10 +8,11 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{
+    exe, local::ca_pem, or_dump, raise_nofile, run_ok, s, serial, tls::closed_by, tls::connect_from,
+};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,8 +25,8 @@ use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use outpost::shared::client::{ApiClient, Endpoint};
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 use outpost_raft::transport::forge;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 const T: Duration = Duration::from_secs(30);
@@ -46,14 +47,6 @@ const HEAVY_FRAMES: usize = 4;
 /// Connection attempts at once.
 const ROUND: usize = 250;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-fn ca_pem(c: &LocalCluster) -> String {
-    std::fs::read_to_string(c.nodes[0].dir.join("ca.crt")).expect("ca.crt")
-}
-
 fn node_identity(c: &LocalCluster, i: usize) -> Result<TlsIdentity> {
     let cert = std::fs::read_to_string(c.nodes[i].dir.join("node.crt"))?;
     let key = std::fs::read_to_string(c.nodes[i].dir.join("node.key"))?;
@@ -66,13 +59,6 @@ fn peer_config(c: &LocalCluster, id: &TlsIdentity) -> Result<Arc<rustls::ClientC
         Some(id),
         &[outpost_raft::PEER_ALPN],
     )?)
-}
-
-/// A TCP connection from `src` (an address of the loopback range) to `to`.
-async fn connect_from(src: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((src, 0)))?;
-    socket.connect(to).await
 }
 
 /// A peer connection to node `i` (whose id is `target`) presenting `config`'s certificate.
@@ -237,37 +223,6 @@ async fn absurd_terms_are_refused_from_removed_and_current_members() {
     or_dump(&c, r);
 }
 
-/// Raises this process's descriptor limit toward `want` (nodes started afterwards inherit
-/// it): past the hard limit when allowed, else up to it. Returns the limit in force.
-fn raise_nofile(want: u64) -> Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            bail!("getrlimit: {}", std::io::Error::last_os_error());
-        }
-        if lim.rlim_cur >= want {
-            return Ok(lim.rlim_cur);
-        }
-        let wanted = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: lim.rlim_max.max(want),
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-            return Ok(want);
-        }
-        // Not allowed past the hard limit (a container without CAP_SYS_RESOURCE).
-        lim.rlim_cur = lim.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            bail!("setrlimit: {}", std::io::Error::last_os_error());
-        }
-        Ok(lim.rlim_cur)
-    }
-}
-
 /// How many plain TCP and TLS connections this process can hold within `limit` descriptors.
 fn flood_sizes(limit: u64) -> (usize, usize) {
     let room = (limit as usize).saturating_sub(SPARE_FDS + TLS_FLOOD);
@@ -325,18 +280,6 @@ fn admin_api(c: &LocalCluster, i: usize) -> Result<ApiClient> {
     });
     api.set_timeout(Duration::from_secs(20));
     Ok(api)
-}
-
-fn run_ok(c: &LocalCluster, args: &[&str]) -> Result<String> {
-    let out = c.run(args)?;
-    if !out.status.success() {
-        bail!(
-            "outpost {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 /// Writes through every node, a remote admin `status` over TLS and an agent sync all work.
@@ -617,19 +560,6 @@ async fn peer_port_floods_leave_the_site_working_and_the_node_near_idle() {
     or_dump(&c, r);
 }
 
-/// True when the server closed `t` before `deadline` (end of stream or an error).
-async fn closed_by(t: &mut TlsStream<TcpStream>, deadline: tokio::time::Instant) -> bool {
-    let mut buf = [0u8; 256];
-    loop {
-        match tokio::time::timeout_at(deadline, t.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            // An answer (none is expected): keep waiting for the close.
-            Ok(Ok(_)) => continue,
-        }
-    }
-}
-
 /// GET /healthz of node `i` without a certificate: its status code and body.
 async fn healthz(c: &LocalCluster, i: usize) -> Result<(u16, String)> {
     let config = outpost_certs::client_config(&ca_pem(c), None, &[b"http/1.1"])?;
@@ -670,7 +600,7 @@ async fn a_stopped_raft_core_fails_health_and_is_recovered() {
                 [forge::stored_vote(u64::MAX, id)],
             )?;
         }
-        c.serve(0)?;
+        c.serve(0).await?;
         // The API comes up; the core stops on its first election.
         let deadline = Instant::now() + T;
         let (code, body) = loop {
@@ -712,7 +642,7 @@ async fn a_stopped_raft_core_fails_health_and_is_recovered() {
                 s(&c.nodes[0].dir),
             ],
         )?;
-        c.serve(0)?;
+        c.serve(0).await?;
         c.wait_ready(0, T).await?;
         writes_work(&c, &[0], "recovered")?;
         assert_eq!(healthz(&c, 0).await?.0, 200);

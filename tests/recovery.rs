@@ -13,10 +13,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial, writer};
+use support::{exe, local::keygen, local::trusting, or_dump, s, serial, writer};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -26,10 +25,6 @@ use anyhow::{Context, Result, bail};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 
 const T: Duration = Duration::from_secs(30);
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or("")
-}
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -77,16 +72,8 @@ async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     // Bundle trust, so that a channel floor exists to keep.
-    let key = root.join("signer");
-    let out = std::process::Command::new(exe())
-        .args(["bundle", "keygen", "-o", s(&key)])
-        .output()
-        .expect("keygen");
-    assert!(out.status.success(), "{}", text(&out));
-    let opts = LocalOptions {
-        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
-        ..LocalOptions::default()
-    };
+    let key = keygen(&root, "signer");
+    let opts = trusting(&key);
     let mut c = LocalCluster::start(&root.join("old"), &exe(), 3, opts)
         .await
         .expect("three-node cluster");
@@ -181,7 +168,7 @@ async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
         assert!(out.status.success(), "{said}");
         assert!(said.contains("site: version 4"), "floors are printed: {said}");
         assert!(said.contains("the backup's own"), "{said}");
-        n.serve(r0)?;
+        n.serve(r0).await?;
         n.wait_ready(r0, T).await?;
         let serve_secs = started.elapsed().as_secs_f64();
         println!("restore: {restore_secs:.2} s; ready to serve after {serve_secs:.2} s");
@@ -216,7 +203,7 @@ async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
 
         // A fresh node joins with a new token and catches up.
         let j = n.join_node()?;
-        n.serve(j)?;
+        n.serve(j).await?;
         n.wait_voters(2, T).await?;
         let mut want = before.clone();
         want.insert("after.restore".into());
@@ -239,7 +226,7 @@ async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
             old_ca,
             "--new-ca makes a new CA"
         );
-        n.serve(k)?;
+        n.serve(k).await?;
         n.wait_ready(k, T).await?;
         assert_eq!(n.cli(k, &["config", "get", "after.restore"])?.trim(), "yes");
         n.cli(k, &["config", "set", "after.new.ca", "yes"])?;
@@ -289,7 +276,7 @@ async fn recover_on_the_last_survivor_keeps_every_acknowledged_write() {
             out.contains("wipe"),
             "it says what to do with the others: {out}"
         );
-        c.serve(survivor)?;
+        c.serve(survivor).await?;
         let deadline = Instant::now() + T;
         loop {
             if c.cli(survivor, &["config", "set", "after.recover", "yes"])
@@ -315,7 +302,7 @@ async fn recover_on_the_last_survivor_keeps_every_acknowledged_write() {
         // A former member comes back as it was: the survivor's peer port refuses it, it finds
         // no quorum, and the survivor keeps taking writes.
         let back = lost[0];
-        c.serve(back)?;
+        c.serve(back).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         c.cli(survivor, &["config", "set", "while.old.node.runs", "yes"])?;
         let stale = c.cli(back, &["config", "set", "split.brain", "no"]);
@@ -331,7 +318,7 @@ async fn recover_on_the_last_survivor_keeps_every_acknowledged_write() {
 
         // A fresh node joins with a new token and catches up.
         let j = c.join_node()?;
-        c.serve(j)?;
+        c.serve(j).await?;
         c.wait_voters(2, T).await?;
         acked.insert("while.old.node.runs".into());
         wait_keys(&c, j, &acked).await?;
@@ -434,7 +421,7 @@ async fn a_state_rolled_back_to_its_last_sync_is_applied_again_from_the_log() {
             "the rolled-back state already holds all {held} keys: nothing to apply again"
         );
 
-        c.serve(0)?;
+        c.serve(0).await?;
         c.wait_ready(0, T).await?;
         wait_keys(&c, 0, &want).await?;
         let json = c.cli(0, &["audit", "verify", "--json"])?;

@@ -6,10 +6,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial};
+use support::{exe, or_dump, serial};
 
 use std::time::{Duration, Instant};
 
@@ -67,7 +66,7 @@ async fn node_certificates_renew_and_the_cluster_keeps_committing() {
         // Long after the first certificates expired, a restarted node dials and is dialled
         // anew: it must come back and take writes.
         c.kill9(2);
-        c.serve(2)?;
+        c.serve(2).await?;
         c.wait_ready(2, T).await?;
         c.cli(2, &["config", "set", "after.restart", "yes"])?;
         let v = c.cli(0, &["config", "get", "after.restart", "--linearizable"])?;

@@ -6,30 +6,16 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, serial};
+use support::{now, one_node, serial};
 
 use std::time::Duration;
 
 use hyper::Method;
-use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use outpost::shared::client::{ApiClient, ApiFailure, Endpoint};
 use outpost::shared::token::Token;
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
-
-async fn one_node() -> (tempfile::TempDir, LocalCluster) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = LocalCluster::start(dir.path(), &exe(), 1, LocalOptions::default())
-        .await
-        .expect("one-node cluster");
-    (dir, c)
-}
-
-fn now() -> i64 {
-    outpost_raft::now_ms() / 1000
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_refused_for_wrong_token_and_ca_mismatch() {
@@ -84,7 +70,7 @@ async fn join_refused_for_wrong_token_and_ca_mismatch() {
 
     // The good token still works, so the refusals above were about the token alone.
     let i = c.join_node().expect("join with the right token");
-    c.serve(i).unwrap();
+    c.serve(i).await.unwrap();
     c.wait_voters(2, Duration::from_secs(20))
         .await
         .expect("two voters");

@@ -25,8 +25,7 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -36,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hyper::Method;
-use local::{exe, or_dump, serial};
 use outpost::harness::console::{Answer, add_account, request_from};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
+use support::{exe, or_dump, serial};
 
 /// The pid of the `outpost serve` process of data directory `dir` (from /proc).
 fn pid_of(dir: &Path) -> Option<u32> {

@@ -7,10 +7,9 @@
 // on its own runtime, so the std Mutex cannot deadlock.
 #![allow(clippy::await_holding_lock)]
 
-#[path = "support/local.rs"]
-mod local;
+mod support;
 
-use local::{exe, or_dump, serial, writer};
+use support::{exe, local::keygen, local::trusting, or_dump, s, serial, writer};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -23,10 +22,6 @@ use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use sha2::{Digest, Sha256};
 
 const T: Duration = Duration::from_secs(30);
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or("")
-}
 
 fn sha256(path: &Path) -> Result<String> {
     Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
@@ -97,16 +92,10 @@ async fn a_cluster_rolls_to_a_new_release_and_refuses_one_that_does_not_start() 
     let _g = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    let key = root.join("signer");
-    let out = std::process::Command::new(exe())
-        .args(["bundle", "keygen", "-o", s(&key)])
-        .output()
-        .expect("keygen");
-    assert!(out.status.success());
+    let key = keygen(&root, "signer");
     let opts = LocalOptions {
-        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
         env: vec![("OUTPOST_ROLL_STEP_SECS".into(), "90".into())],
-        ..LocalOptions::default()
+        ..trusting(&key)
     };
     let mut c = LocalCluster::start(&root.join("cluster"), &exe(), 3, opts)
         .await
@@ -243,7 +232,7 @@ async fn a_cluster_rolls_to_a_new_release_and_refuses_one_that_does_not_start() 
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        c.serve(dead)?;
+        c.serve(dead).await?;
         let v = wait_roll_end(&c, Duration::from_secs(120)).await?;
         assert_eq!(v["roll"]["state"], "stopped", "{v}");
         let reason = v["roll"]["reason"].as_str().unwrap_or("");

@@ -202,11 +202,11 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
             runs,
             json,
         } => {
-            let report = crate::harness::console::bench(clients, runs).await?;
+            let report = crate::harness::bench::console::bench(clients, runs).await?;
             print_report(&report, json)?;
         }
         BenchCmd::Backup { clients, json } => {
-            let report = crate::harness::recovery::backup(clients).await?;
+            let report = crate::harness::bench::backup::backup(clients).await?;
             print_report(&report, json)?;
         }
         BenchCmd::Failover {

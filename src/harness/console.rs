@@ -1,7 +1,6 @@
 //! The web console from outside, as a browser would reach it but without one: HTTPS without
 //! a client certificate, the cluster CA trusted, cookies and headers as given. Used by
-//! `outpost bench console` (the time to render the clients page with many clients) and by
-//! the console's route tests.
+//! `outpost bench console` (`bench/console.rs`), the demo and the console's route tests.
 
 use std::time::{Duration, Instant};
 
@@ -10,10 +9,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
 
-use crate::harness::localcluster::{LocalCluster, LocalOptions};
-use crate::shared::datadir::DataDir;
+use crate::harness::localcluster::LocalCluster;
 
 /// One answer of the console.
 #[derive(Debug, Clone)]
@@ -155,105 +152,4 @@ pub async fn sign_in(c: &LocalCluster, i: usize, user: &str) -> Result<String> {
     }
     a.cookie("__Host-outpost-session")
         .context("no session cookie after the login link")
-}
-
-#[derive(Debug, Serialize)]
-pub struct ConsoleReport {
-    pub clients: usize,
-    pub enroll_s: f64,
-    /// (page, median ms, max ms, bytes) over `runs` requests each.
-    pub pages: Vec<(String, f64, f64, usize)>,
-    pub runs: usize,
-}
-
-impl std::fmt::Display for ConsoleReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "console with {} enrolled clients (enrolled in {:.1} s); {} requests per page, each on a new TLS connection, on a follower:",
-            self.clients, self.enroll_s, self.runs
-        )?;
-        for (page, p50, max, bytes) in &self.pages {
-            writeln!(
-                f,
-                "  {page:<32} median {p50:7.1} ms  max {max:7.1} ms  {bytes} bytes"
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// `outpost bench console`: a temporary three-node cluster with `clients` enrolled clients
-/// (real enrollments), then the time a follower takes to answer console pages: the clients
-/// list (first and last page, a search), the overview and the audit log.
-pub async fn bench(clients: usize, runs: usize) -> Result<ConsoleReport> {
-    let root = tempfile::Builder::new()
-        .prefix("outpost-bench-console-")
-        .tempdir()?;
-    let exe = std::env::current_exe()?;
-    // Every simulated agent enrolls from this host: widen the per-source enroll rate.
-    let opts = LocalOptions {
-        log_level: "warn".into(),
-        env: vec![("OUTPOST_ENROLL_RATE".into(), "2000".into())],
-        ..LocalOptions::default()
-    };
-    let mut c = LocalCluster::start(root.path(), &exe, 3, opts).await?;
-    let enrolled = crate::harness::bench::sync(
-        &DataDir::new(&c.nodes[0].dir),
-        crate::harness::bench::SyncBench {
-            clients,
-            seconds: 1,
-            interval: Duration::from_secs(60),
-        },
-    )
-    .await
-    .context("enrolling the clients")?;
-    let leader = c.leader(Duration::from_secs(10)).await?;
-    let f = (0..3).find(|&i| i != leader).context("a follower")?;
-    // Every enrollment applied on the follower before it is measured.
-    c.cli(f, &["config", "get", "bench.none", "--linearizable"])
-        .ok();
-    let cookie = sign_in(&c, f, "bench").await?;
-    let ca = std::fs::read_to_string(c.nodes[f].dir.join("ca.crt"))?;
-    let last = clients.div_ceil(crate::wire::CONSOLE_PAGE as usize).max(1);
-    let pages = [
-        "/clients".to_string(),
-        format!("/clients?page={last}"),
-        format!("/clients?q=bench-{}", clients.saturating_sub(1)),
-        "/clients?group=bench&page=2".to_string(),
-        "/".to_string(),
-        "/audit".to_string(),
-    ];
-    let mut out = Vec::new();
-    for page in pages {
-        let mut times = Vec::with_capacity(runs);
-        let mut bytes = 0;
-        for _ in 0..runs.max(1) {
-            let a = request(
-                &c.nodes[f].api_addr,
-                &ca,
-                Method::GET,
-                &page,
-                &[("cookie", &cookie)],
-                None,
-            )
-            .await?;
-            if a.status != 200 {
-                bail!("{page} answered {}: {}", a.status, a.body);
-            }
-            bytes = a.body.len();
-            times.push(a.took.as_secs_f64() * 1000.0);
-        }
-        times.sort_by(f64::total_cmp);
-        out.push((page, times[times.len() / 2], times[times.len() - 1], bytes));
-    }
-    for i in 0..3 {
-        c.kill9(i);
-    }
-    Ok(ConsoleReport {
-        clients,
-        enroll_s: enrolled.enroll_s,
-        pages: out,
-        runs,
-    })
 }

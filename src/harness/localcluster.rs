@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use hyper::Method;
 
-use crate::shared::client::local_client;
+use crate::shared::client::{ApiClient, ApiFailure, Endpoint, NO_BODY, local_client};
+use crate::shared::datadir::DataDir;
 use crate::wire::StatusView;
 
 /// Settings for every node of a local cluster.
@@ -69,10 +70,35 @@ pub struct LocalCluster {
     pub opts: LocalOptions,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1 (bound, read, released), below the kernel's range of
+/// ephemeral ports when there is room: a node stopped and started again binds the same
+/// ports, and a port of the ephemeral range may meanwhile be the local port of any outgoing
+/// connection on the machine (a busy machine's restarts failed with "address in use").
 pub fn free_port() -> Result<u16> {
+    let low = ephemeral_low().unwrap_or(0);
+    if low > FIXED_LOW + 1_000 {
+        for _ in 0..64 {
+            let port = rand::Rng::gen_range(&mut rand::thread_rng(), FIXED_LOW..low);
+            if let Ok(l) = StdListener::bind(("127.0.0.1", port)) {
+                return Ok(l.local_addr()?.port());
+            }
+        }
+    }
     let l = StdListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Where `free_port` starts looking: above the well-known services.
+const FIXED_LOW: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range, if it can be read.
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl LocalCluster {
@@ -95,11 +121,11 @@ impl LocalCluster {
     ) -> Result<LocalCluster> {
         let mut c = LocalCluster::new(root, exe, opts);
         c.init_first()?;
-        c.serve(0)?;
+        c.serve(0).await?;
         c.wait_ready(0, Duration::from_secs(20)).await?;
         for _ in 1..n {
             let i = c.join_node()?;
-            c.serve(i)?;
+            c.serve(i).await?;
         }
         c.wait_voters(n.min(5), Duration::from_secs(30)).await?;
         Ok(c)
@@ -231,8 +257,16 @@ impl LocalCluster {
         Ok((i, out))
     }
 
-    /// Starts `outpost serve` for node `i` (logs appended to its log file).
-    pub fn serve(&mut self, i: usize) -> Result<()> {
+    /// Starts `outpost serve` for node `i` (logs appended to its log file) and returns once
+    /// that node answers on its admin socket and on its API port (see [`Self::wait_answers`]):
+    /// a caller may talk to the node as soon as this returns.
+    pub async fn serve(&mut self, i: usize) -> Result<()> {
+        self.spawn_serve(i)?;
+        self.wait_answers(i, SERVE_DEADLINE).await
+    }
+
+    /// Starts `outpost serve` for node `i` without waiting for it to answer.
+    fn spawn_serve(&mut self, i: usize) -> Result<()> {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -250,6 +284,56 @@ impl LocalCluster {
             .with_context(|| format!("starting outpost serve for {}", node.name))?;
         node.child = Some(child);
         Ok(())
+    }
+
+    /// Waits until node `i` answers a real request on its admin socket (`GET /v1/status`)
+    /// and on its API port (anonymous `GET /healthz`): any HTTP answer counts, a refusal
+    /// too, since what is awaited is that the process listens and serves. Fails early when
+    /// the process exits, and at `timeout` with what did not answer and its last error.
+    pub async fn wait_answers(&mut self, i: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let dd = DataDir::new(&self.nodes[i].dir);
+        let name = self.nodes[i].name.clone();
+        let api_addr = self.nodes[i].api_addr.clone();
+        let mut admin_ok = false;
+        loop {
+            if let Some(c) = self.nodes[i].child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                bail!(
+                    "{name}'s `outpost serve` exited ({status}) before it answered; see {}",
+                    self.nodes[i].log.display()
+                );
+            }
+            let last = if !admin_ok {
+                let mut admin = local_client(&self.nodes[i].dir);
+                admin.set_timeout(Duration::from_secs(5));
+                match answers(&admin, "/v1/status").await {
+                    Ok(()) => {
+                        admin_ok = true;
+                        continue;
+                    }
+                    Err(e) => format!(
+                        "its admin socket {} did not answer GET /v1/status: {e:#}",
+                        dd.socket().display()
+                    ),
+                }
+            } else {
+                match api_client(&dd, &api_addr) {
+                    Ok(client) => match answers(&client, "/healthz").await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            format!("its API port {api_addr} did not answer GET /healthz: {e:#}")
+                        }
+                    },
+                    Err(e) => format!("no client for its API port {api_addr}: {e:#}"),
+                }
+            };
+            if Instant::now() >= deadline {
+                bail!("{name} did not answer within {timeout:?}: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// kill -9 of node `i`.
@@ -363,6 +447,33 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// How long `serve` waits for a started node to answer: generous, as a loaded machine may
+/// take seconds to start a process and open its database.
+const SERVE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// An anonymous HTTPS client for a node's API port, trusting the CA of its data directory.
+fn api_client(dd: &DataDir, addr: &str) -> Result<ApiClient> {
+    let ca_pem = dd.read(&dd.ca_cert())?;
+    let config = outpost_certs::client_config(&ca_pem, None, &[b"http/1.1"])?;
+    let mut client = ApiClient::new(Endpoint::Tls {
+        addr: addr.to_string(),
+        config,
+        server_name: outpost_certs::ANY_NODE_SERVER_NAME.to_string(),
+    });
+    client.set_timeout(Duration::from_secs(5));
+    Ok(client)
+}
+
+/// Whether `GET path` gets an HTTP answer from `client`: a success or an error the node
+/// answered (`ApiFailure`); anything else (no connection, no answer) is the error.
+async fn answers(client: &ApiClient, path: &str) -> Result<()> {
+    match client.call_raw(Method::GET, path, NO_BODY).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.downcast_ref::<ApiFailure>().is_some() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

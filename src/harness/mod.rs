@@ -1,12 +1,11 @@
 //! Real `outpost` processes driven from the outside: `localcluster` (nodes on loopback), the
-//! demo, the benchmarks and `console` (the web console reached over HTTPS without a browser).
+//! demo, `console` (the web console reached over HTTPS without a browser) and the benchmarks
+//! of `outpost bench` under `bench/`.
 
-mod attackers;
-pub mod attacks;
 pub mod bench;
 pub mod console;
 pub mod demo;
-pub mod flood;
 pub mod localcluster;
-pub mod members;
-pub mod recovery;
+
+/// `outpost bench flood` and its attacks, where the CLI calls them.
+pub use bench::{attacks, flood};

@@ -1,25 +1,133 @@
-//! Helpers shared by the tests that run real `outpost` processes on 127.0.0.1 through
-//! `localcluster`. Included by each test file with `#[path = "support/local.rs"] mod local;`.
-#![allow(dead_code)]
+//! Loopback clusters of real `outpost` processes (`outpost::harness::localcluster`): how the
+//! tests form them (plain, or trusting bundle keys made for the test), their logs on failure,
+//! the cluster's CA and an admin identity of it, and a background writer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use outpost::harness::localcluster::LocalCluster;
+use anyhow::{Context, Result};
+use outpost::harness::localcluster::{LocalCluster, LocalOptions};
+use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use super::{exe, s};
 
-/// Tests of one file run one at a time: several node processes each on a two-core machine
-/// are plenty. Held for a whole test, across awaits, on the test's own runtime.
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// An `n`-node cluster in a temporary directory with extra `init`/`join` arguments.
+pub async fn cluster(n: usize, node_args: &[&str]) -> Result<(tempfile::TempDir, LocalCluster)> {
+    let dir = tempfile::tempdir()?;
+    let opts = LocalOptions {
+        node_args: node_args.iter().map(|s| s.to_string()).collect(),
+        log_level: "info".into(),
+        ..LocalOptions::default()
+    };
+    let c = LocalCluster::start(dir.path(), &exe(), n, opts).await?;
+    Ok((dir, c))
 }
 
-/// The `outpost` binary cargo built for these tests.
-pub fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_outpost"))
+/// A one-node cluster in a temporary directory.
+pub async fn one_node() -> (tempfile::TempDir, LocalCluster) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = LocalCluster::start(dir.path(), &exe(), 1, LocalOptions::default())
+        .await
+        .expect("one-node cluster");
+    (dir, c)
+}
+
+/// `outpost bundle keygen -o ROOT/NAME`, which must succeed; the key's path (its public
+/// half is `PATH.pub`).
+pub fn keygen(root: &Path, name: &str) -> PathBuf {
+    let key = root.join(name);
+    let out = std::process::Command::new(exe())
+        .args(["bundle", "keygen", "-o", s(&key)])
+        .output()
+        .expect("keygen");
+    assert!(
+        out.status.success(),
+        "bundle keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    key
+}
+
+/// Options of a cluster whose `init` pins the bundle trust `--bundle-trust KEY.pub`.
+pub fn trusting(key: &Path) -> LocalOptions {
+    LocalOptions {
+        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
+        ..LocalOptions::default()
+    }
+}
+
+/// A bundle signing key `ROOT/KEY_NAME` made for the test and an `n`-node cluster under
+/// `ROOT/DIR` that trusts it, its nodes with the environment `env`.
+pub async fn trusted_cluster(
+    root: &Path,
+    key_name: &str,
+    dir: &str,
+    n: usize,
+    env: &[(&str, &str)],
+) -> Result<(PathBuf, LocalCluster)> {
+    let key = keygen(root, key_name);
+    let opts = LocalOptions {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..trusting(&key)
+    };
+    let c = LocalCluster::start(&root.join(dir), &exe(), n, opts).await?;
+    Ok((key, c))
+}
+
+/// `outpost agent enroll --token TOKEN --server SERVER --state-dir STATE EXTRA...` through
+/// `run` (the caller's way of running a binary: which one, with what environment); the new
+/// client's id from `STATE/agent.json`.
+pub fn enroll_agent(
+    run: impl FnOnce(&[&str]) -> Result<String>,
+    token: &str,
+    server: &str,
+    state: &Path,
+    extra: &[&str],
+) -> Result<String> {
+    let mut args = vec![
+        "agent",
+        "enroll",
+        "--token",
+        token,
+        "--server",
+        server,
+        "--state-dir",
+        s(state),
+    ];
+    args.extend(extra);
+    let out = run(&args)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("agent.json"))?)?;
+    v["client_id"]
+        .as_str()
+        .map(String::from)
+        .with_context(|| format!("no client id after enroll: {out}"))
+}
+
+/// The cluster CA's certificate (PEM) from the first node's data directory.
+pub fn ca_pem(c: &LocalCluster) -> String {
+    std::fs::read_to_string(c.nodes[0].dir.join("ca.crt")).expect("ca.crt")
+}
+
+/// An admin identity (`ops`, one day) issued with the CA key of the first node.
+pub fn admin_identity(c: &LocalCluster) -> TlsIdentity {
+    let dir = &c.nodes[0].dir;
+    let pem = ca_pem(c);
+    let ca = CertAuthority::from_pem(
+        &pem,
+        &std::fs::read_to_string(dir.join("ca.key")).expect("ca.key"),
+    )
+    .expect("the cluster CA");
+    let now = outpost_raft::now_ms() / 1000;
+    let (cert, key) = ca
+        .issue_with_new_key(&Role::Admin("ops".into()), &Validity::days_from(now, 1))
+        .expect("an admin certificate");
+    TlsIdentity::from_pem(&cert, &key, &pem).expect("admin identity")
 }
 
 /// On failure, the tail of every node's log helps more than the assertion alone.

@@ -16,9 +16,10 @@ use anyhow::{Context, Result, bail};
 use hyper::Method;
 use serde::Serialize;
 
-use crate::harness::attackers::{OPEN_EVERY, Target, resolve, start};
-use crate::harness::bench::{WriteBench, WriteReport, admin_tls, write};
-use crate::harness::flood::raft_db_bytes;
+use crate::harness::bench::admin::admin_tls;
+use crate::harness::bench::attackers::{OPEN_EVERY, Target, resolve, start};
+use crate::harness::bench::flood::raft_db_bytes;
+use crate::harness::bench::{WriteBench, WriteReport, write};
 use crate::shared::client::{ApiClient, Endpoint, local_client};
 use crate::shared::datadir::DataDir;
 use crate::wire::StatusView;

@@ -1,20 +1,37 @@
-//! `outpost bench`: figures printed, never asserted.
+//! `outpost bench`: figures printed, never asserted. This file holds the write, failover,
+//! sync and bundle benchmarks; the others have a file each:
+//!
+//! - `flood`: `bench flood`, writes while agents, attackers or a backlog load the cluster;
+//! - `attacks` (with `attackers`, the attacking connections): `bench flood --attack KIND`;
+//! - `backup`: `bench backup`, backup and restore times;
+//! - `console`: `bench console`, the time to render console pages;
+//! - `members`: what a bench samples of every member (memory, TLS handshakes);
+//! - `admin`: the admin certificate a bench calls the cluster with.
+
+pub mod admin;
+mod attackers;
+pub mod attacks;
+pub mod backup;
+pub mod console;
+pub mod flood;
+pub mod members;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hyper::Method;
-use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
+use outpost_certs::TlsIdentity;
 use serde::Serialize;
 
 use crate::harness::localcluster::{LocalCluster, LocalOptions};
-pub use crate::harness::members::NodeRss;
-use crate::harness::members::{RssSampler, handshakes_during};
 use crate::shared::client::local_client;
 use crate::shared::client::{ApiClient, Endpoint};
 use crate::shared::datadir::DataDir;
 use crate::wire::{ConfigSetRequest, ConfigSetResponse, Scope, StatusView};
+use admin::admin_tls;
+pub use members::NodeRss;
+use members::{RssSampler, handshakes_during};
 
 pub struct WriteBench {
     pub clients: usize,
@@ -208,7 +225,7 @@ pub async fn failover(runs: usize, node_args: Vec<String>) -> Result<FailoverRep
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         println!("run {}: {ms:.0} ms", run + 1);
         results.push(ms);
-        cluster.serve(leader)?;
+        cluster.serve(leader).await?;
         cluster.wait_voters(3, Duration::from_secs(30)).await?;
         let applied = cluster.status(survivor).await?.applied_index;
         cluster
@@ -575,25 +592,6 @@ fn agent_source(i: usize) -> std::net::IpAddr {
     // Up to 127.255.255.254 (15.7 million agents); beyond, the last address is shared.
     let offset = u32::try_from(i).unwrap_or(u32::MAX).min(0x00EF_FFFD);
     std::net::IpAddr::V4(std::net::Ipv4Addr::from(base + offset))
-}
-
-/// Days a bench's admin certificate is valid. Nodes report (status, console alarms) the
-/// soonest-ending admin certificate presented to them within a day, and warn under 30 days
-/// left; a bench must not leave that alarm behind. The key lives only in this process's
-/// memory and is gone when the bench ends, so the length costs nothing.
-const BENCH_ADMIN_DAYS: u32 = 45;
-
-/// A TLS client configuration with an admin certificate issued by the CA key in `dd`.
-pub(super) fn admin_tls(dd: &DataDir, ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
-    let ca = CertAuthority::from_pem(ca_pem, &dd.read(&dd.ca_key())?)?;
-    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, BENCH_ADMIN_DAYS);
-    let (cert, key) = ca.issue_with_new_key(&Role::Admin("bench".into()), &validity)?;
-    let identity = TlsIdentity::from_pem(&cert, &key, ca_pem)?;
-    Ok(outpost_certs::client_config(
-        ca_pem,
-        Some(&identity),
-        &[b"http/1.1"],
-    )?)
 }
 
 /// Figures of `outpost bench bundle`.

@@ -13,7 +13,7 @@ use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::attacks::Attack;
+use crate::harness::bench::attacks::Attack;
 use crate::shared::client::{ApiClient, Endpoint, local_client};
 use crate::shared::datadir::DataDir;
 
@@ -420,7 +420,7 @@ const STRANGER_NODE: u64 = 0xFFFF_FF00;
 fn peer_connector(dd: &DataDir, ca_pem: &str) -> Result<tokio_rustls::TlsConnector> {
     use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
     let ca = CertAuthority::from_pem(ca_pem, &dd.read(&dd.ca_key())?)?;
-    let validity = Validity::days_from(outpost_raft::now_ms() / 1000, 1);
+    let validity = Validity::days_from(crate::shared::now_ms() / 1000, 1);
     let (cert, key) = ca.issue_with_new_key(&Role::Node(STRANGER_NODE), &validity)?;
     let identity = TlsIdentity::from_pem(&cert, &key, ca_pem)?;
     let config = outpost_certs::client_config(ca_pem, Some(&identity), &[outpost_raft::PEER_ALPN])?;

@@ -99,7 +99,7 @@ pub async fn backup(clients: usize) -> Result<BackupReport> {
     }
     let restore_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    n.serve(r)?;
+    n.serve(r).await?;
     let deadline = t + Duration::from_secs(60);
     while n
         .cli(r, &["config", "set", "bench.restored", "yes"])

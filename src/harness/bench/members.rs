@@ -7,7 +7,7 @@ use anyhow::Result;
 use hyper::Method;
 use serde::Serialize;
 
-use crate::harness::bench::admin_tls;
+use crate::harness::bench::admin::admin_tls;
 use crate::shared::client::{ApiClient, Endpoint, local_client};
 use crate::shared::datadir::DataDir;
 use crate::wire::StatusView;
