@@ -1143,7 +1143,7 @@ fn a_partitioned_leader_is_replaced_by_the_election_timeout() {
 /// heal the old leader catches up through a snapshot that covers its uncommitted entries
 /// (openraft 0.9 never answers the proposals of entries removed that way). Every write it
 /// held is still answered, and the old leader takes new writes again: its write batcher did
-/// not stay waiting on them (`Inner::propose` in `raft/src/node.rs`).
+/// not stay waiting on them (`Inner::propose` in `raft/src/node/batcher.rs`).
 #[test]
 fn a_deposed_leader_answers_the_writes_it_held_and_takes_new_ones() {
     with_cluster("fdepose", |cluster, rt, ctx| {
