@@ -164,7 +164,13 @@ impl LocalCluster {
         let dir = self.nodes[i].dir.to_string_lossy().to_string();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--data-dir", &dir]);
-        let out = self.run(&all)?;
+        self.run_ok(&all)
+    }
+
+    /// Runs `outpost ARGS` with the cluster's environment and returns stdout; a failure
+    /// carries stderr.
+    pub fn run_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
         if !out.status.success() {
             bail!(
                 "outpost {} failed: {}",

@@ -92,15 +92,7 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 /// `outpost ARGS` with the cluster's environment (not a node process); its stdout, or an
 /// error with its stderr.
 pub fn run_ok(c: &LocalCluster, args: &[&str]) -> Result<String> {
-    let out = c.run(args)?;
-    if !out.status.success() {
-        bail!(
-            "outpost {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    c.run_ok(args)
 }
 
 /// `outpost ARGS` outside any cluster: whether it succeeded, its stdout and its stderr.
