@@ -4,12 +4,15 @@
 //!
 //! Here: the router, the body caps and the identity check every request passes. Beside it:
 //! `caller` (who is calling), `state` (what handlers share and how they commit and read),
-//! `error` (the error answer), the input checks where fields enter (`fields`), the port's
-//! limits (`limits`) and the refusal counters (`refusals`), and one file per resource
-//! (`status`, `tokens`, `admins`, `nodes`, `config`, `audit`, `clients`, `inventory`,
-//! `bundles`, `deployments`, `renewal`, `console`: the console's links, accounts and sessions).
-//! Bodies are `crate::wire` types; `convert` turns storage and Raft records into them. The API knows nothing
-//! of the CLI or the agent; it is started by `crate::node`.
+//! `error` (the error answer), `identities` (the cached standing of an admin, node or client),
+//! the input checks where fields enter (`fields`), the port's budgets (`requests`: the body
+//! rule per caller and route; `limits`: pools, caps, rates; `pool`; `activity`: the idle
+//! watchdog; `extractors`: rates applied before a handler), the counters (`refusals`,
+//! `certs_seen`), and one file per resource (`status`, `tokens`, `admins`, `nodes`, `config`,
+//! `audit`, `clients`, `inventory`, `bundles`, `deployments`, `renewal`, `backup`, `upgrade`,
+//! `console`: the console's links, accounts and sessions). Bodies are `crate::wire` types;
+//! `convert` turns storage and Raft records into them. The API knows nothing of the CLI or
+//! the agent; it is started by `crate::node`.
 
 pub mod activity;
 pub mod admins;
