@@ -77,9 +77,18 @@ pub struct LocalCluster {
 pub fn free_port() -> Result<u16> {
     let low = ephemeral_low().unwrap_or(0);
     if low > FIXED_LOW + 1_000 {
-        for _ in 0..64 {
-            let port = rand::Rng::gen_range(&mut rand::thread_rng(), FIXED_LOW..low);
+        // A cursor from a random start, so this process never hands out one port twice (a
+        // port checked free here is bound only later, by a node) and two processes rarely
+        // meet; each candidate is still checked by binding it.
+        let span = low - FIXED_LOW;
+        let mut next = NEXT_PORT.lock().unwrap_or_else(|e| e.into_inner());
+        let start =
+            *next.get_or_insert_with(|| rand::Rng::gen_range(&mut rand::thread_rng(), 0..span));
+        for step in 0..span.min(4_096) {
+            let offset = (start + step) % span;
+            let port = FIXED_LOW + offset;
             if let Ok(l) = StdListener::bind(("127.0.0.1", port)) {
+                *next = Some((offset + 1) % span);
                 return Ok(l.local_addr()?.port());
             }
         }
@@ -87,6 +96,9 @@ pub fn free_port() -> Result<u16> {
     let l = StdListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
+
+/// Where `free_port` looks next, as an offset from `FIXED_LOW`.
+static NEXT_PORT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
 
 /// Where `free_port` starts looking: above the well-known services.
 const FIXED_LOW: u16 = 10_000;
@@ -487,6 +499,22 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill9(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ports handed out are checked free only, bound later by a node: one process must never
+    /// hand out the same port twice, or two nodes of one cluster could be given one port.
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            let p = free_port().expect("a free port");
+            assert!(seen.insert(p), "port {p} handed out twice");
         }
     }
 }
