@@ -151,10 +151,10 @@ async fn routes_sessions_csrf_and_pages() {
             "{}",
             again.body
         );
-        let forged = format!("{}0", &path[..path.len() - 1]);
+        let forged = last_char_changed(&path);
         assert_eq!(n.get(&forged, None).await?.status, 403);
         assert_eq!(n.get("/login/link/nonsense", None).await?.status, 403);
-        let tampered = format!("{}0", &alice[..alice.len() - 1]);
+        let tampered = last_char_changed(&alice);
         assert_eq!(n.get("/", Some(&tampered)).await?.status, 401);
 
         // Clients to page through: 120 real enrollments.
@@ -440,4 +440,16 @@ async fn routes_sessions_csrf_and_pages() {
     }
     .await;
     or_dump(&c, r);
+}
+
+/// `s` with its last character replaced by a different one (a fixed '0' left a token or
+/// cookie that already ended in '0' unchanged, so the test passed the genuine one).
+fn last_char_changed(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(s.chars().count().saturating_sub(1))
+        .collect();
+    out.push(if s.ends_with('0') { '1' } else { '0' });
+    assert_ne!(out, s);
+    out
 }
