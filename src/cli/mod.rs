@@ -2,7 +2,7 @@
 //! certificate, `--data-dir`), and the dispatch to one file per noun, which owns that noun's
 //! arguments and printing (`node`: init, join, discover, status, node; `token`, `admin`,
 //! `config`, `audit`, `client`, `inventory`, `bundle`, `deployment`, `agent`, `bench`,
-//! `console`).
+//! `console`, `recovery`: backup, restore, recover; `upgrade`: the rolling upgrade).
 //! Commands speak to a node through `crate::shared::client` with `crate::wire` bodies, or
 //! call start-up (`crate::node`), the agent (`crate::agent`) or the harness.
 

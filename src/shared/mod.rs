@@ -1,5 +1,15 @@
-//! Helpers both sides of the API use: the API client, tokens, a node's data directory, text
-//! for people. Nothing here knows the node's API internals or the agent.
+//! Helpers both sides of the API use. Nothing here knows the node's API internals or the agent.
+//!
+//! - `client`: the API client (`ApiClient`, `local_client`, `NO_BODY`, `urlencode`);
+//! - `token`: join and enrollment tokens as people carry them;
+//! - `datadir`: a node's data directory and its `node.toml`;
+//! - `files`: the one fsync-then-rename helper;
+//! - `backup`: the backup file (header, sealing the CA key);
+//! - `policy`: pure rules both sides apply (renewal window, fact matching);
+//! - `process`: this process's memory and descriptors, and the allocator's tuning;
+//! - `request_id`: the name a write is remembered under;
+//! - `text`: short echoes and tails for people;
+//! - here: the clock (`now_ms`, `now_secs`).
 
 pub mod backup;
 pub mod client;
