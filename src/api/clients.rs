@@ -347,7 +347,8 @@ pub async fn label(
         }
         (Some(fact), true) => {
             let (path, value) = input::fact_term(fact)?;
-            st.read(move |r| clients_with_fact(r, &path, &value)).await?
+            st.read(move |r| clients_with_fact(r, &path, &value))
+                .await?
         }
         (None, true) => {
             return Err(ApiError::new(

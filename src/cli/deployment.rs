@@ -49,7 +49,13 @@ impl SelectorFlags {
             exclude_labels: self.exclude_labels.clone(),
             exclude_clients: self.exclude_clients.clone(),
         };
-        if args.groups.len() == 1 && args == (SelectorArgs { groups: args.groups.clone(), ..Default::default() }) {
+        if args.groups.len() == 1
+            && args
+                == (SelectorArgs {
+                    groups: args.groups.clone(),
+                    ..Default::default()
+                })
+        {
             return (args.groups[0].clone(), SelectorArgs::default());
         }
         (String::new(), args)
@@ -315,11 +321,7 @@ pub fn plan_lines(v: &PlanView) -> Vec<String> {
         ));
         out.extend(v.unseen.iter().map(|c| format!("  {c}")));
     }
-    out.push(format!(
-        "{} client{} targeted",
-        v.count,
-        plural(v.count)
-    ));
+    out.push(format!("{} client{} targeted", v.count, plural(v.count)));
     out
 }
 
@@ -473,7 +475,12 @@ pub fn status_lines(v: &DeploymentStatusView) -> Vec<String> {
                 c.id,
                 c.phase,
                 c.status,
-                c.detail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
+                c.detail
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
             ));
         }
     }
@@ -535,7 +542,11 @@ mod tests {
             flags(&["lab"], &[]).to_wire(),
             ("lab".to_string(), SelectorArgs::default())
         );
-        for f in [flags(&["lab", "b"], &[]), flags(&["lab"], &["line2"]), flags(&[], &["l"])] {
+        for f in [
+            flags(&["lab", "b"], &[]),
+            flags(&["lab"], &["line2"]),
+            flags(&[], &["l"]),
+        ] {
             let (group, args) = f.to_wire();
             assert_eq!(group, "", "{f:?}");
             assert_eq!(args.groups, f.groups);
