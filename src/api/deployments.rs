@@ -97,6 +97,10 @@ pub(crate) fn rollout_command(
 ) -> Result<(String, Command), ApiError> {
     let id = req.id.clone().unwrap_or_else(new_id);
     fields::id("deployment id", &id)?;
+    if id == "plan" {
+        // `/v1/deployments/plan` is the preview: such a deployment could not be read back.
+        return Err(bad("deployment id plan is reserved (the preview's route)"));
+    }
     fields::text("artifact", &req.artifact, fields::MAX_ID_CHARS * 4)?;
     let kind = r
         .deployable_kind(&req.artifact, req.version)
@@ -560,7 +564,7 @@ mod tests {
                 .message()
                 .to_string()
         };
-        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 9] = [
+        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 10] = [
             (
                 &|q| q.group.clear(),
                 "name a target: --group, --label, --where or --client",
@@ -585,6 +589,7 @@ mod tests {
             ),
             (&|q| q.start_at = Some("Christmas".into()), "start time"),
             (&|q| q.id = Some("d 1".into()), "deployment id"),
+            (&|q| q.id = Some("plan".into()), "reserved"),
         ];
         for (change, want) in cases {
             let msg = with(change);
