@@ -1,6 +1,6 @@
 //! Configuration routes: keys and values scoped global < group < client, and a client's
-//! effective configuration. `agent.handler.*` keys are refused here: only a signed bundle
-//! sets them.
+//! effective configuration. `agent.handler.*` keys and the site policies (`deploy.*`,
+//! `site.timezone`) are refused here: only a signed bundle sets them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +55,16 @@ pub(crate) async fn config_set(
             StatusCode::FORBIDDEN,
             format!(
                 "{} runs code on clients: it is set only by a config payload of a signed bundle \
+                 (outpost bundle create with a [[payload]] of kind \"config\")",
+                req.key
+            ),
+        ));
+    }
+    if outpost_storage::signed_only_key(&req.key) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is a site policy: it is set only by a config payload of a signed bundle \
                  (outpost bundle create with a [[payload]] of kind \"config\")",
                 req.key
             ),
@@ -117,6 +127,15 @@ pub(crate) async fn config_delete(
 ) -> ApiResult<serde_json::Value> {
     caller.require_admin()?;
     let scope = q.scope()?;
+    // Deleting a site policy (`deploy.approval_above`, `site.timezone`) would lift it without
+    // a signed bundle: a bundle's config payload changes it instead. A handler key may go
+    // (that only takes a power away), as before.
+    if outpost_storage::signed_only_key(&key) && !key.starts_with(HANDLER_PREFIX) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{key} is a site policy: only a config payload of a signed bundle changes it"),
+        ));
+    }
     st.commit(
         &caller,
         Command::DeleteConfig {
