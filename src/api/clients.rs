@@ -243,7 +243,7 @@ pub async fn agent_sync(
         Ok((
             r.config_effective(&client.id, &client.groups)?,
             r.bundle_trust()?,
-            r.assignments(&client.id)?,
+            r.assignments(&client.id, outpost_raft::now_ms())?,
         ))
     })
     .await?;

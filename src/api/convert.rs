@@ -534,6 +534,7 @@ mod tests {
                 revoked: true,
                 last_seen: Some(2),
                 last_seen_node: Some(3),
+                labels: vec![],
             },
         );
         same::<_, wire::InventoryRecord>(

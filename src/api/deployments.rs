@@ -120,7 +120,10 @@ pub async fn assignments(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Vec<wire::Assignment>> {
-    let (_, list) = authorized_read(&st, &caller, |r, client| r.assignments(&client.id)).await?;
+    let (_, list) = authorized_read(&st, &caller, |r, client| {
+        r.assignments(&client.id, outpost_raft::now_ms())
+    })
+    .await?;
     Ok(Json(wire_list(list)))
 }
 
@@ -155,7 +158,9 @@ pub async fn artifact(
 ) -> Result<Response, ApiError> {
     let client = authorized_client(&st, &caller).await?;
     let id = client.id.clone();
-    let mine = st.read(move |r| r.assignments(&id)).await?;
+    let mine = st
+        .read(move |r| r.assignments(&id, outpost_raft::now_ms()))
+        .await?;
     let Some(a) = mine.iter().find(|a| a.deployment.sha256 == sha256) else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -43,6 +43,7 @@ mod codec;
 mod error;
 mod model;
 mod reader;
+pub mod rollout;
 mod rows;
 mod rules;
 mod schema;
@@ -61,12 +62,15 @@ pub use codec::{
 };
 pub use error::StorageError;
 pub use model::{
-    Assignment, AuditChain, AuditCheck, AuditRecord, BundleImport, BundleRecord, BundleType,
-    ChannelRecord, ClientCertState, ClientRecord, ClusterInfo, Command, ConfigEntry,
-    ConsoleSession, ConsoleUser, DeploymentProgress, DeploymentRecord, DeploymentResult,
-    DeploymentStatus, Envelope, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord,
-    NodeRole, Outcome, PayloadHolding, PayloadRecord, RejectCode, Rejection, Response, RollRecord,
-    Scope, SessionProof, SignInLock, SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord,
+    APPROVAL_ABOVE_KEY, Assignment, AuditChain, AuditCheck, AuditRecord, BundleImport,
+    BundleRecord, BundleType, ChannelRecord, ClientCertState, ClientProgress, ClientRecord,
+    ClusterInfo, Command, ConfigEntry, ConsoleSession, ConsoleUser, DEPLOY_KEY_PREFIX,
+    DeploymentProgress, DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope,
+    FailureLimit, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord, NodeRole,
+    Outcome, PayloadHolding, PayloadRecord, PhaseCounts, Plan, PlanPhase, Progress, RejectCode,
+    Rejection, Response, RollRecord, RolloutRecord, RolloutSpec, RolloutState, RolloutStatus,
+    RolloutStep, SITE_TIMEZONE_KEY, Scope, Selector, SessionProof, SignInLock, SignedBundle,
+    TokenCheck, TokenKind, TokenRecord, TrustRecord, signed_only_key,
 };
 pub use reader::Reader;
 pub use rules::{

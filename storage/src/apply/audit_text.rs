@@ -310,6 +310,43 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             format!("signin:{key}"),
             json!({ "until_ms": until_ms }),
         ),
+        Command::LabelClients {
+            clients,
+            add,
+            remove,
+        } => (
+            "client.label",
+            match clients.as_slice() {
+                [one] => format!("client:{one}"),
+                _ => format!("clients:{}", clients.len()),
+            },
+            json!({ "clients": clients.iter().take(20).collect::<Vec<_>>(),
+                    "count": clients.len(), "add": add, "remove": remove }),
+        ),
+        Command::CreateRollout(spec) => (
+            "deployment.create",
+            format!("deployment:{}", spec.id),
+            json!({ "kind": spec.kind, "name": spec.name, "version": spec.version,
+                    "selector": spec.selector, "phases": spec.phases, "soak_ms": spec.soak_ms,
+                    "max_failures": spec.max_failures.to_string(), "windows": spec.windows,
+                    "start_at_ms": spec.start_at_ms }),
+        ),
+        Command::RolloutStep { id, step, reason } => (
+            "deployment.step",
+            format!("deployment:{id}"),
+            json!({ "step": step.to_string(), "reason": reason }),
+        ),
+        Command::ReportRemoval {
+            deployment_id,
+            client_id,
+            ok,
+            detail,
+        } => (
+            "deployment.removal",
+            format!("deployment:{deployment_id}"),
+            json!({ "client": client_id, "status": if *ok { "removed" } else { "remove-failed" },
+                    "detail_bytes": detail.len() }),
+        ),
     };
     // Keys sorted whatever serde_json's features are: the detail is hashed and replicated.
     let detail: std::collections::BTreeMap<String, serde_json::Value> = match detail {

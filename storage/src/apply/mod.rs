@@ -408,6 +408,13 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
         Command::LockSignIn { key, until_ms } => {
             console::lock_signin(conn, env.at_ms, key, *until_ms)
         }
+        Command::LabelClients { .. }
+        | Command::CreateRollout(_)
+        | Command::RolloutStep { .. }
+        | Command::ReportRemoval { .. } => Err(invalid(format!(
+            "{} is not applied by this build yet",
+            env.command.kind()
+        ))),
     }
 }
 

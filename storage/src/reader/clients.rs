@@ -167,6 +167,7 @@ impl FromRow for ClientRecord {
             revoked: r.get(5)?,
             last_seen: r.get(6)?,
             last_seen_node: r.get::<_, Option<i64>>(7)?.map(|n| n as u64),
+            labels: vec![],
             id,
         })
     }

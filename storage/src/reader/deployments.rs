@@ -100,7 +100,12 @@ impl Reader {
 
     /// What `client_id` is asked to install: for each artifact name, the newest deployment to
     /// one of its groups (or to all clients), with the client's own last result for it.
-    pub fn assignments(&self, client_id: &str) -> Result<Vec<Assignment>, StorageError> {
+    pub fn assignments(
+        &self,
+        client_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<Assignment>, StorageError> {
+        let _ = now_ms;
         self.with(|c| {
             let all: Vec<DeploymentRecord> = all(
                 c,
