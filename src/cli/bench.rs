@@ -113,6 +113,20 @@ pub(super) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// On a temporary three-node cluster with --clients enrolled clients: the API's time to
+    /// answer `deployment plan` (every client) and `deployment status` (a running rollout
+    /// over every client), and the time from create to done of a rollout
+    /// `--phases 10%,50%,100% --soak 0s` to --agents simulated agents (each its own
+    /// certificate: sync, download, report installed), the other clients left out of it.
+    Rollout {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Clients that act as agents in the timed rollout (at most --clients).
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
     /// temporary three-node cluster of real `outpost serve` processes.
     Failover {
@@ -203,6 +217,15 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
             json,
         } => {
             let report = crate::harness::bench::console::bench(clients, runs).await?;
+            print_report(&report, json)?;
+        }
+        BenchCmd::Rollout {
+            clients,
+            agents,
+            json,
+        } => {
+            let opts = crate::harness::bench::rollout::RolloutBench { clients, agents };
+            let report = crate::harness::bench::rollout::bench(opts).await?;
             print_report(&report, json)?;
         }
         BenchCmd::Backup { clients, json } => {
