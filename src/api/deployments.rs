@@ -19,7 +19,9 @@ use axum::extract::{Extension, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_storage::rollout;
-use outpost_storage::{Command, FailureLimit, Reader, RolloutSpec, RolloutStep, Scope, Selector};
+use outpost_storage::{
+    APPROVAL_ABOVE_KEY, Command, FailureLimit, Reader, RolloutSpec, RolloutStep, Scope, Selector,
+};
 
 use crate::api::clients::{authorized_client, authorized_read};
 use crate::api::convert::{status_view, wire_list};
@@ -38,9 +40,6 @@ pub(crate) fn new_id() -> String {
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!("d-{}", hex::encode(b))
 }
-
-/// Config key of the four-eyes policy (signed bundles only).
-pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)

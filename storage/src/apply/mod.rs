@@ -8,12 +8,14 @@
 //! `invalid`), the checked conversions into SQLite integers and the audit append. Each
 //! command's checks and writes live in the file of its domain: `nodes` (cluster and nodes),
 //! `config`, `tokens`, `clients` (clients, inventory, client certificates, admin revocation),
-//! `bundles` (trust, bundles, blobs), `deployments`, `upgrade` (the rolling upgrade) and
+//! `bundles` (trust, bundles, blobs), `deployments`, `rollouts` (labels, rollouts and their
+//! steps, removals) with `brake` (a rollout's reports), `upgrade` (the rolling upgrade) and
 //! `console` (operator accounts, login links, sessions); `requests` keeps the recent request
 //! ids and their first outcomes (exactly-once writes); `audit_text` says what each command's
 //! audit row reads. A domain file uses this file and the crate's lower modules; calls between
-//! domains are few and one way: `nodes` and `clients` consume tokens through `tokens`, and
-//! `bundles` applies a bundle's config through `config`.
+//! domains are few and one way: `nodes` and `clients` consume tokens through `tokens`,
+//! `bundles` applies a bundle's config through `config`, `rollouts` makes its deployments row
+//! through `deployments`, and `deployments` and `rollouts` use `brake`.
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
@@ -24,6 +26,7 @@ use crate::model::{Command, Envelope, Outcome, RejectCode, Rejection, Response};
 use crate::schema::meta_blob;
 
 mod audit_text;
+mod brake;
 mod bundles;
 mod clients;
 mod config;
@@ -31,6 +34,7 @@ mod console;
 mod deployments;
 mod nodes;
 mod requests;
+mod rollouts;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -43,6 +47,9 @@ pub use console::{
 };
 pub use deployments::MAX_DETAIL_BYTES;
 pub use requests::REQUEST_IDS_KEPT;
+pub use rollouts::{
+    MAX_LABEL_CLIENTS, MAX_LABELS_PER_CLIENT, MAX_LABELS_PER_COMMAND, MAX_STEP_REASON_BYTES,
+};
 pub use upgrade::MAX_ROLL_REASON_BYTES;
 
 /// What one `apply_entries` call did: per entry, None for a None input or one outcome per
@@ -408,13 +415,21 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
         Command::LockSignIn { key, until_ms } => {
             console::lock_signin(conn, env.at_ms, key, *until_ms)
         }
-        Command::LabelClients { .. }
-        | Command::CreateRollout(_)
-        | Command::RolloutStep { .. }
-        | Command::ReportRemoval { .. } => Err(invalid(format!(
-            "{} is not applied by this build yet",
-            env.command.kind()
-        ))),
+        Command::LabelClients {
+            clients,
+            add,
+            remove,
+        } => rollouts::label_clients(conn, clients, add, remove),
+        Command::CreateRollout(spec) => rollouts::create_rollout(conn, env, spec),
+        Command::RolloutStep { id, step, reason } => {
+            rollouts::rollout_step(conn, env, id, *step, reason)
+        }
+        Command::ReportRemoval {
+            deployment_id,
+            client_id,
+            ok,
+            detail,
+        } => rollouts::report_removal(conn, env.at_ms, (deployment_id, client_id), *ok, detail),
     }
 }
 

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 mod rollout;
 
 pub use rollout::{
-    ClientProgress, FailureLimit, PhaseCounts, Plan, PlanPhase, Progress, RolloutRecord,
-    RolloutSpec, RolloutState, RolloutStatus, RolloutStep, Selector,
+    APPROVAL_ABOVE_KEY, ClientProgress, DEPLOY_KEY_PREFIX, FailureLimit, PhaseCounts, Plan,
+    PlanPhase, Progress, RolloutRecord, RolloutSpec, RolloutState, RolloutStatus, RolloutStep,
+    SITE_TIMEZONE_KEY, Selector, signed_only_key,
 };
 
 /// One replicated command with the time and actor the proposer stamped on it.
@@ -519,20 +520,6 @@ pub struct Assignment {
 
 /// Configuration keys that name a program agents run: set only by signed bundles.
 pub const HANDLER_KEY_PREFIX: &str = "agent.handler.";
-/// Configuration keys of the rollout policy (`deploy.approval_above`): signed bundles only.
-pub const DEPLOY_KEY_PREFIX: &str = "deploy.";
-/// The site's IANA time zone, which rollout windows are read in: signed bundles only.
-pub const SITE_TIMEZONE_KEY: &str = "site.timezone";
-/// More clients than this in a rollout's plan (or `all`) makes it wait for a second person.
-pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
-
-/// Whether `key` is set only through a signed bundle's config payload, never by `SetConfig`
-/// from the API: what agents run, and the rollout policy and the clock it is read on.
-pub fn signed_only_key(key: &str) -> bool {
-    key.starts_with(HANDLER_KEY_PREFIX)
-        || key.starts_with(DEPLOY_KEY_PREFIX)
-        || key == SITE_TIMEZONE_KEY
-}
 
 impl Command {
     /// Why a leader refuses this command when a peer forwards it, if it does. Policy added
@@ -754,6 +741,10 @@ pub enum Response {
     ConfigVersion(u64),
     /// Nothing to change (the very same bundle imported again).
     Unchanged,
+    /// A failure report that halted its rollout (format 8): the brake's reason.
+    Halted {
+        reason: String,
+    },
 }
 
 /// Why a command was refused. Deterministic: every node refuses the same command the same way.
