@@ -4,9 +4,9 @@
 //! `outpost_storage::rollout::next_step` what to do: `Start` a scheduled rollout whose start
 //! time came, `OpenPhase` the next phase once the current one has soaked (time inside its
 //! windows, in the site's time zone, config `site.timezone`, read as the agents' assignments
-//! read it) within the brake, `Finish` when
-//! every targeted client of the last phase installed. Each step is one `RolloutStep` command,
-//! proposed as actor `node:N` with the reason the decision gives (audited with both).
+//! read it) within the brake, `Finish` when every targeted client of the last phase
+//! installed. Each step is one `RolloutStep` command, proposed as actor `node:N` with the
+//! reason the decision gives (audited with both).
 //!
 //! What the task does not do: halt (the `ReportDeployment` that brings one failure too many
 //! halts in its own apply), or anything an operator decides (approve, pause, resume, abort).
