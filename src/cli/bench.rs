@@ -116,14 +116,15 @@ pub(super) enum BenchCmd {
     /// On a temporary three-node cluster with --clients enrolled clients: the API's time to
     /// answer `deployment plan` (every client) and `deployment status` (a running rollout
     /// over every client), and the time from create to done of a rollout
-    /// `--phases 10%,50%,100% --soak 0s` to --agents simulated agents (each its own
-    /// certificate: sync, download, report installed), the other clients left out of it.
+    /// `--phases 10%,50%,100% --soak 0s` to simulated agents (each its own certificate:
+    /// sync, download, report installed): every client, or --agents of them.
     Rollout {
         #[arg(long, default_value_t = 10_000)]
         clients: usize,
-        /// Clients that act as agents in the timed rollout (at most --clients).
-        #[arg(long, default_value_t = 1000)]
-        agents: usize,
+        /// Clients that act as agents in the timed rollout (default: all of them); the others
+        /// are left out of it and count only for plan and status.
+        #[arg(long)]
+        agents: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -224,7 +225,10 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
             agents,
             json,
         } => {
-            let opts = crate::harness::bench::rollout::RolloutBench { clients, agents };
+            let opts = crate::harness::bench::rollout::RolloutBench {
+                clients,
+                agents: agents.unwrap_or(clients),
+            };
             let report = crate::harness::bench::rollout::bench(opts).await?;
             print_report(&report, json)?;
         }

@@ -27,8 +27,8 @@ use crate::harness::localcluster::{LocalCluster, LocalOptions};
 use crate::shared::client::{ApiClient, Endpoint};
 use crate::shared::datadir::DataDir;
 use crate::wire::{
-    AgentSync, CreatedDeployment, DeploymentRequest, DeploymentStatusView, PlanRequest, PlanView,
-    ReportStatus, ResultReport, SelectorArgs,
+    AgentSync, AuditRecord, CreatedDeployment, DeploymentRequest, DeploymentStatusView,
+    PlanRequest, PlanView, ReportStatus, ResultReport, SelectorArgs,
 };
 
 /// Calls of `plan` and of `status` whose median is printed.
@@ -37,6 +37,8 @@ const RUNS: usize = 7;
 const CONCURRENT_SYNCS: usize = 64;
 /// The rollout must be done within this, or the bench fails.
 const DONE_DEADLINE: Duration = Duration::from_secs(900);
+/// Pages of the audit log read for the measured rollout's steps.
+const AUDIT_PAGES: usize = 20;
 /// The phases of the measured rollout.
 const PHASES: &str = "10%,50%,100%";
 /// The groups the clients are enrolled in: the simulated agents, and the others.
@@ -68,8 +70,9 @@ pub struct RolloutReport {
     /// Agent syncs made while the rollout ran, and their rounds.
     pub syncs: u64,
     pub rounds: u32,
-    /// Per phase: seconds from create until each phase was open (as status showed it).
-    pub phase_open_s: Vec<f64>,
+    /// The rollout's steps as the audit log records them (`open phase 2`, ..., `finish`),
+    /// each with its seconds after the create (both stamped by the nodes that proposed them).
+    pub steps: Vec<(String, f64)>,
 }
 
 impl std::fmt::Display for RolloutReport {
@@ -90,14 +93,13 @@ impl std::fmt::Display for RolloutReport {
             self.status_clients, self.status_ms.0, self.status_ms.1
         )?;
         let opened: Vec<String> = self
-            .phase_open_s
+            .steps
             .iter()
-            .enumerate()
-            .map(|(i, s)| format!("phase {} at {s:.1} s", i + 1))
+            .map(|(step, s)| format!("{step} at {s:.1} s"))
             .collect();
         write!(
             f,
-            "  create -> done, --phases {PHASES} --soak 0s, {} simulated agents (own certificates; sync, download, report installed; {CONCURRENT_SYNCS} at a time): {:.1} s ({} syncs in {} rounds; {})",
+            "  create -> done, --phases {PHASES} --soak 0s, {} simulated agents (own certificates; sync, download, report installed; {CONCURRENT_SYNCS} at a time): {:.1} s ({} syncs in {} rounds; audited steps: {})",
             self.agents,
             self.create_to_done_s,
             self.syncs,
@@ -222,12 +224,17 @@ async fn run(
         },
         "0s",
     );
+    let before: Vec<AuditRecord> = admin
+        .call(Method::GET, "/v1/audit?limit=1", None::<&()>)
+        .await?;
+    let after_seq = before.last().map(|a| a.seq).unwrap_or(0);
     let t0 = Instant::now();
     let _: CreatedDeployment = admin
         .call(Method::POST, "/v1/deployments", Some(&measured))
         .await
         .context("creating the measured rollout")?;
     let walk = walk_phases(&admin, fleet.agents, t0).await?;
+    let steps = audited_steps(&admin, after_seq, "deployment:bench-rollout").await?;
     Ok(RolloutReport {
         clients: opts.clients,
         agents: opts.agents,
@@ -239,7 +246,7 @@ async fn run(
         create_to_done_s: walk.done_s,
         syncs: walk.syncs,
         rounds: walk.rounds,
-        phase_open_s: walk.phase_open_s,
+        steps,
     })
 }
 
@@ -264,28 +271,22 @@ struct Walk {
     done_s: f64,
     syncs: u64,
     rounds: u32,
-    phase_open_s: Vec<f64>,
 }
 
 /// Rounds of syncs by the agents that have not installed yet, until the rollout is done.
 async fn walk_phases(admin: &ApiClient, agents: Vec<SimAgent>, t0: Instant) -> Result<Walk> {
     let mut waiting: Vec<Arc<SimAgent>> = agents.into_iter().map(Arc::new).collect();
-    let mut phase_open_s: Vec<f64> = Vec::new();
     let (mut syncs, mut rounds) = (0u64, 0u32);
     let deadline = t0 + DONE_DEADLINE;
     loop {
         let s: DeploymentStatusView = admin
             .call(Method::GET, "/v1/deployments/bench-rollout", None::<&()>)
             .await?;
-        while phase_open_s.len() < s.phase as usize {
-            phase_open_s.push(t0.elapsed().as_secs_f64());
-        }
         if s.state == "done" {
             return Ok(Walk {
                 done_s: t0.elapsed().as_secs_f64(),
                 syncs,
                 rounds,
-                phase_open_s,
             });
         }
         if s.state != "running" {
@@ -329,6 +330,49 @@ async fn walk_phases(admin: &ApiClient, agents: Vec<SimAgent>, t0: Instant) -> R
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// The steps of `target` in the audit records after `after_seq`, with their seconds after
+/// its create: pages of at most 10,000 records, at most `AUDIT_PAGES` of them.
+async fn audited_steps(
+    admin: &ApiClient,
+    mut after_seq: u64,
+    target: &str,
+) -> Result<Vec<(String, f64)>> {
+    let (mut created, mut steps) = (None, Vec::new());
+    for _ in 0..AUDIT_PAGES {
+        let page: Vec<AuditRecord> = admin
+            .call(
+                Method::GET,
+                &format!("/v1/audit?after={after_seq}&limit=10000"),
+                None::<&()>,
+            )
+            .await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after_seq = last.seq;
+        for a in page
+            .iter()
+            .filter(|a| a.target == target && a.outcome == "ok")
+        {
+            match a.action.as_str() {
+                "deployment.create" => created = Some(a.at_ms),
+                "deployment.step" => {
+                    let detail: serde_json::Value =
+                        serde_json::from_str(&a.detail).unwrap_or_default();
+                    let step = detail["step"].as_str().unwrap_or("?").to_string();
+                    steps.push((step, a.at_ms));
+                }
+                _ => {}
+            }
+        }
+    }
+    let created = created.context("the audit log has no create of the measured rollout")?;
+    Ok(steps
+        .into_iter()
+        .map(|(step, at)| (step, (at - created) as f64 / 1000.0))
+        .collect())
 }
 
 /// One sync of one agent: the assignment of the measured rollout, if any, downloaded and
