@@ -19,7 +19,7 @@ use crate::shared::client::ApiClient;
 use crate::shared::files::rename_durably;
 use crate::shared::text::tail;
 use crate::wire::{
-    Assignment, DeploymentRecord, DeploymentStatus, RESULT_DETAIL_BYTES, ResultReport,
+    Assignment, DeploymentRecord, DeploymentStatus, RESULT_DETAIL_BYTES, ReportStatus, ResultReport,
 };
 
 /// A failed install is retried on later syncs at most this many times in all.
@@ -35,7 +35,7 @@ pub struct LocalResult {
     pub attempts: u32,
     /// The outcome of the last removal (`abort --uninstall`), once one ran (`removals`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub removal: Option<crate::agent::removals::Removal>,
+    pub removal: Option<Removal>,
     /// Removals tried so far (at most `MAX_ATTEMPTS`, like installs).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub remove_attempts: u32,
@@ -43,6 +43,28 @@ pub struct LocalResult {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// The outcome of a removal (`removals`), as the agent remembers it and reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Removal {
+    Removed,
+    RemoveFailed,
+}
+
+impl Removal {
+    /// The status `/v1/agent/results` takes for it.
+    pub fn status(self) -> ReportStatus {
+        match self {
+            Removal::Removed => ReportStatus::Removed,
+            Removal::RemoveFailed => ReportStatus::RemoveFailed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.status().as_str()
+    }
 }
 
 /// What a handler is told about the payload it installs (its environment).

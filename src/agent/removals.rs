@@ -18,38 +18,13 @@ use std::path::Path;
 
 use anyhow::Result;
 use outpost_bundles::PayloadKind;
-use serde::{Deserialize, Serialize};
 
 use crate::agent::deployments::{
-    Job, LocalResult, MAX_ATTEMPTS, load_local, report_result, run_sh,
+    Job, LocalResult, MAX_ATTEMPTS, Removal, load_local, report_result, run_sh,
 };
 use crate::shared::client::ApiClient;
 use crate::shared::text::tail;
-use crate::wire::{
-    DeploymentRecord, DeploymentStatus, RESULT_DETAIL_BYTES, ReportStatus, ResultReport,
-};
-
-/// The outcome of a removal, as the agent remembers it and reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Removal {
-    Removed,
-    RemoveFailed,
-}
-
-impl Removal {
-    /// The status `/v1/agent/results` takes for it.
-    pub fn status(self) -> ReportStatus {
-        match self {
-            Removal::Removed => ReportStatus::Removed,
-            Removal::RemoveFailed => ReportStatus::RemoveFailed,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.status().as_str()
-    }
-}
+use crate::wire::{DeploymentRecord, DeploymentStatus, RESULT_DETAIL_BYTES, ResultReport};
 
 /// The configuration key naming the remove handler of payload kind `kind`.
 pub fn remove_key(kind: &str) -> String {
