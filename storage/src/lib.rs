@@ -44,6 +44,7 @@ mod error;
 mod model;
 mod reader;
 pub mod rollout;
+mod rollout_rows;
 mod rows;
 mod rules;
 mod schema;
@@ -52,8 +53,9 @@ mod store;
 mod token_check;
 
 pub use apply::{
-    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, MAX_PASSWORD_HASH_BYTES, MAX_ROLL_REASON_BYTES,
-    MAX_SIGNIN_LOCK_MS, RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
+    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, MAX_LABEL_CLIENTS, MAX_LABELS_PER_CLIENT,
+    MAX_LABELS_PER_COMMAND, MAX_PASSWORD_HASH_BYTES, MAX_ROLL_REASON_BYTES, MAX_SIGNIN_LOCK_MS,
+    MAX_STEP_REASON_BYTES, RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
     signin_account_key, signin_source_key,
 };
 pub use bundle_config::parse_config_payload;

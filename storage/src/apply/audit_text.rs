@@ -219,11 +219,20 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             client_id,
             status,
             detail,
-        } => (
-            "deployment.report",
-            format!("deployment:{deployment_id}"),
-            json!({ "client": client_id, "status": status.as_str(), "detail_bytes": detail.len() }),
-        ),
+        } => {
+            let mut detail = json!({ "client": client_id, "status": status.as_str(),
+                                     "detail_bytes": detail.len() });
+            // Only a rollout's brake adds this (format 8): older rows read as they always did.
+            if let (Ok(Response::Halted { reason }), Some(map)) = (outcome, detail.as_object_mut())
+            {
+                map.insert("halted".to_owned(), json!(reason));
+            }
+            (
+                "deployment.report",
+                format!("deployment:{deployment_id}"),
+                detail,
+            )
+        }
         Command::RenewClientCert {
             client_id,
             cert_serial,

@@ -754,6 +754,10 @@ pub enum Response {
     ConfigVersion(u64),
     /// Nothing to change (the very same bundle imported again).
     Unchanged,
+    /// A failure report that halted its rollout (format 8): the brake's reason.
+    Halted {
+        reason: String,
+    },
 }
 
 /// Why a command was refused. Deterministic: every node refuses the same command the same way.
