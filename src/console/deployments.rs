@@ -241,6 +241,15 @@ fn settings(req: &crate::wire::DeploymentRequest) -> Vec<(&'static str, String)>
     ]
 }
 
+/// "1 client", "2 clients".
+pub fn n_clients(n: u64) -> String {
+    if n == 1 {
+        "1 client".into()
+    } else {
+        format!("{n} clients")
+    }
+}
+
 /// A selector as the CLI's flags (`--label line2 --exclude-label quarantine`).
 pub fn target_text(s: &Selector) -> String {
     let mut out = Vec::new();
@@ -312,13 +321,15 @@ fn phase_row(
         (_, RolloutState::WaitingApproval | RolloutState::Scheduled) => ("not open yet", "closed"),
         (std::cmp::Ordering::Less, _) => ("open", "open"),
         (std::cmp::Ordering::Equal, RolloutState::Running) => ("open, current", "current"),
+        (std::cmp::Ordering::Equal, RolloutState::Aborted) => ("stopped", "current"),
+        (std::cmp::Ordering::Equal, RolloutState::Done) => ("open", "open"),
         (std::cmp::Ordering::Equal, _) => ("current, not moving", "current"),
         (std::cmp::Ordering::Greater, _) => ("not open yet", "closed"),
     };
     PhaseRow {
         number: i + 1,
         percent: p.percent,
-        clients: p.clients,
+        clients: n_clients(p.clients),
         open,
         class,
         segments: segs,
@@ -459,10 +470,13 @@ pub async fn deployment_page(
             _ => format!("{} of {phases} (up to {percent}%)", r.phase + 1),
         },
         target: target_text(&r.selector),
+        targeted: n_clients(targeted),
         reason: r.reason.clone(),
         approved_by: r.approved_by.clone().unwrap_or_default(),
         brake: brake_text(r, pr.failures),
-        soak: if r.soak_ms == 0 {
+        soak: if phases == 1 {
+            "none (one phase)".into()
+        } else if r.soak_ms == 0 {
             "none: a phase opens as soon as the one before is within the brake".into()
         } else {
             format!(
@@ -529,7 +543,7 @@ pub async fn abort_confirm(
                 "{} version {}",
                 st.deployment.artifact, st.deployment.version
             ),
-            installed: st.phases.iter().map(|p| p.installed).sum(),
+            installed: n_clients(st.phases.iter().map(|p| p.installed).sum()),
             id,
         }),
         Ok(None) => not_found(&con, &format!("deployment {id}")),

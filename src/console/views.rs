@@ -384,7 +384,8 @@ pub struct Segment {
 pub struct PhaseRow {
     pub number: usize,
     pub percent: u8,
-    pub clients: u64,
+    /// "1 client", "12 clients".
+    pub clients: String,
     /// `open`, `open, current` or `not open yet`.
     pub open: &'static str,
     /// The same as a CSS class: `open`, `current`, `closed`.
@@ -414,6 +415,8 @@ pub struct Deployment {
     /// "2 of 3 (50%)".
     pub phase: String,
     pub target: String,
+    /// "2 clients" targeted now.
+    pub targeted: String,
     pub reason: String,
     pub approved_by: String,
     pub brake: String,
@@ -440,7 +443,8 @@ pub struct AbortConfirm {
     pub id: String,
     pub state: String,
     pub artifact: String,
-    pub installed: u64,
+    /// "3 clients" that installed it.
+    pub installed: String,
 }
 
 pub struct AuditRow {
