@@ -428,7 +428,7 @@ pub async fn deployment_page(
     let targeted = pr.targeted;
     let installed = st.phases.iter().map(|p| p.installed).sum::<u64>();
     let failed_n = st.phases.iter().map(|p| p.failed).sum::<u64>();
-    let page_html = render(&Deployment {
+    render(&Deployment {
         c: Chrome::new(con, op, &format!("Deployment {id}"), "deployments"),
         sha256: d.sha256.clone(),
         bundle: d.bundle_id.clone(),
@@ -523,8 +523,7 @@ pub async fn deployment_page(
         can_pause: matches!(state, RolloutState::Running | RolloutState::Scheduled),
         can_resume: matches!(state, RolloutState::Paused | RolloutState::Halted),
         can_abort: state != RolloutState::Aborted,
-    });
-    page_html
+    })
 }
 
 /// The confirmation step before an abort, with the "also uninstall" choice.
