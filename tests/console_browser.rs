@@ -196,9 +196,16 @@ fn url(c: &LocalCluster, i: usize, path: &str) -> String {
     format!("https://{HOST}:{port}{path}")
 }
 
-/// One signed bundle: an artifact whose handler fails (so the deployments page has a
-/// failure to show) and the lab group's handler and settings.
-fn make_bundle(c: &LocalCluster, root: &Path, key: &Path) -> Result<PathBuf> {
+/// One signed bundle of channel `site` at `version`: an artifact whose handler fails (so the
+/// deployments page has a failure to show), the lab group's handler and settings, and
+/// `global` (TOML lines of the `[global]` table) when not empty.
+fn make_bundle(
+    c: &LocalCluster,
+    root: &Path,
+    key: &Path,
+    version: u64,
+    global: &str,
+) -> Result<PathBuf> {
     let usb = root.join("usb");
     std::fs::create_dir_all(usb.join("files"))?;
     std::fs::write(
@@ -207,14 +214,23 @@ fn make_bundle(c: &LocalCluster, root: &Path, key: &Path) -> Result<PathBuf> {
     )?;
     std::fs::write(
         usb.join("files/site.toml"),
-        "[group.lab]\nmotd = \"Welcome to the lab\"\n\"agent.handler.artifact\" = 'sh \"$OUTPOST_ARTIFACT\"'\n",
+        format!(
+            "[group.lab]\nmotd = \"Welcome to the lab\"\n\"agent.handler.artifact\" = 'sh \"$OUTPOST_ARTIFACT\"'\n{}",
+            if global.is_empty() {
+                String::new()
+            } else {
+                format!("[global]\n{global}\n")
+            }
+        ),
     )?;
     let spec = usb.join("spec.toml");
     std::fs::write(
         &spec,
-        "channel = \"site\"\nversion = 1\n\n[[payload]]\npath = \"files/tool.sh\"\nkind = \"artifact\"\nname = \"tool\"\n\n[[payload]]\npath = \"files/site.toml\"\nkind = \"config\"\n",
+        format!(
+            "channel = \"site\"\nversion = {version}\n\n[[payload]]\npath = \"files/tool.sh\"\nkind = \"artifact\"\nname = \"tool\"\n\n[[payload]]\npath = \"files/site.toml\"\nkind = \"config\"\n"
+        ),
     )?;
-    let bundle = usb.join("site-1.obundle");
+    let bundle = usb.join(format!("site-{version}.obundle"));
     let s = |p: &Path| p.to_string_lossy().into_owned();
     run_ok(
         c,
@@ -299,7 +315,9 @@ async fn walk(
         .nth(3)
         .context("client id in the enroll output")?
         .to_string();
-    let bundle = make_bundle(c, root, key)?;
+    let bundle = make_bundle(c, root, key, 1, "")?;
+    // Imported later: the four-eyes rule, which only a signed bundle may set.
+    let approval = make_bundle(c, root, key, 2, "\"deploy.approval_above\" = \"0\"")?;
     c.cli(0, &["bundle", "import", &bundle.to_string_lossy()])?;
     let created = c.cli(
         0,
@@ -334,7 +352,7 @@ async fn walk(
     trust_ca(certutil, &home, &c.nodes[0].dir.join("ca.crt"))?;
     let driver = start_driver(driver_bin, &home, &root.join("chromedriver.log"))?;
     let b = browser(&driver, chromium, &root.join("profile")).await?;
-    let r = pages(c, &b, &shots, &client_id, &deployment, &agent).await;
+    let r = pages(c, &b, &shots, &client_id, &deployment, &agent, &approval).await;
     let _ = b.close().await;
     r
 }
@@ -346,6 +364,7 @@ async fn pages(
     client_id: &str,
     deployment: &str,
     agent: &Path,
+    approval: &Path,
 ) -> Result<()> {
     let status = c.status(0).await?;
     // No session: the sign-in page and nothing of the cluster, on every route.
@@ -475,6 +494,7 @@ async fn pages(
     );
     shot(b, shots, "11-deployment").await?;
     rollout(c, b, shots, (client_id, agent)).await?;
+    four_eyes(c, b, shots, approval).await?;
 
     b.goto(&url(c, 1, &format!("/clients/{client_id}"))).await?;
     b.find(Locator::LinkText("Revoke this client…"))
@@ -759,6 +779,48 @@ async fn rollout(
     let v: serde_json::Value =
         serde_json::from_str(&c.cli(0, &["deployment", "status", &id, "--json"])?)?;
     assert_eq!(v["state"], "aborted");
+    Ok(())
+}
+
+/// With `deploy.approval_above = 0` from a signed bundle, a deployment to all waits for
+/// approval (the preview says so), and its creator's own approval is refused on its page.
+async fn four_eyes(c: &LocalCluster, b: &Client, shots: &Path, approval: &Path) -> Result<()> {
+    c.cli(0, &["bundle", "import", &approval.to_string_lossy()])?;
+    b.goto(&url(c, 0, "/deployments")).await?;
+    wait_text(b, "New deployment").await?;
+    for (name, value) in [("artifact", "tool"), ("groups", "all"), ("id", "d-all")] {
+        b.find(Locator::Css(&format!("form.rollout [name={name}]")))
+            .await?
+            .send_keys(value)
+            .await?;
+    }
+    b.find(Locator::Css("form.rollout button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_text(b, "Preview of deployment d-all").await?;
+    assert!(text.contains("it targets all clients"), "{text}");
+    shot(b, shots, "22-preview-approval").await?;
+    b.find(Locator::Css("div.confirmbar form button"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_text(b, "Created.").await?;
+    assert!(text.contains("waiting-approval"), "{text}");
+    b.find(Locator::Css("form.steps input[name=reason]"))
+        .await?
+        .send_keys("looks right to me")
+        .await?;
+    b.find(Locator::Css("form.steps button[formaction$='/approve']"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_text(b, "the creator cannot approve their own deployment").await?;
+    assert!(text.contains("waiting-approval"), "{text}");
+    shot(b, shots, "23-approve-refused").await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&c.cli(0, &["deployment", "status", "d-all", "--json"])?)?;
+    assert_eq!(v["state"], "waiting-approval");
     Ok(())
 }
 

@@ -171,7 +171,10 @@ pub async fn preview(
         .iter()
         .chain(std::iter::once(&req.group))
         .any(|g| g == outpost_storage::ALL_CLIENTS);
-    let version = req.version.map(|v| format!("@{v}")).unwrap_or_default();
+    let version = match req.version {
+        Some(v) => format!(" version {v}"),
+        None => " (its channel's newest version)".into(),
+    };
     let id = form.id.clone();
     render(&Preview {
         c: Chrome::new(&con, &op, &format!("Preview of {id}"), "deployments"),
@@ -224,7 +227,13 @@ fn settings(req: &crate::wire::DeploymentRequest) -> Vec<(&'static str, String)>
     let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_owned());
     vec![
         ("Phases", or(&req.phases, "100% (all at once)")),
-        ("Soak", or(&req.soak, "none: the next phase opens at once")),
+        (
+            "Soak",
+            match (&req.phases, &req.soak) {
+                (None, _) => "none (one phase)".into(),
+                (Some(_), soak) => or(soak, "none: the next phase opens at once"),
+            },
+        ),
         (
             "Max failures",
             or(&req.max_failures, "no brake: failures never halt it"),
