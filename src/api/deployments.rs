@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_storage::rollout;
 use outpost_storage::{
-    Command, FailureLimit, Reader, RolloutSpec, RolloutStep, Scope, Selector,
+    APPROVAL_ABOVE_KEY, Command, FailureLimit, Reader, RolloutSpec, RolloutStep, Scope, Selector,
 };
 
 use crate::api::clients::{authorized_client, authorized_read};
@@ -40,9 +40,6 @@ pub(crate) fn new_id() -> String {
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!("d-{}", hex::encode(b))
 }
-
-/// Config key of the four-eyes policy (signed bundles only).
-pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -100,6 +97,10 @@ pub(crate) fn rollout_command(
 ) -> Result<(String, Command), ApiError> {
     let id = req.id.clone().unwrap_or_else(new_id);
     fields::id("deployment id", &id)?;
+    if id == "plan" {
+        // `/v1/deployments/plan` is the preview: such a deployment could not be read back.
+        return Err(bad("deployment id plan is reserved (the preview's route)"));
+    }
     fields::text("artifact", &req.artifact, fields::MAX_ID_CHARS * 4)?;
     let kind = r
         .deployable_kind(&req.artifact, req.version)
@@ -138,7 +139,8 @@ pub(crate) fn rollout_command(
     };
     rollout_input::windows(&req.windows)?;
     rollout::Windows::parse(&req.windows).map_err(bad)?;
-    let start_at_ms = rollout_input::start_at_ms(req.start_at.as_deref())?.filter(|at| *at > now_ms);
+    let start_at_ms =
+        rollout_input::start_at_ms(req.start_at.as_deref())?.filter(|at| *at > now_ms);
     let kind = if is_release {
         outpost_bundles::PayloadKind::OutpostRelease.as_str()
     } else {
@@ -196,7 +198,8 @@ pub async fn create(
     let (d, rollout) = st
         .read(move |r| Ok((r.deployment(&i)?, r.rollout(&i)?)))
         .await?;
-    let d = d.ok_or_else(|| ApiError::internal(format!("deployment {id} committed but not found")))?;
+    let d =
+        d.ok_or_else(|| ApiError::internal(format!("deployment {id} committed but not found")))?;
     Ok(Json(CreatedDeployment {
         deployment: d.into(),
         state: rollout
@@ -236,10 +239,7 @@ pub async fn step(
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!(
-                    "no step {}: approve, pause, resume or abort",
-                    shown(other)
-                ),
+                format!("no step {}: approve, pause, resume or abort", shown(other)),
             ));
         }
     };
@@ -259,9 +259,9 @@ pub async fn step(
         .map_err(ApiError::unavailable)?;
     let i = id.clone();
     let rollout = st.read(move |r| r.rollout(&i)).await?;
-    let state = rollout.map(|r| r.state.as_str().to_string()).ok_or_else(|| {
-        ApiError::internal(format!("deployment {id} stepped but not found"))
-    })?;
+    let state = rollout
+        .map(|r| r.state.as_str().to_string())
+        .ok_or_else(|| ApiError::internal(format!("deployment {id} stepped but not found")))?;
     Ok(Json(StepResponse { id, state }))
 }
 
@@ -300,8 +300,10 @@ pub async fn assignments(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Vec<wire::Assignment>> {
     let now = outpost_raft::now_ms();
-    let (_, list) =
-        authorized_read(&st, &caller, move |r, client| r.assignments(&client.id, now)).await?;
+    let (_, list) = authorized_read(&st, &caller, move |r, client| {
+        r.assignments(&client.id, now)
+    })
+    .await?;
     Ok(Json(wire_list(list)))
 }
 
@@ -439,6 +441,181 @@ pub fn parse_range(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh state database, with `config` set in the global scope.
+    async fn store(dir: &std::path::Path, config: &[(&str, &str)]) -> outpost_storage::Store {
+        let store = outpost_storage::Store::open(&dir.join("state.db")).expect("open");
+        let init = Command::InitCluster {
+            cluster_id: "c-1".into(),
+            name: "plant".into(),
+            ca_cert_pem: "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----\n".into(),
+        };
+        let sets = config.iter().map(|(k, v)| Command::SetConfig {
+            scope: Scope::Global,
+            key: k.to_string(),
+            value: v.to_string(),
+        });
+        let batch: Vec<_> = std::iter::once(init)
+            .chain(sets)
+            .map(|command| outpost_storage::Envelope {
+                at_ms: 1,
+                actor: "tester".into(),
+                command,
+            })
+            .collect();
+        let outcomes = store
+            .apply(vec![Some(outpost_storage::encode_batch(&batch))], vec![1])
+            .await
+            .expect("apply");
+        for o in outcomes.into_iter().flatten().flatten() {
+            o.expect("applied");
+        }
+        store
+    }
+
+    fn request(group: &str) -> DeploymentRequest {
+        DeploymentRequest {
+            artifact: "tool".into(),
+            group: group.into(),
+            id: Some("d-1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_group_keeps_the_older_command_and_anything_more_is_a_rollout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = store(dir.path(), &[]).await.reader();
+        let (id, cmd) = rollout_command(&r, &request("lab"), 0).expect("plain");
+        assert_eq!(id, "d-1");
+        assert!(
+            matches!(&cmd, Command::CreateDeployment { group, .. } if group == "lab"),
+            "{cmd:?}"
+        );
+        let req = DeploymentRequest {
+            selector: SelectorArgs {
+                labels: vec!["line2".into()],
+                exclude_labels: vec!["quarantine".into()],
+                facts: vec!["os.version_id=12".into()],
+                ..Default::default()
+            },
+            phases: Some("10%,50%,100%".into()),
+            soak: Some("30m".into()),
+            max_failures: Some("10%".into()),
+            windows: vec!["Mon-Fri 22:00-05:00".into()],
+            start_at: Some("2026-12-24T22:00:00Z".into()),
+            ..request("")
+        };
+        let (_, cmd) = rollout_command(&r, &req, 0).expect("rollout");
+        let Command::CreateRollout(spec) = cmd else {
+            panic!("not a rollout: {cmd:?}");
+        };
+        assert_eq!(spec.kind, "artifact");
+        assert_eq!(spec.selector.labels, ["line2"]);
+        assert_eq!(spec.selector.exclude_labels, ["quarantine"]);
+        assert_eq!(
+            spec.selector.facts,
+            [("os.version_id".to_string(), "12".to_string())]
+        );
+        assert_eq!(spec.phases, [10, 50, 100]);
+        assert_eq!(spec.soak_ms, 1_800_000);
+        assert_eq!(spec.max_failures, FailureLimit::Percent(10));
+        assert_eq!(spec.start_at_ms, Some(1_798_149_600_000));
+        // A start time already past just starts.
+        let (_, cmd) = rollout_command(&r, &req, 1_798_149_600_000).expect("rollout");
+        assert!(matches!(cmd, Command::CreateRollout(s) if s.start_at_ms.is_none()));
+        // A fresh id when none is given.
+        let (id, _) = rollout_command(
+            &r,
+            &DeploymentRequest {
+                id: None,
+                ..request("lab")
+            },
+            0,
+        )
+        .expect("fresh id");
+        assert!(id.starts_with("d-") && id.len() == 12, "{id}");
+    }
+
+    #[tokio::test]
+    async fn an_approval_policy_makes_every_create_a_rollout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = store(dir.path(), &[(APPROVAL_ABOVE_KEY, "5")])
+            .await
+            .reader();
+        let (_, cmd) = rollout_command(&r, &request("all"), 0).expect("rollout");
+        let Command::CreateRollout(spec) = cmd else {
+            panic!("not a rollout: {cmd:?}");
+        };
+        assert_eq!(spec.selector.groups, ["all"]);
+        assert_eq!(spec.phases, [100]);
+        assert_eq!(spec.max_failures, FailureLimit::default());
+    }
+
+    #[tokio::test]
+    async fn refusals_name_what_is_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = store(dir.path(), &[]).await.reader();
+        let with = |f: &dyn Fn(&mut DeploymentRequest)| {
+            let mut req = request("lab");
+            f(&mut req);
+            rollout_command(&r, &req, 0)
+                .expect_err("refused")
+                .message()
+                .to_string()
+        };
+        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 10] = [
+            (
+                &|q| q.group.clear(),
+                "name a target: --group, --label, --where or --client",
+            ),
+            (
+                &|q| {
+                    q.group.clear();
+                    q.selector.exclude_labels = vec!["x".into()];
+                },
+                "name a target",
+            ),
+            (
+                &|q| q.phases = Some("50%,25%,100%".into()),
+                "phase 2 (25%) must be above phase 1 (50%)",
+            ),
+            (&|q| q.phases = Some("10%,50%".into()), "must be 100%"),
+            (&|q| q.soak = Some("a while".into()), "soak \"a while\""),
+            (&|q| q.max_failures = Some("many".into()), "max failures"),
+            (
+                &|q| q.windows = vec!["Someday 22:00-05:00".into()],
+                "window \"Someday",
+            ),
+            (&|q| q.start_at = Some("Christmas".into()), "start time"),
+            (&|q| q.id = Some("d 1".into()), "deployment id"),
+            (&|q| q.id = Some("plan".into()), "reserved"),
+        ];
+        for (change, want) in cases {
+            let msg = with(change);
+            assert!(msg.contains(want), "{msg:?} lacks {want:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plan_of_an_empty_cluster_counts_nobody() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = store(dir.path(), &[]).await.reader();
+        let req = PlanRequest {
+            group: "all".into(),
+            phases: Some("10%,100%".into()),
+            id: Some("d-1".into()),
+            ..Default::default()
+        };
+        let v = plan(&r, &req, 0).expect("plan");
+        assert_eq!(v.count, 0);
+        assert_eq!(
+            v.phases.iter().map(|p| p.percent).collect::<Vec<_>>(),
+            [10, 100]
+        );
+        let e = plan(&r, &PlanRequest::default(), 0).expect_err("no target");
+        assert!(e.message().contains("name a target"), "{}", e.message());
+    }
 
     #[test]
     fn ranges() {

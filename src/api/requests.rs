@@ -189,8 +189,18 @@ mod tests {
             (Client, &post, "/v1/agent/results", Read(BODY_LIMIT)),
             (Operator, &put, "/v1/config", Read(BODY_LIMIT)),
             // A label request may name 10,000 clients.
-            (Operator, &post, "/v1/clients/labels", Read(LABELS_BODY_LIMIT)),
-            (Client, &post, "/v1/clients/labels", Refuse(StatusCode::FORBIDDEN)),
+            (
+                Operator,
+                &post,
+                "/v1/clients/labels",
+                Read(LABELS_BODY_LIMIT),
+            ),
+            (
+                Client,
+                &post,
+                "/v1/clients/labels",
+                Refuse(StatusCode::FORBIDDEN),
+            ),
             (
                 Anonymous,
                 &post,

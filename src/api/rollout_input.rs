@@ -167,10 +167,7 @@ pub fn reason(s: &str) -> Result<String, ApiError> {
         )));
     }
     if s.chars().any(char::is_control) {
-        return Err(bad(format!(
-            "reason {} has control characters",
-            shown(s)
-        )));
+        return Err(bad(format!("reason {} has control characters", shown(s))));
     }
     Ok(s.trim().to_string())
 }
@@ -187,7 +184,10 @@ mod tests {
     fn fact_terms() {
         for (s, want) in [
             ("os.version_id=12", Some(("os.version_id", "12"))),
-            ("packages.openssl=3.0.11", Some(("packages.openssl", "3.0.11"))),
+            (
+                "packages.openssl=3.0.11",
+                Some(("packages.openssl", "3.0.11")),
+            ),
             ("a=", Some(("a", ""))),
             ("a=b=c", Some(("a", "b=c"))),
             ("=12", None),
@@ -227,7 +227,10 @@ mod tests {
         for (s, want) in [
             (None, Some(None)),
             (Some("2026-12-24T22:00:00Z"), Some(Some(1_798_149_600_000))),
-            (Some("2026-12-24T22:00:00.5Z"), Some(Some(1_798_149_600_500))),
+            (
+                Some("2026-12-24T22:00:00.5Z"),
+                Some(Some(1_798_149_600_500)),
+            ),
             (Some("2026-12-24 22:00:00"), Some(Some(1_798_149_600_000))),
             (Some("tomorrow"), None),
             (Some("2026-13-01T00:00:00Z"), None),

@@ -204,6 +204,9 @@ mod tests {
         }
         let missing = Path::new("/nonexistent/ids.txt");
         let e = label_request(vec![], None, Some(missing), s(&["a"]), vec![]).expect_err("no file");
-        assert!(format!("{e:#}").contains("--from-file /nonexistent/ids.txt"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("--from-file /nonexistent/ids.txt"),
+            "{e:#}"
+        );
     }
 }

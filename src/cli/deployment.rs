@@ -49,7 +49,13 @@ impl SelectorFlags {
             exclude_labels: self.exclude_labels.clone(),
             exclude_clients: self.exclude_clients.clone(),
         };
-        if args.groups.len() == 1 && args == (SelectorArgs { groups: args.groups.clone(), ..Default::default() }) {
+        if args.groups.len() == 1
+            && args
+                == (SelectorArgs {
+                    groups: args.groups.clone(),
+                    ..Default::default()
+                })
+        {
             return (args.groups[0].clone(), SelectorArgs::default());
         }
         (String::new(), args)
@@ -315,11 +321,7 @@ pub fn plan_lines(v: &PlanView) -> Vec<String> {
         ));
         out.extend(v.unseen.iter().map(|c| format!("  {c}")));
     }
-    out.push(format!(
-        "{} client{} targeted",
-        v.count,
-        plural(v.count)
-    ));
+    out.push(format!("{} client{} targeted", v.count, plural(v.count)));
     out
 }
 
@@ -418,7 +420,8 @@ pub fn status_lines(v: &DeploymentStatusView) -> Vec<String> {
             humantime::format_duration(std::time::Duration::from_millis(v.soak_ms))
         ));
     }
-    if !v.max_failures.is_empty() {
+    // 100% is no brake at all: every reached client may fail (a plain deployment's).
+    if !v.max_failures.is_empty() && v.max_failures != "100%" {
         head.push_str(&format!(
             ", max failures {} ({} allowed now)",
             v.max_failures, v.allowed_failures
@@ -473,7 +476,12 @@ pub fn status_lines(v: &DeploymentStatusView) -> Vec<String> {
                 c.id,
                 c.phase,
                 c.status,
-                c.detail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
+                c.detail
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
             ));
         }
     }
@@ -535,7 +543,11 @@ mod tests {
             flags(&["lab"], &[]).to_wire(),
             ("lab".to_string(), SelectorArgs::default())
         );
-        for f in [flags(&["lab", "b"], &[]), flags(&["lab"], &["line2"]), flags(&[], &["l"])] {
+        for f in [
+            flags(&["lab", "b"], &[]),
+            flags(&["lab"], &["line2"]),
+            flags(&[], &["l"]),
+        ] {
             let (group, args) = f.to_wire();
             assert_eq!(group, "", "{f:?}");
             assert_eq!(args.groups, f.groups);
@@ -663,6 +675,13 @@ mod tests {
             ]
         );
         assert_eq!(lines.len(), 8 + 1 + 4);
+        // No brake (a plain deployment's 100%): not shown as one.
+        let no_brake = DeploymentStatusView {
+            max_failures: "100%".into(),
+            soak_ms: 0,
+            ..v
+        };
+        assert_eq!(status_lines(&no_brake)[1], "state: halted, phase 1 of 2");
     }
 
     #[test]

@@ -345,7 +345,7 @@ async fn the_brake_halts_resume_moves_on_and_abort_uninstalls() -> anyhow::Resul
         report(&id, &first[1], DeploymentStatus::Failed),
     )
     .await?;
-    let mut failed = vec![first[0].clone(), first[1].clone()];
+    let mut failed = [first[0].clone(), first[1].clone()];
     failed.sort();
     let reason = format!("2 failures > 1 allowed: {}", failed.join(", "));
     assert_eq!(

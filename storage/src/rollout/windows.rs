@@ -234,7 +234,8 @@ mod tests {
     #[test]
     fn parse_table() {
         // (text, Ok(days, start, end) or Err(substring))
-        let cases: [(&str, Result<(u8, u16, u16), &str>); 11] = [
+        type Want = Result<(u8, u16, u16), &'static str>;
+        let cases: [(&str, Want); 11] = [
             ("Mon-Fri 22:00-05:00", Ok((0x1f, 1320, 300))),
             ("Sat,Sun 08:00-12:30", Ok((0x60, 480, 750))),
             ("mon 00:00-24:00", Ok((0x01, 0, 1440))),
