@@ -94,8 +94,9 @@ pub(super) fn create_rollout(
         ARTIFACT_KIND => ARTIFACT_KIND,
         RELEASE_KIND => RELEASE_KIND,
         other => {
+            let echo: String = other.chars().take(40).collect();
             return Err(invalid(format!(
-                "deployment kind {other:?} must be {ARTIFACT_KIND} or {RELEASE_KIND}"
+                "deployment kind {echo:?} must be {ARTIFACT_KIND} or {RELEASE_KIND}"
             )));
         }
     };
