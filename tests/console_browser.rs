@@ -7,6 +7,9 @@
 //! A screenshot of every page is saved under the test's temp dir and copied to
 //! `/work/console-shots/` when that directory can be made.
 //!
+//! The rollout steps (labels from a client's page, a new deployment through its preview, the
+//! brake's halt, the abort's confirmation) run between the deployment and the revocation.
+//!
 //! Without chromium, chromedriver or certutil the test fails under `CI` and is skipped with a
 //! printed reason elsewhere (`.ci/deps-console.sh` installs them).
 
@@ -193,9 +196,16 @@ fn url(c: &LocalCluster, i: usize, path: &str) -> String {
     format!("https://{HOST}:{port}{path}")
 }
 
-/// One signed bundle: an artifact whose handler fails (so the deployments page has a
-/// failure to show) and the lab group's handler and settings.
-fn make_bundle(c: &LocalCluster, root: &Path, key: &Path) -> Result<PathBuf> {
+/// One signed bundle of channel `site` at `version`: an artifact whose handler fails (so the
+/// deployments page has a failure to show), the lab group's handler and settings, and
+/// `global` (TOML lines of the `[global]` table) when not empty.
+fn make_bundle(
+    c: &LocalCluster,
+    root: &Path,
+    key: &Path,
+    version: u64,
+    global: &str,
+) -> Result<PathBuf> {
     let usb = root.join("usb");
     std::fs::create_dir_all(usb.join("files"))?;
     std::fs::write(
@@ -204,14 +214,23 @@ fn make_bundle(c: &LocalCluster, root: &Path, key: &Path) -> Result<PathBuf> {
     )?;
     std::fs::write(
         usb.join("files/site.toml"),
-        "[group.lab]\nmotd = \"Welcome to the lab\"\n\"agent.handler.artifact\" = 'sh \"$OUTPOST_ARTIFACT\"'\n",
+        format!(
+            "[group.lab]\nmotd = \"Welcome to the lab\"\n\"agent.handler.artifact\" = 'sh \"$OUTPOST_ARTIFACT\"'\n{}",
+            if global.is_empty() {
+                String::new()
+            } else {
+                format!("[global]\n{global}\n")
+            }
+        ),
     )?;
     let spec = usb.join("spec.toml");
     std::fs::write(
         &spec,
-        "channel = \"site\"\nversion = 1\n\n[[payload]]\npath = \"files/tool.sh\"\nkind = \"artifact\"\nname = \"tool\"\n\n[[payload]]\npath = \"files/site.toml\"\nkind = \"config\"\n",
+        format!(
+            "channel = \"site\"\nversion = {version}\n\n[[payload]]\npath = \"files/tool.sh\"\nkind = \"artifact\"\nname = \"tool\"\n\n[[payload]]\npath = \"files/site.toml\"\nkind = \"config\"\n"
+        ),
     )?;
-    let bundle = usb.join("site-1.obundle");
+    let bundle = usb.join(format!("site-{version}.obundle"));
     let s = |p: &Path| p.to_string_lossy().into_owned();
     run_ok(
         c,
@@ -296,7 +315,9 @@ async fn walk(
         .nth(3)
         .context("client id in the enroll output")?
         .to_string();
-    let bundle = make_bundle(c, root, key)?;
+    let bundle = make_bundle(c, root, key, 1, "")?;
+    // Imported later: the four-eyes rule, which only a signed bundle may set.
+    let approval = make_bundle(c, root, key, 2, "\"deploy.approval_above\" = \"0\"")?;
     c.cli(0, &["bundle", "import", &bundle.to_string_lossy()])?;
     let created = c.cli(
         0,
@@ -331,7 +352,7 @@ async fn walk(
     trust_ca(certutil, &home, &c.nodes[0].dir.join("ca.crt"))?;
     let driver = start_driver(driver_bin, &home, &root.join("chromedriver.log"))?;
     let b = browser(&driver, chromium, &root.join("profile")).await?;
-    let r = pages(c, &b, &shots, &client_id, &deployment, &agent).await;
+    let r = pages(c, &b, &shots, &client_id, &deployment, &agent, &approval).await;
     let _ = b.close().await;
     r
 }
@@ -343,6 +364,7 @@ async fn pages(
     client_id: &str,
     deployment: &str,
     agent: &Path,
+    approval: &Path,
 ) -> Result<()> {
     let status = c.status(0).await?;
     // No session: the sign-in page and nothing of the cluster, on every route.
@@ -471,6 +493,8 @@ async fn pages(
         "the handler's stderr:\n{text}"
     );
     shot(b, shots, "11-deployment").await?;
+    rollout(c, b, shots, (client_id, agent)).await?;
+    four_eyes(c, b, shots, approval).await?;
 
     b.goto(&url(c, 1, &format!("/clients/{client_id}"))).await?;
     b.find(Locator::LinkText("Revoke this client…"))
@@ -565,6 +589,238 @@ async fn pages(
     b.goto(&url(c, 1, "/audit")).await?;
     let text = wait_text(b, "Sign in").await?;
     assert!(!text.contains("console:alice"), "{text}");
+    Ok(())
+}
+
+/// A client's phase in deployment `id` by the contract's rule (the first 8 bytes of
+/// sha256(id, 0, client) as a number, modulo 10,000, against the cumulative percents).
+fn phase_of(id: &str, client: &str, phases: &[u64]) -> usize {
+    let mut data = id.as_bytes().to_vec();
+    data.push(0);
+    data.extend(client.as_bytes());
+    let hex = support::sha256_hex(&data);
+    let b = u64::from_str_radix(&hex[..16], 16).unwrap_or(0) % 10_000;
+    phases
+        .iter()
+        .position(|p| b < p * 100)
+        .unwrap_or(phases.len())
+}
+
+/// Create-with-preview and abort: label two clients from their pages, fill the new
+/// deployment form (label line2, two phases, a brake of 0, a long soak), see the preview
+/// list exactly the labelled two, confirm; the first phase's client fails, which halts the
+/// rollout (the second phase's client gets nothing at its sync); abort it through the
+/// confirmation page.
+async fn rollout(
+    c: &LocalCluster,
+    b: &Client,
+    shots: &Path,
+    (first, first_state): (&str, &Path),
+) -> Result<()> {
+    let root = shots.parent().context("the test's root")?;
+    let token = c.cli(
+        0,
+        &[
+            "token", "create", "--kind", "client", "--group", "lab", "--uses", "2",
+        ],
+    )?;
+    // Two more clients of lab for the rollout: press-08 is labelled line2 with press-07,
+    // press-09 is not.
+    let mut others = Vec::new();
+    for host in ["press-08", "press-09"] {
+        let state = root.join(host);
+        let out = run_ok(
+            c,
+            &[
+                "agent",
+                "enroll",
+                "--token",
+                token.trim(),
+                "--server",
+                &c.nodes[0].api_addr,
+                "--state-dir",
+                &state.to_string_lossy(),
+                "--hostname",
+                host,
+            ],
+        )?;
+        let id = out
+            .split_whitespace()
+            .nth(3)
+            .context("client id in the enroll output")?
+            .to_string();
+        others.push((id, state));
+    }
+    let (second, second_state) = (&others[0].0, &others[0].1);
+    let outsider = &others[1].0;
+    for id in [first, second.as_str()] {
+        b.goto(&url(c, 0, &format!("/clients/{id}"))).await?;
+        wait_text(b, "Change labels").await?;
+        b.find(Locator::Css("form.labels input[name=add]"))
+            .await?
+            .send_keys("line2")
+            .await?;
+        b.find(Locator::Css("form.labels button"))
+            .await?
+            .click()
+            .await?;
+        wait_text(b, "Labels changed").await?;
+    }
+    shot(b, shots, "16-client-labels").await?;
+    // An id that puts the first client in phase 1 and the second in phase 2 (bounded search).
+    let id = (0..200)
+        .map(|i| format!("d-line2-{i}"))
+        .find(|id| phase_of(id, first, &[50, 100]) == 0 && phase_of(id, second, &[50, 100]) == 1)
+        .context("no id of the 200 splits the two clients")?;
+
+    b.goto(&url(c, 0, "/deployments")).await?;
+    wait_text(b, "New deployment").await?;
+    for (name, value) in [
+        ("artifact", "tool"),
+        ("labels", "line2"),
+        ("phases", "50%,100%"),
+        ("soak", "1h"),
+        ("max_failures", "0"),
+        ("id", id.as_str()),
+    ] {
+        b.find(Locator::Css(&format!("form.rollout [name={name}]")))
+            .await?
+            .send_keys(value)
+            .await?;
+    }
+    shot(b, shots, "17-new-deployment").await?;
+    b.find(Locator::Css("form.rollout button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_text(b, &format!("Preview of deployment {id}")).await?;
+    assert!(
+        text.contains(first) && text.contains(second) && !text.contains(outsider),
+        "the preview lists exactly the two labelled clients:\n{text}"
+    );
+    assert!(
+        text.contains("Clients reached\n2") || text.contains("Clients reached 2"),
+        "{text}"
+    );
+    shot(b, shots, "18-preview").await?;
+    b.find(Locator::Css("div.confirmbar form button"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_text(b, "Created.").await?;
+    assert!(text.contains("running"), "{text}");
+
+    // Both clients sync: the first fails in phase 1, which halts the rollout; the second,
+    // in phase 2, installs nothing.
+    for state in [first_state, second_state.as_path()] {
+        let _ = c.run(&[
+            "agent",
+            "sync",
+            "--once",
+            "--state-dir",
+            &state.to_string_lossy(),
+        ])?;
+    }
+    let page = url(c, 0, &format!("/deployments/{id}"));
+    let deadline = Instant::now() + T;
+    let text = loop {
+        b.goto(&page).await?;
+        let text = wait_text(b, "Phases").await?;
+        if text.contains("halted") {
+            break text;
+        }
+        if Instant::now() > deadline {
+            bail!("the rollout never halted:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        text.contains("read-only file system") && text.contains(first),
+        "the failure and the handler's output:\n{text}"
+    );
+    assert!(
+        text.contains("1 failed") && text.contains("1 waiting"),
+        "{text}"
+    );
+    shot(b, shots, "19-rollout-halted").await?;
+    let status = c.cli(0, &["deployment", "status", &id, "--json"])?;
+    let v: serde_json::Value = serde_json::from_str(&status)?;
+    assert_eq!(v["state"], "halted", "{status}");
+    let installed: Vec<_> = v["results"]
+        .as_array()
+        .context("results")?
+        .iter()
+        .filter(|r| r["status"] != "failed")
+        .collect();
+    assert!(
+        installed.is_empty(),
+        "only the failure after the halt: {installed:?}"
+    );
+
+    // Abort through the confirmation page, with the uninstall box ticked.
+    b.find(Locator::LinkText("Abort…")).await?.click().await?;
+    wait_text(b, "Also uninstall where installed").await?;
+    b.find(Locator::Css("form.abort input[name=uninstall]"))
+        .await?
+        .click()
+        .await?;
+    b.find(Locator::Css("form.abort input[name=reason]"))
+        .await?
+        .send_keys("wrong build for line 2")
+        .await?;
+    shot(b, shots, "20-abort-confirm").await?;
+    b.find(Locator::Css("form.abort button"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_text(b, "remove handler").await?;
+    assert!(text.contains("aborted"), "{text}");
+    shot(b, shots, "21-aborted").await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&c.cli(0, &["deployment", "status", &id, "--json"])?)?;
+    assert_eq!(v["state"], "aborted");
+    Ok(())
+}
+
+/// With `deploy.approval_above = 0` from a signed bundle, a deployment to all waits for
+/// approval (the preview says so), and its creator's own approval is refused on its page.
+async fn four_eyes(c: &LocalCluster, b: &Client, shots: &Path, approval: &Path) -> Result<()> {
+    c.cli(0, &["bundle", "import", &approval.to_string_lossy()])?;
+    b.goto(&url(c, 0, "/deployments")).await?;
+    wait_text(b, "New deployment").await?;
+    for (name, value) in [("artifact", "tool"), ("groups", "all"), ("id", "d-all")] {
+        b.find(Locator::Css(&format!("form.rollout [name={name}]")))
+            .await?
+            .send_keys(value)
+            .await?;
+    }
+    b.find(Locator::Css("form.rollout button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_text(b, "Preview of deployment d-all").await?;
+    assert!(text.contains("it targets all clients"), "{text}");
+    shot(b, shots, "22-preview-approval").await?;
+    b.find(Locator::Css("div.confirmbar form button"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_text(b, "Created.").await?;
+    assert!(text.contains("waiting-approval"), "{text}");
+    b.find(Locator::Css("form.steps input[name=reason]"))
+        .await?
+        .send_keys("looks right to me")
+        .await?;
+    b.find(Locator::Css("form.steps button[formaction$='/approve']"))
+        .await?
+        .click()
+        .await?;
+    let text = wait_text(b, "the creator cannot approve their own deployment").await?;
+    assert!(text.contains("waiting-approval"), "{text}");
+    shot(b, shots, "23-approve-refused").await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&c.cli(0, &["deployment", "status", "d-all", "--json"])?)?;
+    assert_eq!(v["state"], "waiting-approval");
     Ok(())
 }
 

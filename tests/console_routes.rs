@@ -1,7 +1,8 @@
 //! The console's routes over HTTPS without a browser (`outpost::harness::console::request`):
 //! what is open without a session, the login link, password sign-in and its rate limit,
 //! every page with a session, the origin and CSRF checks of every action, pagination, and
-//! sessions ended from the CLI and from the console.
+//! sessions ended from the CLI and from the console; the rollout actions (new deployment with
+//! its preview, approve, pause, resume, abort, client labels) and the four-eyes refusal.
 
 // Tests of a file run one at a time: each holds SERIAL for its whole run, across awaits,
 // on its own runtime, so the std Mutex cannot deadlock.
@@ -65,7 +66,7 @@ fn csrf(page: &str) -> Result<String> {
 /// (name, headers, body, status wanted).
 type Case<'a> = (&'a str, Vec<(&'a str, String)>, String, u16);
 
-const PAGES: [&str; 11] = [
+const PAGES: [&str; 12] = [
     "/",
     "/clients",
     "/clients/c-1",
@@ -75,6 +76,7 @@ const PAGES: [&str; 11] = [
     "/bundles",
     "/deployments",
     "/deployments/d-1",
+    "/deployments/d-1/abort",
     "/audit",
     "/sessions",
 ];
@@ -452,4 +454,333 @@ fn last_char_changed(s: &str) -> String {
     out.push(if s.ends_with('0') { '1' } else { '0' });
     assert_ne!(out, s);
     out
+}
+
+/// A signed bundle (key `key`) with an artifact `tool` and a config payload that sets the
+/// four-eyes rule `deploy.approval_above = 0` (only a signed bundle may).
+fn approval_bundle(
+    c: &LocalCluster,
+    root: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<String> {
+    let usb = root.join("usb");
+    std::fs::create_dir_all(usb.join("files"))?;
+    std::fs::write(usb.join("files/tool.sh"), "#!/bin/sh\nexit 0\n")?;
+    std::fs::write(
+        usb.join("files/site.toml"),
+        "[global]\n\"deploy.approval_above\" = \"0\"\n",
+    )?;
+    let spec = usb.join("spec.toml");
+    std::fs::write(
+        &spec,
+        "channel = \"site\"\nversion = 1\n\n[[payload]]\npath = \"files/tool.sh\"\nkind = \"artifact\"\nname = \"tool\"\n\n[[payload]]\npath = \"files/site.toml\"\nkind = \"config\"\n",
+    )?;
+    let bundle = usb.join("site-1.obundle");
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    c.run_ok(&[
+        "bundle",
+        "create",
+        "--spec",
+        &s(&spec),
+        "--key",
+        &s(key),
+        "-o",
+        &s(&bundle),
+    ])?;
+    Ok(s(&bundle))
+}
+
+/// The deployment id in a `/deployments/ID?done=...` location.
+fn deployment_of(location: &str) -> Result<String> {
+    let rest = location
+        .strip_prefix("/deployments/")
+        .with_context(|| format!("not a deployment page: {location}"))?;
+    Ok(rest.split('?').next().unwrap_or_default().to_string())
+}
+
+/// The rollout actions: every new POST needs the session's CSRF token and the same origin;
+/// the preview lists the clients a selector reaches; labels change from the client page;
+/// a deployment that waits for approval is refused to its creator, approved by another
+/// operator, then paused, resumed and aborted, each a commit as `console:NAME`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_actions_csrf_preview_and_four_eyes() {
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("release");
+    outpost_bundles::keygen(&key).expect("keygen");
+    let opts = LocalOptions {
+        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
+        ..LocalOptions::default()
+    };
+    let c = LocalCluster::start(&dir.path().join("cluster"), &exe(), 1, opts)
+        .await
+        .expect("one node");
+    let r = async {
+        let ca = std::fs::read_to_string(c.nodes[0].dir.join("ca.crt"))?;
+        let n = Node { c: &c, ca };
+        let bundle = approval_bundle(&c, dir.path(), &key)?;
+        c.cli(0, &["bundle", "import", &bundle])?;
+        // Two clients in group lab.
+        let mut ids = Vec::new();
+        for host in ["hmi-1", "hmi-2"] {
+            let token = c.cli(
+                0,
+                &["token", "create", "--kind", "client", "--group", "lab"],
+            )?;
+            let state = dir.path().join(host);
+            let state_s = state.to_string_lossy().into_owned();
+            c.run_ok(&[
+                "agent",
+                "enroll",
+                "--token",
+                token.trim(),
+                "--server",
+                &c.nodes[0].api_addr,
+                "--state-dir",
+                &state_s,
+                "--hostname",
+                host,
+            ])?;
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(state.join("agent.json"))?)?;
+            ids.push(v["client_id"].as_str().context("client id")?.to_string());
+        }
+        let alice = outpost::harness::console::sign_in(&c, 0, "alice").await?;
+        let bob = outpost::harness::console::sign_in(&c, 0, "bob").await?;
+        let page = n.get("/deployments", Some(&alice)).await?;
+        assert!(page.body.contains("New deployment"), "{}", page.body);
+        let token = csrf(&page.body)?;
+        let origin = n.origin();
+
+        // Every new POST: without a session 401; without the token, with another's token or
+        // from another origin 403; nothing committed.
+        let posts = [
+            "/deployments/preview".to_string(),
+            "/deployments/edit".into(),
+            "/deployments".into(),
+            "/deployments/d-x/approve".into(),
+            "/deployments/d-x/pause".into(),
+            "/deployments/d-x/resume".into(),
+            "/deployments/d-x/abort".into(),
+            format!("/clients/{}/labels", ids[0]),
+        ];
+        let form = "artifact=tool&groups=all&id=d-x&add=line2&uninstall=on";
+        let bob_page = n.get("/", Some(&bob)).await?;
+        let bob_token = csrf(&bob_page.body)?;
+        for p in &posts {
+            let a = n
+                .post(p, &[("origin", &origin)], &format!("csrf={token}&{form}"))
+                .await?;
+            assert_eq!(a.status, 401, "{p} without a session: {}", a.body);
+            for (why, headers, body) in [
+                (
+                    "no token",
+                    vec![("cookie", alice.as_str()), ("origin", origin.as_str())],
+                    form.to_string(),
+                ),
+                (
+                    "another session's token",
+                    vec![("cookie", alice.as_str()), ("origin", origin.as_str())],
+                    format!("csrf={bob_token}&{form}"),
+                ),
+                (
+                    "other origin",
+                    vec![
+                        ("cookie", alice.as_str()),
+                        ("origin", "https://evil.example"),
+                    ],
+                    format!("csrf={token}&{form}"),
+                ),
+                (
+                    "no origin",
+                    vec![("cookie", alice.as_str())],
+                    format!("csrf={token}&{form}"),
+                ),
+            ] {
+                let a = n.post(p, &headers, &body).await?;
+                assert_eq!(a.status, 403, "{p}, {why}: {}", a.body);
+            }
+        }
+        let listed = c.cli(0, &["deployment", "list"])?;
+        assert!(!listed.contains("d-x"), "a refused POST created: {listed}");
+        let shown = n.get(&format!("/clients/{}", ids[0]), Some(&alice)).await?;
+        assert!(!shown.body.contains(">line2<"), "a refused POST labelled");
+
+        let h = [("cookie", alice.as_str()), ("origin", origin.as_str())];
+        // Labels from the client page.
+        let a = n
+            .post(
+                &format!("/clients/{}/labels", ids[0]),
+                &h,
+                &format!("csrf={token}&add=line2%2C+hmi&remove="),
+            )
+            .await?;
+        assert_eq!(a.status, 303, "{}", a.body);
+        let shown = n.get(a.header("location"), Some(&alice)).await?;
+        assert!(
+            shown.body.contains("Labels changed")
+                && shown.body.contains(">line2<")
+                && shown.body.contains(">hmi<"),
+            "{}",
+            shown.body
+        );
+        let a = n
+            .post(
+                &format!("/clients/{}/labels", ids[0]),
+                &h,
+                &format!("csrf={token}&remove=hmi"),
+            )
+            .await?;
+        assert_eq!(a.status, 303, "{}", a.body);
+        let shown = n.get(&format!("/clients/{}", ids[0]), Some(&alice)).await?;
+        assert!(shown.body.contains(">line2<") && !shown.body.contains(">hmi<"));
+        let a = n
+            .post(
+                &format!("/clients/{}/labels", ids[0]),
+                &h,
+                &format!("csrf={token}&add=bad%20name"),
+            )
+            .await?;
+        assert_eq!(a.status, 400, "a bad label name: {}", a.body);
+
+        // The preview lists the clients the label reaches, and says approval is needed.
+        let a = n
+            .post(
+                "/deployments/preview",
+                &h,
+                &format!("csrf={token}&artifact=tool&labels=line2&phases=50%25%2C100%25&id=d-lbl"),
+            )
+            .await?;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(
+            a.body.contains("Preview of deployment d-lbl")
+                && a.body.contains(&format!(">{}<", ids[0]))
+                && !a.body.contains(&format!(">{}<", ids[1]))
+                && a.body.contains("approves it"),
+            "{}",
+            a.body
+        );
+        // A bad field: the form again with the refusal and what was typed.
+        let a = n
+            .post(
+                "/deployments/preview",
+                &h,
+                &format!("csrf={token}&artifact=tool&groups=lab&phases=50%25%2C25%25%2C100%25"),
+            )
+            .await?;
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(
+            a.body.contains("must be above") && a.body.contains("50%,25%,100%"),
+            "{}",
+            a.body
+        );
+
+        // Alice creates a deployment to all: it waits; her own approval is refused.
+        let a = n
+            .post(
+                "/deployments",
+                &h,
+                &format!("csrf={token}&artifact=tool&groups=all&id=d-all"),
+            )
+            .await?;
+        assert_eq!(a.status, 303, "{}", a.body);
+        let id = deployment_of(a.header("location"))?;
+        assert_eq!(id, "d-all");
+        let page = n.get(a.header("location"), Some(&alice)).await?;
+        assert!(
+            page.body.contains("waiting-approval") && page.body.contains("Approve"),
+            "{}",
+            page.body
+        );
+        let a = n
+            .post(
+                &format!("/deployments/{id}/approve"),
+                &h,
+                &format!("csrf={token}&reason=mine"),
+            )
+            .await?;
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(
+            a.body
+                .contains("the creator cannot approve their own deployment")
+                && a.body.contains("waiting-approval"),
+            "{}",
+            a.body
+        );
+        // Bob approves; alice pauses, resumes, aborts with uninstall.
+        let hb = [("cookie", bob.as_str()), ("origin", origin.as_str())];
+        let a = n
+            .post(
+                &format!("/deployments/{id}/approve"),
+                &hb,
+                &format!("csrf={bob_token}&reason=checked"),
+            )
+            .await?;
+        assert_eq!(a.status, 303, "{}", a.body);
+        let page = n.get(a.header("location"), Some(&alice)).await?;
+        assert!(
+            page.body.contains("Approved")
+                && page.body.contains("bob")
+                && page.body.contains(">running<"),
+            "{}",
+            page.body
+        );
+        for (step, state) in [("pause", "paused"), ("resume", "running")] {
+            let a = n
+                .post(
+                    &format!("/deployments/{id}/{step}"),
+                    &h,
+                    &format!("csrf={token}&reason=test"),
+                )
+                .await?;
+            assert_eq!(a.status, 303, "{step}: {}", a.body);
+            let page = n.get(a.header("location"), Some(&alice)).await?;
+            assert!(
+                page.body.contains(&format!(">{state}<")),
+                "{step}: {}",
+                page.body
+            );
+        }
+        let a = n
+            .get(&format!("/deployments/{id}/abort"), Some(&alice))
+            .await?;
+        assert!(
+            a.body.contains("Also uninstall where installed"),
+            "{}",
+            a.body
+        );
+        let a = n
+            .post(
+                &format!("/deployments/{id}/abort"),
+                &h,
+                &format!("csrf={token}&uninstall=on&reason=wrong+file"),
+            )
+            .await?;
+        assert_eq!(a.status, 303, "{}", a.body);
+        let page = n.get(a.header("location"), Some(&alice)).await?;
+        assert!(
+            page.body.contains(">aborted<") && page.body.contains("remove handler"),
+            "{}",
+            page.body
+        );
+        // A step the state does not allow: refused, shown on the page.
+        let a = n
+            .post(
+                &format!("/deployments/{id}/resume"),
+                &h,
+                &format!("csrf={token}"),
+            )
+            .await?;
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(a.body.contains("is aborted: cannot"), "{}", a.body);
+        let audit = c.cli(0, &["audit", "--json", "--limit", "30"])?;
+        assert!(
+            audit.contains("\"actor\": \"console:bob\"")
+                && audit.contains("\"actor\": \"console:alice\""),
+            "{audit}"
+        );
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    or_dump(&c, r);
 }

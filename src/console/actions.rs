@@ -1,16 +1,20 @@
 //! What the console's buttons do: each is a POST that passes `Operator::check` (same origin,
 //! the session's CSRF token), then commits one Raft command as `console:NAME`, like the
-//! CLI's command of the same name, and redirects to the page that shows the result.
+//! CLI's command of the same name, and redirects to the page that shows the result: revoke,
+//! config, sessions, client labels, and the deployments' create, approve, pause, resume
+//! and abort (a refused step is shown on the deployment's own page).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use outpost_storage::{Command, HANDLER_KEY_PREFIX};
+use outpost_storage::{Command, HANDLER_KEY_PREFIX, RolloutStep};
 use serde::Deserialize;
 
+use crate::console::deployments;
 use crate::console::pages::parse_scope;
+use crate::console::rollout_form::{RolloutForm, terms};
 use crate::console::session::{CsrfForm, failed, message};
 use crate::console::{Console, Operator};
 use crate::shared::client::urlencode;
@@ -138,6 +142,222 @@ pub async fn end_session(
     match con.commit(&op.caller(), cmd).await {
         Ok(_) if id == op.session => Redirect::to("/login").into_response(),
         Ok(_) => Redirect::to("/sessions").into_response(),
+        Err(e) => failed(&con, Some(&op), e),
+    }
+}
+
+/// Creates the deployment the preview showed (its confirm button carries the form's fields
+/// and the id chosen for the preview), through the API's own command builder, so the
+/// console creates exactly what `outpost deployment create` with the same flags would.
+pub async fn create_deployment(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<RolloutForm>,
+) -> Response {
+    if let Err(r) = op.check(&headers, &form.csrf) {
+        return r.into_response();
+    }
+    let req = match form.request() {
+        Ok(r) => r,
+        Err(e) => return deployments::refused(&con, &op, &form, e).await,
+    };
+    let caller = op.caller();
+    let now = outpost_raft::now_ms();
+    let read = con
+        .app
+        .read(move |r| Ok(crate::api::deployments::rollout_command(r, &req, now)))
+        .await;
+    let (id, cmd) = match read {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            return deployments::refused(&con, &op, &form, e.message().to_owned()).await;
+        }
+        Err(e) => return failed(&con, Some(&op), e),
+    };
+    match con.commit(&caller, cmd).await {
+        Ok(_) => {
+            Redirect::to(&format!("/deployments/{}?done=created", urlencode(&id))).into_response()
+        }
+        Err(e) => deployments::refused(&con, &op, &form, e.message().to_owned()).await,
+    }
+}
+
+/// A step's form: the session's token and an optional reason (audited with the step).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StepForm {
+    csrf: String,
+    reason: String,
+    /// The abort's "also uninstall where installed" checkbox (`on` when ticked).
+    uninstall: Option<String>,
+}
+
+/// Approves a deployment waiting for approval; refused (shown on its page) when the
+/// operator is the person who created it.
+pub async fn approve(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<StepForm>,
+) -> Response {
+    step(
+        &con,
+        &op,
+        &headers,
+        id,
+        form,
+        RolloutStep::Approve,
+        "approved",
+    )
+    .await
+}
+
+/// Pauses a running or scheduled deployment: no client starts installing it.
+pub async fn pause(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<StepForm>,
+) -> Response {
+    step(&con, &op, &headers, id, form, RolloutStep::Pause, "paused").await
+}
+
+/// Resumes a paused or halted deployment.
+pub async fn resume(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<StepForm>,
+) -> Response {
+    step(
+        &con,
+        &op,
+        &headers,
+        id,
+        form,
+        RolloutStep::Resume,
+        "resumed",
+    )
+    .await
+}
+
+/// Aborts a deployment (after the confirmation page), uninstalling it where installed when
+/// the box was ticked.
+pub async fn abort(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<StepForm>,
+) -> Response {
+    let uninstall = form.uninstall.as_deref().is_some_and(|v| !v.is_empty());
+    let done = if uninstall { "uninstalling" } else { "aborted" };
+    let s = RolloutStep::Abort { uninstall };
+    step(&con, &op, &headers, id, form, s, done).await
+}
+
+/// Commits one `RolloutStep` as the operator, then shows the deployment: with `done`'s
+/// notice, or with the refusal (the creator's own approval, a step the state does not allow).
+async fn step(
+    con: &Console,
+    op: &Operator,
+    headers: &HeaderMap,
+    id: String,
+    form: StepForm,
+    step: RolloutStep,
+    done: &str,
+) -> Response {
+    if let Err(r) = op.check(headers, &form.csrf) {
+        return r.into_response();
+    }
+    if let Err(e) = crate::api::fields::id("deployment id", &id) {
+        return failed(con, Some(op), e);
+    }
+    let reason = match crate::api::rollout_input::reason(form.reason.trim()) {
+        Ok(r) => r,
+        Err(e) => return failed(con, Some(op), e),
+    };
+    let cmd = Command::RolloutStep {
+        id: id.clone(),
+        step,
+        reason,
+    };
+    match con.commit(&op.caller(), cmd).await {
+        Ok(_) => {
+            Redirect::to(&format!("/deployments/{}?done={done}", urlencode(&id))).into_response()
+        }
+        Err(e) => {
+            let status = e.clone().into_response().status();
+            let text = format!("Not done: {}", e.message());
+            let page = deployments::deployment_page(con, op, &id, 1, "", text).await;
+            if page.status().is_success() {
+                (status, page).into_response()
+            } else {
+                page
+            }
+        }
+    }
+}
+
+/// The client page's labels form: labels to add and to remove, comma separated.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LabelForm {
+    csrf: String,
+    add: String,
+    remove: String,
+}
+
+/// Adds and removes labels of one client (`outpost client label ID --add L --remove M`).
+pub async fn labels(
+    State(con): State<Arc<Console>>,
+    op: Operator,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<LabelForm>,
+) -> Response {
+    if let Err(r) = op.check(&headers, &form.csrf) {
+        return r.into_response();
+    }
+    if let Err(e) = crate::api::fields::id("client id", &id) {
+        return failed(&con, Some(&op), e);
+    }
+    let (add, remove) = match (terms("add", &form.add), terms("remove", &form.remove)) {
+        (Ok(a), Ok(r)) => (a, r),
+        (Err(e), _) | (_, Err(e)) => {
+            return message(&con, StatusCode::BAD_REQUEST, "Labels not changed", &e);
+        }
+    };
+    use crate::api::rollout_input::{MAX_LABELS, names};
+    let checked = names("label to add", &add, MAX_LABELS)
+        .and_then(|()| names("label to remove", &remove, MAX_LABELS));
+    if let Err(e) = checked {
+        return message(
+            &con,
+            StatusCode::BAD_REQUEST,
+            "Labels not changed",
+            e.message(),
+        );
+    }
+    if add.is_empty() && remove.is_empty() {
+        return message(
+            &con,
+            StatusCode::BAD_REQUEST,
+            "Labels not changed",
+            "Name a label to add or to remove.",
+        );
+    }
+    let cmd = Command::LabelClients {
+        clients: vec![id.clone()],
+        add,
+        remove,
+    };
+    match con.commit(&op.caller(), cmd).await {
+        Ok(_) => Redirect::to(&format!("/clients/{}?done=labels", urlencode(&id))).into_response(),
         Err(e) => failed(&con, Some(&op), e),
     }
 }

@@ -11,15 +11,19 @@
 //! shows only the sign-in page: the routes open without one are the sign-in page and form, the
 //! one-time login link and the static assets (`session`). Here: the shared state, the router
 //! and the headers every answer gets. Beside it: `session` (cookies, CSRF, sign-in), `overview`
-//! and `pages` (what each page reads), `alarms` (the overview's alarm rules, pure), `actions` (what each button commits), `views` (the templates'
-//! values), `assets`.
+//! and `pages` (what each page reads), `deployments` (the deployments' pages: list, new form
+//! and its preview, one deployment, the abort's confirmation), `rollout_form` (the new
+//! deployment form as API requests, pure), `alarms` (the overview's alarm rules, pure),
+//! `actions` (what each button commits), `views` (the templates' values), `assets`.
 
 mod actions;
 mod alarms;
 mod assets;
 mod checkers;
+mod deployments;
 mod overview;
 mod pages;
+mod rollout_form;
 mod session;
 mod throttle;
 mod views;
@@ -145,8 +149,21 @@ pub fn router(con: Arc<Console>) -> Router {
         .route("/config/set", post(actions::config_set))
         .route("/config/delete", post(actions::config_delete))
         .route("/bundles", get(pages::bundles))
-        .route("/deployments", get(pages::deployments))
-        .route("/deployments/{id}", get(pages::deployment))
+        .route("/clients/{id}/labels", post(actions::labels))
+        .route(
+            "/deployments",
+            get(deployments::deployments).post(actions::create_deployment),
+        )
+        .route("/deployments/preview", post(deployments::preview))
+        .route("/deployments/edit", post(deployments::edit))
+        .route("/deployments/{id}", get(deployments::deployment))
+        .route("/deployments/{id}/approve", post(actions::approve))
+        .route("/deployments/{id}/pause", post(actions::pause))
+        .route("/deployments/{id}/resume", post(actions::resume))
+        .route(
+            "/deployments/{id}/abort",
+            get(deployments::abort_confirm).post(actions::abort),
+        )
         .route("/audit", get(pages::audit))
         .route("/sessions", get(pages::sessions))
         .route("/sessions/{id}/end", post(actions::end_session))

@@ -76,7 +76,7 @@ fn client_row(c: &outpost_storage::ClientRecord, now: i64) -> ClientRow {
 }
 
 /// Previous/next links of page `page` of `total` rows, `PAGE` a page.
-fn pager(base: &str, page: u64, total: u64) -> Pager {
+pub fn pager(base: &str, page: u64, total: u64) -> Pager {
     let pages = total.div_ceil(u64::from(PAGE)).max(1);
     Pager {
         prev: (page > 1).then(|| format!("{base}&page={}", page - 1)),
@@ -156,8 +156,10 @@ pub async fn client(
                 value: clip(&value, 300),
             })
             .collect(),
+        labels: c.labels.clone(),
         done: match q.done.as_str() {
             "revoked" => "Revoked: every node refuses this client from the moment the revocation applies there.".into(),
+            "labels" => "Labels changed: deployments that target them reach this client at its next sync.".into(),
             _ => String::new(),
         },
         row: client_row(&c, now),
@@ -435,84 +437,6 @@ pub async fn bundles(State(con): State<Arc<Console>>, op: Operator) -> Response 
     })
 }
 
-fn deployment_row(p: &outpost_storage::DeploymentProgress, now: i64) -> DeploymentRow {
-    let d = &p.deployment;
-    DeploymentRow {
-        id: d.id.clone(),
-        artifact: d.artifact.clone(),
-        version: d.version,
-        group: d.group.clone(),
-        targeted: p.targeted,
-        installed: p.installed,
-        failed: p.failed,
-        pending: p.targeted.saturating_sub(p.installed + p.failed),
-        percent: (p.installed * 100)
-            .checked_div(p.targeted)
-            .unwrap_or(0)
-            .min(100),
-        created: ago(d.created_at_ms, now),
-        by: d.created_by.clone(),
-    }
-}
-
-/// Every deployment with its progress in its group.
-pub async fn deployments(State(con): State<Arc<Console>>, op: Operator) -> Response {
-    match con.app.read(|r| r.deployment_progress()).await {
-        Ok(progress) => {
-            let now = outpost_raft::now_ms();
-            render(&Deployments {
-                c: Chrome::new(&con, &op, "Deployments", "deployments"),
-                rows: progress.iter().map(|p| deployment_row(p, now)).collect(),
-            })
-        }
-        Err(e) => failed(&con, Some(&op), e),
-    }
-}
-
-/// One deployment: its progress and the newest failures with the handler's output.
-pub async fn deployment(
-    State(con): State<Arc<Console>>,
-    op: Operator,
-    Path(id): Path<String>,
-) -> Response {
-    let i = id.clone();
-    let read = con
-        .app
-        .read(move |r| {
-            let p = r
-                .deployment_progress()?
-                .into_iter()
-                .find(|p| p.deployment.id == i);
-            Ok((p, r.deployment_failures(&i, PAGE)?))
-        })
-        .await;
-    let (progress, failures) = match read {
-        Ok((Some(p), f)) => (p, f),
-        Ok((None, _)) => return not_found(&con, &format!("deployment {id}")),
-        Err(e) => return failed(&con, Some(&op), e),
-    };
-    let now = outpost_raft::now_ms();
-    render(&Deployment {
-        c: Chrome::new(&con, &op, &format!("Deployment {id}"), "deployments"),
-        sha256: progress.deployment.sha256.clone(),
-        bundle: progress.deployment.bundle_id.clone(),
-        failures: failures
-            .iter()
-            .map(|f| Failure {
-                client: f.client_id.clone(),
-                when: ago(f.at_ms, now),
-                attempts: f.attempts,
-                detail: if f.detail.is_empty() {
-                    "(no output)".into()
-                } else {
-                    f.detail.clone()
-                },
-            })
-            .collect(),
-        row: deployment_row(&progress, now),
-    })
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub struct AuditQuery {
     /// Records before this sequence number (absent: the newest).
@@ -635,7 +559,7 @@ pub async fn sessions(State(con): State<Arc<Console>>, op: Operator) -> Response
     })
 }
 
-fn not_found(con: &Console, what: &str) -> Response {
+pub fn not_found(con: &Console, what: &str) -> Response {
     message(
         con,
         StatusCode::NOT_FOUND,
@@ -650,7 +574,7 @@ fn short(sha256: &str) -> String {
 }
 
 /// At most `max` characters of `s`, with an ellipsis when cut.
-fn clip(s: &str, max: usize) -> String {
+pub fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),

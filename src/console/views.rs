@@ -188,6 +188,7 @@ pub struct Client {
     pub facts: Vec<Fact>,
     pub history: Vec<Change>,
     pub config: Vec<Fact>,
+    pub labels: Vec<String>,
     pub done: String,
 }
 
@@ -288,6 +289,8 @@ pub struct DeploymentRow {
     pub artifact: String,
     pub version: u64,
     pub group: String,
+    /// The rollout's state (`running`, `halted`, ...).
+    pub state: String,
     pub targeted: u64,
     pub installed: u64,
     pub failed: u64,
@@ -305,11 +308,99 @@ pub struct Failure {
     pub detail: String,
 }
 
+/// The "New deployment" form's values (as typed, shown again after a refusal).
+#[derive(Default)]
+pub struct NewDeployment {
+    pub artifact: String,
+    pub groups: String,
+    pub labels: String,
+    pub facts: String,
+    pub clients: String,
+    pub exclude_labels: String,
+    pub exclude_clients: String,
+    pub phases: String,
+    pub soak: String,
+    pub max_failures: String,
+    pub windows: String,
+    pub start_at: String,
+    pub id: String,
+    /// Why the last submission was refused, or empty.
+    pub error: String,
+}
+
 #[derive(Template)]
 #[template(path = "deployments.html")]
 pub struct Deployments {
     pub c: Chrome,
     pub rows: Vec<DeploymentRow>,
+    pub form: NewDeployment,
+}
+
+/// One phase of a preview: its cumulative percent and the seen clients it reaches.
+pub struct PlanPhaseRow {
+    pub number: usize,
+    pub percent: u8,
+    /// How many seen clients the phase reaches.
+    pub count: usize,
+    /// The first of them (ids), and how many more are not listed.
+    pub clients: Vec<String>,
+    pub more: usize,
+}
+
+#[derive(Template)]
+#[template(path = "preview.html")]
+pub struct Preview {
+    pub c: Chrome,
+    /// What the deployment installs: `NAME`, `NAME@VERSION`.
+    pub artifact: String,
+    pub id: String,
+    /// The selector as the CLI's flags.
+    pub target: String,
+    pub count: u64,
+    pub phases: Vec<PlanPhaseRow>,
+    /// Targeted clients not seen for more than a day: the first ids, the count, the rest.
+    pub unseen: Vec<String>,
+    pub unseen_count: usize,
+    pub unseen_more: usize,
+    /// Whether it will wait for a second person's approval, and why (empty: it will not).
+    pub approval: String,
+    /// Soak, brake, windows, start: one line each, as they will apply.
+    pub settings: Vec<(&'static str, String)>,
+    /// The form's fields again, for the confirm button and for "Change".
+    pub hidden: Vec<(&'static str, String)>,
+}
+
+/// One coloured part of a progress bar: `kind` is its CSS class (`installed`, `failed`,
+/// `pending`, `outside-window`, `waiting`, `removed`, `remove-failed`), `x` and `width` its
+/// place on a bar 1000 units wide.
+pub struct Segment {
+    pub kind: &'static str,
+    pub label: &'static str,
+    pub count: u64,
+    pub x: u64,
+    pub width: u64,
+}
+
+pub struct PhaseRow {
+    pub number: usize,
+    pub percent: u8,
+    /// "1 client", "12 clients".
+    pub clients: String,
+    /// `open`, `open, current` or `not open yet`.
+    pub open: &'static str,
+    /// The same as a CSS class: `open`, `current`, `closed`.
+    pub class: &'static str,
+    pub segments: Vec<Segment>,
+    /// The bar in words, for screen readers and the page's text.
+    pub summary: String,
+}
+
+pub struct ClientStatusRow {
+    pub id: String,
+    pub phase: u32,
+    pub status: String,
+    pub when: String,
+    pub detail: String,
 }
 
 #[derive(Template)]
@@ -320,6 +411,40 @@ pub struct Deployment {
     pub sha256: String,
     pub bundle: String,
     pub failures: Vec<Failure>,
+    pub state: String,
+    /// "2 of 3 (50%)".
+    pub phase: String,
+    pub target: String,
+    /// "2 clients" targeted now.
+    pub targeted: String,
+    pub reason: String,
+    pub approved_by: String,
+    pub brake: String,
+    pub soak: String,
+    pub windows: String,
+    pub start: String,
+    pub phases: Vec<PhaseRow>,
+    pub clients: Vec<ClientStatusRow>,
+    pub pager: Pager,
+    /// What the last action did, or empty.
+    pub notice: String,
+    /// Why the last action was refused, or empty.
+    pub error: String,
+    pub can_approve: bool,
+    pub can_pause: bool,
+    pub can_resume: bool,
+    pub can_abort: bool,
+}
+
+#[derive(Template)]
+#[template(path = "abort.html")]
+pub struct AbortConfirm {
+    pub c: Chrome,
+    pub id: String,
+    pub state: String,
+    pub artifact: String,
+    /// "3 clients" that installed it.
+    pub installed: String,
 }
 
 pub struct AuditRow {
