@@ -125,7 +125,7 @@ pub async fn agent_step(
         };
         let report = ResultReport {
             deployment_id: d.id.clone(),
-            status,
+            status: status.into(),
             detail: tail(&detail, RESULT_DETAIL_BYTES),
         };
         report_result(client, &report).await?;

@@ -467,6 +467,7 @@ async fn sync_with(
         config,
         trust,
         assignments,
+        ..
     } = read_sync(client).await?;
     outpost_certs::write_public_file(&paths.config(), &serde_json::to_vec_pretty(&config)?)?;
     renewal::confirm_renewal_if_pending(client, &paths.dir).await?;
@@ -529,6 +530,7 @@ async fn read_sync(client: &ApiClient) -> Result<AgentSync> {
         config,
         trust,
         assignments,
+        removals: Vec::new(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! Client routes: enrollment (the one route open without a certificate besides node join),
-//! the agent's configuration and pinned bundle trust, the admin's view of clients, and the check every agent route
+//! the agent's configuration and pinned bundle trust, the admin's view of clients and their
+//! labels (`label`), and the check every agent route
 //! makes (`authorized_client`). Inventory is `api::inventory`, deployments
 //! `api::deployments`, renewal `api::renewal`.
 //!
@@ -20,7 +21,9 @@ use outpost_storage::{ClientRecord, Command, TokenKind};
 use crate::api::convert::wire_list;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::wire;
-use crate::wire::{AgentSync, AgentTrust, EnrollRequest, EnrollResponse};
+use crate::wire::{
+    AgentSync, AgentTrust, EnrollRequest, EnrollResponse, LabelRequest, LabelResponse,
+};
 
 /// Client certificates live 90 days; agents renew them (later) when a third is left.
 pub const CLIENT_CERT_DAYS: u32 = 90;
@@ -239,19 +242,23 @@ pub async fn agent_sync(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<AgentSync> {
-    let (client, (config, trust, assignments)) = authorized_read(&st, &caller, |r, client| {
-        Ok((
-            r.config_effective(&client.id, &client.groups)?,
-            r.bundle_trust()?,
-            r.assignments(&client.id)?,
-        ))
-    })
-    .await?;
+    let now = outpost_raft::now_ms();
+    let (client, (config, trust, assignments, removals)) =
+        authorized_read(&st, &caller, move |r, client| {
+            Ok((
+                r.config_effective(&client.id, &client.groups)?,
+                r.bundle_trust()?,
+                r.assignments(&client.id, now)?,
+                r.removals(&client.id)?,
+            ))
+        })
+        .await?;
     mark_seen(&st, client.id);
     Ok(Json(AgentSync {
         config,
         trust: trust.map(trust_for_agents).transpose()?,
         assignments: wire_list(assignments),
+        removals: wire_list(removals),
     }))
 }
 
@@ -310,6 +317,96 @@ pub async fn revoke(
     )
     .await?;
     Ok(Json(serde_json::json!({ "revoked": id })))
+}
+
+/// `POST /v1/clients/labels`: adds and removes the operator's labels on clients named by id,
+/// or on every enrolled client whose latest facts match `where_fact` (at most
+/// `MAX_LABEL_CLIENTS` either way), as one command.
+pub async fn label(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<LabelRequest>,
+) -> ApiResult<LabelResponse> {
+    caller.require_admin()?;
+    use crate::api::rollout_input::{self as input, MAX_LABEL_CLIENTS, MAX_LABELS};
+    input::names("label to add", &req.add, MAX_LABELS)?;
+    input::names("label to remove", &req.remove, MAX_LABELS)?;
+    if req.add.is_empty() && req.remove.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "nothing to do: give labels to add or to remove",
+        ));
+    }
+    let clients = match (&req.where_fact, req.clients.is_empty()) {
+        (None, false) => {
+            input::names("client", &req.clients, MAX_LABEL_CLIENTS)?;
+            let mut ids = req.clients.clone();
+            ids.sort();
+            ids.dedup();
+            ids
+        }
+        (Some(fact), true) => {
+            let (path, value) = input::fact_term(fact)?;
+            st.read(move |r| clients_with_fact(r, &path, &value))
+                .await?
+        }
+        (None, true) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "name the clients: ids, or a fact PATH=VALUE",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "give client ids or a fact, not both",
+            ));
+        }
+    };
+    input::count("client", &clients, MAX_LABEL_CLIENTS)?;
+    if clients.is_empty() {
+        return Ok(Json(LabelResponse { clients }));
+    }
+    st.commit(
+        &caller,
+        Command::LabelClients {
+            clients: clients.clone(),
+            add: req.add,
+            remove: req.remove,
+        },
+    )
+    .await?;
+    Ok(Json(LabelResponse { clients }))
+}
+
+/// Ids of the enrolled, unrevoked clients whose latest facts have `value` at `path`
+/// (the inventory matcher), sorted. Reads the inventories a page at a time.
+fn clients_with_fact(
+    r: &outpost_storage::Reader,
+    path: &str,
+    value: &str,
+) -> Result<Vec<String>, outpost_storage::StorageError> {
+    let revoked: std::collections::HashSet<String> = r
+        .clients()?
+        .into_iter()
+        .filter(|c| c.revoked)
+        .map(|c| c.id)
+        .collect();
+    let mut out = Vec::new();
+    let mut after = String::new();
+    // Bounded: each page moves `after` forward, and there are finitely many clients.
+    loop {
+        let page = r.inventory_scan(&after, 500)?;
+        let Some(last) = page.last() else { break };
+        after = last.client_id.clone();
+        out.extend(
+            page.into_iter()
+                .filter(|inv| !revoked.contains(&inv.client_id))
+                .filter(|inv| outpost_storage::rollout::fact_matches(&inv.facts, path, value))
+                .map(|inv| inv.client_id),
+        );
+    }
+    Ok(out)
 }
 
 /// Every few seconds, commits the last-seen times this node gathered as one command, so

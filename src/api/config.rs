@@ -1,6 +1,6 @@
 //! Configuration routes: keys and values scoped global < group < client, and a client's
-//! effective configuration. `agent.handler.*` keys are refused here: only a signed bundle
-//! sets them.
+//! effective configuration. `agent.handler.*` keys and the site policies (`deploy.*`,
+//! `site.timezone`) are refused here: only a signed bundle sets them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +55,16 @@ pub(crate) async fn config_set(
             StatusCode::FORBIDDEN,
             format!(
                 "{} runs code on clients: it is set only by a config payload of a signed bundle \
+                 (outpost bundle create with a [[payload]] of kind \"config\")",
+                req.key
+            ),
+        ));
+    }
+    if outpost_storage::signed_only_key(&req.key) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is a site policy: it is set only by a config payload of a signed bundle \
                  (outpost bundle create with a [[payload]] of kind \"config\")",
                 req.key
             ),

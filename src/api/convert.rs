@@ -149,6 +149,7 @@ impl From<st::ClientRecord> for wire::ClientRecord {
             revoked: c.revoked,
             last_seen: c.last_seen,
             last_seen_node: c.last_seen_node,
+            labels: c.labels,
         }
     }
 }
@@ -319,6 +320,106 @@ impl From<st::RollRecord> for wire::RollRecord {
             started_at_ms: r.started_at_ms,
             updated_at_ms: r.updated_at_ms,
         }
+    }
+}
+
+impl From<st::Selector> for wire::SelectorArgs {
+    fn from(s: st::Selector) -> Self {
+        wire::SelectorArgs {
+            groups: s.groups,
+            labels: s.labels,
+            facts: s
+                .facts
+                .into_iter()
+                .map(|(path, value)| format!("{path}={value}"))
+                .collect(),
+            clients: s.clients,
+            exclude_labels: s.exclude_labels,
+            exclude_clients: s.exclude_clients,
+        }
+    }
+}
+
+impl From<st::Plan> for wire::PlanView {
+    fn from(p: st::Plan) -> Self {
+        wire::PlanView {
+            count: p.count,
+            phases: p
+                .phases
+                .into_iter()
+                .map(|ph| wire::PlanPhaseView {
+                    percent: ph.percent,
+                    clients: ph.clients,
+                })
+                .collect(),
+            unseen: p.unseen,
+        }
+    }
+}
+
+impl From<st::PhaseCounts> for wire::PhaseView {
+    fn from(p: st::PhaseCounts) -> Self {
+        wire::PhaseView {
+            percent: p.percent,
+            clients: p.clients,
+            installed: p.installed,
+            failed: p.failed,
+            pending: p.pending,
+            outside_window: p.outside_window,
+            waiting: p.waiting,
+            removed: p.removed,
+            remove_failed: p.remove_failed,
+        }
+    }
+}
+
+impl From<st::ClientProgress> for wire::ClientProgressView {
+    fn from(c: st::ClientProgress) -> Self {
+        wire::ClientProgressView {
+            id: c.id,
+            phase: c.phase,
+            status: c.status,
+            detail: c.detail,
+            at_ms: c.at_ms,
+        }
+    }
+}
+
+/// Statuses of a targeted client that has reported nothing yet: `pending` as the status view
+/// always listed them.
+const UNREPORTED: [&str; 3] = ["pending", "outside-window", "waiting"];
+
+/// `GET /v1/deployments/{id}`: the results and the clients that have not reported (as
+/// before), then the rollout: state, phase (1-based), counts per phase, each client.
+pub(crate) fn status_view(
+    s: st::RolloutStatus,
+    results: Vec<st::DeploymentResult>,
+) -> wire::DeploymentStatusView {
+    let r = s.rollout;
+    let pending = s
+        .clients
+        .iter()
+        .filter(|c| UNREPORTED.contains(&c.status.as_str()))
+        .map(|c| c.id.clone())
+        .collect();
+    wire::DeploymentStatusView {
+        deployment: s.deployment.into(),
+        results: wire_list(results),
+        pending,
+        state: r.state.as_str().to_string(),
+        phase: r.phase.saturating_add(1),
+        phases: wire_list(s.phases),
+        clients: wire_list(s.clients),
+        reason: r.reason,
+        approved_by: r.approved_by,
+        windows: r.windows,
+        window_open: s.window_open,
+        selector: r.selector.into(),
+        soak_ms: r.soak_ms,
+        max_failures: r.max_failures.to_string(),
+        allowed_failures: r.allowed_failures,
+        start_at_ms: r.start_at_ms,
+        uninstall: r.uninstall,
     }
 }
 
@@ -534,6 +635,7 @@ mod tests {
                 revoked: true,
                 last_seen: Some(2),
                 last_seen_node: Some(3),
+                labels: vec![],
             },
         );
         same::<_, wire::InventoryRecord>(

@@ -1,13 +1,15 @@
-//! Deployment routes: artifacts from imported bundles assigned to groups of clients, and
-//! each client's result committed through Raft.
+//! Deployment routes: artifacts from imported bundles rolled out to the clients a selector
+//! names (in phases, with a soak, a brake and windows), and each client's result committed
+//! through Raft.
 //!
-//! Admin routes (`/v1/deployments`) and agent routes (`/v1/agent/assignments`,
+//! `rollout_command` (request → the command to propose) and `plan` (the preview) are the two
+//! entries the console shares. Admin routes (`/v1/deployments`, `/plan`, `/{id}`,
+//! `/{id}/{approve|pause|resume|abort}`) and agent routes (`/v1/agent/assignments`,
 //! `/v1/agent/artifacts/{sha256}` with Range, `/v1/agent/results`). A client may download
 //! only blobs of its own assignments; a node that lacks one fetches it from a peer first
 //! (`Blobs::local_path`). The agent's side is `agent::deployments`, the CLI's
 //! `cli::deployment`.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,20 +18,160 @@ use axum::body::Body;
 use axum::extract::{Extension, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use outpost_storage::Command;
+use outpost_storage::rollout;
+use outpost_storage::{Command, FailureLimit, Reader, RolloutSpec, RolloutStep, Scope, Selector};
 
 use crate::api::clients::{authorized_client, authorized_read};
-use crate::api::convert::wire_list;
-use crate::api::{ApiError, ApiResult, AppState, Caller};
-use crate::shared::text::tail;
+use crate::api::convert::{status_view, wire_list};
+use crate::api::{ApiError, ApiResult, AppState, Caller, fields, rollout_input};
+use crate::shared::text::{shown, tail};
 use crate::wire;
-use crate::wire::{DeploymentRequest, DeploymentStatusView, RESULT_DETAIL_BYTES, ResultReport};
+use crate::wire::{
+    CreatedDeployment, DeploymentRequest, DeploymentStatusView, PlanRequest, PlanView,
+    RESULT_DETAIL_BYTES, ReportStatus, ResultReport, SelectorArgs, StepRequest, StepResponse,
+};
 
-fn new_id() -> String {
+/// A fresh deployment id.
+pub(crate) fn new_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 5];
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!("d-{}", hex::encode(b))
+}
+
+/// Config key of the four-eyes policy (signed bundles only).
+pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// Whether a request asks only what `deployment create --group G` always asked: then it keeps
+/// the older commands, which every node of a mixed cluster applies.
+fn is_plain(req: &DeploymentRequest) -> bool {
+    req.selector == SelectorArgs::default()
+        && req.phases.is_none()
+        && req.soak.is_none()
+        && req.max_failures.is_none()
+        && req.windows.is_empty()
+        && req.start_at.is_none()
+}
+
+/// A request's selector as storage takes it: every list within its cap, every name valid,
+/// and a target named. Pure.
+pub(crate) fn selector(args: &SelectorArgs, group: &str) -> Result<Selector, ApiError> {
+    let (groups, facts) = rollout_input::selector_terms(args, group)?;
+    let selector = Selector {
+        groups,
+        labels: args.labels.clone(),
+        facts,
+        clients: args.clients.clone(),
+        exclude_labels: args.exclude_labels.clone(),
+        exclude_clients: args.exclude_clients.clone(),
+    };
+    selector.check().map_err(bad)?;
+    Ok(selector)
+}
+
+/// `--phases` text, default one phase of 100 %. Pure.
+fn phases(text: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(vec![100]),
+        Some(t) if t.len() > 128 => Err(bad(format!(
+            "phases {} are {} bytes, at most 128 allowed",
+            shown(t),
+            t.len()
+        ))),
+        Some(t) => rollout::parse_phases(t).map_err(bad),
+    }
+}
+
+/// The command a `POST /v1/deployments` proposes, and the deployment's id: the older
+/// `CreateDeployment` / `CreateReleaseDeployment` for a plain `--group G` while no approval
+/// policy is set (so a mixed cluster keeps working), else `CreateRollout`. Reads the artifact's
+/// kind and the policy from `r`; the console's create form calls it too. `now_ms` is the
+/// proposer's time (a start time in the past just starts).
+pub(crate) fn rollout_command(
+    r: &Reader,
+    req: &DeploymentRequest,
+    now_ms: i64,
+) -> Result<(String, Command), ApiError> {
+    let id = req.id.clone().unwrap_or_else(new_id);
+    fields::id("deployment id", &id)?;
+    fields::text("artifact", &req.artifact, fields::MAX_ID_CHARS * 4)?;
+    let kind = r
+        .deployable_kind(&req.artifact, req.version)
+        .map_err(ApiError::internal)?;
+    let is_release = kind.as_deref() == Some(outpost_bundles::PayloadKind::OutpostRelease.as_str());
+    let approval = r
+        .config_get(&Scope::Global, APPROVAL_ABOVE_KEY)
+        .map_err(ApiError::internal)?;
+    if is_plain(req) && approval.is_none() && !req.group.is_empty() {
+        fields::id("group", &req.group)?;
+        return Ok((
+            id.clone(),
+            if is_release {
+                Command::CreateReleaseDeployment {
+                    id,
+                    release: req.artifact.clone(),
+                    version: req.version,
+                    group: req.group.clone(),
+                }
+            } else {
+                Command::CreateDeployment {
+                    id,
+                    artifact: req.artifact.clone(),
+                    version: req.version,
+                    group: req.group.clone(),
+                }
+            },
+        ));
+    }
+    let selector = selector(&req.selector, &req.group)?;
+    let phases = phases(req.phases.as_deref())?;
+    let soak_ms = rollout_input::soak_ms(req.soak.as_deref())?;
+    let max_failures = match req.max_failures.as_deref().map(str::trim) {
+        None | Some("") => FailureLimit::default(),
+        Some(t) => FailureLimit::parse(&t[..t.len().min(16)]).map_err(bad)?,
+    };
+    rollout_input::windows(&req.windows)?;
+    rollout::Windows::parse(&req.windows).map_err(bad)?;
+    let start_at_ms =
+        rollout_input::start_at_ms(req.start_at.as_deref())?.filter(|at| *at > now_ms);
+    let kind = if is_release {
+        outpost_bundles::PayloadKind::OutpostRelease.as_str()
+    } else {
+        outpost_bundles::PayloadKind::Artifact.as_str()
+    };
+    Ok((
+        id.clone(),
+        Command::CreateRollout(Box::new(RolloutSpec {
+            id,
+            kind: kind.to_string(),
+            name: req.artifact.clone(),
+            version: req.version,
+            selector,
+            phases,
+            soak_ms,
+            max_failures,
+            windows: req.windows.clone(),
+            start_at_ms,
+        })),
+    ))
+}
+
+/// The preview of `POST /v1/deployments/plan` (and of the console's create form): the
+/// clients the selector reaches at `now_ms`, split as deployment `req.id` (or a fresh id)
+/// would split them.
+pub(crate) fn plan(r: &Reader, req: &PlanRequest, now_ms: i64) -> Result<PlanView, ApiError> {
+    let selector = selector(&req.selector, &req.group)?;
+    let phases = phases(req.phases.as_deref())?;
+    let id = req.id.clone().unwrap_or_else(new_id);
+    fields::id("deployment id", &id)?;
+    let plan = r
+        .plan(&selector, &phases, &id, now_ms)
+        .map_err(ApiError::internal)?;
+    Ok(plan.into())
 }
 
 // ---- admin routes -------------------------------------------------------------------------
@@ -38,39 +180,86 @@ pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<DeploymentRequest>,
-) -> ApiResult<wire::DeploymentRecord> {
+) -> ApiResult<CreatedDeployment> {
     caller.require_admin()?;
-    let id = req.id.clone().unwrap_or_else(new_id);
-    // An artifact keeps `CreateDeployment`, which every node of a mixed cluster applies; only
-    // a release needs the newer `CreateReleaseDeployment` (apply resolves the payload again).
-    let (name, version) = (req.artifact.clone(), req.version);
-    let kind = st.read(move |r| r.deployable_kind(&name, version)).await?;
-    let command = if kind.as_deref() == Some(outpost_bundles::PayloadKind::OutpostRelease.as_str())
-    {
-        Command::CreateReleaseDeployment {
-            id: id.clone(),
-            release: req.artifact,
-            version: req.version,
-            group: req.group,
-        }
-    } else {
-        Command::CreateDeployment {
-            id: id.clone(),
-            artifact: req.artifact,
-            version: req.version,
-            group: req.group,
-        }
-    };
+    let now = outpost_raft::now_ms();
+    let (id, command) = st
+        .read(move |r| Ok(rollout_command(r, &req, now)))
+        .await??;
     st.commit(&caller, command).await?;
     st.node
         .linearizable_barrier(Duration::from_secs(5))
         .await
         .map_err(ApiError::unavailable)?;
     let i = id.clone();
-    st.read(move |r| r.deployment(&i))
-        .await?
-        .map(|d| Json(d.into()))
-        .ok_or_else(|| ApiError::internal(format!("deployment {id} committed but not found")))
+    let (d, rollout) = st
+        .read(move |r| Ok((r.deployment(&i)?, r.rollout(&i)?)))
+        .await?;
+    let d =
+        d.ok_or_else(|| ApiError::internal(format!("deployment {id} committed but not found")))?;
+    Ok(Json(CreatedDeployment {
+        deployment: d.into(),
+        state: rollout
+            .map(|r| r.state.as_str().to_string())
+            .unwrap_or_default(),
+    }))
+}
+
+/// `POST /v1/deployments/plan`: the preview, before anything moves.
+pub async fn plan_route(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<PlanRequest>,
+) -> ApiResult<PlanView> {
+    caller.require_admin()?;
+    let now = outpost_raft::now_ms();
+    Ok(Json(st.read(move |r| Ok(plan(r, &req, now))).await??))
+}
+
+/// `POST /v1/deployments/{id}/{approve|pause|resume|abort}`: one transition, proposed as
+/// one command (apply checks it is legal, and that an approver is not the creator).
+pub async fn step(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    UrlPath((id, name)): UrlPath<(String, String)>,
+    Json(req): Json<StepRequest>,
+) -> ApiResult<StepResponse> {
+    caller.require_admin()?;
+    fields::id("deployment id", &id)?;
+    let step = match name.as_str() {
+        "approve" => RolloutStep::Approve,
+        "pause" => RolloutStep::Pause,
+        "resume" => RolloutStep::Resume,
+        "abort" => RolloutStep::Abort {
+            uninstall: req.uninstall,
+        },
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no step {}: approve, pause, resume or abort", shown(other)),
+            ));
+        }
+    };
+    let reason = rollout_input::reason(&req.reason)?;
+    st.commit(
+        &caller,
+        Command::RolloutStep {
+            id: id.clone(),
+            step,
+            reason,
+        },
+    )
+    .await?;
+    st.node
+        .linearizable_barrier(Duration::from_secs(5))
+        .await
+        .map_err(ApiError::unavailable)?;
+    let i = id.clone();
+    let rollout = st.read(move |r| r.rollout(&i)).await?;
+    let state = rollout
+        .map(|r| r.state.as_str().to_string())
+        .ok_or_else(|| ApiError::internal(format!("deployment {id} stepped but not found")))?;
+    Ok(Json(StepResponse { id, state }))
 }
 
 pub async fn list(
@@ -88,30 +277,17 @@ pub async fn status(
 ) -> ApiResult<DeploymentStatusView> {
     caller.require_admin()?;
     let i = id.clone();
-    let (d, results, clients) = st
-        .read(move |r| Ok((r.deployment(&i)?, r.deployment_results(&i)?, r.clients()?)))
+    let now = outpost_raft::now_ms();
+    let (status, results) = st
+        .read(move |r| Ok((r.rollout_status(&i, now)?, r.deployment_results(&i)?)))
         .await?;
-    let Some(deployment) = d else {
+    let Some(status) = status else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("deployment {id} does not exist"),
         ));
     };
-    let reported: BTreeSet<&str> = results.iter().map(|r| r.client_id.as_str()).collect();
-    let pending = clients
-        .iter()
-        .filter(|c| !c.revoked)
-        .filter(|c| {
-            deployment.group == outpost_storage::ALL_CLIENTS || c.groups.contains(&deployment.group)
-        })
-        .filter(|c| !reported.contains(c.id.as_str()))
-        .map(|c| c.id.clone())
-        .collect();
-    Ok(Json(DeploymentStatusView {
-        deployment: deployment.into(),
-        results: wire_list(results),
-        pending,
-    }))
+    Ok(Json(status_view(status, results)))
 }
 
 // ---- agent routes -------------------------------------------------------------------------
@@ -120,11 +296,16 @@ pub async fn assignments(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Vec<wire::Assignment>> {
-    let (_, list) = authorized_read(&st, &caller, |r, client| r.assignments(&client.id)).await?;
+    let now = outpost_raft::now_ms();
+    let (_, list) = authorized_read(&st, &caller, move |r, client| {
+        r.assignments(&client.id, now)
+    })
+    .await?;
     Ok(Json(wire_list(list)))
 }
 
-/// A client's result; rate-limited per client (`ResultsRate`) before its body is read.
+/// A client's result of an install (`installed`, `failed`) or of a removal (`removed`,
+/// `remove-failed`); rate-limited per client (`ResultsRate`) before its body is read.
 pub async fn report(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -132,16 +313,27 @@ pub async fn report(
     Json(rep): Json<ResultReport>,
 ) -> ApiResult<serde_json::Value> {
     let client = authorized_client(&st, &caller).await?;
-    st.commit(
-        &caller,
-        Command::ReportDeployment {
+    fields::id("deployment id", &rep.deployment_id)?;
+    let detail = tail(&rep.detail, RESULT_DETAIL_BYTES);
+    let command = match rep.status {
+        ReportStatus::Installed | ReportStatus::Failed => Command::ReportDeployment {
             deployment_id: rep.deployment_id,
             client_id: client.id,
-            status: rep.status.into(),
-            detail: tail(&rep.detail, RESULT_DETAIL_BYTES),
+            status: if rep.status == ReportStatus::Installed {
+                outpost_storage::DeploymentStatus::Installed
+            } else {
+                outpost_storage::DeploymentStatus::Failed
+            },
+            detail,
         },
-    )
-    .await?;
+        ReportStatus::Removed | ReportStatus::RemoveFailed => Command::ReportRemoval {
+            deployment_id: rep.deployment_id,
+            client_id: client.id,
+            ok: rep.status == ReportStatus::Removed,
+            detail,
+        },
+    };
+    st.commit(&caller, command).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
@@ -155,7 +347,8 @@ pub async fn artifact(
 ) -> Result<Response, ApiError> {
     let client = authorized_client(&st, &caller).await?;
     let id = client.id.clone();
-    let mine = st.read(move |r| r.assignments(&id)).await?;
+    let now = outpost_raft::now_ms();
+    let mine = st.read(move |r| r.assignments(&id, now)).await?;
     let Some(a) = mine.iter().find(|a| a.deployment.sha256 == sha256) else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -245,6 +438,180 @@ pub fn parse_range(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh state database, with `config` set in the global scope.
+    async fn store(dir: &std::path::Path, config: &[(&str, &str)]) -> outpost_storage::Store {
+        let store = outpost_storage::Store::open(&dir.join("state.db")).expect("open");
+        let init = Command::InitCluster {
+            cluster_id: "c-1".into(),
+            name: "plant".into(),
+            ca_cert_pem: "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----\n".into(),
+        };
+        let sets = config.iter().map(|(k, v)| Command::SetConfig {
+            scope: Scope::Global,
+            key: k.to_string(),
+            value: v.to_string(),
+        });
+        let batch: Vec<_> = std::iter::once(init)
+            .chain(sets)
+            .map(|command| outpost_storage::Envelope {
+                at_ms: 1,
+                actor: "tester".into(),
+                command,
+            })
+            .collect();
+        let outcomes = store
+            .apply(vec![Some(outpost_storage::encode_batch(&batch))], vec![1])
+            .await
+            .expect("apply");
+        for o in outcomes.into_iter().flatten().flatten() {
+            o.expect("applied");
+        }
+        store
+    }
+
+    fn request(group: &str) -> DeploymentRequest {
+        DeploymentRequest {
+            artifact: "tool".into(),
+            group: group.into(),
+            id: Some("d-1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_group_keeps_the_older_command_and_anything_more_is_a_rollout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = store(dir.path(), &[]).await.reader();
+        let (id, cmd) = rollout_command(&r, &request("lab"), 0).expect("plain");
+        assert_eq!(id, "d-1");
+        assert!(
+            matches!(&cmd, Command::CreateDeployment { group, .. } if group == "lab"),
+            "{cmd:?}"
+        );
+        let req = DeploymentRequest {
+            selector: SelectorArgs {
+                labels: vec!["line2".into()],
+                exclude_labels: vec!["quarantine".into()],
+                facts: vec!["os.version_id=12".into()],
+                ..Default::default()
+            },
+            phases: Some("10%,50%,100%".into()),
+            soak: Some("30m".into()),
+            max_failures: Some("10%".into()),
+            windows: vec!["Mon-Fri 22:00-05:00".into()],
+            start_at: Some("2026-12-24T22:00:00Z".into()),
+            ..request("")
+        };
+        let (_, cmd) = rollout_command(&r, &req, 0).expect("rollout");
+        let Command::CreateRollout(spec) = cmd else {
+            panic!("not a rollout: {cmd:?}");
+        };
+        assert_eq!(spec.kind, "artifact");
+        assert_eq!(spec.selector.labels, ["line2"]);
+        assert_eq!(spec.selector.exclude_labels, ["quarantine"]);
+        assert_eq!(
+            spec.selector.facts,
+            [("os.version_id".to_string(), "12".to_string())]
+        );
+        assert_eq!(spec.phases, [10, 50, 100]);
+        assert_eq!(spec.soak_ms, 1_800_000);
+        assert_eq!(spec.max_failures, FailureLimit::Percent(10));
+        assert_eq!(spec.start_at_ms, Some(1_798_149_600_000));
+        // A start time already past just starts.
+        let (_, cmd) = rollout_command(&r, &req, 1_798_149_600_000).expect("rollout");
+        assert!(matches!(cmd, Command::CreateRollout(s) if s.start_at_ms.is_none()));
+        // A fresh id when none is given.
+        let (id, _) = rollout_command(
+            &r,
+            &DeploymentRequest {
+                id: None,
+                ..request("lab")
+            },
+            0,
+        )
+        .expect("fresh id");
+        assert!(id.starts_with("d-") && id.len() == 12, "{id}");
+    }
+
+    #[tokio::test]
+    async fn an_approval_policy_makes_every_create_a_rollout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = store(dir.path(), &[(APPROVAL_ABOVE_KEY, "5")])
+            .await
+            .reader();
+        let (_, cmd) = rollout_command(&r, &request("all"), 0).expect("rollout");
+        let Command::CreateRollout(spec) = cmd else {
+            panic!("not a rollout: {cmd:?}");
+        };
+        assert_eq!(spec.selector.groups, ["all"]);
+        assert_eq!(spec.phases, [100]);
+        assert_eq!(spec.max_failures, FailureLimit::default());
+    }
+
+    #[tokio::test]
+    async fn refusals_name_what_is_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = store(dir.path(), &[]).await.reader();
+        let with = |f: &dyn Fn(&mut DeploymentRequest)| {
+            let mut req = request("lab");
+            f(&mut req);
+            rollout_command(&r, &req, 0)
+                .expect_err("refused")
+                .message()
+                .to_string()
+        };
+        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 9] = [
+            (
+                &|q| q.group.clear(),
+                "name a target: --group, --label, --where or --client",
+            ),
+            (
+                &|q| {
+                    q.group.clear();
+                    q.selector.exclude_labels = vec!["x".into()];
+                },
+                "name a target",
+            ),
+            (
+                &|q| q.phases = Some("50%,25%,100%".into()),
+                "phase 2 (25%) must be above phase 1 (50%)",
+            ),
+            (&|q| q.phases = Some("10%,50%".into()), "must be 100%"),
+            (&|q| q.soak = Some("a while".into()), "soak \"a while\""),
+            (&|q| q.max_failures = Some("many".into()), "max failures"),
+            (
+                &|q| q.windows = vec!["Someday 22:00-05:00".into()],
+                "window \"Someday",
+            ),
+            (&|q| q.start_at = Some("Christmas".into()), "start time"),
+            (&|q| q.id = Some("d 1".into()), "deployment id"),
+        ];
+        for (change, want) in cases {
+            let msg = with(change);
+            assert!(msg.contains(want), "{msg:?} lacks {want:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plan_of_an_empty_cluster_counts_nobody() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = store(dir.path(), &[]).await.reader();
+        let req = PlanRequest {
+            group: "all".into(),
+            phases: Some("10%,100%".into()),
+            id: Some("d-1".into()),
+            ..Default::default()
+        };
+        let v = plan(&r, &req, 0).expect("plan");
+        assert_eq!(v.count, 0);
+        assert_eq!(
+            v.phases.iter().map(|p| p.percent).collect::<Vec<_>>(),
+            [10, 100]
+        );
+        let e = plan(&r, &PlanRequest::default(), 0).expect_err("no target");
+        assert!(e.message().contains("name a target"), "{}", e.message());
+    }
 
     #[test]
     fn ranges() {

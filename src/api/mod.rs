@@ -5,7 +5,8 @@
 //! Here: the router, the body caps and the identity check every request passes. Beside it:
 //! `caller` (who is calling), `state` (what handlers share and how they commit and read),
 //! `error` (the error answer), `identities` (the cached standing of an admin, node or client),
-//! the input checks where fields enter (`fields`), the port's budgets (`requests`: the body
+//! the input checks where fields enter (`fields`; a rollout's lists, soak, start time and
+//! reason in `rollout_input`), the port's budgets (`requests`: the body
 //! rule per caller and route; `limits`: pools, caps, rates; `pool`; `activity`: the idle
 //! watchdog; `extractors`: rates applied before a handler), the counters (`refusals`,
 //! `certs_seen`), and one file per resource (`status`, `tokens`, `admins`, `nodes`, `config`,
@@ -37,6 +38,7 @@ pub mod pool;
 pub mod refusals;
 pub mod renewal;
 pub mod requests;
+pub mod rollout_input;
 mod state;
 pub mod status;
 pub mod tokens;
@@ -108,6 +110,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/clients/{id}", get(clients::show))
         .route("/v1/clients/{id}/revoke", post(clients::revoke))
         .route(
+            "/v1/clients/labels",
+            post(clients::label).layer(DefaultBodyLimit::max(rollout_input::LABELS_BODY_LIMIT)),
+        )
+        .route(
             "/v1/bundles",
             get(bundles::list)
                 .post(bundles::commit)
@@ -118,7 +124,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/deployments",
             get(deployments::list).post(deployments::create),
         )
+        .route("/v1/deployments/plan", post(deployments::plan_route))
         .route("/v1/deployments/{id}", get(deployments::status))
+        .route("/v1/deployments/{id}/{step}", post(deployments::step))
         .route("/v1/agent/assignments", get(deployments::assignments))
         .route("/v1/agent/artifacts/{sha256}", get(deployments::artifact))
         .route("/v1/agent/results", post(deployments::report))

@@ -60,7 +60,7 @@ pub enum BodyRule {
 }
 
 /// Pure: the body rule of one request. Big limits only for the identity that may use the
-/// route (bundle commit: operators; inventory: clients); an anonymous caller reaches only
+/// route (bundle commit and client labels: operators; inventory: clients); an anonymous caller reaches only
 /// health, enroll, join and the console's pages (which sign in by cookie), with the small
 /// limit; every other API route answers it 401 unread.
 pub fn body_rule(class: Class, method: &Method, path: &str) -> BodyRule {
@@ -78,6 +78,13 @@ pub fn body_rule(class: Class, method: &Method, path: &str) -> BodyRule {
             Class::Client => BodyRule::Read(INVENTORY_BODY_LIMIT),
             Class::Anonymous => BodyRule::Refuse(StatusCode::UNAUTHORIZED),
             Class::Operator => BodyRule::Refuse(StatusCode::FORBIDDEN),
+        };
+    }
+    if *method == Method::POST && path == "/v1/clients/labels" {
+        return match class {
+            Class::Operator => BodyRule::Read(crate::api::rollout_input::LABELS_BODY_LIMIT),
+            Class::Anonymous => BodyRule::Refuse(StatusCode::UNAUTHORIZED),
+            Class::Client => BodyRule::Refuse(StatusCode::FORBIDDEN),
         };
     }
     if class == Class::Anonymous {
@@ -108,6 +115,7 @@ mod tests {
 
     #[test]
     fn body_rules_follow_the_caller() {
+        use crate::api::rollout_input::LABELS_BODY_LIMIT;
         use crate::api::{BODY_LIMIT, BUNDLE_BODY_LIMIT, INVENTORY_BODY_LIMIT};
         use BodyRule::{Read, Refuse};
         use Class::{Anonymous, Client, Operator};
@@ -180,6 +188,25 @@ mod tests {
             (Anonymous, &get, "/", Read(BODY_LIMIT)),
             (Client, &post, "/v1/agent/results", Read(BODY_LIMIT)),
             (Operator, &put, "/v1/config", Read(BODY_LIMIT)),
+            // A label request may name 10,000 clients.
+            (
+                Operator,
+                &post,
+                "/v1/clients/labels",
+                Read(LABELS_BODY_LIMIT),
+            ),
+            (
+                Client,
+                &post,
+                "/v1/clients/labels",
+                Refuse(StatusCode::FORBIDDEN),
+            ),
+            (
+                Anonymous,
+                &post,
+                "/v1/clients/labels",
+                Refuse(StatusCode::UNAUTHORIZED),
+            ),
         ];
         for (class, method, path, want) in cases {
             assert_eq!(

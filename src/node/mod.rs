@@ -1,10 +1,12 @@
 //! The running node: start-up in one place (`init`, `join` and `serve`, and so the demo and
 //! the tests, which run the real binary, all start a node through `start`), the accept loops
 //! that serve the API (`server`) and the discovery wiring (`discovery`). `start` opens the
-//! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it.
+//! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it,
+//! and starts the background tasks, among them the leader's rollout steps (`rollouts`).
 
 pub mod discovery;
 pub mod recovery;
+pub mod rollouts;
 pub mod server;
 pub mod upgrade;
 
@@ -211,6 +213,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         )),
         tokio::spawn(crate::node::server::serve_unix(unix, app)),
         tokio::spawn(crate::api::clients::flush_last_seen(state.clone())),
+        tokio::spawn(crate::node::rollouts::drive(state.clone())),
         tokio::spawn(crate::shared::process::trim_loop()),
         tokio::spawn(crate::console::report_sessions(console)),
         tokio::spawn(blobs.replicate()),

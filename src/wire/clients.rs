@@ -4,7 +4,7 @@
 use outpost_bundles::TrustDocument;
 use serde::{Deserialize, Serialize};
 
-use super::deployments::Assignment;
+use super::deployments::{Assignment, DeploymentRecord};
 
 /// An enrolled client (a managed machine), as `client list` and `client show` read it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +17,29 @@ pub struct ClientRecord {
     pub revoked: bool,
     pub last_seen: Option<i64>,
     pub last_seen_node: Option<u64>,
+    /// The operator's labels (sorted); newer than the record.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// `client label`: add and remove labels on clients named by id, or on every client whose
+/// facts match `where_fact` (`PATH=VALUE`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabelRequest {
+    #[serde(default)]
+    pub clients: Vec<String>,
+    #[serde(default)]
+    pub where_fact: Option<String>,
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// What `client label` changed: the clients it labelled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelResponse {
+    pub clients: Vec<String>,
 }
 
 /// `/v1/enroll`: a client token, the host name the agent reports, and a CSR for its key.
@@ -62,6 +85,10 @@ pub struct AgentSync {
     pub trust: Option<AgentTrust>,
     /// Its deployments, as `/v1/agent/assignments`.
     pub assignments: Vec<Assignment>,
+    /// Deployments aborted with `--uninstall` that this client installed: it runs their
+    /// remove handler and reports `removed` or `remove-failed`. Newer than the sync.
+    #[serde(default)]
+    pub removals: Vec<DeploymentRecord>,
 }
 
 /// A client certificate renewal (`/v1/agent/renew`): a CSR for a new key.

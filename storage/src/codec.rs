@@ -7,8 +7,9 @@ use crate::model::Envelope;
 /// commands to format 1, format 3 the bundle, deployment and renewal commands, format 4 the
 /// signed bundle commit, admin revocation and client certificate rotation, format 5 the
 /// request id wrapper `Once` (same encoding of the older variants), format 6 `ReformCluster`,
-/// the rolling upgrade's commands and `CreateReleaseDeployment`, format 7 `LockSignIn`, so older bytes decode as is.
-pub const COMMAND_FORMAT: u16 = 7;
+/// the rolling upgrade's commands and `CreateReleaseDeployment`, format 7 `LockSignIn`, format 8 the rollout commands (`LabelClients`, `CreateRollout`,
+/// `RolloutStep`, `ReportRemoval`), so older bytes decode as is.
+pub const COMMAND_FORMAT: u16 = 8;
 
 /// Largest encoded payload of one Raft entry (format header + batch), in bytes. The batcher
 /// closes a batch before it would pass this, a single command larger than this never enters
@@ -55,6 +56,12 @@ pub fn batch_len(count: usize, envelopes: usize) -> usize {
 /// format > COMMAND_FORMAT => Err(NeedsUpgrade{found, supported}); undecodable => Err(Decode{..}).
 /// Trailing bytes after the batch count as undecodable.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Envelope>, StorageError> {
+    decode_batch_up_to(bytes, COMMAND_FORMAT)
+}
+
+/// `decode_batch` as a build whose newest format is `supported` runs it (tests play an older
+/// node with it).
+fn decode_batch_up_to(bytes: &[u8], supported: u16) -> Result<Vec<Envelope>, StorageError> {
     let Some((head, body)) = bytes.split_first_chunk::<2>() else {
         return Err(StorageError::Decode(
             bincode::error::DecodeError::UnexpectedEnd {
@@ -63,11 +70,8 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Envelope>, StorageError> {
         ));
     };
     let found = u16::from_le_bytes(*head);
-    if found > COMMAND_FORMAT {
-        return Err(StorageError::NeedsUpgrade {
-            found,
-            supported: COMMAND_FORMAT,
-        });
+    if found > supported {
+        return Err(StorageError::NeedsUpgrade { found, supported });
     }
     if found == 0 {
         // Format 0 never existed; older formats would be migrated here explicitly.
@@ -172,6 +176,73 @@ mod tests {
             assert_eq!(&bytes[..2], &format.to_le_bytes());
             assert_eq!(decode_batch(&bytes).ok(), Some(batch));
         }
+    }
+
+    /// The rollout commands are format 8: a node of format 7 stops at the first batch that
+    /// carries one (and asks for an upgrade) instead of applying around it; a batch of older
+    /// commands only stays readable by it.
+    #[test]
+    fn rollout_commands_need_format_8() {
+        use crate::model::{FailureLimit, RolloutSpec, RolloutStep, Selector};
+        let at = |command| Envelope {
+            at_ms: 1,
+            actor: "admin:ops".into(),
+            command,
+        };
+        let spec = RolloutSpec {
+            id: "d-1".into(),
+            kind: "artifact".into(),
+            name: "tool".into(),
+            version: None,
+            selector: Selector {
+                labels: vec!["line2".into()],
+                ..Selector::default()
+            },
+            phases: vec![10, 50, 100],
+            soak_ms: 1_800_000,
+            max_failures: FailureLimit::Percent(10),
+            windows: vec!["Mon-Fri 22:00-05:00".into()],
+            start_at_ms: Some(5),
+        };
+        let commands = vec![
+            Command::LabelClients {
+                clients: vec!["c1".into()],
+                add: vec!["line2".into()],
+                remove: vec![],
+            },
+            Command::CreateRollout(Box::new(spec)),
+            Command::RolloutStep {
+                id: "d-1".into(),
+                step: RolloutStep::Abort { uninstall: true },
+                reason: "bad".into(),
+            },
+            Command::ReportRemoval {
+                deployment_id: "d-1".into(),
+                client_id: "c1".into(),
+                ok: true,
+                detail: String::new(),
+            },
+        ];
+        for command in commands {
+            let once = Command::Once {
+                request_id: "r".into(),
+                command: Box::new(command.clone()),
+            };
+            for c in [command, once] {
+                let batch = vec![at(c)];
+                let bytes = encode_batch(&batch);
+                assert_eq!(&bytes[..2], &8u16.to_le_bytes());
+                assert_eq!(decode_batch(&bytes).ok(), Some(batch));
+                assert!(matches!(
+                    decode_batch_up_to(&bytes, 7),
+                    Err(StorageError::NeedsUpgrade {
+                        found: 8,
+                        supported: 7
+                    })
+                ));
+            }
+        }
+        assert!(decode_batch_up_to(&encode_batch(&sample()), 7).is_ok());
     }
 
     #[test]

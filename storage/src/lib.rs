@@ -43,6 +43,8 @@ mod codec;
 mod error;
 mod model;
 mod reader;
+pub mod rollout;
+mod rollout_rows;
 mod rows;
 mod rules;
 mod schema;
@@ -51,8 +53,9 @@ mod store;
 mod token_check;
 
 pub use apply::{
-    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, MAX_PASSWORD_HASH_BYTES, MAX_ROLL_REASON_BYTES,
-    MAX_SIGNIN_LOCK_MS, RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
+    MAX_CREATED_SKEW_SECS, MAX_DETAIL_BYTES, MAX_LABEL_CLIENTS, MAX_LABELS_PER_CLIENT,
+    MAX_LABELS_PER_COMMAND, MAX_PASSWORD_HASH_BYTES, MAX_ROLL_REASON_BYTES, MAX_SIGNIN_LOCK_MS,
+    MAX_STEP_REASON_BYTES, RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
     signin_account_key, signin_source_key,
 };
 pub use bundle_config::parse_config_payload;
@@ -61,12 +64,15 @@ pub use codec::{
 };
 pub use error::StorageError;
 pub use model::{
-    Assignment, AuditChain, AuditCheck, AuditRecord, BundleImport, BundleRecord, BundleType,
-    ChannelRecord, ClientCertState, ClientRecord, ClusterInfo, Command, ConfigEntry,
-    ConsoleSession, ConsoleUser, DeploymentProgress, DeploymentRecord, DeploymentResult,
-    DeploymentStatus, Envelope, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord,
-    NodeRole, Outcome, PayloadHolding, PayloadRecord, RejectCode, Rejection, Response, RollRecord,
-    Scope, SessionProof, SignInLock, SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord,
+    APPROVAL_ABOVE_KEY, Assignment, AuditChain, AuditCheck, AuditRecord, BundleImport,
+    BundleRecord, BundleType, ChannelRecord, ClientCertState, ClientProgress, ClientRecord,
+    ClusterInfo, Command, ConfigEntry, ConsoleSession, ConsoleUser, DEPLOY_KEY_PREFIX,
+    DeploymentProgress, DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope,
+    FailureLimit, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord, NodeRole,
+    Outcome, PayloadHolding, PayloadRecord, PhaseCounts, Plan, PlanPhase, Progress, RejectCode,
+    Rejection, Response, RollRecord, RolloutRecord, RolloutSpec, RolloutState, RolloutStatus,
+    RolloutStep, SITE_TIMEZONE_KEY, Scope, Selector, SessionProof, SignInLock, SignedBundle,
+    TokenCheck, TokenKind, TokenRecord, TrustRecord, signed_only_key,
 };
 pub use reader::Reader;
 pub use rules::{

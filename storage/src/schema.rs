@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -264,6 +264,44 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         strikes       INTEGER NOT NULL CHECK (strikes > 0),
         updated_at_ms INTEGER NOT NULL
     ) STRICT;
+    "#,
+    // v9: rollouts (issue 22): the operator's client labels, a rollout row beside each
+    // deployment made by `CreateRollout` (plain deployments have none and read as one phase to
+    // their group), and the results of removing an aborted deployment.
+    r#"
+    CREATE TABLE client_labels (
+        client_id TEXT NOT NULL,
+        label     TEXT NOT NULL,
+        PRIMARY KEY (client_id, label)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE rollouts (
+        deployment_id      TEXT PRIMARY KEY NOT NULL,
+        selector_json      TEXT NOT NULL,
+        phases_json        TEXT NOT NULL,
+        soak_ms            INTEGER NOT NULL CHECK (soak_ms >= 0),
+        max_failures       TEXT NOT NULL,
+        windows_json       TEXT NOT NULL,
+        start_at_ms        INTEGER,
+        state              TEXT NOT NULL CHECK (state IN ('waiting-approval', 'scheduled',
+                               'running', 'paused', 'halted', 'aborted', 'done')),
+        phase              INTEGER NOT NULL CHECK (phase >= 0),
+        phase_opened_at_ms INTEGER NOT NULL,
+        allowed_failures   INTEGER NOT NULL CHECK (allowed_failures >= 0),
+        failure_base       INTEGER NOT NULL CHECK (failure_base >= 0),
+        reason             TEXT NOT NULL,
+        approved_by        TEXT,
+        uninstall          INTEGER NOT NULL CHECK (uninstall IN (0, 1))
+    ) STRICT;
+    CREATE INDEX rollouts_state ON rollouts (state);
+    CREATE TABLE deployment_removals (
+        deployment_id TEXT NOT NULL,
+        client_id     TEXT NOT NULL,
+        ok            INTEGER NOT NULL CHECK (ok IN (0, 1)),
+        detail        TEXT NOT NULL,
+        at_ms         INTEGER NOT NULL,
+        attempts      INTEGER NOT NULL,
+        PRIMARY KEY (deployment_id, client_id)
+    ) STRICT, WITHOUT ROWID;
     "#,
 ];
 

@@ -315,7 +315,7 @@ async fn deployments_reach_the_groups_and_record_results() -> anyhow::Result<()>
         assert_eq!(code(&got), want, "{what}: {got:?}");
     }
     let r = store.reader();
-    let a = r.assignments("c1")?;
+    let a = r.assignments("c1", 0)?;
     assert_eq!(a.len(), 1);
     assert_eq!(
         (a[0].deployment.id.as_str(), a[0].deployment.version),
@@ -329,7 +329,7 @@ async fn deployments_reach_the_groups_and_record_results() -> anyhow::Result<()>
 
     // A later deployment of the same artifact to all clients replaces the earlier one.
     ok(apply(&store, 40, deploy("d3", None, "all")).await?);
-    let a = r.assignments("c2")?;
+    let a = r.assignments("c2", 0)?;
     assert_eq!(a.len(), 1);
     assert_eq!(
         (a[0].deployment.id.as_str(), a[0].deployment.version),
@@ -352,7 +352,7 @@ async fn deployments_reach_the_groups_and_record_results() -> anyhow::Result<()>
         },
     )
     .await?);
-    let all_only = r.assignments("c1")?;
+    let all_only = r.assignments("c1", 0)?;
     assert_eq!(all_only.len(), 1, "the `all` deployment still lists");
     Ok(())
 }

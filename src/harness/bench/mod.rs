@@ -5,10 +5,14 @@
 //! - `attacks` (with `attackers`, the attacking connections): `bench flood --attack KIND`;
 //! - `backup`: `bench backup`, backup and restore times;
 //! - `console`: `bench console`, the time to render console pages;
+//! - `rollout`: `bench rollout`, plan and status times and a phased rollout to simulated
+//!   agents;
+//! - `agents`: simulated agents enrolled for real (own key, CSR, client certificate);
 //! - `members`: what a bench samples of every member (memory, TLS handshakes);
 //! - `admin`: the admin certificate a bench calls the cluster with.
 
 pub mod admin;
+pub mod agents;
 mod attackers;
 pub mod attacks;
 pub mod backup;
@@ -21,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hyper::Method;
-use outpost_certs::TlsIdentity;
 use serde::Serialize;
 
 use crate::harness::localcluster::{LocalCluster, LocalOptions};
@@ -387,103 +390,20 @@ impl std::fmt::Display for SyncReport {
 /// (`SYNC_REQUESTS`) on that connection, then the connection is closed. Between syncs an
 /// agent holds no connection, only its identity and its session ticket. Agents are spread over every
 /// member; against a loopback cluster each connects from a loopback address of its own
-/// (`agent_source`), as real agents come from their own machines. While they sync, every
+/// (`agents::agent_source`), as real agents come from their own machines. While they sync, every
 /// member's resident memory is sampled.
 pub async fn sync(dd: &DataDir, opts: SyncBench) -> Result<SyncReport> {
-    use crate::shared::token::Token;
-    use crate::wire::{EnrollRequest, EnrollResponse};
     if opts.clients == 0 || opts.seconds == 0 {
         bail!("--clients and --seconds must be positive");
     }
-    dd.check()?;
-    let ca_pem = dd.read(&dd.ca_cert())?;
-    let local = local_client(&dd.root);
-    let status: StatusView = local.call(Method::GET, "/v1/status", None::<&()>).await?;
-    let addrs: Vec<String> = status.members.iter().map(|m| m.api_addr.clone()).collect();
-    if addrs.is_empty() {
-        bail!("the local node knows no members");
-    }
-    let req = crate::wire::TokenRequest {
-        kind: "client".into(),
-        ttl_secs: 3600,
-        uses: Some(u32::try_from(opts.clients).context("--clients is too large")?),
-        groups: vec!["bench".into()],
-    };
-    let token: crate::wire::TokenResponse =
-        local.call(Method::POST, "/v1/tokens", Some(&req)).await?;
-    let token = Token::decode(&token.token)?;
-    let anon = outpost_certs::client_config(&ca_pem, None, &[b"http/1.1"])?;
-    let own_sources = addrs.iter().all(|a| {
-        a.parse::<std::net::SocketAddr>()
-            .is_ok_and(|a| a.is_ipv4() && a.ip().is_loopback())
-    });
-
-    // Enroll every agent, 24 at a time (under the per-source cap of anonymous connections),
-    // waiting as told when the enrollment rate limit answers 429 (run the nodes with
-    // OUTPOST_ENROLL_RATE=5000 for large fleets).
-    let t0 = Instant::now();
-    let sem = Arc::new(tokio::sync::Semaphore::new(24));
-    let mut tasks = Vec::new();
-    for i in 0..opts.clients {
-        let permit = sem.clone().acquire_owned().await?;
-        let addr = addrs[i % addrs.len()].clone();
-        let (anon, token, ca_pem) = (anon.clone(), token.clone(), ca_pem.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = permit;
-            let (key, csr) = outpost_certs::new_key_and_csr(&format!("bench-{i}"))?;
-            let source = own_sources.then(|| agent_source(i));
-            let mut client = ApiClient::new(Endpoint::Tls {
-                addr: addr.clone(),
-                config: anon,
-                server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
-            });
-            if let Some(source) = source {
-                client.set_source(source);
-            }
-            let req = EnrollRequest {
-                token_id: token.id.clone(),
-                secret: token.secret.clone(),
-                hostname: format!("bench-{i}"),
-                csr_pem: csr,
-            };
-            let mut waited = Duration::ZERO;
-            let r: EnrollResponse = loop {
-                match client.call(Method::POST, "/v1/enroll", Some(&req)).await {
-                    Err(e)
-                        if waited < Duration::from_secs(600)
-                            && e.downcast_ref::<crate::shared::client::ApiFailure>()
-                                .is_some_and(|f| {
-                                    f.status == hyper::StatusCode::TOO_MANY_REQUESTS
-                                }) =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        waited += Duration::from_millis(500);
-                    }
-                    other => break other?,
-                }
-            };
-            let id = TlsIdentity::from_pem(&r.cert_pem, &key, &ca_pem)?;
-            let config = outpost_certs::client_config(&ca_pem, Some(&id), &[b"http/1.1"])?;
-            // Kept for every sync, as `outpost agent run` keeps its own: its session cache
-            // holds the node's ticket for the next sync's resumption. One server name (every
-            // node answers to the same one), so a cache of one entry is all an agent needs.
-            let mut config = (*config).clone();
-            config.resumption = rustls::client::Resumption::store(Arc::new(
-                rustls::client::ClientSessionMemoryCache::new(1),
-            ));
-            let endpoint = Endpoint::Tls {
-                addr,
-                config: Arc::new(config),
-                server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
-            };
-            Ok::<_, anyhow::Error>((endpoint, source))
-        }));
-    }
-    let mut agents = Vec::with_capacity(opts.clients);
-    for t in tasks {
-        agents.push(t.await?.context("enrolling a simulated agent")?);
-    }
-    let enroll_s = t0.elapsed().as_secs_f64();
+    let fleet = agents::enroll(dd, opts.clients, "bench").await?;
+    let (status, ca_pem, enroll_s) = (fleet.status, fleet.ca_pem, fleet.enroll_s);
+    let (addrs, own_sources) = (fleet.addrs, fleet.own_sources);
+    let agents: Vec<(Endpoint, Option<std::net::IpAddr>)> = fleet
+        .agents
+        .into_iter()
+        .map(|a| (a.endpoint, a.source))
+        .collect();
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs(opts.seconds);
@@ -581,17 +501,6 @@ async fn sync_like_an_agent(endpoint: &Endpoint, source: Option<std::net::IpAddr
         client.call_raw(Method::GET, path, None::<&()>).await?;
     }
     Ok(())
-}
-
-/// The loopback address simulated agent `i` connects from (127.16.0.1 on): real agents
-/// each come from their own machine's address, and the API port's per-source caps (32
-/// anonymous connections, which include those in their TLS handshake) are meant for one
-/// machine, not for a whole fleet behind one address.
-fn agent_source(i: usize) -> std::net::IpAddr {
-    let base = u32::from(std::net::Ipv4Addr::new(127, 16, 0, 1));
-    // Up to 127.255.255.254 (15.7 million agents); beyond, the last address is shared.
-    let offset = u32::try_from(i).unwrap_or(u32::MAX).min(0x00EF_FFFD);
-    std::net::IpAddr::V4(std::net::Ipv4Addr::from(base + offset))
 }
 
 /// Figures of `outpost bench bundle`.

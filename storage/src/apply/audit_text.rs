@@ -219,11 +219,20 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             client_id,
             status,
             detail,
-        } => (
-            "deployment.report",
-            format!("deployment:{deployment_id}"),
-            json!({ "client": client_id, "status": status.as_str(), "detail_bytes": detail.len() }),
-        ),
+        } => {
+            let mut detail = json!({ "client": client_id, "status": status.as_str(),
+                                     "detail_bytes": detail.len() });
+            // Only a rollout's brake adds this (format 8): older rows read as they always did.
+            if let (Ok(Response::Halted { reason }), Some(map)) = (outcome, detail.as_object_mut())
+            {
+                map.insert("halted".to_owned(), json!(reason));
+            }
+            (
+                "deployment.report",
+                format!("deployment:{deployment_id}"),
+                detail,
+            )
+        }
         Command::RenewClientCert {
             client_id,
             cert_serial,
@@ -309,6 +318,43 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             "console.signin.lock",
             format!("signin:{key}"),
             json!({ "until_ms": until_ms }),
+        ),
+        Command::LabelClients {
+            clients,
+            add,
+            remove,
+        } => (
+            "client.label",
+            match clients.as_slice() {
+                [one] => format!("client:{one}"),
+                _ => format!("clients:{}", clients.len()),
+            },
+            json!({ "clients": clients.iter().take(20).collect::<Vec<_>>(),
+                    "count": clients.len(), "add": add, "remove": remove }),
+        ),
+        Command::CreateRollout(spec) => (
+            "deployment.create",
+            format!("deployment:{}", spec.id),
+            json!({ "kind": spec.kind, "name": spec.name, "version": spec.version,
+                    "selector": spec.selector, "phases": spec.phases, "soak_ms": spec.soak_ms,
+                    "max_failures": spec.max_failures.to_string(), "windows": spec.windows,
+                    "start_at_ms": spec.start_at_ms }),
+        ),
+        Command::RolloutStep { id, step, reason } => (
+            "deployment.step",
+            format!("deployment:{id}"),
+            json!({ "step": step.to_string(), "reason": reason }),
+        ),
+        Command::ReportRemoval {
+            deployment_id,
+            client_id,
+            ok,
+            detail,
+        } => (
+            "deployment.removal",
+            format!("deployment:{deployment_id}"),
+            json!({ "client": client_id, "status": if *ok { "removed" } else { "remove-failed" },
+                    "detail_bytes": detail.len() }),
         ),
     };
     // Keys sorted whatever serde_json's features are: the detail is hashed and replicated.

@@ -23,9 +23,22 @@ pub(super) fn create_deployment(
     (id, group): (&str, &str),
     (kind, name, version): (&str, &str, Option<u64>),
 ) -> Result<Response, Fail> {
+    // The checks in the order older nodes make them: the first failing one is the audited
+    // rejection, which every node must word the same.
     check_id("deployment id", id).map_err(invalid)?;
     check_name("artifact name", name).map_err(invalid)?;
     check_name("group", group).map_err(invalid)?;
+    insert_deployment(conn, env, (id, group), (kind, name, version))
+}
+
+/// The deployments row of `create_deployment` (and `CreateRollout`, whose group is its
+/// selector's first group or ""), once the id and the name are checked: resolves the payload.
+pub(super) fn insert_deployment(
+    conn: &Connection,
+    env: &Envelope,
+    (id, group): (&str, &str),
+    (kind, name, version): (&str, &str, Option<u64>),
+) -> Result<Response, Fail> {
     let version = version
         .map(|v| version_sql("artifact version", v))
         .transpose()?;
@@ -105,10 +118,17 @@ pub(super) fn report_deployment(
             format!("deployment {deployment_id} does not exist"),
         ));
     };
-    if group != ALL_CLIENTS && !groups.contains(&group) {
-        return Err(invalid(format!(
-            "deployment {deployment_id} targets group {group}, which client {client_id} is not in"
-        )));
+    // A rollout (format 8) targets by its selector; a plain deployment keeps exactly the
+    // group check older nodes apply, so old logs apply the same everywhere.
+    let rollout = super::rollouts::rollout_row(conn, deployment_id)?;
+    match &rollout {
+        Some(r) => super::rollouts::check_reporter(conn, r, client_id)?,
+        None if group != ALL_CLIENTS && !groups.contains(&group) => {
+            return Err(invalid(format!(
+                "deployment {deployment_id} targets group {group}, which client {client_id} is not in"
+            )));
+        }
+        None => {}
     }
     conn.prepare_cached(
         "INSERT INTO deployment_results (deployment_id, client_id, status, detail, at_ms, attempts)
@@ -123,5 +143,8 @@ pub(super) fn report_deployment(
         detail,
         at_ms
     ])?;
-    Ok(Response::Done)
+    match rollout {
+        Some(r) if status == DeploymentStatus::Failed => super::rollouts::brake(conn, r),
+        _ => Ok(Response::Done),
+    }
 }

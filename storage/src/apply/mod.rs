@@ -31,6 +31,7 @@ mod console;
 mod deployments;
 mod nodes;
 mod requests;
+mod rollouts;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -43,6 +44,9 @@ pub use console::{
 };
 pub use deployments::MAX_DETAIL_BYTES;
 pub use requests::REQUEST_IDS_KEPT;
+pub use rollouts::{
+    MAX_LABEL_CLIENTS, MAX_LABELS_PER_CLIENT, MAX_LABELS_PER_COMMAND, MAX_STEP_REASON_BYTES,
+};
 pub use upgrade::MAX_ROLL_REASON_BYTES;
 
 /// What one `apply_entries` call did: per entry, None for a None input or one outcome per
@@ -408,6 +412,21 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
         Command::LockSignIn { key, until_ms } => {
             console::lock_signin(conn, env.at_ms, key, *until_ms)
         }
+        Command::LabelClients {
+            clients,
+            add,
+            remove,
+        } => rollouts::label_clients(conn, clients, add, remove),
+        Command::CreateRollout(spec) => rollouts::create_rollout(conn, env, spec),
+        Command::RolloutStep { id, step, reason } => {
+            rollouts::rollout_step(conn, env, id, *step, reason)
+        }
+        Command::ReportRemoval {
+            deployment_id,
+            client_id,
+            ok,
+            detail,
+        } => rollouts::report_removal(conn, env.at_ms, (deployment_id, client_id), *ok, detail),
     }
 }
 

@@ -5,6 +5,7 @@ use rusqlite::{OptionalExtension, Row};
 use super::Reader;
 use crate::error::StorageError;
 use crate::model::{ClientCertState, ClientRecord, InventoryChange, InventoryRecord};
+use crate::rollout_rows::split_labels;
 use crate::rows::{FromRow, all, json, one};
 
 impl Reader {
@@ -155,7 +156,8 @@ fn like_escape(s: &str) -> String {
 
 impl FromRow for ClientRecord {
     const SELECT: &'static str = "SELECT id, hostname, groups_json, cert_serial, enrolled_at_ms, \
-                                  revoked, last_seen_ms, last_seen_node FROM clients";
+        revoked, last_seen_ms, last_seen_node, (SELECT group_concat(l.label, char(10)) \
+        FROM client_labels l WHERE l.client_id = clients.id) FROM clients";
 
     fn from_row(r: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         let id: String = r.get(0)?;
@@ -167,6 +169,7 @@ impl FromRow for ClientRecord {
             revoked: r.get(5)?,
             last_seen: r.get(6)?,
             last_seen_node: r.get::<_, Option<i64>>(7)?.map(|n| n as u64),
+            labels: split_labels(r.get(8)?),
             id,
         })
     }

@@ -1,6 +1,6 @@
 //! Deployment queries: deployments, results, and what each client is asked to install.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -8,7 +8,10 @@ use super::Reader;
 use crate::error::StorageError;
 use crate::model::{
     Assignment, DeploymentProgress, DeploymentRecord, DeploymentResult, DeploymentStatus,
+    RolloutRecord, RolloutState,
 };
+use crate::rollout::{Windows, phase_of};
+use crate::rollout_rows::{Candidate, candidate, matches, targeted as targeted_by};
 use crate::rows::{FromRow, all, corrupt, one, u64_col};
 use crate::rules::ALL_CLIENTS;
 
@@ -22,8 +25,9 @@ impl Reader {
         self.with(|c| Ok(one(c, "WHERE id = ?1", [id])?))
     }
 
-    /// Every deployment, newest first, with how many clients its group holds now (revoked
-    /// ones left out) and how many reported it installed or failed.
+    /// Every deployment, newest first, with how many clients it targets now (its group's, or
+    /// a rollout's selector's; revoked ones left out) and how many reported it installed or
+    /// failed.
     pub fn deployment_progress(&self) -> Result<Vec<DeploymentProgress>, StorageError> {
         self.with(|c| {
             let deployments: Vec<DeploymentRecord> = all(c, "ORDER BY seq DESC", [])?;
@@ -36,8 +40,15 @@ impl Reader {
                  FROM deployment_results WHERE deployment_id = ?1",
             )?;
             let mut out = Vec::with_capacity(deployments.len());
+            let rollouts: HashMap<String, RolloutRecord> = all::<RolloutRecord>(c, "", [])?
+                .into_iter()
+                .map(|r| (r.deployment_id.clone(), r))
+                .collect();
             for d in deployments {
-                let t: i64 = targeted.query_row([&d.group], |r| r.get(0))?;
+                let t: i64 = match rollouts.get(&d.id) {
+                    Some(r) => targeted_by(c, &r.selector)?.len() as i64,
+                    None => targeted.query_row([&d.group], |r| r.get(0))?,
+                };
                 let (ok, failed): (i64, i64) =
                     results.query_row([&d.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 out.push(DeploymentProgress {
@@ -98,27 +109,62 @@ impl Reader {
         })
     }
 
-    /// What `client_id` is asked to install: for each artifact name, the newest deployment to
-    /// one of its groups (or to all clients), with the client's own last result for it.
-    pub fn assignments(&self, client_id: &str) -> Result<Vec<Assignment>, StorageError> {
+    /// What `client_id` is asked to install at `now_ms`: for each artifact name, the newest
+    /// deployment that targets the client now (its selector; a plain deployment's group), with
+    /// the client's own last result for it, sent only while that deployment is running or
+    /// done, the client's phase is open and a window is open (site time zone). Otherwise
+    /// nothing for that artifact: a newer paused, halted or aborted deployment stops the older.
+    pub fn assignments(
+        &self,
+        client_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<Assignment>, StorageError> {
         self.with(|c| {
-            let all: Vec<DeploymentRecord> = all(
-                c,
-                &format!(
-                    "WHERE group_name = '{ALL_CLIENTS}' OR group_name IN
-                        (SELECT j.value FROM clients, json_each(clients.groups_json) AS j
-                         WHERE clients.id = ?1 AND clients.revoked = 0)
-                     ORDER BY seq"
-                ),
-                [client_id],
-            )?;
+            // An unknown or revoked client still lists plain deployments to `all`, as it
+            // always did (the API asks only for clients it let in); rollouts skip it.
+            let found = candidate(c, client_id)?;
+            let revoked = found.is_none();
+            let me = found.unwrap_or_else(|| Candidate {
+                id: client_id.to_owned(),
+                groups: vec![],
+                labels: vec![],
+                last_seen: None,
+                enrolled_at_ms: 0,
+            });
+            let rollouts: HashMap<String, RolloutRecord> = all::<RolloutRecord>(c, "", [])?
+                .into_iter()
+                .map(|r| (r.deployment_id.clone(), r))
+                .collect();
             // Later deployments of the same artifact replace earlier ones.
-            let mut latest: BTreeMap<String, DeploymentRecord> = BTreeMap::new();
-            for d in all {
-                latest.insert(d.artifact.clone(), d);
+            let mut latest: BTreeMap<String, (DeploymentRecord, RolloutRecord)> = BTreeMap::new();
+            for d in all::<DeploymentRecord>(c, "ORDER BY seq", [])? {
+                let r = match rollouts.get(&d.id) {
+                    Some(_) if revoked => continue,
+                    Some(r) => r.clone(),
+                    None => RolloutRecord::plain(&d),
+                };
+                if matches(c, &r.selector, &me)? {
+                    latest.insert(d.artifact.clone(), (d, r));
+                }
             }
+            let mut tz = None;
             let mut out = Vec::with_capacity(latest.len());
-            for (_, deployment) in latest {
+            for (_, (deployment, r)) in latest {
+                let live = matches!(r.state, RolloutState::Running | RolloutState::Done);
+                let phase_open =
+                    phase_of(&deployment.id, client_id, &r.phases) as u64 <= u64::from(r.phase);
+                if !(live && phase_open) {
+                    continue;
+                }
+                if !r.windows.is_empty() {
+                    let tz = match &tz {
+                        Some(tz) => tz,
+                        None => tz.insert(super::rollouts::site_tz(c)?),
+                    };
+                    if !Windows::parse(&r.windows).is_ok_and(|w| w.open_at(tz, now_ms)) {
+                        continue;
+                    }
+                }
                 let result = one(
                     c,
                     "WHERE deployment_id = ?1 AND client_id = ?2",

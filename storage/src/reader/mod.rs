@@ -31,6 +31,7 @@ mod config;
 mod console;
 mod deployments;
 mod nodes;
+mod rollouts;
 mod tokens;
 mod upgrade;
 

@@ -5,6 +5,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod rollout;
+
+pub use rollout::{
+    ClientProgress, FailureLimit, PhaseCounts, Plan, PlanPhase, Progress, RolloutRecord,
+    RolloutSpec, RolloutState, RolloutStatus, RolloutStep, Selector,
+};
+
 /// One replicated command with the time and actor the proposer stamped on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -270,6 +277,33 @@ pub enum Command {
         key: String,
         until_ms: i64,
     },
+    // ---- format 8 ----
+    /// Adds and removes operator labels on clients (at most `MAX_LABEL_CLIENTS` clients and
+    /// `MAX_LABELS_PER_COMMAND` labels, names checked like groups). NotFound if a client is
+    /// unknown. A label both added and removed is refused.
+    LabelClients {
+        clients: Vec<String>,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    /// A deployment with a selector, phases, a soak, a brake, windows and a start time.
+    /// Plain deployments keep `CreateDeployment` / `CreateReleaseDeployment`, so that a
+    /// mixed cluster keeps working as long as nobody asks for more.
+    CreateRollout(Box<RolloutSpec>),
+    /// One transition of a rollout (`reason` goes to the audit row); a plain deployment gets
+    /// its default row first.
+    RolloutStep {
+        id: String,
+        step: RolloutStep,
+        reason: String,
+    },
+    /// A client's result of removing an aborted `--uninstall` deployment it had installed.
+    ReportRemoval {
+        deployment_id: String,
+        client_id: String,
+        ok: bool,
+        detail: String,
+    },
 }
 
 /// What lets a console session start.
@@ -485,6 +519,20 @@ pub struct Assignment {
 
 /// Configuration keys that name a program agents run: set only by signed bundles.
 pub const HANDLER_KEY_PREFIX: &str = "agent.handler.";
+/// Configuration keys of the rollout policy (`deploy.approval_above`): signed bundles only.
+pub const DEPLOY_KEY_PREFIX: &str = "deploy.";
+/// The site's IANA time zone, which rollout windows are read in: signed bundles only.
+pub const SITE_TIMEZONE_KEY: &str = "site.timezone";
+/// More clients than this in a rollout's plan (or `all`) makes it wait for a second person.
+pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
+
+/// Whether `key` is set only through a signed bundle's config payload, never by `SetConfig`
+/// from the API: what agents run, and the rollout policy and the clock it is read on.
+pub fn signed_only_key(key: &str) -> bool {
+    key.starts_with(HANDLER_KEY_PREFIX)
+        || key.starts_with(DEPLOY_KEY_PREFIX)
+        || key == SITE_TIMEZONE_KEY
+}
 
 impl Command {
     /// Why a leader refuses this command when a peer forwards it, if it does. Policy added
@@ -502,8 +550,8 @@ impl Command {
             Command::RenewClientCert { .. } => {
                 Some("unbounded certificate renewals are not accepted: use RotateClientCert")
             }
-            Command::SetConfig { key, .. } if key.starts_with(HANDLER_KEY_PREFIX) => {
-                Some("agent.handler.* keys are set only by a signed bundle")
+            Command::SetConfig { key, .. } if signed_only_key(key) => {
+                Some("agent.handler.*, deploy.* and site.timezone are set only by a signed bundle")
             }
             Command::ReformCluster { .. } => {
                 Some("a cluster is reformed only offline, by outpost restore or outpost recover")
@@ -624,6 +672,10 @@ impl Command {
             Command::EndConsoleSession { .. } => "EndConsoleSession",
             Command::TouchConsoleSessions { .. } => "TouchConsoleSessions",
             Command::LockSignIn { .. } => "LockSignIn",
+            Command::LabelClients { .. } => "LabelClients",
+            Command::CreateRollout(_) => "CreateRollout",
+            Command::RolloutStep { .. } => "RolloutStep",
+            Command::ReportRemoval { .. } => "ReportRemoval",
         }
     }
 
@@ -660,6 +712,10 @@ impl Command {
             | Command::EndConsoleSession { .. }
             | Command::TouchConsoleSessions { .. } => 6,
             Command::LockSignIn { .. } => 7,
+            Command::LabelClients { .. }
+            | Command::CreateRollout(_)
+            | Command::RolloutStep { .. }
+            | Command::ReportRemoval { .. } => 8,
             _ => 1,
         }
     }
@@ -698,6 +754,10 @@ pub enum Response {
     ConfigVersion(u64),
     /// Nothing to change (the very same bundle imported again).
     Unchanged,
+    /// A failure report that halted its rollout (format 8): the brake's reason.
+    Halted {
+        reason: String,
+    },
 }
 
 /// Why a command was refused. Deterministic: every node refuses the same command the same way.
@@ -733,6 +793,8 @@ pub struct ClientRecord {
     pub revoked: bool,
     pub last_seen: Option<i64>,
     pub last_seen_node: Option<u64>,
+    /// The operator's labels (`LabelClients`), sorted.
+    pub labels: Vec<String>,
 }
 
 /// What the pre-check of a token found (`Reader::check_token`).

@@ -1,0 +1,342 @@
+//! Rollout commands (format 8): `LabelClients` (the operator's labels), `CreateRollout` (a
+//! deployment with a selector, phases, a soak, a brake, windows and a start time),
+//! `RolloutStep` (the transitions of `rollout::step_target`), `ReportRemoval` (a client's
+//! result of removing an aborted `--uninstall` deployment), and what `ReportDeployment` does
+//! on a deployment with a rollout row: who may report (`check_reporter`) and the brake.
+//! Plain deployments (no row) keep exactly their format-3 behaviour.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::deployments::{ARTIFACT_KIND, MAX_DETAIL_BYTES, RELEASE_KIND, insert_deployment};
+use super::{Fail, invalid, reject};
+use crate::model::{
+    APPROVAL_ABOVE_KEY, Envelope, RejectCode, Response, RolloutRecord, RolloutSpec, RolloutState,
+    RolloutStep,
+};
+use crate::rollout::{Windows, check_phases, same_person, step_target};
+use crate::rollout_rows::{
+    allowed_failures, failed_clients, global_config, load_rollout, store_rollout, targeted, targets,
+};
+use crate::rows::one;
+use crate::rules::{check_id, check_name};
+
+/// Most clients one `LabelClients` may name.
+pub const MAX_LABEL_CLIENTS: usize = 10_000;
+/// Most labels one `LabelClients` may add and remove together.
+pub const MAX_LABELS_PER_COMMAND: usize = 32;
+/// Most labels a client may carry.
+pub const MAX_LABELS_PER_CLIENT: usize = 32;
+/// Longest reason a rollout step keeps, in bytes.
+pub const MAX_STEP_REASON_BYTES: usize = 2048;
+/// How many failed clients a halt's reason names.
+const HALT_NAMES: usize = 10;
+
+pub(super) fn label_clients(
+    conn: &Connection,
+    clients: &[String],
+    add: &[String],
+    remove: &[String],
+) -> Result<Response, Fail> {
+    if clients.is_empty() || clients.len() > MAX_LABEL_CLIENTS {
+        return Err(invalid(format!(
+            "{} clients named: name 1 to {MAX_LABEL_CLIENTS}",
+            clients.len()
+        )));
+    }
+    let labels = add.len() + remove.len();
+    if labels == 0 || labels > MAX_LABELS_PER_COMMAND {
+        return Err(invalid(format!(
+            "{labels} labels to add or remove: name 1 to {MAX_LABELS_PER_COMMAND}"
+        )));
+    }
+    for l in add.iter().chain(remove) {
+        check_name("label", l).map_err(invalid)?;
+    }
+    if let Some(both) = add.iter().find(|l| remove.contains(l)) {
+        return Err(invalid(format!("label {both} is both added and removed")));
+    }
+    let mut exists = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM clients WHERE id = ?1)")?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO client_labels (client_id, label) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?;
+    let mut delete =
+        conn.prepare_cached("DELETE FROM client_labels WHERE client_id = ?1 AND label = ?2")?;
+    let mut count =
+        conn.prepare_cached("SELECT COUNT(*) FROM client_labels WHERE client_id = ?1")?;
+    for c in clients {
+        if !exists.query_row([c], |r| r.get::<_, bool>(0))? {
+            return Err(reject(
+                RejectCode::NotFound,
+                format!("client {c} does not exist"),
+            ));
+        }
+        for l in remove {
+            delete.execute(params![c, l])?;
+        }
+        for l in add {
+            insert.execute(params![c, l])?;
+        }
+        let n: i64 = count.query_row([c], |r| r.get(0))?;
+        if n > MAX_LABELS_PER_CLIENT as i64 {
+            return Err(invalid(format!(
+                "client {c} would carry {n} labels, at most {MAX_LABELS_PER_CLIENT} allowed"
+            )));
+        }
+    }
+    Ok(Response::Done)
+}
+
+pub(super) fn create_rollout(
+    conn: &Connection,
+    env: &Envelope,
+    spec: &RolloutSpec,
+) -> Result<Response, Fail> {
+    check_id("deployment id", &spec.id).map_err(invalid)?;
+    check_name("artifact name", &spec.name).map_err(invalid)?;
+    let kind = match spec.kind.as_str() {
+        ARTIFACT_KIND => ARTIFACT_KIND,
+        RELEASE_KIND => RELEASE_KIND,
+        other => {
+            return Err(invalid(format!(
+                "deployment kind {other:?} must be {ARTIFACT_KIND} or {RELEASE_KIND}"
+            )));
+        }
+    };
+    spec.selector.check().map_err(invalid)?;
+    check_phases(&spec.phases).map_err(|e| invalid(format!("phases: {e}")))?;
+    Windows::parse(&spec.windows).map_err(invalid)?;
+    if i64::try_from(spec.soak_ms).is_err() {
+        return Err(invalid(format!("soak of {} ms is too long", spec.soak_ms)));
+    }
+    if let crate::model::FailureLimit::Percent(p) = spec.max_failures
+        && p > 100
+    {
+        return Err(invalid(format!("max failures {p}% is above 100%")));
+    }
+    let group = spec.selector.groups.first().map_or("", String::as_str);
+    insert_deployment(
+        conn,
+        env,
+        (&spec.id, group),
+        (kind, &spec.name, spec.version),
+    )?;
+    let mut r = RolloutRecord {
+        deployment_id: spec.id.clone(),
+        selector: spec.selector.clone(),
+        phases: spec.phases.clone(),
+        soak_ms: spec.soak_ms,
+        max_failures: spec.max_failures,
+        windows: spec.windows.clone(),
+        start_at_ms: spec.start_at_ms,
+        state: RolloutState::Running,
+        phase: 0,
+        phase_opened_at_ms: env.at_ms,
+        allowed_failures: 0,
+        failure_base: 0,
+        reason: String::new(),
+        approved_by: None,
+        uninstall: false,
+    };
+    r.state = if needs_approval(conn, &r)? {
+        RolloutState::WaitingApproval
+    } else if spec.start_at_ms.is_some_and(|s| s > env.at_ms) {
+        RolloutState::Scheduled
+    } else {
+        RolloutState::Running
+    };
+    r.allowed_failures = allowed_failures(conn, &r)?;
+    store_rollout(conn, &r)?;
+    Ok(Response::Done)
+}
+
+/// The four-eyes policy: `deploy.approval_above = N` set, and the selector names `all` or
+/// targets more than N clients now. A value that is not a count asks for approval always
+/// (a typo must not switch the second person off).
+fn needs_approval(conn: &Connection, r: &RolloutRecord) -> Result<bool, Fail> {
+    let Some(above) = global_config(conn, APPROVAL_ABOVE_KEY)? else {
+        return Ok(false);
+    };
+    let Ok(above) = above.trim().parse::<u64>() else {
+        return Ok(true);
+    };
+    Ok(r.selector.names_all() || targeted(conn, &r.selector)?.len() as u64 > above)
+}
+
+pub(super) fn rollout_step(
+    conn: &Connection,
+    env: &Envelope,
+    id: &str,
+    step: RolloutStep,
+    reason: &str,
+) -> Result<Response, Fail> {
+    if reason.len() > MAX_STEP_REASON_BYTES {
+        return Err(invalid(format!(
+            "reason is {} bytes, at most {MAX_STEP_REASON_BYTES} allowed",
+            reason.len()
+        )));
+    }
+    let Some((deployment, mut r, had_row)) = load_rollout(conn, id)? else {
+        return Err(reject(
+            RejectCode::NotFound,
+            format!("deployment {id} does not exist"),
+        ));
+    };
+    if !had_row {
+        // The default row of a plain deployment, with its allowance as of now.
+        r.allowed_failures = allowed_failures(conn, &r)?;
+    }
+    let from = r.state;
+    let to = step_target(&r, step, env.at_ms).map_err(invalid)?;
+    let opens_phase = match step {
+        RolloutStep::Approve => {
+            if same_person(&env.actor, &deployment.created_by) {
+                return Err(invalid(
+                    "the creator cannot approve their own deployment".to_owned(),
+                ));
+            }
+            r.approved_by = Some(env.actor.clone());
+            to == RolloutState::Running
+        }
+        RolloutStep::Start => true,
+        RolloutStep::Resume => {
+            if from == RolloutState::Halted {
+                // The operator has seen these failures: only new ones count.
+                r.failure_base = failed_clients(conn, id)?.len() as u64;
+            }
+            true
+        }
+        RolloutStep::OpenPhase(k) => {
+            r.phase = k;
+            true
+        }
+        RolloutStep::Abort { uninstall } => {
+            if uninstall && deployment.kind == RELEASE_KIND {
+                return Err(invalid(
+                    "a release cannot be uninstalled: deploy the previous release".to_owned(),
+                ));
+            }
+            r.uninstall = uninstall;
+            false
+        }
+        RolloutStep::Pause | RolloutStep::Finish => false,
+    };
+    r.state = to;
+    r.reason = reason.to_owned();
+    if opens_phase {
+        r.phase_opened_at_ms = env.at_ms;
+        r.allowed_failures = allowed_failures(conn, &r)?;
+    }
+    store_rollout(conn, &r)?;
+    Ok(Response::Done)
+}
+
+/// Deployment `id`'s rollout row, if it has one (plain deployments have none).
+pub(super) fn rollout_row(conn: &Connection, id: &str) -> Result<Option<RolloutRecord>, Fail> {
+    Ok(one(conn, "WHERE deployment_id = ?1", [id])?)
+}
+
+/// A client may report for a rollout it is targeted by now, or that it reported for before
+/// (a client that lost its label still reports the install it had started).
+pub(super) fn check_reporter(
+    conn: &Connection,
+    r: &RolloutRecord,
+    client_id: &str,
+) -> Result<(), Fail> {
+    if targets(conn, &r.selector, client_id)? {
+        return Ok(());
+    }
+    let reported: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM deployment_results
+                            WHERE deployment_id = ?1 AND client_id = ?2)",
+        )?
+        .query_row(params![r.deployment_id, client_id], |row| row.get(0))?;
+    if reported {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "deployment {} does not target client {client_id}",
+            r.deployment_id
+        )))
+    }
+}
+
+/// After a failure on a running rollout: more failures than allowed (beyond those the
+/// operator saw) halt it, in this same command, naming the failed clients.
+pub(super) fn brake(conn: &Connection, mut r: RolloutRecord) -> Result<Response, Fail> {
+    if r.state != RolloutState::Running {
+        return Ok(Response::Done);
+    }
+    let failed = failed_clients(conn, &r.deployment_id)?;
+    let over = (failed.len() as u64).saturating_sub(r.failure_base);
+    if over <= r.allowed_failures {
+        return Ok(Response::Done);
+    }
+    let mut names = failed
+        .iter()
+        .take(HALT_NAMES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if failed.len() > HALT_NAMES {
+        names.push_str(", ...");
+    }
+    r.state = RolloutState::Halted;
+    r.reason = format!("{over} failures > {} allowed: {names}", r.allowed_failures);
+    store_rollout(conn, &r)?;
+    Ok(Response::Halted { reason: r.reason })
+}
+
+pub(super) fn report_removal(
+    conn: &Connection,
+    at_ms: i64,
+    (deployment_id, client_id): (&str, &str),
+    ok: bool,
+    detail: &str,
+) -> Result<Response, Fail> {
+    if detail.len() > MAX_DETAIL_BYTES {
+        return Err(invalid(format!(
+            "removal detail of client {client_id} is {} bytes, at most {MAX_DETAIL_BYTES} allowed",
+            detail.len()
+        )));
+    }
+    let Some(r) = rollout_row(conn, deployment_id)? else {
+        let exists: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM deployments WHERE id = ?1)")?
+            .query_row([deployment_id], |row| row.get(0))?;
+        return Err(if exists {
+            invalid(format!(
+                "deployment {deployment_id} was not aborted with --uninstall"
+            ))
+        } else {
+            reject(
+                RejectCode::NotFound,
+                format!("deployment {deployment_id} does not exist"),
+            )
+        });
+    };
+    if !(r.state == RolloutState::Aborted && r.uninstall) {
+        return Err(invalid(format!(
+            "deployment {deployment_id} was not aborted with --uninstall"
+        )));
+    }
+    let installed: Option<String> = conn
+        .prepare_cached(
+            "SELECT status FROM deployment_results WHERE deployment_id = ?1 AND client_id = ?2",
+        )?
+        .query_row(params![deployment_id, client_id], |row| row.get(0))
+        .optional()?;
+    if installed.as_deref() != Some("installed") {
+        return Err(invalid(format!(
+            "client {client_id} has not installed deployment {deployment_id}"
+        )));
+    }
+    conn.prepare_cached(
+        "INSERT INTO deployment_removals (deployment_id, client_id, ok, detail, at_ms, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1)
+         ON CONFLICT (deployment_id, client_id) DO UPDATE SET ok = excluded.ok,
+             detail = excluded.detail, at_ms = excluded.at_ms, attempts = attempts + 1",
+    )?
+    .execute(params![deployment_id, client_id, ok, detail, at_ms])?;
+    Ok(Response::Done)
+}
