@@ -36,6 +36,13 @@ const INSTALL: &str = "if [ -e fail-install ]; then echo \"fail-install marker i
 /// The remove handler: records that it ran in `removed.txt`.
 const REMOVE: &str = "echo \"removed $OUTPOST_DEPLOYMENT\" >> removed.txt";
 
+/// The brake test's soak. The leader opens phase k+1 once phase k has soaked this long,
+/// whether or not phase k's clients have reported (storage's `next_step`): with `0s` it
+/// would open phase 2 within a second of `create`, before phase 1's agents sync. 20 s keeps
+/// phase 2 closed while phase 1's few agents sync (about a second), and after `resume` each
+/// later phase opens 20 s after the one before.
+const SOAK: &str = "20s";
+
 /// A TOML basic string holding `v`.
 fn toml_string(v: &str) -> String {
     serde_json::to_string(v).expect("a string serializes")
@@ -447,7 +454,7 @@ async fn failures_halt_the_rollout_and_abort_uninstalls() {
                 "--max-failures",
                 "1",
                 "--soak",
-                "0s",
+                SOAK,
                 "--id",
                 &id,
             ],
@@ -527,7 +534,7 @@ async fn failures_halt_the_rollout_and_abort_uninstalls() {
                 bail!("after resume, {left} healthy clients not installed: {v}");
             }
             if pending.is_empty() {
-                // The leader opens the next phase (soak 0s) once this one is through.
+                // The leader opens the next phase once this one has soaked (SOAK).
                 let phase = v["phase"].as_u64().unwrap_or(0);
                 wait_status(c, 0, &id, "in a later phase", |v| {
                     v["phase"].as_u64().unwrap_or(0) > phase || v["state"] != "running"
@@ -771,7 +778,7 @@ async fn a_large_deployment_waits_for_a_second_admin() {
 
         // The creator cannot approve their own deployment, through any node.
         let (ok, _, err) = as_admin(c, &alice, 1, &["deployment", "approve", &id])?;
-        assert!(!ok, "the creator approved");
+        assert!(!ok, "the creator approved: {}", status(c, 0, &id)?);
         assert!(
             err.contains("the creator cannot approve their own deployment"),
             "{err}"
