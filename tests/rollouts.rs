@@ -302,6 +302,12 @@ async fn labels_and_facts_choose_the_clients() {
             "{outs:?}"
         );
 
+        // The target is evaluated at each sync: out of quarantine, the third line2 client
+        // gets it at its next sync.
+        c.cli(1, &["client", "label", &a2.id, "--remove", "quarantine"])?;
+        let out = fleet.sync(a2)?;
+        assert!(out.contains("deployment lab tool2@1: installed"), "{out}");
+
         // A fact: a bundle installed from a file on a client shows in its inventory.
         let probe = probe_bundle(&site)?;
         let (holder, newcomer) = (&site.agents[5], &site.agents[7]);
@@ -548,6 +554,41 @@ async fn failures_halt_the_rollout_and_abort_uninstalls() {
         let v = status(c, 0, &id)?;
         assert_eq!(v["phase"], 3, "{v}");
         assert_ne!(v["state"], "halted", "{v}");
+
+        // Every transition is one audited command with who and why: the brake's halt, the
+        // operator's resume with its reason, the leader's phase openings.
+        let audit: Value =
+            serde_json::from_str(&c.cli(0, &["audit", "--limit", "500", "--json"])?)?;
+        let steps: Vec<(String, String)> = audit
+            .as_array()
+            .context("audit records")?
+            .iter()
+            .filter(|r| {
+                r["target"] == format!("deployment:{id}").as_str()
+                    && r["action"] == "deployment.step"
+            })
+            .map(|r| {
+                (
+                    r["actor"].as_str().unwrap_or_default().to_string(),
+                    r["detail"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            steps
+                .iter()
+                .any(|(actor, detail)| actor.starts_with("local-admin")
+                    && detail.contains("the two are known")),
+            "{steps:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .filter(|(actor, _)| actor.starts_with("node:"))
+                .count()
+                >= 2,
+            "{steps:?}"
+        );
 
         // abort --uninstall: every client that installed runs the remove handler.
         c.cli(
