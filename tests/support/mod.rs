@@ -6,6 +6,8 @@
 //!   helpers (`s`, `now`, `sha256_hex`, file sizes, `status_of`, `raise_nofile`);
 //! - `local`: loopback clusters of `outpost::harness::localcluster` (one node, N nodes,
 //!   bundle-trust keys), their logs, a CA and an admin identity, a background writer;
+//! - `agents`: fleets of real `outpost agent` processes, each in its own state directory
+//!   (enroll many, sync them, install a bundle from a file on one);
 //! - `tls`: connections from a chosen loopback source address, and waiting for their close;
 //! - `netns`: a `Site` of network namespaces for the tests that need real hosts; `site`:
 //!   `outpost` nodes on its hosts;
@@ -13,6 +15,7 @@
 //!   by path (their unit tests would run again in every binary otherwise).
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod local;
 pub mod netns;
 pub mod site;
