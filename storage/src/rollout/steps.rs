@@ -45,9 +45,12 @@ pub fn step_target(
 }
 
 /// Whether two actors are the same person: the same name once `admin:` / `console:` is
-/// stripped (an admin certificate and a console account of one name are one person).
+/// stripped (an admin certificate and a console account of one name are one person), and
+/// the ` via node:N` a follower appends when it forwards a command to the leader (the same
+/// admin through another node is the same person).
 pub fn same_person(a: &str, b: &str) -> bool {
     fn name(s: &str) -> &str {
+        let s = s.split_once(" via node:").map_or(s, |(who, _)| who);
         s.strip_prefix("admin:")
             .or_else(|| s.strip_prefix("console:"))
             .unwrap_or(s)
@@ -186,6 +189,9 @@ mod tests {
             ("local-admin", "local-admin", true),
             ("local-admin", "admin:alice", false),
             ("admin:console:x", "console:x", false),
+            ("admin:alice via node:2", "admin:alice", true),
+            ("admin:alice via node:2", "console:alice via node:3", true),
+            ("admin:alice via node:2", "admin:bob via node:2", false),
         ];
         for (a, b, want) in cases {
             assert_eq!(same_person(a, b), want, "{a} {b}");
