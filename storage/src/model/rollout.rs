@@ -244,6 +244,12 @@ impl std::fmt::Display for RolloutStep {
 impl FailureLimit {
     /// `"2"` (a count) or `"10%"` (a percent, 0-100). Err names what is wrong.
     pub fn parse(s: &str) -> Result<FailureLimit, String> {
+        if s.len() > 16 {
+            return Err(format!(
+                "max failures is {} bytes: give a count (2) or a percent (10%)",
+                s.len()
+            ));
+        }
         let t = s.trim();
         if let Some(p) = t.strip_suffix('%') {
             match p.trim().parse::<u8>() {
@@ -338,6 +344,7 @@ mod tests {
             ("-1", Err(())),
             ("two", Err(())),
             ("%", Err(())),
+            ("11111111111111111111", Err(())),
         ];
         for (text, want) in cases {
             let got = FailureLimit::parse(text);
