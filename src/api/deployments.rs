@@ -135,7 +135,13 @@ pub(crate) fn rollout_command(
     let soak_ms = rollout_input::soak_ms(req.soak.as_deref())?;
     let max_failures = match req.max_failures.as_deref().map(str::trim) {
         None | Some("") => FailureLimit::default(),
-        Some(t) => FailureLimit::parse(&t[..t.len().min(16)]).map_err(bad)?,
+        Some(t) if t.len() > 16 => {
+            return Err(bad(format!(
+                "max failures {} must be a count (2) or a percent (10%)",
+                shown(t)
+            )));
+        }
+        Some(t) => FailureLimit::parse(t).map_err(bad)?,
     };
     rollout_input::windows(&req.windows)?;
     rollout::Windows::parse(&req.windows).map_err(bad)?;
@@ -564,7 +570,7 @@ mod tests {
                 .message()
                 .to_string()
         };
-        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 10] = [
+        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 11] = [
             (
                 &|q| q.group.clear(),
                 "name a target: --group, --label, --where or --client",
@@ -583,6 +589,7 @@ mod tests {
             (&|q| q.phases = Some("10%,50%".into()), "must be 100%"),
             (&|q| q.soak = Some("a while".into()), "soak \"a while\""),
             (&|q| q.max_failures = Some("many".into()), "max failures"),
+            (&|q| q.max_failures = Some("é".repeat(20)), "max failures"),
             (
                 &|q| q.windows = vec!["Someday 22:00-05:00".into()],
                 "window \"Someday",
