@@ -203,6 +203,11 @@ async fn labels_select_and_the_plan_previews() -> anyhow::Result<()> {
             "label x is both added and removed",
         ),
         (label(&["c01"], &[], &[]), RejectCode::Invalid, "0 labels"),
+        (
+            label(&[&"x".repeat(100)], &["l"], &[]),
+            RejectCode::Invalid,
+            "client id is 100 bytes, at most 64 allowed",
+        ),
         (label(&[], &["x"], &[]), RejectCode::Invalid, "0 clients"),
         (
             label(&["c01"], &["bad\u{7}"], &[]),

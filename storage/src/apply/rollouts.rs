@@ -28,6 +28,17 @@ pub const MAX_LABELS_PER_CLIENT: usize = 32;
 /// Longest reason a rollout step keeps, in bytes.
 pub const MAX_STEP_REASON_BYTES: usize = 2048;
 
+/// An id (1-64 of A-Z a-z 0-9 . _ -); a long one is refused by its size, not echoed.
+fn check_short_id(what: &str, s: &str) -> Result<(), Fail> {
+    if s.len() > 64 {
+        return Err(invalid(format!(
+            "{what} is {} bytes, at most 64 allowed",
+            s.len()
+        )));
+    }
+    check_id(what, s).map_err(invalid)
+}
+
 pub(super) fn label_clients(
     conn: &Connection,
     clients: &[String],
@@ -61,6 +72,7 @@ pub(super) fn label_clients(
     let mut count =
         conn.prepare_cached("SELECT COUNT(*) FROM client_labels WHERE client_id = ?1")?;
     for c in clients {
+        check_short_id("client id", c)?;
         if !exists.query_row([c], |r| r.get::<_, bool>(0))? {
             return Err(reject(
                 RejectCode::NotFound,
@@ -88,7 +100,7 @@ pub(super) fn create_rollout(
     env: &Envelope,
     spec: &RolloutSpec,
 ) -> Result<Response, Fail> {
-    check_id("deployment id", &spec.id).map_err(invalid)?;
+    check_short_id("deployment id", &spec.id)?;
     check_name("artifact name", &spec.name).map_err(invalid)?;
     let kind = match spec.kind.as_str() {
         ARTIFACT_KIND => ARTIFACT_KIND,
@@ -167,6 +179,7 @@ pub(super) fn rollout_step(
     step: RolloutStep,
     reason: &str,
 ) -> Result<Response, Fail> {
+    check_short_id("deployment id", id)?;
     if reason.len() > MAX_STEP_REASON_BYTES {
         return Err(invalid(format!(
             "reason is {} bytes, at most {MAX_STEP_REASON_BYTES} allowed",
@@ -235,6 +248,8 @@ pub(super) fn report_removal(
     ok: bool,
     detail: &str,
 ) -> Result<Response, Fail> {
+    check_short_id("deployment id", deployment_id)?;
+    check_short_id("client id", client_id)?;
     if detail.len() > MAX_DETAIL_BYTES {
         return Err(invalid(format!(
             "removal detail of client {client_id} is {} bytes, at most {MAX_DETAIL_BYTES} allowed",
