@@ -757,6 +757,16 @@ async fn rollout(
         "only the failure after the halt: {installed:?}"
     );
 
+    // The overview names the halt and its reason.
+    b.goto(&url(c, 0, "/")).await?;
+    let text = wait_text(b, &format!("Deployment {id} halted")).await?;
+    assert!(
+        text.contains(first),
+        "the halt names the failed client:\n{text}"
+    );
+    b.goto(&page).await?;
+    wait_text(b, "Phases").await?;
+
     // Abort through the confirmation page, with the uninstall box ticked.
     b.find(Locator::LinkText("Abort…")).await?.click().await?;
     wait_text(b, "Also uninstall where installed").await?;
@@ -821,6 +831,9 @@ async fn four_eyes(c: &LocalCluster, b: &Client, shots: &Path, approval: &Path) 
     let v: serde_json::Value =
         serde_json::from_str(&c.cli(0, &["deployment", "status", "d-all", "--json"])?)?;
     assert_eq!(v["state"], "waiting-approval");
+    b.goto(&url(c, 0, "/")).await?;
+    wait_text(b, "Deployment d-all waits for approval").await?;
+    shot(b, shots, "24-overview-approval").await?;
     Ok(())
 }
 

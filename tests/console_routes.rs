@@ -554,29 +554,30 @@ async fn rollout_actions_csrf_preview_and_four_eyes() {
 
         // Every new POST: without a session 401; without the token, with another's token or
         // from another origin 403; nothing committed.
+        // The new deployment form's three buttons share `POST /deployments` (`step`).
         let posts = [
-            "/deployments/preview".to_string(),
-            "/deployments/edit".into(),
-            "/deployments".into(),
-            "/deployments/d-x/approve".into(),
-            "/deployments/d-x/pause".into(),
-            "/deployments/d-x/resume".into(),
-            "/deployments/d-x/abort".into(),
-            format!("/clients/{}/labels", ids[0]),
+            ("/deployments".to_string(), "preview"),
+            ("/deployments".into(), "edit"),
+            ("/deployments".into(), "create"),
+            ("/deployments/d-x/approve".into(), ""),
+            ("/deployments/d-x/pause".into(), ""),
+            ("/deployments/d-x/resume".into(), ""),
+            ("/deployments/d-x/abort".into(), ""),
+            (format!("/clients/{}/labels", ids[0]), ""),
         ];
-        let form = "artifact=tool&groups=all&id=d-x&add=line2&uninstall=on";
         let bob_page = n.get("/", Some(&bob)).await?;
         let bob_token = csrf(&bob_page.body)?;
-        for p in &posts {
+        for (p, step) in &posts {
+            let form = format!("step={step}&artifact=tool&groups=all&id=d-x&add=line2&uninstall=on");
             let a = n
                 .post(p, &[("origin", &origin)], &format!("csrf={token}&{form}"))
                 .await?;
-            assert_eq!(a.status, 401, "{p} without a session: {}", a.body);
+            assert_eq!(a.status, 401, "{p} {step} without a session: {}", a.body);
             for (why, headers, body) in [
                 (
                     "no token",
                     vec![("cookie", alice.as_str()), ("origin", origin.as_str())],
-                    form.to_string(),
+                    form.clone(),
                 ),
                 (
                     "another session's token",
@@ -598,7 +599,7 @@ async fn rollout_actions_csrf_preview_and_four_eyes() {
                 ),
             ] {
                 let a = n.post(p, &headers, &body).await?;
-                assert_eq!(a.status, 403, "{p}, {why}: {}", a.body);
+                assert_eq!(a.status, 403, "{p} {step}, {why}: {}", a.body);
             }
         }
         let listed = c.cli(0, &["deployment", "list"])?;
@@ -646,9 +647,11 @@ async fn rollout_actions_csrf_preview_and_four_eyes() {
         // The preview lists the clients the label reaches, and says approval is needed.
         let a = n
             .post(
-                "/deployments/preview",
+                "/deployments",
                 &h,
-                &format!("csrf={token}&artifact=tool&labels=line2&phases=50%25%2C100%25&id=d-lbl"),
+                &format!(
+                    "csrf={token}&step=preview&artifact=tool&labels=line2&phases=50%25%2C100%25&id=d-lbl"
+                ),
             )
             .await?;
         assert_eq!(a.status, 200, "{}", a.body);
@@ -660,10 +663,28 @@ async fn rollout_actions_csrf_preview_and_four_eyes() {
             "{}",
             a.body
         );
-        // A bad field: the form again with the refusal and what was typed.
+        assert!(
+            c.cli(0, &["deployment", "status", "d-lbl"]).is_err(),
+            "a preview created the deployment"
+        );
+        // "Change…": the form again, filled in.
         let a = n
             .post(
-                "/deployments/preview",
+                "/deployments",
+                &h,
+                &format!("csrf={token}&step=edit&artifact=tool&labels=line2&id=d-lbl"),
+            )
+            .await?;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(
+            a.body.contains("value=\"d-lbl\"") && a.body.contains(">line2</textarea>"),
+            "{}",
+            a.body
+        );
+        // A bad field (no step: a preview): the form again with the refusal and what was typed.
+        let a = n
+            .post(
+                "/deployments",
                 &h,
                 &format!("csrf={token}&artifact=tool&groups=lab&phases=50%25%2C25%25%2C100%25"),
             )
@@ -680,7 +701,7 @@ async fn rollout_actions_csrf_preview_and_four_eyes() {
             .post(
                 "/deployments",
                 &h,
-                &format!("csrf={token}&artifact=tool&groups=all&id=d-all"),
+                &format!("csrf={token}&step=create&artifact=tool&groups=all&id=d-all"),
             )
             .await?;
         assert_eq!(a.status, 303, "{}", a.body);

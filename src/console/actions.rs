@@ -146,10 +146,11 @@ pub async fn end_session(
     }
 }
 
-/// Creates the deployment the preview showed (its confirm button carries the form's fields
-/// and the id chosen for the preview), through the API's own command builder, so the
-/// console creates exactly what `outpost deployment create` with the same flags would.
-pub async fn create_deployment(
+/// The new deployment form's three buttons, by the `step` they send: `preview` (the form's
+/// own button, and Enter in it) shows the plan; `edit` shows the form again with what was
+/// typed; `create` (the preview's confirm) commits. One route, so that no deployment id is
+/// shadowed by a `/deployments/NAME` of the console's own.
+pub async fn deployment_form(
     State(con): State<Arc<Console>>,
     op: Operator,
     headers: HeaderMap,
@@ -158,9 +159,20 @@ pub async fn create_deployment(
     if let Err(r) = op.check(&headers, &form.csrf) {
         return r.into_response();
     }
+    match form.step.as_str() {
+        "create" => create_deployment(&con, &op, form).await,
+        "edit" => deployments::edit(&con, &op, &form).await,
+        _ => deployments::preview(&con, &op, form).await,
+    }
+}
+
+/// Creates the deployment the preview showed (its confirm button carries the form's fields
+/// and the id chosen for the preview), through the API's own command builder, so the
+/// console creates exactly what `outpost deployment create` with the same flags would.
+async fn create_deployment(con: &Console, op: &Operator, form: RolloutForm) -> Response {
     let req = match form.request() {
         Ok(r) => r,
-        Err(e) => return deployments::refused(&con, &op, &form, e).await,
+        Err(e) => return deployments::refused(con, op, &form, e).await,
     };
     let caller = op.caller();
     let now = outpost_raft::now_ms();
@@ -171,15 +183,15 @@ pub async fn create_deployment(
     let (id, cmd) = match read {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
-            return deployments::refused(&con, &op, &form, e.message().to_owned()).await;
+            return deployments::refused(con, op, &form, e.message().to_owned()).await;
         }
-        Err(e) => return failed(&con, Some(&op), e),
+        Err(e) => return failed(con, Some(op), e),
     };
     match con.commit(&caller, cmd).await {
         Ok(_) => {
             Redirect::to(&format!("/deployments/{}?done=created", urlencode(&id))).into_response()
         }
-        Err(e) => deployments::refused(&con, &op, &form, e.message().to_owned()).await,
+        Err(e) => deployments::refused(con, op, &form, e.message().to_owned()).await,
     }
 }
 

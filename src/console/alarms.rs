@@ -1,7 +1,7 @@
 //! The overview's alarms, decided from facts already gathered: what an operator must see first,
 //! worst first. Pure, so the rules are one table test; `overview` gathers the facts and renders.
 
-use outpost_storage::DeploymentProgress;
+use outpost_storage::{DeploymentProgress, RolloutState};
 
 use crate::console::views::{Alarm, NodeRow};
 use crate::console::{ago, when};
@@ -24,6 +24,8 @@ pub struct Facts<'a> {
     /// The rolling upgrade's payload name and why it stopped, when it stopped.
     pub stopped_roll: Option<(&'a str, &'a str)>,
     pub deployments: &'a [DeploymentProgress],
+    /// Rollouts that need a person: (id, state, reason), halted or waiting for approval.
+    pub rollouts: &'a [(String, RolloutState, String)],
     pub now_ms: i64,
 }
 
@@ -33,7 +35,7 @@ pub fn days_left(at: i64, now_ms: i64) -> i64 {
 }
 
 /// The alarms, in the order the overview shows them: the cluster, this node, each other node,
-/// certificates, the rolling upgrade, deployments.
+/// certificates, the rolling upgrade, rollouts that need a person, deployments' failures.
 pub fn alarms(f: &Facts) -> Vec<Alarm> {
     let mut out = Vec::new();
     let bad = |text: String| Alarm { level: "bad", text };
@@ -76,17 +78,31 @@ pub fn alarms(f: &Facts) -> Vec<Alarm> {
             "The rolling upgrade to {name} stopped: {reason}."
         )));
     }
+    for (id, state, reason) in f.rollouts {
+        match state {
+            RolloutState::Halted => out.push(bad(format!(
+                "Deployment {id} halted: {reason}. Resume or abort it on its page."
+            ))),
+            RolloutState::WaitingApproval => out.push(Alarm {
+                level: "warn",
+                text: format!(
+                    "Deployment {id} waits for approval by someone other than its creator."
+                ),
+            }),
+            _ => {}
+        }
+    }
     for p in f.deployments.iter().filter(|p| p.failed > 0) {
+        let of = if p.deployment.group.is_empty() {
+            "clients it targets".to_owned()
+        } else {
+            format!("clients of {}", p.deployment.group)
+        };
         out.push(Alarm {
             level: "warn",
             text: format!(
-                "Deployment {} ({} @{}) failed on {} of {} clients of {}.",
-                p.deployment.id,
-                p.deployment.artifact,
-                p.deployment.version,
-                p.failed,
-                p.targeted,
-                p.deployment.group
+                "Deployment {} ({} @{}) failed on {} of {} {of}.",
+                p.deployment.id, p.deployment.artifact, p.deployment.version, p.failed, p.targeted,
             ),
         });
     }
@@ -152,6 +168,7 @@ mod tests {
             certs: &[],
             stopped_roll: None,
             deployments: &[],
+            rollouts: &[],
             now_ms: NOW,
         }
     }
@@ -169,6 +186,18 @@ mod tests {
         let later = [("This node's", NOW / 1000 + 31 * DAY)];
         let failed_one = [failed(1)];
         let failed_none = [failed(0)];
+        let mut rollout = failed(1);
+        rollout.deployment.group = String::new();
+        let failed_rollout = [rollout];
+        let people = [
+            (
+                "d2".to_string(),
+                RolloutState::Halted,
+                "2 failures > 1 allowed: c-1, c-2".to_string(),
+            ),
+            ("d3".into(), RolloutState::WaitingApproval, String::new()),
+            ("d4".into(), RolloutState::Paused, "lunch".into()),
+        ];
         type Case<'a> = (&'a str, Facts<'a>, &'a [(&'a str, &'a str)]);
         let cases: Vec<Case> = vec![
             ("all well", quiet(&healthy), &[]),
@@ -246,6 +275,31 @@ mod tests {
                 )],
             ),
             (
+                "a rollout's failure to its selector",
+                Facts {
+                    deployments: &failed_rollout,
+                    ..quiet(&healthy)
+                },
+                &[(
+                    "warn",
+                    "Deployment d1 (app @3) failed on 1 of 10 clients it targets.",
+                )],
+            ),
+            (
+                "rollouts that need a person",
+                Facts {
+                    rollouts: &people,
+                    ..quiet(&healthy)
+                },
+                &[
+                    (
+                        "bad",
+                        "Deployment d2 halted: 2 failures > 1 allowed: c-1, c-2. Resume",
+                    ),
+                    ("warn", "Deployment d3 waits for approval"),
+                ],
+            ),
+            (
                 "a deployment without failures",
                 Facts {
                     deployments: &failed_none,
@@ -283,6 +337,7 @@ mod tests {
             certs: &certs,
             stopped_roll: Some(("outpost-2", "stalled")),
             deployments: &deployments,
+            rollouts: &[("d9".into(), RolloutState::Halted, "1 failures > 0".into())],
             now_ms: NOW,
         });
         let starts: Vec<&str> = got
@@ -299,6 +354,7 @@ mod tests {
                 "Node 3 (n3) ",
                 "Cluster CA c",
                 "The rolling ",
+                "Deployment d",
                 "Deployment d",
             ],
             "{:?}",

@@ -7,18 +7,18 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use outpost_storage::{FailureLimit, RolloutState, Scope, Selector};
 use serde::Deserialize;
 
-use crate::api::deployments::APPROVAL_ABOVE_KEY;
 use crate::console::pages::{clip, not_found, pager};
 use crate::console::rollout_form::{RolloutForm, new_id};
 use crate::console::session::failed;
 use crate::console::views::*;
 use crate::console::{Console, Operator, PAGE, ago, when};
 use crate::shared::client::urlencode;
+use outpost_storage::APPROVAL_ABOVE_KEY;
 
 /// Client ids the preview lists per phase (and unseen); the rest are counted.
 const PREVIEW_IDS: usize = 500;
@@ -113,36 +113,21 @@ pub fn refill(f: &RolloutForm, error: String) -> NewDeployment {
 }
 
 /// "Change…" on the preview: the form again with what was typed.
-pub async fn edit(
-    State(con): State<Arc<Console>>,
-    op: Operator,
-    headers: HeaderMap,
-    axum::Form(form): axum::Form<RolloutForm>,
-) -> Response {
-    if let Err(r) = op.check(&headers, &form.csrf) {
-        return r.into_response();
-    }
-    list_page(&con, &op, refill(&form, String::new()), StatusCode::OK).await
+pub async fn edit(con: &Console, op: &Operator, form: &RolloutForm) -> Response {
+    list_page(con, op, refill(form, String::new()), StatusCode::OK).await
 }
 
 /// The preview: which clients the deployment reaches, phase by phase (the unseen apart),
 /// and whether it will wait for approval; its confirm button carries the same fields. The
 /// id is chosen here when none was typed, so the split shown is the one created.
-pub async fn preview(
-    State(con): State<Arc<Console>>,
-    op: Operator,
-    headers: HeaderMap,
-    axum::Form(mut form): axum::Form<RolloutForm>,
-) -> Response {
-    if let Err(r) = op.check(&headers, &form.csrf) {
-        return r.into_response();
-    }
+/// (The form's CSRF token is checked by the caller, `actions::deployment_form`.)
+pub async fn preview(con: &Console, op: &Operator, mut form: RolloutForm) -> Response {
     if form.id.trim().is_empty() {
         form.id = new_id();
     }
     let (req, plan_req) = match (form.request(), form.plan_request()) {
         (Ok(r), Ok(p)) => (r, p),
-        (Err(e), _) | (_, Err(e)) => return refused(&con, &op, &form, e).await,
+        (Err(e), _) | (_, Err(e)) => return refused(con, op, &form, e).await,
     };
     // The whole request is checked now (artifact, phases, soak, windows, start), as the
     // confirm will check it, so a refusal comes before the preview rather than after it.
@@ -158,12 +143,9 @@ pub async fn preview(
         })
         .await;
     let (plan, above) = match read {
-        Ok((Ok(plan), above)) => (
-            plan,
-            above.and_then(|e| e.value.trim().trim_matches('"').parse::<u64>().ok()),
-        ),
-        Ok((Err(e), _)) => return refused(&con, &op, &form, e.message().to_owned()).await,
-        Err(e) => return failed(&con, Some(&op), e),
+        Ok((Ok(plan), above)) => (plan, above.map(|e| e.value)),
+        Ok((Err(e), _)) => return refused(con, op, &form, e.message().to_owned()).await,
+        Err(e) => return failed(con, Some(op), e),
     };
     let all = req
         .selector
@@ -177,7 +159,7 @@ pub async fn preview(
     };
     let id = form.id.clone();
     render(&Preview {
-        c: Chrome::new(&con, &op, &format!("Preview of {id}"), "deployments"),
+        c: Chrome::new(con, op, &format!("Preview of {id}"), "deployments"),
         artifact: format!("{}{version}", req.artifact),
         target: form.flags(),
         count: plan.count,
@@ -196,7 +178,7 @@ pub async fn preview(
         unseen_count: plan.unseen.len(),
         unseen_more: plan.unseen.len().saturating_sub(PREVIEW_IDS),
         unseen: plan.unseen.iter().take(PREVIEW_IDS).cloned().collect(),
-        approval: approval_needed(above, all, plan.count),
+        approval: approval_needed(above.as_deref(), all, plan.count),
         settings: settings(&req),
         hidden: form.hidden(),
         id,
@@ -208,17 +190,26 @@ pub async fn refused(con: &Console, op: &Operator, form: &RolloutForm, e: String
     list_page(con, op, refill(form, e), StatusCode::BAD_REQUEST).await
 }
 
-/// Why a deployment will wait for a second person (the rule `CreateRollout` applies), or
-/// empty when it will not.
-pub fn approval_needed(above: Option<u64>, all: bool, count: u64) -> String {
-    match above {
-        Some(n) if all => format!(
-            "needed: it targets all clients and {APPROVAL_ABOVE_KEY} is {n}; it waits until someone other than you approves it"
+/// Why a deployment will wait for a second person (the rule `CreateRollout` applies:
+/// `above` set and the target names all or more clients than it; a value that is not a
+/// count asks for approval always), or empty when it will not.
+pub fn approval_needed(above: Option<&str>, all: bool, count: u64) -> String {
+    let Some(text) = above else {
+        return String::new();
+    };
+    let wait = "it waits until someone other than you approves it";
+    match text.trim().parse::<u64>() {
+        Err(_) => format!(
+            "needed: {APPROVAL_ABOVE_KEY} is {}, not a count, so every deployment waits; {wait}",
+            crate::shared::text::shown(text)
         ),
-        Some(n) if count > n => format!(
-            "needed: {count} clients is more than {APPROVAL_ABOVE_KEY} = {n}; it waits until someone other than you approves it"
-        ),
-        _ => String::new(),
+        Ok(n) if all => {
+            format!("needed: it targets all clients and {APPROVAL_ABOVE_KEY} is {n}; {wait}")
+        }
+        Ok(n) if count > n => {
+            format!("needed: {count} clients is more than {APPROVAL_ABOVE_KEY} = {n}; {wait}")
+        }
+        Ok(_) => String::new(),
     }
 }
 
@@ -598,9 +589,11 @@ mod tests {
     #[test]
     fn approval_rule() {
         assert_eq!(approval_needed(None, true, 100), "");
-        assert_eq!(approval_needed(Some(5), false, 5), "");
-        assert!(approval_needed(Some(5), false, 6).contains("6 clients is more than"));
-        assert!(approval_needed(Some(50), true, 2).contains("targets all clients"));
+        assert_eq!(approval_needed(Some("5"), false, 5), "");
+        assert_eq!(approval_needed(Some(" 5 "), false, 0), "");
+        assert!(approval_needed(Some("5"), false, 6).contains("6 clients is more than"));
+        assert!(approval_needed(Some("50"), true, 2).contains("targets all clients"));
+        assert!(approval_needed(Some("five"), false, 0).contains("not a count"));
     }
 
     #[test]

@@ -152,10 +152,8 @@ pub fn router(con: Arc<Console>) -> Router {
         .route("/clients/{id}/labels", post(actions::labels))
         .route(
             "/deployments",
-            get(deployments::deployments).post(actions::create_deployment),
+            get(deployments::deployments).post(actions::deployment_form),
         )
-        .route("/deployments/preview", post(deployments::preview))
-        .route("/deployments/edit", post(deployments::edit))
         .route("/deployments/{id}", get(deployments::deployment))
         .route("/deployments/{id}/approve", post(actions::approve))
         .route("/deployments/{id}/pause", post(actions::pause))

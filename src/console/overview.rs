@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::wire::NodeStatus;
 use axum::extract::State;
 use axum::response::Response;
+use outpost_storage::RolloutState;
 
 use crate::console::alarms::{CERT_ALARM_DAYS, Facts, LAG_ALARM, alarms, days_left};
 use crate::console::session::failed;
@@ -27,10 +28,11 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
                 r.roll()?,
                 r.deployment_progress()?,
                 r.bundles()?.len(),
+                needing_a_person(r)?,
             ))
         })
         .await;
-    let (cluster, (clients, revoked), roll, progress, bundles) = match read {
+    let (cluster, (clients, revoked), roll, progress, bundles, rollouts) = match read {
         Ok(v) => v,
         Err(e) => return failed(&con, Some(&op), e),
     };
@@ -115,6 +117,7 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
             .filter(|r| r.state == "stopped")
             .map(|r| (r.name.as_str(), r.reason.as_str())),
         deployments: &progress,
+        rollouts: &rollouts,
         now_ms: now,
     });
     let roll = match roll {
@@ -175,4 +178,22 @@ async fn peer_statuses(
         }
     });
     futures::future::join_all(calls).await.into_iter().collect()
+}
+
+/// The rollouts halted or waiting for approval: (id, state, reason).
+fn needing_a_person(
+    r: &outpost_storage::Reader,
+) -> Result<Vec<(String, RolloutState, String)>, outpost_storage::StorageError> {
+    let mut out = Vec::new();
+    for d in r.deployments()? {
+        if let Some(ro) = r.rollout(&d.id)?
+            && matches!(
+                ro.state,
+                RolloutState::Halted | RolloutState::WaitingApproval
+            )
+        {
+            out.push((d.id, ro.state, ro.reason));
+        }
+    }
+    Ok(out)
 }

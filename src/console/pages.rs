@@ -69,6 +69,7 @@ fn client_row(c: &outpost_storage::ClientRecord, now: i64) -> ClientRow {
         id: c.id.clone(),
         hostname: c.hostname.clone(),
         groups: c.groups.join(", "),
+        labels: c.labels.join(", "),
         last_seen: c.last_seen.map(|t| ago(t, now)).unwrap_or("never".into()),
         enrolled: when(c.enrolled_at_ms),
         revoked: c.revoked,

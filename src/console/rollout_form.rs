@@ -22,6 +22,8 @@ const MAX_FIELD: usize = 200;
 #[serde(default)]
 pub struct RolloutForm {
     pub csrf: String,
+    /// Which button sent it: `preview` (or none), `edit`, `create`.
+    pub step: String,
     pub artifact: String,
     pub groups: String,
     pub labels: String,

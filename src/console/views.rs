@@ -144,6 +144,7 @@ pub struct ClientRow {
     pub id: String,
     pub hostname: String,
     pub groups: String,
+    pub labels: String,
     pub last_seen: String,
     pub enrolled: String,
     pub revoked: bool,
