@@ -429,6 +429,64 @@ async fn bench_sync_syncs_without_errors_and_reports_every_nodes_memory() {
     or_dump(&c, r);
 }
 
+/// `outpost bench rollout` at a small scale through the real binary (it starts its own
+/// three-node cluster): plan and status count every client, and the three-phase rollout to
+/// the simulated agents walks its phases (audited as the leader's steps) to done.
+#[test]
+fn bench_rollout_walks_its_phases_to_done() {
+    let _g = serial();
+    let mut child = std::process::Command::new(exe())
+        .args([
+            "bench",
+            "rollout",
+            "--clients",
+            "24",
+            "--agents",
+            "16",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting outpost bench rollout");
+    // Its output is small (one JSON line, a few warnings): the pipes do not fill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("waiting for the bench").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bench rollout did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("the bench's output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench rollout failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect(&stdout);
+    assert_eq!(report["plan_count"], 24, "{report}");
+    assert_eq!(report["status_clients"], 24, "{report}");
+    assert_eq!(report["agents"], 16, "{report}");
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s[0].as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        ["open phase 2", "open phase 3", "finish"],
+        "{report}"
+    );
+    assert!(
+        report["create_to_done_s"].as_f64().is_some_and(|s| s > 0.0),
+        "{report}"
+    );
+}
+
 /// Node `i`'s `/metrics` text, read over its local socket (no TLS handshake).
 async fn metrics(c: &LocalCluster, i: usize) -> Result<String> {
     let raw = outpost::shared::client::local_client(&c.nodes[i].dir)

@@ -17,12 +17,31 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Every captured version, oldest first; each holds the same file names.
-const VERSIONS: &[&str] = &["0.1.0"];
+const VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// Fields added after a capture: (the first version whose fixtures hold it, fixture, path with
 /// array indices as `[]`, e.g. `$.bundles[].payloads[].x`). Encoding a fixture of an older
 /// version back may show these, and only these, as extra.
-const ADDED: &[(&str, &str, &str)] = &[];
+const ADDED: &[(&str, &str, &str)] = &[
+    // Rollouts (issue 22): labels, removals after `abort --uninstall`, the rollout's status.
+    ("0.2.0", "clients", "$[].labels"),
+    ("0.2.0", "client", "$.labels"),
+    ("0.2.0", "agent-sync", "$.removals"),
+    ("0.2.0", "deployment-status", "$.state"),
+    ("0.2.0", "deployment-status", "$.phase"),
+    ("0.2.0", "deployment-status", "$.phases"),
+    ("0.2.0", "deployment-status", "$.clients"),
+    ("0.2.0", "deployment-status", "$.reason"),
+    ("0.2.0", "deployment-status", "$.approved_by"),
+    ("0.2.0", "deployment-status", "$.windows"),
+    ("0.2.0", "deployment-status", "$.window_open"),
+    ("0.2.0", "deployment-status", "$.selector"),
+    ("0.2.0", "deployment-status", "$.soak_ms"),
+    ("0.2.0", "deployment-status", "$.max_failures"),
+    ("0.2.0", "deployment-status", "$.allowed_failures"),
+    ("0.2.0", "deployment-status", "$.start_at_ms"),
+    ("0.2.0", "deployment-status", "$.uninstall"),
+];
 
 /// Whether `path`, extra in today's encoding of fixture `name` of `version`, is declared in
 /// `added` as a field of a later version of `versions`.

@@ -19,7 +19,7 @@ use crate::shared::client::ApiClient;
 use crate::shared::files::rename_durably;
 use crate::shared::text::tail;
 use crate::wire::{
-    Assignment, DeploymentRecord, DeploymentStatus, RESULT_DETAIL_BYTES, ResultReport,
+    Assignment, DeploymentRecord, DeploymentStatus, RESULT_DETAIL_BYTES, ReportStatus, ResultReport,
 };
 
 /// A failed install is retried on later syncs at most this many times in all.
@@ -33,6 +33,38 @@ pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct LocalResult {
     pub status: Option<DeploymentStatus>,
     pub attempts: u32,
+    /// The outcome of the last removal (`abort --uninstall`), once one ran (`removals`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal: Option<Removal>,
+    /// Removals tried so far (at most `MAX_ATTEMPTS`, like installs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub remove_attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The outcome of a removal (`removals`), as the agent remembers it and reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Removal {
+    Removed,
+    RemoveFailed,
+}
+
+impl Removal {
+    /// The status `/v1/agent/results` takes for it.
+    pub fn status(self) -> ReportStatus {
+        match self {
+            Removal::Removed => ReportStatus::Removed,
+            Removal::RemoveFailed => ReportStatus::RemoveFailed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.status().as_str()
+    }
 }
 
 /// What a handler is told about the payload it installs (its environment).
@@ -47,7 +79,7 @@ pub struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    fn of(d: &'a DeploymentRecord) -> Job<'a> {
+    pub(crate) fn of(d: &'a DeploymentRecord) -> Job<'a> {
         Job {
             name: &d.artifact,
             kind: &d.kind,
@@ -67,7 +99,7 @@ pub fn upgrade_timeout(config: &BTreeMap<String, String>) -> Duration {
         .unwrap_or(release::PROVE_TIMEOUT)
 }
 
-fn load_local(path: &Path) -> BTreeMap<String, LocalResult> {
+pub(crate) fn load_local(path: &Path) -> BTreeMap<String, LocalResult> {
     std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -239,6 +271,25 @@ pub async fn run_handler(
             ),
         );
     };
+    let (ok, detail) = run_sh(config, cmd, job, path).await;
+    let status = if ok {
+        DeploymentStatus::Installed
+    } else {
+        DeploymentStatus::Failed
+    };
+    (status, detail)
+}
+
+/// Runs `cmd` with `sh -c`, the job in its environment (`OUTPOST_ARTIFACT` = `path`, then
+/// the name, version, sha256 and deployment), bounded by `agent.handler_timeout` seconds (or
+/// `HANDLER_TIMEOUT`). Install and remove handlers both run here. Returns whether it exited 0,
+/// and what it said: its exit and the tail of its stderr.
+pub async fn run_sh(
+    config: &BTreeMap<String, String>,
+    cmd: &str,
+    job: &Job<'_>,
+    path: &Path,
+) -> (bool, String) {
     let limit = config
         .get("agent.handler_timeout")
         .and_then(|v| v.parse().ok())
@@ -259,35 +310,20 @@ pub async fn run_handler(
         .spawn();
     let child = match child {
         Ok(c) => c,
-        Err(e) => return (DeploymentStatus::Failed, format!("starting sh: {e}")),
+        Err(e) => return (false, format!("starting sh: {e}")),
     };
     match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Err(_) => (
-            DeploymentStatus::Failed,
-            format!("handler killed after {limit:?}"),
-        ),
-        Ok(Err(e)) => (
-            DeploymentStatus::Failed,
-            format!("waiting for the handler: {e}"),
-        ),
+        Err(_) => (false, format!("handler killed after {limit:?}")),
+        Ok(Err(e)) => (false, format!("waiting for the handler: {e}")),
         Ok(Ok(out)) => {
             let stderr = tail(
                 String::from_utf8_lossy(&out.stderr).trim(),
                 RESULT_DETAIL_BYTES,
             );
             match out.status.code() {
-                Some(0) => (
-                    DeploymentStatus::Installed,
-                    format!("handler exit 0 {stderr}").trim().to_string(),
-                ),
-                Some(c) => (
-                    DeploymentStatus::Failed,
-                    format!("handler exit {c}: {stderr}"),
-                ),
-                None => (
-                    DeploymentStatus::Failed,
-                    format!("handler killed by a signal: {stderr}"),
-                ),
+                Some(0) => (true, format!("handler exit 0 {stderr}").trim().to_string()),
+                Some(c) => (false, format!("handler exit {c}: {stderr}")),
+                None => (false, format!("handler killed by a signal: {stderr}")),
             }
         }
     }
@@ -295,7 +331,7 @@ pub async fn run_handler(
 
 /// Reports one result; when the node answers 429 (its per-client rate), waits what it asks
 /// (at most `RESULT_WAIT_MAX` each time) and tries again, `RESULT_TRIES` times in all.
-async fn report_result(client: &ApiClient, report: &ResultReport) -> Result<()> {
+pub(crate) async fn report_result(client: &ApiClient, report: &ResultReport) -> Result<()> {
     let mut tries = 1;
     loop {
         match client

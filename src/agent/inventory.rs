@@ -2,7 +2,7 @@
 //! (/etc/os-release, /proc, /sys, dpkg-query/rpm/opkg where present). Parsers are pure
 //! functions over text, table-tested; `gather` is the thin layer that reads the files and runs
 //! the package tools. The queries operators run over the facts match with
-//! `crate::shared::policy::matches`, on the node.
+//! `outpost_storage::rollout::fact_matches`, on the node.
 
 use serde_json::{Map, Value, json};
 

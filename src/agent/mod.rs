@@ -1,6 +1,7 @@
 //! The client agent: `outpost agent enroll | sync --once | run`. Enrollment and the sync loop
-//! are here; each sync also uploads the inventory (`inventory`), installs deployments
-//! (`deployments`) and renews the certificate (`renewal`). The agent speaks to nodes only
+//! are here; each sync also uploads the inventory (`inventory`), removes what an aborted
+//! deployment asks to uninstall (`removals`), installs deployments (`deployments`) and renews
+//! the certificate (`renewal`). The agent speaks to nodes only
 //! through `crate::shared::client` with `crate::wire` bodies.
 //!
 //! State directory `S` (0700): `client.key` (0600), `client.crt`, `ca.crt`, `agent.json`
@@ -18,6 +19,7 @@ pub mod deployments;
 pub mod inventory;
 pub mod offline;
 pub mod release;
+pub mod removals;
 pub mod renewal;
 
 use std::path::{Path, PathBuf};
@@ -205,7 +207,7 @@ pub struct SyncReport {
     pub config_keys: usize,
     /// Whether the facts changed since the last upload (and so were uploaded).
     pub inventory_uploaded: bool,
-    /// One line per deployment installed or failed in this sync.
+    /// One line per deployment removed, installed or failed in this sync.
     pub deployments: Vec<String>,
     /// The new certificate serial when the certificate was renewed.
     pub renewed: Option<String>,
@@ -467,7 +469,7 @@ async fn sync_with(
         config,
         trust,
         assignments,
-        ..
+        removals,
     } = read_sync(client).await?;
     outpost_certs::write_public_file(&paths.config(), &serde_json::to_vec_pretty(&config)?)?;
     renewal::confirm_renewal_if_pending(client, &paths.dir).await?;
@@ -480,7 +482,10 @@ async fn sync_with(
         }
     });
     let inventory_uploaded = upload_inventory_if_changed(client, paths).await?;
-    let deployments = deployments::agent_step(
+    // Removals first: an artifact uninstalled by an abort may be installed again (another
+    // version) by a newer deployment in the same sync.
+    let mut lines = removals::remove_step(client, &paths.dir, &config, &removals).await?;
+    let installed = deployments::agent_step(
         client,
         &paths.dir,
         &config,
@@ -488,12 +493,13 @@ async fn sync_with(
         (me.exe, me.proving),
     )
     .await?;
+    lines.extend(installed);
     let renewed = renewal::renew_if_due(client, &paths.dir, crate::shared::now_ms() / 1000).await?;
     Ok(SyncReport {
         server: server.to_string(),
         config_keys: config.len(),
         inventory_uploaded,
-        deployments,
+        deployments: lines,
         renewed,
         trust_pinned,
         recovered: None,
@@ -530,6 +536,7 @@ async fn read_sync(client: &ApiClient) -> Result<AgentSync> {
         config,
         trust,
         assignments,
+        // A node from before removals asks for none.
         removals: Vec::new(),
     })
 }

@@ -347,8 +347,20 @@ pub async fn label(
         }
         (Some(fact), true) => {
             let (path, value) = input::fact_term(fact)?;
-            st.read(move |r| clients_with_fact(r, &path, &value))
-                .await?
+            let ids = st
+                .read(move |r| clients_with_fact(r, &path, &value))
+                .await?;
+            if ids.len() > MAX_LABEL_CLIENTS {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "fact {} matches {} clients, at most {MAX_LABEL_CLIENTS} are labelled at once",
+                        crate::shared::text::shown(fact),
+                        ids.len()
+                    ),
+                ));
+            }
+            ids
         }
         (None, true) => {
             return Err(ApiError::new(
@@ -363,7 +375,6 @@ pub async fn label(
             ));
         }
     };
-    input::count("client", &clients, MAX_LABEL_CLIENTS)?;
     if clients.is_empty() {
         return Ok(Json(LabelResponse { clients }));
     }

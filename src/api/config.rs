@@ -127,6 +127,15 @@ pub(crate) async fn config_delete(
 ) -> ApiResult<serde_json::Value> {
     caller.require_admin()?;
     let scope = q.scope()?;
+    // Deleting a site policy (`deploy.approval_above`, `site.timezone`) would lift it without
+    // a signed bundle: a bundle's config payload changes it instead. A handler key may go
+    // (that only takes a power away), as before.
+    if outpost_storage::signed_only_key(&key) && !key.starts_with(HANDLER_PREFIX) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{key} is a site policy: only a config payload of a signed bundle changes it"),
+        ));
+    }
     st.commit(
         &caller,
         Command::DeleteConfig {

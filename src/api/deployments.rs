@@ -19,7 +19,9 @@ use axum::extract::{Extension, Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_storage::rollout;
-use outpost_storage::{Command, FailureLimit, Reader, RolloutSpec, RolloutStep, Scope, Selector};
+use outpost_storage::{
+    APPROVAL_ABOVE_KEY, Command, FailureLimit, Reader, RolloutSpec, RolloutStep, Scope, Selector,
+};
 
 use crate::api::clients::{authorized_client, authorized_read};
 use crate::api::convert::{status_view, wire_list};
@@ -38,9 +40,6 @@ pub(crate) fn new_id() -> String {
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!("d-{}", hex::encode(b))
 }
-
-/// Config key of the four-eyes policy (signed bundles only).
-pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -98,6 +97,10 @@ pub(crate) fn rollout_command(
 ) -> Result<(String, Command), ApiError> {
     let id = req.id.clone().unwrap_or_else(new_id);
     fields::id("deployment id", &id)?;
+    if id == "plan" {
+        // `/v1/deployments/plan` is the preview: such a deployment could not be read back.
+        return Err(bad("deployment id plan is reserved (the preview's route)"));
+    }
     fields::text("artifact", &req.artifact, fields::MAX_ID_CHARS * 4)?;
     let kind = r
         .deployable_kind(&req.artifact, req.version)
@@ -132,7 +135,13 @@ pub(crate) fn rollout_command(
     let soak_ms = rollout_input::soak_ms(req.soak.as_deref())?;
     let max_failures = match req.max_failures.as_deref().map(str::trim) {
         None | Some("") => FailureLimit::default(),
-        Some(t) => FailureLimit::parse(&t[..t.len().min(16)]).map_err(bad)?,
+        Some(t) if t.len() > 16 => {
+            return Err(bad(format!(
+                "max failures {} must be a count (2) or a percent (10%)",
+                shown(t)
+            )));
+        }
+        Some(t) => FailureLimit::parse(t).map_err(bad)?,
     };
     rollout_input::windows(&req.windows)?;
     rollout::Windows::parse(&req.windows).map_err(bad)?;
@@ -561,7 +570,7 @@ mod tests {
                 .message()
                 .to_string()
         };
-        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 9] = [
+        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 11] = [
             (
                 &|q| q.group.clear(),
                 "name a target: --group, --label, --where or --client",
@@ -580,12 +589,14 @@ mod tests {
             (&|q| q.phases = Some("10%,50%".into()), "must be 100%"),
             (&|q| q.soak = Some("a while".into()), "soak \"a while\""),
             (&|q| q.max_failures = Some("many".into()), "max failures"),
+            (&|q| q.max_failures = Some("é".repeat(20)), "max failures"),
             (
                 &|q| q.windows = vec!["Someday 22:00-05:00".into()],
                 "window \"Someday",
             ),
             (&|q| q.start_at = Some("Christmas".into()), "start time"),
             (&|q| q.id = Some("d 1".into()), "deployment id"),
+            (&|q| q.id = Some("plan".into()), "reserved"),
         ];
         for (change, want) in cases {
             let msg = with(change);

@@ -105,7 +105,7 @@ pub async fn inventory_query(
             continue;
         }
         if let Some((path, want)) = &fact
-            && !crate::shared::policy::matches(&inv.facts, path, want)
+            && !outpost_storage::rollout::fact_matches(&inv.facts, path, want)
         {
             continue;
         }

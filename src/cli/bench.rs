@@ -113,6 +113,21 @@ pub(super) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// On a temporary three-node cluster with --clients enrolled clients: the API's time to
+    /// answer `deployment plan` (every client) and `deployment status` (a running rollout
+    /// over every client), and the time from create to done of a rollout
+    /// `--phases 10%,50%,100% --soak 0s` to simulated agents (each its own certificate:
+    /// sync, download, report installed): every client, or --agents of them.
+    Rollout {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Clients that act as agents in the timed rollout (default: all of them); the others
+        /// are left out of it and count only for plan and status.
+        #[arg(long)]
+        agents: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
     /// temporary three-node cluster of real `outpost serve` processes.
     Failover {
@@ -203,6 +218,18 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
             json,
         } => {
             let report = crate::harness::bench::console::bench(clients, runs).await?;
+            print_report(&report, json)?;
+        }
+        BenchCmd::Rollout {
+            clients,
+            agents,
+            json,
+        } => {
+            let opts = crate::harness::bench::rollout::RolloutBench {
+                clients,
+                agents: agents.unwrap_or(clients),
+            };
+            let report = crate::harness::bench::rollout::bench(opts).await?;
             print_report(&report, json)?;
         }
         BenchCmd::Backup { clients, json } => {

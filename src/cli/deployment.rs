@@ -420,7 +420,8 @@ pub fn status_lines(v: &DeploymentStatusView) -> Vec<String> {
             humantime::format_duration(std::time::Duration::from_millis(v.soak_ms))
         ));
     }
-    if !v.max_failures.is_empty() {
+    // 100% is no brake at all: every reached client may fail (a plain deployment's).
+    if !v.max_failures.is_empty() && v.max_failures != "100%" {
         head.push_str(&format!(
             ", max failures {} ({} allowed now)",
             v.max_failures, v.allowed_failures
@@ -674,6 +675,13 @@ mod tests {
             ]
         );
         assert_eq!(lines.len(), 8 + 1 + 4);
+        // No brake (a plain deployment's 100%): not shown as one.
+        let no_brake = DeploymentStatusView {
+            max_failures: "100%".into(),
+            soak_ms: 0,
+            ..v
+        };
+        assert_eq!(status_lines(&no_brake)[1], "state: halted, phase 1 of 2");
     }
 
     #[test]

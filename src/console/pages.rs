@@ -233,7 +233,7 @@ pub async fn inventory(
                     scanned += 1;
                     cursor = inv.client_id.clone();
                     if let Some((path, want)) = &wanted
-                        && !crate::shared::policy::matches(&inv.facts, path, want)
+                        && !outpost_storage::rollout::fact_matches(&inv.facts, path, want)
                     {
                         continue;
                     }

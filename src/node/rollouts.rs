@@ -3,9 +3,10 @@
 //! running), each one's status at this moment (`rollout_status`), and asks the pure
 //! `outpost_storage::rollout::next_step` what to do: `Start` a scheduled rollout whose start
 //! time came, `OpenPhase` the next phase once the current one has soaked (time inside its
-//! windows, in the site's time zone, config `site.timezone`) within the brake, `Finish` when
-//! every targeted client of the last phase installed. Each step is one `RolloutStep` command,
-//! proposed as actor `node:N` with the reason the decision gives (audited with both).
+//! windows, in the site's time zone, config `site.timezone`, read as the agents' assignments
+//! read it) within the brake, `Finish` when every targeted client of the last phase
+//! installed. Each step is one `RolloutStep` command, proposed as actor `node:N` with the
+//! reason the decision gives (audited with both).
 //!
 //! What the task does not do: halt (the `ReportDeployment` that brings one failure too many
 //! halts in its own apply), or anything an operator decides (approve, pause, resume, abort).
@@ -16,8 +17,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_storage::rollout::{next_step, site_timezone};
-use outpost_storage::{Command, RolloutStep, SITE_TIMEZONE_KEY, Scope};
+use outpost_storage::rollout::next_step;
+use outpost_storage::{Command, RolloutStep};
 
 use crate::api::{AppState, Caller};
 
@@ -42,15 +43,14 @@ pub async fn drive(st: Arc<AppState>) {
 /// One tick of the leader: read, decide, propose each step once.
 async fn once(st: &AppState) -> Result<(), String> {
     let now_ms = outpost_raft::now_ms();
-    let (tz_text, active) = st
+    let (tz, active) = st
         .read(move |r| {
             let ids = r.rollouts_active()?;
             if ids.is_empty() {
                 return Ok((None, Vec::new()));
             }
-            let tz = r
-                .config_get(&Scope::Global, SITE_TIMEZONE_KEY)?
-                .map(|e| e.value);
+            // As the reader evaluates windows for the agents (an unknown name reads as UTC).
+            let tz = Some(r.site_timezone()?);
             let mut active = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(s) = r.rollout_status(&id, now_ms)? {
@@ -61,11 +61,9 @@ async fn once(st: &AppState) -> Result<(), String> {
         })
         .await
         .map_err(|e| e.message().to_string())?;
-    if active.is_empty() {
+    let Some(tz) = tz else {
         return Ok(());
-    }
-    let tz = site_timezone(tz_text.as_deref())
-        .map_err(|e| format!("{SITE_TIMEZONE_KEY}: {e}; no rollout moves until it is fixed"))?;
+    };
     for (rollout, progress) in &active {
         if let Some((step, reason)) = next_step(rollout, progress, &tz, now_ms) {
             propose(st, &rollout.deployment_id, step, reason).await;

@@ -5,7 +5,7 @@
 //! - `datadir`: a node's data directory and its `node.toml`;
 //! - `files`: the one fsync-then-rename helper;
 //! - `backup`: the backup file (header, sealing the CA key);
-//! - `policy`: pure rules both sides apply (renewal window, fact matching);
+//! - `policy`: pure rules both sides apply (the renewal window);
 //! - `process`: this process's memory and descriptors, and the allocator's tuning;
 //! - `request_id`: the name a write is remembered under;
 //! - `text`: short echoes and tails for people;

@@ -22,8 +22,10 @@
 //! - `cluster`: `/v1/status` (Raft status, readiness, expiries, builds), nodes, join, backup.
 //! - `tokens`: join and enrollment tokens.
 //! - `config`: configuration entries and their scopes.
-//! - `clients`: client records, enrollment, the agent's sync, trust and renewal.
-//! - `deployments`: deployments, assignments and results.
+//! - `clients`: client records and their labels, enrollment, the agent's sync (with its
+//!   removals), trust and renewal.
+//! - `deployments`: deployments and their rollouts (selectors, the plan, steps, the status
+//!   by phase and client), assignments and results.
 //! - `inventory`: inventory records, changes, queries and the report caps.
 //! - `audit`: audit records and the chain check.
 //! - `bundles`: bundle import, list and commit; the nodes' rolling upgrade.

@@ -14,21 +14,26 @@
 //! connections and blocks, so async callers run it on blocking threads; snapshot file work
 //! runs on short-lived threads of its own.
 //!
-//! Layout, by domain (nodes, config, tokens, clients, bundles, deployments, upgrade, console),
-//! each module using only those listed below it:
+//! Layout, by domain (nodes, config, tokens, clients, bundles, deployments and rollouts,
+//! upgrade, console), each module using only those listed below it:
 //! - `store`: the writer thread and the async face (`Store`); uses `apply`, `reader`, `snapshot`.
 //! - `snapshot`: snapshot files (export, checked import).
 //! - `apply/`: the write side. `mod.rs` has the transaction, the dispatch of each command to its
-//!   domain file (`nodes`, `config`, `tokens`, `clients`, `bundles`, `deployments`, `upgrade`,
-//!   `console`), the failure helpers and the audit append; `requests` keeps the recent request
-//!   ids and their first outcomes (exactly-once writes, `Command::Once`); `audit_text` says what
-//!   each command's audit row reads; `tests` holds apply's tests.
+//!   domain file (`nodes`, `config`, `tokens`, `clients`, `bundles`, `deployments`, `rollouts`
+//!   with `brake`, `upgrade`, `console`), the failure helpers and the audit append;
+//!   `requests` keeps the recent request ids and their first outcomes (exactly-once writes,
+//!   `Command::Once`); `audit_text` says what each command's audit row reads; `tests` holds
+//!   apply's tests.
 //! - `reader/`: the read side. `mod.rs` has the connection pool and the audit queries; each
 //!   domain file of the same name adds its queries to `Reader`, with the `FromRow` impl of
 //!   each record it returns.
-//! - shared below both sides, never using them: `token_check` (the token verdict), `rows` (row
-//!   mapping), `schema` (migrations, meta values), `codec`, `audit` (the hash chain), `rules`
-//!   (pure checks and limits), `bundle_config`, `model` (the boundary types), `error`.
+//! - shared below both sides, never using them: `token_check` (the token verdict),
+//!   `rollout_rows` (a deployment's rollout row and the clients a selector targets, read alike
+//!   by apply and the reader), `rows` (row mapping), `schema` (migrations, meta values),
+//!   `codec`, `audit` (the hash chain), `rollout` (the pure rules of rollouts: phases,
+//!   selectors, windows in the site's time zone, legal steps, the leader's next step; public),
+//!   `rules` (pure checks and limits), `bundle_config`, `model` (the boundary types; rollouts'
+//!   in `model/rollout.rs`), `error`.
 //!
 //! Where a change goes: a new command is a `model::Command` variant (and its format), an arm in
 //! `apply::execute`, a step in `apply/<domain>.rs` and a line in `apply/audit_text.rs`; a new

@@ -172,14 +172,28 @@ pub(crate) fn progress(
     targeted: &[Candidate],
     results: &HashMap<String, (String, String, i64)>,
 ) -> Progress {
+    let phased = targeted.iter().map(|c| {
+        (
+            c.id.as_str(),
+            phase_of(&rollout.deployment_id, &c.id, &rollout.phases),
+        )
+    });
+    progress_of(rollout, phased, results)
+}
+
+/// `progress` over targeted clients whose phases (0-based) the caller already has.
+pub(crate) fn progress_of<'a>(
+    rollout: &RolloutRecord,
+    targeted: impl Iterator<Item = (&'a str, usize)>,
+    results: &HashMap<String, (String, String, i64)>,
+) -> Progress {
     let mut p = Progress {
         failures: results.values().filter(|(s, _, _)| s == "failed").count() as u64,
         ..Progress::default()
     };
-    for c in targeted {
-        let open = phase_of(&rollout.deployment_id, &c.id, &rollout.phases) as u64
-            <= u64::from(rollout.phase);
-        let installed = results.get(&c.id).is_some_and(|(s, _, _)| s == "installed");
+    for (id, phase) in targeted {
+        let open = phase as u64 <= u64::from(rollout.phase);
+        let installed = results.get(id).is_some_and(|(s, _, _)| s == "installed");
         p.targeted += 1;
         p.installed += u64::from(installed);
         if open {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{init_batch, sha};
+use common::{dump, init_batch, sha};
 use outpost_storage::rollout::phase_of;
 use outpost_storage::{
     BundleImport, BundleType, Command, DeploymentStatus, Envelope, FailureLimit, Outcome,
@@ -203,6 +203,11 @@ async fn labels_select_and_the_plan_previews() -> anyhow::Result<()> {
             "label x is both added and removed",
         ),
         (label(&["c01"], &[], &[]), RejectCode::Invalid, "0 labels"),
+        (
+            label(&[&"x".repeat(100)], &["l"], &[]),
+            RejectCode::Invalid,
+            "client id is 100 bytes, at most 64 allowed",
+        ),
         (label(&[], &["x"], &[]), RejectCode::Invalid, "0 clients"),
         (
             label(&["c01"], &["bad\u{7}"], &[]),
@@ -311,7 +316,7 @@ fn id_with_first_phase(clients: &[String], phases: &[u8], n: usize) -> (String, 
 
 #[tokio::test]
 async fn the_brake_halts_resume_moves_on_and_abort_uninstalls() -> anyhow::Result<()> {
-    let (_dir, store, clients) = site().await?;
+    let (dir, store, clients) = site().await?;
     let phases = [10u8, 50, 100];
     let (id, first) = id_with_first_phase(&clients, &phases, 3);
     let later: Vec<&String> = clients
@@ -345,7 +350,7 @@ async fn the_brake_halts_resume_moves_on_and_abort_uninstalls() -> anyhow::Resul
         report(&id, &first[1], DeploymentStatus::Failed),
     )
     .await?;
-    let mut failed = vec![first[0].clone(), first[1].clone()];
+    let mut failed = [first[0].clone(), first[1].clone()];
     failed.sort();
     let reason = format!("2 failures > 1 allowed: {}", failed.join(", "));
     assert_eq!(
@@ -483,6 +488,22 @@ async fn the_brake_halts_resume_moves_on_and_abort_uninstalls() -> anyhow::Resul
             RejectCode::Invalid,
             format!("deployment {id} is aborted: cannot abort")
         ))
+    );
+
+    // Labels, rollouts and removals travel in a snapshot.
+    ok(&store, t + 60_060, label(&[&first[0]], &["line2"], &[])).await?;
+    let snap = dir.path().join("x.snap");
+    store.export_snapshot(&snap).await?;
+    let other = Store::open(&dir.path().join("b.db"))?;
+    other.import_snapshot(&snap).await?;
+    let before = dump(&dir.path().join("state.db"))?;
+    assert_eq!(before, dump(&dir.path().join("b.db"))?);
+    for table in ["client_labels|", "rollouts|", "deployment_removals|"] {
+        assert!(before.iter().any(|row| row.starts_with(table)), "{table}");
+    }
+    assert_eq!(
+        other.reader().rollout_status(&id, t + 60_070)?,
+        r.rollout_status(&id, t + 60_070)?
     );
     Ok(())
 }

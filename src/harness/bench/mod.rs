@@ -19,6 +19,7 @@ pub mod backup;
 pub mod console;
 pub mod flood;
 pub mod members;
+pub mod rollout;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -120,9 +120,9 @@ pub(super) fn report_deployment(
     };
     // A rollout (format 8) targets by its selector; a plain deployment keeps exactly the
     // group check older nodes apply, so old logs apply the same everywhere.
-    let rollout = super::rollouts::rollout_row(conn, deployment_id)?;
+    let rollout = super::brake::rollout_row(conn, deployment_id)?;
     match &rollout {
-        Some(r) => super::rollouts::check_reporter(conn, r, client_id)?,
+        Some(r) => super::brake::check_reporter(conn, r, client_id)?,
         None if group != ALL_CLIENTS && !groups.contains(&group) => {
             return Err(invalid(format!(
                 "deployment {deployment_id} targets group {group}, which client {client_id} is not in"
@@ -144,7 +144,7 @@ pub(super) fn report_deployment(
         at_ms
     ])?;
     match rollout {
-        Some(r) if status == DeploymentStatus::Failed => super::rollouts::brake(conn, r),
+        Some(r) if status == DeploymentStatus::Failed => super::brake::brake(conn, r),
         _ => Ok(Response::Done),
     }
 }

@@ -8,12 +8,14 @@
 //! `invalid`), the checked conversions into SQLite integers and the audit append. Each
 //! command's checks and writes live in the file of its domain: `nodes` (cluster and nodes),
 //! `config`, `tokens`, `clients` (clients, inventory, client certificates, admin revocation),
-//! `bundles` (trust, bundles, blobs), `deployments`, `upgrade` (the rolling upgrade) and
+//! `bundles` (trust, bundles, blobs), `deployments`, `rollouts` (labels, rollouts and their
+//! steps, removals) with `brake` (a rollout's reports), `upgrade` (the rolling upgrade) and
 //! `console` (operator accounts, login links, sessions); `requests` keeps the recent request
 //! ids and their first outcomes (exactly-once writes); `audit_text` says what each command's
 //! audit row reads. A domain file uses this file and the crate's lower modules; calls between
-//! domains are few and one way: `nodes` and `clients` consume tokens through `tokens`, and
-//! `bundles` applies a bundle's config through `config`.
+//! domains are few and one way: `nodes` and `clients` consume tokens through `tokens`,
+//! `bundles` applies a bundle's config through `config`, `rollouts` makes its deployments row
+//! through `deployments`, and `deployments` and `rollouts` use `brake`.
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
@@ -24,6 +26,7 @@ use crate::model::{Command, Envelope, Outcome, RejectCode, Rejection, Response};
 use crate::schema::meta_blob;
 
 mod audit_text;
+mod brake;
 mod bundles;
 mod clients;
 mod config;

@@ -1,12 +1,12 @@
 //! Rollout commands (format 8): `LabelClients` (the operator's labels), `CreateRollout` (a
 //! deployment with a selector, phases, a soak, a brake, windows and a start time),
 //! `RolloutStep` (the transitions of `rollout::step_target`), `ReportRemoval` (a client's
-//! result of removing an aborted `--uninstall` deployment), and what `ReportDeployment` does
-//! on a deployment with a rollout row: who may report (`check_reporter`) and the brake.
-//! Plain deployments (no row) keep exactly their format-3 behaviour.
+//! result of removing an aborted `--uninstall` deployment). What `ReportDeployment` does on a
+//! deployment with a rollout row (who may report, the brake) is in `brake`.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::brake::rollout_row;
 use super::deployments::{ARTIFACT_KIND, MAX_DETAIL_BYTES, RELEASE_KIND, insert_deployment};
 use super::{Fail, invalid, reject};
 use crate::model::{
@@ -15,9 +15,8 @@ use crate::model::{
 };
 use crate::rollout::{Windows, check_phases, same_person, step_target};
 use crate::rollout_rows::{
-    allowed_failures, failed_clients, global_config, load_rollout, store_rollout, targeted, targets,
+    allowed_failures, failed_clients, global_config, load_rollout, store_rollout, targeted,
 };
-use crate::rows::one;
 use crate::rules::{check_id, check_name};
 
 /// Most clients one `LabelClients` may name.
@@ -28,8 +27,17 @@ pub const MAX_LABELS_PER_COMMAND: usize = 32;
 pub const MAX_LABELS_PER_CLIENT: usize = 32;
 /// Longest reason a rollout step keeps, in bytes.
 pub const MAX_STEP_REASON_BYTES: usize = 2048;
-/// How many failed clients a halt's reason names.
-const HALT_NAMES: usize = 10;
+
+/// An id (1-64 of A-Z a-z 0-9 . _ -); a long one is refused by its size, not echoed.
+fn check_short_id(what: &str, s: &str) -> Result<(), Fail> {
+    if s.len() > 64 {
+        return Err(invalid(format!(
+            "{what} is {} bytes, at most 64 allowed",
+            s.len()
+        )));
+    }
+    check_id(what, s).map_err(invalid)
+}
 
 pub(super) fn label_clients(
     conn: &Connection,
@@ -64,6 +72,7 @@ pub(super) fn label_clients(
     let mut count =
         conn.prepare_cached("SELECT COUNT(*) FROM client_labels WHERE client_id = ?1")?;
     for c in clients {
+        check_short_id("client id", c)?;
         if !exists.query_row([c], |r| r.get::<_, bool>(0))? {
             return Err(reject(
                 RejectCode::NotFound,
@@ -91,14 +100,15 @@ pub(super) fn create_rollout(
     env: &Envelope,
     spec: &RolloutSpec,
 ) -> Result<Response, Fail> {
-    check_id("deployment id", &spec.id).map_err(invalid)?;
+    check_short_id("deployment id", &spec.id)?;
     check_name("artifact name", &spec.name).map_err(invalid)?;
     let kind = match spec.kind.as_str() {
         ARTIFACT_KIND => ARTIFACT_KIND,
         RELEASE_KIND => RELEASE_KIND,
         other => {
+            let echo: String = other.chars().take(40).collect();
             return Err(invalid(format!(
-                "deployment kind {other:?} must be {ARTIFACT_KIND} or {RELEASE_KIND}"
+                "deployment kind {echo:?} must be {ARTIFACT_KIND} or {RELEASE_KIND}"
             )));
         }
     };
@@ -169,6 +179,7 @@ pub(super) fn rollout_step(
     step: RolloutStep,
     reason: &str,
 ) -> Result<Response, Fail> {
+    check_short_id("deployment id", id)?;
     if reason.len() > MAX_STEP_REASON_BYTES {
         return Err(invalid(format!(
             "reason is {} bytes, at most {MAX_STEP_REASON_BYTES} allowed",
@@ -230,63 +241,6 @@ pub(super) fn rollout_step(
     Ok(Response::Done)
 }
 
-/// Deployment `id`'s rollout row, if it has one (plain deployments have none).
-pub(super) fn rollout_row(conn: &Connection, id: &str) -> Result<Option<RolloutRecord>, Fail> {
-    Ok(one(conn, "WHERE deployment_id = ?1", [id])?)
-}
-
-/// A client may report for a rollout it is targeted by now, or that it reported for before
-/// (a client that lost its label still reports the install it had started).
-pub(super) fn check_reporter(
-    conn: &Connection,
-    r: &RolloutRecord,
-    client_id: &str,
-) -> Result<(), Fail> {
-    if targets(conn, &r.selector, client_id)? {
-        return Ok(());
-    }
-    let reported: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM deployment_results
-                            WHERE deployment_id = ?1 AND client_id = ?2)",
-        )?
-        .query_row(params![r.deployment_id, client_id], |row| row.get(0))?;
-    if reported {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "deployment {} does not target client {client_id}",
-            r.deployment_id
-        )))
-    }
-}
-
-/// After a failure on a running rollout: more failures than allowed (beyond those the
-/// operator saw) halt it, in this same command, naming the failed clients.
-pub(super) fn brake(conn: &Connection, mut r: RolloutRecord) -> Result<Response, Fail> {
-    if r.state != RolloutState::Running {
-        return Ok(Response::Done);
-    }
-    let failed = failed_clients(conn, &r.deployment_id)?;
-    let over = (failed.len() as u64).saturating_sub(r.failure_base);
-    if over <= r.allowed_failures {
-        return Ok(Response::Done);
-    }
-    let mut names = failed
-        .iter()
-        .take(HALT_NAMES)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if failed.len() > HALT_NAMES {
-        names.push_str(", ...");
-    }
-    r.state = RolloutState::Halted;
-    r.reason = format!("{over} failures > {} allowed: {names}", r.allowed_failures);
-    store_rollout(conn, &r)?;
-    Ok(Response::Halted { reason: r.reason })
-}
-
 pub(super) fn report_removal(
     conn: &Connection,
     at_ms: i64,
@@ -294,6 +248,8 @@ pub(super) fn report_removal(
     ok: bool,
     detail: &str,
 ) -> Result<Response, Fail> {
+    check_short_id("deployment id", deployment_id)?;
+    check_short_id("client id", client_id)?;
     if detail.len() > MAX_DETAIL_BYTES {
         return Err(invalid(format!(
             "removal detail of client {client_id} is {} bytes, at most {MAX_DETAIL_BYTES} allowed",

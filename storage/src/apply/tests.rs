@@ -749,6 +749,78 @@ fn audit_text_table() {
     assert_eq!(outcome_text(&Ok(Response::Done)), "ok");
 }
 
+/// What the rollouts' audit rows say: who is in the envelope's actor, why is the step's
+/// reason; a report that halted its rollout says so, and a plain report reads as it always did.
+#[test]
+fn rollout_audit_texts() {
+    use crate::model::{DeploymentStatus, RolloutStep};
+    let label = Command::LabelClients {
+        clients: vec!["c1".into()],
+        add: vec!["line2".into()],
+        remove: vec![],
+    };
+    let many = Command::LabelClients {
+        clients: (0..30).map(|i| format!("c{i}")).collect(),
+        add: vec![],
+        remove: vec!["line2".into()],
+    };
+    let open = Command::RolloutStep {
+        id: "d-1".into(),
+        step: RolloutStep::OpenPhase(1),
+        reason: "phase 1 soaked 30m, 0 failures (1 allowed)".into(),
+    };
+    let report = Command::ReportDeployment {
+        deployment_id: "d-1".into(),
+        client_id: "c1".into(),
+        status: DeploymentStatus::Failed,
+        detail: "exit 1".into(),
+    };
+    let halted: Outcome = Ok(Response::Halted {
+        reason: "2 failures > 1 allowed: c1, c2".into(),
+    });
+    // (command, outcome, action, target, detail)
+    let cases = [
+        (
+            label,
+            Ok(Response::Done),
+            "client.label",
+            "client:c1",
+            r#"{"add":["line2"],"clients":["c1"],"count":1,"remove":[]}"#,
+        ),
+        (
+            open,
+            Ok(Response::Done),
+            "deployment.step",
+            "deployment:d-1",
+            r#"{"reason":"phase 1 soaked 30m, 0 failures (1 allowed)","step":"open phase 2"}"#,
+        ),
+        (
+            report.clone(),
+            Ok(Response::Done),
+            "deployment.report",
+            "deployment:d-1",
+            r#"{"client":"c1","detail_bytes":6,"status":"failed"}"#,
+        ),
+        (
+            report,
+            halted,
+            "deployment.report",
+            "deployment:d-1",
+            r#"{"client":"c1","detail_bytes":6,"halted":"2 failures > 1 allowed: c1, c2","status":"failed"}"#,
+        ),
+    ];
+    for (command, outcome, action, target, detail) in cases {
+        let t = audit_text(&env(command), &outcome);
+        assert_eq!(
+            (t.action, t.target.as_str(), t.detail.as_str()),
+            (action, target, detail)
+        );
+    }
+    let t = audit_text(&env(many), &Ok(Response::Done));
+    assert_eq!(t.target, "clients:30");
+    assert!(t.detail.contains("\"count\":30") && !t.detail.contains("\"c25\""));
+}
+
 /// A request applied once: the same `Once` in a later entry (a forwarding retry, or a retry
 /// after a leader change) gets the first outcome back, changes nothing and is not audited
 /// again; a rejected request's rejection is remembered the same way; another id applies.

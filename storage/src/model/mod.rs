@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 mod rollout;
 
 pub use rollout::{
-    ClientProgress, FailureLimit, PhaseCounts, Plan, PlanPhase, Progress, RolloutRecord,
-    RolloutSpec, RolloutState, RolloutStatus, RolloutStep, Selector,
+    APPROVAL_ABOVE_KEY, ClientProgress, DEPLOY_KEY_PREFIX, FailureLimit, PhaseCounts, Plan,
+    PlanPhase, Progress, RolloutRecord, RolloutSpec, RolloutState, RolloutStatus, RolloutStep,
+    SITE_TIMEZONE_KEY, Selector, signed_only_key,
 };
 
 /// One replicated command with the time and actor the proposer stamped on it.
@@ -519,20 +520,6 @@ pub struct Assignment {
 
 /// Configuration keys that name a program agents run: set only by signed bundles.
 pub const HANDLER_KEY_PREFIX: &str = "agent.handler.";
-/// Configuration keys of the rollout policy (`deploy.approval_above`): signed bundles only.
-pub const DEPLOY_KEY_PREFIX: &str = "deploy.";
-/// The site's IANA time zone, which rollout windows are read in: signed bundles only.
-pub const SITE_TIMEZONE_KEY: &str = "site.timezone";
-/// More clients than this in a rollout's plan (or `all`) makes it wait for a second person.
-pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
-
-/// Whether `key` is set only through a signed bundle's config payload, never by `SetConfig`
-/// from the API: what agents run, and the rollout policy and the clock it is read on.
-pub fn signed_only_key(key: &str) -> bool {
-    key.starts_with(HANDLER_KEY_PREFIX)
-        || key.starts_with(DEPLOY_KEY_PREFIX)
-        || key == SITE_TIMEZONE_KEY
-}
 
 impl Command {
     /// Why a leader refuses this command when a peer forwards it, if it does. Policy added
@@ -565,11 +552,12 @@ impl Command {
     /// kinds of commands: its own (actor `node:{from}`, `node:{from}:discovery`, or
     /// `auto-remove`), which are only its reports and the upkeep it runs (last-seen times,
     /// blobs and binary held, console session use and sign-in locks, node roles and removal,
-    /// the rolling upgrade's steps), each about itself where it names a node; and those of
-    /// the callers it served (an admin, the local socket, a console operator, a client, a
-    /// joiner), which carry that caller's actor. So a node may not commit an admin's command
-    /// as itself, report for another node, or speak as another node. A console session starts
-    /// only as its own operator, and a console login link is made only by an admin.
+    /// the rolling upgrade's steps, the rollouts' timed steps: start, open a phase, finish),
+    /// each about itself where it names a node; and those of the callers it served (an admin,
+    /// the local socket, a console operator, a client, a joiner), which carry that caller's
+    /// actor. So a node may not commit an admin's command as itself, report for another node,
+    /// or speak as another node. A console session starts only as its own operator, and a
+    /// console login link is made only by an admin.
     pub fn refused_from_peer(&self, from: u64, actor: &str) -> Option<String> {
         if let Some(why) = self.refused_from_peers() {
             return Some(why.to_owned());
@@ -599,7 +587,11 @@ impl Command {
             Command::UpdateNode { .. }
             | Command::RemoveNode { .. }
             | Command::RollNode { .. }
-            | Command::EndRoll { .. } => None,
+            | Command::EndRoll { .. }
+            | Command::RolloutStep {
+                step: RolloutStep::Start | RolloutStep::OpenPhase(_) | RolloutStep::Finish,
+                ..
+            } => None,
             _ if as_itself => {
                 return Some(format!(
                     "node {from} may not commit {} as itself: only an admin's or a client's request carries it",
@@ -1154,6 +1146,11 @@ mod forwarded_tests {
             key: "account:alice".into(),
             until_ms: 1,
         };
+        let rollout = |step| Command::RolloutStep {
+            id: "d-1".into(),
+            step,
+            reason: String::new(),
+        };
         let once = |c: &Command| Command::Once {
             request_id: "r".into(),
             command: Box::new(c.clone()),
@@ -1182,6 +1179,15 @@ mod forwarded_tests {
             (Command::RemoveNode { id: 3 }, "auto-remove", true),
             (Command::RemoveNode { id: 3 }, "admin:ops", true),
             (Command::RollNode { node: Some(2) }, "node:7", true),
+            (rollout(RolloutStep::OpenPhase(1)), "node:7", true),
+            (rollout(RolloutStep::Finish), "node:7", true),
+            (
+                rollout(RolloutStep::Abort { uninstall: true }),
+                "node:7",
+                false,
+            ),
+            (rollout(RolloutStep::Approve), "node:7", false),
+            (rollout(RolloutStep::Approve), "admin:ops", true),
             (config.clone(), "admin:ops", true),
             (once(&config), "console:alice", true),
             (once(&config), "local-admin", true),

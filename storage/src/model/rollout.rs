@@ -8,7 +8,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::DeploymentRecord;
+use super::{DeploymentRecord, HANDLER_KEY_PREFIX};
+
+/// Configuration keys of the rollout policy (`deploy.approval_above`): signed bundles only.
+pub const DEPLOY_KEY_PREFIX: &str = "deploy.";
+/// The site's IANA time zone, which rollout windows are read in: signed bundles only.
+pub const SITE_TIMEZONE_KEY: &str = "site.timezone";
+/// More clients than this in a rollout's plan (or `all`) makes it wait for a second person.
+pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
+
+/// Whether `key` is set only through a signed bundle's config payload, never by `SetConfig`
+/// from the API: what agents run, and the rollout policy and the clock it is read on.
+pub fn signed_only_key(key: &str) -> bool {
+    key.starts_with(HANDLER_KEY_PREFIX)
+        || key.starts_with(DEPLOY_KEY_PREFIX)
+        || key == SITE_TIMEZONE_KEY
+}
 
 /// Which clients a deployment targets. Within one kind any term may match; across kinds all
 /// must; an exclusion wins. A kind with no term does not constrain. `groups` may name `all`
@@ -229,6 +244,12 @@ impl std::fmt::Display for RolloutStep {
 impl FailureLimit {
     /// `"2"` (a count) or `"10%"` (a percent, 0-100). Err names what is wrong.
     pub fn parse(s: &str) -> Result<FailureLimit, String> {
+        if s.len() > 16 {
+            return Err(format!(
+                "max failures is {} bytes: give a count (2) or a percent (10%)",
+                s.len()
+            ));
+        }
         let t = s.trim();
         if let Some(p) = t.strip_suffix('%') {
             match p.trim().parse::<u8>() {
@@ -323,6 +344,7 @@ mod tests {
             ("-1", Err(())),
             ("two", Err(())),
             ("%", Err(())),
+            ("11111111111111111111", Err(())),
         ];
         for (text, want) in cases {
             let got = FailureLimit::parse(text);
@@ -330,6 +352,37 @@ mod tests {
             if let Ok(limit) = got {
                 assert_eq!(FailureLimit::parse(&limit.to_string()), Ok(limit));
             }
+        }
+    }
+
+    /// The rollout policy and the site's clock are set like handlers: by signed bundles only,
+    /// so a peer's or an admin's `SetConfig` of them is refused at the leader.
+    #[test]
+    fn signed_only_keys() {
+        use crate::model::{Command, Scope};
+        // (key, signed only)
+        let cases = [
+            ("agent.handler.install.artifact", true),
+            ("deploy.approval_above", true),
+            ("deploy.anything", true),
+            ("site.timezone", true),
+            ("site.name", false),
+            ("deployx", false),
+            ("agent.interval", false),
+        ];
+        for (key, want) in cases {
+            assert_eq!(signed_only_key(key), want, "{key}");
+            let set = Command::SetConfig {
+                scope: Scope::Global,
+                key: key.into(),
+                value: "5".into(),
+            };
+            assert_eq!(set.refused_from_peers().is_some(), want, "{key}");
+            assert_eq!(
+                set.refused_from_peer(7, "admin:ops").is_some(),
+                want,
+                "{key}"
+            );
         }
     }
 

@@ -5,7 +5,8 @@
 //!
 //! The queries live beside their domain, each file adding its methods to `Reader`: `nodes`
 //! (cluster and nodes), `config`, `tokens`, `clients` (clients, certificates, inventory),
-//! `bundles` (trust, channels, bundles, blobs), `deployments`, `upgrade` and `console`
+//! `bundles` (trust, channels, bundles, blobs), `deployments`, `rollouts` (plan, status, the
+//! leader's next step, removals), `upgrade` and `console`
 //! (operator accounts, sessions). This file holds the pool and
 //! what spans every domain: the audit log and the applied marker. Reads never use `apply`:
 //! what both sides need lives in the crate's lower modules (`rows`, `rules`, `token_check`,

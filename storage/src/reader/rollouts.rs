@@ -13,7 +13,9 @@ use crate::model::{
     RolloutStatus, RolloutStep, SITE_TIMEZONE_KEY, Selector,
 };
 use crate::rollout::{TimeZone, Windows, next_step, phase_of, seen, site_timezone};
-use crate::rollout_rows::{global_config, load_rollout, progress, results_of, targeted};
+use crate::rollout_rows::{
+    global_config, load_rollout, progress, progress_of, results_of, targeted,
+};
 use crate::rows::all;
 
 impl Reader {
@@ -99,8 +101,12 @@ impl Reader {
                 .collect();
             let live = matches!(rollout.state, RolloutState::Running | RolloutState::Done);
             let mut clients = Vec::with_capacity(ids.len());
-            for client in ids {
+            let mut targeted_phases = Vec::with_capacity(targeted_count);
+            for (i, client) in ids.into_iter().enumerate() {
                 let k = phase_of(id, client, &rollout.phases);
+                if i < targeted_count {
+                    targeted_phases.push((client, k));
+                }
                 let (status, detail, at_ms) = match (removals.get(client), results.get(client)) {
                     (Some((ok, detail, at)), _) => {
                         let s = if *ok { "removed" } else { "remove-failed" };
@@ -145,7 +151,7 @@ impl Reader {
                     at_ms,
                 });
             }
-            let progress = progress(&rollout, &targets, &results);
+            let progress = progress_of(&rollout, targeted_phases.into_iter(), &results);
             Ok(Some(RolloutStatus {
                 deployment,
                 rollout,

@@ -19,7 +19,7 @@ pub use jiff::tz::TimeZone;
 pub use phases::{MAX_PHASES, check_phases, parse_phases, phase_of};
 pub use selector::{MAX_SELECTOR_TERMS, Target, fact_matches};
 pub use steps::{next_step, same_person, step_target};
-pub use windows::{MAX_WINDOWS, Windows, site_timezone};
+pub use windows::{MAX_WINDOW_BYTES, MAX_WINDOWS, Windows, site_timezone};
 
 /// How long a client may stay silent and still count as seen (`plan`'s `unseen`).
 pub const SEEN_WITHIN_MS: i64 = 24 * 60 * 60 * 1000;

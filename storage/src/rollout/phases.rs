@@ -5,6 +5,8 @@ use sha2::{Digest, Sha256};
 
 /// Most phases a rollout may have.
 pub const MAX_PHASES: usize = 10;
+/// Longest phase list text (ten phases with `%` and spaces fit well).
+const MAX_PHASES_BYTES: usize = 80;
 
 /// The phase (0-based) of `client` in deployment `deployment`: with
 /// `b = u64::from_be_bytes(sha256(deployment ‖ 0x00 ‖ client)[..8]) % 10_000`, the first k with
@@ -27,6 +29,12 @@ pub fn phase_of(deployment: &str, client: &str, phases: &[u8]) -> usize {
 /// `"5%,25%,100%"` (the `%` may be left out) into cumulative percents, checked by
 /// `check_phases`.
 pub fn parse_phases(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() > MAX_PHASES_BYTES {
+        return Err(format!(
+            "phases are {} bytes, at most {MAX_PHASES_BYTES} allowed",
+            text.len()
+        ));
+    }
     let items: Vec<&str> = text.split(',').map(str::trim).collect();
     if items.len() > MAX_PHASES {
         return Err(format!(
@@ -91,7 +99,9 @@ mod tests {
     #[test]
     fn parse_phases_table() {
         // (text, Ok(phases) or Err(substring))
-        let cases: [(&str, Result<Vec<u8>, &str>); 9] = [
+        let long = format!("100{}", " ".repeat(80));
+        let cases: [(&str, Result<Vec<u8>, &str>); 10] = [
+            (&long, Err("phases are 83 bytes, at most 80 allowed")),
             ("100%", Ok(vec![100])),
             ("5%,25%,100%", Ok(vec![5, 25, 100])),
             (" 10 , 50%, 100 ", Ok(vec![10, 50, 100])),

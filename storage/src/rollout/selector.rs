@@ -99,15 +99,15 @@ impl Selector {
             ));
         }
         for (path, value) in &self.facts {
-            if path.split('.').all(str::is_empty) {
-                return Err(format!("fact term {path:?}={value:?} has no path"));
-            }
             check_name("fact path", path)?;
             if value.len() > crate::rules::MAX_NAME_BYTES || value.chars().any(char::is_control) {
                 return Err(format!(
                     "value of fact term {path:?} must be at most {} bytes without control characters",
                     crate::rules::MAX_NAME_BYTES
                 ));
+            }
+            if path.split('.').all(str::is_empty) {
+                return Err(format!("fact term {path:?}={value:?} has no path"));
             }
         }
         Ok(())

@@ -13,6 +13,8 @@ use jiff::{Timestamp, ToSpan};
 
 /// Most windows a rollout may have.
 pub const MAX_WINDOWS: usize = 16;
+/// Longest window text (`Mon,Tue,Wed,Thu,Fri,Sat,Sun 22:00-05:00` is 38 bytes).
+pub const MAX_WINDOW_BYTES: usize = 64;
 
 const DAY_MS: i64 = 86_400_000;
 /// Longest span `open_ms_between` walks; longer spans count from their last part only.
@@ -44,7 +46,15 @@ impl Windows {
         }
         texts
             .iter()
-            .map(|t| parse_one(t).map_err(|e| format!("window {t:?}: {e}")))
+            .map(|t| {
+                if t.len() > MAX_WINDOW_BYTES {
+                    return Err(format!(
+                        "a window is {} bytes, at most {MAX_WINDOW_BYTES} allowed",
+                        t.len()
+                    ));
+                }
+                parse_one(t).map_err(|e| format!("window {t:?}: {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Windows)
     }
@@ -234,7 +244,8 @@ mod tests {
     #[test]
     fn parse_table() {
         // (text, Ok(days, start, end) or Err(substring))
-        let cases: [(&str, Result<(u8, u16, u16), &str>); 11] = [
+        type Want = Result<(u8, u16, u16), &'static str>;
+        let cases: [(&str, Want); 11] = [
             ("Mon-Fri 22:00-05:00", Ok((0x1f, 1320, 300))),
             ("Sat,Sun 08:00-12:30", Ok((0x60, 480, 750))),
             ("mon 00:00-24:00", Ok((0x01, 0, 1440))),
@@ -266,6 +277,8 @@ mod tests {
             .map(|_| "daily 01:00-02:00".into())
             .collect();
         assert!(Windows::parse(&many).is_err());
+        let long = format!("Mon 10:00-11:00{}", " ".repeat(MAX_WINDOW_BYTES));
+        assert!(Windows::parse(&[long]).is_err_and(|e| e.starts_with("a window is 79 bytes")));
         assert!(
             Windows::parse(&["Mon 1:00-2:00".into(), "Tue x".into()])
                 .is_err_and(|e| e.starts_with("window \"Tue x\""))
