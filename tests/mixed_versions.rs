@@ -17,7 +17,7 @@
 mod support;
 
 use support::agents::{Agent, Fleet};
-use support::{exe, local::keygen, local::trusting, or_dump, run_ok, s, serial};
+use support::{exe, local::keygen, local::settle, local::trusting, or_dump, run_ok, s, serial};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -143,6 +143,7 @@ async fn old_nodes_stop_and_old_agents_keep_installing_plain_deployments() {
         // A plain deployment: the old commands, applied by every node; the old agent installs.
         let plain = c.cli(1, &["deployment", "create", "--artifact", "tool", "--group", "lab", "--id", "plain"])?;
         assert!(plain.starts_with("plain"), "{plain}");
+        settle(&c, &[0, 1, 2]).await?;
         let out = old_fleet.sync(&old_agent)?;
         assert!(out.contains("deployment plain tool@1: installed"), "{out}");
         assert_eq!(old_agent.lines("installed.txt"), ["plain"]);
@@ -170,6 +171,7 @@ async fn old_nodes_stop_and_old_agents_keep_installing_plain_deployments() {
         assert!(why.contains("newer than the supported format"), "{why}");
         let log = std::fs::read_to_string(&c.nodes[2].log)?;
         assert!(log.contains("newer than the supported format"), "node 3's log does not say it needs an upgrade");
+        settle(&c, &[0, 1]).await?;
         // The new nodes go on: writes commit, the rollout installs on the new agent.
         for n in 0..3 {
             c.cli(n % 2, &["config", "set", &format!("after.rollout.{n}"), "v"])?;

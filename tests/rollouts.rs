@@ -17,7 +17,7 @@
 mod support;
 
 use support::agents::{Agent, Fleet};
-use support::{exe, local::trusted_cluster, or_dump, run_ok, s, serial};
+use support::{exe, local::settle, local::trusted_cluster, or_dump, run_ok, s, serial};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use outpost::harness::localcluster::LocalCluster;
 use serde_json::Value;
+
+/// The three nodes, for `settle`.
+const ALL: [usize; 3] = [0, 1, 2];
 
 /// How long a replicated result or a leader's step may take to show.
 const T: Duration = Duration::from_secs(30);
@@ -243,6 +246,7 @@ async fn labels_and_facts_choose_the_clients() {
             ],
         )?;
         c.cli(2, &["client", "label", &a2.id, "--add", "quarantine"])?;
+        settle(c, &ALL).await?;
         let shown: Value = serde_json::from_str(&c.cli(0, &["client", "show", &a2.id, "--json"])?)?;
         assert_eq!(
             strings(&shown["labels"]),
@@ -290,6 +294,7 @@ async fn labels_and_facts_choose_the_clients() {
             ],
         )?)?;
         assert_eq!((lab.as_str(), state.as_str()), ("lab", "running"));
+        settle(c, &ALL).await?;
         let outs = sync_each(fleet, &all)?;
         assert_eq!(
             reported(&outs, "lab", "installed"),
@@ -305,6 +310,7 @@ async fn labels_and_facts_choose_the_clients() {
         // The target is evaluated at each sync: out of quarantine, the third line2 client
         // gets it at its next sync.
         c.cli(1, &["client", "label", &a2.id, "--remove", "quarantine"])?;
+        settle(c, &ALL).await?;
         let out = fleet.sync(a2)?;
         assert!(out.contains("deployment lab tool2@1: installed"), "{out}");
 
@@ -315,6 +321,7 @@ async fn labels_and_facts_choose_the_clients() {
         assert!(out.contains("installed"), "{out}");
         let out = fleet.sync(holder)?;
         assert!(out.contains("inventory uploaded"), "{out}");
+        settle(c, &ALL).await?;
         let fact = "offline_installs.channel=probe";
         let plan: Value =
             serde_json::from_str(&c.cli(1, &["deployment", "plan", "--where", fact, "--json"])?)?;
@@ -339,6 +346,7 @@ async fn labels_and_facts_choose_the_clients() {
             ],
         )?)?;
         assert_eq!(state, "running");
+        settle(c, &ALL).await?;
         let outs = sync_each(fleet, &all)?;
         assert_eq!(
             reported(&outs, &by_fact, "installed"),
@@ -356,15 +364,14 @@ async fn labels_and_facts_choose_the_clients() {
         // installs (a sync reads its assignments before it uploads its facts).
         let out = fleet.install_file(newcomer, &probe)?;
         assert!(out.contains("installed"), "{out}");
-        let mut installed = false;
-        for _ in 0..3 {
-            let out = fleet.sync(newcomer)?;
-            if out.contains(&format!("deployment {by_fact} tool@1: installed")) {
-                installed = true;
-                break;
-            }
+        let installed = format!("deployment {by_fact} tool@1: installed");
+        let mut out = fleet.sync(newcomer)?;
+        assert!(out.contains("inventory uploaded"), "{out}");
+        if !out.contains(&installed) {
+            settle(c, &ALL).await?;
+            out = fleet.sync(newcomer)?;
         }
-        assert!(installed, "{} never installed {by_fact}", newcomer.id);
+        assert!(out.contains(&installed), "{out}");
         assert!(newcomer.lines("installed.txt").contains(&by_fact));
         for i in 0..3 {
             wait_status(c, i, &by_fact, "installed on the newcomer", |v| {
@@ -466,6 +473,7 @@ async fn failures_halt_the_rollout_and_abort_uninstalls() {
             ],
         )?)?;
         assert_eq!(state, "running");
+        settle(c, &ALL).await?;
         let v = status(c, 1, &id)?;
         for a in &site.agents {
             let listed = v["clients"]
@@ -483,6 +491,7 @@ async fn failures_halt_the_rollout_and_abort_uninstalls() {
         let outs = sync_each(fleet, &by_phase[0])?;
         assert_eq!(reported(&outs, &id, "failed"), ids(&failing), "{outs:?}");
         let v = wait_status(c, 2, &id, "halted", |v| v["state"] == "halted").await?;
+        settle(c, &ALL).await?;
         assert_eq!(v["phase"], 1, "{v}");
         let reason = v["reason"].as_str().unwrap_or_default();
         for a in &failing {
@@ -516,6 +525,7 @@ async fn failures_halt_the_rollout_and_abort_uninstalls() {
             1,
             &["deployment", "resume", &id, "--reason", "the two are known"],
         )?;
+        settle(c, &ALL).await?;
         let deadline = Instant::now() + Duration::from_secs(90);
         let healthy: Vec<&Agent> = site
             .agents
@@ -548,6 +558,7 @@ async fn failures_halt_the_rollout_and_abort_uninstalls() {
                 .await?;
                 continue;
             }
+            settle(c, &ALL).await?;
             let outs = sync_each(fleet, &pending)?;
             assert!(reported(&outs, &id, "failed").is_empty(), "{outs:?}");
         }
@@ -603,6 +614,7 @@ async fn failures_halt_the_rollout_and_abort_uninstalls() {
             ],
         )?;
         wait_status(c, 0, &id, "aborted", |v| v["state"] == "aborted").await?;
+        settle(c, &ALL).await?;
         let all: Vec<&Agent> = site.agents.iter().collect();
         let outs = sync_each(fleet, &all)?;
         assert_eq!(reported(&outs, &id, "removed"), ids(&healthy), "{outs:?}");
@@ -676,6 +688,7 @@ async fn windows_decide_when_clients_install() {
             ],
         )?)?;
         assert_eq!(state, "running");
+        settle(c, &ALL).await?;
         for _ in 0..2 {
             let outs = sync_each(fleet, &all)?;
             assert!(
@@ -713,6 +726,7 @@ async fn windows_decide_when_clients_install() {
                 "now",
             ],
         )?)?;
+        settle(c, &ALL).await?;
         let outs = sync_each(fleet, &all)?;
         assert_eq!(
             reported(&outs, &now_id, "installed"),
@@ -801,6 +815,7 @@ async fn a_large_deployment_waits_for_a_second_admin() {
         assert!(ok, "{err}");
         let (id, state) = created(&out)?;
         assert_eq!((id.as_str(), state.as_str()), ("big", "waiting-approval"));
+        settle(c, &ALL).await?;
         let outs = sync_each(fleet, &all)?;
         assert!(
             outs.iter().all(|(_, o)| !o.contains("deployment big")),
@@ -834,6 +849,7 @@ async fn a_large_deployment_waits_for_a_second_admin() {
         )?;
         assert!(ok, "{err}");
         let v = wait_status(c, 0, &id, "running", |v| v["state"] == "running").await?;
+        settle(c, &ALL).await?;
         assert_eq!(
             v["approved_by"].as_str().map(|b| b.contains("bob")),
             Some(true),

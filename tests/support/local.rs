@@ -109,6 +109,27 @@ pub fn enroll_agent(
         .with_context(|| format!("no client id after enroll: {out}"))
 }
 
+/// Waits until every node of `nodes` has applied everything any of them has applied now
+/// (the highest applied index among them; a write acknowledged to a client was applied by
+/// the leader): what was written is then what any of them reads and serves, e.g. to an
+/// agent syncing with it.
+pub async fn settle(c: &LocalCluster, nodes: &[usize]) -> Result<()> {
+    let mut index = 0;
+    for &i in nodes {
+        index = index.max(c.status(i).await?.applied_index);
+    }
+    for &i in nodes {
+        c.wait_for(
+            i,
+            Duration::from_secs(30),
+            &format!("applied index {index}"),
+            |s| s.applied_index >= index,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The cluster CA's certificate (PEM) from the first node's data directory.
 pub fn ca_pem(c: &LocalCluster) -> String {
     std::fs::read_to_string(c.nodes[0].dir.join("ca.crt")).expect("ca.crt")
