@@ -1,7 +1,7 @@
 //! The leader's rollout steps. A task on every node; while the node is the Raft leader, once
 //! a second it reads the rollouts that may move on their own (`rollouts_active`: scheduled or
-//! running), each one's status at this moment (`rollout_status`), and asks the pure
-//! `outpost_storage::rollout::next_step` what to do: `Start` a scheduled rollout whose start
+//! running) and, for each, what the pure `outpost_storage::rollout::next_step` decides from
+//! its counts at this moment (`Reader::rollout_next_step`): `Start` a scheduled rollout whose start
 //! time came, `OpenPhase` the next phase once the current one has soaked (time inside its
 //! windows, in the site's time zone, config `site.timezone`, read as the agents' assignments
 //! read it) within the brake, `Finish` when every targeted client of the last phase
@@ -17,7 +17,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_storage::rollout::next_step;
 use outpost_storage::{Command, RolloutStep};
 
 use crate::api::{AppState, Caller};
@@ -40,34 +39,25 @@ pub async fn drive(st: Arc<AppState>) {
     }
 }
 
-/// One tick of the leader: read, decide, propose each step once.
+/// One tick of the leader: read, decide, propose each step once. The decision is
+/// `Reader::rollout_next_step` (the counts `next_step` needs, without the per-client list a
+/// status view builds), on a blocking thread.
 async fn once(st: &AppState) -> Result<(), String> {
     let now_ms = outpost_raft::now_ms();
-    let (tz, active) = st
+    let steps = st
         .read(move |r| {
-            let ids = r.rollouts_active()?;
-            if ids.is_empty() {
-                return Ok((None, Vec::new()));
-            }
-            // As the reader evaluates windows for the agents (an unknown name reads as UTC).
-            let tz = Some(r.site_timezone()?);
-            let mut active = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(s) = r.rollout_status(&id, now_ms)? {
-                    active.push((s.rollout, s.progress));
+            let mut steps = Vec::new();
+            for id in r.rollouts_active()? {
+                if let Some((step, reason)) = r.rollout_next_step(&id, now_ms)? {
+                    steps.push((id, step, reason));
                 }
             }
-            Ok((tz, active))
+            Ok(steps)
         })
         .await
         .map_err(|e| e.message().to_string())?;
-    let Some(tz) = tz else {
-        return Ok(());
-    };
-    for (rollout, progress) in &active {
-        if let Some((step, reason)) = next_step(rollout, progress, &tz, now_ms) {
-            propose(st, &rollout.deployment_id, step, reason).await;
-        }
+    for (id, step, reason) in steps {
+        propose(st, &id, step, reason).await;
     }
     Ok(())
 }

@@ -467,6 +467,13 @@ async fn the_brake_halts_resume_moves_on_and_abort_uninstalls() -> anyhow::Resul
     );
     let not_installed = refused(&apply(&store, t + 60_031, removal(&first[0], true)).await?);
     assert!(not_installed.is_some_and(|(_, m)| m.contains("has not installed")));
+    // A failed removal stays listed (the agent bounds its retries); a success ends it.
+    ok(&store, t + 60_031, removal(&first[2], false)).await?;
+    assert_eq!(
+        r.removals(&first[2])?.len(),
+        1,
+        "remove-failed is tried again"
+    );
     ok(&store, t + 60_032, removal(&first[2], true)).await?;
     assert!(r.removals(&first[2])?.is_empty());
     let status = r

@@ -199,7 +199,8 @@ impl Reader {
     }
 
     /// Deployments `client_id` must remove: aborted with `--uninstall`, installed there, and
-    /// no removal result yet. Oldest first.
+    /// not removed yet (a `remove-failed` stays listed: the agent bounds its own retries, as
+    /// it does installs). Oldest first.
     pub fn removals(&self, client_id: &str) -> Result<Vec<DeploymentRecord>, StorageError> {
         self.with(|c| {
             Ok(all(
@@ -210,7 +211,7 @@ impl Reader {
                        AND x.status = 'installed'
                        AND NOT EXISTS (SELECT 1 FROM deployment_removals m
                                        WHERE m.deployment_id = r.deployment_id
-                                         AND m.client_id = ?1))
+                                         AND m.client_id = ?1 AND m.ok = 1))
                  ORDER BY seq",
                 [client_id],
             )?)
