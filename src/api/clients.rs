@@ -253,6 +253,7 @@ pub async fn agent_sync(
             ))
         })
         .await?;
+    let assignments = current_assignments(&st, &client.id, assignments, now).await?;
     mark_seen(&st, client.id);
     Ok(Json(AgentSync {
         config,
@@ -273,6 +274,34 @@ pub async fn agent_config(
     .await?;
     mark_seen(&st, client.id);
     Ok(Json(config))
+}
+
+/// Longest a sync waits to confirm that this node's state is current before it hands out
+/// an install.
+const CURRENT_WITHIN: Duration = Duration::from_secs(2);
+
+/// What `client` may install now, as of every write committed before this request: an
+/// assignment read here on a follower a moment behind the leader could be one that a halt,
+/// a pause or an abort has already stopped. So when the local read found anything to
+/// install, the node confirms with the leader that it has applied every committed write
+/// (a read index) and reads again; if it cannot (no leader, a partition), it hands out
+/// nothing this time rather than something that may have been stopped. An empty local read
+/// costs no round trip: a deployment seen one sync late starts one sync late.
+pub(crate) async fn current_assignments(
+    st: &AppState,
+    client: &str,
+    local: Vec<outpost_storage::Assignment>,
+    now_ms: i64,
+) -> Result<Vec<outpost_storage::Assignment>, ApiError> {
+    if local.is_empty() {
+        return Ok(local);
+    }
+    if let Err(e) = st.node.linearizable_barrier(CURRENT_WITHIN).await {
+        tracing::debug!(client, error = %e, "assignments held back: this node may lag the leader");
+        return Ok(Vec::new());
+    }
+    let id = client.to_string();
+    Ok(st.read(move |r| r.assignments(&id, now_ms)).await?)
 }
 
 /// Notes that client `id` synced now; `flush_last_seen` commits what was noted.

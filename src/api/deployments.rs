@@ -306,10 +306,11 @@ pub async fn assignments(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Vec<wire::Assignment>> {
     let now = outpost_raft::now_ms();
-    let (_, list) = authorized_read(&st, &caller, move |r, client| {
+    let (client, list) = authorized_read(&st, &caller, move |r, client| {
         r.assignments(&client.id, now)
     })
     .await?;
+    let list = crate::api::clients::current_assignments(&st, &client.id, list, now).await?;
     Ok(Json(wire_list(list)))
 }
 
