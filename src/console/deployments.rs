@@ -20,6 +20,10 @@ use crate::console::{Console, Operator, PAGE, ago, when};
 use crate::shared::client::urlencode;
 use outpost_storage::APPROVAL_ABOVE_KEY;
 
+/// A deployment's kind when it is an agent release (the bundles' payload kind, which the
+/// console's room does not import).
+const RELEASE_KIND: &str = "outpost-release";
+
 /// Client ids the preview lists per phase (and unseen); the rest are counted.
 const PREVIEW_IDS: usize = 500;
 
@@ -543,6 +547,7 @@ pub async fn abort_confirm(
                 st.deployment.artifact, st.deployment.version
             ),
             installed: n_clients(st.phases.iter().map(|p| p.installed).sum()),
+            release: st.deployment.kind == RELEASE_KIND,
             id,
         }),
         Ok(None) => not_found(&con, &format!("deployment {id}")),
