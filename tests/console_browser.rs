@@ -834,6 +834,15 @@ async fn four_eyes(c: &LocalCluster, b: &Client, shots: &Path, approval: &Path) 
     b.goto(&url(c, 0, "/")).await?;
     wait_text(b, "Deployment d-all waits for approval").await?;
     shot(b, shots, "24-overview-approval").await?;
+    b.goto(&url(c, 0, "/deployments")).await?;
+    let text = wait_text(b, "d-all").await?;
+    assert!(
+        text.contains("waiting-approval")
+            && text.contains("aborted")
+            && text.contains("--label line2"),
+        "{text}"
+    );
+    shot(b, shots, "25-deployments").await?;
     Ok(())
 }
 

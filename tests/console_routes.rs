@@ -681,6 +681,16 @@ async fn rollout_actions_csrf_preview_and_four_eyes() {
             "{}",
             a.body
         );
+        // An artifact no bundle holds: refused at the preview.
+        let a = n
+            .post(
+                "/deployments",
+                &h,
+                &format!("csrf={token}&step=preview&artifact=toool&groups=lab"),
+            )
+            .await?;
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(a.body.contains("no imported bundle holds toool"), "{}", a.body);
         // A bad field (no step: a preview): the form again with the refusal and what was typed.
         let a = n
             .post(

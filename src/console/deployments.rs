@@ -20,6 +20,10 @@ use crate::console::{Console, Operator, PAGE, ago, when};
 use crate::shared::client::urlencode;
 use outpost_storage::APPROVAL_ABOVE_KEY;
 
+/// A deployment's kind when it is an agent release (the bundles' payload kind, which the
+/// console's room does not import).
+const RELEASE_KIND: &str = "outpost-release";
+
 /// Client ids the preview lists per phase (and unseen); the rest are counted.
 const PREVIEW_IDS: usize = 500;
 
@@ -136,15 +140,25 @@ pub async fn preview(con: &Console, op: &Operator, mut form: RolloutForm) -> Res
     let read = con
         .app
         .read(move |r| {
+            // An artifact no imported bundle holds is refused here, not at the confirm.
+            let known = r.deployable_kind(&r2.artifact, r2.version)?.is_some();
             let checked = crate::api::deployments::rollout_command(r, &r2, now).map(|_| ());
             let plan = checked.and_then(|()| crate::api::deployments::plan(r, &p2, now));
             let above = r.config_get(&Scope::Global, APPROVAL_ABOVE_KEY)?;
-            Ok((plan, above))
+            Ok((known, plan, above))
         })
         .await;
     let (plan, above) = match read {
-        Ok((Ok(plan), above)) => (plan, above.map(|e| e.value)),
-        Ok((Err(e), _)) => return refused(con, op, &form, e.message().to_owned()).await,
+        Ok((false, _, _)) => {
+            let what = match req.version {
+                Some(v) => format!("{} version {v}", req.artifact),
+                None => req.artifact.clone(),
+            };
+            let e = format!("artifact: no imported bundle holds {what}");
+            return refused(con, op, &form, e).await;
+        }
+        Ok((true, Ok(plan), above)) => (plan, above.map(|e| e.value)),
+        Ok((true, Err(e), _)) => return refused(con, op, &form, e.message().to_owned()).await,
         Err(e) => return failed(con, Some(op), e),
     };
     let all = req
@@ -543,6 +557,7 @@ pub async fn abort_confirm(
                 st.deployment.artifact, st.deployment.version
             ),
             installed: n_clients(st.phases.iter().map(|p| p.installed).sum()),
+            release: st.deployment.kind == RELEASE_KIND,
             id,
         }),
         Ok(None) => not_found(&con, &format!("deployment {id}")),

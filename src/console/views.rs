@@ -446,6 +446,8 @@ pub struct AbortConfirm {
     pub artifact: String,
     /// "3 clients" that installed it.
     pub installed: String,
+    /// An agent release: never uninstalled (deploy the previous release instead).
+    pub release: bool,
 }
 
 pub struct AuditRow {
