@@ -338,10 +338,15 @@ async fn walk(
     let synced = run_ok(c, &["agent", "sync", "--once", "--state-dir", &agent_s])?;
     println!("agent sync: {}", synced.trim());
     let deadline = Instant::now() + T;
-    while !c
-        .cli(0, &["deployment", "status", &deployment])?
-        .contains("failed")
-    {
+    // The JSON's results, not the text: every phase line of the text says "N failed".
+    let failed = |out: &str| -> bool {
+        serde_json::from_str::<serde_json::Value>(out).is_ok_and(|v| {
+            v["results"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["status"] == "failed"))
+        })
+    };
+    while !failed(&c.cli(0, &["deployment", "status", &deployment, "--json"])?) {
         if Instant::now() > deadline {
             bail!("the failed result never reached node 1");
         }

@@ -39,12 +39,11 @@ const INSTALL: &str = "if [ -e fail-install ]; then echo \"fail-install marker i
 /// The remove handler: records that it ran in `removed.txt`.
 const REMOVE: &str = "echo \"removed $OUTPOST_DEPLOYMENT\" >> removed.txt";
 
-/// The brake test's soak. The leader opens phase k+1 once phase k has soaked this long,
-/// whether or not phase k's clients have reported (storage's `next_step`): with `0s` it
-/// would open phase 2 within a second of `create`, before phase 1's agents sync. 20 s keeps
-/// phase 2 closed while phase 1's few agents sync (about a second), and after `resume` each
-/// later phase opens 20 s after the one before.
-const SOAK: &str = "20s";
+/// The brake test's soak: none. The leader opens phase k+1 only once every client of the
+/// open phases that synced within a day has reported a result (storage's `next_step`), so
+/// even without a soak phase 2 stays closed until phase 1's agents have synced, and the
+/// brake sees their failures first.
+const SOAK: &str = "0s";
 
 /// A TOML basic string holding `v`.
 fn toml_string(v: &str) -> String {
@@ -550,7 +549,7 @@ async fn failures_halt_the_rollout_and_abort_uninstalls() {
                 bail!("after resume, {left} healthy clients not installed: {v}");
             }
             if pending.is_empty() {
-                // The leader opens the next phase once this one has soaked (SOAK).
+                // The leader opens the next phase once this one's clients all reported.
                 let phase = v["phase"].as_u64().unwrap_or(0);
                 wait_status(c, 0, &id, "in a later phase", |v| {
                     v["phase"].as_u64().unwrap_or(0) > phase || v["state"] != "running"

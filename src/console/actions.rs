@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use outpost_storage::{Command, HANDLER_KEY_PREFIX, RolloutStep};
+use outpost_storage::{Command, HANDLER_KEY_PREFIX, RolloutStep, signed_only_key};
 use serde::Deserialize;
 
 use crate::console::deployments;
@@ -93,13 +93,18 @@ async fn config_change(
     if let Err(e) = checked {
         return message(con, StatusCode::BAD_REQUEST, "Not changed", e.message());
     }
-    if form.key.starts_with(HANDLER_KEY_PREFIX) {
+    if signed_only_key(&form.key) {
+        let why = if form.key.starts_with(HANDLER_KEY_PREFIX) {
+            "runs code on clients"
+        } else {
+            "is a site policy"
+        };
         return message(
             con,
             StatusCode::FORBIDDEN,
             "Not changed",
             &format!(
-                "{} runs code on clients: it is set only by a config payload of a signed bundle.",
+                "{} {why}: it is set only by a config payload of a signed bundle.",
                 form.key
             ),
         );

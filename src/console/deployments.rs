@@ -19,6 +19,7 @@ use crate::console::views::*;
 use crate::console::{Console, Operator, PAGE, ago, when};
 use crate::shared::client::urlencode;
 use outpost_storage::APPROVAL_ABOVE_KEY;
+use outpost_storage::rollout::ApprovalRule;
 
 /// A deployment's kind when it is an agent release (the bundles' payload kind, which the
 /// console's room does not import).
@@ -204,26 +205,25 @@ pub async fn refused(con: &Console, op: &Operator, form: &RolloutForm, e: String
     list_page(con, op, refill(form, e), StatusCode::BAD_REQUEST).await
 }
 
-/// Why a deployment will wait for a second person (the rule `CreateRollout` applies:
-/// `above` set and the target names all or more clients than it; a value that is not a
-/// count asks for approval always), or empty when it will not.
+/// Why a deployment will wait for a second person (the rule `CreateRollout` applies,
+/// `outpost_storage::rollout::ApprovalRule`), or empty when it will not.
 pub fn approval_needed(above: Option<&str>, all: bool, count: u64) -> String {
-    let Some(text) = above else {
-        return String::new();
-    };
     let wait = "it waits until someone other than you approves it";
-    match text.trim().parse::<u64>() {
-        Err(_) => format!(
-            "needed: {APPROVAL_ABOVE_KEY} is {}, not a count, so every deployment waits; {wait}",
-            crate::shared::text::shown(text)
-        ),
-        Ok(n) if all => {
+    let rule = ApprovalRule::of(above);
+    if !rule.needed(all, || count) {
+        return String::new();
+    }
+    match rule {
+        ApprovalRule::Above(n) if all => {
             format!("needed: it targets all clients and {APPROVAL_ABOVE_KEY} is {n}; {wait}")
         }
-        Ok(n) if count > n => {
+        ApprovalRule::Above(n) => {
             format!("needed: {count} clients is more than {APPROVAL_ABOVE_KEY} = {n}; {wait}")
         }
-        Ok(_) => String::new(),
+        _ => format!(
+            "needed: {APPROVAL_ABOVE_KEY} is {}, not a count, so every deployment waits; {wait}",
+            crate::shared::text::shown(above.unwrap_or(""))
+        ),
     }
 }
 

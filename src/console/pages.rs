@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use outpost_storage::{AuditCheck, HANDLER_KEY_PREFIX, Scope};
+use outpost_storage::{AuditCheck, Scope};
 use serde::Deserialize;
 
 use crate::console::session::{failed, message};
@@ -350,7 +350,7 @@ pub async fn config(
                 version: e.version,
                 updated: ago(e.updated_at_ms, now),
                 by: e.updated_by.clone(),
-                handler: e.key.starts_with(HANDLER_KEY_PREFIX),
+                handler: outpost_storage::signed_only_key(&e.key),
             })
             .collect(),
         scope: shown,

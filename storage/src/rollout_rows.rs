@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::model::{
     DeploymentRecord, FailureLimit, Progress, RolloutRecord, RolloutState, Selector,
 };
-use crate::rollout::{Target, phase_of};
+use crate::rollout::{Target, phase_of, seen};
 use crate::rows::{FromRow, corrupt, json, one, u64_col};
 
 /// A client that is not revoked, as a selector sees it.
@@ -171,34 +171,37 @@ pub(crate) fn progress(
     rollout: &RolloutRecord,
     targeted: &[Candidate],
     results: &HashMap<String, (String, String, i64)>,
+    now_ms: i64,
 ) -> Progress {
-    let phased = targeted.iter().map(|c| {
-        (
-            c.id.as_str(),
-            phase_of(&rollout.deployment_id, &c.id, &rollout.phases),
-        )
-    });
-    progress_of(rollout, phased, results)
+    let phased = targeted
+        .iter()
+        .map(|c| (c, phase_of(&rollout.deployment_id, &c.id, &rollout.phases)));
+    progress_of(rollout, phased, results, now_ms)
 }
 
-/// `progress` over targeted clients whose phases (0-based) the caller already has.
+/// `progress` over targeted clients whose phases (0-based) the caller already has; `now_ms`
+/// tells which clients count as seen (`rollout::seen`).
 pub(crate) fn progress_of<'a>(
     rollout: &RolloutRecord,
-    targeted: impl Iterator<Item = (&'a str, usize)>,
+    targeted: impl Iterator<Item = (&'a Candidate, usize)>,
     results: &HashMap<String, (String, String, i64)>,
+    now_ms: i64,
 ) -> Progress {
     let mut p = Progress {
         failures: results.values().filter(|(s, _, _)| s == "failed").count() as u64,
         ..Progress::default()
     };
-    for (id, phase) in targeted {
+    for (c, phase) in targeted {
         let open = phase as u64 <= u64::from(rollout.phase);
-        let installed = results.get(id).is_some_and(|(s, _, _)| s == "installed");
+        let installed = results.get(&c.id).is_some_and(|(s, _, _)| s == "installed");
         p.targeted += 1;
         p.installed += u64::from(installed);
         if open {
             p.targeted_in_open_phases += 1;
             p.installed_in_open_phases += u64::from(installed);
+            let awaited =
+                !results.contains_key(&c.id) && seen(c.last_seen, c.enrolled_at_ms, now_ms);
+            p.awaited_in_open_phases += u64::from(awaited);
         }
     }
     p

@@ -13,7 +13,7 @@ use crate::model::{
     APPROVAL_ABOVE_KEY, Envelope, RejectCode, Response, RolloutRecord, RolloutSpec, RolloutState,
     RolloutStep,
 };
-use crate::rollout::{Windows, check_phases, same_person, step_target};
+use crate::rollout::{ApprovalRule, Windows, check_phases, same_person, step_target};
 use crate::rollout_rows::{
     allowed_failures, failed_clients, global_config, load_rollout, store_rollout, targeted,
 };
@@ -159,17 +159,15 @@ pub(super) fn create_rollout(
     Ok(Response::Done)
 }
 
-/// The four-eyes policy: `deploy.approval_above = N` set, and the selector names `all` or
-/// targets more than N clients now. A value that is not a count asks for approval always
-/// (a typo must not switch the second person off).
+/// The four-eyes policy (`rollout::ApprovalRule`): `deploy.approval_above = N` set, and the
+/// selector names `all` or targets more than N clients now.
 fn needs_approval(conn: &Connection, r: &RolloutRecord) -> Result<bool, Fail> {
-    let Some(above) = global_config(conn, APPROVAL_ABOVE_KEY)? else {
-        return Ok(false);
-    };
-    let Ok(above) = above.trim().parse::<u64>() else {
-        return Ok(true);
-    };
-    Ok(r.selector.names_all() || targeted(conn, &r.selector)?.len() as u64 > above)
+    let rule = ApprovalRule::of(global_config(conn, APPROVAL_ABOVE_KEY)?.as_deref());
+    let mut count = None;
+    if matches!(rule, ApprovalRule::Above(_)) && !r.selector.names_all() {
+        count = Some(targeted(conn, &r.selector)?.len() as u64);
+    }
+    Ok(rule.needed(r.selector.names_all(), || count.unwrap_or(0)))
 }
 
 pub(super) fn rollout_step(

@@ -147,6 +147,9 @@ pub struct Progress {
     pub failures: u64,
     pub targeted_in_open_phases: u64,
     pub installed_in_open_phases: u64,
+    /// Targeted clients of the open phases, seen within a day, with no result yet: the next
+    /// phase waits for them (a machine silent for longer does not hold the rollout).
+    pub awaited_in_open_phases: u64,
     pub targeted: u64,
     pub installed: u64,
 }

@@ -104,8 +104,8 @@ impl Reader {
             let mut targeted_phases = Vec::with_capacity(targeted_count);
             for (i, client) in ids.into_iter().enumerate() {
                 let k = phase_of(id, client, &rollout.phases);
-                if i < targeted_count {
-                    targeted_phases.push((client, k));
+                if let Some(t) = targets.get(i).filter(|_| i < targeted_count) {
+                    targeted_phases.push((t, k));
                 }
                 let (status, detail, at_ms) = match (removals.get(client), results.get(client)) {
                     (Some((ok, detail, at)), _) => {
@@ -151,7 +151,7 @@ impl Reader {
                     at_ms,
                 });
             }
-            let progress = progress_of(&rollout, targeted_phases.into_iter(), &results);
+            let progress = progress_of(&rollout, targeted_phases.into_iter(), &results, now_ms);
             Ok(Some(RolloutStatus {
                 deployment,
                 rollout,
@@ -193,7 +193,7 @@ impl Reader {
                 return Ok(None);
             }
             let targets = targeted(c, &rollout.selector)?;
-            let progress = progress(&rollout, &targets, &results_of(c, id)?);
+            let progress = progress(&rollout, &targets, &results_of(c, id)?, now_ms);
             Ok(next_step(&rollout, &progress, &site_tz(c)?, now_ms))
         })
     }

@@ -21,6 +21,40 @@ pub use selector::{MAX_SELECTOR_TERMS, Target, fact_matches};
 pub use steps::{next_step, same_person, step_target};
 pub use windows::{MAX_WINDOW_BYTES, MAX_WINDOWS, Windows, site_timezone};
 
+/// The four-eyes policy as `deploy.approval_above` sets it (read by `apply` at
+/// `CreateRollout` and by the console's preview, so both say the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalRule {
+    /// The key is not set: no deployment waits.
+    Off,
+    /// The value is not a count: every rollout waits (a typo must not switch the second
+    /// person off).
+    Always,
+    /// A rollout to `all`, or to more than this many clients, waits.
+    Above(u64),
+}
+
+impl ApprovalRule {
+    /// The rule a `deploy.approval_above` value (None: unset) makes.
+    pub fn of(value: Option<&str>) -> ApprovalRule {
+        match value.map(|v| v.trim().parse::<u64>()) {
+            None => ApprovalRule::Off,
+            Some(Err(_)) => ApprovalRule::Always,
+            Some(Ok(n)) => ApprovalRule::Above(n),
+        }
+    }
+
+    /// Whether a rollout that names `all` (or not) and reaches `count()` clients waits for
+    /// approval; `count` is asked only when the answer depends on it.
+    pub fn needed(self, names_all: bool, count: impl FnOnce() -> u64) -> bool {
+        match self {
+            ApprovalRule::Off => false,
+            ApprovalRule::Always => true,
+            ApprovalRule::Above(n) => names_all || count() > n,
+        }
+    }
+}
+
 /// How long a client may stay silent and still count as seen (`plan`'s `unseen`).
 pub const SEEN_WITHIN_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -49,6 +83,26 @@ pub fn human_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approval_rules() {
+        // (value, names all, count, waits)
+        let cases = [
+            (None, true, 100, false),
+            (Some("5"), false, 5, false),
+            (Some(" 5 "), false, 6, true),
+            (Some("50"), true, 2, true),
+            (Some("five"), false, 0, true),
+            (Some(""), false, 0, true),
+        ];
+        for (value, all, count, want) in cases {
+            assert_eq!(
+                ApprovalRule::of(value).needed(all, || count),
+                want,
+                "{value:?}"
+            );
+        }
+    }
 
     #[test]
     fn seen_and_durations() {

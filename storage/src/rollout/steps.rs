@@ -60,7 +60,9 @@ pub fn same_person(a: &str, b: &str) -> bool {
 
 /// What the leader proposes for `rollout` at `now_ms`, with the reason for the audit row:
 /// `Start` when a scheduled one is due; `OpenPhase` when the current phase soaked (time inside
-/// windows since it opened) and its failures are within the brake; `Finish` when the last
+/// windows since it opened), every client of the open phases seen within a day reported a
+/// result (so the brake has seen them: a soak that ends before the machines synced opens
+/// nothing) and the failures are within the brake; `Finish` when the last
 /// phase is open and every targeted client installed it. None: nothing to do now.
 pub fn next_step(
     rollout: &RolloutRecord,
@@ -80,6 +82,9 @@ pub fn next_step(
             }
             let next = rollout.phase.checked_add(1)?;
             if (next as usize) < rollout.phases.len() {
+                if progress.awaited_in_open_phases > 0 {
+                    return None;
+                }
                 let windows = Windows::parse(&rollout.windows).ok()?;
                 let soaked = windows.open_ms_between(tz, rollout.phase_opened_at_ms, now_ms);
                 let soaked = u64::try_from(soaked).unwrap_or(0);
@@ -207,8 +212,13 @@ mod tests {
             failures,
             targeted_in_open_phases: targeted,
             installed_in_open_phases: installed,
+            awaited_in_open_phases: 0,
             targeted,
             installed,
+        };
+        let awaiting = |n| Progress {
+            awaited_in_open_phases: n,
+            ..progress(0, 2, 1)
         };
         let mut scheduled = record(RolloutState::Scheduled, 0);
         scheduled.start_at_ms = Some(1000);
@@ -239,6 +249,13 @@ mod tests {
                 progress(1, 2, 0),
                 30 * min,
                 Some(RolloutStep::OpenPhase(1)),
+            ),
+            // Soaked, but a client of the open phase that syncs has not reported yet.
+            (
+                record(RolloutState::Running, 0),
+                awaiting(1),
+                60 * min,
+                None,
             ),
             // Over the brake: nothing (apply halts it on the report).
             (
