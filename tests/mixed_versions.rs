@@ -19,7 +19,7 @@ mod support;
 use support::agents::{Agent, Fleet};
 use support::{exe, local::keygen, local::settle, local::trusting, or_dump, run_ok, s, serial};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -80,9 +80,9 @@ fn every_peer_agrees(v: &Value) -> bool {
 }
 
 /// Restarts node `i` on `bin` and waits until it answers.
-async fn restart_on(c: &mut LocalCluster, i: usize, bin: &PathBuf) -> Result<()> {
+async fn restart_on(c: &mut LocalCluster, i: usize, bin: &Path) -> Result<()> {
     c.stop(i, Duration::from_secs(20))?;
-    c.exe = bin.clone();
+    c.exe = bin.to_path_buf();
     c.serve(i).await
 }
 

@@ -327,7 +327,7 @@ async fn labels_and_facts_choose_the_clients() {
         assert_eq!(plan["count"], 1, "{plan}");
         assert_eq!(
             strings(&plan["phases"][0]["clients"]),
-            [holder.id.clone()],
+            std::slice::from_ref(&holder.id),
             "{plan}"
         );
 
@@ -745,7 +745,7 @@ async fn windows_decide_when_clients_install() {
             "{outs:?}"
         );
         for a in &all {
-            assert_eq!(a.lines("installed.txt"), [now_id.clone()]);
+            assert_eq!(a.lines("installed.txt"), std::slice::from_ref(&now_id));
         }
         Ok::<_, anyhow::Error>(())
     }
