@@ -78,13 +78,13 @@ pub fn fact_term(s: &str) -> Result<(String, String), ApiError> {
     }
 }
 
+/// A selector's groups (with the older single `--group` joined) and its facts split.
+pub type SelectorTerms = (Vec<String>, Vec<(String, String)>);
+
 /// Every list of a selector within its cap, every name a valid name, every fact a
 /// `PATH=VALUE`; `group` (the older single `--group`) joins the groups. Returns the facts
 /// split. Says nothing of an empty selector: storage's `Selector::check` does.
-pub fn selector_terms(
-    args: &SelectorArgs,
-    group: &str,
-) -> Result<(Vec<String>, Vec<(String, String)>), ApiError> {
+pub fn selector_terms(args: &SelectorArgs, group: &str) -> Result<SelectorTerms, ApiError> {
     let mut groups = args.groups.clone();
     if !group.is_empty() && !groups.iter().any(|g| g == group) {
         groups.push(group.to_string());

@@ -12,7 +12,7 @@
 //! it again and requires the same JSON. When a field is ADDED:
 //! 1. it is `#[serde(default)]` (an older node does not send it, an older agent ignores it);
 //! 2. the release captures a new fixture directory for its own version
-//!    (`tests/fixtures/wire/0.1.0/capture/` has the scripts and its README the steps) and
+//!    (`tests/fixtures/wire/capture/` has the scripts, `0.1.0/README.md` the steps) and
 //!    appends the version to `VERSIONS` in `tests/wire_compat.rs`;
 //! 3. the field goes in `ADDED` there (first version, fixture, path): the older fixtures stay
 //!    as they are and may encode back with that field more, and with nothing else different.

@@ -407,6 +407,12 @@ async fn the_brake_halts_resume_moves_on_and_abort_uninstalls() -> anyhow::Resul
         (RolloutState::Running, 2, t + 10)
     );
     assert_eq!(r.assignments(&first[2], t + 10)?.len(), 1);
+    // Soaked or not, the next phase waits until every client of phase 1 has a result.
+    assert_eq!(r.rollout_next_step(&id, t + 60_010)?, None);
+    for (i, c) in first[2..].iter().enumerate() {
+        let at = t + 20 + i as i64;
+        ok(&store, at, report(&id, c, DeploymentStatus::Installed)).await?;
+    }
     assert_eq!(r.rollout_next_step(&id, t + 60_009)?, None);
     let next = r.rollout_next_step(&id, t + 60_010)?;
     assert_eq!(next.as_ref().map(|n| n.0), Some(RolloutStep::OpenPhase(1)));
