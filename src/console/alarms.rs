@@ -337,7 +337,7 @@ mod tests {
             certs: &certs,
             stopped_roll: Some(("outpost-2", "stalled")),
             deployments: &deployments,
-            rollouts: &[("d9".into(), RolloutState::Halted, "1 failures > 0".into())],
+            rollouts: &[("d9".into(), RolloutState::Halted, "1 failure > 0".into())],
             now_ms: NOW,
         });
         let starts: Vec<&str> = got

@@ -835,3 +835,65 @@ async fn plain_deployments_keep_their_behaviour() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn release_rollouts_use_the_same_phases_and_brake() -> anyhow::Result<()> {
+    let (_dir, store, clients) = site().await?;
+    let phases = [50u8, 100];
+    let (id, first) = id_with_first_phase(&clients, &phases, 1);
+    let later: Vec<&String> = clients
+        .iter()
+        .filter(|c| phase_of(&id, c, &phases) > 0)
+        .collect();
+    let t = MONDAY + 1000;
+    let r = store.reader();
+    let mut s = spec(&id, group("lab"), &phases, FailureLimit::Count(0));
+    s.kind = "outpost-release".into();
+    s.name = "outpost".into();
+    ok(&store, t, Command::CreateRollout(Box::new(s))).await?;
+    let d = r
+        .deployment(&id)?
+        .ok_or_else(|| anyhow::anyhow!("no deployment"))?;
+    assert_eq!(d.kind, "outpost-release");
+    // Phase 1 alone is asked to replace its agent.
+    assert_eq!(r.assignments(&first[0], t)?.len(), 1);
+    assert!(r.assignments(later[0], t)?.is_empty());
+    // One failed self-upgrade is over a brake of 0: halted, nothing more handed out.
+    let halted = ok(
+        &store,
+        t + 1,
+        report(&id, &first[0], DeploymentStatus::Failed),
+    )
+    .await?;
+    assert!(
+        matches!(&halted, Response::Halted { reason } if reason.contains(first[0].as_str())),
+        "{halted:?}"
+    );
+    assert!(
+        first
+            .iter()
+            .all(|c| r.assignments(c, t + 2).is_ok_and(|a| a.is_empty()))
+    );
+    assert_eq!(r.rollout_next_step(&id, t + 60_000)?, None);
+    // The way back for a release is another release: abort without --uninstall only.
+    let got = refused(
+        &apply(
+            &store,
+            t + 3,
+            step(&id, RolloutStep::Abort { uninstall: true }),
+        )
+        .await?,
+    );
+    assert!(got.is_some_and(|(_, m)| m.contains("a release cannot be uninstalled")));
+    ok(
+        &store,
+        t + 4,
+        step(&id, RolloutStep::Abort { uninstall: false }),
+    )
+    .await?;
+    assert_eq!(
+        r.rollout(&id)?.map(|x| x.state),
+        Some(RolloutState::Aborted)
+    );
+    Ok(())
+}

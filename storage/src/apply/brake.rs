@@ -65,7 +65,8 @@ pub(super) fn brake(conn: &Connection, mut r: RolloutRecord) -> Result<Response,
         names.push_str(", ...");
     }
     r.state = RolloutState::Halted;
-    r.reason = format!("{over} failures > {} allowed: {names}", r.allowed_failures);
+    let noun = if over == 1 { "failure" } else { "failures" };
+    r.reason = format!("{over} {noun} > {} allowed: {names}", r.allowed_failures);
     store_rollout(conn, &r)?;
     Ok(Response::Halted { reason: r.reason })
 }
