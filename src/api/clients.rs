@@ -283,17 +283,24 @@ const CURRENT_WITHIN: Duration = Duration::from_secs(2);
 /// What `client` may install now, as of every write committed before this request: an
 /// assignment read here on a follower a moment behind the leader could be one that a halt,
 /// a pause or an abort has already stopped. So when the local read found anything to
-/// install, the node confirms with the leader that it has applied every committed write
-/// (a read index) and reads again; if it cannot (no leader, a partition), it hands out
-/// nothing this time rather than something that may have been stopped. An empty local read
-/// costs no round trip: a deployment seen one sync late starts one sync late.
+/// install (an assignment without an `installed` result), the node confirms with the leader
+/// that it has applied every committed write (a read index) and reads again; if it cannot (no
+/// leader, a partition), it hands out nothing this time rather than something that may have
+/// been stopped. A sync with nothing to install (no assignment, or all installed: the common
+/// sync of a settled fleet) costs no round trip; a deployment seen one sync late starts one
+/// sync late.
 pub(crate) async fn current_assignments(
     st: &AppState,
     client: &str,
     local: Vec<outpost_storage::Assignment>,
     now_ms: i64,
 ) -> Result<Vec<outpost_storage::Assignment>, ApiError> {
-    if local.is_empty() {
+    let to_install = local.iter().any(|a| {
+        a.result
+            .as_ref()
+            .is_none_or(|r| r.status != outpost_storage::DeploymentStatus::Installed)
+    });
+    if !to_install {
         return Ok(local);
     }
     if let Err(e) = st.node.linearizable_barrier(CURRENT_WITHIN).await {

@@ -68,6 +68,17 @@ pub(crate) fn matches(
     selector: &Selector,
     c: &Candidate,
 ) -> rusqlite::Result<bool> {
+    matches_with(conn, selector, c, &mut None)
+}
+
+/// `matches` for several selectors over one client: `facts` keeps the client's facts once
+/// read (None: not read yet), so a sync facing many `--where` deployments parses them once.
+pub(crate) fn matches_with(
+    conn: &Connection,
+    selector: &Selector,
+    c: &Candidate,
+    facts: &mut Option<Option<serde_json::Value>>,
+) -> rusqlite::Result<bool> {
     let target = Target {
         id: &c.id,
         groups: &c.groups,
@@ -80,7 +91,10 @@ pub(crate) fn matches(
     if !selector.needs_facts() {
         return Ok(true);
     }
-    Ok(selector.facts_match(facts_of(conn, &c.id)?.as_ref()))
+    if facts.is_none() {
+        *facts = Some(facts_of(conn, &c.id)?);
+    }
+    Ok(selector.facts_match(facts.as_ref().and_then(Option::as_ref)))
 }
 
 /// The clients `selector` targets now, by id.

@@ -11,7 +11,7 @@ use crate::model::{
     RolloutRecord, RolloutState,
 };
 use crate::rollout::{Windows, phase_of};
-use crate::rollout_rows::{Candidate, candidate, matches, targeted as targeted_by};
+use crate::rollout_rows::{Candidate, candidate, matches_with, targeted as targeted_by};
 use crate::rows::{FromRow, all, corrupt, one, u64_col};
 use crate::rules::ALL_CLIENTS;
 
@@ -137,13 +137,14 @@ impl Reader {
                 .collect();
             // Later deployments of the same artifact replace earlier ones.
             let mut latest: BTreeMap<String, (DeploymentRecord, RolloutRecord)> = BTreeMap::new();
+            let mut facts = None;
             for d in all::<DeploymentRecord>(c, "ORDER BY seq", [])? {
                 let r = match rollouts.get(&d.id) {
                     Some(_) if revoked => continue,
                     Some(r) => r.clone(),
                     None => RolloutRecord::plain(&d),
                 };
-                if matches(c, &r.selector, &me)? {
+                if matches_with(c, &r.selector, &me, &mut facts)? {
                     latest.insert(d.artifact.clone(), (d, r));
                 }
             }
