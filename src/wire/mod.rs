@@ -30,6 +30,7 @@
 //! - `audit`: audit records and the chain check.
 //! - `bundles`: bundle import, list and commit; the nodes' rolling upgrade.
 //! - `console`: console sign-in links, operator accounts and sessions.
+//! - `health`: `outpost doctor`'s findings and what one node reports of itself to another.
 
 pub mod audit;
 pub mod bundles;
@@ -38,6 +39,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod deployments;
+pub mod health;
 pub mod inventory;
 pub mod tokens;
 
@@ -48,5 +50,6 @@ pub use cluster::*;
 pub use config::*;
 pub use console::*;
 pub use deployments::*;
+pub use health::*;
 pub use inventory::*;
 pub use tokens::*;
