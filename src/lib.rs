@@ -12,6 +12,10 @@
 //! - `console`: the web console on the API port: sessions and sign-in, pages, actions, alarms.
 //! - `api`: the HTTP API over `outpost_raft::RaftNode`: router, caller, state, errors, input
 //!   checks, port limits, one file per resource.
+//! - `metrics`: what a node measures (requests, syncs, handshakes, disk, clock, the site's
+//!   clients) and its `/metrics` text.
+//! - `health`: the health rules (one definition each): Prometheus alert rules, `doctor`'s
+//!   findings and the console's alarms come from them.
 //! - `blobs`: the node's blob store and its replication between nodes (the API serves from
 //!   it; the node starts it).
 //! - `peer_app`: what one node asks another over the peer channel (clock, Raft status, audit
@@ -27,6 +31,8 @@ pub mod blobs;
 pub mod cli;
 pub mod console;
 pub mod harness;
+pub mod health;
+pub mod metrics;
 pub mod node;
 pub mod peer_app;
 pub mod shared;

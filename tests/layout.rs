@@ -15,15 +15,33 @@ const RULES: &[(&str, &[&str])] = &[
     ("shared", &[]),
     ("peer_app", &["shared"]),
     ("blobs", &["peer_app", "shared"]),
-    ("api", &["peer_app", "blobs", "wire", "shared"]),
-    ("console", &["api", "peer_app", "blobs", "wire", "shared"]),
+    ("health", &["wire", "shared"]),
+    (
+        "metrics",
+        &["peer_app", "blobs", "health", "wire", "shared"],
+    ),
+    (
+        "api",
+        &["metrics", "health", "peer_app", "blobs", "wire", "shared"],
+    ),
+    (
+        "console",
+        &[
+            "api", "metrics", "health", "peer_app", "blobs", "wire", "shared",
+        ],
+    ),
     (
         "node",
-        &["console", "api", "peer_app", "blobs", "wire", "shared"],
+        &[
+            "console", "api", "metrics", "health", "peer_app", "blobs", "wire", "shared",
+        ],
     ),
     ("agent", &["wire", "shared"]),
     ("harness", &["wire", "shared"]),
-    ("cli", &["node", "agent", "harness", "wire", "shared"]),
+    (
+        "cli",
+        &["node", "agent", "harness", "health", "wire", "shared"],
+    ),
 ];
 
 /// The workspace crates each room of `src/` may name (`outpost_<crate>`). The client side
@@ -34,6 +52,8 @@ const CRATES: &[(&str, &[&str])] = &[
     ("shared", &["certs", "discovery", "raft"]),
     ("peer_app", &["bundles", "raft"]),
     ("blobs", &["bundles", "raft", "storage"]),
+    ("health", &[]),
+    ("metrics", &["bundles", "certs", "raft", "storage"]),
     ("api", &["bundles", "certs", "raft", "storage"]),
     ("console", &["certs", "raft", "storage"]),
     (
