@@ -80,6 +80,7 @@ pub use model::{
     TokenCheck, TokenKind, TokenRecord, TrustRecord, signed_only_key,
 };
 pub use reader::Reader;
+pub use reader::metrics::SiteCounts;
 pub use rules::{
     ALL_CLIENTS, INVENTORY_CHANGES_PER_HOUR, INVENTORY_HISTORY_KEPT, MAX_FACTS_BYTES,
     MAX_NAME_BYTES, MAX_VALUE_BYTES, REPORT_MAX_FACTS, REPORT_MAX_FACTS_BYTES, changed_facts,
