@@ -34,6 +34,8 @@ pub(crate) async fn metrics(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     caller.require_member()?;
+    // The Raft layer's per-follower lag gauges, as of now.
+    st.node.refresh_telemetry();
     let mut families = raft_families(&st);
     families.extend(cert_families(&st));
     families.extend(st.refusals.families());

@@ -16,6 +16,8 @@ use crate::wire::NodeHealth;
 pub const ASK_DEADLINE: Duration = Duration::from_secs(2);
 /// How often a node measures its offset to the leader.
 pub const CLOCK_EVERY: Duration = Duration::from_secs(30);
+/// How often a node tries until it has its first reading.
+const FIRST_READING_EVERY: Duration = Duration::from_secs(2);
 /// Most bytes of a member's health answer this node parses.
 const HEALTH_MAX_BYTES: usize = 64 << 10;
 
@@ -70,20 +72,25 @@ pub async fn member_health(node: &RaftNode, member: u64) -> Result<NodeHealth, S
     serde_json::from_slice(&b).map_err(|e| format!("node {member}'s health does not parse: {e}"))
 }
 
-/// Every 30 s: this node's offset to the leader (0 on the leader), into the metrics. A failed
+/// Every 30 s: this node's offset to the leader (0 on the leader), into the metrics; every
+/// 2 s until the first reading (a node that just started knows no leader yet). A failed
 /// reading keeps the last one.
 pub async fn clock_loop(node: RaftNode, metrics: Arc<Metrics>) {
-    let mut every = tokio::time::interval(CLOCK_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
-        let Some(leader) = node.status().leader_id else {
-            continue;
+        let measured = match node.status().leader_id {
+            Some(leader) => clock_offset_ms(&node, leader).await,
+            None => None,
         };
-        if let Some(theirs_minus_ours) = clock_offset_ms(&node, leader).await {
+        if let Some(theirs_minus_ours) = measured {
             // The gauge is this node's clock minus the leader's.
             metrics.set_clock_offset_ms(-theirs_minus_ours);
         }
+        let wait = if metrics.clock_offset().is_some() {
+            CLOCK_EVERY
+        } else {
+            FIRST_READING_EVERY
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -165,6 +165,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tls: peer_tls,
         tuning: RaftTuning {
             auto_remove_after: file.cluster.auto_remove_after,
+            metrics: metrics_on,
             ..file.raft.clone()
         },
     })
@@ -181,9 +182,10 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     };
     // Caps, timeouts and rate limits of the API port (and their /metrics counters).
     let limits = crate::api::limits::ApiLimits::new(crate::api::limits::LimitsConfig::from_env());
-    // METRICS(r23-raft): register the Raft layer's telemetry here once RaftTelemetry lands
-    // (`node.telemetry().register(reg)`) and set `RaftTuning.metrics = metrics_on` above.
-    let metrics = Arc::new(crate::metrics::Metrics::new(metrics_on, |_reg| {}));
+    // One registry: this room's families and the Raft layer's telemetry.
+    let metrics = Arc::new(crate::metrics::Metrics::new(metrics_on, |reg| {
+        node.telemetry().register(reg)
+    }));
     let own = Arc::new(crate::metrics::NodeSelf::open(&dd.root));
     let state = Arc::new(AppState {
         node: node.clone(),
