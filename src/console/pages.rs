@@ -47,7 +47,9 @@ fn unseen_filter(text: &str) -> Result<Option<std::time::Duration>, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d <= MAX_UNSEEN => Ok(Some(d)),
         Ok(_) => Err(format!("unseen: {text} is longer than ten years")),
-        Err(e) => Err(format!("unseen: {text} is not a duration like 7d or 12h ({e})")),
+        Err(e) => Err(format!(
+            "unseen: {text} is not a duration like 7d or 12h ({e})"
+        )),
     }
 }
 
