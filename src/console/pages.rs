@@ -623,3 +623,28 @@ pub fn clip(s: &str, max: usize) -> String {
         None => s.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unseen_filter_takes_a_bounded_duration() {
+        let day = std::time::Duration::from_secs(86_400);
+        // (query value, result: Ok(duration) or a part of the message)
+        let cases: [(&str, Result<Option<std::time::Duration>, &str>); 5] = [
+            ("", Ok(None)),
+            ("7d", Ok(Some(7 * day))),
+            ("1h", Ok(Some(day / 24))),
+            ("11000d", Err("longer than ten years")),
+            ("soon", Err("not a duration like 7d")),
+        ];
+        for (text, want) in cases {
+            match (unseen_filter(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(got), Err(part)) => assert!(got.contains(part), "{text}: {got}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}
