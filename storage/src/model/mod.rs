@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 mod rollout;
 
 pub use rollout::{
-    APPROVAL_ABOVE_KEY, ClientProgress, DEPLOY_KEY_PREFIX, FailureLimit, PhaseCounts, Plan,
-    PlanPhase, Progress, RolloutRecord, RolloutSpec, RolloutState, RolloutStatus, RolloutStep,
-    SITE_TIMEZONE_KEY, Selector, signed_only_key,
+    APPROVAL_ABOVE_KEY, CHECK_KEY_PREFIX, ClientProgress, DEPLOY_KEY_PREFIX, FailureLimit,
+    PhaseCounts, Plan, PlanPhase, Progress, RolloutRecord, RolloutSpec, RolloutState,
+    RolloutStatus, RolloutStep, SIGNED_ONLY_WHY, SITE_TIMEZONE_KEY, Selector, signed_only_key,
 };
 
 /// One replicated command with the time and actor the proposer stamped on it.
@@ -527,7 +527,7 @@ impl Command {
     /// that `apply` keeps accepting what older nodes accepted and mixed versions never
     /// diverge: the legacy unsigned `ImportBundle` and unlimited `RenewClientCert` (this
     /// version proposes `ImportSignedBundle` and `RotateClientCert`), and `SetConfig` of an
-    /// `agent.handler.*` key (set only by a signed bundle's config payload).
+    /// `agent.handler.*` or `agent.check.*` key (set only by a signed bundle's config payload).
     pub fn refused_from_peers(&self) -> Option<&'static str> {
         match self {
             Command::Once { command, .. } => command.refused_from_peers(),
@@ -537,9 +537,7 @@ impl Command {
             Command::RenewClientCert { .. } => {
                 Some("unbounded certificate renewals are not accepted: use RotateClientCert")
             }
-            Command::SetConfig { key, .. } if signed_only_key(key) => {
-                Some("agent.handler.*, deploy.* and site.timezone are set only by a signed bundle")
-            }
+            Command::SetConfig { key, .. } if signed_only_key(key) => Some(SIGNED_ONLY_WHY),
             Command::ReformCluster { .. } => {
                 Some("a cluster is reformed only offline, by outpost restore or outpost recover")
             }
@@ -787,6 +785,9 @@ pub struct ClientRecord {
     pub last_seen_node: Option<u64>,
     /// The operator's labels (`LabelClients`), sorted.
     pub labels: Vec<String>,
+    /// The health checks failing in the client's latest facts (`health.NAME.ok` false),
+    /// sorted, at most `MAX_FAILING_SHOWN`.
+    pub failing: Vec<String>,
 }
 
 /// What the pre-check of a token found (`Reader::check_token`).

@@ -17,10 +17,19 @@ pub const SITE_TIMEZONE_KEY: &str = "site.timezone";
 /// More clients than this in a rollout's plan (or `all`) makes it wait for a second person.
 pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
 
+/// Configuration keys of the health checks agents run at each sync (`agent.check.cmd.NAME`
+/// runs a command): set only by signed bundles, like handlers.
+pub const CHECK_KEY_PREFIX: &str = "agent.check.";
+/// Why a leader refuses a forwarded `SetConfig` of a `signed_only_key`.
+pub const SIGNED_ONLY_WHY: &str =
+    "agent.handler.*, agent.check.*, deploy.* and site.timezone are set only by a signed bundle";
+
 /// Whether `key` is set only through a signed bundle's config payload, never by `SetConfig`
-/// from the API: what agents run, and the rollout policy and the clock it is read on.
+/// from the API: what agents run (handlers and health checks), and the rollout policy and
+/// the clock it is read on.
 pub fn signed_only_key(key: &str) -> bool {
     key.starts_with(HANDLER_KEY_PREFIX)
+        || key.starts_with(CHECK_KEY_PREFIX)
         || key.starts_with(DEPLOY_KEY_PREFIX)
         || key == SITE_TIMEZONE_KEY
 }
@@ -366,6 +375,9 @@ mod tests {
         // (key, signed only)
         let cases = [
             ("agent.handler.install.artifact", true),
+            ("agent.check.cmd.flag", true),
+            ("agent.check.disk", true),
+            ("agent.checkx", false),
             ("deploy.approval_above", true),
             ("deploy.anything", true),
             ("site.timezone", true),
