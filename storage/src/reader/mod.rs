@@ -27,6 +27,7 @@ use crate::rows::{FromRow, all};
 use crate::schema::meta_blob;
 
 mod bundles;
+#[macro_use]
 mod clients;
 
 pub use clients::{ClientFilter, MAX_FAILING_SHOWN};
