@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use outpost_storage::RolloutState;
 
 use crate::api::{ApiResult, AppState, Caller};
-use crate::health::{ClientCounts, MemberFacts, SiteFacts, UNSEEN_DAYS};
+use crate::health::{ClientCounts, MemberFacts, SiteFacts};
 use crate::wire::{DoctorReport, NodeHealth, NodeStatus};
 
 /// How long a member has to answer each ask.
 pub const ASK_DEADLINE: Duration = Duration::from_secs(2);
+/// The most halted rollouts a report names (one finding each).
+const HALTED_NAMED: u32 = 20;
 
 pub(crate) async fn doctor(
     State(st): State<Arc<AppState>>,
@@ -40,7 +41,6 @@ pub async fn report(st: &Arc<AppState>) -> DoctorReport {
 /// Everything `health::findings` decides from, gathered on this node.
 pub async fn site_facts(st: &Arc<AppState>) -> SiteFacts {
     let status = st.status_view().await;
-    let now = outpost_raft::now_ms();
     let leader_view = leader_view(st, &status.raft).await;
     let asks = status.members.iter().map(|m| {
         let st = st.clone();
@@ -71,40 +71,31 @@ pub async fn site_facts(st: &Arc<AppState>) -> SiteFacts {
     let read = st
         .read(move |r| {
             let created = r.cluster()?.map(|c| c.created_at_ms);
-            let mut halted = Vec::new();
-            for d in r.deployments()? {
-                if let Some(ro) = r.rollout(&d.id)?
-                    && ro.state == RolloutState::Halted
-                {
-                    halted.push((d.id, ro.reason));
-                }
-            }
+            let halted = r.rollouts_halted(HALTED_NAMED)?;
             let roll = r
                 .roll()?
                 .filter(|r| r.state == "stopped")
                 .map(|r| (r.name, r.reason));
-            Ok((created, halted, roll, client_counts(r, now)?))
+            Ok((created, halted, roll))
         })
         .await;
-    let (created_at_ms, halted, stopped_roll, clients) = match read {
-        Ok((c, h, r, n)) => (c, h, r, Some(n)),
-        Err(e) => {
-            tracing::warn!(error = ?e, "doctor: reading the state");
-            (None, Vec::new(), None, None)
-        }
-    };
-    // Failing checks from the site's counts (aggregate SQL over the clients' latest facts,
-    // shared with /metrics and reused 10 s).
-    let clients = match (clients, st.site.get(&st.node).await) {
-        (Some(c), Ok(counts)) => Some(ClientCounts {
-            failing: Some(counts.clients_failing_checks),
-            ..c
+    let (created_at_ms, halted, stopped_roll) = read.unwrap_or_else(|e| {
+        tracing::warn!(error = ?e, "doctor: reading the state");
+        (None, Vec::new(), None)
+    });
+    // The clients' counts are the site's counts of /metrics (aggregate SQL, reused 10 s): the
+    // alert rules and these findings count the same clients.
+    let clients = match st.site.get(&st.node).await {
+        Ok(s) => Some(ClientCounts {
+            active: s.clients_enrolled,
+            unseen: s.unseen_7d,
+            never: s.seen_never,
+            failing: Some(s.clients_failing_checks),
         }),
-        (c, Err(e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "doctor: reading the site's counts");
-            c
+            None
         }
-        (None, Ok(_)) => None,
     };
     let expiry = status.cert_expiry.clone().unwrap_or_default();
     SiteFacts {
@@ -131,24 +122,6 @@ async fn leader_view(st: &AppState, me: &NodeStatus) -> Option<NodeStatus> {
     let ask = serde_json::to_vec(&crate::peer_app::PeerAsk::Status).ok()?;
     let answer = st.node.app_call(leader, ask, ASK_DEADLINE).await.ok()?;
     serde_json::from_slice(&answer).ok()
-}
-
-/// The site's non-revoked clients: how many, how many not seen within `UNSEEN_DAYS` (and
-/// never), and how many report a failing check.
-fn client_counts(
-    r: &outpost_storage::Reader,
-    now_ms: i64,
-) -> Result<ClientCounts, outpost_storage::StorageError> {
-    let since = now_ms - UNSEEN_DAYS * 86_400_000;
-    let mut c = ClientCounts::default();
-    for client in r.clients()?.into_iter().filter(|c| !c.revoked) {
-        c.active += 1;
-        c.never += u64::from(client.last_seen.is_none());
-        if client.last_seen.unwrap_or(client.enrolled_at_ms) < since {
-            c.unseen += 1;
-        }
-    }
-    Ok(c)
 }
 
 async fn own_health(st: &Arc<AppState>) -> NodeHealth {

@@ -136,11 +136,7 @@ pub const RULES: &[Rule] = &[
         name: "OutpostClientsUnseen",
         severity: Severity::Warning,
         for_: "1h",
-        expr: Some(|| {
-            format!(
-                "max(outpost_clients{{state=\"enrolled\"}}) - max(outpost_clients_seen{{within=\"{UNSEEN_DAYS}d\"}}) > 0"
-            )
-        }),
+        expr: Some(|| format!("max(outpost_clients_unseen_{UNSEEN_DAYS}d) > 0")),
         summary: "{{ $value }} clients have not synced for 7 days.",
         action: "List them (`outpost client list --unseen 7d`); revoke the ones that are gone, check the agent on the others.",
     },
@@ -262,7 +258,7 @@ mod tests {
         assert!(expr("OutpostDiskLow").ends_with("< 0.1"));
         assert!(expr("OutpostCertificateExpiring").ends_with("< 2592000"));
         assert!(expr("OutpostClockOffset").ends_with("> 1"));
-        assert!(expr("OutpostClientsUnseen").contains("within=\"7d\""));
+        assert!(expr("OutpostClientsUnseen").contains("outpost_clients_unseen_7d"));
         assert!(rule("OutpostBackupOld").expr.is_none());
     }
 

@@ -75,6 +75,11 @@ pub fn families(s: &SiteCounts) -> Vec<ConstFamily> {
         .labelled("within", "7d", s.seen_7d)
         .labelled("within", "never", s.seen_never),
         ConstFamily::gauge(
+            "outpost_clients_unseen_7d",
+            "Non-revoked clients not heard from for 7 days (last seen before then, or never seen and enrolled before then).",
+        )
+        .int(s.unseen_7d),
+        ConstFamily::gauge(
             "outpost_clients_failing_checks",
             "Non-revoked clients whose last inventory reports at least one failing health check.",
         )

@@ -23,6 +23,9 @@ pub struct SiteCounts {
     pub seen_1d: u64,
     pub seen_7d: u64,
     pub seen_never: u64,
+    /// Non-revoked clients not heard from for 7 days: last seen before then, or never seen
+    /// and enrolled before then (one enrolled a moment ago has not had its chance yet).
+    pub unseen_7d: u64,
     /// Non-revoked clients whose current inventory reports at least one failing check
     /// (`facts.health.<name>.ok == false`).
     pub clients_failing_checks: u64,
@@ -49,7 +52,8 @@ impl Reader {
                         SUM(revoked = 0 AND last_seen_ms >= ?1),
                         SUM(revoked = 0 AND last_seen_ms >= ?2),
                         SUM(revoked = 0 AND last_seen_ms >= ?3),
-                        SUM(revoked = 0 AND last_seen_ms IS NULL)
+                        SUM(revoked = 0 AND last_seen_ms IS NULL),
+                        SUM(revoked = 0 AND COALESCE(last_seen_ms, enrolled_at_ms) < ?3)
                  FROM clients",
             )?
             .query_row(
@@ -61,6 +65,7 @@ impl Reader {
                     s.seen_1d = n(r.get(3)?);
                     s.seen_7d = n(r.get(4)?);
                     s.seen_never = n(r.get(5)?);
+                    s.unseen_7d = n(r.get(6)?);
                     Ok(())
                 },
             )?;
@@ -128,6 +133,12 @@ mod tests {
         client("old", 0, Some(NOW - 30 * DAY_MS))?;
         client("never", 0, None)?;
         client("gone", 1, Some(NOW - 60_000))?;
+        // Enrolled a minute ago, not seen yet: never seen, but not unseen for 7 days.
+        c.execute(
+            "INSERT INTO clients (id, hostname, groups_json, cert_serial, enrolled_at_ms,
+                revoked) VALUES ('new', 'h', '[]', 's', ?1, 0)",
+            [NOW - 60_000],
+        )?;
         let facts = |id: &str, json: &str| {
             c.execute(
                 "INSERT INTO inventory (client_id, facts_json, facts_sha256, updated_at_ms)
@@ -194,12 +205,13 @@ mod tests {
         assert_eq!(
             s,
             SiteCounts {
-                clients_enrolled: 5,
+                clients_enrolled: 6,
                 clients_revoked: 1,
                 seen_1h: 1,
                 seen_1d: 2,
                 seen_7d: 3,
-                seen_never: 1,
+                seen_never: 2,
+                unseen_7d: 2,
                 clients_failing_checks: 1,
                 deployments: map(&[("halted", 2), ("running", 1), ("waiting-approval", 1)]),
                 installs: map(&[

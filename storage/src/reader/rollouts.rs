@@ -163,6 +163,19 @@ impl Reader {
         })
     }
 
+    /// Ids and reasons of the halted rollouts, by id (at most `limit`): what `doctor` and the
+    /// console's overview name.
+    pub fn rollouts_halted(&self, limit: u32) -> Result<Vec<(String, String)>, StorageError> {
+        self.with(|c| {
+            Ok(c.prepare_cached(
+                "SELECT deployment_id, reason FROM rollouts WHERE state = 'halted'
+                 ORDER BY deployment_id LIMIT ?1",
+            )?
+            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?)
+        })
+    }
+
     /// Ids of the rollouts in `scheduled` or `running` (the ones the leader drives), by id.
     pub fn rollouts_active(&self) -> Result<Vec<String>, StorageError> {
         self.with(|c| {
