@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Every captured version, oldest first; each holds the same file names.
-const VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
+const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
 
 /// Fields added after a capture: (the first version whose fixtures hold it, fixture, path with
 /// array indices as `[]`, e.g. `$.bundles[].payloads[].x`). Encoding a fixture of an older
@@ -180,6 +180,11 @@ fn check_all(version: &str) {
     round_trip::<Option<wire::AgentTrust>>(version, "agent-trust");
     round_trip::<Vec<wire::Assignment>>(version, "agent-assignments");
     round_trip::<wire::EnrollResponse>(version, "enroll");
+    // Routes a version added: captured from that version on.
+    let rank = |v: &str| VERSIONS.iter().position(|x| *x == v);
+    if rank(version) >= rank("0.3.0") {
+        round_trip::<wire::DoctorReport>(version, "doctor");
+    }
 }
 
 #[test]
