@@ -536,9 +536,9 @@ impl ApiLimits {
         }
         let _ = writeln!(
             out,
-            "# HELP outpost_api_reports_limited_total Client reports answered 429 by the per-client rate.
-             # TYPE outpost_api_reports_limited_total counter
-             outpost_api_reports_limited_total{{report=\"inventory\"}} {}
+            "# HELP outpost_api_reports_limited_total Client reports answered 429 by the per-client rate.\n\
+             # TYPE outpost_api_reports_limited_total counter\n\
+             outpost_api_reports_limited_total{{report=\"inventory\"}} {}\n\
              outpost_api_reports_limited_total{{report=\"results\"}} {}",
             self.reports_limited[0].load(Ordering::Relaxed),
             self.reports_limited[1].load(Ordering::Relaxed)
