@@ -8,7 +8,8 @@
 //! in line with the nodes recorded in the state (`node::upkeep`: a pure plan, then its steps;
 //! `dead_members`: the pure rule of which silent member goes). `failover` has the
 //! followers of a leader whose process died campaign as soon as its peer connection closes,
-//! instead of waiting out the leader lease and the election timeout.
+//! instead of waiting out the leader lease and the election timeout. `telemetry` holds the Raft
+//! series of `/metrics` (`RaftTelemetry`), observed where they happen; the node registers them.
 //!
 //! One byte cap, `outpost_storage::MAX_ENTRY_BYTES`, bounds every Raft entry: the batcher
 //! closes a batch before its encoding would pass it and refuses a command too large for an
@@ -36,6 +37,7 @@ mod node;
 pub mod offline;
 pub mod peer_limits;
 pub mod state_machine;
+pub mod telemetry;
 pub mod transport;
 pub mod types;
 
@@ -45,5 +47,6 @@ pub use node::{
     forward_batch, now_ms,
 };
 pub use state_machine::StoppedApplying;
+pub use telemetry::RaftTelemetry;
 pub use transport::{PEER_ALPN, PeerTls};
 pub use types::{LogId, NodeId, PeerNode};

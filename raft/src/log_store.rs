@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
+use crate::telemetry::RaftTelemetry;
 use crate::transport::ENTRIES_PER_FRAME_BYTES;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -37,21 +38,33 @@ pub struct LogStore {
     /// Bytes of entries (their stored encoding) appended since the store opened: the node
     /// compacts the log by size as well as by count (`RaftNode`).
     appended: Arc<AtomicU64>,
+    /// Appends and their transactions are observed here (and recorded for the lag).
+    telemetry: Arc<RaftTelemetry>,
 }
 
 impl LogStore {
-    /// Opens (or creates, mode 0600) `path` and starts the writer thread.
+    /// Opens (or creates, mode 0600) `path` and starts the writer thread, unobserved.
     pub fn open(path: &Path) -> Result<LogStore, LogStoreError> {
+        LogStore::open_observed(path, RaftTelemetry::new(false))
+    }
+
+    /// `open`, reporting appends to `telemetry`.
+    pub fn open_observed(
+        path: &Path,
+        telemetry: Arc<RaftTelemetry>,
+    ) -> Result<LogStore, LogStoreError> {
         let conn = open_conn(path)?;
         let (tx, rx) = mpsc::channel(1024);
         let path = path.to_path_buf();
+        let t = telemetry.clone();
         std::thread::Builder::new()
             .name("raft-log".into())
-            .spawn(move || writer_loop(conn, rx, path))
+            .spawn(move || writer_loop(conn, rx, path, t))
             .map_err(LogStoreError::Thread)?;
         Ok(LogStore {
             tx,
             appended: Arc::default(),
+            telemetry,
         })
     }
 
@@ -178,7 +191,12 @@ fn restrict_mode(path: &Path) {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Req>, path: PathBuf) {
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Req>,
+    path: PathBuf,
+    telemetry: Arc<RaftTelemetry>,
+) {
     let mut pending: Option<Req> = None;
     loop {
         let req = match pending.take() {
@@ -202,8 +220,10 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Req>, path: PathBuf)
                         Err(_) => break,
                     }
                 }
+                let started = telemetry.start();
                 let result =
                     append(&mut conn, batch.iter().flat_map(|(e, _)| e.iter())).map_err(Arc::new);
+                telemetry.log_appended(started, batch.iter().map(|(e, _)| e.len()).sum());
                 // When the callbacks fire, the COMMIT above has returned with synchronous=FULL:
                 // the entries are in the fsynced WAL and survive a crash or power loss.
                 for (_, cb) in batch {
@@ -223,6 +243,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Req>, path: PathBuf)
             Req::SaveVote(v, tx) => drop(tx.send(put_meta(&conn, "vote", &v))),
             Req::ReadVote(tx) => drop(tx.send(get_meta(&conn, "vote"))),
             Req::Truncate(id, tx) => {
+                telemetry.record_truncate(id.index);
                 let r = conn.execute("DELETE FROM log WHERE idx >= ?1", params![id.index as i64]);
                 drop(tx.send(r.map(|_| ()).map_err(OpError::from)))
             }
@@ -457,6 +478,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         // Returns once queued; the callback fires from the writer thread after the fsync.
         let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            self.telemetry
+                .record_append(first.log_id.index, last.log_id.index);
+        }
         let bytes: usize = entries.iter().map(codec::encoded_len).sum();
         self.appended.fetch_add(bytes as u64, Ordering::Relaxed);
         self.tx

@@ -18,6 +18,7 @@ use outpost_storage::{StorageError as DbError, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::telemetry::RaftTelemetry;
 use crate::types::{
     Entry, LogId, ProposalResponse, Snapshot, SnapshotFile, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
@@ -77,6 +78,8 @@ pub struct StateMachine {
     health: Arc<Health>,
     /// Membership as of the last applied entry; loaded once, then kept current by apply/install.
     membership: Option<StoredMembership>,
+    /// Apply and snapshot durations and sizes are observed here.
+    telemetry: Arc<RaftTelemetry>,
 }
 
 impl StateMachine {
@@ -95,7 +98,13 @@ impl StateMachine {
             counter: Arc::new(AtomicU64::new(0)),
             health,
             membership: None,
+            telemetry: RaftTelemetry::new(false),
         })
+    }
+
+    /// Reports applies and snapshots to `telemetry` (unobserved otherwise).
+    pub fn observed(self, telemetry: Arc<RaftTelemetry>) -> StateMachine {
+        StateMachine { telemetry, ..self }
     }
 
     /// A snapshot I/O failure for openraft; `AnyError::new` keeps `e`'s source chain.
@@ -168,7 +177,8 @@ fn current_snapshot(dir: &Path) -> std::io::Result<Option<(SnapshotMeta, PathBuf
     Ok(best)
 }
 
-async fn build(store: &Store, dir: &Path, n: u64) -> Result<Snapshot, StorageError> {
+/// Builds a snapshot; returns it with its size in bytes.
+async fn build(store: &Store, dir: &Path, n: u64) -> Result<(Snapshot, u64), StorageError> {
     let tmp = dir.join(format!("build-{n}.tmp"));
     let info = store
         .export_snapshot(&tmp)
@@ -207,26 +217,33 @@ async fn build(store: &Store, dir: &Path, n: u64) -> Result<Snapshot, StorageErr
         .await
         .map_err(StateMachine::snapshot_io)?;
     tracing::info!(snapshot = %meta.snapshot_id, bytes = info.size, "snapshot built");
-    Ok(Snapshot {
-        meta,
-        snapshot: Box::new(SnapshotFile { path, file }),
-    })
+    Ok((
+        Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotFile { path, file }),
+        },
+        info.size,
+    ))
 }
 
 pub struct SnapshotBuilder {
     store: Store,
     dir: PathBuf,
     counter: Arc<AtomicU64>,
+    telemetry: Arc<RaftTelemetry>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        build(
+        let started = self.telemetry.start();
+        let (snapshot, bytes) = build(
             &self.store,
             &self.dir,
             self.counter.fetch_add(1, Ordering::Relaxed),
         )
-        .await
+        .await?;
+        self.telemetry.snapshot_built(started, bytes);
+        Ok(snapshot)
     }
 }
 
@@ -278,7 +295,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let membership = marker.membership.clone();
         let marker_bytes = codec::encode(&marker)
             .map_err(|e| StorageIOError::write_state_machine(AnyError::new(&e)))?;
-        let results = match self.store.apply(payloads, marker_bytes).await {
+        let started = self.telemetry.start();
+        let applied = self.store.apply(payloads, marker_bytes).await;
+        self.telemetry.applied(started);
+        let results = match applied {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "applying committed entries failed; this node stops applying");
@@ -302,6 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             store: self.store.clone(),
             dir: self.dir.clone(),
             counter: self.counter.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 
@@ -324,9 +345,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
+        let started = self.telemetry.start();
         let SnapshotFile { path, file } = *snapshot;
         // The received bytes are on disk before storage reads them back.
         file.sync_all().await.map_err(Self::snapshot_io)?;
+        let bytes = file.metadata().await.map_or(0, |m| m.len());
         drop(file);
         let marker = self.store.import_snapshot(&path).await.map_err(|e| {
             tracing::error!(error = %e, snapshot = %meta.snapshot_id, "refusing a received snapshot");
@@ -350,6 +373,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(Self::snapshot_io)?
             .map_err(Self::snapshot_io)?;
+        self.telemetry.snapshot_installed(started, bytes);
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
         Ok(())
     }

@@ -48,7 +48,11 @@ impl Inner {
             let leader = self.raft.metrics().borrow().current_leader;
             match leader {
                 Some(l) if l == self.id => match self.propose(&bytes, deadline).await {
-                    Proposed::Applied(outcomes) => return Ok(outcomes),
+                    Proposed::Applied(outcomes, started) => {
+                        // Leader only: a follower's batch is timed by the leader it goes to.
+                        self.telemetry.committed(started, batch.len());
+                        return Ok(outcomes);
+                    }
                     Proposed::NotLeader => {}
                     Proposed::Failed(e) => return Err(WriteError::Stopped(StopCause::Raft(e))),
                 },
@@ -85,9 +89,10 @@ impl Inner {
                 std::future::pending::<()>().await;
             }
         };
+        let started = self.telemetry.start();
         tokio::select! {
             written = self.raft.client_write(Proposal(bytes.to_vec())) => match written {
-                Ok(resp) => Proposed::Applied(resp.data.0),
+                Ok(resp) => Proposed::Applied(resp.data.0, started),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Proposed::NotLeader,
                 Err(e) => Proposed::Failed(e),
             },
@@ -102,7 +107,8 @@ impl Inner {
 
 /// How one proposal of this node's, as leader, ended.
 enum Proposed {
-    Applied(Vec<Outcome>),
+    /// Applied here, with when it was proposed (`None`: telemetry disabled).
+    Applied(Vec<Outcome>, Option<Instant>),
     /// No longer leader (or the deadline passed): the batch may or may not commit.
     NotLeader,
     Failed(RaftWriteError),

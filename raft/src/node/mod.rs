@@ -45,6 +45,7 @@ use crate::failover::{self, PeerWatch};
 use crate::log_store::LogStore;
 use crate::peer_limits::PeerPortCounters;
 use crate::state_machine::{Health, StateMachine};
+use crate::telemetry::RaftTelemetry;
 use crate::transport::{self, Network, PeerClients, PeerTls};
 use crate::types::{NodeId, PeerNode, Raft, RaftMetrics};
 
@@ -108,6 +109,15 @@ pub struct RaftTuning {
     /// `[cluster] auto_remove_after`, not from `[raft]`.
     #[serde(skip)]
     pub auto_remove_after: Option<Duration>,
+    /// Collect the Raft series of `/metrics` (`RaftTelemetry`); when false every observation
+    /// is a no-op and only the lag gauges are refreshed. Set from the node's environment
+    /// (`OUTPOST_METRICS=off`), not from node.toml.
+    #[serde(skip, default = "metrics_on")]
+    pub metrics: bool,
+}
+
+fn metrics_on() -> bool {
+    true
 }
 
 impl RaftTuning {
@@ -134,6 +144,7 @@ impl Default for RaftTuning {
             write_timeout_ms: 10_000,
             max_batch: 1024,
             auto_remove_after: None,
+            metrics: true,
         }
     }
 }
@@ -174,6 +185,8 @@ struct Inner {
     removed: Arc<std::sync::RwLock<BTreeSet<NodeId>>>,
     /// The peer port's refusals.
     port: Arc<PeerPortCounters>,
+    /// The Raft series of `/metrics`.
+    telemetry: Arc<RaftTelemetry>,
     /// Fault injection for tests (`OUTPOST_FAULT_DROP_FORWARD_REPLIES=N`): this many
     /// forwarded batches are committed and then never answered, as if the reply were lost.
     drop_forward_replies: std::sync::atomic::AtomicU32,
@@ -192,12 +205,13 @@ impl RaftNode {
     /// by a leader (or `initialize`d as a one-node cluster).
     pub async fn start(cfg: NodeConfig) -> Result<RaftNode, NodeError> {
         let health = Arc::new(Health::default());
+        let telemetry = RaftTelemetry::new(cfg.tuning.metrics);
         // Opening the databases (migrations, quick_check) and cleaning the snapshot directory
         // block: they run on a blocking thread, never on the executor.
         let (log, store, sm, removed) = {
             let data_dir = cfg.data_dir.clone();
-            let health = health.clone();
-            tokio::task::spawn_blocking(move || open_stores(&data_dir, health))
+            let (health, telemetry) = (health.clone(), telemetry.clone());
+            tokio::task::spawn_blocking(move || open_stores(&data_dir, health, telemetry))
                 .await
                 .map_err(NodeError::Open)??
         };
@@ -238,6 +252,7 @@ impl RaftNode {
             app: std::sync::RwLock::new(None),
             removed: Arc::new(std::sync::RwLock::new(removed)),
             port: Arc::default(),
+            telemetry: telemetry.clone(),
             drop_forward_replies: std::env::var("OUTPOST_FAULT_DROP_FORWARD_REPLIES")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -260,6 +275,7 @@ impl RaftNode {
         ));
         node.spawn(track_removed(inner.clone()));
         node.spawn(watch_core(inner.raft.metrics()));
+        node.spawn(telemetry.watch_elections(cfg.id, inner.raft.metrics()));
         node.spawn(compact_by_size(
             inner.raft.clone(),
             appended,
@@ -324,6 +340,20 @@ impl RaftNode {
         self.inner.raft.metrics()
     }
 
+    /// The Raft series of this node, to register in the node's `/metrics` registry.
+    pub fn telemetry(&self) -> Arc<RaftTelemetry> {
+        self.inner.telemetry.clone()
+    }
+
+    /// Sets the per-follower lag gauges from the current openraft metrics (leader only; no
+    /// series elsewhere). Call right before encoding `/metrics`.
+    pub fn refresh_telemetry(&self) {
+        let m = self.inner.raft.metrics().borrow().clone();
+        self.inner
+            .telemetry
+            .refresh(self.inner.id, &m, Instant::now());
+    }
+
     /// Stops Raft and every task of this node. Durable state is already on disk.
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
@@ -346,17 +376,18 @@ impl RaftNode {
 fn open_stores(
     data_dir: &Path,
     health: Arc<Health>,
+    telemetry: Arc<RaftTelemetry>,
 ) -> Result<(LogStore, Store, StateMachine, BTreeSet<NodeId>), NodeError> {
-    let log = LogStore::open(&data_dir.join("raft.db"))?;
+    let log = LogStore::open_observed(&data_dir.join("raft.db"), telemetry.clone())?;
     let store = Store::open(&data_dir.join("state.db"))?;
     let removed = removed_ids(&store.reader().nodes()?);
     let snap_dir = data_dir.join("snapshots");
-    let sm = StateMachine::new(store.clone(), &snap_dir, health).map_err(|source| {
-        NodeError::SnapshotDir {
+    let sm = StateMachine::new(store.clone(), &snap_dir, health)
+        .map_err(|source| NodeError::SnapshotDir {
             path: snap_dir.clone(),
             source,
-        }
-    })?;
+        })?
+        .observed(telemetry);
     Ok((log, store, sm, removed))
 }
 
