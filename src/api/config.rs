@@ -1,5 +1,5 @@
 //! Configuration routes: keys and values scoped global < group < client, and a client's
-//! effective configuration. `agent.handler.*` keys and the site policies (`deploy.*`,
+//! effective configuration. `agent.handler.*` and `agent.check.*` keys and the site policies (`deploy.*`,
 //! `site.timezone`) are refused here: only a signed bundle sets them.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
-use outpost_storage::HANDLER_KEY_PREFIX as HANDLER_PREFIX;
+use outpost_storage::{CHECK_KEY_PREFIX, HANDLER_KEY_PREFIX as HANDLER_PREFIX};
 use outpost_storage::{Command, Response as Done, Scope};
 use serde::Deserialize;
 
@@ -50,7 +50,7 @@ pub(crate) async fn config_set(
     if let wire::Scope::Group(g) | wire::Scope::Client(g) = &req.scope {
         crate::api::fields::id("scope", g)?;
     }
-    if req.key.starts_with(HANDLER_PREFIX) {
+    if req.key.starts_with(HANDLER_PREFIX) || req.key.starts_with(CHECK_KEY_PREFIX) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -128,9 +128,12 @@ pub(crate) async fn config_delete(
     caller.require_admin()?;
     let scope = q.scope()?;
     // Deleting a site policy (`deploy.approval_above`, `site.timezone`) would lift it without
-    // a signed bundle: a bundle's config payload changes it instead. A handler key may go
-    // (that only takes a power away), as before.
-    if outpost_storage::signed_only_key(&key) && !key.starts_with(HANDLER_PREFIX) {
+    // a signed bundle: a bundle's config payload changes it instead. A handler or check key
+    // may go (that only takes a power away), as before.
+    if outpost_storage::signed_only_key(&key)
+        && !key.starts_with(HANDLER_PREFIX)
+        && !key.starts_with(CHECK_KEY_PREFIX)
+    {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("{key} is a site policy: only a config payload of a signed bundle changes it"),

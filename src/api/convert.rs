@@ -150,6 +150,7 @@ impl From<st::ClientRecord> for wire::ClientRecord {
             last_seen: c.last_seen,
             last_seen_node: c.last_seen_node,
             labels: c.labels,
+            failing: c.failing,
         }
     }
 }
@@ -636,6 +637,7 @@ mod tests {
                 last_seen: Some(2),
                 last_seen_node: Some(3),
                 labels: vec![],
+                failing: vec!["cmd.flag".into()],
             },
         );
         same::<_, wire::InventoryRecord>(

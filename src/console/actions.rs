@@ -9,7 +9,9 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use outpost_storage::{Command, HANDLER_KEY_PREFIX, RolloutStep, signed_only_key};
+use outpost_storage::{
+    CHECK_KEY_PREFIX, Command, HANDLER_KEY_PREFIX, RolloutStep, signed_only_key,
+};
 use serde::Deserialize;
 
 use crate::console::deployments;
@@ -94,7 +96,9 @@ async fn config_change(
         return message(con, StatusCode::BAD_REQUEST, "Not changed", e.message());
     }
     if signed_only_key(&form.key) {
-        let why = if form.key.starts_with(HANDLER_KEY_PREFIX) {
+        let why = if form.key.starts_with(HANDLER_KEY_PREFIX)
+            || form.key.starts_with(CHECK_KEY_PREFIX)
+        {
             "runs code on clients"
         } else {
             "is a site policy"

@@ -25,11 +25,34 @@ pub struct ClientsQuery {
     q: String,
     #[serde(default)]
     group: String,
+    /// `1`: only clients with a failing health check.
+    #[serde(default)]
+    failing: String,
+    /// A duration (`7d`): only clients not seen for that long, never-seen ones included.
+    #[serde(default)]
+    unseen: String,
     #[serde(default)]
     page: Option<u64>,
 }
 
-/// The clients, searched by id or host name (a substring) and group, a page at a time.
+/// The longest `unseen` the clients page takes (ten years).
+const MAX_UNSEEN: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+
+/// The `unseen` filter of the clients page: empty for none, else a duration (humantime) of
+/// at most `MAX_UNSEEN`. Pure.
+fn unseen_filter(text: &str) -> Result<Option<std::time::Duration>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if d <= MAX_UNSEEN => Ok(Some(d)),
+        Ok(_) => Err(format!("unseen: {text} is longer than ten years")),
+        Err(e) => Err(format!("unseen: {text} is not a duration like 7d or 12h ({e})")),
+    }
+}
+
+/// The clients, searched by id or host name (a substring) and group, and filtered by failing
+/// health checks and by how long they have not been seen, a page at a time.
 pub async fn clients(
     State(con): State<Arc<Console>>,
     op: Operator,
@@ -37,27 +60,43 @@ pub async fn clients(
 ) -> Response {
     let text = q.q.trim().chars().take(253).collect::<String>();
     let group = q.group.trim().chars().take(64).collect::<String>();
+    let unseen_text = q.unseen.trim().chars().take(32).collect::<String>();
+    let unseen = match unseen_filter(&unseen_text) {
+        Ok(u) => u,
+        Err(e) => return message(&con, StatusCode::BAD_REQUEST, "Not a filter", &e),
+    };
+    let failing = q.failing == "1";
     let page = q.page.unwrap_or(1).clamp(1, 1_000_000);
-    let (t, g) = (text.clone(), group.clone());
+    let now = outpost_raft::now_ms();
+    let filter = outpost_storage::ClientFilter {
+        text: text.clone(),
+        group: group.clone(),
+        failing,
+        unseen_since_ms: unseen
+            .map(|d| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+    };
     let offset = (page - 1) * u64::from(PAGE);
     let (rows, total) = match con
         .app
-        .read(move |r| r.clients_page(&t, &g, offset, PAGE))
+        .read(move |r| r.clients_page(&filter, offset, PAGE))
         .await
     {
         Ok(v) => v,
         Err(e) => return failed(&con, Some(&op), e),
     };
-    let now = outpost_raft::now_ms();
     let base = format!(
-        "/clients?q={}&group={}",
+        "/clients?q={}&group={}&failing={}&unseen={}",
         urlencode(&text),
-        urlencode(&group)
+        urlencode(&group),
+        if failing { "1" } else { "" },
+        urlencode(&unseen_text)
     );
     render(&Clients {
         c: Chrome::new(&con, &op, "Clients", "clients"),
         q: text,
         group,
+        failing,
+        unseen: unseen_text,
         rows: rows.iter().map(|c| client_row(c, now)).collect(),
         total,
         pager: pager(&base, page, total),
@@ -70,6 +109,7 @@ fn client_row(c: &outpost_storage::ClientRecord, now: i64) -> ClientRow {
         hostname: c.hostname.clone(),
         groups: c.groups.join(", "),
         labels: c.labels.join(", "),
+        failing: c.failing.join(", "),
         last_seen: c.last_seen.map(|t| ago(t, now)).unwrap_or("never".into()),
         enrolled: when(c.enrolled_at_ms),
         revoked: c.revoked,

@@ -145,6 +145,8 @@ pub struct ClientRow {
     pub hostname: String,
     pub groups: String,
     pub labels: String,
+    /// The failing health checks, comma-separated (empty when none).
+    pub failing: String,
     pub last_seen: String,
     pub enrolled: String,
     pub revoked: bool,
@@ -163,6 +165,10 @@ pub struct Clients {
     pub c: Chrome,
     pub q: String,
     pub group: String,
+    /// The "failing checks" filter is on.
+    pub failing: bool,
+    /// The "unseen for" filter as given (`7d`), empty when off.
+    pub unseen: String,
     pub rows: Vec<ClientRow>,
     pub total: u64,
     pub pager: Pager,

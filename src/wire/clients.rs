@@ -20,6 +20,10 @@ pub struct ClientRecord {
     /// The operator's labels (sorted); newer than the record.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The names of the health checks failing in the client's latest facts (sorted); newer
+    /// than the record (an older node sends none).
+    #[serde(default)]
+    pub failing: Vec<String>,
 }
 
 /// `client label`: add and remove labels on clients named by id, or on every client whose

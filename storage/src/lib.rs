@@ -70,7 +70,7 @@ pub use codec::{
 pub use error::StorageError;
 pub use model::{
     APPROVAL_ABOVE_KEY, Assignment, AuditChain, AuditCheck, AuditRecord, BundleImport,
-    BundleRecord, BundleType, ChannelRecord, ClientCertState, ClientProgress, ClientRecord,
+    BundleRecord, BundleType, CHECK_KEY_PREFIX, ChannelRecord, ClientCertState, ClientProgress, ClientRecord,
     ClusterInfo, Command, ConfigEntry, ConsoleSession, ConsoleUser, DEPLOY_KEY_PREFIX,
     DeploymentProgress, DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope,
     FailureLimit, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord, NodeRole,
@@ -79,7 +79,7 @@ pub use model::{
     RolloutStep, SITE_TIMEZONE_KEY, Scope, Selector, SessionProof, SignInLock, SignedBundle,
     TokenCheck, TokenKind, TokenRecord, TrustRecord, signed_only_key,
 };
-pub use reader::Reader;
+pub use reader::{ClientFilter, MAX_FAILING_SHOWN, Reader};
 pub use rules::{
     ALL_CLIENTS, INVENTORY_CHANGES_PER_HOUR, INVENTORY_HISTORY_KEPT, MAX_FACTS_BYTES,
     MAX_NAME_BYTES, MAX_VALUE_BYTES, REPORT_MAX_FACTS, REPORT_MAX_FACTS_BYTES, changed_facts,

@@ -271,3 +271,129 @@ async fn inventory_history_keeps_the_newest_rows_per_client() -> anyhow::Result<
     assert_eq!(reader.inventory_changes_since("c2", 9)?, 0);
     Ok(())
 }
+
+/// A client's failing health checks come from its latest facts (`health.NAME.ok` false),
+/// read by SQL beside the record: sorted, capped, and blind to shapes an agent should not
+/// send. The console's filters (failing, unseen since) and the text filter combine.
+#[tokio::test]
+async fn failing_checks_and_unseen_clients_are_read_from_the_state() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("state.db"))?;
+    store
+        .apply(vec![Some(encode_batch(&init_batch()))], vec![0])
+        .await?;
+    let token = Command::CreateToken {
+        id: "ct".into(),
+        kind: TokenKind::Client,
+        secret_sha256: sha("s"),
+        expires_at_ms: 1_000_000,
+        uses: None,
+        groups: vec![],
+    };
+    assert!(apply(&store, 5, token).await?.is_ok());
+    let ids = ["c1", "c2", "c3", "c4", "c5", "c6"];
+    for (i, id) in ids.iter().enumerate() {
+        assert!(apply(&store, 6 + i as i64, enroll("ct", "s", id)).await?.is_ok());
+    }
+    let many: serde_json::Map<String, serde_json::Value> = (0..40)
+        .map(|n| (format!("cmd.n{n:02}"), serde_json::json!({"ok": false})))
+        .collect();
+    // (client, facts, failing checks read back)
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "c1",
+            r#"{"health":{"disk":{"ok":true,"detail":"12% used"},"cmd.flag":{"ok":false,"detail":"exit 1"},"service.nginx":{"ok":false,"detail":"inactive"}}}"#.into(),
+            vec!["cmd.flag".into(), "service.nginx".into()],
+        ),
+        ("c2", r#"{"health":{"disk":{"ok":true}}}"#.into(), vec![]),
+        ("c3", r#"{"os":"debian"}"#.into(), vec![]),
+        // Shapes an agent should not send: nothing read, no error.
+        (
+            "c4",
+            r#"{"health":{"a":"text","b":{"ok":0},"c":[1],"d\nx":{"ok":false},"e":{"ok":false}}}"#
+                .into(),
+            vec!["e".into()],
+        ),
+        (
+            "c5",
+            serde_json::json!({ "health": many }).to_string(),
+            (0..32).map(|n| format!("cmd.n{n:02}")).collect(),
+        ),
+    ];
+    for (i, (id, facts, _)) in cases.iter().enumerate() {
+        let report = Command::ReportInventory {
+            client_id: id.to_string(),
+            facts_json: facts.clone(),
+        };
+        assert!(apply(&store, 20 + i as i64, report).await?.is_ok(), "{id}");
+    }
+    let reader = store.reader();
+    for (id, _, want) in &cases {
+        let c = reader.client(id)?.expect("client");
+        assert_eq!(&c.failing, want, "{id}");
+    }
+    assert_eq!(
+        outpost_storage::MAX_FAILING_SHOWN,
+        32,
+        "the SELECT's LIMIT is 32"
+    );
+    let listed = reader.clients()?;
+    assert_eq!(listed[0].failing, ["cmd.flag", "service.nginx"]);
+    assert!(listed[5].failing.is_empty(), "c6 never reported");
+
+    // Seen: c1 at 1000, c2 at 5000; the rest never.
+    let touch = Command::TouchClients {
+        node_id: 1,
+        seen: vec![("c1".into(), 1000), ("c2".into(), 5000)],
+    };
+    assert!(apply(&store, 50, touch).await?.is_ok());
+    let page = |filter: outpost_storage::ClientFilter| -> anyhow::Result<(Vec<String>, u64)> {
+        let (rows, total) = reader.clients_page(&filter, 0, 100)?;
+        Ok((rows.into_iter().map(|c| c.id).collect(), total))
+    };
+    use outpost_storage::ClientFilter;
+    let cases: Vec<(&str, ClientFilter, Vec<&str>)> = vec![
+        ("none", ClientFilter::default(), ids.to_vec()),
+        (
+            "failing",
+            ClientFilter {
+                failing: true,
+                ..Default::default()
+            },
+            vec!["c1", "c4", "c5"],
+        ),
+        (
+            "unseen since 2000",
+            ClientFilter {
+                unseen_since_ms: Some(2000),
+                ..Default::default()
+            },
+            vec!["c1", "c3", "c4", "c5", "c6"],
+        ),
+        (
+            "failing and unseen since 2000 and text",
+            ClientFilter {
+                failing: true,
+                unseen_since_ms: Some(2000),
+                text: "c4".into(),
+                ..Default::default()
+            },
+            vec!["c4"],
+        ),
+        (
+            "unseen since 500",
+            ClientFilter {
+                unseen_since_ms: Some(500),
+                failing: true,
+                ..Default::default()
+            },
+            vec!["c4", "c5"],
+        ),
+    ];
+    for (what, filter, want) in cases {
+        let (got, total) = page(filter)?;
+        assert_eq!(got, want, "{what}");
+        assert_eq!(total, want.len() as u64, "{what}");
+    }
+    Ok(())
+}

@@ -520,6 +520,9 @@ pub struct Assignment {
 
 /// Configuration keys that name a program agents run: set only by signed bundles.
 pub const HANDLER_KEY_PREFIX: &str = "agent.handler.";
+/// Configuration keys of the health checks agents run at each sync (`agent.check.cmd.NAME`
+/// runs a command): set only by signed bundles, like handlers.
+pub const CHECK_KEY_PREFIX: &str = "agent.check.";
 
 impl Command {
     /// Why a leader refuses this command when a peer forwards it, if it does. Policy added
@@ -527,7 +530,7 @@ impl Command {
     /// that `apply` keeps accepting what older nodes accepted and mixed versions never
     /// diverge: the legacy unsigned `ImportBundle` and unlimited `RenewClientCert` (this
     /// version proposes `ImportSignedBundle` and `RotateClientCert`), and `SetConfig` of an
-    /// `agent.handler.*` key (set only by a signed bundle's config payload).
+    /// `agent.handler.*` or `agent.check.*` key (set only by a signed bundle's config payload).
     pub fn refused_from_peers(&self) -> Option<&'static str> {
         match self {
             Command::Once { command, .. } => command.refused_from_peers(),
@@ -538,7 +541,9 @@ impl Command {
                 Some("unbounded certificate renewals are not accepted: use RotateClientCert")
             }
             Command::SetConfig { key, .. } if signed_only_key(key) => {
-                Some("agent.handler.*, deploy.* and site.timezone are set only by a signed bundle")
+                Some(
+                    "agent.handler.*, agent.check.*, deploy.* and site.timezone are set only by a signed bundle",
+                )
             }
             Command::ReformCluster { .. } => {
                 Some("a cluster is reformed only offline, by outpost restore or outpost recover")
@@ -787,6 +792,9 @@ pub struct ClientRecord {
     pub last_seen_node: Option<u64>,
     /// The operator's labels (`LabelClients`), sorted.
     pub labels: Vec<String>,
+    /// The health checks failing in the client's latest facts (`health.NAME.ok` false),
+    /// sorted, at most `MAX_FAILING_SHOWN`.
+    pub failing: Vec<String>,
 }
 
 /// What the pre-check of a token found (`Reader::check_token`).

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{DeploymentRecord, HANDLER_KEY_PREFIX};
+use super::{CHECK_KEY_PREFIX, DeploymentRecord, HANDLER_KEY_PREFIX};
 
 /// Configuration keys of the rollout policy (`deploy.approval_above`): signed bundles only.
 pub const DEPLOY_KEY_PREFIX: &str = "deploy.";
@@ -18,9 +18,11 @@ pub const SITE_TIMEZONE_KEY: &str = "site.timezone";
 pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
 
 /// Whether `key` is set only through a signed bundle's config payload, never by `SetConfig`
-/// from the API: what agents run, and the rollout policy and the clock it is read on.
+/// from the API: what agents run (handlers and health checks), and the rollout policy and
+/// the clock it is read on.
 pub fn signed_only_key(key: &str) -> bool {
     key.starts_with(HANDLER_KEY_PREFIX)
+        || key.starts_with(CHECK_KEY_PREFIX)
         || key.starts_with(DEPLOY_KEY_PREFIX)
         || key == SITE_TIMEZONE_KEY
 }
@@ -366,6 +368,9 @@ mod tests {
         // (key, signed only)
         let cases = [
             ("agent.handler.install.artifact", true),
+            ("agent.check.cmd.flag", true),
+            ("agent.check.disk", true),
+            ("agent.checkx", false),
             ("deploy.approval_above", true),
             ("deploy.anything", true),
             ("site.timezone", true),

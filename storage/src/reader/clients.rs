@@ -8,33 +8,72 @@ use crate::model::{ClientCertState, ClientRecord, InventoryChange, InventoryReco
 use crate::rollout_rows::split_labels;
 use crate::rows::{FromRow, all, json, one};
 
+/// The most failing check names a client record carries (an agent reports at most 32 checks;
+/// a hostile one may report more, which are not read).
+pub const MAX_FAILING_SHOWN: u32 = 32;
+
+/// Which clients a page of the console's list shows; each filter is skipped when empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFilter {
+    /// A substring of the id or the host name.
+    pub text: String,
+    pub group: String,
+    /// Only clients with at least one failing health check.
+    pub failing: bool,
+    /// Only clients not seen since this time (unix ms); never-seen clients included.
+    pub unseen_since_ms: Option<i64>,
+}
+
+/// `FROM …` of the failing health checks of the client of the outer row (`clients.id`): the
+/// entries of `$.health` of its latest facts whose `ok` is JSON `false`. The CASE keeps
+/// `json_type` off values that are not objects (an agent's facts are its own to shape). The
+/// key is the check name; one with a line break is not read (names are joined by `char(10)`).
+macro_rules! failing_from {
+    () => {
+        "FROM inventory i, json_each(i.facts_json, '$.health') h \
+         WHERE i.client_id = clients.id \
+           AND CASE WHEN h.type = 'object' THEN json_type(h.value, '$.ok') END = 'false' \
+           AND instr(h.key, char(10)) = 0"
+    };
+}
+
 impl Reader {
     pub fn clients(&self) -> Result<Vec<ClientRecord>, StorageError> {
         self.with(|c| Ok(all(c, "ORDER BY id", [])?))
     }
 
-    /// One page of clients by id (`offset`, `limit`) whose id or host name contains `text`
-    /// and that are in `group` (each filter skipped when empty), with how many match in all.
+    /// One page of clients by id (`offset`, `limit`) that pass `filter`, with how many pass
+    /// in all.
     pub fn clients_page(
         &self,
-        text: &str,
-        group: &str,
+        filter: &ClientFilter,
         offset: u64,
         limit: u32,
     ) -> Result<(Vec<ClientRecord>, u64), StorageError> {
+        let text = filter.text.as_str();
+        let group = filter.group.as_str();
         let like = format!("%{}%", like_escape(text));
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let filter = "WHERE (?1 = '' OR id LIKE ?2 ESCAPE '\\' OR hostname LIKE ?2 ESCAPE '\\')
-                        AND (?3 = '' OR EXISTS
-                             (SELECT 1 FROM json_each(clients.groups_json) WHERE value = ?3))";
+        let unseen = filter.unseen_since_ms;
+        let failing = filter.failing;
+        let filter = format!(
+            "WHERE (?1 = '' OR id LIKE ?2 ESCAPE '\\' OR hostname LIKE ?2 ESCAPE '\\')
+               AND (?3 = '' OR EXISTS
+                    (SELECT 1 FROM json_each(clients.groups_json) WHERE value = ?3))
+               AND (?4 IS NULL OR last_seen_ms IS NULL OR last_seen_ms < ?4)
+               AND (?5 = 0 OR EXISTS (SELECT 1 {}))",
+            failing_from!()
+        );
         self.with(|c| {
             let total: i64 = c
                 .prepare_cached(&format!("SELECT COUNT(*) FROM clients {filter}"))?
-                .query_row(rusqlite::params![text, like, group], |r| r.get(0))?;
+                .query_row(rusqlite::params![text, like, group, unseen, failing], |r| {
+                    r.get(0)
+                })?;
             let page = all(
                 c,
-                &format!("{filter} ORDER BY id LIMIT ?4 OFFSET ?5"),
-                rusqlite::params![text, like, group, limit, offset],
+                &format!("{filter} ORDER BY id LIMIT ?6 OFFSET ?7"),
+                rusqlite::params![text, like, group, unseen, failing, limit, offset],
             )?;
             Ok((page, u64::try_from(total).unwrap_or(0)))
         })
@@ -155,9 +194,15 @@ fn like_escape(s: &str) -> String {
 }
 
 impl FromRow for ClientRecord {
-    const SELECT: &'static str = "SELECT id, hostname, groups_json, cert_serial, enrolled_at_ms, \
+    // The LIMIT is MAX_FAILING_SHOWN (a test holds them equal).
+    const SELECT: &'static str = concat!(
+        "SELECT id, hostname, groups_json, cert_serial, enrolled_at_ms, \
         revoked, last_seen_ms, last_seen_node, (SELECT group_concat(l.label, char(10)) \
-        FROM client_labels l WHERE l.client_id = clients.id) FROM clients";
+        FROM client_labels l WHERE l.client_id = clients.id), \
+        (SELECT group_concat(k, char(10)) FROM (SELECT h.key AS k ",
+        failing_from!(),
+        " ORDER BY h.key LIMIT 32)) FROM clients"
+    );
 
     fn from_row(r: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         let id: String = r.get(0)?;
@@ -170,6 +215,7 @@ impl FromRow for ClientRecord {
             last_seen: r.get(6)?,
             last_seen_node: r.get::<_, Option<i64>>(7)?.map(|n| n as u64),
             labels: split_labels(r.get(8)?),
+            failing: split_labels(r.get(9)?),
             id,
         })
     }

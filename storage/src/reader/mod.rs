@@ -28,6 +28,8 @@ use crate::schema::meta_blob;
 
 mod bundles;
 mod clients;
+
+pub use clients::{ClientFilter, MAX_FAILING_SHOWN};
 mod config;
 mod console;
 mod deployments;
