@@ -13,6 +13,8 @@
 
 mod support;
 
+use support::agents::Fleet;
+use support::local::{admin_identity, ca_pem, trusted_cluster};
 use support::{command_ok, exe, or_dump, output, s, serial};
 
 use std::collections::BTreeSet;
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions, free_port};
+use outpost::shared::client::{ApiClient, Endpoint};
 use serde_json::Value;
 
 /// The shipped alert rules, their promtool unit tests.
@@ -382,4 +385,104 @@ fn promtool_accepts_the_shipped_rules_and_their_tests() {
     );
     assert!(out.status.success(), "promtool test rules: {all}");
     assert!(all.contains("SUCCESS"), "{all}");
+}
+
+/// The value of the unlabelled sample `name` in a `/metrics` text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Node `i`'s `/metrics` text, read as Prometheus does: over mutual TLS with an admin's
+/// certificate.
+async fn scrape(c: &LocalCluster, i: usize, admin: &ApiClient) -> Result<String> {
+    let raw = admin
+        .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
+        .await
+        .with_context(|| format!("/metrics of {}", c.nodes[i].name))?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// Waits until node 0's `outpost_clients_failing_checks` is `want` (each node caches its
+/// site counts for 10 s).
+async fn wait_failing(c: &LocalCluster, admin: &ApiClient, want: f64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let text = scrape(c, 0, admin).await?;
+        let got = sample(&text, "outpost_clients_failing_checks");
+        if got == Some(want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("outpost_clients_failing_checks is {got:?}, not {want}, after 40 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_check_shows_in_the_metrics_until_fixed() {
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let (key, c) = trusted_cluster(&root, "release", "cluster", 1, &[])
+        .await
+        .expect("a one-node cluster trusting the test's bundle key");
+    let r = async {
+        // A signed config payload declares a check that fails until the file `fixed` exists.
+        let fixed = root.join("fixed");
+        std::fs::write(
+            root.join("checks.toml"),
+            format!(
+                "[global]\n\"agent.check.cmd.probe\" = \"test -e {}\"\n",
+                s(&fixed)
+            ),
+        )?;
+        std::fs::write(
+            root.join("spec.toml"),
+            "channel = \"site\"\nversion = 1\n[[payload]]\npath = \"checks.toml\"\nkind = \"config\"\nname = \"checks\"\n",
+        )?;
+        let bundle = root.join("checks.obundle");
+        c.run_ok(&[
+            "bundle",
+            "create",
+            "--spec",
+            s(&root.join("spec.toml")),
+            "--key",
+            s(&key),
+            "-o",
+            s(&bundle),
+        ])?;
+        c.cli(0, &["bundle", "import", s(&bundle)])?;
+
+        let admin = ApiClient::new(Endpoint::Tls {
+            addr: c.nodes[0].api_addr.clone(),
+            config: outpost_certs::client_config(
+                &ca_pem(&c),
+                Some(&admin_identity(&c)),
+                &[b"http/1.1"],
+            )?,
+            server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
+        });
+        wait_failing(&c, &admin, 0.0).await?;
+
+        // The agent reads the check at its first sync (enrollment) and reports it failing.
+        let token = c.cli(0, &["token", "create", "--kind", "client"])?;
+        let fleet = Fleet::new(&exe());
+        let servers = [c.nodes[0].api_addr.clone()];
+        let agent = fleet
+            .enroll(&root.join("agents"), "probe", 1, token.trim(), &servers)?
+            .remove(0);
+        fleet.sync(&agent)?;
+        wait_failing(&c, &admin, 1.0).await?;
+
+        // Fixed: the next sync clears it.
+        std::fs::write(&fixed, b"")?;
+        fleet.sync(&agent)?;
+        wait_failing(&c, &admin, 0.0).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    or_dump(&c, r);
 }
