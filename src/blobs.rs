@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,10 @@ pub struct Blobs {
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Blobs whose holding this node has already reported (or seen recorded).
     reported: Mutex<BTreeSet<String>>,
+    /// Wanted blobs this node still lacked after its last replication pass (`/metrics`).
+    missing: std::sync::atomic::AtomicU64,
+    /// Bytes of blobs fetched from peers since start (`/metrics`).
+    fetched_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Blobs {
@@ -82,6 +87,8 @@ impl Blobs {
             node_id,
             inflight: Mutex::default(),
             reported: Mutex::default(),
+            missing: Default::default(),
+            fetched_bytes: Default::default(),
         }))
     }
 
@@ -104,6 +111,16 @@ impl Blobs {
         self.fetch(sha256, size).await?;
         self.report(vec![sha256.to_string()]).await;
         Ok(path)
+    }
+
+    /// Wanted blobs this node lacked after its last replication pass.
+    pub fn missing(&self) -> u64 {
+        self.missing.load(Ordering::Relaxed)
+    }
+
+    /// Bytes fetched from peers since start.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched_bytes.load(Ordering::Relaxed)
     }
 
     /// Pulls every missing blob the state refers to and reports holdings, forever: a pass
@@ -153,12 +170,14 @@ impl Blobs {
         })
         .await??;
         let mut held = Vec::new();
+        let mut missing = 0u64;
         for (sha, size) in &wanted {
             if !self.store.contains(sha) {
                 match self.fetch(sha, *size).await {
                     Ok(()) => {}
                     Err(e) => {
                         tracing::warn!(blob = %sha, error = %e, "blob not fetched yet");
+                        missing += 1;
                         continue;
                     }
                 }
@@ -167,6 +186,7 @@ impl Blobs {
                 held.push(sha.clone());
             }
         }
+        self.missing.store(missing, Ordering::Relaxed);
         {
             let mut rep = self.reported.lock().unwrap_or_else(|p| p.into_inner());
             held.retain(|s| !rep.contains(s));
@@ -217,6 +237,7 @@ impl Blobs {
             let started = std::time::Instant::now();
             match self.fetch_from(peer, sha256, size).await {
                 Ok(()) => {
+                    self.fetched_bytes.fetch_add(size, Ordering::Relaxed);
                     let secs = started.elapsed().as_secs_f64();
                     tracing::info!(blob = %sha256, from = peer, bytes = size,
                         mib_per_s = format!("{:.0}", size as f64 / 1048576.0 / secs.max(1e-6)),

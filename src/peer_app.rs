@@ -39,11 +39,28 @@ pub enum PeerAsk {
     /// The answering node's Raft status, as JSON `outpost_raft::NodeStatus` (the console's
     /// overview: each node's state, applied index and whether it knows a leader).
     Status,
+    /// The answering node's clock, unix milliseconds as 8 bytes little-endian (clock offset:
+    /// `crate::metrics::clock`). A node older than 0.3 answers an error (unknown variant).
+    ClockMs,
+    /// The answering node's report of itself, as JSON `wire::NodeHealth` (`outpost doctor`).
+    /// A node older than 0.3 answers an error (unknown variant).
+    Health,
 }
 
-/// The handler other nodes' asks reach: blob chunks from `store`, everything else from `node`.
-pub fn handler(node: RaftNode, store: BlobStore) -> Arc<dyn AppHandler> {
-    Arc::new(PeerServer { node, store })
+/// What answers a `Health` ask: this node's report of itself, already encoded (JSON
+/// `wire::NodeHealth`), or why there is none. Set by the node at start.
+pub type HealthProvider = Arc<dyn Fn() -> HealthFuture + Send + Sync>;
+pub type HealthFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send>>;
+
+/// The handler other nodes' asks reach: blob chunks from `store`, the node's report of itself
+/// from `health`, everything else from `node`.
+pub fn handler(node: RaftNode, store: BlobStore, health: HealthProvider) -> Arc<dyn AppHandler> {
+    Arc::new(PeerServer {
+        node,
+        store,
+        health,
+    })
 }
 
 /// The cluster time floor for bundle expiry: the highest of the voters' median clock and the
@@ -81,16 +98,19 @@ fn median(v: &mut [i64]) -> Option<i64> {
 struct PeerServer {
     node: RaftNode,
     store: BlobStore,
+    health: HealthProvider,
 }
 
 impl AppHandler for PeerServer {
     fn handle(&self, from: u64, request: Vec<u8>) -> AppFuture {
-        let (node, store) = (self.node.clone(), self.store.clone());
+        let (node, store, health) = (self.node.clone(), self.store.clone(), self.health.clone());
         Box::pin(async move {
             let ask: PeerAsk = serde_json::from_slice(&request)
                 .map_err(|e| format!("request from node {from} does not parse: {e}"))?;
             match ask {
                 PeerAsk::Clock => Ok(now_secs().to_le_bytes().to_vec()),
+                PeerAsk::ClockMs => Ok(outpost_raft::now_ms().to_le_bytes().to_vec()),
+                PeerAsk::Health => health().await,
                 PeerAsk::Status => serde_json::to_vec(&node.status()).map_err(|e| e.to_string()),
                 PeerAsk::AuditChain { at_seq } => {
                     let reader = node.reader();

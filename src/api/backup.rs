@@ -134,6 +134,13 @@ pub(crate) async fn backup(
         sealed_ca_key = header.ca_key.is_some(),
         "backup made"
     );
+    // Remembered for `outpost doctor` (the age of the last backup), across restarts.
+    let own = st.own.clone();
+    match tokio::task::spawn_blocking(move || own.record_backup(now)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the time of this backup was not recorded"),
+        Err(e) => tracing::warn!(error = %e, "the time of this backup was not recorded"),
+    }
     let total = (backup::MAGIC.len() + line.len()) as u64 + state_bytes;
     let head = futures::stream::iter([
         Ok::<_, std::io::Error>(axum::body::Bytes::from_static(backup::MAGIC)),

@@ -178,8 +178,13 @@ pub async fn commit(
             Err(e) => roll_refused = Some(e.message().to_owned()),
         }
     }
+    let imported = done != outpost_storage::Response::Unchanged;
+    if imported {
+        let bytes = head.manifest.payloads.iter().map(|p| p.size).sum();
+        st.metrics.count_import(bytes);
+    }
     Ok(Json(BundleCommitted {
-        imported: done != outpost_storage::Response::Unchanged,
+        imported,
         roll,
         roll_refused,
     }))

@@ -28,6 +28,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::api::Caller;
+use crate::metrics::ConstFamily;
 
 pub use crate::api::activity::{Activity, Busy, Closed, Watched};
 use crate::api::pool::{Full, Pool, PoolKind};
@@ -190,7 +191,7 @@ impl Refusal {
 }
 
 /// Connection caps, rate limits and their counters for one API port. `runtime` creates one
-/// and hands it to `server::serve_tls`; `/metrics` shows it through `render_metrics`.
+/// and hands it to `server::serve_tls`; `/metrics` shows it through `families`.
 pub struct ApiLimits {
     cfg: LimitsConfig,
     anonymous: Mutex<Pool>,
@@ -452,97 +453,79 @@ impl ApiLimits {
         lock(&self.logged).retain(|_, at| now.duration_since(*at) < LOG_EVERY);
     }
 
-    /// Prometheus text for `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// The port's gauges and counters for `/metrics`.
+    pub fn families(&self) -> Vec<ConstFamily> {
         let (anonymous, authenticated) = self.current();
-        let _ = writeln!(
-            out,
-            "# HELP outpost_api_connections Open connections on the API port (anonymous: no client certificate (yet)).\n\
-             # TYPE outpost_api_connections gauge\n\
-             outpost_api_connections{{kind=\"anonymous\"}} {anonymous}\n\
-             outpost_api_connections{{kind=\"authenticated\"}} {authenticated}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP outpost_api_connections_refused_total API connections closed at once because a cap was full (total, per source, per identity).\n\
-             # TYPE outpost_api_connections_refused_total counter"
+        let mut refused = ConstFamily::counter(
+            "outpost_api_connections_refused",
+            "API connections closed at once because a cap was full (total, per source, per identity).",
         );
         for r in Refusal::ALL {
-            let _ = writeln!(
-                out,
-                "outpost_api_connections_refused_total{{reason=\"{}\"}} {}",
-                r.label(),
-                self.refused(r)
-            );
+            refused = refused.labelled("reason", r.label(), self.refused(r));
         }
-        let _ = writeln!(
-            out,
-            "# HELP outpost_api_connections_closed_total API connections the server ended: handshake timeout, idle, maximum age, anonymous slot taken over, resumed session with an expired certificate, certificate of a revoked client or admin or of a removed node (refused after the handshake).\n\
-             # TYPE outpost_api_connections_closed_total counter"
+        let mut closed = ConstFamily::counter(
+            "outpost_api_connections_closed",
+            "API connections the server ended: handshake timeout, idle, maximum age, anonymous slot taken over, resumed session with an expired certificate, certificate of a revoked client or admin or of a removed node (refused after the handshake).",
         );
         for c in Closed::ALL {
-            let _ = writeln!(
-                out,
-                "outpost_api_connections_closed_total{{reason=\"{}\"}} {}",
+            closed = closed.labelled(
+                "reason",
                 c.label(),
-                self.closed[c as usize].load(Ordering::Relaxed)
+                self.closed[c as usize].load(Ordering::Relaxed),
             );
         }
         let h = self.handshakes();
-        let _ = writeln!(
-            out,
-            "# HELP outpost_api_tls_handshakes_total TLS handshakes completed on the API port: full, or resumed with a session ticket (agents' later syncs).\n\
-             # TYPE outpost_api_tls_handshakes_total counter\n\
-             outpost_api_tls_handshakes_total{{kind=\"full\"}} {}\n\
-             outpost_api_tls_handshakes_total{{kind=\"resumed\"}} {}",
-            h.full, h.resumed
+        let mut in_flight = ConstFamily::gauge(
+            "outpost_api_body_bytes_in_flight",
+            "Bytes of request bodies reserved by requests being read or handled, by class of caller.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP outpost_api_rate_limited_total Enroll and join requests answered 429, by the limit that refused them.\n\
-             # TYPE outpost_api_rate_limited_total counter\n\
-             outpost_api_rate_limited_total{{limit=\"source\"}} {}\n\
-             outpost_api_rate_limited_total{{limit=\"global\"}} {}",
-            self.limited_source.load(Ordering::Relaxed),
-            self.limited_global.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP outpost_api_body_bytes_in_flight Bytes of request bodies reserved by requests being read or handled, by class of caller.
-             # TYPE outpost_api_body_bytes_in_flight gauge"
+        let mut body_refused = ConstFamily::counter(
+            "outpost_api_body_refused",
+            "Requests answered 429 because their class's body bytes were all in flight.",
         );
         for c in Class::ALL {
             let i = c as usize;
-            let _ = writeln!(
-                out,
-                "outpost_api_body_bytes_in_flight{{class=\"{}\"}} {}",
+            in_flight = in_flight.labelled(
+                "class",
                 c.label(),
-                self.cfg.body_bytes[i].saturating_sub(self.bodies[i].available_permits())
+                self.cfg.body_bytes[i].saturating_sub(self.bodies[i].available_permits()),
+            );
+            body_refused = body_refused.labelled(
+                "class",
+                c.label(),
+                self.bodies_refused[i].load(Ordering::Relaxed),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP outpost_api_body_refused_total Requests answered 429 because their class's body bytes were all in flight.
-             # TYPE outpost_api_body_refused_total counter"
-        );
-        for c in Class::ALL {
-            let _ = writeln!(
-                out,
-                "outpost_api_body_refused_total{{class=\"{}\"}} {}",
-                c.label(),
-                self.bodies_refused[c as usize].load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP outpost_api_reports_limited_total Client reports answered 429 by the per-client rate.\n\
-             # TYPE outpost_api_reports_limited_total counter\n\
-             outpost_api_reports_limited_total{{report=\"inventory\"}} {}\n\
-             outpost_api_reports_limited_total{{report=\"results\"}} {}",
-            self.reports_limited[0].load(Ordering::Relaxed),
-            self.reports_limited[1].load(Ordering::Relaxed)
-        );
+        vec![
+            ConstFamily::gauge(
+                "outpost_api_connections",
+                "Open connections on the API port (anonymous: no client certificate (yet)).",
+            )
+            .labelled("kind", "anonymous", anonymous)
+            .labelled("kind", "authenticated", authenticated),
+            refused,
+            closed,
+            ConstFamily::counter(
+                "outpost_api_tls_handshakes",
+                "TLS handshakes completed on the API port: full, or resumed with a session ticket (agents' later syncs).",
+            )
+            .labelled("kind", "full", h.full)
+            .labelled("kind", "resumed", h.resumed),
+            ConstFamily::counter(
+                "outpost_api_rate_limited",
+                "Enroll and join requests answered 429, by the limit that refused them.",
+            )
+            .labelled("limit", "source", self.limited_source.load(Ordering::Relaxed))
+            .labelled("limit", "global", self.limited_global.load(Ordering::Relaxed)),
+            in_flight,
+            body_refused,
+            ConstFamily::counter(
+                "outpost_api_reports_limited",
+                "Client reports answered 429 by the per-client rate.",
+            )
+            .labelled("report", "inventory", self.reports_limited[0].load(Ordering::Relaxed))
+            .labelled("report", "results", self.reports_limited[1].load(Ordering::Relaxed)),
+        ]
     }
 
     fn admit(self: &Arc<Self>, kind: PoolKind, ip: IpAddr) -> Option<Slot> {
@@ -729,8 +712,7 @@ mod tests {
         assert!(limits.count_closed_logged(why, ip("10.0.0.1")));
         assert!(!limits.count_closed_logged(why, ip("10.0.0.1")));
         assert!(limits.count_closed_logged(why, ip("10.0.0.2")));
-        let mut out = String::new();
-        limits.render_metrics(&mut out);
+        let out = crate::metrics::scrape::render(limits.families());
         assert!(
             out.contains("outpost_api_connections_closed_total{reason=\"expired_resumption\"} 3"),
             "{out}"
@@ -852,8 +834,7 @@ mod tests {
         assert!(limits.reserve_body(Class::Client, 600).await.is_some());
         drop(a);
         assert!(limits.reserve_body(Class::Anonymous, 60).await.is_some());
-        let mut out = String::new();
-        limits.render_metrics(&mut out);
+        let out = crate::metrics::scrape::render(limits.families());
         assert!(
             out.contains("outpost_api_body_refused_total{class=\"anonymous\"} 1"),
             "{out}"
@@ -905,8 +886,7 @@ mod tests {
         let wait = limits.check(a).unwrap_err();
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         assert!(limits.check(b).is_ok());
-        let mut out = String::new();
-        limits.render_metrics(&mut out);
+        let out = crate::metrics::scrape::render(limits.families());
         assert!(out.contains("outpost_api_rate_limited_total{limit=\"source\"} "));
         assert!(out.contains("outpost_api_connections{kind=\"anonymous\"} 0"));
     }

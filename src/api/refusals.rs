@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::ApiError;
+use crate::metrics::{ConstFamily, Value};
 
 /// One log line per source address per this long.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -74,17 +75,21 @@ impl Refusals {
         false
     }
 
-    /// Prometheus text: `outpost_refused_requests_total{route,reason}`.
-    pub fn render_metrics(&self, out: &mut String) {
-        out.push_str("# HELP outpost_refused_requests_total Unauthenticated requests refused before anything was written, by route and reason.\n");
-        out.push_str("# TYPE outpost_refused_requests_total counter\n");
+    /// `outpost_refused_requests_total{route,reason}` for `/metrics`.
+    pub fn families(&self) -> Vec<ConstFamily> {
+        let mut f = ConstFamily::counter(
+            "outpost_refused_requests",
+            "Unauthenticated requests refused before anything was written, by route and reason.",
+        );
         if let Ok(c) = self.counts.lock() {
             for ((route, reason), n) in c.iter() {
-                out.push_str(&format!(
-                    "outpost_refused_requests_total{{route=\"{route}\",reason=\"{reason}\"}} {n}\n"
-                ));
+                f = f.with(
+                    vec![("route", route.to_string()), ("reason", reason.to_string())],
+                    Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
+                );
             }
         }
+        vec![f]
     }
 }
 
@@ -112,8 +117,7 @@ mod tests {
         r.refuse("enroll", "token_unknown", None, e());
         r.refuse("enroll", "token_unknown", None, e());
         r.refuse("join", "malformed", None, e());
-        let mut out = String::new();
-        r.render_metrics(&mut out);
+        let out = crate::metrics::scrape::render(r.families());
         assert!(
             out.contains(
                 "outpost_refused_requests_total{route=\"enroll\",reason=\"token_unknown\"} 2"

@@ -72,6 +72,12 @@ pub struct AppState {
     pub certs_seen: crate::api::certs_seen::CertsSeen,
     /// Admins' and peers' standing, read once per change of who may call.
     pub identities: crate::api::identities::IdentityCache,
+    /// The node's metrics registry (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// This node's disk, growth, last backup and binary hash (its `wire::NodeHealth`).
+    pub own: Arc<crate::metrics::NodeSelf>,
+    /// The site's counts for `/metrics`, read at most every 10 s.
+    pub site: crate::metrics::site::SiteCache,
 }
 
 impl AppState {
@@ -271,6 +277,36 @@ impl AppState {
                 binary_sha256: n.binary_sha256,
             })
             .collect())
+    }
+
+    /// This node's report of itself (what the `health` peer ask answers; `outpost doctor`
+    /// reads it for the node that gathers): readiness, disk (a blocking read, reused 10 s),
+    /// growth, certificate, last backup, version.
+    pub async fn own_health(&self) -> crate::wire::NodeHealth {
+        // Within the asker's 2 s deadline: a node that cannot get its leader's confirmation
+        // still answers, as not ready.
+        let r = tokio::time::timeout(Duration::from_millis(1500), self.readiness())
+            .await
+            .unwrap_or_else(|_| Readiness {
+                ready: false,
+                reason: "the leader did not confirm within 1.5 s".into(),
+            });
+        let own = self.own.clone();
+        let disk = tokio::task::spawn_blocking(move || own.disk())
+            .await
+            .unwrap_or_default();
+        self.own.health(
+            crate::metrics::OwnFacts {
+                node_id: self.node_id,
+                ready: r.ready,
+                reason: r.reason,
+                node_cert_not_after: self
+                    .node_cert_not_after
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                now_ms: outpost_raft::now_ms(),
+            },
+            disk,
+        )
     }
 
     /// Soonest certificate expiries this node knows (unix seconds).

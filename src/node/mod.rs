@@ -156,6 +156,8 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     }
 
     let peer_client = peer_tls.client.clone();
+    // OUTPOST_METRICS=off: no histograms observed (the overhead bench's "off" mode).
+    let metrics_on = crate::metrics::enabled_by_env();
     let node = RaftNode::start(NodeConfig {
         id: file.node_id,
         data_dir: dd.root.clone(),
@@ -163,6 +165,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tls: peer_tls,
         tuning: RaftTuning {
             auto_remove_after: file.cluster.auto_remove_after,
+            metrics: metrics_on,
             ..file.raft.clone()
         },
     })
@@ -177,12 +180,13 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
             .context("blob store thread")?
             .with_context(|| format!("opening the blob store {}", dd.blobs().display()))?
     };
-    node.set_app_handler(crate::peer_app::handler(
-        node.clone(),
-        blobs.store().clone(),
-    ));
     // Caps, timeouts and rate limits of the API port (and their /metrics counters).
     let limits = crate::api::limits::ApiLimits::new(crate::api::limits::LimitsConfig::from_env());
+    // One registry: this room's families and the Raft layer's telemetry.
+    let metrics = Arc::new(crate::metrics::Metrics::new(metrics_on, |reg| {
+        node.telemetry().register(reg)
+    }));
+    let own = Arc::new(crate::metrics::NodeSelf::open(&dd.root));
     let state = Arc::new(AppState {
         node: node.clone(),
         node_id: file.node_id,
@@ -199,10 +203,39 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         limits: limits.clone(),
         certs_seen: Default::default(),
         identities: Default::default(),
+        metrics: metrics.clone(),
+        own: own.clone(),
+        site: Default::default(),
     });
+    // Other nodes' asks (blob chunks, clock, health, ...), once the state that answers
+    // `health` exists.
+    let health: crate::peer_app::HealthProvider = {
+        let state = Arc::downgrade(&state);
+        Arc::new(move || {
+            let state = state.clone();
+            Box::pin(async move {
+                let st = state.upgrade().ok_or("this node is stopping")?;
+                serde_json::to_vec(&st.own_health().await).map_err(|e| e.to_string())
+            })
+        })
+    };
+    node.set_app_handler(crate::peer_app::handler(
+        node.clone(),
+        blobs.store().clone(),
+        health,
+    ));
+    {
+        let own = own.clone();
+        tokio::task::spawn_blocking(move || own.hash_binary());
+    }
     // The API and, beside it on the same port, the web console.
     let console = crate::console::Console::new(state.clone());
-    let app = api::router(state.clone()).merge(crate::console::router(console.clone()));
+    let app = api::router(state.clone())
+        .merge(crate::console::router(console.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            crate::metrics::http::track,
+        ));
     let tasks = vec![
         tokio::spawn(crate::node::server::serve_tls(
             api_listener,
@@ -217,6 +250,8 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tokio::spawn(crate::shared::process::trim_loop()),
         tokio::spawn(crate::console::report_sessions(console)),
         tokio::spawn(blobs.replicate()),
+        tokio::spawn(own.sampler()),
+        tokio::spawn(crate::metrics::clock::clock_loop(node.clone(), metrics)),
         tokio::spawn(renew_node_cert(
             dd.clone(),
             state.clone(),

@@ -72,6 +72,74 @@ pub fn open_fds() -> Option<u64> {
     Some(dir.count().saturating_sub(1) as u64)
 }
 
+/// Bytes of the regular files under `path` (recursively; symbolic links are not followed),
+/// at most `max_entries` entries visited. A missing path holds 0 bytes; entries that vanish
+/// while walked are skipped. Blocking: run on a blocking thread.
+pub fn dir_bytes(path: &std::path::Path, max_entries: usize) -> u64 {
+    let mut total = 0u64;
+    let mut todo = vec![path.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(p) = todo.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_file() {
+            total = total.saturating_add(meta.len());
+        } else if meta.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&p)
+        {
+            for e in entries.flatten() {
+                seen += 1;
+                if seen > max_entries {
+                    return total;
+                }
+                todo.push(e.path());
+            }
+        }
+    }
+    total
+}
+
+/// Bytes of the files in `dir` whose name starts with `prefix` (a database and its `-wal`,
+/// `-shm` files).
+pub fn prefixed_file_bytes(dir: &std::path::Path, prefix: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Free bytes (for an unprivileged user) and size of the file system holding `path`
+/// (statvfs), or None when it cannot be asked.
+pub fn fs_room(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is written by statvfs
+    // and read only when it returned 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    let frsize = if st.f_frsize > 0 {
+        st.f_frsize as u64
+    } else {
+        st.f_bsize as u64
+    };
+    Some((
+        (st.f_bavail as u64).saturating_mul(frsize),
+        (st.f_blocks as u64).saturating_mul(frsize),
+    ))
+}
+
 fn page_size() -> u64 {
     // SAFETY: sysconf reads a constant of the running system; no pointer is involved.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -95,6 +163,25 @@ mod tests {
         ] {
             assert_eq!(statm_resident_bytes(statm, page), want, "{statm:?}");
         }
+    }
+
+    #[test]
+    fn sizes_of_files_and_directories() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("raft.db"), [0u8; 100])?;
+        std::fs::write(dir.path().join("raft.db-wal"), [0u8; 20])?;
+        std::fs::write(dir.path().join("state.db"), [0u8; 7])?;
+        std::fs::create_dir_all(dir.path().join("blobs/ab"))?;
+        std::fs::write(dir.path().join("blobs/ab/x"), [0u8; 1000])?;
+        std::fs::write(dir.path().join("blobs/y"), [0u8; 24])?;
+        assert_eq!(prefixed_file_bytes(dir.path(), "raft.db"), 120);
+        assert_eq!(prefixed_file_bytes(dir.path(), "state.db"), 7);
+        assert_eq!(dir_bytes(&dir.path().join("blobs"), 1000), 1024);
+        assert_eq!(dir_bytes(&dir.path().join("missing"), 1000), 0);
+        let (free, total) = fs_room(dir.path()).expect("statvfs");
+        assert!(total > 0 && free <= total, "{free} {total}");
+        assert_eq!(fs_room(&dir.path().join("missing")), None);
+        Ok(())
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub use model::{
     RolloutStep, SITE_TIMEZONE_KEY, Scope, Selector, SessionProof, SignInLock, SignedBundle,
     TokenCheck, TokenKind, TokenRecord, TrustRecord, signed_only_key,
 };
+pub use reader::metrics::SiteCounts;
 pub use reader::{ClientFilter, MAX_FAILING_SHOWN, Reader};
 pub use rules::{
     ALL_CLIENTS, INVENTORY_CHANGES_PER_HOUR, INVENTORY_HISTORY_KEPT, MAX_FACTS_BYTES,

@@ -6,8 +6,8 @@
 //! The queries live beside their domain, each file adding its methods to `Reader`: `nodes`
 //! (cluster and nodes), `config`, `tokens`, `clients` (clients, certificates, inventory),
 //! `bundles` (trust, channels, bundles, blobs), `deployments`, `rollouts` (plan, status, the
-//! leader's next step, removals), `upgrade` and `console`
-//! (operator accounts, sessions). This file holds the pool and
+//! leader's next step, removals), `upgrade`, `console` (operator accounts, sessions) and
+//! `metrics` (the site's counts for `/metrics`). This file holds the pool and
 //! what spans every domain: the audit log and the applied marker. Reads never use `apply`:
 //! what both sides need lives in the crate's lower modules (`rows`, `rules`, `token_check`,
 //! `schema`). Each record type is read by its `rows::FromRow` impl, beside its queries.
@@ -33,6 +33,7 @@ pub use clients::{ClientFilter, MAX_FAILING_SHOWN};
 mod config;
 mod console;
 mod deployments;
+pub(crate) mod metrics;
 mod nodes;
 mod rollouts;
 mod tokens;

@@ -1,0 +1,271 @@
+//! This node's view of itself: what its data directory holds (by part) and its file system's
+//! room, how fast the directory grows (a sample every 10 minutes, kept 8 days), when it last
+//! served a backup (`<data>/last-backup.json`), and the SHA-256 of its running binary. From
+//! these, with readiness and its certificate, the node's `wire::NodeHealth` (the `health` peer
+//! ask, `outpost doctor`, `/metrics`).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::shared::process::{dir_bytes, fs_room, prefixed_file_bytes};
+use crate::wire::{DiskUse, NodeHealth};
+
+/// How often the data directory's size is sampled for its growth.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(600);
+/// How long samples are kept.
+const KEEP_MS: i64 = 8 * 24 * 3600 * 1000;
+/// Growth is not reported before the samples span this long.
+const MIN_SPAN_MS: i64 = 3600 * 1000;
+/// A disk reading is reused this long (scrapes, health asks).
+const DISK_FRESH: Duration = Duration::from_secs(10);
+/// Most directory entries walked per part (a bounded walk on a huge store).
+const MAX_ENTRIES: usize = 1_000_000;
+/// The file a node writes when it served a backup.
+pub const LAST_BACKUP_FILE: &str = "last-backup.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LastBackup {
+    at_ms: i64,
+}
+
+/// The node's own measurements, shared by the API, the peer handler and the sampler.
+pub struct NodeSelf {
+    data_dir: PathBuf,
+    /// (unix ms, bytes of the data directory) every `SAMPLE_EVERY`.
+    samples: Mutex<VecDeque<(i64, u64)>>,
+    disk: Mutex<Option<(Instant, DiskUse)>>,
+    last_backup_ms: Mutex<Option<i64>>,
+    binary_sha256: OnceLock<String>,
+}
+
+impl NodeSelf {
+    /// Reads `last-backup.json` if there is one (a file that does not parse is logged and
+    /// ignored: the next backup writes it again).
+    pub fn open(data_dir: &Path) -> NodeSelf {
+        let path = data_dir.join(LAST_BACKUP_FILE);
+        let last = match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice::<LastBackup>(&b) {
+                Ok(l) => Some(l.at_ms),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "last backup record does not parse; ignored");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        NodeSelf {
+            data_dir: data_dir.to_path_buf(),
+            samples: Mutex::new(VecDeque::new()),
+            disk: Mutex::new(None),
+            last_backup_ms: Mutex::new(last),
+            binary_sha256: OnceLock::new(),
+        }
+    }
+
+    /// Measures the data directory now (blocking: file sizes, a walk of blobs and snapshots,
+    /// statvfs). Run on a blocking thread.
+    pub fn measure_disk(&self) -> DiskUse {
+        let root = &self.data_dir;
+        let (free, total) = fs_room(root).unwrap_or((0, 0));
+        let d = DiskUse {
+            raft_db_bytes: prefixed_file_bytes(root, "raft.db"),
+            state_db_bytes: prefixed_file_bytes(root, "state.db"),
+            blobs_bytes: dir_bytes(&root.join("blobs"), MAX_ENTRIES),
+            snapshots_bytes: dir_bytes(&root.join("snapshots"), MAX_ENTRIES),
+            free_bytes: free,
+            total_bytes: total,
+        };
+        *lock(&self.disk) = Some((Instant::now(), d.clone()));
+        d
+    }
+
+    /// The last disk reading if it is at most 10 s old, else a new one (blocking).
+    pub fn disk(&self) -> DiskUse {
+        if let Some((at, d)) = lock(&self.disk).as_ref()
+            && at.elapsed() < DISK_FRESH
+        {
+            return d.clone();
+        }
+        self.measure_disk()
+    }
+
+    /// Records one growth sample (the data directory's bytes at `now_ms`).
+    pub fn add_sample(&self, now_ms: i64, bytes: u64) {
+        let mut s = lock(&self.samples);
+        s.push_back((now_ms, bytes));
+        while s.front().is_some_and(|(at, _)| now_ms - at > KEEP_MS) {
+            s.pop_front();
+        }
+    }
+
+    /// Growth of the data directory in bytes per day (None before an hour of samples).
+    pub fn growth_bytes_per_day(&self) -> Option<f64> {
+        growth_per_day(lock(&self.samples).make_contiguous())
+    }
+
+    /// When this node last served a backup.
+    pub fn last_backup_ms(&self) -> Option<i64> {
+        *lock(&self.last_backup_ms)
+    }
+
+    /// Records a backup served at `at_ms`: `last-backup.json` written durably (temp file,
+    /// fsync, rename, directory fsync). Blocking.
+    pub fn record_backup(&self, at_ms: i64) -> std::io::Result<()> {
+        use std::io::Write;
+        let path = self.data_dir.join(LAST_BACKUP_FILE);
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec(&LastBackup { at_ms }).map_err(std::io::Error::other)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        drop(f);
+        crate::shared::files::rename_durably(&tmp, &path)?;
+        *lock(&self.last_backup_ms) = Some(at_ms);
+        Ok(())
+    }
+
+    /// SHA-256 (hex) of the running binary, once hashed (`hash_binary`).
+    pub fn binary_sha256(&self) -> Option<&str> {
+        self.binary_sha256.get().map(String::as_str)
+    }
+
+    /// Hashes the running binary once (blocking: reads the whole file).
+    pub fn hash_binary(&self) {
+        if self.binary_sha256.get().is_some() {
+            return;
+        }
+        match std::env::current_exe().and_then(|p| sha256_file(&p)) {
+            Ok(h) => {
+                let _ = self.binary_sha256.set(h);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hash the running binary"),
+        }
+    }
+
+    /// The node's report of itself from its parts (pure but for the disk reading passed in).
+    pub fn health(&self, facts: OwnFacts, disk: DiskUse) -> NodeHealth {
+        NodeHealth {
+            node_id: facts.node_id,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ready: facts.ready,
+            not_ready_reason: if facts.ready {
+                String::new()
+            } else {
+                facts.reason
+            },
+            disk,
+            growth_bytes_per_day: self.growth_bytes_per_day(),
+            node_cert_not_after: facts.node_cert_not_after,
+            last_backup_ms: self.last_backup_ms(),
+            now_ms: facts.now_ms,
+        }
+    }
+
+    /// Every 10 minutes: the data directory's size as a growth sample (a blocking thread).
+    pub async fn sampler(self: std::sync::Arc<Self>) {
+        let mut every = tokio::time::interval(SAMPLE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let me = self.clone();
+            let Ok(d) = tokio::task::spawn_blocking(move || me.measure_disk()).await else {
+                return;
+            };
+            let bytes = d.raft_db_bytes + d.state_db_bytes + d.blobs_bytes + d.snapshots_bytes;
+            self.add_sample(outpost_raft::now_ms(), bytes);
+        }
+    }
+}
+
+/// What the API knows of the node that `NodeSelf` does not.
+#[derive(Debug, Clone)]
+pub struct OwnFacts {
+    pub node_id: u64,
+    pub ready: bool,
+    pub reason: String,
+    pub node_cert_not_after: i64,
+    pub now_ms: i64,
+}
+
+/// Bytes per day between the oldest and the newest sample; None when they span less than an
+/// hour.
+pub fn growth_per_day(samples: &[(i64, u64)]) -> Option<f64> {
+    let (first, last) = (samples.first()?, samples.last()?);
+    let span = last.0 - first.0;
+    if span < MIN_SPAN_MS {
+        return None;
+    }
+    let delta = last.1 as f64 - first.1 as f64;
+    Some(delta / span as f64 * 86_400_000.0)
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3600 * 1000;
+
+    #[test]
+    fn growth_needs_an_hour_and_is_per_day() {
+        let cases: [(&[(i64, u64)], Option<f64>); 6] = [
+            (&[], None),
+            (&[(0, 100)], None),
+            (&[(0, 100), (H - 1, 200)], None),
+            (&[(0, 100), (H, 200)], Some(2400.0)),
+            (&[(0, 1000), (12 * H, 1500), (24 * H, 3000)], Some(2000.0)),
+            (&[(0, 5000), (24 * H, 4000)], Some(-1000.0)),
+        ];
+        for (samples, want) in cases {
+            assert_eq!(growth_per_day(samples), want, "{samples:?}");
+        }
+    }
+
+    #[test]
+    fn samples_older_than_eight_days_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = NodeSelf::open(dir.path());
+        me.add_sample(0, 100);
+        me.add_sample(24 * H, 200);
+        me.add_sample(9 * 24 * H, 1000);
+        // Only the last two remain: 800 bytes over 8 days.
+        assert_eq!(me.growth_bytes_per_day(), Some(100.0));
+    }
+
+    #[test]
+    fn last_backup_survives_a_restart() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        assert_eq!(NodeSelf::open(dir.path()).last_backup_ms(), None);
+        NodeSelf::open(dir.path()).record_backup(1_700_000_000_000)?;
+        assert_eq!(
+            NodeSelf::open(dir.path()).last_backup_ms(),
+            Some(1_700_000_000_000)
+        );
+        std::fs::write(dir.path().join(LAST_BACKUP_FILE), b"garbage")?;
+        assert_eq!(NodeSelf::open(dir.path()).last_backup_ms(), None);
+        Ok(())
+    }
+}
