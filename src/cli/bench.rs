@@ -128,6 +128,22 @@ pub(super) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// What collecting metrics costs the write path: each round starts a temporary
+    /// three-node cluster with metrics on and one with OUTPOST_METRICS=off (the order
+    /// alternates), runs the write benchmark on each, and prints writes/s and p50/p99 per
+    /// mode and the ratio off/on (same run: compare the ratio on a noisy machine).
+    MetricsOverhead {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
     /// temporary three-node cluster of real `outpost serve` processes.
     Failover {
@@ -234,6 +250,22 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
         }
         BenchCmd::Backup { clients, json } => {
             let report = crate::harness::bench::backup::backup(clients).await?;
+            print_report(&report, json)?;
+        }
+        BenchCmd::MetricsOverhead {
+            rounds,
+            seconds,
+            clients,
+            value_bytes,
+            json,
+        } => {
+            let opts = crate::harness::bench::metrics_overhead::OverheadBench {
+                rounds,
+                seconds,
+                clients,
+                value_bytes,
+            };
+            let report = crate::harness::bench::metrics_overhead::bench(opts).await?;
             print_report(&report, json)?;
         }
         BenchCmd::Failover {

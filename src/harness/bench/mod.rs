@@ -9,6 +9,8 @@
 //!   agents;
 //! - `agents`: simulated agents enrolled for real (own key, CSR, client certificate);
 //! - `members`: what a bench samples of every member (memory, TLS handshakes);
+//! - `metrics_overhead`: `bench metrics-overhead`, writes/s with metrics collected and with
+//!   `OUTPOST_METRICS=off`, alternating, and their ratio;
 //! - `admin`: the admin certificate a bench calls the cluster with.
 
 pub mod admin;
@@ -19,6 +21,7 @@ pub mod backup;
 pub mod console;
 pub mod flood;
 pub mod members;
+pub mod metrics_overhead;
 pub mod rollout;
 
 use std::sync::Arc;
