@@ -815,3 +815,100 @@ async fn rollout_actions_csrf_preview_and_four_eyes() {
     .await;
     or_dump(&c, r);
 }
+
+/// The clients page's health filters (issue 23): `failing=1` lists the clients with a failing
+/// health check and names the checks on each row; `unseen=7d` lists the clients not seen for
+/// seven days, a never-synced one included; a bad duration is refused with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_filter_by_failing_checks_and_unseen() {
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("release");
+    outpost_bundles::keygen(&key).expect("keygen");
+    let opts = LocalOptions {
+        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
+        ..LocalOptions::default()
+    };
+    let c = LocalCluster::start(&dir.path().join("cluster"), &exe(), 1, opts)
+        .await
+        .expect("one node");
+    let r = async {
+        let ca = std::fs::read_to_string(c.nodes[0].dir.join("ca.crt"))?;
+        let n = Node { c: &c, ca };
+        // A signed check that fails while `./flag` exists in the agent's state directory.
+        let usb = dir.path().join("usb");
+        std::fs::create_dir_all(usb.join("files"))?;
+        std::fs::write(
+            usb.join("files/checks.toml"),
+            "[global]\n\"agent.check.cmd.flag\" = \"test ! -e flag\"\n",
+        )?;
+        let spec = usb.join("spec.toml");
+        std::fs::write(
+            &spec,
+            "channel = \"site\"\nversion = 1\n\n[[payload]]\npath = \"files/checks.toml\"\nkind = \"config\"\n",
+        )?;
+        let bundle = usb.join("checks-1.obundle").to_string_lossy().into_owned();
+        let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        c.run_ok(&[
+            "bundle", "create", "--spec", &s(&spec), "--key", &s(&key), "-o", &bundle,
+        ])?;
+        c.cli(0, &["bundle", "import", &bundle])?;
+        let fleet = support::agents::Fleet::new(&exe());
+        let server = vec![c.nodes[0].api_addr.clone()];
+        let token = c.cli(0, &["token", "create", "--kind", "client"])?;
+        let agents = dir.path().join("agents");
+        std::fs::create_dir_all(agents.join("flagged-0"))?;
+        std::fs::write(agents.join("flagged-0/flag"), b"x")?;
+        let flagged = fleet.enroll(&agents, "flagged", 1, token.trim(), &server)?;
+        let fine = fleet.enroll(&agents, "fine", 1, token.trim(), &server)?;
+        let silent = agents.join("silent");
+        std::fs::create_dir_all(&silent)?;
+        support::local::enroll_agent(
+            |args| fleet.run_in(&silent, args),
+            token.trim(),
+            &server[0],
+            &silent,
+            &["--hostname", "silent-host"],
+        )?;
+        // The two syncs recorded as seen (a node flushes last-seen times every few seconds).
+        let synced = [flagged[0].id.clone(), fine[0].id.clone()];
+        support::wait_for(std::time::Duration::from_secs(60), "syncs seen", || {
+            let list: Vec<outpost::wire::ClientRecord> =
+                serde_json::from_str(&c.cli(0, &["client", "list", "--json"]).ok()?).ok()?;
+            list.iter()
+                .filter(|r| synced.contains(&r.id))
+                .all(|r| r.last_seen.is_some())
+                .then_some(())
+        });
+
+        let alice = outpost::harness::console::sign_in(&c, 0, "alice").await?;
+        let a = n.get("/clients", Some(&alice)).await?;
+        assert!(a.body.contains("3 matching"), "{}", a.body);
+        let a = n.get("/clients?failing=1", Some(&alice)).await?;
+        assert!(
+            a.body.contains("1 matching")
+                && a.body.contains("flagged-0")
+                && a.body.contains("cmd.flag")
+                && !a.body.contains("fine-0")
+                && a.body.contains("value=\"1\" checked"),
+            "{}",
+            a.body
+        );
+        let a = n.get("/clients?unseen=7d", Some(&alice)).await?;
+        assert!(
+            a.body.contains("1 matching")
+                && a.body.contains("silent-host")
+                && a.body.contains("value=\"7d\" selected"),
+            "{}",
+            a.body
+        );
+        let a = n.get("/clients?unseen=7d&failing=1", Some(&alice)).await?;
+        assert!(a.body.contains("0 matching"), "{}", a.body);
+        let a = n.get("/clients?unseen=soon", Some(&alice)).await?;
+        assert_eq!(a.status, 400, "{}", a.body);
+        assert!(a.body.contains("not a duration"), "{}", a.body);
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    or_dump(&c, r);
+}

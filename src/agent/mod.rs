@@ -1,7 +1,8 @@
 //! The client agent: `outpost agent enroll | sync --once | run`. Enrollment and the sync loop
 //! are here; each sync also uploads the inventory (`inventory`), removes what an aborted
 //! deployment asks to uninstall (`removals`), installs deployments (`deployments`) and renews
-//! the certificate (`renewal`). The agent speaks to nodes only
+//! the certificate (`renewal`), with the results of the health checks the configuration
+//! declares (`checks`) in its facts. The agent speaks to nodes only
 //! through `crate::shared::client` with `crate::wire` bodies.
 //!
 //! State directory `S` (0700): `client.key` (0600), `client.crt`, `ca.crt`, `agent.json`
@@ -15,6 +16,7 @@
 //! One agent process at a time works in a state dir: syncs and installs hold `S/agent.lock`
 //! (the new binary proving a self-upgrade runs under its parent's hold).
 
+pub mod checks;
 pub mod deployments;
 pub mod inventory;
 pub mod offline;
@@ -276,10 +278,18 @@ fn read_agent_file(paths: &Paths) -> Result<AgentFile> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", paths.agent().display()))
 }
 
-/// Gathers the facts and uploads them when their hash differs from the last upload's.
-async fn upload_inventory_if_changed(client: &ApiClient, paths: &Paths) -> Result<bool> {
+/// Gathers the facts, with `health` (the results of the checks) when there are any, and
+/// uploads them when their hash differs from the last upload's.
+async fn upload_inventory_if_changed(
+    client: &ApiClient,
+    paths: &Paths,
+    health: Option<serde_json::Value>,
+) -> Result<bool> {
     use sha2::Digest;
     let mut facts = tokio::task::spawn_blocking(crate::agent::inventory::gather).await?;
+    if let (Some(health), Some(map)) = (health, facts.as_object_mut()) {
+        map.insert("health".into(), health);
+    }
     // What `agent install` did without a node reaches the cluster here, as facts.
     let installs = offline::offline_installs(&paths.dir)?;
     if let (false, Some(map)) = (installs.is_empty(), facts.as_object_mut()) {
@@ -481,7 +491,9 @@ async fn sync_with(
             None
         }
     });
-    let inventory_uploaded = upload_inventory_if_changed(client, paths).await?;
+    // The checks run before the facts are hashed: their results are part of them.
+    let health = checks::run(&checks::plan(&config)).await;
+    let inventory_uploaded = upload_inventory_if_changed(client, paths, health).await?;
     // Removals first: an artifact uninstalled by an abort may be installed again (another
     // version) by a newer deployment in the same sync.
     let mut lines = removals::remove_step(client, &paths.dir, &config, &removals).await?;

@@ -9,15 +9,22 @@ use hyper::Method;
 
 use super::{DataDirArg, Remote, api, format_ms};
 use crate::shared::client::{NO_BODY, urlencode};
-use crate::wire::{LabelRequest, LabelResponse};
+use crate::wire::{ClientRecord, InventoryView, LabelRequest, LabelResponse};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum ClientCmd {
+    /// The clients; --failing and --unseen filter them (both: clients that are both).
     List {
         #[command(flatten)]
         dir: DataDirArg,
         #[arg(long)]
         json: bool,
+        /// Only clients with at least one failing health check (`agent.check.*`).
+        #[arg(long)]
+        failing: bool,
+        /// Only clients not seen for this long (e.g. 7d, 12h); never-seen clients included.
+        #[arg(long, value_name = "DURATION")]
+        unseen: Option<humantime::Duration>,
     },
     Show {
         id: String,
@@ -58,6 +65,35 @@ pub fn ids_from_text(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether `client list` shows `c`: with `failing`, only a client with a failing check; with
+/// `unseen_before_ms`, only one never seen or last seen before then. Pure.
+pub fn listed(c: &ClientRecord, failing: bool, unseen_before_ms: Option<i64>) -> bool {
+    let failing_ok = !failing || !c.failing.is_empty();
+    let unseen_ok = match (unseen_before_ms, c.last_seen) {
+        (None, _) | (Some(_), None) => true,
+        (Some(before), Some(seen)) => seen < before,
+    };
+    failing_ok && unseen_ok
+}
+
+/// The failing checks of a client with their details from its facts (`health.NAME.detail`),
+/// one line each. Pure.
+pub fn failing_lines(failing: &[String], facts: Option<&serde_json::Value>) -> Vec<String> {
+    failing
+        .iter()
+        .map(|name| {
+            let detail = facts
+                .and_then(|f| f.get("health")?.get(name)?.get("detail")?.as_str())
+                .unwrap_or("");
+            if detail.is_empty() {
+                format!("  {name}")
+            } else {
+                format!("  {name}: {detail}")
+            }
+        })
+        .collect()
+}
+
 /// The clients a `client label` names: ids, the ids of a file, or a fact (not two of them).
 fn label_request(
     ids: Vec<String>,
@@ -90,33 +126,51 @@ fn label_request(
 
 pub(super) async fn run(remote: &Remote, cmd: ClientCmd) -> Result<()> {
     match cmd {
-        ClientCmd::List { dir, json } => {
-            let list: Vec<crate::wire::ClientRecord> = api(remote, &dir)?
+        ClientCmd::List {
+            dir,
+            json,
+            failing,
+            unseen,
+        } => {
+            let mut list: Vec<ClientRecord> = api(remote, &dir)?
                 .call(Method::GET, "/v1/clients", NO_BODY)
                 .await?;
+            let unseen_before_ms = unseen.map(|d| {
+                let ms =
+                    i64::try_from(std::time::Duration::from(d).as_millis()).unwrap_or(i64::MAX);
+                crate::shared::now_ms().saturating_sub(ms)
+            });
+            list.retain(|c| listed(c, failing, unseen_before_ms));
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<16} {:<24} {:<20} {:<20} {:<8} LAST SEEN",
-                    "ID", "HOSTNAME", "GROUPS", "LABELS", "REVOKED"
+                    "{:<16} {:<24} {:<20} {:<20} {:<8} {:<20} LAST SEEN",
+                    "ID", "HOSTNAME", "GROUPS", "LABELS", "REVOKED", "FAILING"
                 );
                 for c in list {
                     let seen = c.last_seen.map(format_ms).unwrap_or_else(|| "never".into());
+                    let failing = if c.failing.is_empty() {
+                        "-".to_string()
+                    } else {
+                        c.failing.join(",")
+                    };
                     println!(
-                        "{:<16} {:<24} {:<20} {:<20} {:<8} {}",
+                        "{:<16} {:<24} {:<20} {:<20} {:<8} {:<20} {}",
                         c.id,
                         c.hostname,
                         c.groups.join(","),
                         c.labels.join(","),
                         c.revoked,
+                        failing,
                         seen
                     );
                 }
             }
         }
         ClientCmd::Show { id, dir, json } => {
-            let c: crate::wire::ClientRecord = api(remote, &dir)?
+            let client = api(remote, &dir)?;
+            let c: ClientRecord = client
                 .call(
                     Method::GET,
                     &format!("/v1/clients/{}", urlencode(&id)),
@@ -136,6 +190,24 @@ pub(super) async fn run(remote: &Remote, cmd: ClientCmd) -> Result<()> {
                     c.last_seen.map(format_ms).unwrap_or_else(|| "never".into())
                 );
                 println!("revoked: {}", c.revoked);
+                if c.failing.is_empty() {
+                    println!("failing checks: none");
+                } else {
+                    // The details are in the client's facts; without them, the names.
+                    let view: Option<InventoryView> = client
+                        .call(
+                            Method::GET,
+                            &format!("/v1/inventory/{}", urlencode(&id)),
+                            NO_BODY,
+                        )
+                        .await
+                        .ok();
+                    println!("failing checks:");
+                    let facts = view.as_ref().map(|v| &v.inventory.facts);
+                    for line in failing_lines(&c.failing, facts) {
+                        println!("{line}");
+                    }
+                }
             }
         }
         ClientCmd::Revoke { id, dir } => {
@@ -176,6 +248,56 @@ pub(super) async fn run(remote: &Remote, cmd: ClientCmd) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_filters_combine() {
+        let client = |seen: Option<i64>, failing: &[&str]| ClientRecord {
+            id: "c".into(),
+            hostname: "h".into(),
+            groups: vec![],
+            cert_serial: "01".into(),
+            enrolled_at_ms: 1,
+            revoked: false,
+            last_seen: seen,
+            last_seen_node: None,
+            labels: vec![],
+            failing: failing.iter().map(|f| f.to_string()).collect(),
+        };
+        // (last seen, failing checks, --failing, unseen before, listed)
+        let cases = [
+            (Some(50), vec![], false, None, true),
+            (Some(50), vec![], true, None, false),
+            (Some(50), vec!["cmd.x"], true, None, true),
+            (Some(50), vec![], false, Some(100), true),
+            (Some(100), vec![], false, Some(100), false),
+            (None, vec![], false, Some(100), true),
+            (None, vec![], true, Some(100), false),
+            (Some(150), vec!["disk"], true, Some(100), false),
+            (Some(50), vec!["disk"], true, Some(100), true),
+        ];
+        for (seen, failing, only_failing, before, want) in cases {
+            let c = client(seen, &failing);
+            assert_eq!(
+                listed(&c, only_failing, before),
+                want,
+                "{seen:?} {failing:?} {only_failing} {before:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn failing_checks_show_their_details() {
+        let facts = serde_json::json!({"health": {
+            "cmd.flag": {"ok": false, "detail": "exit 1: flag present"},
+            "disk": {"ok": false},
+        }});
+        let failing = ["cmd.flag".to_string(), "disk".into(), "gone".into()];
+        assert_eq!(
+            failing_lines(&failing, Some(&facts)),
+            ["  cmd.flag: exit 1: flag present", "  disk", "  gone"]
+        );
+        assert_eq!(failing_lines(&failing[..1], None), ["  cmd.flag"]);
+    }
 
     #[test]
     fn ids_of_a_file() {

@@ -96,13 +96,12 @@ async fn config_change(
         return message(con, StatusCode::BAD_REQUEST, "Not changed", e.message());
     }
     if signed_only_key(&form.key) {
-        let why = if form.key.starts_with(HANDLER_KEY_PREFIX)
-            || form.key.starts_with(CHECK_KEY_PREFIX)
-        {
-            "runs code on clients"
-        } else {
-            "is a site policy"
-        };
+        let why =
+            if form.key.starts_with(HANDLER_KEY_PREFIX) || form.key.starts_with(CHECK_KEY_PREFIX) {
+                "runs code on clients"
+            } else {
+                "is a site policy"
+            };
         return message(
             con,
             StatusCode::FORBIDDEN,

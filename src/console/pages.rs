@@ -47,7 +47,9 @@ fn unseen_filter(text: &str) -> Result<Option<std::time::Duration>, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d <= MAX_UNSEEN => Ok(Some(d)),
         Ok(_) => Err(format!("unseen: {text} is longer than ten years")),
-        Err(e) => Err(format!("unseen: {text} is not a duration like 7d or 12h ({e})")),
+        Err(e) => Err(format!(
+            "unseen: {text} is not a duration like 7d or 12h ({e})"
+        )),
     }
 }
 
@@ -619,5 +621,30 @@ pub fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unseen_filter_takes_a_bounded_duration() {
+        let day = std::time::Duration::from_secs(86_400);
+        // (query value, result: Ok(duration) or a part of the message)
+        let cases: [(&str, Result<Option<std::time::Duration>, &str>); 5] = [
+            ("", Ok(None)),
+            ("7d", Ok(Some(7 * day))),
+            ("1h", Ok(Some(day / 24))),
+            ("11000d", Err("longer than ten years")),
+            ("soon", Err("not a duration like 7d")),
+        ];
+        for (text, want) in cases {
+            match (unseen_filter(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(got), Err(part)) => assert!(got.contains(part), "{text}: {got}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -70,14 +70,14 @@ pub use codec::{
 pub use error::StorageError;
 pub use model::{
     APPROVAL_ABOVE_KEY, Assignment, AuditChain, AuditCheck, AuditRecord, BundleImport,
-    BundleRecord, BundleType, CHECK_KEY_PREFIX, ChannelRecord, ClientCertState, ClientProgress, ClientRecord,
-    ClusterInfo, Command, ConfigEntry, ConsoleSession, ConsoleUser, DEPLOY_KEY_PREFIX,
-    DeploymentProgress, DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope,
-    FailureLimit, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord, NodeRole,
-    Outcome, PayloadHolding, PayloadRecord, PhaseCounts, Plan, PlanPhase, Progress, RejectCode,
-    Rejection, Response, RollRecord, RolloutRecord, RolloutSpec, RolloutState, RolloutStatus,
-    RolloutStep, SITE_TIMEZONE_KEY, Scope, Selector, SessionProof, SignInLock, SignedBundle,
-    TokenCheck, TokenKind, TokenRecord, TrustRecord, signed_only_key,
+    BundleRecord, BundleType, CHECK_KEY_PREFIX, ChannelRecord, ClientCertState, ClientProgress,
+    ClientRecord, ClusterInfo, Command, ConfigEntry, ConsoleSession, ConsoleUser,
+    DEPLOY_KEY_PREFIX, DeploymentProgress, DeploymentRecord, DeploymentResult, DeploymentStatus,
+    Envelope, FailureLimit, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord,
+    NodeRole, Outcome, PayloadHolding, PayloadRecord, PhaseCounts, Plan, PlanPhase, Progress,
+    RejectCode, Rejection, Response, RollRecord, RolloutRecord, RolloutSpec, RolloutState,
+    RolloutStatus, RolloutStep, SITE_TIMEZONE_KEY, Scope, Selector, SessionProof, SignInLock,
+    SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord, signed_only_key,
 };
 pub use reader::metrics::SiteCounts;
 pub use reader::{ClientFilter, MAX_FAILING_SHOWN, Reader};

@@ -293,7 +293,11 @@ async fn failing_checks_and_unseen_clients_are_read_from_the_state() -> anyhow::
     assert!(apply(&store, 5, token).await?.is_ok());
     let ids = ["c1", "c2", "c3", "c4", "c5", "c6"];
     for (i, id) in ids.iter().enumerate() {
-        assert!(apply(&store, 6 + i as i64, enroll("ct", "s", id)).await?.is_ok());
+        assert!(
+            apply(&store, 6 + i as i64, enroll("ct", "s", id))
+                .await?
+                .is_ok()
+        );
     }
     let many: serde_json::Map<String, serde_json::Value> = (0..40)
         .map(|n| (format!("cmd.n{n:02}"), serde_json::json!({"ok": false})))

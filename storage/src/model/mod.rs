@@ -540,11 +540,9 @@ impl Command {
             Command::RenewClientCert { .. } => {
                 Some("unbounded certificate renewals are not accepted: use RotateClientCert")
             }
-            Command::SetConfig { key, .. } if signed_only_key(key) => {
-                Some(
-                    "agent.handler.*, agent.check.*, deploy.* and site.timezone are set only by a signed bundle",
-                )
-            }
+            Command::SetConfig { key, .. } if signed_only_key(key) => Some(
+                "agent.handler.*, agent.check.*, deploy.* and site.timezone are set only by a signed bundle",
+            ),
             Command::ReformCluster { .. } => {
                 Some("a cluster is reformed only offline, by outpost restore or outpost recover")
             }
