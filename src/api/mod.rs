@@ -11,6 +11,7 @@
 //! watchdog; `extractors`: rates applied before a handler), the counters (`refusals`,
 //! `certs_seen`), and one file per resource (`status`, `tokens`, `admins`, `nodes`, `config`,
 //! `audit`, `clients`, `inventory`, `bundles`, `deployments`, `renewal`, `backup`, `upgrade`,
+//! `doctor`: the site's check,
 //! `console`: the console's links, accounts and sessions). Bodies are `crate::wire` types;
 //! `convert` turns storage and Raft records into them. The API knows nothing of the CLI or
 //! the agent; it is started by `crate::node`.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod console;
 mod convert;
 pub mod deployments;
+pub mod doctor;
 mod error;
 pub mod extractors;
 pub mod fields;
@@ -73,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
         .route("/v1/status", get(status::status))
+        .route("/v1/doctor", get(doctor::doctor))
         .route(
             "/v1/tokens",
             post(tokens::create_token).get(tokens::token_list),

@@ -2,7 +2,8 @@
 //! certificate, `--data-dir`), and the dispatch to one file per noun, which owns that noun's
 //! arguments and printing (`node`: init, join, discover, status, node; `token`, `admin`,
 //! `config`, `audit`, `client`, `inventory`, `bundle`, `deployment`, `agent`, `bench`,
-//! `console`, `recovery`: backup, restore, recover; `upgrade`: the rolling upgrade).
+//! `console`, `recovery`: backup, restore, recover; `upgrade`: the rolling upgrade; `doctor`:
+//! the site's check and its alert rules).
 //! Commands speak to a node through `crate::shared::client` with `crate::wire` bodies, or
 //! call start-up (`crate::node`), the agent (`crate::agent`) or the harness.
 
@@ -15,6 +16,7 @@ mod client;
 mod config;
 mod console;
 mod deployment;
+mod doctor;
 mod inventory;
 mod node;
 mod recovery;
@@ -251,6 +253,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: console::ConsoleCmd,
     },
+    /// Check what an operator should worry about (quorum, readiness, lag, clocks,
+    /// certificates, disks, versions, clients, rollouts, backups); exit 0 when all is well,
+    /// 1 with warnings, 2 with problems.
+    Doctor {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print the Prometheus alert rules of the same checks instead.
+        #[arg(long)]
+        prometheus_rules: bool,
+    },
     /// Start a three-node cluster on 127.0.0.1 in a temporary directory and show it working.
     Demo {
         /// Exit after the walk-through instead of running until Ctrl-C.
@@ -368,6 +383,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => recovery::recover(dir, force_new_cluster).await,
         Cmd::Upgrade { cmd } => upgrade::run(remote, cmd).await,
         Cmd::Console { cmd } => console::run(remote, cmd).await,
+        Cmd::Doctor {
+            dir,
+            json,
+            prometheus_rules,
+        } => doctor::run(remote, dir, json, prometheus_rules).await,
         Cmd::Demo { exit } => crate::harness::demo::run(exit).await,
     }
 }

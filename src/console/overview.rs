@@ -1,7 +1,8 @@
 //! The overview: every node (role, health, version, applied index and lag), the leader,
-//! certificates, and the alarms an operator must see first. This node's state is read
-//! locally; each other member is asked for its Raft status over the peer channel (a second at
-//! most), since only a node knows whether it is up.
+//! certificates, and the alarms an operator must see first: the findings of the site's check
+//! (`api::doctor::report`, the same `outpost doctor` prints) and the workflow notices of
+//! `alarms`. This node's state is read locally; each other member is asked for its Raft
+//! status over the peer channel (a second at most), since only a node knows whether it is up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use axum::extract::State;
 use axum::response::Response;
 use outpost_storage::RolloutState;
 
-use crate::console::alarms::{CERT_ALARM_DAYS, Facts, LAG_ALARM, alarms, days_left};
+use crate::console::alarms::{alarms, days_left};
 use crate::console::session::failed;
 use crate::console::views::*;
 use crate::console::{Console, Operator, ago, when};
+use crate::health::{CERT_DAYS, LAG_ENTRIES};
 
 pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response {
     let app = &con.app;
@@ -28,15 +30,18 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
                 r.roll()?,
                 r.deployment_progress()?,
                 r.bundles()?.len(),
-                needing_a_person(r)?,
+                waiting_approval(r)?,
             ))
         })
         .await;
-    let (cluster, (clients, revoked), roll, progress, bundles, rollouts) = match read {
+    let (cluster, (clients, revoked), roll, progress, bundles, waiting) = match read {
         Ok(v) => v,
         Err(e) => return failed(&con, Some(&op), e),
     };
-    let peers = peer_statuses(&con, &status.raft).await;
+    let (peers, report) = tokio::join!(
+        peer_statuses(&con, &status.raft),
+        crate::api::doctor::report(app)
+    );
     let now = outpost_raft::now_ms();
     let applied: BTreeMap<u64, u64> = status
         .members
@@ -77,7 +82,7 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
             version: build.map(|b| b.version.clone()).unwrap_or_default(),
             applied: applied.get(&m.id).map(u64::to_string).unwrap_or("?".into()),
             lag: lag.map(|l| l.to_string()).unwrap_or("?".into()),
-            lagging: lag.is_some_and(|l| l > LAG_ALARM),
+            lagging: lag.is_some_and(|l| l > LAG_ENTRIES),
         });
     }
     let expiry = status.cert_expiry.clone().unwrap_or_default();
@@ -98,28 +103,11 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
                 kind,
                 ends: when(at * 1000),
                 left: format!("{days} days"),
-                soon: days < CERT_ALARM_DAYS,
+                soon: days < CERT_DAYS,
             }
         })
         .collect();
-    let alarms = alarms(&Facts {
-        has_leader: status.leader_id.is_some(),
-        this_name: &app.name,
-        this_not_ready: status
-            .ready
-            .as_ref()
-            .filter(|r| !r.ready)
-            .map(|r| r.reason.as_str()),
-        nodes: &nodes,
-        certs: &ends,
-        stopped_roll: roll
-            .as_ref()
-            .filter(|r| r.state == "stopped")
-            .map(|r| (r.name.as_str(), r.reason.as_str())),
-        deployments: &progress,
-        rollouts: &rollouts,
-        now_ms: now,
-    });
+    let alarms = alarms(&report.findings, &waiting, &progress);
     let roll = match roll {
         Some(r) if r.state == "stopped" => format!("stopped ({})", r.reason),
         Some(r) if r.state == "running" => format!(
@@ -180,19 +168,16 @@ async fn peer_statuses(
     futures::future::join_all(calls).await.into_iter().collect()
 }
 
-/// The rollouts halted or waiting for approval: (id, state, reason).
-fn needing_a_person(
+/// The deployments whose rollout waits for approval, by id.
+fn waiting_approval(
     r: &outpost_storage::Reader,
-) -> Result<Vec<(String, RolloutState, String)>, outpost_storage::StorageError> {
+) -> Result<Vec<String>, outpost_storage::StorageError> {
     let mut out = Vec::new();
     for d in r.deployments()? {
         if let Some(ro) = r.rollout(&d.id)?
-            && matches!(
-                ro.state,
-                RolloutState::Halted | RolloutState::WaitingApproval
-            )
+            && ro.state == RolloutState::WaitingApproval
         {
-            out.push((d.id, ro.state, ro.reason));
+            out.push(d.id);
         }
     }
     Ok(out)

@@ -94,10 +94,12 @@ pub struct Message {
     pub text: String,
 }
 
-/// A warning on the overview: `level` is `bad` or `warn`.
+/// A warning on the overview: `level` is `bad` or `warn`; `action` says what to do (may be
+/// empty).
 pub struct Alarm {
     pub level: &'static str,
     pub text: String,
+    pub action: String,
 }
 
 pub struct NodeRow {
