@@ -45,7 +45,7 @@ fn tool(name: &str) -> Option<PathBuf> {
     });
     if found.is_none() {
         let msg = format!(
-            "tests/metrics needs `{name}` on PATH (Debian's package prometheus: .ci/run installs it)"
+            "tests/prometheus needs `{name}` on PATH (Debian's package prometheus: .ci/run installs it)"
         );
         if std::env::var_os("CI").is_some() {
             panic!("{msg} (CI is set, so this is a failure)");
