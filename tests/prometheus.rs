@@ -55,7 +55,8 @@ fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
-/// A Prometheus server of the test, killed (and reaped) on drop.
+/// A Prometheus server of the test, killed (and reaped) on drop: the port of its HTTP API
+/// and the file of its log.
 struct Prometheus {
     child: Child,
     port: u16,
@@ -74,22 +75,20 @@ impl Prometheus {
     /// until it says it is ready.
     fn start(bin: &Path, config: &Path, dir: &Path) -> Result<Prometheus> {
         let port = free_port()?;
+        // Prometheus logs to stderr; stdout joins it.
         let log = dir.join("prometheus.log");
+        let out = std::fs::File::create(&log)?;
         let child = Command::new(bin)
             .arg(format!("--config.file={}", s(config)))
             .arg(format!("--storage.tsdb.path={}", s(&dir.join("tsdb"))))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::create(dir.join("prometheus.err"))?)
+            .stdout(out.try_clone()?)
+            .stderr(out)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut p = Prometheus {
-            child,
-            port,
-            log: dir.join("prometheus.err"),
-        };
+        let mut p = Prometheus { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = http_get(port, "/-/ready") {
