@@ -2,8 +2,9 @@
 //! agents: a signed config bundle declares `agent.check.*`; each agent runs the checks at its
 //! sync and reports them in its facts; `client list --failing` shows the client whose check
 //! fails, `client show` its detail, and fixing the cause clears it at the next sync. A disk
-//! check fails only past its share. `config set agent.check.*` is refused (signed only), and
-//! `client list --unseen` shows a client that never synced.
+//! check fails only past its share. `agent status` shows the last results on the machine.
+//! `config set agent.check.*` is refused (signed only), and `client list --unseen` shows a
+//! client that never synced.
 
 // Tests of a file run one at a time: each holds SERIAL for its whole run, across awaits,
 // on its own runtime, so the std Mutex cannot deadlock.
@@ -137,6 +138,12 @@ async fn a_failing_check_shows_on_its_client_and_clears_when_fixed() {
         assert!(
             shown.contains("failing checks:") && shown.contains("cmd.flag: exit 1"),
             "{shown}"
+        );
+        // The agent keeps its last results for `agent status`.
+        let status = fleet.run_in(&bad.dir, &["agent", "status", "--state-dir", s(&bad.dir)])?;
+        assert!(
+            status.contains("failing: 1") && status.contains("cmd.flag: exit 1"),
+            "{status}"
         );
         let shown = c.cli(0, &["client", "show", &disky.id])?;
         assert!(

@@ -199,6 +199,39 @@ fn parse_unit(unit: &str) -> Result<Check, String> {
     })
 }
 
+/// The file in the agent's state directory with the last sync's results (`agent status`).
+pub const LAST_FILE: &str = "checks.json";
+
+/// Keeps `health` (the last results; none: `{}`) in `dir/checks.json` for `agent status`,
+/// rewritten (atomically) only when it changed.
+pub fn save(dir: &Path, health: Option<&serde_json::Value>) -> std::io::Result<()> {
+    let empty = serde_json::json!({});
+    let bytes =
+        serde_json::to_vec_pretty(health.unwrap_or(&empty)).map_err(std::io::Error::other)?;
+    let path = dir.join(LAST_FILE);
+    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    outpost_certs::write_public_file(&path, &bytes)
+}
+
+/// The results `save` kept, by check name; empty before the first sync that ran checks, or
+/// when the file does not read as results.
+pub fn last(dir: &Path) -> BTreeMap<String, LastResult> {
+    std::fs::read(dir.join(LAST_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// One kept result, as `agent status` reads it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LastResult {
+    pub ok: bool,
+    #[serde(default)]
+    pub detail: String,
+}
+
 /// Runs every check of `plan`, `MAX_PARALLEL` at a time, each bounded by its timeout; the
 /// facts' `health` value. None when no check is configured.
 pub async fn run(plan: &Plan) -> Option<serde_json::Value> {
@@ -569,6 +602,19 @@ mod tests {
             "disk.none": {"ok": false, "detail": got["disk.none"]["detail"]},
         });
         assert_eq!(got, want);
+        // Kept for `agent status`, read back the same.
+        save(dir.path(), Some(&got)).expect("save");
+        let kept = last(dir.path());
+        assert_eq!(kept.len(), 6);
+        assert_eq!(
+            kept.get("cmd.says"),
+            Some(&LastResult {
+                ok: false,
+                detail: "exit 3: one two".into()
+            })
+        );
+        save(dir.path(), None).expect("save none");
+        assert!(last(dir.path()).is_empty());
         assert!(
             got["disk.none"]["detail"]
                 .as_str()

@@ -493,6 +493,7 @@ async fn sync_with(
     });
     // The checks run before the facts are hashed: their results are part of them.
     let health = checks::run(&checks::plan(&config)).await;
+    checks::save(&paths.dir, health.as_ref())?;
     let inventory_uploaded = upload_inventory_if_changed(client, paths, health).await?;
     // Removals first: an artifact uninstalled by an abort may be installed again (another
     // version) by a newer deployment in the same sync.
@@ -624,6 +625,8 @@ pub struct AgentStatus {
     pub offline_installs: Vec<offline::OfflineInstall>,
     pub pending_upgrade: Option<release::PendingUpgrade>,
     pub exe: PathBuf,
+    /// The health checks' results of the last sync, by name.
+    pub checks: std::collections::BTreeMap<String, checks::LastResult>,
 }
 
 /// `outpost agent status`: reads and checks the whole state (identity, TLS configuration,
@@ -659,6 +662,7 @@ pub fn status(state_dir: &Path) -> Result<AgentStatus> {
         offline_installs: offline::offline_installs(state_dir)?,
         pending_upgrade: release::pending(state_dir)?,
         exe: own_exe()?,
+        checks: checks::last(state_dir),
     })
 }
 

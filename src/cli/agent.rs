@@ -172,6 +172,15 @@ pub(super) async fn run(cmd: AgentCmd) -> Result<()> {
                 println!("upgrade pending: {} to sha256 {}", p.origin, p.sha256);
             }
             println!("executable: {}", s.exe.display());
+            let failing: Vec<_> = s.checks.iter().filter(|(_, r)| !r.ok).collect();
+            println!(
+                "health checks at the last sync: {}, failing: {}",
+                s.checks.len(),
+                failing.len()
+            );
+            for (name, r) in failing {
+                println!("  {name}: {}", r.detail);
+            }
         }
         AgentCmd::Run {
             state_dir,

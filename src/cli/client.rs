@@ -66,8 +66,12 @@ pub fn ids_from_text(text: &str) -> Vec<String> {
 }
 
 /// Whether `client list` shows `c`: with `failing`, only a client with a failing check; with
-/// `unseen_before_ms`, only one never seen or last seen before then. Pure.
+/// `unseen_before_ms`, only one never seen or last seen before then. Either leaves revoked
+/// clients out (nobody expects them to sync again). Pure.
 pub fn listed(c: &ClientRecord, failing: bool, unseen_before_ms: Option<i64>) -> bool {
+    if c.revoked && (failing || unseen_before_ms.is_some()) {
+        return false;
+    }
     let failing_ok = !failing || !c.failing.is_empty();
     let unseen_ok = match (unseen_before_ms, c.last_seen) {
         (None, _) | (Some(_), None) => true,
@@ -276,7 +280,17 @@ mod tests {
             (Some(50), vec!["disk"], true, Some(100), true),
         ];
         for (seen, failing, only_failing, before, want) in cases {
-            let c = client(seen, &failing);
+            let mut c = client(seen, &failing);
+            assert_eq!(
+                listed(&c, only_failing, before),
+                want,
+                "{seen:?} {failing:?} {only_failing} {before:?}"
+            );
+            // Revoked: listed only without a health filter.
+            c.revoked = true;
+            let filtered = only_failing || before.is_some();
+            assert_eq!(listed(&c, only_failing, before), !filtered, "revoked");
+            c.revoked = false;
             assert_eq!(
                 listed(&c, only_failing, before),
                 want,

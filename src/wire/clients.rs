@@ -21,8 +21,9 @@ pub struct ClientRecord {
     #[serde(default)]
     pub labels: Vec<String>,
     /// The names of the health checks failing in the client's latest facts (sorted); newer
-    /// than the record (an older node sends none).
-    #[serde(default)]
+    /// than the record (an older node sends none; none is not sent, so a record without
+    /// failing checks reads as it did before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failing: Vec<String>,
 }
 

@@ -351,6 +351,11 @@ async fn failing_checks_and_unseen_clients_are_read_from_the_state() -> anyhow::
         seen: vec![("c1".into(), 1000), ("c2".into(), 5000)],
     };
     assert!(apply(&store, 50, touch).await?.is_ok());
+    // c6 revoked: listed, but never as unseen or failing.
+    let revoke = Command::RevokeClient {
+        client_id: "c6".into(),
+    };
+    assert!(apply(&store, 51, revoke).await?.is_ok());
     let page = |filter: outpost_storage::ClientFilter| -> anyhow::Result<(Vec<String>, u64)> {
         let (rows, total) = reader.clients_page(&filter, 0, 100)?;
         Ok((rows.into_iter().map(|c| c.id).collect(), total))
@@ -372,7 +377,7 @@ async fn failing_checks_and_unseen_clients_are_read_from_the_state() -> anyhow::
                 unseen_since_ms: Some(2000),
                 ..Default::default()
             },
-            vec!["c1", "c3", "c4", "c5", "c6"],
+            vec!["c1", "c3", "c4", "c5"],
         ),
         (
             "failing and unseen since 2000 and text",

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 mod rollout;
 
 pub use rollout::{
-    APPROVAL_ABOVE_KEY, ClientProgress, DEPLOY_KEY_PREFIX, FailureLimit, PhaseCounts, Plan,
-    PlanPhase, Progress, RolloutRecord, RolloutSpec, RolloutState, RolloutStatus, RolloutStep,
-    SITE_TIMEZONE_KEY, Selector, signed_only_key,
+    APPROVAL_ABOVE_KEY, CHECK_KEY_PREFIX, ClientProgress, DEPLOY_KEY_PREFIX, FailureLimit,
+    PhaseCounts, Plan, PlanPhase, Progress, RolloutRecord, RolloutSpec, RolloutState,
+    RolloutStatus, RolloutStep, SIGNED_ONLY_WHY, SITE_TIMEZONE_KEY, Selector, signed_only_key,
 };
 
 /// One replicated command with the time and actor the proposer stamped on it.
@@ -520,9 +520,6 @@ pub struct Assignment {
 
 /// Configuration keys that name a program agents run: set only by signed bundles.
 pub const HANDLER_KEY_PREFIX: &str = "agent.handler.";
-/// Configuration keys of the health checks agents run at each sync (`agent.check.cmd.NAME`
-/// runs a command): set only by signed bundles, like handlers.
-pub const CHECK_KEY_PREFIX: &str = "agent.check.";
 
 impl Command {
     /// Why a leader refuses this command when a peer forwards it, if it does. Policy added
@@ -540,9 +537,7 @@ impl Command {
             Command::RenewClientCert { .. } => {
                 Some("unbounded certificate renewals are not accepted: use RotateClientCert")
             }
-            Command::SetConfig { key, .. } if signed_only_key(key) => Some(
-                "agent.handler.*, agent.check.*, deploy.* and site.timezone are set only by a signed bundle",
-            ),
+            Command::SetConfig { key, .. } if signed_only_key(key) => Some(SIGNED_ONLY_WHY),
             Command::ReformCluster { .. } => {
                 Some("a cluster is reformed only offline, by outpost restore or outpost recover")
             }

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CHECK_KEY_PREFIX, DeploymentRecord, HANDLER_KEY_PREFIX};
+use super::{DeploymentRecord, HANDLER_KEY_PREFIX};
 
 /// Configuration keys of the rollout policy (`deploy.approval_above`): signed bundles only.
 pub const DEPLOY_KEY_PREFIX: &str = "deploy.";
@@ -16,6 +16,13 @@ pub const DEPLOY_KEY_PREFIX: &str = "deploy.";
 pub const SITE_TIMEZONE_KEY: &str = "site.timezone";
 /// More clients than this in a rollout's plan (or `all`) makes it wait for a second person.
 pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
+
+/// Configuration keys of the health checks agents run at each sync (`agent.check.cmd.NAME`
+/// runs a command): set only by signed bundles, like handlers.
+pub const CHECK_KEY_PREFIX: &str = "agent.check.";
+/// Why a leader refuses a forwarded `SetConfig` of a `signed_only_key`.
+pub const SIGNED_ONLY_WHY: &str =
+    "agent.handler.*, agent.check.*, deploy.* and site.timezone are set only by a signed bundle";
 
 /// Whether `key` is set only through a signed bundle's config payload, never by `SetConfig`
 /// from the API: what agents run (handlers and health checks), and the rollout policy and

@@ -12,7 +12,9 @@ use crate::rows::{FromRow, all, json, one};
 /// a hostile one may report more, which are not read).
 pub const MAX_FAILING_SHOWN: u32 = 32;
 
-/// Which clients a page of the console's list shows; each filter is skipped when empty.
+/// Which clients a page of the console's list shows; each filter is skipped when empty. The
+/// health filters (`failing`, `unseen_since_ms`) leave revoked clients out: nobody expects
+/// them to sync again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientFilter {
     /// A substring of the id or the host name.
@@ -61,7 +63,8 @@ impl Reader {
                AND (?3 = '' OR EXISTS
                     (SELECT 1 FROM json_each(clients.groups_json) WHERE value = ?3))
                AND (?4 IS NULL OR last_seen_ms IS NULL OR last_seen_ms < ?4)
-               AND (?5 = 0 OR EXISTS (SELECT 1 {}))",
+               AND (?5 = 0 OR EXISTS (SELECT 1 {}))
+               AND ((?4 IS NULL AND ?5 = 0) OR revoked = 0)",
             failing_from!()
         );
         self.with(|c| {
