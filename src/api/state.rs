@@ -283,7 +283,14 @@ impl AppState {
     /// reads it for the node that gathers): readiness, disk (a blocking read, reused 10 s),
     /// growth, certificate, last backup, version.
     pub async fn own_health(&self) -> crate::wire::NodeHealth {
-        let r = self.readiness().await;
+        // Within the asker's 2 s deadline: a node that cannot get its leader's confirmation
+        // still answers, as not ready.
+        let r = tokio::time::timeout(Duration::from_millis(1500), self.readiness())
+            .await
+            .unwrap_or_else(|_| Readiness {
+                ready: false,
+                reason: "the leader did not confirm within 1.5 s".into(),
+            });
         let own = self.own.clone();
         let disk = tokio::task::spawn_blocking(move || own.disk())
             .await
