@@ -316,7 +316,7 @@ async fn routes_sessions_csrf_and_pages() {
         assert!(audit.contains("\"actor\": \"console:alice\""), "{audit}");
 
         // Revoke through the console.
-        let list: Vec<outpost_storage::ClientRecord> =
+        let list: Vec<outpost::wire::ClientRecord> =
             serde_json::from_str(&c.cli(0, &["client", "list", "--json"])?)?;
         let victim = &list[0].id;
         let a = n

@@ -313,23 +313,8 @@ fn disk_outcome(path: &str, used: (u64, u64), max_pct: u8) -> Outcome {
 
 /// (used, total) bytes of the file system of `path`, used = total − available to users.
 fn used_fraction(path: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("the path holds a NUL byte"))?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs the call fills in.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    // The widths of fsblkcnt_t and c_ulong depend on the target.
-    #[allow(clippy::unnecessary_cast)]
-    let (blocks, avail, size) = (st.f_blocks as u64, st.f_bavail as u64, st.f_frsize as u64);
-    let total = blocks.saturating_mul(size);
-    let avail = avail.saturating_mul(size).min(total);
-    Ok((total - avail, total))
+    let (free, total) = crate::shared::process::fs_room(path)?;
+    Ok((total - free, total))
 }
 
 /// How a command ended.

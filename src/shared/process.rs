@@ -116,28 +116,31 @@ pub fn prefixed_file_bytes(dir: &std::path::Path, prefix: &str) -> u64 {
 }
 
 /// Free bytes (for an unprivileged user) and size of the file system holding `path`
-/// (statvfs), or None when it cannot be asked.
-pub fn fs_room(path: &std::path::Path) -> Option<(u64, u64)> {
+/// (statvfs): the node's disk metrics and the agent's disk checks.
+pub fn fs_room(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the path holds a NUL byte"))?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is written by statvfs
     // and read only when it returned 0.
     let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
     if rc != 0 {
-        return None;
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
+    // The widths of fsblkcnt_t and c_ulong depend on the target.
+    #[allow(clippy::unnecessary_cast)]
     let frsize = if st.f_frsize > 0 {
         st.f_frsize as u64
     } else {
         st.f_bsize as u64
     };
-    Some((
-        (st.f_bavail as u64).saturating_mul(frsize),
-        (st.f_blocks as u64).saturating_mul(frsize),
-    ))
+    #[allow(clippy::unnecessary_cast)]
+    let (avail, blocks) = (st.f_bavail as u64, st.f_blocks as u64);
+    let total = blocks.saturating_mul(frsize);
+    Ok((avail.saturating_mul(frsize).min(total), total))
 }
 
 fn page_size() -> u64 {
@@ -180,7 +183,7 @@ mod tests {
         assert_eq!(dir_bytes(&dir.path().join("missing"), 1000), 0);
         let (free, total) = fs_room(dir.path()).expect("statvfs");
         assert!(total > 0 && free <= total, "{free} {total}");
-        assert_eq!(fs_room(&dir.path().join("missing")), None);
+        assert!(fs_room(&dir.path().join("missing")).is_err());
         Ok(())
     }
 
