@@ -788,8 +788,10 @@ async fn rollout(
         .await?
         .click()
         .await?;
-    let text = wait_text(b, "remove handler").await?;
-    assert!(text.contains("aborted"), "{text}");
+    // The confirmation page also says "remove handler": wait for what only the deployment's
+    // page shows once the abort committed.
+    let text = wait_text(b, "aborted").await?;
+    assert!(text.contains("remove handler"), "{text}");
     shot(b, shots, "21-aborted").await?;
     let v: serde_json::Value =
         serde_json::from_str(&c.cli(0, &["deployment", "status", &id, "--json"])?)?;
