@@ -34,7 +34,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::shared::files::rename_durably;
+use crate::shared::files::{rename_durably, sha256_file};
 use crate::shared::text::tail;
 use crate::wire::{DeploymentStatus, RESULT_DETAIL_BYTES};
 
@@ -131,25 +131,6 @@ pub fn is_proving(state_dir: &Path) -> bool {
         return false;
     };
     matches!(pending(state_dir), Ok(Some(p)) if p.origin == origin)
-}
-
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Replaces the agent's executable `exe` with `release` (already verified against `sha256`),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::shared::files::sha256_file;
 use crate::shared::process::{dir_bytes, fs_room, prefixed_file_bytes};
 use crate::wire::{DiskUse, NodeHealth};
 
@@ -201,22 +202,6 @@ pub fn growth_per_day(samples: &[(i64, u64)]) -> Option<f64> {
     }
     let delta = last.1 as f64 - first.1 as f64;
     Some(delta / span as f64 * 86_400_000.0)
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -40,6 +40,7 @@ use tokio::task::JoinHandle;
 use crate::api::AppState;
 use crate::node::VERSION;
 use crate::shared::datadir::DataDir;
+use crate::shared::files::sha256_file;
 
 /// How long a node has to come back on a release, and how long pre-flight waits for every
 /// member to catch up, before the leader stops the roll (`OUTPOST_ROLL_STEP_SECS`).
@@ -113,20 +114,6 @@ fn short(sha256: &str) -> &str {
     sha256.get(..12).unwrap_or(sha256)
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// Before the node starts (blocking): what this executable is, whether it is on trial, and
 /// whether the node's confirmed release is another executable (then it is executed instead,
 /// and this function does not return).
@@ -135,7 +122,10 @@ pub fn launch(dd: &DataDir) -> Result<Boot> {
     // takes no part in rolls (it does not report and never switches).
     let found = std::env::current_exe()
         .context("finding this executable")
-        .and_then(|exe| sha256_file(&exe).map(|sha| (exe, sha)));
+        .and_then(|exe| {
+            let sha = sha256_file(&exe)?;
+            Ok((exe, sha))
+        });
     let (exe, sha256) = match found {
         Ok(x) => x,
         Err(e) => {

@@ -1,5 +1,5 @@
 //! Files that must survive a crash whole: the one place in `src/` that renames a file into
-//! place durably. (Key and certificate files go through `outpost_certs::write_*_file`, which
+//! place durably; and the one streamed sha256 of a file. (Key and certificate files go through `outpost_certs::write_*_file`, which
 //! writes a temp file, fsyncs it and renames it the same way.)
 
 use std::io;
@@ -14,6 +14,24 @@ pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
         _ => Path::new("."),
     };
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The sha256 of a file's bytes, hex, read in 1 MiB pieces; an error names the file.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(named)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(named)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]
