@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 9;
+pub const SCHEMA_VERSION: u32 = 10;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -302,6 +302,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         attempts      INTEGER NOT NULL,
         PRIMARY KEY (deployment_id, client_id)
     ) STRICT, WITHOUT ROWID;
+    "#,
+    // v10: retention (issue 24). A compaction moves the oldest audit records out of the live
+    // table; its checkpoint keeps the hash of the last record moved out, which the remaining
+    // chain links to, so `audit verify` proves the rest from it and an exported file verifies
+    // against it offline. Inventory history is cut by time, hence its index.
+    r#"
+    CREATE TABLE audit_checkpoints (
+        seq             INTEGER PRIMARY KEY NOT NULL CHECK (seq > 0),
+        hash            TEXT NOT NULL,
+        record_at_ms    INTEGER NOT NULL,
+        compacted_at_ms INTEGER NOT NULL,
+        removed         INTEGER NOT NULL CHECK (removed >= 0)
+    ) STRICT;
+    CREATE INDEX inventory_history_at ON inventory_history (at_ms);
     "#,
 ];
 
