@@ -8,8 +8,9 @@ use crate::model::Envelope;
 /// signed bundle commit, admin revocation and client certificate rotation, format 5 the
 /// request id wrapper `Once` (same encoding of the older variants), format 6 `ReformCluster`,
 /// the rolling upgrade's commands and `CreateReleaseDeployment`, format 7 `LockSignIn`, format 8 the rollout commands (`LabelClients`, `CreateRollout`,
-/// `RolloutStep`, `ReportRemoval`), so older bytes decode as is.
-pub const COMMAND_FORMAT: u16 = 8;
+/// `RolloutStep`, `ReportRemoval`), format 9 the liveness wrapper `Quiet` and retention's
+/// `CompactHistory`, so older bytes decode as is.
+pub const COMMAND_FORMAT: u16 = 9;
 
 /// Largest encoded payload of one Raft entry (format header + batch), in bytes. The batcher
 /// closes a batch before it would pass this, a single command larger than this never enters
