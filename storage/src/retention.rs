@@ -205,7 +205,12 @@ mod tests {
                 "1d",
                 Some("[client.c-1]"),
             ),
-            (Scope::Global, "retention.other", "1d", Some("not a retention key")),
+            (
+                Scope::Global,
+                "retention.other",
+                "1d",
+                Some("not a retention key"),
+            ),
             (Scope::Global, "retention.audit", "soon", Some("\"soon\"")),
             (g, "site.name", "anything", None),
         ];

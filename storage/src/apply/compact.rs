@@ -40,7 +40,11 @@ pub(super) struct Cuts {
 
 /// Applies one compaction at `at_ms`. Response::Compacted names what went and the chain's
 /// base afterwards.
-pub(super) fn compact_history(conn: &Connection, at_ms: i64, cuts: &Cuts) -> Result<Response, Fail> {
+pub(super) fn compact_history(
+    conn: &Connection,
+    at_ms: i64,
+    cuts: &Cuts,
+) -> Result<Response, Fail> {
     let through = version_sql("audit cut seq", cuts.audit_through_seq)?;
     let (base_seq, base_hash) = audit_base(conn)?;
     let newest_seq: i64 = conn
@@ -191,9 +195,17 @@ mod tests {
                 outcome: &outcome,
             };
             assert_eq!(seq, expect, "seqs follow the base");
-            assert_eq!(r.get::<_, String>(7)?, prev, "record {seq} links to the one before");
+            assert_eq!(
+                r.get::<_, String>(7)?,
+                prev,
+                "record {seq} links to the one before"
+            );
             let hash: String = r.get(8)?;
-            assert_eq!(chain_hash(&prev, &fields), Some(hash.clone()), "record {seq}");
+            assert_eq!(
+                chain_hash(&prev, &fields),
+                Some(hash.clone()),
+                "record {seq}"
+            );
             prev = hash;
             expect += 1;
             n += 1;
@@ -219,7 +231,12 @@ mod tests {
             ("twice", vec![3], 8, Ok((9, 8))),
             ("past the newest", vec![], 13, Err(RejectCode::Invalid)),
             ("at the checkpoint", vec![5], 5, Err(RejectCode::Invalid)),
-            ("before the checkpoint", vec![5], 2, Err(RejectCode::Invalid)),
+            (
+                "before the checkpoint",
+                vec![5],
+                2,
+                Err(RejectCode::Invalid),
+            ),
             ("nothing", vec![], 0, Err(RejectCode::Invalid)),
         ];
         for (name, first, through, want) in cases {
@@ -233,7 +250,11 @@ mod tests {
             let cut_hash = hash_at(&conn, through as i64).ok();
             let outcome = run(&mut conn, env(5_000, compact(through, None, None)))?;
             let (_, newest) = seqs(&conn)?;
-            assert_eq!(newest, newest_before + 1, "{name}: one audit record either way");
+            assert_eq!(
+                newest,
+                newest_before + 1,
+                "{name}: one audit record either way"
+            );
             match want {
                 Ok((first_left, base)) => {
                     let Ok(Response::Compacted {
@@ -278,9 +299,7 @@ mod tests {
                 Err(code) => {
                     assert_eq!(outcome.map_err(|r| r.code), Err(code), "{name}");
                     let cps: i64 =
-                        conn.query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| {
-                            r.get(0)
-                        })?;
+                        conn.query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| r.get(0))?;
                     assert_eq!(cps as usize, first.len(), "{name}: no new checkpoint");
                 }
             }
@@ -381,7 +400,9 @@ mod tests {
         // uninstalling abort, and a result newer than the cut.
         assert_eq!(
             left,
-            ["a1/c2", "a2/c1", "b1/c1", "c1/c1", "c2/c1", "e1/c1", "e2/c1", "g2/c1"]
+            [
+                "a1/c2", "a2/c1", "b1/c1", "c1/c1", "c2/c1", "e1/c1", "e2/c1", "g2/c1"
+            ]
         );
         assert_eq!(results_removed, 3);
         walk_from_base(&conn)?;

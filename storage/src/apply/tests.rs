@@ -1416,7 +1416,13 @@ fn quiet_touches_leave_no_audit_row() -> Result<(), StorageError> {
             0,
             Some(700),
         ),
-        ("quiet touch, bad node", quiet(touch(0, 800)), false, 1, None),
+        (
+            "quiet touch, bad node",
+            quiet(touch(0, 800)),
+            false,
+            1,
+            None,
+        ),
         (
             "quiet config write",
             quiet(set(Scope::Global, "k", "v")),
@@ -1424,7 +1430,13 @@ fn quiet_touches_leave_no_audit_row() -> Result<(), StorageError> {
             1,
             None,
         ),
-        ("quiet quiet touch", quiet(quiet(touch(1, 900))), false, 1, None),
+        (
+            "quiet quiet touch",
+            quiet(quiet(touch(1, 900))),
+            false,
+            1,
+            None,
+        ),
     ];
     for (name, command, accepted, rows, seen) in cases {
         let mut conn = fresh()?;
