@@ -2,10 +2,12 @@
 //! the tests, which run the real binary, all start a node through `start`), the accept loops
 //! that serve the API (`server`) and the discovery wiring (`discovery`). `start` opens the
 //! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it,
-//! and starts the background tasks, among them the leader's rollout steps (`rollouts`).
+//! and starts the background tasks, among them the leader's rollout steps (`rollouts`) and
+//! retention pass (`retention`).
 
 pub mod discovery;
 pub mod recovery;
+pub mod retention;
 pub mod rollouts;
 pub mod server;
 pub mod upgrade;
@@ -247,6 +249,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tokio::spawn(crate::node::server::serve_unix(unix, app)),
         tokio::spawn(crate::api::clients::flush_last_seen(state.clone())),
         tokio::spawn(crate::node::rollouts::drive(state.clone())),
+        tokio::spawn(crate::node::retention::run(state.clone())),
         tokio::spawn(crate::shared::process::trim_loop()),
         tokio::spawn(crate::console::report_sessions(console)),
         tokio::spawn(blobs.replicate()),
