@@ -72,12 +72,6 @@ pub(crate) struct StoredRow<'a> {
 }
 
 impl ChainWalker {
-    /// A walk from genesis (seq 0, zeros).
-    #[cfg(test)]
-    pub(crate) fn new() -> ChainWalker {
-        ChainWalker::from_base(0, GENESIS_HASH)
-    }
-
     /// A walk whose first row must be `seq + 1`, chained to `hash`.
     pub(crate) fn from_base(seq: u64, hash: &str) -> ChainWalker {
         ChainWalker {
