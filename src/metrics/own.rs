@@ -163,6 +163,9 @@ impl NodeSelf {
             node_cert_not_after: facts.node_cert_not_after,
             last_backup_ms: self.last_backup_ms(),
             now_ms: facts.now_ms,
+            // Set by `AppState::own_health` from the node's `DiskGuard`.
+            below_floor: false,
+            floor_bytes: 0,
         }
     }
 

@@ -62,6 +62,24 @@ impl RaftNode {
     }
 }
 
+impl RaftNode {
+    /// Why the Raft core stopped on a storage error (openraft's `Fatal::StorageError`: a read
+    /// or write of raft.db, state.db or a snapshot failed, e.g. the disk filled up), if it did.
+    /// None while it runs, and for every other stop: a node that needs an upgrade
+    /// (`StoppedApplying`), a panic, a shutdown. SQLite rolled the failed transaction back,
+    /// so starting the node again from its data directory resumes from what is on disk; the
+    /// binary does so once free space is back (`node::serve`).
+    pub fn storage_stop(&self) -> Option<String> {
+        if self.inner.health.fatal().is_some() {
+            return None;
+        }
+        match &self.inner.raft.metrics().borrow().running_state {
+            Err(f @ openraft::error::Fatal::StorageError(_)) => Some(f.to_string()),
+            _ => None,
+        }
+    }
+}
+
 /// What `status` says (and `/healthz` answers) when the Raft core's task ended without
 /// reporting why: it panicked.
 pub(super) const CORE_ENDED: &str = "the Raft core stopped (its task ended: it panicked); this node takes \
