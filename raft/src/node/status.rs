@@ -50,11 +50,14 @@ impl RaftNode {
     pub fn status(&self) -> NodeStatus {
         let rx = self.inner.raft.metrics();
         let m = rx.borrow().clone();
+        // The core's own error first: a core that quits on a storage error drops its
+        // metrics sender too, and is then not a panic.
         let fatal = self
             .inner
             .health
             .fatal()
             .map(|f| f.to_string())
+            .or_else(|| m.running_state.as_ref().err().map(|e| e.to_string()))
             .or_else(|| core_ended(&rx).then(|| CORE_ENDED.to_string()));
         let mut status = status_of(&m, fatal, self.inner.watch.stats());
         status.peer_port = self.inner.port.stats();
