@@ -5,8 +5,8 @@
 //!
 //! Phase 1, below the floor (min(2 %, 1 GiB) of the file system): `config set` through node 3
 //! is refused with 507 naming the node and its path; `config get`, `client list`, an agent's
-//! sync and `doctor` (which names `OutpostDiskFloor`) work; once the filler is gone, writes
-//! are accepted again. Phase 2, a full disk: writes go on through node 1 until node 3's Raft
+//! sync, `doctor` (which names `OutpostDiskFloor`) and `/metrics` (`outpost_disk_below_floor`
+//! is 1) work; once the filler is gone, writes are accepted again. Phase 2, a full disk: writes go on through node 1 until node 3's Raft
 //! core stops on the storage error (not ready, the reason names the full disk); once the
 //! filler is gone node 3 starts its node again in the same process (same pid), catches up,
 //! every node's `audit verify` passes and the fault checker finds the three nodes holding the
@@ -141,6 +141,18 @@ fn entries(c: &LocalCluster, i: usize) -> Result<NodeState> {
         .collect())
 }
 
+/// The value of `outpost_disk_below_floor` in node `i`'s `/metrics` (admin socket).
+async fn below_floor_metric(c: &LocalCluster, i: usize) -> Result<String> {
+    let raw = outpost::shared::client::local_client(&c.nodes[i].dir)
+        .call_raw(hyper::Method::GET, "/metrics", None::<&()>)
+        .await?;
+    let text = String::from_utf8(raw.to_vec())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("outpost_disk_below_floor "))
+        .map(str::to_string)
+        .with_context(|| format!("no outpost_disk_below_floor in /metrics:\n{text}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_keeps_serving_and_heals_by_itself() {
     let _g = serial();
@@ -248,6 +260,7 @@ async fn run(c: &mut LocalCluster, root: &Path, disk: &Path) -> Result<()> {
             .any(|f| f.rule == "OutpostDiskFloor" && f.subject.contains("node 3")),
         "{report:?}"
     );
+    assert_eq!(below_floor_metric(c, 2).await?, "1");
     // Room again: writes through node 3 are accepted within a few seconds.
     std::fs::remove_file(&filler)?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -259,6 +272,7 @@ async fn run(c: &mut LocalCluster, root: &Path, disk: &Path) -> Result<()> {
             Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+    assert_eq!(below_floor_metric(c, 2).await?, "0");
 
     // ---- Phase 2: the disk fills up under the node ---------------------------------------
     let pid = c.nodes[2].pid().context("node 3 runs")?;

@@ -80,7 +80,7 @@ pub fn findings(f: &SiteFacts, now_ms: i64) -> Vec<Finding> {
     clients(f, &mut out);
     rollouts(f, &mut out);
     backup(f, now_ms, &mut out);
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
 

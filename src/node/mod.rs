@@ -2,7 +2,9 @@
 //! the tests, which run the real binary, all start a node through `start`), the accept loops
 //! that serve the API (`server`) and the discovery wiring (`discovery`). `start` opens the
 //! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it,
-//! and starts the background tasks, among them the leader's rollout steps (`rollouts`).
+//! and starts the background tasks, among them the leader's rollout steps (`rollouts`) and
+//! the disk floor's reading (`metrics::DiskGuard`). `serve` starts the node again in the same
+//! process when its Raft core stopped on a storage error (a full disk) and room came back.
 
 pub mod discovery;
 pub mod recovery;
