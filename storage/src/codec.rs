@@ -8,8 +8,9 @@ use crate::model::Envelope;
 /// signed bundle commit, admin revocation and client certificate rotation, format 5 the
 /// request id wrapper `Once` (same encoding of the older variants), format 6 `ReformCluster`,
 /// the rolling upgrade's commands and `CreateReleaseDeployment`, format 7 `LockSignIn`, format 8 the rollout commands (`LabelClients`, `CreateRollout`,
-/// `RolloutStep`, `ReportRemoval`), so older bytes decode as is.
-pub const COMMAND_FORMAT: u16 = 8;
+/// `RolloutStep`, `ReportRemoval`), format 9 the liveness wrapper `Quiet` and retention's
+/// `CompactHistory`, so older bytes decode as is.
+pub const COMMAND_FORMAT: u16 = 9;
 
 /// Largest encoded payload of one Raft entry (format header + batch), in bytes. The batcher
 /// closes a batch before it would pass this, a single command larger than this never enters
@@ -243,6 +244,43 @@ mod tests {
             }
         }
         assert!(decode_batch_up_to(&encode_batch(&sample()), 7).is_ok());
+    }
+
+    /// `Quiet` and `CompactHistory` are format 9: a node of format 8 stops at them (so a
+    /// proposer sends them only when every member decodes them), and a plain touch stays
+    /// readable by older nodes.
+    #[test]
+    fn quiet_and_compaction_need_format_9() {
+        let at = |command| Envelope {
+            at_ms: 1,
+            actor: "node:1".into(),
+            command,
+        };
+        let touch = Command::TouchClients {
+            node_id: 1,
+            seen: vec![("c1".into(), 5)],
+        };
+        let quiet = Command::Quiet(Box::new(touch.clone()));
+        let compact = Command::CompactHistory {
+            audit_through_seq: 7,
+            inventory_before_ms: Some(5),
+            results_before_ms: None,
+        };
+        for c in [quiet, compact] {
+            let batch = vec![at(c)];
+            let bytes = encode_batch(&batch);
+            assert_eq!(&bytes[..2], &9u16.to_le_bytes());
+            assert_eq!(decode_batch(&bytes).ok(), Some(batch));
+            assert!(matches!(
+                decode_batch_up_to(&bytes, 8),
+                Err(StorageError::NeedsUpgrade {
+                    found: 9,
+                    supported: 8
+                })
+            ));
+        }
+        let plain = encode_batch(&[at(touch)]);
+        assert_eq!(&plain[..2], &2u16.to_le_bytes());
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! - `snapshot`: snapshot files (export, checked import).
 //! - `apply/`: the write side. `mod.rs` has the transaction, the dispatch of each command to its
 //!   domain file (`nodes`, `config`, `tokens`, `clients`, `bundles`, `deployments`, `rollouts`
-//!   with `brake`, `upgrade`, `console`), the failure helpers and the audit append;
+//!   with `brake`, `upgrade`, `console`, `compact` for retention's `CompactHistory`), the failure helpers and the audit append;
 //!   `requests` keeps the recent request ids and their first outcomes (exactly-once writes,
 //!   `Command::Once`); `audit_text` says what each command's audit row reads; `tests` holds
 //!   apply's tests.
@@ -32,7 +32,8 @@
 //!   by apply and the reader), `rows` (row mapping), `schema` (migrations, meta values),
 //!   `codec`, `audit` (the hash chain), `rollout` (the pure rules of rollouts: phases,
 //!   selectors, windows in the site's time zone, legal steps, the leader's next step; public),
-//!   `rules` (pure checks and limits), `bundle_config`, `model` (the boundary types; rollouts'
+//!   `rules` (pure checks and limits), `retention` (the retention policy's keys and
+//!   durations, the results a compaction may remove, the format-9 version gate), `bundle_config`, `model` (the boundary types; rollouts'
 //!   in `model/rollout.rs`), `error`.
 //!
 //! Where a change goes: a new command is a `model::Command` variant (and its format), an arm in
@@ -48,6 +49,7 @@ mod codec;
 mod error;
 mod model;
 mod reader;
+mod retention;
 pub mod rollout;
 mod rollout_rows;
 mod rows;
@@ -81,6 +83,11 @@ pub use model::{
 };
 pub use reader::metrics::SiteCounts;
 pub use reader::{ClientFilter, MAX_FAILING_SHOWN, Reader};
+pub use retention::{
+    FORMAT_9_VERSION, MAX_AUDIT_CUT, RETENTION_AUDIT_KEY, RETENTION_INVENTORY_KEY,
+    RETENTION_KEY_PREFIX, RETENTION_KEYS, RETENTION_RESULTS_KEY, RetentionPolicy,
+    check_retention_entry, parse_retention, version_at_least,
+};
 pub use rules::{
     ALL_CLIENTS, INVENTORY_CHANGES_PER_HOUR, INVENTORY_HISTORY_KEPT, MAX_FACTS_BYTES,
     MAX_NAME_BYTES, MAX_VALUE_BYTES, REPORT_MAX_FACTS, REPORT_MAX_FACTS_BYTES, changed_facts,

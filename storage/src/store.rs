@@ -211,6 +211,14 @@ fn writer_loop(
                 reply,
             } => {
                 let result = apply_entries(&mut conn, entries, &applied_marker);
+                // After a committed compaction: give the freed pages back to the file system
+                // (state.db is auto_vacuum=INCREMENTAL), so the file shrinks. Outside the
+                // apply's transaction; a failure leaves free pages for the next one.
+                if result.as_ref().is_ok_and(|r| r.compacted)
+                    && let Err(e) = incremental_vacuum(&conn)
+                {
+                    tracing::warn!(error = %e, "incremental vacuum after a compaction failed");
+                }
                 // After the commit, so a reader that sees the new epoch reads the new state.
                 if result.as_ref().map_or(true, |r| r.identities_changed) {
                     identities.fetch_add(1, Ordering::AcqRel);
@@ -285,6 +293,7 @@ fn open_writer(path: &Path) -> Result<Connection, StorageError> {
         });
     }
     quick_check(&conn, path)?;
+    ensure_incremental_vacuum(&conn, path)?;
     // WAL: readers never block the writer and vice versa; commits append to the -wal file.
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -311,6 +320,40 @@ fn open_writer(path: &Path) -> Result<Connection, StorageError> {
     conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
     schema::migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// auto_vacuum = INCREMENTAL, so that pages a compaction frees can go back to the file
+/// system (`incremental_vacuum`). A new, empty file takes it before its first table; an
+/// older file is converted once here with a VACUUM (which rewrites it: it takes as long as
+/// copying the file, and needs that much free space). Snapshots and backups are page copies
+/// (the backup API, `VACUUM INTO`), so they keep the setting; a state restored from an older
+/// copy is converted at the next open.
+fn ensure_incremental_vacuum(conn: &Connection, path: &Path) -> Result<(), StorageError> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    if tables > 0 {
+        tracing::info!(path = %path.display(), "converting the state to incremental auto-vacuum (once)");
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
+}
+
+/// Returns every free page to the file system (the file shrinks on the next checkpoint).
+fn incremental_vacuum(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let free: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    if free > 0 {
+        // A pragma that returns a row per step: run it to the end.
+        let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+        tracing::info!(pages = free, "incremental vacuum after a compaction");
+    }
+    Ok(())
 }
 
 /// Runs blocking file work on its own thread and awaits the result without a runtime.

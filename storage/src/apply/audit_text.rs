@@ -23,6 +23,42 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
         Command::Once { command, .. } => {
             return audit_text(&super::requests::inner(env, command), outcome);
         }
+        // A quiet touch is audited only when refused, and then as the touch it wraps
+        // (anything else it wraps is refused and audited as that command).
+        Command::Quiet(command) => {
+            return audit_text(&super::requests::inner(env, command), outcome);
+        }
+        Command::CompactHistory {
+            audit_through_seq,
+            inventory_before_ms,
+            results_before_ms,
+        } => {
+            let mut detail = json!({ "audit_through_seq": audit_through_seq,
+                                     "inventory_before_ms": inventory_before_ms,
+                                     "results_before_ms": results_before_ms });
+            if let (
+                Ok(Response::Compacted {
+                    audit_removed,
+                    checkpoint_seq,
+                    checkpoint_hash,
+                    inventory_removed,
+                    results_removed,
+                }),
+                Some(map),
+            ) = (outcome, detail.as_object_mut())
+            {
+                for (k, v) in [
+                    ("audit_removed", json!(audit_removed)),
+                    ("checkpoint_seq", json!(checkpoint_seq)),
+                    ("checkpoint_hash", json!(checkpoint_hash)),
+                    ("inventory_removed", json!(inventory_removed)),
+                    ("results_removed", json!(results_removed)),
+                ] {
+                    map.insert(k.to_owned(), v);
+                }
+            }
+            ("audit.compact", "audit".to_owned(), detail)
+        }
         Command::InitCluster {
             cluster_id, name, ..
         } => (

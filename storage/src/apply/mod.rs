@@ -1,7 +1,10 @@
 //! The deterministic state machine: applies decoded envelopes inside the caller's transaction.
 //!
 //! No clock, no randomness, no I/O beyond SQLite: times and ids come in the envelope. Every
-//! envelope leaves exactly one audit row, accepted or rejected, chained to the previous one.
+//! envelope leaves exactly one audit row, accepted or rejected, chained to the previous one,
+//! except an accepted `Quiet` touch (routine liveness, format 9), which leaves none. The
+//! chain starts at its base: the newest `audit_checkpoints` row a compaction left (`compact`),
+//! or genesis.
 //!
 //! This file holds what every command shares: the transaction (`apply_entries`), the dispatch
 //! of one envelope to its domain (`execute`), the failure helpers (`Fail`, `reject`,
@@ -29,6 +32,7 @@ mod audit_text;
 mod brake;
 mod bundles;
 mod clients;
+mod compact;
 mod config;
 mod console;
 mod deployments;
@@ -53,10 +57,12 @@ pub use rollouts::{
 pub use upgrade::MAX_ROLL_REASON_BYTES;
 
 /// What one `apply_entries` call did: per entry, None for a None input or one outcome per
-/// envelope; and whether it applied a command that changes who may call a node.
+/// envelope; whether it applied a command that changes who may call a node; and whether a
+/// compaction freed pages (the writer then runs `PRAGMA incremental_vacuum`).
 pub(crate) struct Applied {
     pub(crate) outcomes: Vec<Option<Vec<Outcome>>>,
     pub(crate) identities_changed: bool,
+    pub(crate) compacted: bool,
 }
 
 /// Commands after which a cached answer to "may this admin, node or client still call?" is
@@ -106,6 +112,7 @@ pub(crate) fn apply_entries(
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM cluster)")?
         .query_row([], |r| r.get(0))?;
     let mut results = Vec::with_capacity(decoded.len());
+    let mut compacted = false;
     for batch in decoded {
         let Some(batch) = batch else {
             results.push(None);
@@ -143,7 +150,11 @@ pub(crate) fn apply_entries(
             if outcome.is_ok() && matches!(env.command, Command::InitCluster { .. }) {
                 initialized = true;
             }
-            audit.append(&tx, &env, &outcome)?;
+            compacted |= matches!(outcome, Ok(Response::Compacted { .. }));
+            // An accepted quiet touch leaves no audit row; a refused one is audited.
+            if !(outcome.is_ok() && env.command.is_quiet()) {
+                audit.append(&tx, &env, &outcome)?;
+            }
             if let Some(id) = &request_id {
                 requests.remember(&tx, id, &outcome)?;
             }
@@ -164,6 +175,7 @@ pub(crate) fn apply_entries(
     Ok(Applied {
         outcomes: results,
         identities_changed,
+        compacted,
     })
 }
 
@@ -214,6 +226,29 @@ fn execute_checked(
 fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
     match &env.command {
         Command::Once { .. } => Err(invalid("a request id wraps another request id".to_owned())),
+        Command::Quiet(inner) => match inner.as_ref() {
+            Command::TouchClients { node_id, seen } => clients::touch_clients(conn, *node_id, seen),
+            Command::TouchConsoleSessions { node_id, seen } => {
+                console::touch_sessions(conn, *node_id, seen)
+            }
+            other => Err(invalid(format!(
+                "Quiet wraps only TouchClients or TouchConsoleSessions, not {}",
+                other.kind()
+            ))),
+        },
+        Command::CompactHistory {
+            audit_through_seq,
+            inventory_before_ms,
+            results_before_ms,
+        } => compact::compact_history(
+            conn,
+            env.at_ms,
+            &compact::Cuts {
+                audit_through_seq: *audit_through_seq,
+                inventory_before_ms: *inventory_before_ms,
+                results_before_ms: *results_before_ms,
+            },
+        ),
         Command::InitCluster {
             cluster_id,
             name,
@@ -459,9 +494,12 @@ struct AuditTail {
 
 impl AuditTail {
     fn read(conn: &Connection) -> Result<AuditTail, StorageError> {
+        // A compaction may have moved every record out: the chain then goes on after its
+        // checkpoint (whose hash `meta.audit_head` already holds).
         let seq: i64 = conn
             .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM audit")?
-            .query_row([], |r| r.get(0))?;
+            .query_row([], |r| r.get::<_, i64>(0))?
+            .max(compact::audit_base(conn)?.0);
         let head = match meta_blob(conn, "audit_head")? {
             Some(b) => String::from_utf8(b)
                 .map_err(|_| StorageError::Corrupt("meta.audit_head is not text".to_owned()))?,

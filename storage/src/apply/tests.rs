@@ -1386,3 +1386,100 @@ fn signin_source_keys() {
         assert_eq!(signin_source_key(ip), want);
     }
 }
+
+/// Routine liveness leaves the audit (format 9): a quiet touch applies like the touch it
+/// wraps and leaves no row; a quiet wrapper around anything else, or a quiet touch that is
+/// refused, is audited like any refusal; a plain touch is audited as before (mixed clusters).
+#[test]
+fn quiet_touches_leave_no_audit_row() -> Result<(), StorageError> {
+    let touch = |node_id, at| Command::TouchClients {
+        node_id,
+        seen: vec![("cl-1".into(), at)],
+    };
+    let quiet = |c: Command| Command::Quiet(Box::new(c));
+    let sessions = Command::TouchConsoleSessions {
+        node_id: 1,
+        seen: vec![("s-unknown".into(), 5)],
+    };
+    // (name, command, accepted, audit rows added, client's last seen afterwards)
+    let cases: Vec<(&str, Command, bool, i64, Option<i64>)> = vec![
+        ("plain touch", touch(1, 500), true, 1, Some(500)),
+        ("quiet touch", quiet(touch(1, 600)), true, 0, Some(600)),
+        ("quiet session touch", quiet(sessions), true, 0, None),
+        (
+            "quiet touch in a request id",
+            Command::Once {
+                request_id: "r-q".into(),
+                command: Box::new(quiet(touch(1, 700))),
+            },
+            true,
+            0,
+            Some(700),
+        ),
+        (
+            "quiet touch, bad node",
+            quiet(touch(0, 800)),
+            false,
+            1,
+            None,
+        ),
+        (
+            "quiet config write",
+            quiet(set(Scope::Global, "k", "v")),
+            false,
+            1,
+            None,
+        ),
+        (
+            "quiet quiet touch",
+            quiet(quiet(touch(1, 900))),
+            false,
+            1,
+            None,
+        ),
+    ];
+    for (name, command, accepted, rows, seen) in cases {
+        let mut conn = fresh()?;
+        let mut setup: Vec<Envelope> = base().into_iter().map(env).collect();
+        setup.push(env(Command::EnrollClient {
+            token_id: "c1".into(),
+            secret_sha256: sha("secret"),
+            client_id: "cl-1".into(),
+            hostname: "h".into(),
+            cert_serial: "s-1".into(),
+        }));
+        run(&mut conn, setup)?;
+        let before = audit_count(&conn)?;
+        let out = run(&mut conn, vec![env(command)])?;
+        assert_eq!(out.len(), 1, "{name}");
+        assert_eq!(out[0].is_ok(), accepted, "{name}: {:?}", out[0]);
+        if !accepted {
+            assert_eq!(
+                out[0].as_ref().err().map(|r| r.code),
+                Some(RejectCode::Invalid),
+                "{name}"
+            );
+        }
+        assert_eq!(audit_count(&conn)? - before, rows, "{name}: audit rows");
+        let last: Option<i64> = conn.query_row(
+            "SELECT last_seen_ms FROM clients WHERE id = 'cl-1'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(last, seen, "{name}: last seen");
+        let config: i64 = conn.query_row("SELECT COUNT(*) FROM config", [], |r| r.get(0))?;
+        assert_eq!(config, 0, "{name}: nothing else applied");
+    }
+    // The chain stays whole across quiet touches: the next audited row links to the head.
+    let mut conn = fresh()?;
+    run(&mut conn, base().into_iter().map(env).collect())?;
+    run(&mut conn, vec![env(quiet(touch(1, 5)))])?;
+    run(&mut conn, vec![env(set(Scope::Global, "k", "v"))])?;
+    let broken: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM audit a JOIN audit b ON b.seq = a.seq + 1 WHERE b.prev_hash != a.hash",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(broken, 0);
+    Ok(())
+}

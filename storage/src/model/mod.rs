@@ -305,6 +305,39 @@ pub enum Command {
         ok: bool,
         detail: String,
     },
+    // ---- format 9 ----
+    /// Routine liveness that leaves no audit record: wraps only `TouchClients` or
+    /// `TouchConsoleSessions` (anything else is refused, Invalid, and that refusal is
+    /// audited). Applied like its inner command; accepted, it appends NO audit row. Liveness
+    /// stays replicated (every node answers `client list`, doctor's "unseen" and rollouts
+    /// alike); the Raft log it costs is compacted by snapshots. Older nodes cannot decode
+    /// format 9, so proposers wrap touches only when every member runs 0.4.0 or newer
+    /// (`Reader::members_at_least`); during a rolling upgrade touches stay plain and audited.
+    Quiet(Box<Command>),
+    /// Retention (the leader's pass, `retention.*` keys): audit records with seq <=
+    /// `audit_through_seq` move out of the live table behind one `audit_checkpoints` row
+    /// (0 = no audit cut), inventory history older than `inventory_before_ms` goes, and
+    /// deployment results older than `results_before_ms` go where nothing depends on them
+    /// (see `apply/compact.rs`). Refused when the audit cut passes the newest record, or
+    /// does not pass the current checkpoint while nothing else is cut.
+    CompactHistory {
+        audit_through_seq: u64,
+        inventory_before_ms: Option<i64>,
+        results_before_ms: Option<i64>,
+    },
+}
+
+impl Command {
+    /// Whether this command, accepted, leaves no audit row (`Quiet` around a touch).
+    pub fn is_quiet(&self) -> bool {
+        match self {
+            Command::Quiet(inner) => matches!(
+                inner.as_ref(),
+                Command::TouchClients { .. } | Command::TouchConsoleSessions { .. }
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// What lets a console session start.
@@ -541,6 +574,7 @@ impl Command {
             Command::ReformCluster { .. } => {
                 Some("a cluster is reformed only offline, by outpost restore or outpost recover")
             }
+            Command::Quiet(command) => command.refused_from_peers(),
             _ => None,
         }
     }
@@ -562,6 +596,10 @@ impl Command {
         }
         let command = match self {
             Command::Once { command, .. } => command.as_ref(),
+            other => other,
+        };
+        let command = match command {
+            Command::Quiet(command) => command.as_ref(),
             other => other,
         };
         let own = format!("node:{from}");
@@ -586,6 +624,7 @@ impl Command {
             | Command::RemoveNode { .. }
             | Command::RollNode { .. }
             | Command::EndRoll { .. }
+            | Command::CompactHistory { .. }
             | Command::RolloutStep {
                 step: RolloutStep::Start | RolloutStep::OpenPhase(_) | RolloutStep::Finish,
                 ..
@@ -666,6 +705,8 @@ impl Command {
             Command::CreateRollout(_) => "CreateRollout",
             Command::RolloutStep { .. } => "RolloutStep",
             Command::ReportRemoval { .. } => "ReportRemoval",
+            Command::Quiet(command) => command.kind(),
+            Command::CompactHistory { .. } => "CompactHistory",
         }
     }
 
@@ -706,6 +747,8 @@ impl Command {
             | Command::CreateRollout(_)
             | Command::RolloutStep { .. }
             | Command::ReportRemoval { .. } => 8,
+            Command::Quiet(command) => command.format().max(9),
+            Command::CompactHistory { .. } => 9,
             _ => 1,
         }
     }
@@ -747,6 +790,15 @@ pub enum Response {
     /// A failure report that halted its rollout (format 8): the brake's reason.
     Halted {
         reason: String,
+    },
+    /// A `CompactHistory` (format 9): what it removed, and the chain's base afterwards (the
+    /// newest checkpoint, or seq 0 and the genesis hash).
+    Compacted {
+        audit_removed: u64,
+        checkpoint_seq: u64,
+        checkpoint_hash: String,
+        inventory_removed: u64,
+        results_removed: u64,
     },
 }
 

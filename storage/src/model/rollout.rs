@@ -21,16 +21,17 @@ pub const APPROVAL_ABOVE_KEY: &str = "deploy.approval_above";
 /// runs a command): set only by signed bundles, like handlers.
 pub const CHECK_KEY_PREFIX: &str = "agent.check.";
 /// Why a leader refuses a forwarded `SetConfig` of a `signed_only_key`.
-pub const SIGNED_ONLY_WHY: &str =
-    "agent.handler.*, agent.check.*, deploy.* and site.timezone are set only by a signed bundle";
+pub const SIGNED_ONLY_WHY: &str = "agent.handler.*, agent.check.*, deploy.*, retention.* and \
+     site.timezone are set only by a signed bundle";
 
 /// Whether `key` is set only through a signed bundle's config payload, never by `SetConfig`
-/// from the API: what agents run (handlers and health checks), and the rollout policy and
-/// the clock it is read on.
+/// from the API: what agents run (handlers and health checks), the rollout policy and the
+/// clock it is read on, and the retention policy (what history the cluster deletes).
 pub fn signed_only_key(key: &str) -> bool {
     key.starts_with(HANDLER_KEY_PREFIX)
         || key.starts_with(CHECK_KEY_PREFIX)
         || key.starts_with(DEPLOY_KEY_PREFIX)
+        || key.starts_with(crate::retention::RETENTION_KEY_PREFIX)
         || key == SITE_TIMEZONE_KEY
 }
 
@@ -381,6 +382,10 @@ mod tests {
             ("deploy.approval_above", true),
             ("deploy.anything", true),
             ("site.timezone", true),
+            ("retention.audit", true),
+            ("retention.inventory_history", true),
+            ("retention.results", true),
+            ("retentionx", false),
             ("site.name", false),
             ("deployx", false),
             ("agent.interval", false),

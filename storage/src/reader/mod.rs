@@ -6,7 +6,8 @@
 //! The queries live beside their domain, each file adding its methods to `Reader`: `nodes`
 //! (cluster and nodes), `config`, `tokens`, `clients` (clients, certificates, inventory),
 //! `bundles` (trust, channels, bundles, blobs), `deployments`, `rollouts` (plan, status, the
-//! leader's next step, removals), `upgrade`, `console` (operator accounts, sessions) and
+//! leader's next step, removals), `upgrade`, `retention` (the retention pass's questions and
+//! the format-9 gate), `console` (operator accounts, sessions) and
 //! `metrics` (the site's counts for `/metrics`). This file holds the pool and
 //! what spans every domain: the audit log and the applied marker. Reads never use `apply`:
 //! what both sides need lives in the crate's lower modules (`rows`, `rules`, `token_check`,
@@ -36,6 +37,7 @@ mod console;
 mod deployments;
 pub(crate) mod metrics;
 mod nodes;
+mod retention;
 mod rollouts;
 mod tokens;
 mod upgrade;
