@@ -1,7 +1,8 @@
 //! `POST /v1/backup` (admins): a consistent copy of this node's replicated state at one applied
 //! entry, as a backup file (`crate::shared::backup`), streamed in the answer, its header signed
 //! with the CA key. With a passphrase the CA key is sealed into the header; without one no
-//! private key is in the file.
+//! private key is in the file. [`make`] is the one way a backup is made: the node's scheduled
+//! backups (`crate::node::backups`) call it too.
 
 use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
@@ -42,6 +43,55 @@ pub(crate) async fn backup(
             ),
         ));
     }
+    let made = make(&st, passphrase).await?;
+    // Remembered for `outpost doctor` (the age of the last backup), across restarts.
+    let own = st.own.clone();
+    let now = made.header.created_ms;
+    match tokio::task::spawn_blocking(move || own.record_backup(now)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the time of this backup was not recorded"),
+        Err(e) => tracing::warn!(error = %e, "the time of this backup was not recorded"),
+    }
+    let total = made.total_bytes();
+    let head = futures::stream::iter([
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(backup::MAGIC)),
+        Ok(axum::body::Bytes::from(made.line)),
+    ]);
+    let body = futures::StreamExt::chain(head, chunks(tokio::fs::File::from_std(made.state)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, total)
+        .body(Body::from_stream(body))
+        .map_err(ApiError::internal)
+}
+
+/// A backup made and not yet written anywhere: its header (signed), the header line as
+/// written, and the state section in an unlinked temp file positioned at its start. The file
+/// is `MAGIC`, `line`, then the state's bytes.
+pub(crate) struct Made {
+    pub header: BackupHeader,
+    pub line: Vec<u8>,
+    pub state: std::fs::File,
+}
+
+impl Made {
+    /// Length of the whole backup file.
+    pub fn total_bytes(&self) -> u64 {
+        (backup::MAGIC.len() + self.line.len()) as u64 + self.header.state_bytes
+    }
+}
+
+/// Makes a backup of this node's replicated state: what `POST /v1/backup` streams and what the
+/// node's scheduled backups (`crate::node::backups`) write into their directory. First a read
+/// index (this node holds every acknowledged write, else the header says it could not
+/// confirm), then a consistent copy of the state, its digest, the CA key sealed with
+/// `passphrase` if one is given, and the header signed with the CA key. One at a time per
+/// node: a second is refused with 409 while one is being made.
+pub(crate) async fn make(
+    st: &AppState,
+    passphrase: Option<zeroize::Zeroizing<String>>,
+) -> Result<Made, ApiError> {
     let _permit = ONE_AT_A_TIME.try_acquire().map_err(|_| {
         ApiError::new(
             StatusCode::CONFLICT,
@@ -65,8 +115,8 @@ pub(crate) async fn backup(
     };
     let copy = st.node.copy_state(&tmp).await.map_err(ApiError::internal)?;
     let (state_bytes, state_sha256, file) = tokio::task::spawn_blocking(move || {
-        // Open, then unlink: the bytes live until the answer has streamed them, and a broken
-        // transfer leaves nothing behind.
+        // Open, then unlink: the bytes live until the caller has written or streamed them,
+        // and a broken transfer leaves nothing behind.
         let opened = std::fs::File::open(&tmp);
         let _ = std::fs::remove_file(&tmp);
         let mut file = opened?;
@@ -134,25 +184,11 @@ pub(crate) async fn backup(
         sealed_ca_key = header.ca_key.is_some(),
         "backup made"
     );
-    // Remembered for `outpost doctor` (the age of the last backup), across restarts.
-    let own = st.own.clone();
-    match tokio::task::spawn_blocking(move || own.record_backup(now)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "the time of this backup was not recorded"),
-        Err(e) => tracing::warn!(error = %e, "the time of this backup was not recorded"),
-    }
-    let total = (backup::MAGIC.len() + line.len()) as u64 + state_bytes;
-    let head = futures::stream::iter([
-        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(backup::MAGIC)),
-        Ok(axum::body::Bytes::from(line)),
-    ]);
-    let body = futures::StreamExt::chain(head, chunks(tokio::fs::File::from_std(file)));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, total)
-        .body(Body::from_stream(body))
-        .map_err(ApiError::internal)
+    Ok(Made {
+        header,
+        line,
+        state: file,
+    })
 }
 
 /// The file's bytes as a stream of 256 KiB chunks.

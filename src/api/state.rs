@@ -261,6 +261,7 @@ impl AppState {
             resident_bytes: crate::shared::process::resident_bytes(),
             open_fds: crate::shared::process::open_fds(),
             tls_handshakes: Some(self.limits.handshakes()),
+            backup: Some(self.own.backup_status()),
         }
     }
 

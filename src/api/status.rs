@@ -41,6 +41,7 @@ pub(crate) async fn metrics(
     families.extend(st.refusals.families());
     families.extend(st.limits.families());
     families.extend(node_families(&st).await);
+    families.extend(st.own.backup_families());
     match st.site.get(&st.node).await {
         Ok(site) => families.extend(crate::metrics::site::families(&site)),
         Err(e) => tracing::warn!(error = %e, "site counts left out of /metrics"),

@@ -1,8 +1,10 @@
 //! This node's view of itself: what its data directory holds (by part) and its file system's
 //! room, how fast the directory grows (a sample every 10 minutes, kept 8 days), when it last
-//! served a backup (`<data>/last-backup.json`), and the SHA-256 of its running binary. From
-//! these, with readiness and its certificate, the node's `wire::NodeHealth` (the `health` peer
-//! ask, `outpost doctor`, `/metrics`).
+//! made a backup (`<data>/last-backup.json`: any backup's time, the last good scheduled one's
+//! path and size, the schedule's interval) and how its scheduled backups fare, and the SHA-256
+//! of its running binary. From these, with readiness and its certificate, the node's
+//! `wire::NodeHealth` (the `health` peer ask, `outpost doctor`, `/metrics`) and the `backup` of
+//! `/v1/status`.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -11,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::ConstFamily;
 use crate::shared::files::sha256_file;
 use crate::shared::process::{dir_bytes, fs_room, prefixed_file_bytes};
-use crate::wire::{DiskUse, NodeHealth};
+use crate::wire::{
+    BackupFailure, BackupFileView, BackupScheduleView, BackupStatus, DiskUse, NodeHealth,
+};
 
 /// How often the data directory's size is sampled for its growth.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(600);
@@ -25,12 +30,30 @@ const MIN_SPAN_MS: i64 = 3600 * 1000;
 const DISK_FRESH: Duration = Duration::from_secs(10);
 /// Most directory entries walked per part (a bounded walk on a huge store).
 const MAX_ENTRIES: usize = 1_000_000;
-/// The file a node writes when it served a backup.
+/// The file a node writes when it made a backup.
 pub const LAST_BACKUP_FILE: &str = "last-backup.json";
 
-#[derive(Debug, Serialize, Deserialize)]
+/// `last-backup.json`. Files of 0.3 (`at_ms` alone) load unchanged.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct LastBackup {
+    /// The last backup of any kind (served by `POST /v1/backup` or scheduled).
     at_ms: i64,
+    /// The last good scheduled backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduled: Option<BackupFileView>,
+    /// The schedule's interval when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    every_secs: Option<u64>,
+}
+
+/// How this node's scheduled backups fare (in memory; the last good one also on disk).
+#[derive(Debug, Default)]
+struct Scheduled {
+    schedule: Option<BackupScheduleView>,
+    last_good: Option<BackupFileView>,
+    last_error: Option<BackupFailure>,
+    made: u64,
+    failures: u64,
 }
 
 /// The node's own measurements, shared by the API, the peer handler and the sampler.
@@ -39,7 +62,8 @@ pub struct NodeSelf {
     /// (unix ms, bytes of the data directory) every `SAMPLE_EVERY`.
     samples: Mutex<VecDeque<(i64, u64)>>,
     disk: Mutex<Option<(Instant, DiskUse)>>,
-    last_backup_ms: Mutex<Option<i64>>,
+    last_backup: Mutex<LastBackup>,
+    scheduled: Mutex<Scheduled>,
     binary_sha256: OnceLock<String>,
 }
 
@@ -50,19 +74,24 @@ impl NodeSelf {
         let path = data_dir.join(LAST_BACKUP_FILE);
         let last = match std::fs::read(&path) {
             Ok(b) => match serde_json::from_slice::<LastBackup>(&b) {
-                Ok(l) => Some(l.at_ms),
+                Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "last backup record does not parse; ignored");
-                    None
+                    LastBackup::default()
                 }
             },
-            Err(_) => None,
+            Err(_) => LastBackup::default(),
+        };
+        let scheduled = Scheduled {
+            last_good: last.scheduled.clone(),
+            ..Scheduled::default()
         };
         NodeSelf {
             data_dir: data_dir.to_path_buf(),
             samples: Mutex::new(VecDeque::new()),
             disk: Mutex::new(None),
-            last_backup_ms: Mutex::new(last),
+            last_backup: Mutex::new(last),
+            scheduled: Mutex::new(scheduled),
             binary_sha256: OnceLock::new(),
         }
     }
@@ -108,25 +137,109 @@ impl NodeSelf {
         growth_per_day(lock(&self.samples).make_contiguous())
     }
 
-    /// When this node last served a backup.
+    /// When this node last made a backup (served or scheduled).
     pub fn last_backup_ms(&self) -> Option<i64> {
-        *lock(&self.last_backup_ms)
+        let l = lock(&self.last_backup);
+        (l.at_ms > 0).then_some(l.at_ms)
     }
 
     /// Records a backup served at `at_ms`: `last-backup.json` written durably (temp file,
     /// fsync, rename, directory fsync). Blocking.
     pub fn record_backup(&self, at_ms: i64) -> std::io::Result<()> {
+        let mut l = lock(&self.last_backup);
+        let next = LastBackup {
+            at_ms,
+            scheduled: l.scheduled.clone(),
+            every_secs: l.every_secs,
+        };
+        self.write_last_backup(&next)?;
+        *l = next;
+        Ok(())
+    }
+
+    /// Records a good scheduled backup: in `last-backup.json` (durably, blocking) with the
+    /// schedule's interval, and in the counts `/v1/status` and `/metrics` show.
+    pub fn record_scheduled(&self, file: BackupFileView, every_secs: u64) -> std::io::Result<()> {
+        {
+            let mut s = lock(&self.scheduled);
+            s.made += 1;
+            s.last_good = Some(file.clone());
+            s.last_error = None;
+        }
+        let mut l = lock(&self.last_backup);
+        let next = LastBackup {
+            at_ms: file.at_ms,
+            scheduled: Some(file),
+            every_secs: Some(every_secs),
+        };
+        self.write_last_backup(&next)?;
+        *l = next;
+        Ok(())
+    }
+
+    /// Records a scheduled backup that failed (logged by the caller).
+    pub fn record_failure(&self, at_ms: i64, message: String) {
+        let mut s = lock(&self.scheduled);
+        s.failures += 1;
+        s.last_error = Some(BackupFailure { at_ms, message });
+    }
+
+    /// The schedule the node applies now (None: off), as its backup task last read it.
+    pub fn set_schedule(&self, schedule: Option<BackupScheduleView>) {
+        lock(&self.scheduled).schedule = schedule;
+    }
+
+    /// This node's backups for `/v1/status`.
+    pub fn backup_status(&self) -> BackupStatus {
+        let s = lock(&self.scheduled);
+        BackupStatus {
+            schedule: s.schedule.clone(),
+            last_ms: self.last_backup_ms(),
+            last_good: s.last_good.clone(),
+            last_error: s.last_error.clone(),
+            made: s.made,
+            failures: s.failures,
+        }
+    }
+
+    /// `outpost_backup_*` for `/metrics`: the last good backup's time (any kind), the failed
+    /// scheduled ones, the schedule's interval (0: no schedule).
+    pub fn backup_families(&self) -> Vec<ConstFamily> {
+        let b = self.backup_status();
+        let mut out = vec![
+            ConstFamily::counter(
+                "outpost_backup_failures",
+                "Scheduled backups of this node that failed since it started.",
+            )
+            .int(b.failures),
+            ConstFamily::gauge(
+                "outpost_backup_schedule_seconds",
+                "Interval of this node's backup schedule ([backup] every); 0 when it has none.",
+            )
+            .int(b.schedule.as_ref().map(|s| s.every_secs).unwrap_or(0)),
+        ];
+        if let Some(ms) = b.last_ms {
+            out.push(
+                ConstFamily::gauge(
+                    "outpost_backup_last_success_timestamp_seconds",
+                    "Unix time of the last backup this node made (outpost backup or scheduled).",
+                )
+                .int(ms / 1000),
+            );
+        }
+        out
+    }
+
+    fn write_last_backup(&self, l: &LastBackup) -> std::io::Result<()> {
         use std::io::Write;
         let path = self.data_dir.join(LAST_BACKUP_FILE);
         let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec(&LastBackup { at_ms }).map_err(std::io::Error::other)?;
+        let body = serde_json::to_vec(l).map_err(std::io::Error::other)?;
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
         drop(f);
-        crate::shared::files::rename_durably(&tmp, &path)?;
-        *lock(&self.last_backup_ms) = Some(at_ms);
-        Ok(())
+        crate::shared::files::rename_durably(&tmp, &path)
     }
 
     /// SHA-256 (hex) of the running binary, once hashed (`hash_binary`).
@@ -162,6 +275,10 @@ impl NodeSelf {
             growth_bytes_per_day: self.growth_bytes_per_day(),
             node_cert_not_after: facts.node_cert_not_after,
             last_backup_ms: self.last_backup_ms(),
+            backup_every_secs: lock(&self.scheduled)
+                .schedule
+                .as_ref()
+                .map(|s| s.every_secs),
             now_ms: facts.now_ms,
         }
     }
@@ -251,6 +368,25 @@ mod tests {
         );
         std::fs::write(dir.path().join(LAST_BACKUP_FILE), b"garbage")?;
         assert_eq!(NodeSelf::open(dir.path()).last_backup_ms(), None);
+        // A scheduled one: its file survives a restart, and a served backup after it keeps it.
+        let file = BackupFileView {
+            at_ms: 1_700_000_100_000,
+            path: "/b/outpost-backup-c-1-20231114T222820Z.obk".into(),
+            bytes: 4096,
+        };
+        let me = NodeSelf::open(dir.path());
+        me.record_failure(1_700_000_050_000, "disk full".into());
+        assert_eq!(me.backup_status().failures, 1);
+        me.record_scheduled(file.clone(), 30)?;
+        let b = me.backup_status();
+        assert_eq!(
+            (b.made, b.last_error, b.last_good),
+            (1, None, Some(file.clone()))
+        );
+        me.record_backup(1_700_000_200_000)?;
+        let again = NodeSelf::open(dir.path());
+        assert_eq!(again.last_backup_ms(), Some(1_700_000_200_000));
+        assert_eq!(again.backup_status().last_good, Some(file));
         Ok(())
     }
 }

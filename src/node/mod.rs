@@ -2,8 +2,10 @@
 //! the tests, which run the real binary, all start a node through `start`), the accept loops
 //! that serve the API (`server`) and the discovery wiring (`discovery`). `start` opens the
 //! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it,
-//! and starts the background tasks, among them the leader's rollout steps (`rollouts`).
+//! and starts the background tasks, among them the leader's rollout steps (`rollouts`) and
+//! the node's scheduled backups (`backups`).
 
+pub mod backups;
 pub mod discovery;
 pub mod recovery;
 pub mod rollouts;
@@ -251,6 +253,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tokio::spawn(crate::console::report_sessions(console)),
         tokio::spawn(blobs.replicate()),
         tokio::spawn(own.sampler()),
+        tokio::spawn(crate::node::backups::run(state.clone(), dd.clone())),
         tokio::spawn(crate::metrics::clock::clock_loop(node.clone(), metrics)),
         tokio::spawn(renew_node_cert(
             dd.clone(),
@@ -419,6 +422,7 @@ impl NodeSpec {
             raft: self.tuning,
             discovery: self.net.discovery,
             cluster: self.cluster,
+            backup: None,
         }
     }
 

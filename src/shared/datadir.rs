@@ -47,6 +47,73 @@ pub struct NodeFile {
     /// (files written before it existed load unchanged).
     #[serde(default, skip_serializing_if = "ClusterConfig::is_default")]
     pub cluster: ClusterConfig,
+    /// `[backup]`: this node's scheduled backups. Absent = none (files written before it
+    /// existed load unchanged). The running node re-reads it (`node::backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSchedule>,
+}
+
+/// `[backup]` of node.toml: every `every`, the node writes a backup of the replicated state
+/// into `dir` and keeps the newest `keep` of its own there; with `passphrase_file` the CA key
+/// is sealed into each (as `outpost backup --passphrase-file`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSchedule {
+    /// Humantime text in the file (`"6h"`), at least [`BackupSchedule::MIN_EVERY`].
+    #[serde(with = "humantime_every")]
+    pub every: Duration,
+    pub keep: u32,
+    pub dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl BackupSchedule {
+    /// Shortest interval taken: each backup copies the whole state.
+    pub const MIN_EVERY: Duration = Duration::from_secs(10);
+    /// Most backups kept.
+    pub const MAX_KEEP: u32 = 1000;
+
+    /// Checks the values alone (not the directory or the passphrase file: `outpost backup
+    /// schedule` checks those where it runs).
+    pub fn check(&self) -> Result<()> {
+        if self.every < Self::MIN_EVERY {
+            bail!(
+                "backup every {} is shorter than the minimum {}",
+                humantime::format_duration(self.every),
+                humantime::format_duration(Self::MIN_EVERY)
+            );
+        }
+        if !(1..=Self::MAX_KEEP).contains(&self.keep) {
+            bail!(
+                "backup keep {} is not between 1 and {}",
+                self.keep,
+                Self::MAX_KEEP
+            );
+        }
+        if !self.dir.is_absolute() {
+            bail!("backup dir {} is not an absolute path", self.dir.display());
+        }
+        Ok(())
+    }
+}
+
+/// `every` of `[backup]`: humantime text.
+mod humantime_every {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"6h\": {e}"))
+        })
+    }
 }
 
 /// `[cluster]` of node.toml.
@@ -267,6 +334,10 @@ impl DataDir {
                 file.format
             );
         }
+        if let Some(b) = &file.backup {
+            b.check()
+                .with_context(|| format!("{}: [backup]", path.display()))?;
+        }
         Ok(file)
     }
 
@@ -348,6 +419,66 @@ mod tests {
             !std::fs::read_to_string(dd.node_file())?.contains("[cluster]"),
             "an unset [cluster] is not written"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn backup_schedule_is_optional_humantime_and_checked() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let dd = DataDir::new(dir.path());
+        let base = "format = 1\ncluster_id = \"c\"\nnode_id = 2\nname = \"n2\"\napi_addr = \"10.0.0.2:7443\"\npeer_addr = \"10.0.0.2:7444\"\n";
+        std::fs::write(dd.node_file(), base)?;
+        let file = dd.load_node_file()?;
+        assert_eq!(file.backup, None);
+        dd.save_node_file(&file)?;
+        assert!(!std::fs::read_to_string(dd.node_file())?.contains("[backup]"));
+
+        let with = NodeFile {
+            backup: Some(BackupSchedule {
+                every: Duration::from_secs(6 * 3600),
+                keep: 14,
+                dir: "/srv/backups".into(),
+                passphrase_file: Some("/etc/outpost/pass".into()),
+            }),
+            ..file
+        };
+        dd.save_node_file(&with)?;
+        let text = std::fs::read_to_string(dd.node_file())?;
+        assert!(
+            text.contains("[backup]\nevery = \"6h\"\nkeep = 14"),
+            "{text}"
+        );
+        assert_eq!(dd.load_node_file()?.backup, with.backup);
+
+        let cases = [
+            (
+                "every = \"5s\"\nkeep = 3\ndir = \"/b\"",
+                "shorter than the minimum 10s",
+            ),
+            (
+                "every = \"30s\"\nkeep = 0\ndir = \"/b\"",
+                "keep 0 is not between 1 and 1000",
+            ),
+            ("every = \"30s\"\nkeep = 1001\ndir = \"/b\"", "keep 1001"),
+            (
+                "every = \"30s\"\nkeep = 3\ndir = \"b\"",
+                "not an absolute path",
+            ),
+            ("every = \"soon\"\nkeep = 3\ndir = \"/b\"", "not a duration"),
+            (
+                "every = \"30s\"\nkeep = 3\ndir = \"/b\"\nextra = 1",
+                "unknown field",
+            ),
+        ];
+        for (table, want) in cases {
+            std::fs::write(dd.node_file(), format!("{base}[backup]\n{table}\n"))?;
+            let err = dd
+                .load_node_file()
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            assert!(err.contains(want), "{table}: {err}");
+        }
         Ok(())
     }
 

@@ -40,6 +40,51 @@ pub struct StatusView {
     /// File descriptors the answering node's process holds open (None: not known).
     #[serde(default)]
     pub open_fds: Option<u64>,
+    /// The answering node's backups: its schedule, the last good one, the last failure
+    /// (None: an older node).
+    #[serde(default)]
+    pub backup: Option<BackupStatus>,
+}
+
+/// A node's backups as `/v1/status` shows them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupStatus {
+    /// The `[backup]` schedule of its node.toml as the node applies it (None: off).
+    pub schedule: Option<BackupScheduleView>,
+    /// When this node last made a backup of any kind (`outpost backup` or scheduled), unix ms.
+    pub last_ms: Option<i64>,
+    /// The last good scheduled backup.
+    pub last_good: Option<BackupFileView>,
+    /// The last scheduled backup that failed, if it failed after the last good one.
+    pub last_error: Option<BackupFailure>,
+    /// Scheduled backups made and failed since the node started.
+    pub made: u64,
+    pub failures: u64,
+}
+
+/// `[backup]` of a node's node.toml.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupScheduleView {
+    pub every_secs: u64,
+    pub keep: u32,
+    pub dir: String,
+    /// The CA key is sealed into each backup (a passphrase file is set).
+    pub sealed: bool,
+}
+
+/// One backup file a node wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupFileView {
+    pub at_ms: i64,
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// A scheduled backup that failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupFailure {
+    pub at_ms: i64,
+    pub message: String,
 }
 
 /// The Raft fields read as the view's own (`status.leader_id`), as they appear in its JSON.

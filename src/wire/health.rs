@@ -93,6 +93,10 @@ pub struct NodeHealth {
     /// When this node last served a backup (unix ms), if it ever did.
     #[serde(default)]
     pub last_backup_ms: Option<i64>,
+    /// The interval of this node's backup schedule in seconds (None: no schedule, or an older
+    /// node). Doctor warns when the newest backup is older than twice the shortest.
+    #[serde(default)]
+    pub backup_every_secs: Option<u64>,
     /// The node's clock when it answered (unix ms).
     pub now_ms: i64,
 }
