@@ -108,7 +108,21 @@ fn secs(s: f64) -> String {
     format!("{s:.2}{flag}")
 }
 
+/// The simulated days `retention.audit` keeps (the first of `RETENTION_DAYS`).
+const AUDIT_DAYS: f64 = schedule::RETENTION_DAYS[0].1;
+
 impl YearsReport {
+    /// The years at whose end records older than the audit policy existed and yet none had
+    /// been compacted (every record still live): retention did not work.
+    pub fn uncompacted(&self) -> Vec<u64> {
+        self.rows
+            .iter()
+            .filter(|r| r.year as f64 * 365.25 > AUDIT_DAYS)
+            .filter(|r| r.measures.audit_live >= r.measures.audit_head)
+            .map(|r| r.year)
+            .collect()
+    }
+
     /// One line: whether every row met the goals, naming the worst figures.
     pub fn goals(&self) -> String {
         let state = self
@@ -234,6 +248,12 @@ impl std::fmt::Display for YearsReport {
         }
         if self.rows.iter().any(|r| r.measures.verify_full_s.is_none()) {
             writeln!(f, "--full: this build's `audit verify` has no --full")?;
+        }
+        for r in self.uncompacted() {
+            writeln!(
+                f,
+                "year {r}: no audit record was compacted, though the site is older than retention.audit ({AUDIT_DAYS:.0} simulated days)"
+            )?;
         }
         write!(f, "{}", self.goals())
     }
@@ -486,6 +506,15 @@ mod tests {
             "goals: state.db < 2 GB met (largest 5.0 MB); every operation < 2 s met (slowest: catch-up in year 1, 1.50 s)"
         );
         assert!(!r.to_string().contains("has no --full"));
+        // Year 1 is younger than the 400-day policy: nothing to compact yet.
+        assert!(r.uncompacted().is_empty());
+        let mut stale = row(2, 5_000_000, 0.1, Some(0.2));
+        stale.measures.audit_live = stale.measures.audit_head;
+        let r = report(vec![row(1, 5_000_000, 0.1, Some(0.2)), stale]);
+        assert_eq!(r.uncompacted(), vec![2]);
+        assert!(r.to_string().contains(
+            "year 2: no audit record was compacted, though the site is older than retention.audit (400 simulated days)"
+        ));
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["rows"][0]["audit_live"], 1_200);
         assert_eq!(json["rows"][0]["drive"]["results"]["failed"], 1);
