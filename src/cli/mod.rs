@@ -2,7 +2,7 @@
 //! certificate, `--data-dir`), and the dispatch to one file per noun, which owns that noun's
 //! arguments and printing (`node`: init, join, discover, status, node; `token`, `admin`,
 //! `config`, `audit`, `client`, `inventory`, `bundle`, `deployment`, `agent`, `bench`,
-//! `console`, `recovery`: backup, restore, recover; `upgrade`: the rolling upgrade; `doctor`:
+//! `console`, `recovery`: backup, restore, recover; `backup`: backup schedule and verify; `upgrade`: the rolling upgrade; `doctor`:
 //! the site's check and its alert rules).
 //! Commands speak to a node through `crate::shared::client` with `crate::wire` bodies, or
 //! call start-up (`crate::node`), the agent (`crate::agent`) or the harness.
@@ -10,6 +10,7 @@
 mod admin;
 mod agent;
 mod audit;
+mod backup;
 mod bench;
 mod bundle;
 mod client;
@@ -200,13 +201,17 @@ enum Cmd {
     },
     /// Copy the replicated state at one applied entry into a backup file (from this host's
     /// node, or the one named by --server). With --passphrase-file the CA key is included,
-    /// sealed; no other private key is ever in a backup.
+    /// sealed; no other private key is ever in a backup. `backup schedule` makes the node
+    /// write them itself; `backup verify FILE` checks one.
+    #[command(args_conflicts_with_subcommands = true)]
     Backup {
+        #[command(subcommand)]
+        cmd: Option<backup::BackupCmd>,
         #[command(flatten)]
         dir: DataDirArg,
         /// The backup file to write (must not exist).
         #[arg(short = 'o', long = "output")]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// A file whose first line (12 characters or more) seals the CA key into the backup.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
@@ -363,11 +368,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Deployment { cmd } => deployment::run(remote, cmd).await,
         Cmd::Agent { cmd } => agent::run(cmd).await,
         Cmd::Bench { cmd } => bench::run(cmd).await,
+        Cmd::Backup { cmd: Some(cmd), .. } => backup::run(cmd).await,
         Cmd::Backup {
+            cmd: None,
             dir,
             output,
             passphrase_file,
-        } => recovery::backup(remote, dir, output, passphrase_file).await,
+        } => {
+            let output = output.context(
+                "give the file to write (outpost backup -o FILE), or a subcommand: schedule, verify",
+            )?;
+            recovery::backup(remote, dir, output, passphrase_file).await
+        }
         Cmd::Restore {
             file,
             dir,

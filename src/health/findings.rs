@@ -436,15 +436,44 @@ fn rollouts(f: &SiteFacts, out: &mut Vec<Finding>) {
     }
 }
 
-/// The newest backup any answering node served. A site younger than a day that has none yet
-/// is well (a fresh cluster is not yet worth a warning); after that, none or one older than
+/// The newest backup any answering node made. When members have a backup schedule
+/// (`[backup]`), the newest must be younger than twice the shortest interval among them (none
+/// at all is a warning). Without any schedule: a site younger than a day that has none yet is
+/// well (a fresh cluster is not yet worth a warning); after that, none or one older than
 /// `BACKUP_DAYS` is a warning.
 fn backup(f: &SiteFacts, now_ms: i64, out: &mut Vec<Finding>) {
-    let last = f
-        .members
-        .iter()
-        .filter_map(|m| m.health.as_ref().ok()?.last_backup_ms)
-        .max();
+    let healths = || f.members.iter().filter_map(|m| m.health.as_ref().ok());
+    let last = healths().filter_map(|h| h.last_backup_ms).max();
+    let every = healths()
+        .filter_map(|h| h.backup_every_secs)
+        .filter(|s| *s > 0)
+        .min();
+    if let Some(every) = every {
+        let every_text = humantime::format_duration(std::time::Duration::from_secs(every));
+        let limit_ms = i64::try_from(every).unwrap_or(i64::MAX / 2000) * 2000;
+        match last {
+            None => out.push(found(
+                "OutpostBackupOld",
+                "backup",
+                format!(
+                    "No node that answers has made a backup, though backups are scheduled every {every_text}."
+                ),
+            )),
+            Some(at) => {
+                let age_s = u64::try_from((now_ms - at).max(0) / 1000).unwrap_or(0);
+                let text = format!(
+                    "The last backup of the site was taken {} ago; the shortest schedule is every {every_text}.",
+                    humantime::format_duration(std::time::Duration::from_secs(age_s))
+                );
+                if now_ms - at > limit_ms {
+                    out.push(found("OutpostBackupOld", "backup", text));
+                } else {
+                    out.push(well("OutpostBackupOld", "backup", text));
+                }
+            }
+        }
+        return;
+    }
     let young = f.created_at_ms.is_some_and(|c| now_ms - c < DAY_MS);
     match last {
         None if young => out.push(well(
@@ -521,6 +550,7 @@ mod tests {
             growth_bytes_per_day: Some(1e6),
             node_cert_not_after: NOW / 1000 + 300 * DAY,
             last_backup_ms: Some(NOW - DAY_MS),
+            backup_every_secs: None,
             now_ms: NOW,
         }
     }
@@ -898,6 +928,63 @@ mod tests {
                     "OutpostBackupOld",
                     "backup",
                     "The last backup of the site was taken 8 days ago.",
+                )],
+            ),
+            (
+                "scheduled every 6h on one member, the newest 11h old: well",
+                |s| {
+                    for m in &mut s.members {
+                        if let Ok(h) = &mut m.health {
+                            h.last_backup_ms = Some(NOW - 11 * 3_600_000);
+                        }
+                    }
+                    if let Ok(h) = &mut s.members[1].health {
+                        h.backup_every_secs = Some(6 * 3600);
+                    }
+                },
+                &[],
+            ),
+            (
+                "scheduled every 6h and 1d, the newest 13h old on another member",
+                |s| {
+                    for m in &mut s.members {
+                        if let Ok(h) = &mut m.health {
+                            h.last_backup_ms = None;
+                            h.backup_every_secs = Some(86_400);
+                        }
+                    }
+                    if let Ok(h) = &mut s.members[0].health {
+                        h.backup_every_secs = Some(6 * 3600);
+                    }
+                    if let Ok(h) = &mut s.members[2].health {
+                        h.last_backup_ms = Some(NOW - 13 * 3_600_000);
+                    }
+                },
+                &[(
+                    Warning,
+                    "OutpostBackupOld",
+                    "backup",
+                    "The last backup of the site was taken 13h ago; the shortest schedule is every 6h.",
+                )],
+            ),
+            (
+                "scheduled, none yet, even on a young site",
+                |s| {
+                    s.created_at_ms = Some(NOW - 3_600_000);
+                    for m in &mut s.members {
+                        if let Ok(h) = &mut m.health {
+                            h.last_backup_ms = None;
+                        }
+                    }
+                    if let Ok(h) = &mut s.members[2].health {
+                        h.backup_every_secs = Some(30);
+                    }
+                },
+                &[(
+                    Warning,
+                    "OutpostBackupOld",
+                    "backup",
+                    "No node that answers has made a backup, though backups are scheduled every 30s.",
                 )],
             ),
         ];

@@ -169,8 +169,8 @@ pub const RULES: &[Rule] = &[
         severity: Severity::Warning,
         for_: "",
         expr: None,
-        summary: "No backup of the site in the last 7 days.",
-        action: "Take one: `outpost backup --output FILE`, and keep it off the nodes.",
+        summary: "No backup of the site in twice the shortest backup schedule's interval (without a schedule: in the last 7 days).",
+        action: "Take one: `outpost backup --output FILE`, and keep it off the nodes; or schedule them: `outpost backup schedule --every 6h --keep 14 --dir DIR`. With a schedule, `outpost status` on each node says why its last one failed.",
     },
 ];
 

@@ -98,7 +98,7 @@ pub async fn restore(dd: &DataDir, opts: RestoreOptions) -> Result<Restored> {
     let snapshot = dd.root.join("restore-state.tmp");
     {
         let (file, offset, to) = (opts.backup.clone(), opened.state_offset, snapshot.clone());
-        tokio::task::spawn_blocking(move || copy_section(&file, offset, &to)).await??;
+        tokio::task::spawn_blocking(move || backup::copy_section(&file, offset, &to)).await??;
     }
     let imported = offline::import_state(&dd.root, &snapshot).await;
     let _ = std::fs::remove_file(&snapshot);
@@ -229,25 +229,4 @@ fn next_node_id(root: &Path) -> Result<u64> {
         bail!("the restored state has no node id counter");
     }
     Ok(id)
-}
-
-/// Copies `src` from `offset` to its end into a new private file `dest` (fsynced).
-fn copy_section(src: &Path, offset: u64, dest: &Path) -> Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut from =
-        std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    from.seek(SeekFrom::Start(offset))?;
-    let mut to = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dest)
-            .with_context(|| format!("creating {}", dest.display()))?
-    };
-    std::io::copy(&mut from, &mut to).with_context(|| format!("writing {}", dest.display()))?;
-    to.flush()?;
-    to.sync_all()?;
-    Ok(())
 }
