@@ -5,7 +5,8 @@
 //! An ask is a small JSON [`PeerAsk`]; the answer is raw bytes (a chunk, 8 clock bytes, or JSON).
 //! The peer port has already checked the caller (a member's certificate) and the frame's size
 //! before a request reaches [`handler`]. Blob chunks are read on blocking threads, so are audit
-//! chains (SQLite).
+//! chains (SQLite), checked from this node's own verified mark (the same mark `audit verify`
+//! and the console move).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -16,6 +17,7 @@ use outpost_bundles::BlobStore;
 use outpost_raft::{AppFuture, AppHandler, RaftNode};
 use serde::{Deserialize, Serialize};
 
+use crate::shared::audit_file::VerifiedMark;
 use crate::shared::now_secs;
 
 /// Bytes per chunk request, and the most a node answers in one.
@@ -33,9 +35,15 @@ pub enum PeerAsk {
     },
     /// The answering node's clock, unix seconds as 8 bytes little-endian (for the time floor).
     Clock,
-    /// The answering node's own audit chain (recomputed) and its hash at `at_seq`, as JSON
-    /// `outpost_storage::AuditChain` (for `audit verify`).
-    AuditChain { at_seq: u64 },
+    /// The answering node's own audit chain checked and its hash at `at_seq`, as JSON
+    /// `outpost_storage::AuditChain` (for `audit verify`). The check starts from the answering
+    /// node's own verified mark unless `full` (0.4; a node older than 0.4 ignores the flag and
+    /// always checks from genesis).
+    AuditChain {
+        at_seq: u64,
+        #[serde(default)]
+        full: bool,
+    },
     /// The answering node's Raft status, as JSON `outpost_raft::NodeStatus` (the console's
     /// overview: each node's state, applied index and whether it knows a leader).
     Status,
@@ -55,11 +63,17 @@ pub type HealthFuture =
 
 /// The handler other nodes' asks reach: blob chunks from `store`, the node's report of itself
 /// from `health`, everything else from `node`.
-pub fn handler(node: RaftNode, store: BlobStore, health: HealthProvider) -> Arc<dyn AppHandler> {
+pub fn handler(
+    node: RaftNode,
+    store: BlobStore,
+    health: HealthProvider,
+    audit_mark: Arc<VerifiedMark>,
+) -> Arc<dyn AppHandler> {
     Arc::new(PeerServer {
         node,
         store,
         health,
+        audit_mark,
     })
 }
 
@@ -99,11 +113,13 @@ struct PeerServer {
     node: RaftNode,
     store: BlobStore,
     health: HealthProvider,
+    audit_mark: Arc<VerifiedMark>,
 }
 
 impl AppHandler for PeerServer {
     fn handle(&self, from: u64, request: Vec<u8>) -> AppFuture {
         let (node, store, health) = (self.node.clone(), self.store.clone(), self.health.clone());
+        let audit_mark = self.audit_mark.clone();
         Box::pin(async move {
             let ask: PeerAsk = serde_json::from_slice(&request)
                 .map_err(|e| format!("request from node {from} does not parse: {e}"))?;
@@ -112,12 +128,21 @@ impl AppHandler for PeerServer {
                 PeerAsk::ClockMs => Ok(outpost_raft::now_ms().to_le_bytes().to_vec()),
                 PeerAsk::Health => health().await,
                 PeerAsk::Status => serde_json::to_vec(&node.status()).map_err(|e| e.to_string()),
-                PeerAsk::AuditChain { at_seq } => {
+                PeerAsk::AuditChain { at_seq, full } => {
                     let reader = node.reader();
-                    let view = tokio::task::spawn_blocking(move || reader.audit_chain(at_seq))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| format!("audit chain: {e}"))?;
+                    let view = tokio::task::spawn_blocking(move || {
+                        let view = reader
+                            .audit_chain_since(at_seq, audit_mark.get(), full)
+                            .map_err(|e| format!("audit chain: {e}"))?;
+                        if let Some(m) = &view.verified
+                            && let Err(e) = audit_mark.advance(m.seq, &m.hash)
+                        {
+                            tracing::warn!(error = %e, "the audit mark was not saved");
+                        }
+                        Ok::<_, String>(view)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())??;
                     serde_json::to_vec(&view).map_err(|e| e.to_string())
                 }
                 PeerAsk::Chunk {

@@ -1,12 +1,20 @@
-//! The hash-chained audit log, read in pages.
+//! The hash-chained audit log: read in pages (`/v1/audit`), checked (`/v1/audit/verify`,
+//! incremental from this node's verified mark unless `full=true`), its base
+//! (`/v1/audit/checkpoint`) and exported with proof (`/v1/audit/export`, the file of
+//! `shared::audit_file`, streamed a page at a time from a blocking reader).
 
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
 use serde::Deserialize;
 
 use std::time::Duration;
+
+use crate::shared::audit_file::{self, ExportHeader, ExportRecord, MAX_EXPORT_RECORDS};
 
 use crate::api::convert::wire_list;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
@@ -24,17 +32,47 @@ fn default_limit() -> u32 {
     100
 }
 
-/// `audit verify`: this node's chain recomputed, then every other member asked (over the peer
-/// channel) for its own recomputed chain and its hash at our last verified row, compared with
-/// ours there. A member that does not answer is listed, not compared.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct VerifyQuery {
+    /// Walk every record from the base, not only those after the verified mark.
+    #[serde(default)]
+    full: bool,
+}
+
+/// This node's chain checked from its verified mark (or from the base when `full` or when
+/// the mark is unusable), the mark moved to the last record proven. Shared by `audit verify`
+/// and the console's Audit page, so both move the same mark.
+pub(crate) async fn check_local(
+    st: &AppState,
+    want_seq: u64,
+    full: bool,
+) -> Result<outpost_storage::AuditChain, ApiError> {
+    let mark = st.audit_mark.clone();
+    st.read(move |r| {
+        let chain = r.audit_chain_since(want_seq, mark.get(), full)?;
+        if let Some(m) = &chain.verified
+            && let Err(e) = mark.advance(m.seq, &m.hash)
+        {
+            tracing::warn!(error = %e, "the audit mark was not saved; the next check reads more");
+        }
+        Ok(chain)
+    })
+    .await
+}
+
+/// `audit verify`: this node's chain checked, then every other member asked (over the peer
+/// channel) for its own chain checked (from its own mark, or in full) and its hash at our
+/// last verified row, compared with ours there. A member that does not answer is listed, not
+/// compared.
 pub(crate) async fn verify(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<VerifyQuery>,
 ) -> ApiResult<crate::wire::AuditVerifyView> {
     use outpost_storage::AuditCheck;
     caller.require_admin()?;
     let me = st.node_id;
-    let local = st.read(|r| r.audit_chain(u64::MAX)).await?;
+    let local = check_local(&st, u64::MAX, q.full).await?;
     let compare_at = match local.check {
         AuditCheck::Intact { records } => records,
         AuditCheck::Broken { seq } => seq.saturating_sub(1),
@@ -49,8 +87,11 @@ pub(crate) async fn verify(
         .collect();
     let mut peers = Vec::with_capacity(members.len());
     for id in members {
-        let ask = serde_json::to_vec(&crate::peer_app::PeerAsk::AuditChain { at_seq: compare_at })
-            .map_err(ApiError::internal)?;
+        let ask = serde_json::to_vec(&crate::peer_app::PeerAsk::AuditChain {
+            at_seq: compare_at,
+            full: q.full,
+        })
+        .map_err(ApiError::internal)?;
         let answer = st
             .node
             .app_call(id, ask, Duration::from_secs(30))
@@ -109,4 +150,195 @@ pub(crate) async fn audit(
         })
         .await?;
     Ok(Json(wire_list(records)))
+}
+
+/// `audit checkpoint`: the chain's base, None before any compaction.
+pub(crate) async fn checkpoint(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Option<crate::wire::AuditCheckpoint>> {
+    caller.require_admin()?;
+    let cp = st.read(|r| r.audit_checkpoint()).await?;
+    Ok(Json(cp.map(Into::into)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExportQuery {
+    /// The first record (default: the first after the base).
+    #[serde(default)]
+    from: Option<u64>,
+    /// Only the records up to this time (the prefix of the log no later than it).
+    #[serde(default)]
+    until_ms: Option<i64>,
+}
+
+/// Records read per page of an export.
+const EXPORT_PAGE: u32 = 2_000;
+
+/// `audit export`: the records `from..=last` (last: the newest, or the last no later than
+/// `until_ms`) as the export file, streamed page by page. Records already moved out by a
+/// compaction cannot be exported: the refusal names the checkpoint. At most
+/// `MAX_EXPORT_RECORDS` per file. A compaction during the stream cuts it short; the file's
+/// header promises `last_seq`, so the offline check names the missing record.
+pub(crate) async fn export(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let until = q.until_ms;
+    let (cp, last, info) = st
+        .read(move |r| {
+            let last = match until {
+                Some(u) => r.audit_last_until(u)?,
+                None => r.audit_head()?.map(|(seq, _)| seq),
+            };
+            Ok((r.audit_checkpoint()?, last, r.cluster()?))
+        })
+        .await?;
+    let base_seq = cp.as_ref().map(|c| c.seq).unwrap_or(0);
+    let first = q.from.unwrap_or(base_seq + 1).max(1);
+    if first <= base_seq {
+        let cp = cp
+            .as_ref()
+            .map(|c| (c.seq, c.hash.clone(), c.compacted_at_ms));
+        let (seq, hash, at) = cp.unwrap_or_default();
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "records 1..={seq} were moved out of the live log by a compaction on {} \
+                 (checkpoint {seq}:{hash}); record {first} cannot be exported, export from {} on",
+                crate::shared::text::format_ms(at),
+                seq + 1
+            ),
+        ));
+    }
+    let last = match last {
+        Some(l) if l >= first => l,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no audit record from {first}{} on this node",
+                    until
+                        .map(|u| format!(" up to {}", crate::shared::text::format_ms(u)))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+    };
+    if last - first + 1 > MAX_EXPORT_RECORDS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "records {first}..={last} are {} records; one export holds at most \
+                 {MAX_EXPORT_RECORDS} (export in parts with --from and --until)",
+                last - first + 1
+            ),
+        ));
+    }
+    let reader = st.node.reader();
+    let page = {
+        let reader = reader.clone();
+        tokio::task::spawn_blocking(move || reader.audit_chained(first - 1, last, EXPORT_PAGE))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+    };
+    let base_hash = match page.first() {
+        Some(c) if c.record.seq == first => c.prev_hash.clone(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "record {first} is no longer in the live log (a compaction ran); try again"
+                ),
+            ));
+        }
+    };
+    let (cluster_id, cluster_name) = info
+        .map(|i| (i.id, i.name))
+        .unwrap_or_else(|| (st.cluster_id.clone(), String::new()));
+    let header = ExportHeader {
+        format: audit_file::FORMAT.into(),
+        version: audit_file::VERSION,
+        cluster_id,
+        cluster_name,
+        node_id: st.node_id,
+        first_seq: first,
+        last_seq: last,
+        base_hash,
+        exported_at_ms: outpost_raft::now_ms(),
+    };
+    let head = audit_file::json_line(&header).map_err(ApiError::internal)?;
+    tracing::info!(first, last, "audit export");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || stream_pages(&reader, page, last, &tx));
+    let body = futures::StreamExt::chain(
+        futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(head))]),
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }),
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(body))
+        .map_err(ApiError::internal)
+}
+
+/// Sends the export's record lines, a page at a time, starting with `page` (already read),
+/// until `last`. Stops when the receiver is gone; ends the stream with an error when a read
+/// fails or a record is missing (moved out meanwhile), so the client sees a cut, not an end.
+fn stream_pages(
+    reader: &outpost_storage::Reader,
+    mut page: Vec<outpost_storage::ChainedAuditRecord>,
+    last: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let mut expected = page.first().map(|c| c.record.seq).unwrap_or(last + 1);
+    while expected <= last {
+        if page.first().map(|c| c.record.seq) != Some(expected) {
+            let _ = tx.blocking_send(Err(std::io::Error::other(format!(
+                "audit record {expected} is no longer in the live log"
+            ))));
+            return;
+        }
+        let mut out = Vec::with_capacity(page.len() * 400);
+        for c in page {
+            let r = c.record;
+            let line = audit_file::json_line(&ExportRecord {
+                seq: r.seq,
+                at_ms: r.at_ms,
+                actor: r.actor,
+                action: r.action,
+                target: r.target,
+                detail: r.detail,
+                outcome: r.outcome,
+                prev_hash: c.prev_hash,
+                hash: r.hash,
+            });
+            match line {
+                Ok(l) => out.extend_from_slice(&l),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+                    return;
+                }
+            }
+            expected = r.seq + 1;
+        }
+        if tx.blocking_send(Ok(Bytes::from(out))).is_err() {
+            return;
+        }
+        if expected > last {
+            return;
+        }
+        page = match reader.audit_chained(expected - 1, last, EXPORT_PAGE) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        };
+    }
 }

@@ -264,6 +264,25 @@ impl From<st::AuditChain> for wire::AuditChain {
             check: c.check.into(),
             at_seq: c.at_seq,
             hash: c.hash,
+            base: c.base.map(Into::into),
+            verified: c.verified.map(|m| wire::AuditMark {
+                seq: m.seq,
+                hash: m.hash,
+            }),
+            walked: c.walked,
+            incremental: c.incremental,
+        }
+    }
+}
+
+impl From<st::AuditCheckpoint> for wire::AuditCheckpoint {
+    fn from(c: st::AuditCheckpoint) -> Self {
+        wire::AuditCheckpoint {
+            seq: c.seq,
+            hash: c.hash,
+            record_at_ms: c.record_at_ms,
+            compacted_at_ms: c.compacted_at_ms,
+            removed: c.removed,
         }
     }
 }
@@ -579,6 +598,19 @@ mod tests {
                     check,
                     at_seq: 4,
                     hash: Some("h".into()),
+                    base: Some(st::AuditCheckpoint {
+                        seq: 2,
+                        hash: "b".into(),
+                        record_at_ms: 5,
+                        compacted_at_ms: 6,
+                        removed: 2,
+                    }),
+                    verified: Some(st::AuditMark {
+                        seq: 4,
+                        hash: "h".into(),
+                    }),
+                    walked: 2,
+                    incremental: true,
                 },
             );
         }

@@ -95,6 +95,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/audit", get(audit::audit))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/export", get(audit::export))
         .route(
             "/v1/config-effective/{client}",
             get(config::config_effective),

@@ -78,6 +78,8 @@ pub struct AppState {
     pub own: Arc<crate::metrics::NodeSelf>,
     /// The site's counts for `/metrics`, read at most every 10 s.
     pub site: crate::metrics::site::SiteCache,
+    /// How far this node's audit chain is proven (`audit verify`, the console, peers' asks).
+    pub audit_mark: Arc<crate::shared::audit_file::VerifiedMark>,
 }
 
 impl AppState {

@@ -151,7 +151,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: config::ConfigCmd,
     },
-    /// The hash-chained audit log (the newest records; `audit verify` checks the chain).
+    /// The hash-chained audit log (the newest records; `audit verify` checks the chain, `audit
+    /// export` writes records with their hashes, `audit checkpoint` shows the chain's base).
     #[command(args_conflicts_with_subcommands = true)]
     Audit {
         #[command(subcommand)]
@@ -352,10 +353,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Token { cmd } => token::run(remote, cmd).await,
         Cmd::Admin { cmd } => admin::run(remote, cmd).await,
         Cmd::Config { cmd } => config::run(remote, cmd).await,
-        Cmd::Audit {
-            cmd: Some(audit::AuditCmd::Verify { dir, json }),
-            ..
-        } => audit::verify(remote, dir, json).await,
+        Cmd::Audit { cmd: Some(cmd), .. } => audit::command(remote, cmd).await,
         Cmd::Audit {
             cmd: None,
             dir,

@@ -475,6 +475,8 @@ pub struct Audit {
     pub c: Chrome,
     pub chain: String,
     pub intact: bool,
+    /// What retention moved out and the checkpoint the chain is proven from (None: none).
+    pub base: Option<String>,
     pub rows: Vec<AuditRow>,
     pub pager: Pager,
 }

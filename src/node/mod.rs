@@ -189,6 +189,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         node.telemetry().register(reg)
     }));
     let own = Arc::new(crate::metrics::NodeSelf::open(&dd.root));
+    let audit_mark = Arc::new(crate::shared::audit_file::VerifiedMark::open(&dd.root));
     let state = Arc::new(AppState {
         node: node.clone(),
         node_id: file.node_id,
@@ -208,6 +209,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         metrics: metrics.clone(),
         own: own.clone(),
         site: Default::default(),
+        audit_mark: audit_mark.clone(),
     });
     // Other nodes' asks (blob chunks, clock, health, ...), once the state that answers
     // `health` exists.
@@ -225,6 +227,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         node.clone(),
         blobs.store().clone(),
         health,
+        audit_mark,
     ));
     {
         let own = own.clone();

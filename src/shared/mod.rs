@@ -1,5 +1,6 @@
 //! Helpers both sides of the API use. Nothing here knows the node's API internals or the agent.
 //!
+//! - `audit_file`: the audit export file and its offline check; a node's verified mark;
 //! - `client`: the API client (`ApiClient`, `local_client`, `NO_BODY`, `urlencode`);
 //! - `token`: join and enrollment tokens as people carry them;
 //! - `datadir`: a node's data directory and its `node.toml`;
@@ -11,6 +12,7 @@
 //! - `text`: short echoes and tails for people;
 //! - here: the clock (`now_ms`, `now_secs`).
 
+pub mod audit_file;
 pub mod backup;
 pub mod client;
 pub mod datadir;

@@ -1,5 +1,7 @@
-//! The audit log as the CLI reads it: records (`/v1/audit`) and the chain check of every
-//! member (`/v1/audit/verify`).
+//! The audit log as the CLI reads it: records (`/v1/audit`), the chain check of every
+//! member (`/v1/audit/verify`, incremental from each node's verified mark unless `full=true`)
+//! and the chain's base (`/v1/audit/checkpoint`). The export file (`/v1/audit/export`) is
+//! `shared::audit_file`.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,19 +25,48 @@ pub struct AuditChain {
     pub check: AuditCheck,
     pub at_seq: u64,
     pub hash: Option<String>,
+    /// The chain's base: the newest checkpoint (None: genesis). Fields from here on came with
+    /// 0.4; an older node's answer decodes with their defaults.
+    #[serde(default)]
+    pub base: Option<AuditCheckpoint>,
+    /// The last record proven (the node's verified mark after this check), when intact.
+    #[serde(default)]
+    pub verified: Option<AuditMark>,
+    /// Rows read by this check.
+    #[serde(default)]
+    pub walked: u64,
+    /// The check started from the node's verified mark (false: from the base).
+    #[serde(default)]
+    pub incremental: bool,
+}
+
+/// A record of the chain: its seq and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditMark {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// The newest compaction's checkpoint: records 1..=seq moved out of the live log; the
+/// remaining chain is proven from `hash` (record seq's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    pub seq: u64,
+    pub hash: String,
+    pub record_at_ms: i64,
+    pub compacted_at_ms: i64,
+    /// Records that compaction removed.
+    pub removed: u64,
 }
 
 /// Result of walking the audit hash chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuditCheck {
-    Intact {
-        records: u64,
-    },
+    /// `records`: the seq of the last record (records since genesis, compacted ones included).
+    Intact { records: u64 },
     /// `seq` is the first record that does not verify (last seq + 1 when records are missing
     /// at the end of the chain).
-    Broken {
-        seq: u64,
-    },
+    Broken { seq: u64 },
 }
 
 /// `audit verify`: this node's chain, and every other member's chain compared with it.

@@ -3,16 +3,20 @@
 //! hash = sha256(prev_hash (32 raw bytes; zeros for the first row) || canonical(row)), where
 //! canonical(row) = seq u64 LE, at_ms i64 LE, then actor, action, target, detail, outcome,
 //! each as u64 LE byte length followed by the UTF-8 bytes. Hashes are stored as lowercase hex.
+//!
+//! The chain has a base: genesis (seq 0, 64 zeros) or, once retention has moved old records
+//! out, the newest `audit_checkpoints` row (that seq and its hash). A walk starts from a base
+//! and expects base.seq + 1 with prev_hash = base.hash. The same walk starts from a node's
+//! verified mark (an incremental check): a mark is a base this node proved earlier.
 
 use sha2::{Digest, Sha256};
 
 /// prev_hash of the first audit row.
-pub(crate) const GENESIS_HASH: &str =
-    "0000000000000000000000000000000000000000000000000000000000000000";
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The hashed fields of one audit row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AuditFields<'a> {
+pub struct AuditFields<'a> {
     pub seq: u64,
     pub at_ms: i64,
     pub actor: &'a str,
@@ -42,7 +46,8 @@ pub(crate) fn canonical(f: &AuditFields<'_>) -> Vec<u8> {
 }
 
 /// Hex hash of a row chained to `prev_hash_hex`; None if `prev_hash_hex` is not 32 bytes of hex.
-pub(crate) fn chain_hash(prev_hash_hex: &str, f: &AuditFields<'_>) -> Option<String> {
+/// Public as `audit_hash`: the offline check of an export file uses the same rule.
+pub fn chain_hash(prev_hash_hex: &str, f: &AuditFields<'_>) -> Option<String> {
     let prev = hex::decode(prev_hash_hex).ok()?;
     if prev.len() != 32 {
         return None;
@@ -53,7 +58,7 @@ pub(crate) fn chain_hash(prev_hash_hex: &str, f: &AuditFields<'_>) -> Option<Str
     Some(hex::encode(h.finalize()))
 }
 
-/// Walks the chain state forward one row at a time.
+/// Walks the chain state forward one row at a time, from a base.
 pub(crate) struct ChainWalker {
     expected_prev: String,
     expected_seq: u64,
@@ -67,10 +72,11 @@ pub(crate) struct StoredRow<'a> {
 }
 
 impl ChainWalker {
-    pub(crate) fn new() -> ChainWalker {
+    /// A walk whose first row must be `seq + 1`, chained to `hash`.
+    pub(crate) fn from_base(seq: u64, hash: &str) -> ChainWalker {
         ChainWalker {
-            expected_prev: GENESIS_HASH.to_owned(),
-            expected_seq: 1,
+            expected_prev: hash.to_owned(),
+            expected_seq: seq.saturating_add(1),
         }
     }
 
@@ -90,13 +96,18 @@ impl ChainWalker {
         }
     }
 
+    /// Rows checked since the base.
+    pub(crate) fn walked(&self, base_seq: u64) -> u64 {
+        (self.expected_seq - 1).saturating_sub(base_seq)
+    }
+
     /// Checks the end of the chain against the head recorded in meta.
-    /// Returns Ok(number of records) or Err(seq of the first unverifiable record).
-    pub(crate) fn finish(self, head: Option<&str>) -> Result<u64, u64> {
-        let records = self.expected_seq - 1;
+    /// Returns Ok((seq, hash) of the last record: the base when no row followed it) or
+    /// Err(seq of the first unverifiable record).
+    pub(crate) fn finish(self, head: Option<&str>) -> Result<(u64, String), u64> {
         let head = head.unwrap_or(GENESIS_HASH);
         if head == self.expected_prev {
-            Ok(records)
+            Ok((self.expected_seq - 1, self.expected_prev))
         } else {
             Err(self.expected_seq)
         }
@@ -157,7 +168,16 @@ mod tests {
     }
 
     fn walk(rows: &[(u64, String, String, String)], head: Option<&str>) -> Result<u64, u64> {
-        let mut w = ChainWalker::new();
+        walk_from(0, GENESIS_HASH, rows, head)
+    }
+
+    fn walk_from(
+        base_seq: u64,
+        base_hash: &str,
+        rows: &[(u64, String, String, String)],
+        head: Option<&str>,
+    ) -> Result<u64, u64> {
+        let mut w = ChainWalker::from_base(base_seq, base_hash);
         for (seq, detail, prev, hash) in rows {
             w.step(&StoredRow {
                 fields: fields(*seq, detail),
@@ -165,7 +185,83 @@ mod tests {
                 hash,
             })?;
         }
-        w.finish(head)
+        w.finish(head).map(|(seq, _)| seq)
+    }
+
+    #[test]
+    fn walker_from_a_base_table() {
+        let good = chain(6);
+        let head = good[5].3.clone();
+        // Rows 1..=3 moved out; the base is row 3's (seq, hash).
+        let base = (3u64, good[2].3.clone());
+        let tail = good[3..].to_vec();
+        type Case = (
+            &'static str,
+            u64,
+            String,
+            Vec<(u64, String, String, String)>,
+            Result<u64, u64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "intact from the base",
+                base.0,
+                base.1.clone(),
+                tail.clone(),
+                Ok(6),
+            ),
+            (
+                "wrong base hash",
+                base.0,
+                GENESIS_HASH.into(),
+                tail.clone(),
+                Err(4),
+            ),
+            ("base seq too low", 2, base.1.clone(), tail.clone(), Err(3)),
+            (
+                "first row after the base missing",
+                base.0,
+                base.1.clone(),
+                tail[1..].to_vec(),
+                Err(4),
+            ),
+            (
+                "row before the base left behind",
+                base.0,
+                base.1.clone(),
+                good[2..].to_vec(),
+                Err(3),
+            ),
+            (
+                "tail truncated",
+                base.0,
+                base.1.clone(),
+                tail[..2].to_vec(),
+                Err(6),
+            ),
+            ("nothing after the base", 6, head.clone(), vec![], Ok(6)),
+            (
+                "from a mark in the middle",
+                4,
+                good[3].3.clone(),
+                good[4..].to_vec(),
+                Ok(6),
+            ),
+        ];
+        for (name, seq, hash, rows, want) in cases {
+            assert_eq!(walk_from(seq, &hash, &rows, Some(&head)), want, "{name}");
+        }
+        let mut w = ChainWalker::from_base(base.0, &base.1);
+        for (seq, detail, prev, hash) in &tail {
+            let row = StoredRow {
+                fields: fields(*seq, detail),
+                prev_hash: prev,
+                hash,
+            };
+            assert_eq!(w.step(&row), Ok(()));
+        }
+        assert_eq!(w.walked(base.0), 3);
+        assert_eq!(w.finish(Some(&head)), Ok((6, head.clone())));
     }
 
     #[test]

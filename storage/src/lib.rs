@@ -24,9 +24,9 @@
 //!   `requests` keeps the recent request ids and their first outcomes (exactly-once writes,
 //!   `Command::Once`); `audit_text` says what each command's audit row reads; `tests` holds
 //!   apply's tests.
-//! - `reader/`: the read side. `mod.rs` has the connection pool and the audit queries; each
-//!   domain file of the same name adds its queries to `Reader`, with the `FromRow` impl of
-//!   each record it returns.
+//! - `reader/`: the read side. `mod.rs` has the connection pool; each domain file of the
+//!   same name adds its queries to `Reader`, with the `FromRow` impl of each record it
+//!   returns (`audit`: the log, its checkpoint, the full and incremental chain checks).
 //! - shared below both sides, never using them: `token_check` (the token verdict),
 //!   `rollout_rows` (a deployment's rollout row and the clients a selector targets, read alike
 //!   by apply and the reader), `rows` (row mapping), `schema` (migrations, meta values),
@@ -65,21 +65,23 @@ pub use apply::{
     MAX_STEP_REASON_BYTES, RENEWAL_INTERVAL_MS, REQUEST_IDS_KEPT, RETIRED_SERIAL_GRACE_MS,
     signin_account_key, signin_source_key,
 };
+pub use audit::{AuditFields, GENESIS_HASH as AUDIT_GENESIS_HASH, chain_hash as audit_hash};
 pub use bundle_config::parse_config_payload;
 pub use codec::{
     COMMAND_FORMAT, MAX_ENTRY_BYTES, batch_len, decode_batch, encode_batch, encoded_len,
 };
 pub use error::StorageError;
 pub use model::{
-    APPROVAL_ABOVE_KEY, Assignment, AuditChain, AuditCheck, AuditRecord, BundleImport,
-    BundleRecord, BundleType, CHECK_KEY_PREFIX, ChannelRecord, ClientCertState, ClientProgress,
-    ClientRecord, ClusterInfo, Command, ConfigEntry, ConsoleSession, ConsoleUser,
-    DEPLOY_KEY_PREFIX, DeploymentProgress, DeploymentRecord, DeploymentResult, DeploymentStatus,
-    Envelope, FailureLimit, HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord,
-    NodeRole, Outcome, PayloadHolding, PayloadRecord, PhaseCounts, Plan, PlanPhase, Progress,
-    RejectCode, Rejection, Response, RollRecord, RolloutRecord, RolloutSpec, RolloutState,
-    RolloutStatus, RolloutStep, SITE_TIMEZONE_KEY, Scope, Selector, SessionProof, SignInLock,
-    SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord, signed_only_key,
+    APPROVAL_ABOVE_KEY, Assignment, AuditChain, AuditCheck, AuditCheckpoint, AuditMark,
+    AuditRecord, AuditVerify, BundleImport, BundleRecord, BundleType, CHECK_KEY_PREFIX,
+    ChainedAuditRecord, ChannelRecord, ClientCertState, ClientProgress, ClientRecord, ClusterInfo,
+    Command, ConfigEntry, ConsoleSession, ConsoleUser, DEPLOY_KEY_PREFIX, DeploymentProgress,
+    DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope, FailureLimit,
+    HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord, NodeRole, Outcome,
+    PayloadHolding, PayloadRecord, PhaseCounts, Plan, PlanPhase, Progress, RejectCode, Rejection,
+    Response, RollRecord, RolloutRecord, RolloutSpec, RolloutState, RolloutStatus, RolloutStep,
+    SITE_TIMEZONE_KEY, Scope, Selector, SessionProof, SignInLock, SignedBundle, TokenCheck,
+    TokenKind, TokenRecord, TrustRecord, signed_only_key,
 };
 pub use reader::metrics::SiteCounts;
 pub use reader::{ClientFilter, MAX_FAILING_SHOWN, Reader};
