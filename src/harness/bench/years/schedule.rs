@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn retention_never_goes_below_its_floor() {
-        let s = Scale::new(0.5).expect("a scale");
+        let s = Scale::new(0.1).expect("a scale");
         for (_, v, raised) in s.retention() {
             assert_eq!(v, "1s");
             assert!(raised);
