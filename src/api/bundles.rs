@@ -142,7 +142,19 @@ pub async fn commit(
                     ),
                 ));
             }
-            config_payloads.push(tokio::fs::read(&path).await.map_err(ApiError::internal)?);
+            let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
+            // The retention policy is cluster-wide: refused here, before the commit (apply
+            // accepts what older nodes accept, so mixed versions agree).
+            let entries = std::str::from_utf8(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(outpost_storage::parse_config_payload)
+                .map_err(|e| bad("bundle refused", format!("config payload {}: {e}", p.name)))?;
+            for (scope, key, value) in &entries {
+                outpost_storage::check_retention_entry(scope, key, value).map_err(|e| {
+                    bad("bundle refused", format!("config payload {}: {e}", p.name))
+                })?;
+            }
+            config_payloads.push(bytes);
         }
     }
     let cluster_time = cluster_time_floor(&st).await?;

@@ -456,6 +456,26 @@ fn clients_with_fact(
     Ok(out)
 }
 
+/// A touch (`TouchClients`, `TouchConsoleSessions`) as this node proposes it: wrapped in
+/// `Quiet` (no audit record: routine liveness is not an audit event) when every member runs
+/// a version that decodes format 9, plain otherwise. Liveness stays replicated, not kept per
+/// node, because every node answers `client list`, doctor's "unseen" and rollouts alike; its
+/// Raft entries go with the next snapshot. During a rolling upgrade touches stay plain, and
+/// audited, so the older nodes keep applying the log.
+pub(crate) async fn liveness(st: &AppState, touch: Command) -> Command {
+    match st
+        .read(|r| r.members_at_least(outpost_storage::FORMAT_9_VERSION))
+        .await
+    {
+        Ok(true) => Command::Quiet(Box::new(touch)),
+        Ok(false) => touch,
+        Err(e) => {
+            tracing::debug!(error = ?e, "members' versions unread; the touch stays plain");
+            touch
+        }
+    }
+}
+
 /// Every few seconds, commits the last-seen times this node gathered as one command, so
 /// thousands of agent syncs cost one Raft write per node per interval.
 pub async fn flush_last_seen(st: Arc<AppState>) {
@@ -470,10 +490,14 @@ pub async fn flush_last_seen(st: Arc<AppState>) {
         if batch.is_empty() {
             continue;
         }
-        let cmd = Command::TouchClients {
-            node_id: st.node_id,
-            seen: batch,
-        };
+        let cmd = liveness(
+            &st,
+            Command::TouchClients {
+                node_id: st.node_id,
+                seen: batch,
+            },
+        )
+        .await;
         if let Err(e) = st.commit(&Caller::Node(st.node_id), cmd).await {
             tracing::debug!(error = ?e, "last-seen flush failed; the next sync records it again");
         }

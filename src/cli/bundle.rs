@@ -338,8 +338,12 @@ fn commit_body(vb: &VerifiedBundle, roll: bool) -> Result<BundleCommit> {
             .with_context(|| format!("config payload {} was not stored", p.name))?;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("config payload {} is not UTF-8 text", p.name))?;
-        outpost_storage::parse_config_payload(&text)
-            .map_err(|e| anyhow!("config payload {}: {e}", p.name))?;
+        for (scope, key, value) in outpost_storage::parse_config_payload(&text)
+            .map_err(|e| anyhow!("config payload {}: {e}", p.name))?
+        {
+            outpost_storage::check_retention_entry(&scope, &key, &value)
+                .map_err(|e| anyhow!("config payload {}: {e}", p.name))?;
+        }
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(BundleCommit {

@@ -240,10 +240,11 @@ pub async fn report_sessions(con: Arc<Console>) {
             continue;
         }
         let app = &con.app;
-        let cmd = outpost_storage::Command::TouchConsoleSessions {
+        let touch = outpost_storage::Command::TouchConsoleSessions {
             node_id: app.node_id,
             seen: batch,
         };
+        let cmd = crate::api::clients::liveness(app, touch).await;
         if let Err(e) = app
             .commit(&crate::api::Caller::Node(app.node_id), cmd)
             .await

@@ -3,11 +3,12 @@
 //! that serve the API (`server`) and the discovery wiring (`discovery`). `start` opens the
 //! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it,
 //! and starts the background tasks, among them the leader's rollout steps (`rollouts`) and
-//! the node's scheduled backups (`backups`).
+//! the node's scheduled backups (`backups`), and the leader's retention pass (`retention`).
 
 pub mod backups;
 pub mod discovery;
 pub mod recovery;
+pub mod retention;
 pub mod rollouts;
 pub mod server;
 pub mod upgrade;
@@ -252,6 +253,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tokio::spawn(crate::node::server::serve_unix(unix, app)),
         tokio::spawn(crate::api::clients::flush_last_seen(state.clone())),
         tokio::spawn(crate::node::rollouts::drive(state.clone())),
+        tokio::spawn(crate::node::retention::run(state.clone())),
         tokio::spawn(crate::shared::process::trim_loop()),
         tokio::spawn(crate::console::report_sessions(console)),
         tokio::spawn(blobs.replicate()),

@@ -143,12 +143,29 @@ mod tests {
                 seen: vec![],
             },
         };
+        let quiet = |e: Envelope| Envelope {
+            command: Command::Quiet(Box::new(e.command)),
+            ..e
+        };
+        let compact = |actor: &str| Envelope {
+            at_ms: 5,
+            actor: actor.into(),
+            command: Command::CompactHistory {
+                audit_through_seq: 3,
+                inventory_before_ms: None,
+                results_before_ms: None,
+            },
+        };
         for (name, batch, ok) in [
             ("an admin's link", vec![link("admin:ops")], true),
             ("a link as the node itself", vec![link("node:7")], false),
             ("a link as another node", vec![link("node:3")], false),
             ("its own report", vec![touch(7)], true),
             ("another node's report", vec![touch(3)], false),
+            ("its own quiet report", vec![quiet(touch(7))], true),
+            ("another node's quiet report", vec![quiet(touch(3))], false),
+            ("its own compaction", vec![compact("node:7")], true),
+            ("an admin's compaction", vec![compact("admin:ops")], false),
             (
                 "one bad command refuses the batch",
                 vec![env("admin:ops", 1), link("node:7")],
