@@ -32,12 +32,12 @@ pub async fn agent_inventory(
         r.inventory_changes_since(&c.id, since)
     })
     .await?;
-    if changes >= outpost_storage::INVENTORY_CHANGES_PER_HOUR {
+    let budget = st.limits.config().inventory_per_hour;
+    if changes >= budget {
         return Err(ApiError::too_many(
             format!(
                 "client {} changed its inventory {changes} times in the last hour; at most {} are accepted",
-                client.id,
-                outpost_storage::INVENTORY_CHANGES_PER_HOUR
+                client.id, budget
             ),
             std::time::Duration::from_secs(60),
         ));

@@ -87,6 +87,9 @@ pub struct LimitsConfig {
     /// Inventory reports per minute per client, and the burst allowed. The agent reports
     /// only when its facts changed.
     pub inventory_rate: (u32, u32),
+    /// Inventory changes one client may make in an hour, cluster-wide (counted from the
+    /// replicated history by `agent_inventory`).
+    pub inventory_per_hour: u32,
     /// Deployment results per minute per client, and the burst allowed: a deployment yields
     /// one result per attempt, and a sync may act on several.
     pub results_rate: (u32, u32),
@@ -121,6 +124,7 @@ impl Default for LimitsConfig {
             // One client's reports through one node: at most 60 + 3 an hour of at most
             // 1 MiB each (the limit is each node's, in memory).
             inventory_rate: (1, 3),
+            inventory_per_hour: outpost_storage::INVENTORY_CHANGES_PER_HOUR,
             results_rate: (30, 60),
             // An agent enrolls once; a rollout behind one NAT address gets 20 at once, then 5
             // a second (1,000 agents in under 4 minutes, each told when to retry).
@@ -156,6 +160,16 @@ impl LimitsConfig {
             .filter(|r| *r > 0)
         {
             cfg.inventory_rate = (rate, rate);
+        }
+        // `OUTPOST_INVENTORY_PER_HOUR=N`: the cluster-wide hourly budget of one client's
+        // inventory changes (a bench setting: `bench years` compresses a month into seconds
+        // and scales this rate by the same factor as every other).
+        if let Some(n) = std::env::var("OUTPOST_INVENTORY_PER_HOUR")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| *n > 0)
+        {
+            cfg.inventory_per_hour = n;
         }
         cfg
     }

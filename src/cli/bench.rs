@@ -153,6 +153,24 @@ pub(super) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A site of --clients clients through --years simulated years on a temporary
+    /// three-node cluster, time compressed (one simulated year = --year-secs real seconds,
+    /// every rate and policy scaled alike): inventory changes, monthly rollouts with every
+    /// client's result, daily configuration changes, sampled agent syncs, scheduled backups
+    /// and retention. Prints one row a year: state.db and raft.db size, audit records,
+    /// `audit verify` and Audit-page time, backup time and size, a new node's catch-up and a
+    /// follower's restart-to-ready time.
+    Years {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        years: u64,
+        /// Real seconds one simulated year lasts.
+        #[arg(long, default_value_t = crate::harness::bench::years::DEFAULT_YEAR_SECS)]
+        year_secs: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Milliseconds from kill -9 of the leader to a write accepted by a survivor, on a
     /// temporary three-node cluster of real `outpost serve` processes.
     Failover {
@@ -279,6 +297,20 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
                 value_bytes,
             };
             let report = crate::harness::bench::metrics_overhead::bench(opts).await?;
+            print_report(&report, json)?;
+        }
+        BenchCmd::Years {
+            clients,
+            years,
+            year_secs,
+            json,
+        } => {
+            let opts = crate::harness::bench::years::YearsBench {
+                clients,
+                years,
+                year_secs,
+            };
+            let report = crate::harness::bench::years::bench(opts).await?;
             print_report(&report, json)?;
         }
         BenchCmd::Failover {

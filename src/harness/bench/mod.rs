@@ -13,7 +13,9 @@
 //! - `members`: what a bench samples of every member (memory, TLS handshakes);
 //! - `metrics_overhead`: `bench metrics-overhead`, writes/s with metrics collected and with
 //!   `OUTPOST_METRICS=off`, alternating, and their ratio;
-//! - `admin`: the admin certificate a bench calls the cluster with.
+//! - `admin`: the admin certificate a bench calls the cluster with;
+//! - `years`: `bench years`, a site of N clients through Y simulated years (compressed
+//!   time), one row of sizes and operation times a year.
 
 pub mod admin;
 pub mod agents;
@@ -26,6 +28,7 @@ pub mod flood;
 pub mod members;
 pub mod metrics_overhead;
 pub mod rollout;
+pub mod years;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -120,7 +120,7 @@ pub async fn bench(opts: RolloutBench) -> Result<RolloutReport> {
     let exe = std::env::current_exe()?;
     let key = root.path().join("release");
     outpost_bundles::keygen(&key)?;
-    let bundle = make_bundle(root.path(), &key)?;
+    let bundle = make_bundle(root.path(), &key, 1)?;
     // Every simulated agent enrolls from this host: widen the per-source enroll rate.
     let opts_local = LocalOptions {
         log_level: "warn".into(),
@@ -418,15 +418,25 @@ fn median_max(mut times: Vec<Duration>) -> (f64, f64) {
     (ms(times.get(times.len() / 2)), ms(times.last()))
 }
 
-/// A signed bundle with one small artifact `tool` (kind `artifact`), written under `dir`.
-fn make_bundle(dir: &std::path::Path, key: &std::path::Path) -> Result<std::path::PathBuf> {
-    std::fs::write(dir.join("tool.bin"), vec![0x5a_u8; 4096])?;
+/// A signed bundle with one small artifact `tool` (kind `artifact`) at channel version
+/// `version` (its bytes differ by version), written under `dir`; `bench years` imports one
+/// a simulated month.
+pub(super) fn make_bundle(
+    dir: &std::path::Path,
+    key: &std::path::Path,
+    version: u64,
+) -> Result<std::path::PathBuf> {
+    let mut bytes = vec![0x5a_u8; 4096];
+    bytes[..8].copy_from_slice(&version.to_le_bytes());
+    std::fs::write(dir.join("tool.bin"), bytes)?;
     let spec = dir.join("spec.toml");
     std::fs::write(
         &spec,
-        "channel = \"bench\"\nversion = 1\n[[payload]]\npath = \"tool.bin\"\nkind = \"artifact\"\nname = \"tool\"\n",
+        format!(
+            "channel = \"bench\"\nversion = {version}\n[[payload]]\npath = \"tool.bin\"\nkind = \"artifact\"\nname = \"tool\"\n"
+        ),
     )?;
-    let file = dir.join("tool.obundle");
+    let file = dir.join(format!("tool-{version}.obundle"));
     let signing = outpost_bundles::load_signing_key(key)?;
     outpost_bundles::create_bundle(&spec, &[signing], &file, crate::shared::now_secs())?;
     Ok(file)
