@@ -186,7 +186,15 @@ pub(crate) async fn export(
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let until = q.until_ms;
+    export_file(&st, q.from, q.until_ms).await
+}
+
+/// The export file's response (the API's and the console's download alike).
+pub(crate) async fn export_file(
+    st: &AppState,
+    from: Option<u64>,
+    until: Option<i64>,
+) -> Result<Response, ApiError> {
     let (cp, last, info) = st
         .read(move |r| {
             let last = match until {
@@ -197,7 +205,7 @@ pub(crate) async fn export(
         })
         .await?;
     let base_seq = cp.as_ref().map(|c| c.seq).unwrap_or(0);
-    let first = q.from.unwrap_or(base_seq + 1).max(1);
+    let first = from.unwrap_or(base_seq + 1).max(1);
     if first <= base_seq {
         let cp = cp
             .as_ref()

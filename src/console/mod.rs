@@ -163,6 +163,7 @@ pub fn router(con: Arc<Console>) -> Router {
             get(deployments::abort_confirm).post(actions::abort),
         )
         .route("/audit", get(pages::audit))
+        .route("/audit/export", get(pages::audit_export))
         .route("/sessions", get(pages::sessions))
         .route("/sessions/{id}/end", post(actions::end_session))
         .layer(DefaultBodyLimit::max(crate::api::BODY_LIMIT))

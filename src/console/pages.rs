@@ -572,6 +572,24 @@ pub async fn audit(
     })
 }
 
+/// The live audit log as an export file (`outpost audit export`'s format), downloaded.
+pub async fn audit_export(State(con): State<Arc<Console>>, op: Operator) -> Response {
+    match crate::api::audit::export_file(&con.app, None, None).await {
+        Ok(mut resp) => {
+            let name = format!(
+                "attachment; filename=\"outpost-audit-{}.jsonl\"",
+                outpost_raft::now_ms()
+            );
+            if let Ok(v) = axum::http::HeaderValue::from_str(&name) {
+                resp.headers_mut()
+                    .insert(axum::http::header::CONTENT_DISPOSITION, v);
+            }
+            resp
+        }
+        Err(e) => failed(&con, Some(&op), e),
+    }
+}
+
 /// Console sessions (newest 200) with a button to end each open one, and the accounts.
 pub async fn sessions(State(con): State<Arc<Console>>, op: Operator) -> Response {
     let read = con
