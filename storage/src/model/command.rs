@@ -46,8 +46,9 @@ impl Command {
     /// actor text the forwarder stamped), beyond `refused_from_peers`. A node forwards two
     /// kinds of commands: its own (actor `node:{from}`, `node:{from}:discovery`, or
     /// `auto-remove`), which are only its reports and the upkeep it runs (last-seen times,
-    /// blobs and binary held, console session use and sign-in locks, node roles and removal,
-    /// the rolling upgrade's steps, the rollouts' timed steps: start, open a phase, finish),
+    /// blobs and binary held, console session use and sign-in locks, retention's compactions,
+    /// node roles and removal, the rolling upgrade's steps, the rollouts' timed steps: start,
+    /// open a phase, finish),
     /// each about itself where it names a node; and those of the callers it served (an admin,
     /// the local socket, a console operator, a client, a joiner), which carry that caller's
     /// actor. So a node may not commit an admin's command as itself, report for another node,
@@ -82,12 +83,12 @@ impl Command {
             | Command::BlobsHeld { node_id, .. }
             | Command::ReportBinary { node_id, .. }
             | Command::TouchConsoleSessions { node_id, .. } => Some(Some(*node_id)),
-            Command::LockSignIn { .. } => Some(None),
+            // Retention is the leader's own upkeep: never an admin's or a client's command.
+            Command::LockSignIn { .. } | Command::CompactHistory { .. } => Some(None),
             Command::UpdateNode { .. }
             | Command::RemoveNode { .. }
             | Command::RollNode { .. }
             | Command::EndRoll { .. }
-            | Command::CompactHistory { .. }
             | Command::RolloutStep {
                 step: RolloutStep::Start | RolloutStep::OpenPhase(_) | RolloutStep::Finish,
                 ..
