@@ -132,13 +132,13 @@ async fn a_short_policy_compacts_and_the_chain_still_verifies() {
             }
         }
         settle(&c, &[0, 1, 2]).await?;
-        for i in 0..3 {
+        for (i, before) in before.iter().enumerate() {
             let out = c.cli(i, &["audit", "verify", "--full"])?;
             assert!(out.contains("intact"), "node {i}: {out}");
             let out = c.cli(i, &["audit", "verify"])?;
             assert!(out.contains("intact"), "node {i}: {out}");
             let after = checkpointed_size(&c.nodes[i].dir)?;
-            assert!(after < before[i], "node {i}: state.db {} bytes before, {after} after", before[i]);
+            assert!(after < *before, "node {i}: state.db {before} bytes before, {after} after");
             let compacts = count(&c.nodes[i].dir, "SELECT COUNT(*) FROM audit WHERE action = 'audit.compact'")?;
             assert!(compacts >= 1, "node {i}: the compaction is audited");
         }

@@ -331,7 +331,8 @@ mod tests {
             )?;
         }
         // (deployment, artifact, rollout state and uninstall flag if it has a rollout row)
-        let deployments: [(&str, &str, Option<(&str, i64)>); 10] = [
+        type Deployment<'a> = (&'a str, &'a str, Option<(&'a str, i64)>);
+        let deployments: [Deployment; 10] = [
             ("a1", "a", None),
             ("a2", "a", None),
             ("b1", "b", None),
