@@ -1,6 +1,6 @@
 //! Configuration routes: keys and values scoped global < group < client, and a client's
 //! effective configuration. `agent.handler.*` and `agent.check.*` keys and the site policies (`deploy.*`,
-//! `site.timezone`) are refused here: only a signed bundle sets them.
+//! `retention.*`, `site.timezone`) are refused here: only a signed bundle sets them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,9 +127,9 @@ pub(crate) async fn config_delete(
 ) -> ApiResult<serde_json::Value> {
     caller.require_admin()?;
     let scope = q.scope()?;
-    // Deleting a site policy (`deploy.approval_above`, `site.timezone`) would lift it without
-    // a signed bundle: a bundle's config payload changes it instead. A handler or check key
-    // may go (that only takes a power away), as before.
+    // Deleting a site policy (`deploy.approval_above`, `retention.*`, `site.timezone`) would
+    // lift it without a signed bundle: a bundle's config payload changes it instead. A
+    // handler or check key may go (that only takes a power away), as before.
     if outpost_storage::signed_only_key(&key)
         && !key.starts_with(HANDLER_PREFIX)
         && !key.starts_with(CHECK_KEY_PREFIX)

@@ -7,8 +7,9 @@
 //! never the newest record), inventory history before its cut, and results that nothing
 //! depends on before theirs (`Reader::removable_results_before`). The command is proposed as
 //! actor `node:N` and applied alike on every node, which then gives the freed pages back to
-//! the file system. A tick comes every min(60 s, shortest policy / 4), at least 1 s, so a
-//! record outlives its policy by at most a quarter of it (or a minute).
+//! the file system. A pass comes every min(60 s, shortest policy / 4), at least 1 s, so a
+//! record outlives its policy by at most a quarter of it (or a minute), and at once when
+//! the policy changes (read every second).
 //!
 //! Time is read here (the proposer), never in apply. Before compacting, an operator who wants
 //! the records may export them (`outpost audit export --until ...`); the checkpoint the
@@ -26,18 +27,30 @@ const MAX_TICK: Duration = Duration::from_secs(60);
 /// The shortest wait between two passes.
 const MIN_TICK: Duration = Duration::from_secs(1);
 
-/// Runs for as long as the node does.
+/// Runs for as long as the node does. The policy is read every second (one small query), so
+/// a new or changed policy takes effect at once; a pass runs when the policy changed or its
+/// tick (`tick`) has passed since the last one.
 pub async fn run(st: Arc<AppState>) {
-    let mut wait = MIN_TICK;
+    let mut seen: Option<RetentionPolicy> = None;
+    let mut due = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(wait).await;
-        wait = match once(&st).await {
-            Ok(next) => next,
+        tokio::time::sleep(MIN_TICK).await;
+        let policy = match st.read(|r| r.retention_policy()).await {
+            Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "retention pass skipped");
-                MAX_TICK
+                tracing::warn!(error = %e.message(), "retention policy unread");
+                continue;
             }
         };
+        let now = tokio::time::Instant::now();
+        if seen == Some(policy) && now < due {
+            continue;
+        }
+        seen = Some(policy);
+        due = now + tick(&policy);
+        if let Err(e) = once(&st, &policy).await {
+            tracing::warn!(error = %e, "retention pass skipped");
+        }
     }
 }
 
@@ -92,22 +105,20 @@ pub fn command(cuts: &Cuts, found: &Found) -> Option<Command> {
     })
 }
 
-/// One pass: read the policy (every node, for its tick), and on the leader with every member
-/// at format 9, propose what is due. Returns the wait before the next pass.
-async fn once(st: &AppState) -> Result<Duration, String> {
-    let (policy, all_new) = st
-        .read(|r| Ok((r.retention_policy()?, r.members_at_least(FORMAT_9_VERSION)?)))
+/// One pass under `policy`: on the leader with every member at format 9, propose what is due.
+async fn once(st: &AppState, policy: &RetentionPolicy) -> Result<(), String> {
+    if policy.shortest().is_none() || st.node.status().leader_id != Some(st.node_id) {
+        return Ok(());
+    }
+    let all_new = st
+        .read(|r| r.members_at_least(FORMAT_9_VERSION))
         .await
         .map_err(|e| e.message().to_string())?;
-    let next = tick(&policy);
-    if policy.shortest().is_none() || st.node.status().leader_id != Some(st.node_id) {
-        return Ok(next);
-    }
     if !all_new {
         tracing::debug!("retention waits until every member runs {FORMAT_9_VERSION} or newer");
-        return Ok(next);
+        return Ok(());
     }
-    let cut = cuts(&policy, outpost_raft::now_ms());
+    let cut = cuts(policy, outpost_raft::now_ms());
     let found = st
         .read(move |r| {
             Ok(Found {
@@ -128,7 +139,7 @@ async fn once(st: &AppState) -> Result<Duration, String> {
         .await
         .map_err(|e| e.message().to_string())?;
     let Some(cmd) = command(&cut, &found) else {
-        return Ok(next);
+        return Ok(());
     };
     match st.commit(&Caller::Node(st.node_id), cmd).await {
         Ok(Response::Compacted {
@@ -149,7 +160,7 @@ async fn once(st: &AppState) -> Result<Duration, String> {
         // Another leader compacted first, or the state moved: the next pass looks again.
         Err(e) => tracing::debug!(error = %e.message(), "retention compaction not applied"),
     }
-    Ok(next)
+    Ok(())
 }
 
 #[cfg(test)]
