@@ -1,5 +1,7 @@
 //! `outpost audit verify` through the real binary: a healthy cluster's chains verify and
-//! agree; a record altered on one node's disk is named, by that node and by the others.
+//! agree; a record altered on one node's disk is named by `--full`, by that node and by the
+//! others (the default check reads only what follows each node's verified mark, which is
+//! past the altered record here: tests/audit_export.rs shows that side).
 
 // Tests of a file run one at a time: each holds SERIAL for its whole run, across awaits,
 // on its own runtime, so the std Mutex cannot deadlock.
@@ -18,7 +20,7 @@ const T: Duration = Duration::from_secs(30);
 
 fn verify(c: &LocalCluster, i: usize) -> Result<(bool, String, String)> {
     let dir = c.nodes[i].dir.to_str().context("utf-8 path")?.to_string();
-    let out = c.run(&["audit", "verify", "--data-dir", &dir])?;
+    let out = c.run(&["audit", "verify", "--full", "--data-dir", &dir])?;
     Ok((
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

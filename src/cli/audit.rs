@@ -292,7 +292,7 @@ async fn checkpoint(remote: &Remote, dir: DataDirArg, json: bool) -> Result<()> 
 
 fn chain_text(check: &AuditCheck) -> String {
     match check {
-        AuditCheck::Intact { records } => format!("intact ({records} records)"),
+        AuditCheck::Intact { records } => format!("intact through record {records}"),
         AuditCheck::Broken { seq } => {
             format!("broken: record {seq} is the first that does not verify")
         }

@@ -101,6 +101,15 @@ pub(super) enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// On a temporary node whose audit log is grown to each of --records: the time of `audit
+    /// verify` (incremental, from the node's verified mark), `audit verify --full` and the
+    /// console's Audit page, per count and as ratios.
+    Audit {
+        #[arg(long, value_delimiter = ',', default_value = "1000,1000000")]
+        records: Vec<u64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time a follower takes to render console pages (the clients list: first and last page,
     /// a search, a group; the overview; the audit log) with --clients enrolled clients, on a
     /// temporary three-node cluster.
@@ -244,6 +253,10 @@ pub(super) async fn run(cmd: BenchCmd) -> Result<()> {
                 from,
             };
             let report = crate::harness::flood::flood(&DataDir::new(&dir.data_dir), opts).await?;
+            print_report(&report, json)?;
+        }
+        BenchCmd::Audit { records, json } => {
+            let report = crate::harness::bench::audit::bench(records).await?;
             print_report(&report, json)?;
         }
         BenchCmd::Console {

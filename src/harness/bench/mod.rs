@@ -3,6 +3,8 @@
 //!
 //! - `flood`: `bench flood`, writes while agents, attackers or a backlog load the cluster;
 //! - `attacks` (with `attackers`, the attacking connections): `bench flood --attack KIND`;
+//! - `audit`: `bench audit`, `audit verify` (incremental and full) and the Audit page as
+//!   the log grows;
 //! - `backup`: `bench backup`, backup and restore times;
 //! - `console`: `bench console`, the time to render console pages;
 //! - `rollout`: `bench rollout`, plan and status times and a phased rollout to simulated
@@ -19,6 +21,7 @@ pub mod admin;
 pub mod agents;
 mod attackers;
 pub mod attacks;
+pub mod audit;
 pub mod backup;
 pub mod console;
 pub mod flood;
