@@ -2,8 +2,8 @@
 //! certificate, `--data-dir`), and the dispatch to one file per noun, which owns that noun's
 //! arguments and printing (`node`: init, join, discover, status, node; `token`, `admin`,
 //! `config`, `audit`, `client`, `inventory`, `bundle`, `deployment`, `agent`, `bench`,
-//! `console`, `recovery`: backup, restore, recover; `backup`: backup schedule and verify; `upgrade`: the rolling upgrade; `doctor`:
-//! the site's check and its alert rules).
+//! `console`, `recovery`: backup, restore, recover; `backup`: backup schedule and verify;
+//! `upgrade`: the rolling upgrade; `doctor`: the site's check and its alert rules).
 //! Commands speak to a node through `crate::shared::client` with `crate::wire` bodies, or
 //! call start-up (`crate::node`), the agent (`crate::agent`) or the harness.
 

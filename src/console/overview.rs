@@ -3,6 +3,9 @@
 //! (`api::doctor::report`, the same `outpost doctor` prints) and the workflow notices of
 //! `alarms`. This node's state is read locally; each other member is asked for its Raft
 //! status over the peer channel (a second at most), since only a node knows whether it is up.
+//! Below, this node's backups: its schedule, the last good one and the last failure (each
+//! node's schedule is its own node.toml setting: `outpost backup schedule` on its host; the
+//! console shows it and does not edit it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -122,6 +125,7 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
         .and_then(|l| status.members.iter().find(|m| m.id == l))
         .map(|m| format!("{} (node {})", m.name, m.id))
         .unwrap_or_else(|| "none".into());
+    let backup = backup_lines(&status.backup.clone().unwrap_or_default(), now);
     render(&Overview {
         c: Chrome::new(&con, &op, "Overview", "overview"),
         cluster_name: cluster.map(|c| c.name).unwrap_or_default(),
@@ -135,7 +139,70 @@ pub async fn overview(State(con): State<Arc<Console>>, op: Operator) -> Response
         bundles,
         deployments: progress.len(),
         roll,
+        backup,
     })
+}
+
+/// This node's backups as lines of the overview (pure: `now` given).
+fn backup_lines(b: &crate::wire::BackupStatus, now: i64) -> Vec<BackupLine> {
+    let line = |label, value, bad| BackupLine { label, value, bad };
+    let mut out = vec![match &b.schedule {
+        Some(s) => line(
+            "Schedule",
+            format!(
+                "every {}, keep {}, into {}{}",
+                humantime::format_duration(Duration::from_secs(s.every_secs)),
+                s.keep,
+                s.dir,
+                if s.sealed {
+                    " (CA key sealed)"
+                } else {
+                    " (no CA key)"
+                }
+            ),
+            false,
+        ),
+        None => line(
+            "Schedule",
+            "none (on this node's host: outpost backup schedule --every 6h --keep 14 --dir DIR)"
+                .into(),
+            false,
+        ),
+    }];
+    match (&b.last_good, b.last_ms) {
+        (Some(f), _) => out.push(line(
+            "Last scheduled",
+            format!(
+                "{} ({}), {}, {} bytes",
+                when(f.at_ms),
+                ago(f.at_ms, now),
+                f.path,
+                f.bytes
+            ),
+            false,
+        )),
+        (None, Some(at)) => out.push(line(
+            "Last backup",
+            format!("{} ({})", when(at), ago(at, now)),
+            false,
+        )),
+        (None, None) => out.push(line("Last backup", "none made by this node".into(), false)),
+    }
+    if let Some(e) = &b.last_error {
+        out.push(line(
+            "Last failure",
+            format!("{} ({}): {}", when(e.at_ms), ago(e.at_ms, now), e.message),
+            true,
+        ));
+    }
+    if b.schedule.is_some() || b.made > 0 {
+        out.push(line(
+            "Since start",
+            format!("{} made, {} failed", b.made, b.failures),
+            b.failures > 0 && b.last_error.is_some(),
+        ));
+    }
+    out
 }
 
 fn peer_health(s: &NodeStatus) -> (String, bool) {
@@ -181,4 +248,89 @@ fn waiting_approval(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{BackupFailure, BackupFileView, BackupScheduleView, BackupStatus};
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn backup_lines_say_schedule_last_and_failure() {
+        let sched = BackupScheduleView {
+            every_secs: 6 * 3600,
+            keep: 14,
+            dir: "/srv/b".into(),
+            sealed: true,
+        };
+        let good = BackupFileView {
+            at_ms: NOW - 120_000,
+            path: "/srv/b/x.obk".into(),
+            bytes: 42,
+        };
+        let cases: Vec<(BackupStatus, Vec<(&str, &str, bool)>)> = vec![
+            (
+                BackupStatus::default(),
+                vec![
+                    ("Schedule", "none (", false),
+                    ("Last backup", "none made", false),
+                ],
+            ),
+            (
+                BackupStatus {
+                    schedule: Some(sched.clone()),
+                    last_ms: Some(good.at_ms),
+                    last_good: Some(good.clone()),
+                    made: 3,
+                    ..BackupStatus::default()
+                },
+                vec![
+                    (
+                        "Schedule",
+                        "every 6h, keep 14, into /srv/b (CA key sealed)",
+                        false,
+                    ),
+                    (
+                        "Last scheduled",
+                        "2023-11-14 22:11:20 UTC (2 min ago), /srv/b/x.obk, 42 bytes",
+                        false,
+                    ),
+                    ("Since start", "3 made, 0 failed", false),
+                ],
+            ),
+            (
+                BackupStatus {
+                    schedule: Some(sched),
+                    last_ms: Some(NOW - 3_600_000),
+                    last_error: Some(BackupFailure {
+                        at_ms: NOW - 5_000,
+                        message: "disk full".into(),
+                    }),
+                    failures: 2,
+                    ..BackupStatus::default()
+                },
+                vec![
+                    ("Schedule", "every 6h", false),
+                    ("Last backup", "2023-11-14 21:13:20 UTC (1 h ago)", false),
+                    (
+                        "Last failure",
+                        "2023-11-14 22:13:15 UTC (5 s ago): disk full",
+                        true,
+                    ),
+                    ("Since start", "0 made, 2 failed", true),
+                ],
+            ),
+        ];
+        for (b, want) in cases {
+            let got = backup_lines(&b, NOW);
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, (label, starts, bad)) in got.iter().zip(want) {
+                assert_eq!(g.label, label, "{got:?}");
+                assert!(g.value.starts_with(starts), "{}: {}", g.label, g.value);
+                assert_eq!(g.bad, bad, "{}", g.label);
+            }
+        }
+    }
 }

@@ -140,6 +140,17 @@ pub struct Overview {
     pub bundles: usize,
     pub deployments: usize,
     pub roll: String,
+    /// This node's backups (`overview::backup_lines`).
+    pub backup: Vec<BackupLine>,
+}
+
+/// One line of the overview's backups section.
+#[derive(Debug)]
+pub struct BackupLine {
+    pub label: &'static str,
+    pub value: String,
+    /// Shown as a problem.
+    pub bad: bool,
 }
 
 pub struct ClientRow {

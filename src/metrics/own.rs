@@ -230,6 +230,14 @@ impl NodeSelf {
         out
     }
 
+    #[cfg(test)]
+    fn health_every_for_test(&self) -> Option<u64> {
+        lock(&self.scheduled)
+            .schedule
+            .as_ref()
+            .map(|s| s.every_secs)
+    }
+
     fn write_last_backup(&self, l: &LastBackup) -> std::io::Result<()> {
         use std::io::Write;
         let path = self.data_dir.join(LAST_BACKUP_FILE);
@@ -387,6 +395,55 @@ mod tests {
         let again = NodeSelf::open(dir.path());
         assert_eq!(again.last_backup_ms(), Some(1_700_000_200_000));
         assert_eq!(again.backup_status().last_good, Some(file));
+        Ok(())
+    }
+
+    #[test]
+    fn backup_metrics_say_last_success_failures_and_schedule() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let me = NodeSelf::open(dir.path());
+        let text = crate::metrics::Metrics::new(true, |_| {}).encode(me.backup_families());
+        assert!(
+            text.contains("outpost_backup_schedule_seconds 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("outpost_backup_failures_total 0\n"), "{text}");
+        assert!(!text.contains("outpost_backup_last_success"), "{text}");
+        me.set_schedule(Some(BackupScheduleView {
+            every_secs: 30,
+            keep: 3,
+            dir: "/b".into(),
+            sealed: false,
+        }));
+        me.record_failure(1_700_000_000_000, "no room".into());
+        me.record_scheduled(
+            BackupFileView {
+                at_ms: 1_700_000_030_500,
+                path: "/b/f.obk".into(),
+                bytes: 1,
+            },
+            30,
+        )?;
+        let text = crate::metrics::Metrics::new(true, |_| {}).encode(me.backup_families());
+        for want in [
+            "outpost_backup_schedule_seconds 30\n",
+            "outpost_backup_failures_total 1\n",
+            "outpost_backup_last_success_timestamp_seconds 1700000030\n",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        let facts = OwnFacts {
+            node_id: 1,
+            ready: true,
+            reason: String::new(),
+            node_cert_not_after: 0,
+            now_ms: 1_700_000_031_000,
+        };
+        let h = me.health(facts, DiskUse::default());
+        assert_eq!(
+            (h.backup_every_secs, h.last_backup_ms),
+            (Some(30), Some(1_700_000_030_500))
+        );
         Ok(())
     }
 }

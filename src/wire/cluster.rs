@@ -283,6 +283,7 @@ mod tests {
             resident_bytes: Some(1 << 20),
             open_fds: Some(12),
             tls_handshakes: Some(TlsHandshakes::default()),
+            backup: Some(BackupStatus::default()),
         };
         let json = serde_json::to_value(&v).unwrap();
         let mut keys: Vec<&str> = json
@@ -296,6 +297,7 @@ mod tests {
             keys,
             [
                 "applied_index",
+                "backup",
                 "builds",
                 "cert_expiry",
                 "cluster_id",
