@@ -39,6 +39,8 @@ pub async fn context(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<BundleContext> {
     caller.require_admin()?;
+    // The import stores the payloads into this node's blob store next: not below the floor.
+    st.refuse_when_full()?;
     st.node
         .linearizable_barrier(Duration::from_secs(5))
         .await

@@ -39,6 +39,11 @@ impl ApiError {
     pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }
+    /// 507: the data directory's file system is below its free-space floor
+    /// (`metrics::diskguard`); `message` names the node, the path and the sizes.
+    pub(crate) fn insufficient_storage(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, message)
+    }
     pub(crate) fn message(&self) -> &str {
         &self.message
     }

@@ -80,6 +80,24 @@ pub struct AppState {
     pub site: crate::metrics::site::SiteCache,
     /// How far this node's audit chain is proven (`audit verify`, the console, peers' asks).
     pub audit_mark: Arc<crate::shared::audit_file::VerifiedMark>,
+    /// The data directory's free space against its floor: below it, operator writes are
+    /// refused with 507 (`commit`, `refuse_when_full`).
+    pub disk: Arc<crate::metrics::DiskGuard>,
+}
+
+/// Whether `caller` may commit `command` while the disk is below its floor (contract §9).
+/// Agents' own writes (reports, renewals) and the nodes' own commands (last-seen touches,
+/// blob holders, the leader's rollout steps) go on: a full disk must not stop the fleet or
+/// the cluster's own upkeep, and each is small. A console sign-in or sign-out goes on too,
+/// so that an operator can still open the console and read the alarm. Everything else an
+/// operator (local socket, admin certificate, console session) or an unknown caller (enroll,
+/// join) asks is refused.
+pub(crate) fn disk_allows(caller: &Caller, command: &Command) -> bool {
+    matches!(caller, Caller::Client { .. } | Caller::Node(_))
+        || matches!(
+            command,
+            Command::StartConsoleSession { .. } | Command::EndConsoleSession { .. }
+        )
 }
 
 impl AppState {
@@ -94,8 +112,12 @@ impl AppState {
     }
 
     /// Commits `command` for `caller`, under a new request id: retries of this write inside
-    /// the cluster (forwarding, leader changes) apply it once.
+    /// the cluster (forwarding, leader changes) apply it once. Below the disk floor an
+    /// operator's command is refused with 507 (`disk_allows`).
     pub(crate) async fn commit(&self, caller: &Caller, command: Command) -> Result<Done, ApiError> {
+        if !disk_allows(caller, &command) {
+            self.refuse_when_full()?;
+        }
         // The client's id for its request, when it sent one: a client that sends the same
         // request again (its connection broke before the answer) gets the first outcome.
         // Namespaced by caller; numbered per commit, as one request may commit several.
@@ -116,6 +138,16 @@ impl AppState {
         };
         let o = self.node.write(env).await.map_err(ApiError::unavailable)?;
         outcome(o)
+    }
+
+    /// 507 with the node, the path and the sizes while the data directory's file system is
+    /// below its floor: for operator writes that do not go through `commit` (the blobs a
+    /// bundle import is about to store).
+    pub(crate) fn refuse_when_full(&self) -> Result<(), ApiError> {
+        match self.disk.refusal() {
+            Some(why) => Err(ApiError::insufficient_storage(why)),
+            None => Ok(()),
+        }
     }
 
     /// The gate of the routes open without a certificate (enroll, join), against local state
@@ -298,7 +330,7 @@ impl AppState {
         let disk = tokio::task::spawn_blocking(move || own.disk())
             .await
             .unwrap_or_default();
-        self.own.health(
+        let mut health = self.own.health(
             crate::metrics::OwnFacts {
                 node_id: self.node_id,
                 ready: r.ready,
@@ -309,7 +341,10 @@ impl AppState {
                 now_ms: outpost_raft::now_ms(),
             },
             disk,
-        )
+        );
+        health.below_floor = self.disk.below_floor();
+        health.floor_bytes = self.disk.floor_bytes();
+        health
     }
 
     /// Soonest certificate expiries this node knows (unix seconds).
@@ -363,5 +398,50 @@ impl AppState {
         };
         *cached = Some((std::time::Instant::now(), r.clone()));
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_the_floor_only_agents_nodes_and_console_sign_ins_commit() {
+        let set = || Command::SetConfig {
+            key: "k".into(),
+            value: "v".into(),
+            scope: outpost_storage::Scope::Global,
+        };
+        let client = Caller::Client {
+            id: "c1".into(),
+            serial: "01".into(),
+            not_before: 0,
+            not_after: 1,
+        };
+        let admin = Caller::Admin {
+            name: "alice".into(),
+            issued_at: 0,
+            not_after: 1,
+        };
+        let console = Caller::Console("alice".into());
+        let end = || Command::EndConsoleSession { id: "s1".into() };
+        // (caller, command, allowed below the floor)
+        let cases: Vec<(&Caller, Command, bool)> = vec![
+            (&Caller::Local, set(), false),
+            (&admin, set(), false),
+            (&console, set(), false),
+            (&Caller::Anonymous, set(), false),
+            (&client, set(), true),
+            (&Caller::Node(2), set(), true),
+            (&console, end(), true),
+            (&admin, end(), true),
+        ];
+        for (caller, command, allowed) in cases {
+            assert_eq!(
+                disk_allows(caller, &command),
+                allowed,
+                "{caller:?} {command:?}"
+            );
+        }
     }
 }

@@ -188,6 +188,20 @@ async fn node_families(st: &AppState) -> Vec<ConstFamily> {
             );
         }
     }
+    out.push(
+        ConstFamily::gauge(
+            "outpost_disk_below_floor",
+            "1 while the data directory's free space is below its floor (operator writes are refused with 507), else 0.",
+        )
+        .int(i64::from(st.disk.below_floor())),
+    );
+    out.push(
+        ConstFamily::gauge(
+            "outpost_disk_floor_bytes",
+            "The free-space floor of the data directory's file system: min(2 %, 1 GiB).",
+        )
+        .int(st.disk.floor_bytes()),
+    );
     if let Some(ms) = st.metrics.clock_offset() {
         out.push(
             ConstFamily::gauge(

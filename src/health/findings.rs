@@ -73,13 +73,14 @@ pub fn findings(f: &SiteFacts, now_ms: i64) -> Vec<Finding> {
     members(f, &mut out);
     lag(f, &mut out);
     disks(f, &mut out);
+    disk_floors(f, &mut out);
     certificates(f, now_ms, &mut out);
     clocks(f, &mut out);
     versions(f, &mut out);
     clients(f, &mut out);
     rollouts(f, &mut out);
     backup(f, now_ms, &mut out);
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
 
@@ -245,6 +246,27 @@ fn disks(f: &SiteFacts, out: &mut Vec<Finding>) {
             format!(
                 "{checked} nodes have over {:.0} % of their disk free and room for {HEADROOM_DAYS} days at their growth.",
                 DISK_FREE_RATIO * 100.0
+            ),
+        ));
+    }
+}
+
+/// A node below its free-space floor refuses operator writes (contract §9): a problem of its
+/// own, beside (not instead of) the low-disk warning.
+fn disk_floors(f: &SiteFacts, out: &mut Vec<Finding>) {
+    for m in &f.members {
+        let Ok(h) = &m.health else { continue };
+        if !h.below_floor {
+            continue;
+        }
+        out.push(found(
+            "OutpostDiskFloor",
+            m.subject(),
+            format!(
+                "The data directory of {} has {} free, below its floor of {}: it refuses operator writes (HTTP 507) until space is freed.",
+                m.subject(),
+                bytes(h.disk.free_bytes),
+                bytes(h.floor_bytes)
             ),
         ));
     }
@@ -512,7 +534,7 @@ fn days_n(n: i64) -> String {
 }
 
 /// Bytes in the largest whole unit (KiB, MiB, GiB, TiB).
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -552,6 +574,8 @@ mod tests {
             last_backup_ms: Some(NOW - DAY_MS),
             backup_every_secs: None,
             now_ms: NOW,
+            below_floor: false,
+            floor_bytes: GIB,
         }
     }
 
@@ -742,6 +766,30 @@ mod tests {
                     "node 3 (n3)",
                     "The data directory of node 3 (n3) grows 2.0 GiB a day: its 50.0 GiB free last 25 days.",
                 )],
+            ),
+            (
+                "a node below its disk floor (and so low on disk too)",
+                |s| {
+                    let Ok(h) = &mut s.members[2].health else {
+                        return;
+                    };
+                    h.disk.free_bytes = GIB / 2;
+                    h.below_floor = true;
+                },
+                &[
+                    (
+                        Problem,
+                        "OutpostDiskFloor",
+                        "node 3 (n3)",
+                        "The data directory of node 3 (n3) has 512.0 MiB free, below its floor of 1.0 GiB: it refuses operator writes (HTTP 507) until space is freed.",
+                    ),
+                    (
+                        Warning,
+                        "OutpostDiskLow",
+                        "node 3 (n3)",
+                        "The data directory of node 3 (n3) has 512.0 MiB free of 100.0 GiB (0.5 %).",
+                    ),
+                ],
             ),
             (
                 "disk fills in 50 days",

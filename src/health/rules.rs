@@ -100,6 +100,14 @@ pub const RULES: &[Rule] = &[
         action: "Plan more room for that file system, or remove bundles no deployment needs (`outpost bundle gc`).",
     },
     Rule {
+        name: "OutpostDiskFloor",
+        severity: Severity::Problem,
+        for_: "1m",
+        expr: Some(|| "max by (instance) (outpost_disk_below_floor) == 1".into()),
+        summary: "The data directory of {{ $labels.instance }} is below its free-space floor: it refuses operator writes.",
+        action: "Free room on that file system now (remove what is not Outpost's, `outpost bundle gc`, or grow it); the node takes writes again by itself, and restarts its Raft core if the disk filled under it.",
+    },
+    Rule {
         name: "OutpostCertificateExpiring",
         severity: Severity::Warning,
         for_: "1h",
@@ -256,6 +264,8 @@ mod tests {
         assert!(expr("OutpostFollowerLag").contains("> 100"));
         assert!(expr("OutpostFollowerLag").contains("> 30"));
         assert!(expr("OutpostDiskLow").ends_with("< 0.1"));
+        assert!(expr("OutpostDiskFloor").contains("outpost_disk_below_floor"));
+        assert_eq!(rule("OutpostDiskFloor").severity, Severity::Problem);
         assert!(expr("OutpostCertificateExpiring").ends_with("< 2592000"));
         assert!(expr("OutpostClockOffset").ends_with("> 1"));
         assert!(expr("OutpostClientsUnseen").contains("outpost_clients_unseen_7d"));

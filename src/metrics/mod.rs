@@ -3,16 +3,19 @@
 //! `scrape` (values read right before encoding: Raft status, certificates, port counters, the
 //! site's counts), `http` (the middleware that counts requests by route and status), `own`
 //! (this node's disk, growth, last backup, binary hash: its `wire::NodeHealth`), `clock` (the
-//! `ClockMs` and `Health` peer asks, the offset to the leader) and `site` (the site's counts,
-//! read at most every 10 s).
+//! `ClockMs` and `Health` peer asks, the offset to the leader), `site` (the site's counts,
+//! read at most every 10 s) and `diskguard` (the free-space floor below which a node refuses
+//! operator writes, read every 2 s).
 
 pub mod clock;
+pub mod diskguard;
 pub mod http;
 pub mod own;
 pub mod scrape;
 pub mod site;
 
 pub use clock::{clock_offset_ms, member_health};
+pub use diskguard::DiskGuard;
 pub use own::{NodeSelf, OwnFacts};
 pub use scrape::{ConstFamily, Kind, Value};
 

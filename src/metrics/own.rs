@@ -288,6 +288,9 @@ impl NodeSelf {
                 .as_ref()
                 .map(|s| s.every_secs),
             now_ms: facts.now_ms,
+            // Set by `AppState::own_health` from the node's `DiskGuard`.
+            below_floor: false,
+            floor_bytes: 0,
         }
     }
 

@@ -3,7 +3,9 @@
 //! that serve the API (`server`) and the discovery wiring (`discovery`). `start` opens the
 //! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it,
 //! and starts the background tasks, among them the leader's rollout steps (`rollouts`) and
-//! the node's scheduled backups (`backups`), and the leader's retention pass (`retention`).
+//! the node's scheduled backups (`backups`), the leader's retention pass (`retention`) and
+//! the disk floor's reading (`metrics::DiskGuard`). `serve` starts the node again in the same
+//! process when its Raft core stopped on a storage error (a full disk) and room came back.
 
 pub mod backups;
 pub mod discovery;
@@ -55,6 +57,11 @@ impl Running {
         }
         for t in &self.tasks {
             t.abort();
+        }
+        // Until each aborted task is dropped, the listeners it holds stay bound: a node
+        // started again in this process binds the same ports.
+        for t in self.tasks {
+            let _ = t.await;
         }
         self.node.shutdown().await;
         let _ = std::fs::remove_file(&self.socket);
@@ -191,6 +198,18 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
     }));
     let own = Arc::new(crate::metrics::NodeSelf::open(&dd.root));
     let audit_mark = Arc::new(crate::shared::audit_file::VerifiedMark::open(&dd.root));
+    // The free-space floor: read once before the API serves, then every 2 s.
+    let disk = Arc::new(crate::metrics::DiskGuard::new(
+        file.node_id,
+        &file.name,
+        &dd.root,
+    ));
+    {
+        let disk = disk.clone();
+        tokio::task::spawn_blocking(move || disk.refresh())
+            .await
+            .context("disk floor thread")?;
+    }
     let state = Arc::new(AppState {
         node: node.clone(),
         node_id: file.node_id,
@@ -211,6 +230,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         own: own.clone(),
         site: Default::default(),
         audit_mark: audit_mark.clone(),
+        disk: disk.clone(),
     });
     // Other nodes' asks (blob chunks, clock, health, ...), once the state that answers
     // `health` exists.
@@ -259,6 +279,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         tokio::spawn(blobs.replicate()),
         tokio::spawn(own.sampler()),
         tokio::spawn(crate::node::backups::run(state.clone(), dd.clone())),
+        tokio::spawn(disk.run()),
         tokio::spawn(crate::metrics::clock::clock_loop(node.clone(), metrics)),
         tokio::spawn(renew_node_cert(
             dd.clone(),
@@ -371,33 +392,115 @@ fn renew_once(
 }
 
 /// `outpost serve`: runs until SIGTERM or SIGINT.
+///
+/// A Raft core that stopped on a storage error (the disk filled up under an append or an
+/// apply: SQLite rolled the transaction back, nothing half-written stays) is started again in
+/// this process (contract §9): once the data directory's free space is back above the floor
+/// (`metrics::diskguard`), the node stops and starts again from its data directory (lock,
+/// ports and databases released and taken again, same pid) and catches up from the leader.
+/// At most one such restart per `RESTART_EVERY`. A node that stopped because it needs an
+/// upgrade, or whose core panicked, is not restarted this way.
 pub async fn serve(dd: &DataDir) -> Result<()> {
-    // The node's own release first: this may execute it instead of going on.
-    let boot = {
-        let dd = dd.clone();
-        tokio::task::spawn_blocking(move || upgrade::launch(&dd)).await??
-    };
-    let running = start(dd).await?;
-    let (switch_tx, mut switch_rx) = tokio::sync::mpsc::channel(1);
-    let watch = upgrade::spawn(running.state.clone(), dd.clone(), boot, switch_tx);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let switch = tokio::select! {
-        _ = term.recv() => {
-            tracing::info!("SIGTERM: stopping");
-            None
+    loop {
+        // The node's own release first: this may execute it instead of going on.
+        let boot = {
+            let dd = dd.clone();
+            tokio::task::spawn_blocking(move || upgrade::launch(&dd)).await??
+        };
+        let started = tokio::time::Instant::now();
+        let running = start(dd).await?;
+        let (switch_tx, mut switch_rx) = tokio::sync::mpsc::channel(1);
+        let watch = upgrade::spawn(running.state.clone(), dd.clone(), boot, switch_tx);
+        let end = tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                End::Stop
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT: stopping");
+                End::Stop
+            }
+            Some(release) = switch_rx.recv() => End::Switch(release),
+            why = storage_stopped(&running.node) => End::StorageStop(why),
+        };
+        watch.abort();
+        match end {
+            End::Stop => {
+                running.stop().await;
+                return Ok(());
+            }
+            // Same process id, same arguments: the release takes over the data directory.
+            End::Switch(release) => {
+                running.stop().await;
+                return Err(upgrade::exec(&release));
+            }
+            End::StorageStop(why) => {
+                tracing::error!(
+                    error = %why,
+                    "the Raft core stopped on a storage error; this node starts again in this process once its data directory has room above the floor"
+                );
+                // Meanwhile the stopped node still answers: status and /readyz say why.
+                let room = tokio::select! {
+                    _ = term.recv() => None,
+                    _ = tokio::signal::ctrl_c() => None,
+                    free = room_above_floor(dd, started + RESTART_EVERY) => Some(free),
+                };
+                running.stop().await;
+                let Some(free) = room else {
+                    tracing::info!("stopping");
+                    return Ok(());
+                };
+                tracing::warn!(
+                    free,
+                    "free space is above the floor again: starting the node again in this process; it catches up from the leader"
+                );
+            }
         }
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("SIGINT: stopping");
-            None
+    }
+}
+
+/// How `serve`'s node ended.
+enum End {
+    Stop,
+    Switch(std::path::PathBuf),
+    StorageStop(String),
+}
+
+/// At most one in-process restart after a storage stop per this long.
+const RESTART_EVERY: Duration = Duration::from_secs(10);
+
+/// Returns (the reason) once the node's Raft core stopped on a storage error; checked every
+/// second (a read of the core's metrics).
+async fn storage_stopped(node: &RaftNode) -> String {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Some(why) = node.storage_stop() {
+            return why;
         }
-        Some(release) = switch_rx.recv() => Some(release),
-    };
-    watch.abort();
-    running.stop().await;
-    match switch {
-        // Same process id, same arguments: the release takes over the data directory.
-        Some(release) => Err(upgrade::exec(&release)),
-        None => Ok(()),
+    }
+}
+
+/// Waits until `not_before` and until the data directory's file system has free space at or
+/// above its floor (read every second on a blocking thread); returns the free bytes.
+async fn room_above_floor(dd: &DataDir, not_before: tokio::time::Instant) -> u64 {
+    tokio::time::sleep_until(not_before).await;
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let root = dd.root.clone();
+        let room = tokio::task::spawn_blocking(move || crate::shared::process::fs_room(&root))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if let Some((free, total)) = room
+            && !crate::metrics::diskguard::below_floor(free, total)
+        {
+            return free;
+        }
     }
 }
 

@@ -42,9 +42,14 @@ pub async fn serve_tls(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let mut prune = tokio::time::interval(crate::api::limits::PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Every connection's task is held here: aborting this task (the node stops, e.g. to
+    // start again in the same process) closes its connections, so that no agent goes on
+    // talking to a stopped node.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             _ = prune.tick() => {
                 limits.prune();
                 continue;
@@ -68,7 +73,7 @@ pub async fn serve_tls(
         let app = app.clone();
         let limits = limits.clone();
         let state = state.clone();
-        tokio::spawn(tls_conn(tcp, remote, slot, acceptor, (app, state), limits));
+        conns.spawn(tls_conn(tcp, remote, slot, acceptor, (app, state), limits));
     }
 }
 
@@ -193,8 +198,14 @@ fn still_valid(leaf: &[u8]) -> bool {
 /// The local socket is root-only: no caps, but the idle timeout of authenticated connections.
 pub async fn serve_unix(listener: UnixListener, app: Router) {
     let idle = crate::api::limits::LimitsConfig::default().idle_authenticated;
+    // As in `serve_tls`: the connections end with this task.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let (stream, _) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "admin socket accept failed");
@@ -232,7 +243,7 @@ pub async fn serve_unix(listener: UnixListener, app: Router) {
             slot: None,
             refusal: None,
         };
-        tokio::spawn(async move {
+        conns.spawn(async move {
             serve_conn(io, app, Caller::Local, conn).await;
         });
     }

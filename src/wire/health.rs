@@ -99,4 +99,11 @@ pub struct NodeHealth {
     pub backup_every_secs: Option<u64>,
     /// The node's clock when it answered (unix ms).
     pub now_ms: i64,
+    /// Its data directory's free space is below the floor (min(2 %, 1 GiB) of the file
+    /// system): it refuses operator writes (HTTP 507). False from a node before 0.4.0.
+    #[serde(default)]
+    pub below_floor: bool,
+    /// That floor in bytes (0: unknown).
+    #[serde(default)]
+    pub floor_bytes: u64,
 }

@@ -359,13 +359,19 @@ impl RaftNode {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        for h in self
+        let tasks: Vec<_> = self
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
-        {
+            .collect();
+        for h in &tasks {
             h.abort();
+        }
+        // Dropped, not only told to stop, before this returns: the peer listener is closed
+        // and the port free for a node started again in the same process.
+        for h in tasks {
+            let _ = h.await;
         }
     }
 }

@@ -50,15 +50,36 @@ impl RaftNode {
     pub fn status(&self) -> NodeStatus {
         let rx = self.inner.raft.metrics();
         let m = rx.borrow().clone();
+        // The core's own error first: a core that quits on a storage error drops its
+        // metrics sender too, and is then not a panic.
         let fatal = self
             .inner
             .health
             .fatal()
             .map(|f| f.to_string())
+            .or_else(|| m.running_state.as_ref().err().map(|e| e.to_string()))
             .or_else(|| core_ended(&rx).then(|| CORE_ENDED.to_string()));
         let mut status = status_of(&m, fatal, self.inner.watch.stats());
         status.peer_port = self.inner.port.stats();
         status
+    }
+}
+
+impl RaftNode {
+    /// Why the Raft core stopped on a storage error (openraft's `Fatal::StorageError`: a read
+    /// or write of raft.db, state.db or a snapshot failed, e.g. the disk filled up), if it did.
+    /// None while it runs, and for every other stop: a node that needs an upgrade
+    /// (`StoppedApplying`), a panic, a shutdown. SQLite rolled the failed transaction back,
+    /// so starting the node again from its data directory resumes from what is on disk; the
+    /// binary does so once free space is back (`node::serve`).
+    pub fn storage_stop(&self) -> Option<String> {
+        if self.inner.health.fatal().is_some() {
+            return None;
+        }
+        match &self.inner.raft.metrics().borrow().running_state {
+            Err(f @ openraft::error::Fatal::StorageError(_)) => Some(f.to_string()),
+            _ => None,
+        }
     }
 }
 

@@ -86,8 +86,16 @@ pub(crate) async fn serve<H: PeerHandler>(
         anonymous: Throttle::new(minute, 16),
         accept_failed: Throttle::new(minute, 1),
     });
+    // Every connection's task is held here, so that aborting this task (the node shuts down,
+    // e.g. to start again in the same process) closes its connections too: a peer must not
+    // go on talking to a stopped Raft core.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (tcp, remote) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let (tcp, remote) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // E.g. out of descriptors: logged once a minute, not thousands of times.
@@ -122,7 +130,7 @@ pub(crate) async fn serve<H: PeerHandler>(
         let authorize = tls.authorize.clone();
         let port = port.clone();
         let watch = watch.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let conn = serve_conn(
                 tcp, remote, slot, acceptor, authorize, handler, &port, watch,
             );
