@@ -262,7 +262,6 @@ mod tests {
             name: "a".into(),
             cluster_id: "c".into(),
             cluster_name: None,
-            backup: None,
             raft: NodeStatus {
                 node_id: 1,
                 leader_id: Some(1),
