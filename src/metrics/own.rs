@@ -230,14 +230,6 @@ impl NodeSelf {
         out
     }
 
-    #[cfg(test)]
-    fn health_every_for_test(&self) -> Option<u64> {
-        lock(&self.scheduled)
-            .schedule
-            .as_ref()
-            .map(|s| s.every_secs)
-    }
-
     fn write_last_backup(&self, l: &LastBackup) -> std::io::Result<()> {
         use std::io::Write;
         let path = self.data_dir.join(LAST_BACKUP_FILE);
