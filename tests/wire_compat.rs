@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Every captured version, oldest first; each holds the same file names.
-const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
+const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0"];
 
 /// Fields added after a capture: (the first version whose fixtures hold it, fixture, path with
 /// array indices as `[]`, e.g. `$.bundles[].payloads[].x`). Encoding a fixture of an older
@@ -41,6 +41,17 @@ const ADDED: &[(&str, &str, &str)] = &[
     ("0.2.0", "deployment-status", "$.allowed_failures"),
     ("0.2.0", "deployment-status", "$.start_at_ms"),
     ("0.2.0", "deployment-status", "$.uninstall"),
+    // Year five (issue 24): a node's backups in status; the audit chain's base (retention),
+    // the node's verified mark and how much a check read.
+    ("0.4.0", "status", "$.backup"),
+    ("0.4.0", "audit-verify", "$.local.base"),
+    ("0.4.0", "audit-verify", "$.local.verified"),
+    ("0.4.0", "audit-verify", "$.local.walked"),
+    ("0.4.0", "audit-verify", "$.local.incremental"),
+    ("0.4.0", "audit-verify", "$.peers[].chain.base"),
+    ("0.4.0", "audit-verify", "$.peers[].chain.verified"),
+    ("0.4.0", "audit-verify", "$.peers[].chain.walked"),
+    ("0.4.0", "audit-verify", "$.peers[].chain.incremental"),
 ];
 
 /// Whether `path`, extra in today's encoding of fixture `name` of `version`, is declared in
@@ -184,6 +195,9 @@ fn check_all(version: &str) {
     let rank = |v: &str| VERSIONS.iter().position(|x| *x == v);
     if rank(version) >= rank("0.3.0") {
         round_trip::<wire::DoctorReport>(version, "doctor");
+    }
+    if rank(version) >= rank("0.4.0") {
+        round_trip::<Option<wire::AuditCheckpoint>>(version, "audit-checkpoint");
     }
 }
 
