@@ -229,6 +229,7 @@ impl Blobs {
         if self.store.contains(sha256) {
             return Ok(());
         }
+        self.room_for(sha256, size).await?;
         let reader = self.node.reader();
         let sha = sha256.to_string();
         let holders = tokio::task::spawn_blocking(move || reader.blob_holders(&sha)).await??;
@@ -254,6 +255,33 @@ impl Blobs {
             sha256: sha256.to_string(),
             reasons: reasons.join("; "),
         })
+    }
+
+    /// A blob that would take the file system of the store below the disk floor
+    /// (`shared::policy::below_floor`, the rule the node's writes stop at) is not fetched; a
+    /// later pass tries again once there is room.
+    async fn room_for(&self, sha256: &str, size: u64) -> Result<(), BlobError> {
+        let path = self.store.blob_path(sha256)?;
+        let Some(existing) = path.ancestors().find(|p| p.exists()).map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        let room =
+            tokio::task::spawn_blocking(move || crate::shared::process::fs_room(&existing)).await?;
+        match room {
+            Ok((free, total))
+                if crate::shared::policy::below_floor(free.saturating_sub(size), total) =>
+            {
+                Err(BlobError::Unavailable {
+                    sha256: sha256.to_string(),
+                    reasons: format!(
+                        "not fetched: its {size} bytes would leave {} bytes free, below the disk floor of {}",
+                        free.saturating_sub(size),
+                        crate::shared::policy::floor_for(total)
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn fetch_from(&self, peer: u64, sha256: &str, size: u64) -> Result<(), BlobError> {

@@ -1,4 +1,4 @@
-//! A full disk harms nothing and heals by itself (issue 24, contract §9), on a real
+//! A full disk harms nothing and heals by itself, on a real
 //! three-node loopback cluster whose third node keeps its data directory on a 96 MiB tmpfs
 //! this test mounts (and unmounts at the end, also on failure). Needs root: without it the
 //! test says why and passes, except under CI, where it fails.

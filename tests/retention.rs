@@ -1,6 +1,7 @@
 //! Retention through the real binary: a signed bundle sets a short policy on a 3-node
 //! cluster; the leader's pass compacts (a checkpoint on every node, inventory history cut);
-//! `audit verify` passes on every node afterwards; state.db shrinks; an export made before
+//! `audit verify` passes on every node afterwards; state.db shrinks; every checkpoint ends an
+//! archive the proposer kept of what it moved out, which verifies offline; an export made before
 //! the cut verifies offline against a checkpoint and fails after a byte flip; the policy
 //! cannot be set by `config set`, nor by a bundle outside `[global]`.
 
@@ -141,6 +142,31 @@ async fn a_short_policy_compacts_and_the_chain_still_verifies() {
             assert!(after < *before, "node {i}: state.db {before} bytes before, {after} after");
             let compacts = count(&c.nodes[i].dir, "SELECT COUNT(*) FROM audit WHERE action = 'audit.compact'")?;
             assert!(compacts >= 1, "node {i}: the compaction is audited");
+        }
+
+        // What left the live log was kept first: every checkpoint is the last record of an
+        // archive the proposing node wrote, which verifies offline against it.
+        let checkpoints: Vec<(i64, String)> = state_db(&c.nodes[0].dir)?
+            .prepare("SELECT seq, hash FROM audit_checkpoints ORDER BY seq")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        assert!(!checkpoints.is_empty(), "no checkpoint on node 0");
+        let archives: Vec<std::path::PathBuf> = (0..3)
+            .filter_map(|i| std::fs::read_dir(c.nodes[i].dir.join("audit-archive")).ok())
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        for (seq, hash) in &checkpoints {
+            let end = format!("-{seq:012}.jsonl");
+            let file = archives
+                .iter()
+                .find(|p| p.to_string_lossy().ends_with(&end))
+                .with_context(|| format!("no archive ends at checkpoint {seq}: {archives:?}"))?;
+            let cp = format!("{seq}:{hash}");
+            let (ok, out, err) = run_exe(&["audit", "verify", "--file", s(file), "--checkpoint", &cp])?;
+            assert!(ok, "archive {} against {cp}: {out}{err}", file.display());
         }
 
         // The export verifies offline against a checkpoint it holds (the newest one not past

@@ -308,7 +308,7 @@ pub(crate) async fn current_assignments(
         return Ok(Vec::new());
     }
     let id = client.to_string();
-    Ok(st.read(move |r| r.assignments(&id, now_ms)).await?)
+    st.read(move |r| r.assignments(&id, now_ms)).await
 }
 
 /// Notes that client `id` synced now; `flush_last_seen` commits what was noted.

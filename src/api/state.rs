@@ -85,7 +85,7 @@ pub struct AppState {
     pub disk: Arc<crate::metrics::DiskGuard>,
 }
 
-/// Whether `caller` may commit `command` while the disk is below its floor (contract §9).
+/// Whether `caller` may commit `command` while the disk is below its floor.
 /// Agents' own writes (reports, renewals) and the nodes' own commands (last-seen touches,
 /// blob holders, the leader's rollout steps) go on: a full disk must not stop the fleet or
 /// the cluster's own upkeep, and each is small. A console sign-in or sign-out goes on too,

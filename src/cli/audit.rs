@@ -7,7 +7,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::shared::audit_file::{self, ExportRecord};
+use crate::node::archive::chain_rule;
+use crate::shared::audit_file;
 use crate::wire::AuditCheck;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -128,22 +129,6 @@ fn parse_until(text: &str) -> Result<i64, String> {
     i64::try_from(ms)
         .map(|m| m + end_of_day)
         .map_err(|_| format!("--until {t}: out of range"))
-}
-
-/// The chain's hash rule (storage's), for the offline walk.
-fn chain_rule(prev: &str, r: &ExportRecord) -> Option<String> {
-    outpost_storage::audit_hash(
-        prev,
-        &outpost_storage::AuditFields {
-            seq: r.seq,
-            at_ms: r.at_ms,
-            actor: &r.actor,
-            action: &r.action,
-            target: &r.target,
-            detail: &r.detail,
-            outcome: &r.outcome,
-        },
-    )
 }
 
 fn verify_file(file: &Path, checkpoint: Option<&str>, json: bool) -> Result<()> {

@@ -251,7 +251,7 @@ fn disks(f: &SiteFacts, out: &mut Vec<Finding>) {
     }
 }
 
-/// A node below its free-space floor refuses operator writes (contract §9): a problem of its
+/// A node below its free-space floor refuses operator writes: a problem of its
 /// own, beside (not instead of) the low-disk warning.
 fn disk_floors(f: &SiteFacts, out: &mut Vec<Finding>) {
     for m in &f.members {

@@ -1,9 +1,9 @@
-//! The data directory's free-space floor (issue 24, contract §9): below it a node refuses
+//! The data directory's free-space floor: below it a node refuses
 //! operator writes with HTTP 507 (`AppState::commit`), keeps serving reads, agent syncs and
 //! agents' reports, and raises an alarm (`outpost_disk_below_floor`, the doctor's and the
 //! console's `OutpostDiskFloor`).
 //!
-//! The floor is min(2 % of the file system, 1 GiB) (`floor_for`, pure). [`DiskGuard`] keeps
+//! The floor is min(2 % of the file system, 1 GiB) (`shared::policy::floor_for`, pure). [`DiskGuard`] keeps
 //! the last statvfs of the data directory's file system (`shared::process::fs_room`),
 //! refreshed every 2 s on a blocking thread by `run`, so that every write asks it in O(1)
 //! (`refusal`). It logs once each time the node crosses the floor, either way.
@@ -18,27 +18,14 @@ use std::time::Duration;
 
 use crate::health::findings::bytes;
 
-/// The floor is this share of the file system (2 %) ...
-pub const FLOOR_PERCENT: u64 = 2;
-/// ... but never more than this (1 GiB).
-pub const FLOOR_MAX_BYTES: u64 = 1 << 30;
+// The rule itself is shared with the blob store, which will not fetch a blob that would
+// take the file system below the floor.
+pub use crate::shared::policy::{FLOOR_MAX_BYTES, FLOOR_PERCENT, below_floor, floor_for};
+
 /// How often the free space is read again.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
-/// The floor of a file system of `total_bytes`: min(2 % of it, 1 GiB).
-pub fn floor_for(total_bytes: u64) -> u64 {
-    (total_bytes / 100)
-        .saturating_mul(FLOOR_PERCENT)
-        .min(FLOOR_MAX_BYTES)
-}
-
-/// Below the floor: `free_bytes` under the floor of a file system of `total_bytes` (an unread
-/// file system, total 0, is never below it).
-pub fn below_floor(free_bytes: u64, total_bytes: u64) -> bool {
-    total_bytes > 0 && free_bytes < floor_for(total_bytes)
-}
-
-/// The answer to a refused write (contract §9's wording).
+/// The answer to a refused write.
 pub fn refusal_text(node_id: u64, name: &str, path: &Path, free: u64, floor: u64) -> String {
     format!(
         "node {node_id} ({name}): the data directory {} has {} free, below the floor of {}; \

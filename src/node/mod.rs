@@ -3,10 +3,11 @@
 //! that serve the API (`server`) and the discovery wiring (`discovery`). `start` opens the
 //! Raft node and the blob store (`crate::blobs`), builds the API (`crate::api`) and serves it,
 //! and starts the background tasks, among them the leader's rollout steps (`rollouts`) and
-//! retention pass (`retention`), the node's scheduled backups (`backups`) and the disk floor's
+//! retention pass (`retention`, which keeps what it moves out: `archive`), the node's scheduled backups (`backups`) and the disk floor's
 //! reading (`metrics::DiskGuard`). `serve` starts the node again in the same
 //! process when its Raft core stopped on a storage error (a full disk) and room came back.
 
+pub mod archive;
 pub mod backups;
 pub mod discovery;
 pub mod recovery;
@@ -395,7 +396,7 @@ fn renew_once(
 ///
 /// A Raft core that stopped on a storage error (the disk filled up under an append or an
 /// apply: SQLite rolled the transaction back, nothing half-written stays) is started again in
-/// this process (contract §9): once the data directory's free space is back above the floor
+/// this process: once the data directory's free space is back above the floor
 /// (`metrics::diskguard`), the node stops and starts again from its data directory (lock,
 /// ports and databases released and taken again, same pid) and catches up from the leader.
 /// At most one such restart per `RESTART_EVERY`. A node that stopped because it needs an

@@ -11,9 +11,10 @@
 //! record outlives its policy by at most a quarter of it (or a minute), and at once when
 //! the policy changes (read every second).
 //!
-//! Time is read here (the proposer), never in apply. Before compacting, an operator who wants
-//! the records may export them (`outpost audit export --until ...`); the checkpoint the
-//! compaction leaves proves the export offline. SQLite is read on blocking threads.
+//! Time is read here (the proposer), never in apply. Before compacting, the proposer keeps the
+//! audit records it moves out in `D/audit-archive/` (`archive`); an operator may also export
+//! them (`outpost audit export --until ...`). The checkpoint the compaction leaves proves both
+//! offline. SQLite and files are read and written on blocking threads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,6 +142,20 @@ async fn once(st: &AppState, policy: &RetentionPolicy) -> Result<(), String> {
     let Some(cmd) = command(&cut, &found) else {
         return Ok(());
     };
+    // What leaves the live log is kept first (`archive`); without it nothing is cut.
+    if let Some(through) = found.audit_through {
+        let reader = st.node.reader();
+        let (dir, id) = (st.data_dir.clone(), st.node_id);
+        let kept = tokio::task::spawn_blocking(move || {
+            crate::node::archive::keep(&reader, &dir, id, through)
+        })
+        .await
+        .map_err(|e| format!("archive thread: {e}"))?
+        .map_err(|e| {
+            format!("the records to move out could not be archived, nothing is cut: {e}")
+        })?;
+        tracing::info!(path = %kept.display(), through, "audit records archived before the cut");
+    }
     match st.commit(&Caller::Node(st.node_id), cmd).await {
         Ok(Response::Compacted {
             audit_removed,

@@ -56,7 +56,7 @@ impl Mode {
 /// The order of the two runs of round `round` (0-based): on first in even rounds, off first
 /// in odd ones, so a drift of the machine over the bench weighs on both modes alike.
 pub fn order(round: usize) -> [Mode; 2] {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         [Mode::On, Mode::Off]
     } else {
         [Mode::Off, Mode::On]

@@ -1,6 +1,6 @@
 //! `outpost bench years --clients N --years Y [--year-secs S]`: a 3-node loopback cluster of
 //! real `outpost serve` processes driven through Y simulated years of a site of N clients,
-//! time compressed by scaling (contract24 §10): one simulated year lasts S real seconds, and
+//! time compressed by scaling: one simulated year lasts S real seconds, and
 //! every rate and policy is scaled by the same factor (printed in the header).
 //!
 //! The site: N clients enrolled for real in year 0 (`bench::agents`); each client's facts

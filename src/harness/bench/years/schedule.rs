@@ -1,4 +1,4 @@
-//! The compressed calendar of `bench years` (contract §10): one simulated year lasts
+//! The compressed calendar of `bench years`: one simulated year lasts
 //! `year_secs` real seconds, and every rate and policy of the simulated site is scaled by
 //! the same factor. Pure: no clock is read here, callers pass elapsed real seconds.
 
@@ -18,7 +18,7 @@ pub const CONFIG_CHANGES: u64 = 365;
 /// The backup schedule of the simulated site: every 6 h, the newest 14 kept.
 pub const BACKUP_EVERY: f64 = 6.0 * 3_600.0;
 pub const BACKUP_KEEP: u32 = 14;
-/// The node refuses a backup schedule faster than this (contract §8): the scaled interval
+/// The node refuses a backup schedule faster than this: the scaled interval
 /// is raised to it, and the header says so.
 pub const BACKUP_FLOOR_SECS: u64 = 10;
 /// The retention policy of the simulated site, in simulated days: audit, inventory
@@ -28,7 +28,7 @@ pub const RETENTION_DAYS: [(&str, f64); 3] = [
     ("retention.inventory_history", 180.0),
     ("retention.results", 400.0),
 ];
-/// The node refuses a retention shorter than this (contract §2).
+/// The node refuses a retention shorter than this.
 pub const RETENTION_FLOOR_SECS: u64 = 1;
 
 /// One simulated year = `year_secs` real seconds.
