@@ -1,8 +1,12 @@
-//! Who is calling: decided once per connection (certificate role, local socket or none) and
-//! checked by each handler (`require_admin`, `require_member`).
+//! Who is calling: decided once per connection (certificate role, local socket or none); a
+//! person's role and scope (`Grant`) are read from the state on every request (`crate::api`'s
+//! middleware for certificates, `crate::console::session` for console accounts), checked by the
+//! route's rule (`crate::api::access`) and by the handlers that filter by scope. Handlers of
+//! routes open to several kinds of caller check the kind (`require_admin`, `require_member`).
 
 use axum::http::StatusCode;
 use outpost_certs::Role;
+use outpost_storage::{Grant, PersonRole};
 
 use crate::api::ApiError;
 
@@ -17,6 +21,9 @@ pub enum Caller {
         name: String,
         issued_at: i64,
         not_after: i64,
+        /// The role and scope of `name` as of this request (set by the API's middleware before
+        /// any handler runs; a viewer of nothing until then).
+        grant: Grant,
     },
     Node(u64),
     /// A client certificate: the client id, the certificate's serial (lowercase hex) and its
@@ -31,7 +38,11 @@ pub enum Caller {
     Anonymous,
     /// An operator signed in to the web console (a session cookie, on an anonymous TLS
     /// connection): made by the console for the commands it commits, never from a connection.
-    Console(String),
+    /// `grant` as of this request.
+    Console {
+        user: String,
+        grant: Grant,
+    },
 }
 
 impl Caller {
@@ -45,6 +56,7 @@ impl Caller {
                 issued_at: outpost_certs::not_before_unix(leaf)?
                     .saturating_add(outpost_certs::CLOCK_SKEW_SECS),
                 not_after: outpost_certs::not_after_unix(leaf)?,
+                grant: Caller::unresolved(),
             },
             Role::Client(id) => Caller::Client {
                 id,
@@ -55,6 +67,18 @@ impl Caller {
         })
     }
 
+    /// A grant that reaches no client and changes nothing: what an admin certificate holds
+    /// until the middleware reads the name's grant.
+    pub(crate) fn unresolved() -> Grant {
+        Grant {
+            role: PersonRole::Viewer,
+            scopes: vec![outpost_storage::RoleScope::Label("\u{0}".into())],
+        }
+    }
+
+    /// Who the caller is: `admin:NAME`, `console:NAME`, `node:N`, `client:ID`, `local-admin`.
+    /// Names request ids, so it never carries the role (a retry after a role change is still
+    /// the same request).
     pub(crate) fn actor(&self) -> String {
         match self {
             Caller::Local => "local-admin".into(),
@@ -62,7 +86,72 @@ impl Caller {
             Caller::Node(id) => format!("node:{id}"),
             Caller::Client { id, .. } => format!("client:{id}"),
             Caller::Anonymous => "anonymous".into(),
-            Caller::Console(user) => format!("console:{user}"),
+            Caller::Console { user, .. } => format!("console:{user}"),
+        }
+    }
+
+    /// The actor the audit records: `actor()`, and for a person the role held when asking,
+    /// with the scope when there is one (`admin:alice as admin`, `console:bob as operator of
+    /// label:line2`).
+    pub(crate) fn audit_actor(&self) -> String {
+        match self.person() {
+            Some((_, g)) if g.whole_site() => format!("{} as {}", self.actor(), g.role),
+            Some((_, g)) => format!(
+                "{} as {} of {}",
+                self.actor(),
+                g.role,
+                g.scopes
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => self.actor(),
+        }
+    }
+
+    /// A person's name and grant: an admin certificate or a console account. Root on the
+    /// local socket is not one (it is always an admin, `grant`).
+    pub fn person(&self) -> Option<(&str, &Grant)> {
+        match self {
+            Caller::Admin { name, grant, .. } => Some((name, grant)),
+            Caller::Console { user, grant } => Some((user, grant)),
+            _ => None,
+        }
+    }
+
+    /// What the caller may do as a person: the local socket is an admin; nodes, clients and
+    /// anonymous callers are none (None).
+    pub fn grant(&self) -> Option<std::borrow::Cow<'_, Grant>> {
+        match self {
+            Caller::Local => Some(std::borrow::Cow::Owned(Grant::admin())),
+            _ => self.person().map(|(_, g)| std::borrow::Cow::Borrowed(g)),
+        }
+    }
+
+    /// Whether a client of these groups and labels is within the caller's reach: a person's
+    /// scope; every client for the local socket and for nodes.
+    pub fn reaches(&self, groups: &[String], labels: &[String]) -> bool {
+        self.person().is_none_or(|(_, g)| g.reaches(groups, labels))
+    }
+
+    /// Whether the caller is a person with less than the whole site in reach.
+    pub fn scoped(&self) -> bool {
+        self.person().is_some_and(|(_, g)| !g.whole_site())
+    }
+
+    /// Refuses a person whose role is below `need` (403 naming the role and what is needed).
+    pub fn require_role(&self, need: PersonRole, what: &str) -> Result<(), ApiError> {
+        match self.person() {
+            Some((name, g)) if g.role < need => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{name} is a{} {}: {what} needs the {need} role",
+                    if g.role == PersonRole::Admin { "n" } else { "" },
+                    g.role
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

@@ -100,6 +100,7 @@ mod tests {
                 name: "ops".into(),
                 issued_at: 0,
                 not_after: 900,
+                grant: outpost_storage::Grant::admin(),
             },
             100,
         );

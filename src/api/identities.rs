@@ -17,11 +17,14 @@ pub enum Identity {
     Client(String),
 }
 
-/// The standing read for an identity: an admin's revocation time (ms), a node's role (None:
-/// never joined), or a client's certificate state (None: no such client).
+/// The standing read for an identity: an admin's revocation time (ms) and role, a node's role
+/// (None: never joined), or a client's certificate state (None: no such client).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Standing {
-    AdminRevokedAt(Option<i64>),
+    Admin {
+        revoked_at: Option<i64>,
+        grant: outpost_storage::Grant,
+    },
     Node(Option<outpost_storage::NodeRole>),
     Client(Option<Arc<ClientCertState>>),
 }
@@ -76,15 +79,48 @@ mod tests {
     fn answers_last_until_the_epoch_moves() {
         let c = IdentityCache::default();
         let alice = Identity::Admin("alice".into());
-        c.put(3, alice.clone(), Standing::AdminRevokedAt(None));
-        assert_eq!(c.get(3, &alice), Some(Standing::AdminRevokedAt(None)));
+        c.put(
+            3,
+            alice.clone(),
+            Standing::Admin {
+                revoked_at: None,
+                grant: outpost_storage::Grant::admin(),
+            },
+        );
+        assert_eq!(
+            c.get(3, &alice),
+            Some(Standing::Admin {
+                revoked_at: None,
+                grant: outpost_storage::Grant::admin()
+            })
+        );
         assert_eq!(c.get(3, &Identity::Node(2)), None);
         // The state changed: the old answer is not used, and a late answer read under the
         // old epoch is not kept over a newer one.
         assert_eq!(c.get(4, &alice), None);
-        c.put(4, alice.clone(), Standing::AdminRevokedAt(Some(9)));
-        c.put(3, alice.clone(), Standing::AdminRevokedAt(None));
-        assert_eq!(c.get(4, &alice), Some(Standing::AdminRevokedAt(Some(9))));
+        c.put(
+            4,
+            alice.clone(),
+            Standing::Admin {
+                revoked_at: Some(9),
+                grant: outpost_storage::Grant::admin(),
+            },
+        );
+        c.put(
+            3,
+            alice.clone(),
+            Standing::Admin {
+                revoked_at: None,
+                grant: outpost_storage::Grant::admin(),
+            },
+        );
+        assert_eq!(
+            c.get(4, &alice),
+            Some(Standing::Admin {
+                revoked_at: Some(9),
+                grant: outpost_storage::Grant::admin()
+            })
+        );
         for id in 0..(MAX_ENTRIES as u64 + 10) {
             c.put(
                 4,

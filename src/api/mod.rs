@@ -16,6 +16,7 @@
 //! `convert` turns storage and Raft records into them. The API knows nothing of the CLI or
 //! the agent; it is started by `crate::node`.
 
+pub mod access;
 pub mod activity;
 pub mod admins;
 pub mod audit;
@@ -40,6 +41,7 @@ pub mod pool;
 pub mod refusals;
 pub mod renewal;
 pub mod requests;
+pub mod roles;
 pub mod rollout_input;
 mod state;
 pub mod status;
@@ -56,7 +58,6 @@ use axum::Router;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 
 /// Request bodies are capped per route and per caller before they are read
 /// (`requests::body_rule`, applied by `crate::node::server` once the connection's caller is
@@ -68,89 +69,243 @@ pub const BODY_LIMIT: usize = 64 << 10;
 pub const INVENTORY_BODY_LIMIT: usize = outpost_storage::REPORT_MAX_FACTS_BYTES + (64 << 10);
 pub const BUNDLE_BODY_LIMIT: usize = 12 << 20;
 
+/// Every route of the API with its rule (`access::Need`): who may call it. The router is
+/// built from this list, so a route without a rule cannot exist.
+pub(crate) fn routes() -> access::Routes<Arc<AppState>> {
+    use access::Need;
+    use axum::http::Method;
+    let (get, post, put, delete) = (Method::GET, Method::POST, Method::PUT, Method::DELETE);
+    access::Routes::default()
+        .add(get.clone(), "/healthz", Need::Open, status::healthz)
+        .add(get.clone(), "/readyz", Need::Open, status::readyz)
+        .add(get.clone(), "/metrics", Need::READ, status::metrics)
+        .add(get.clone(), "/v1/status", Need::READ, status::status)
+        .add(get.clone(), "/v1/doctor", Need::READ, doctor::doctor)
+        .add(
+            post.clone(),
+            "/v1/tokens",
+            Need::ADMIN,
+            tokens::create_token,
+        )
+        .add(get.clone(), "/v1/tokens", Need::READ, tokens::token_list)
+        .add(
+            post.clone(),
+            "/v1/tokens/{id}/revoke",
+            Need::ADMIN,
+            tokens::token_revoke,
+        )
+        .add(
+            post.clone(),
+            "/v1/admins/{name}/revoke",
+            Need::ADMIN,
+            admins::admin_revoke,
+        )
+        .add(get.clone(), "/v1/roles", Need::READ, roles::list)
+        .add(get.clone(), "/v1/roles/{name}", Need::READ, roles::show)
+        .add(put.clone(), "/v1/roles/{name}", Need::ADMIN, roles::set)
+        .add(post.clone(), "/v1/join", Need::Open, nodes::join)
+        .add(get.clone(), "/v1/nodes", Need::READ, nodes::nodes)
+        .add(
+            delete.clone(),
+            "/v1/nodes/{id}",
+            Need::ADMIN,
+            nodes::remove_node,
+        )
+        .add(get.clone(), "/v1/config", Need::READ, config::config_list)
+        .add(put.clone(), "/v1/config", Need::OPERATE, config::config_set)
+        .add(
+            get.clone(),
+            "/v1/config/{key}",
+            Need::READ,
+            config::config_get,
+        )
+        .add(
+            delete.clone(),
+            "/v1/config/{key}",
+            Need::OPERATE,
+            config::config_delete,
+        )
+        .add(get.clone(), "/v1/audit", Need::READ, audit::audit)
+        .add(get.clone(), "/v1/audit/verify", Need::READ, audit::verify)
+        .add(
+            get.clone(),
+            "/v1/audit/checkpoint",
+            Need::READ,
+            audit::checkpoint,
+        )
+        .add(get.clone(), "/v1/audit/export", Need::READ, audit::export)
+        .add(
+            get.clone(),
+            "/v1/config-effective/{client}",
+            Need::READ,
+            config::config_effective,
+        )
+        .add(post.clone(), "/v1/enroll", Need::Open, clients::enroll)
+        .add(
+            get.clone(),
+            "/v1/agent/sync",
+            Need::Agent,
+            clients::agent_sync,
+        )
+        .add(
+            get.clone(),
+            "/v1/agent/config",
+            Need::Agent,
+            clients::agent_config,
+        )
+        .add(
+            get.clone(),
+            "/v1/agent/trust",
+            Need::Agent,
+            clients::agent_trust,
+        )
+        .add_capped(
+            put.clone(),
+            "/v1/agent/inventory",
+            Need::Agent,
+            INVENTORY_BODY_LIMIT,
+            inventory::agent_inventory,
+        )
+        .add(
+            get.clone(),
+            "/v1/inventory",
+            Need::READ,
+            inventory::inventory_query,
+        )
+        .add(
+            get.clone(),
+            "/v1/inventory/{client}",
+            Need::READ,
+            inventory::inventory_show,
+        )
+        .add(get.clone(), "/v1/clients", Need::READ, clients::list)
+        .add(get.clone(), "/v1/clients/{id}", Need::READ, clients::show)
+        .add(
+            post.clone(),
+            "/v1/clients/{id}/revoke",
+            Need::ADMIN,
+            clients::revoke,
+        )
+        .add_capped(
+            post.clone(),
+            "/v1/clients/labels",
+            Need::OPERATE,
+            rollout_input::LABELS_BODY_LIMIT,
+            clients::label,
+        )
+        .add(get.clone(), "/v1/bundles", Need::READ, bundles::list)
+        .add_capped(
+            post.clone(),
+            "/v1/bundles",
+            Need::ADMIN,
+            BUNDLE_BODY_LIMIT,
+            bundles::commit,
+        )
+        .add(
+            get.clone(),
+            "/v1/bundles/context",
+            Need::ADMIN,
+            bundles::context,
+        )
+        .add(post.clone(), "/v1/bundles/gc", Need::ADMIN, bundles::gc)
+        .add(
+            get.clone(),
+            "/v1/deployments",
+            Need::READ,
+            deployments::list,
+        )
+        .add(
+            post.clone(),
+            "/v1/deployments",
+            Need::OPERATE,
+            deployments::create,
+        )
+        .add(
+            post.clone(),
+            "/v1/deployments/plan",
+            Need::OPERATE,
+            deployments::plan_route,
+        )
+        .add(
+            get.clone(),
+            "/v1/deployments/{id}",
+            Need::READ,
+            deployments::status,
+        )
+        .add(
+            post.clone(),
+            "/v1/deployments/{id}/{step}",
+            Need::OPERATE,
+            deployments::step,
+        )
+        .add(
+            get.clone(),
+            "/v1/agent/assignments",
+            Need::Agent,
+            deployments::assignments,
+        )
+        .add(
+            get.clone(),
+            "/v1/agent/artifacts/{sha256}",
+            Need::Agent,
+            deployments::artifact,
+        )
+        .add(
+            post.clone(),
+            "/v1/agent/results",
+            Need::Agent,
+            deployments::report,
+        )
+        .add(post.clone(), "/v1/agent/renew", Need::Agent, renewal::renew)
+        .add(
+            post.clone(),
+            "/v1/agent/renew/confirm",
+            Need::Agent,
+            renewal::renew_confirm,
+        )
+        .add(post.clone(), "/v1/backup", Need::ADMIN, backup::backup)
+        .add(get.clone(), "/v1/upgrade", Need::READ, upgrade::status)
+        .add(post.clone(), "/v1/upgrade", Need::ADMIN, upgrade::start)
+        .add(
+            post.clone(),
+            "/v1/console/links",
+            Need::ADMIN,
+            console::create_link,
+        )
+        .add(get.clone(), "/v1/console/users", Need::READ, console::users)
+        .add(
+            put.clone(),
+            "/v1/console/users",
+            Need::ADMIN,
+            console::set_user,
+        )
+        .add(
+            delete,
+            "/v1/console/users/{name}",
+            Need::ADMIN,
+            console::remove_user,
+        )
+        .add(get, "/v1/console/sessions", Need::READ, console::sessions)
+        .add(
+            post,
+            "/v1/console/sessions/{id}/end",
+            Need::ADMIN,
+            console::end_session,
+        )
+}
+
+/// The rule of every route of the API, as the router holds them.
+pub fn route_rules() -> Vec<access::RouteRule> {
+    routes().into_parts().1
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     use axum::extract::DefaultBodyLimit;
-    Router::new()
-        .route("/healthz", get(status::healthz))
-        .route("/readyz", get(status::readyz))
-        .route("/metrics", get(status::metrics))
-        .route("/v1/status", get(status::status))
-        .route("/v1/doctor", get(doctor::doctor))
-        .route(
-            "/v1/tokens",
-            post(tokens::create_token).get(tokens::token_list),
-        )
-        .route("/v1/tokens/{id}/revoke", post(tokens::token_revoke))
-        .route("/v1/admins/{name}/revoke", post(admins::admin_revoke))
-        .route("/v1/join", post(nodes::join))
-        .route("/v1/nodes", get(nodes::nodes))
-        .route("/v1/nodes/{id}", delete(nodes::remove_node))
-        .route(
-            "/v1/config",
-            get(config::config_list).put(config::config_set),
-        )
-        .route(
-            "/v1/config/{key}",
-            get(config::config_get).delete(config::config_delete),
-        )
-        .route("/v1/audit", get(audit::audit))
-        .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/audit/checkpoint", get(audit::checkpoint))
-        .route("/v1/audit/export", get(audit::export))
-        .route(
-            "/v1/config-effective/{client}",
-            get(config::config_effective),
-        )
-        .route("/v1/enroll", post(clients::enroll))
-        .route("/v1/agent/sync", get(clients::agent_sync))
-        .route("/v1/agent/config", get(clients::agent_config))
-        .route("/v1/agent/trust", get(clients::agent_trust))
-        .route(
-            "/v1/agent/inventory",
-            put(inventory::agent_inventory).layer(DefaultBodyLimit::max(INVENTORY_BODY_LIMIT)),
-        )
-        .route("/v1/inventory", get(inventory::inventory_query))
-        .route("/v1/inventory/{client}", get(inventory::inventory_show))
-        .route("/v1/clients", get(clients::list))
-        .route("/v1/clients/{id}", get(clients::show))
-        .route("/v1/clients/{id}/revoke", post(clients::revoke))
-        .route(
-            "/v1/clients/labels",
-            post(clients::label).layer(DefaultBodyLimit::max(rollout_input::LABELS_BODY_LIMIT)),
-        )
-        .route(
-            "/v1/bundles",
-            get(bundles::list)
-                .post(bundles::commit)
-                .layer(DefaultBodyLimit::max(BUNDLE_BODY_LIMIT)),
-        )
-        .route("/v1/bundles/context", get(bundles::context))
-        .route(
-            "/v1/deployments",
-            get(deployments::list).post(deployments::create),
-        )
-        .route("/v1/deployments/plan", post(deployments::plan_route))
-        .route("/v1/deployments/{id}", get(deployments::status))
-        .route("/v1/deployments/{id}/{step}", post(deployments::step))
-        .route("/v1/agent/assignments", get(deployments::assignments))
-        .route("/v1/agent/artifacts/{sha256}", get(deployments::artifact))
-        .route("/v1/agent/results", post(deployments::report))
-        .route("/v1/agent/renew", post(renewal::renew))
-        .route("/v1/agent/renew/confirm", post(renewal::renew_confirm))
-        .route("/v1/bundles/gc", post(bundles::gc))
-        .route("/v1/backup", post(backup::backup))
-        .route("/v1/upgrade", get(upgrade::status).post(upgrade::start))
-        .route("/v1/console/links", post(console::create_link))
-        .route(
-            "/v1/console/users",
-            get(console::users).put(console::set_user),
-        )
-        .route("/v1/console/users/{name}", delete(console::remove_user))
-        .route("/v1/console/sessions", get(console::sessions))
-        .route("/v1/console/sessions/{id}/end", post(console::end_session))
+    let (router, rules) = routes().into_parts();
+    router
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), Arc::new(rules)),
             identity_still_valid,
         ))
         .with_state(state)
@@ -170,9 +325,10 @@ async fn standing(
     let found = st
         .read(move |r| {
             Ok(match asked {
-                identities::Identity::Admin(name) => {
-                    identities::Standing::AdminRevokedAt(r.admin_revoked_at(&name)?)
-                }
+                identities::Identity::Admin(name) => identities::Standing::Admin {
+                    revoked_at: r.admin_revoked_at(&name)?,
+                    grant: r.grant(&name)?,
+                },
                 identities::Identity::Node(id) => {
                     identities::Standing::Node(r.node(id)?.map(|n| n.role))
                 }
@@ -199,9 +355,10 @@ pub async fn refused_identity(st: &AppState, caller: &Caller) -> Option<ApiError
         Caller::Admin {
             name, issued_at, ..
         } => match standing(st, identities::Identity::Admin(name.clone())).await {
-            Ok(identities::Standing::AdminRevokedAt(Some(at)))
-                if issued_at.saturating_mul(1000) <= at =>
-            {
+            Ok(identities::Standing::Admin {
+                revoked_at: Some(at),
+                ..
+            }) if issued_at.saturating_mul(1000) <= at => {
                 forbidden(format!("the admin certificate of {name} was revoked"))
             }
             _ => None,
@@ -227,27 +384,40 @@ pub async fn refused_identity(st: &AppState, caller: &Caller) -> Option<ApiError
 /// Refuses, on every request, an admin certificate whose name was revoked after it was
 /// issued and a node certificate of a node that was removed (or never joined): an identity
 /// ends from the moment its revocation applies on this node, even on a connection opened
-/// before. Client certificates are checked by the agent routes (`authorized_client`).
+/// before. Client certificates are checked by the agent routes (`authorized_client`). Then a
+/// person (an admin certificate) gets its grant as of now (after catching up with the
+/// leader, `access::Freshness`) and the route's rule is checked, before the handler reads
+/// the body.
 async fn identity_still_valid(
-    State(st): State<Arc<AppState>>,
+    State((st, rules)): State<(Arc<AppState>, Arc<Vec<access::RouteRule>>)>,
     Extension(caller): Extension<Caller>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     st.certs_seen.note(&caller, outpost_raft::now_ms() / 1000);
+    let rule = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .and_then(|p| access::rule_of(&rules, req.method(), p.as_str()))
+        .map(|r| r.need);
     let refusal = match &caller {
         Caller::Admin {
-            name, issued_at, ..
-        } => match standing(&st, identities::Identity::Admin(name.clone())).await {
-            Ok(identities::Standing::AdminRevokedAt(Some(at)))
-                if issued_at.saturating_mul(1000) <= at =>
-            {
-                Some(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!("the admin certificate of {name} was revoked"),
-                ))
+            name,
+            issued_at,
+            not_after,
+            ..
+        } => match admin_standing(&st, name, *issued_at).await {
+            Ok(grant) => {
+                let person = Caller::Admin {
+                    name: name.clone(),
+                    issued_at: *issued_at,
+                    not_after: *not_after,
+                    grant,
+                };
+                let refused = need_refusal(&person, rule, req.method(), req.uri().path());
+                req.extensions_mut().insert(person);
+                refused
             }
-            Ok(_) => None,
             Err(e) => Some(e),
         },
         Caller::Node(id) => match standing(&st, identities::Identity::Node(*id)).await {
@@ -274,5 +444,79 @@ async fn identity_still_valid(
     {
         Some(r) => state::CLIENT_REQUEST.scope(r, next.run(req)).await,
         None => next.run(req).await,
+    }
+}
+
+/// How long a person's request waits for this node to catch up with the leader before its
+/// grant is read; past it (no leader, a partition) this node's state decides.
+const FRESH_GRANT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An admin certificate's grant as of this request: refused (403) when the name was revoked
+/// after the certificate was issued, else the name's role and scope, read after this node
+/// caught up with the leader.
+async fn admin_standing(
+    st: &AppState,
+    name: &str,
+    issued_at: i64,
+) -> Result<outpost_storage::Grant, ApiError> {
+    let revoked = |s: &identities::Standing| match s {
+        identities::Standing::Admin {
+            revoked_at: Some(at),
+            ..
+        } => issued_at.saturating_mul(1000) <= *at,
+        _ => false,
+    };
+    // A revoked certificate is refused from this node's state, before any wait.
+    let first = standing(st, identities::Identity::Admin(name.to_owned())).await?;
+    if revoked(&first) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the admin certificate of {name} was revoked"),
+        ));
+    }
+    st.fresh
+        .ensure(FRESH_GRANT_WAIT, || async {
+            let _ = st.node.linearizable_barrier(FRESH_GRANT_WAIT).await;
+        })
+        .await;
+    match standing(st, identities::Identity::Admin(name.to_owned())).await? {
+        s if revoked(&s) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the admin certificate of {name} was revoked"),
+        )),
+        identities::Standing::Admin { grant, .. } => Ok(grant),
+        _ => Ok(Caller::unresolved()),
+    }
+}
+
+/// The refusal of a route's rule for a caller, if any. Only persons are checked here: the
+/// local socket is an admin, and nodes, clients and anonymous callers get what each handler
+/// allows them. A route without a rule (none: the router adds every route with one) is
+/// refused to persons.
+pub(crate) fn need_refusal(
+    caller: &Caller,
+    need: Option<access::Need>,
+    method: &axum::http::Method,
+    path: &str,
+) -> Option<ApiError> {
+    let (name, grant) = caller.person()?;
+    let forbidden = |m: String| Some(ApiError::new(StatusCode::FORBIDDEN, m));
+    match need {
+        Some(access::Need::Open) => None,
+        Some(access::Need::Agent) => forbidden(format!(
+            "{} may not use the agent API ({method} {path} is an enrolled client's)",
+            caller.actor()
+        )),
+        Some(access::Need::Person(role)) if grant.role >= role => None,
+        Some(access::Need::Person(role)) => forbidden(format!(
+            "{name} is a{} {}: {method} {path} needs the {role} role",
+            if grant.role == outpost_storage::PersonRole::Admin {
+                "n"
+            } else {
+                ""
+            },
+            grant.role
+        )),
+        None => forbidden(format!("{method} {path} has no rule for people")),
     }
 }

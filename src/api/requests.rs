@@ -23,7 +23,7 @@ impl Class {
         match caller {
             Caller::Anonymous => Class::Anonymous,
             Caller::Client { .. } => Class::Client,
-            Caller::Local | Caller::Admin { .. } | Caller::Node(_) | Caller::Console(_) => {
+            Caller::Local | Caller::Admin { .. } | Caller::Node(_) | Caller::Console { .. } => {
                 Class::Operator
             }
         }

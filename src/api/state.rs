@@ -72,6 +72,8 @@ pub struct AppState {
     pub certs_seen: crate::api::certs_seen::CertsSeen,
     /// Admins' and peers' standing, read once per change of who may call.
     pub identities: crate::api::identities::IdentityCache,
+    /// Persons' requests catch up with the leader before their grant is read.
+    pub fresh: crate::api::access::Freshness,
     /// The node's metrics registry (`/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// This node's disk, growth, last backup and binary hash (its `wire::NodeHealth`).
@@ -130,7 +132,11 @@ impl AppState {
         let request_id = from_client.unwrap_or_else(crate::shared::request_id::fresh);
         let env = Envelope {
             at_ms: outpost_raft::now_ms(),
-            actor: caller.actor(),
+            // A session's start names its account alone: older leaders match it exactly.
+            actor: match command {
+                Command::StartConsoleSession { .. } => caller.actor(),
+                _ => caller.audit_actor(),
+            },
             command: Command::Once {
                 request_id,
                 command: Box::new(command),
@@ -422,8 +428,12 @@ mod tests {
             name: "alice".into(),
             issued_at: 0,
             not_after: 1,
+            grant: outpost_storage::Grant::admin(),
         };
-        let console = Caller::Console("alice".into());
+        let console = Caller::Console {
+            user: "alice".into(),
+            grant: outpost_storage::Grant::admin(),
+        };
         let end = || Command::EndConsoleSession { id: "s1".into() };
         // (caller, command, allowed below the floor)
         let cases: Vec<(&Caller, Command, bool)> = vec![

@@ -36,6 +36,8 @@ const SIGNIN_COOKIE: &str = "__Host-outpost-signin";
 #[derive(Debug, Clone)]
 pub struct Operator {
     pub user: String,
+    /// The account's role and scope as of this request.
+    pub grant: outpost_storage::Grant,
     pub session: String,
     /// The token every form of this session carries.
     pub csrf: String,
@@ -44,7 +46,10 @@ pub struct Operator {
 impl Operator {
     /// The caller the console's commands are committed as (`console:NAME` in the audit).
     pub fn caller(&self) -> Caller {
-        Caller::Console(self.user.clone())
+        Caller::Console {
+            user: self.user.clone(),
+            grant: self.grant.clone(),
+        }
     }
 
     /// The checks of an unsafe request: same origin, and the session's CSRF token.
@@ -105,17 +110,35 @@ impl Console {
         // A session started a moment ago through another node is found after catching up.
         // Only an account's session is one (links are made only for accounts; a session
         // named otherwise was not made by this version's proposers).
+        // The account's role is read after catching up with the leader (single-flight, see
+        // `api::access::Freshness`), so a role changed through another node is in force on
+        // the next page.
+        self.app
+            .fresh
+            .ensure(std::time::Duration::from_secs(1), || async {
+                let _ = self
+                    .app
+                    .node
+                    .linearizable_barrier(std::time::Duration::from_secs(1))
+                    .await;
+            })
+            .await;
         let i = id.clone();
         let row = self
             .app
             .read_caught_up(move |r| {
                 Ok(match r.console_session(&i)? {
-                    Some(s) if r.console_user(&s.user)?.is_some() => Some(s),
+                    Some(s) if r.console_user(&s.user)?.is_some() => {
+                        let grant = r.grant(&s.user)?;
+                        Some((s, grant))
+                    }
                     _ => None,
                 })
             })
             .await?;
-        let Some(s) = row else { return Ok(None) };
+        let Some((s, grant)) = row else {
+            return Ok(None);
+        };
         let hash = crate::shared::token::secret_sha256(&secret);
         let now = outpost_raft::now_ms();
         if !ct_eq(hash.as_bytes(), s.secret_sha256.as_bytes())
@@ -126,6 +149,7 @@ impl Console {
         self.note_seen(&s.id, now);
         Ok(Some(Operator {
             user: s.user,
+            grant,
             session: s.id,
             csrf: csrf_of(&secret),
         }))
@@ -210,7 +234,11 @@ impl Console {
         let expires_at_ms = outpost_raft::now_ms() + SESSION_MAX_MS;
         // Seen by this node before the redirect (it may have committed through the leader).
         self.commit(
-            &Caller::Console(user.to_owned()),
+            // A session's start is committed as its account alone (`AppState::commit`).
+            &Caller::Console {
+                user: user.to_owned(),
+                grant: Caller::unresolved(),
+            },
             Command::StartConsoleSession {
                 id: id.clone(),
                 user: user.to_owned(),

@@ -227,6 +227,7 @@ pub async fn start(dd: &DataDir) -> Result<Running> {
         limits: limits.clone(),
         certs_seen: Default::default(),
         identities: Default::default(),
+        fresh: Default::default(),
         metrics: metrics.clone(),
         own: own.clone(),
         site: Default::default(),

@@ -30,6 +30,7 @@
 //! - `audit`: audit records and the chain check.
 //! - `bundles`: bundle import, list and commit; the nodes' rolling upgrade.
 //! - `console`: console sign-in links, operator accounts and sessions.
+//! - `roles`: people's roles and scopes.
 //! - `health`: `outpost doctor`'s findings and what one node reports of itself to another.
 
 pub mod audit;
@@ -41,6 +42,7 @@ pub mod console;
 pub mod deployments;
 pub mod health;
 pub mod inventory;
+pub mod roles;
 pub mod tokens;
 
 pub use audit::*;
@@ -52,4 +54,5 @@ pub use console::*;
 pub use deployments::*;
 pub use health::*;
 pub use inventory::*;
+pub use roles::*;
 pub use tokens::*;

@@ -9,8 +9,8 @@ use crate::model::Envelope;
 /// request id wrapper `Once` (same encoding of the older variants), format 6 `ReformCluster`,
 /// the rolling upgrade's commands and `CreateReleaseDeployment`, format 7 `LockSignIn`, format 8 the rollout commands (`LabelClients`, `CreateRollout`,
 /// `RolloutStep`, `ReportRemoval`), format 9 the liveness wrapper `Quiet` and retention's
-/// `CompactHistory`, so older bytes decode as is.
-pub const COMMAND_FORMAT: u16 = 9;
+/// `CompactHistory`, format 10 people's roles (`SetRole`), so older bytes decode as is.
+pub const COMMAND_FORMAT: u16 = 10;
 
 /// Largest encoded payload of one Raft entry (format header + batch), in bytes. The batcher
 /// closes a batch before it would pass this, a single command larger than this never enters

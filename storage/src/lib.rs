@@ -76,12 +76,12 @@ pub use model::{
     AuditRecord, AuditVerify, BundleImport, BundleRecord, BundleType, CHECK_KEY_PREFIX,
     ChainedAuditRecord, ChannelRecord, ClientCertState, ClientProgress, ClientRecord, ClusterInfo,
     Command, ConfigEntry, ConsoleSession, ConsoleUser, DEPLOY_KEY_PREFIX, DeploymentProgress,
-    DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope, FailureLimit,
-    HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, NodeRecord, NodeRole, Outcome,
-    PayloadHolding, PayloadRecord, PhaseCounts, Plan, PlanPhase, Progress, RejectCode, Rejection,
-    Response, RollRecord, RolloutRecord, RolloutSpec, RolloutState, RolloutStatus, RolloutStep,
-    SITE_TIMEZONE_KEY, Scope, Selector, SessionProof, SignInLock, SignedBundle, TokenCheck,
-    TokenKind, TokenRecord, TrustRecord, signed_only_key,
+    DeploymentRecord, DeploymentResult, DeploymentStatus, Envelope, FailureLimit, Grant,
+    HANDLER_KEY_PREFIX, InventoryChange, InventoryRecord, MAX_ROLE_SCOPES, NodeRecord, NodeRole,
+    Outcome, PayloadHolding, PayloadRecord, PersonRole, PhaseCounts, Plan, PlanPhase, Progress,
+    RejectCode, Rejection, Response, RoleRecord, RoleScope, RollRecord, RolloutRecord, RolloutSpec,
+    RolloutState, RolloutStatus, RolloutStep, SITE_TIMEZONE_KEY, Scope, Selector, SessionProof,
+    SignInLock, SignedBundle, TokenCheck, TokenKind, TokenRecord, TrustRecord, signed_only_key,
 };
 pub use reader::metrics::SiteCounts;
 pub use reader::{ClientFilter, MAX_FAILING_SHOWN, Reader};

@@ -11,7 +11,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use crate::error::StorageError;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 10;
+pub const SCHEMA_VERSION: u32 = 11;
 
 /// Ordered migrations; each runs in its own transaction together with its user_version bump.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -316,6 +316,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         removed         INTEGER NOT NULL CHECK (removed >= 0)
     ) STRICT;
     CREATE INDEX inventory_history_at ON inventory_history (at_ms);
+    "#,
+    // v11: people's roles (issue 25). One row per person name (admin certificates and the
+    // console account of that name); a name without a row is an admin, as everyone was before.
+    // `scopes` is a JSON array of `{"Group": NAME}` / `{"Label": NAME}` terms. The audit is
+    // read by person (`audit --actor`), hence its index on actor.
+    r#"
+    CREATE TABLE roles (
+        name          TEXT PRIMARY KEY NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+        scopes        TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        updated_by    TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_actor ON audit (actor);
     "#,
 ];
 

@@ -287,6 +287,12 @@ pub(crate) fn audit_text(env: &Envelope, outcome: &Outcome) -> AuditText {
             }),
         ),
         Command::RevokeAdmin { name } => ("admin.revoke", format!("admin:{name}"), json!({})),
+        Command::SetRole { name, grant } => (
+            "role.set",
+            format!("person:{name}"),
+            json!({ "role": grant.role.as_str(),
+                    "scopes": grant.scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>() }),
+        ),
         Command::RotateClientCert {
             client_id,
             old_serial,

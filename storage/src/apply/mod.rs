@@ -38,6 +38,7 @@ mod console;
 mod deployments;
 mod nodes;
 mod requests;
+mod roles;
 mod rollouts;
 #[cfg(test)]
 mod tests;
@@ -80,7 +81,8 @@ fn changes_identities(command: &Command) -> bool {
         | Command::UpdateNode { .. }
         | Command::RemoveNode { .. }
         | Command::ReformCluster { .. }
-        | Command::RevokeAdmin { .. } => true,
+        | Command::RevokeAdmin { .. }
+        | Command::SetRole { .. } => true,
         _ => false,
     }
 }
@@ -400,6 +402,7 @@ fn execute(conn: &Connection, env: &Envelope) -> Result<Response, Fail> {
         } => clients::renew_client_cert(conn, client_id, cert_serial),
         Command::ImportSignedBundle(b) => bundles::import_signed_bundle(conn, env, b),
         Command::RevokeAdmin { name } => clients::revoke_admin(conn, env.at_ms, name),
+        Command::SetRole { name, grant } => roles::set_role(conn, env, name, grant),
         Command::RotateClientCert {
             client_id,
             old_serial,

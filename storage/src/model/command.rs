@@ -149,6 +149,7 @@ impl Command {
             Command::RenewClientCert { .. } => "RenewClientCert",
             Command::ImportSignedBundle(_) => "ImportSignedBundle",
             Command::RevokeAdmin { .. } => "RevokeAdmin",
+            Command::SetRole { .. } => "SetRole",
             Command::RotateClientCert { .. } => "RotateClientCert",
             Command::ConfirmClientCert { .. } => "ConfirmClientCert",
             Command::Once { command, .. } => command.kind(),
@@ -213,6 +214,7 @@ impl Command {
             | Command::ReportRemoval { .. } => 8,
             Command::Quiet(command) => command.format().max(9),
             Command::CompactHistory { .. } => 9,
+            Command::SetRole { .. } => 10,
             _ => 1,
         }
     }

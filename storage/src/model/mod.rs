@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 
 mod audit;
 mod command;
+mod roles;
 mod rollout;
 
 pub use audit::{
     AuditChain, AuditCheck, AuditCheckpoint, AuditMark, AuditRecord, AuditVerify,
     ChainedAuditRecord,
 };
+pub use roles::{Grant, MAX_ROLE_SCOPES, PersonRole, RoleRecord, RoleScope};
 pub use rollout::{
     APPROVAL_ABOVE_KEY, CHECK_KEY_PREFIX, ClientProgress, DEPLOY_KEY_PREFIX, FailureLimit,
     PhaseCounts, Plan, PlanPhase, Progress, RolloutRecord, RolloutSpec, RolloutState,
@@ -332,6 +334,15 @@ pub enum Command {
         audit_through_seq: u64,
         inventory_before_ms: Option<i64>,
         results_before_ms: Option<i64>,
+    },
+    // roles (format 10)
+    /// Sets the role and scope of the person `name` (their admin certificates and console
+    /// account alike; see `model/roles.rs`). Refused when the name is not an id or the grant
+    /// fails `Grant::check`. Root on a node (the local socket) is always an admin, so no
+    /// change of roles can lock a site out.
+    SetRole {
+        name: String,
+        grant: Grant,
     },
 }
 

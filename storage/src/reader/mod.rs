@@ -36,6 +36,7 @@ mod deployments;
 pub(crate) mod metrics;
 mod nodes;
 mod retention;
+mod roles;
 mod rollouts;
 mod tokens;
 mod upgrade;
