@@ -9,24 +9,14 @@
 
 mod support;
 
-use support::{exe, or_dump, serial};
+use support::{exe, local::audit_verify, or_dump, serial};
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, bail};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 
 const T: Duration = Duration::from_secs(30);
-
-fn verify(c: &LocalCluster, i: usize) -> Result<(bool, String, String)> {
-    let dir = c.nodes[i].dir.to_str().context("utf-8 path")?.to_string();
-    let out = c.run(&["audit", "verify", "--full", "--data-dir", &dir])?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_agrees_then_names_an_altered_record() {
@@ -47,7 +37,7 @@ async fn audit_verify_agrees_then_names_an_altered_record() {
         let peers = v["peers"].as_array().context("peers")?;
         assert_eq!(peers.len(), 2, "{v}");
         assert!(peers.iter().all(|p| p["agrees"] == true), "{v}");
-        let (ok, out, err) = verify(&c, 1)?;
+        let (ok, out, err) = audit_verify(&c, 1, true)?;
         assert!(ok, "{out}{err}");
         assert!(out.contains("intact"), "{out}");
 
@@ -63,10 +53,10 @@ async fn audit_verify_agrees_then_names_an_altered_record() {
         c.serve(2).await?;
         c.wait_ready(2, T).await?;
 
-        let (ok, out, err) = verify(&c, 2)?;
+        let (ok, out, err) = audit_verify(&c, 2, true)?;
         assert!(!ok, "an altered chain verified: {out}");
         assert!(err.contains("record 3 does not verify"), "{out}{err}");
-        let (ok, out, err) = verify(&c, 0)?;
+        let (ok, out, err) = audit_verify(&c, 0, true)?;
         assert!(!ok, "a member's altered chain went unnoticed: {out}");
         assert!(
             err.contains(&format!("node {victim}: record 3 does not verify")),

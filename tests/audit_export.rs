@@ -12,7 +12,7 @@
 
 mod support;
 
-use support::{exe, or_dump, serial};
+use support::{exe, local::audit_verify, or_dump, serial, text};
 
 use std::path::Path;
 use std::time::Duration;
@@ -31,32 +31,7 @@ fn verify_file(c: &LocalCluster, file: &Path, cp: Option<&str>) -> Result<(bool,
     }
     args.extend(["--data-dir", "/nonexistent/outpost"]);
     let out = c.run(&args)?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
-}
-
-/// `audit verify [--full]` on node i: (ok, stdout + stderr).
-fn verify_node(c: &LocalCluster, i: usize, full: bool) -> Result<(bool, String)> {
-    let dir = c.nodes[i].dir.to_str().context("utf-8 path")?.to_string();
-    let mut args = vec!["audit", "verify", "--data-dir", &dir];
-    if full {
-        args.push("--full");
-    }
-    let out = c.run(&args)?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
+    Ok((out.status.success(), text(&out)))
 }
 
 /// The records of node i's log (newest 500), as JSON values.
@@ -176,9 +151,12 @@ async fn export_verifies_offline_and_checks_stay_incremental() {
         let cp = c.cli(1, &["audit", "checkpoint"])?;
         assert!(cp.starts_with(&format!("3:{h3}")), "{cp}");
         assert!(c.cli(0, &["audit", "checkpoint"])?.starts_with("none"));
-        let (ok, out) = verify_node(&c, 1, true)?;
-        assert!(ok, "the chain from the checkpoint did not verify: {out}");
-        assert!(out.contains(&format!("checkpoint 3:{h3}")), "{out}");
+        let (ok, out, err) = audit_verify(&c, 1, true)?;
+        assert!(
+            ok,
+            "the chain from the checkpoint did not verify: {out}{err}"
+        );
+        assert!(out.contains(&format!("checkpoint 3:{h3}")), "{out}{err}");
         let gone = dir.path().join("gone.jsonl");
         let err = c
             .cli(
@@ -206,8 +184,8 @@ async fn export_verifies_offline_and_checks_stay_incremental() {
         // Node 3 (index 2): checked (its mark moves to the head), stopped, record 2 altered
         // on disk, started. The incremental check starts after the mark and passes; --full
         // names the record, on that node and through the others.
-        let (ok, out) = verify_node(&c, 2, false)?;
-        assert!(ok, "{out}");
+        let (ok, out, err) = audit_verify(&c, 2, false)?;
+        assert!(ok, "{out}{err}");
         assert!(c.nodes[2].dir.join("audit-verified.json").exists());
         let victim = c.status(2).await?.node_id;
         assert!(c.stop(2, Duration::from_secs(10))?, "clean stop");
@@ -218,19 +196,19 @@ async fn export_verifies_offline_and_checks_stay_incremental() {
         }
         c.serve(2).await?;
         c.wait_ready(2, T).await?;
-        let (ok, out) = verify_node(&c, 2, false)?;
-        assert!(ok, "the incremental check read before its mark: {out}");
-        assert!(out.contains("since this node's last check"), "{out}");
-        let (ok, out) = verify_node(&c, 2, true)?;
-        assert!(!ok, "--full missed an altered record: {out}");
-        assert!(out.contains("record 2 does not verify"), "{out}");
-        let (ok, out) = verify_node(&c, 0, true)?;
-        assert!(!ok, "--full through a peer missed it: {out}");
+        let (ok, out, err) = audit_verify(&c, 2, false)?;
+        assert!(ok, "the incremental check read before its mark: {out}{err}");
+        assert!(out.contains("since this node's last check"), "{out}{err}");
+        let (ok, out, err) = audit_verify(&c, 2, true)?;
+        assert!(!ok, "--full missed an altered record: {out}{err}");
+        assert!(err.contains("record 2 does not verify"), "{out}{err}");
+        let (ok, out, err) = audit_verify(&c, 0, true)?;
+        assert!(!ok, "--full through a peer missed it: {out}{err}");
         assert!(
-            out.contains(&format!("node {victim}: record 2 does not verify")),
-            "{out}"
+            err.contains(&format!("node {victim}: record 2 does not verify")),
+            "{out}{err}"
         );
-        if out.is_empty() {
+        if out.is_empty() && err.is_empty() {
             bail!("verify printed nothing");
         }
         Ok::<(), anyhow::Error>(())

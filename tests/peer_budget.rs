@@ -11,7 +11,8 @@
 mod support;
 
 use support::{
-    exe, local::ca_pem, or_dump, raise_nofile, run_ok, s, serial, tls::closed_by, tls::connect_from,
+    exe, local::admin_api, local::ca_pem, or_dump, raise_nofile, run_ok, s, serial, tls::closed_by,
+    tls::connect_from,
 };
 
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use hyper::Method;
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 use outpost::shared::client::{ApiClient, Endpoint};
-use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
+use outpost_certs::{CertAuthority, TlsIdentity, Validity};
 use outpost_raft::transport::forge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -263,23 +264,6 @@ where
         held.extend(futures::future::join_all(round).await.into_iter().flatten());
     }
     held
-}
-
-fn admin_api(c: &LocalCluster, i: usize) -> Result<ApiClient> {
-    let dir = &c.nodes[0].dir;
-    let ca_pem = ca_pem(c);
-    let ca = CertAuthority::from_pem(&ca_pem, &std::fs::read_to_string(dir.join("ca.key"))?)?;
-    let now = outpost_raft::now_ms() / 1000;
-    let (cert, key) =
-        ca.issue_with_new_key(&Role::Admin("ops".into()), &Validity::days_from(now, 1))?;
-    let id = TlsIdentity::from_pem(&cert, &key, &ca_pem)?;
-    let mut api = ApiClient::new(Endpoint::Tls {
-        addr: c.nodes[i].api_addr.clone(),
-        config: outpost_certs::client_config(&ca_pem, Some(&id), &[b"http/1.1"])?,
-        server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
-    });
-    api.set_timeout(Duration::from_secs(20));
-    Ok(api)
 }
 
 /// Writes through every node, a remote admin `status` over TLS and an agent sync all work.

@@ -15,7 +15,7 @@
 
 mod support;
 
-use support::{exe, local::keygen, local::trusting, or_dump, s, serial, writer};
+use support::{exe, local::keygen, local::trusting, or_dump, s, serial, text, writer};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -25,14 +25,6 @@ use anyhow::{Context, Result, bail};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
 
 const T: Duration = Duration::from_secs(30);
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Every global config key node `i` holds (a local read).
 fn keys(c: &LocalCluster, i: usize) -> Result<BTreeSet<String>> {

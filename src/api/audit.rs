@@ -172,8 +172,8 @@ pub(crate) struct ExportQuery {
     until_ms: Option<i64>,
 }
 
-/// Records read per page of an export.
-const EXPORT_PAGE: u32 = 2_000;
+/// Records read per page of an export (the API's stream and retention's archive).
+pub const EXPORT_PAGE: u32 = 2_000;
 
 /// `audit export`: the records `from..=last` (last: the newest, or the last no later than
 /// `until_ms`) as the export file, streamed page by page. Records already moved out by a
@@ -281,7 +281,7 @@ pub(crate) async fn export_file(
     let head = audit_file::json_line(&header).map_err(ApiError::internal)?;
     tracing::info!(first, last, "audit export");
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || stream_pages(&reader, page, last, &tx));
+    tokio::task::spawn_blocking(move || stream_pages(&reader, page, first, last, &tx));
     let body = futures::StreamExt::chain(
         futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(head))]),
         futures::stream::unfold(rx, |mut rx| async move {
@@ -295,58 +295,103 @@ pub(crate) async fn export_file(
         .map_err(ApiError::internal)
 }
 
-/// Sends the export's record lines, a page at a time, starting with `page` (already read),
-/// until `last`. Stops when the receiver is gone; ends the stream with an error when a read
-/// fails or a record is missing (moved out meanwhile), so the client sees a cut, not an end.
+/// Sends the export's record lines, a page at a time, starting with `page` (already read
+/// from `first`), until `last`. Stops when the receiver is gone; ends the stream with an
+/// error when a read fails or a record is missing (moved out meanwhile), so the client sees a
+/// cut, not an end.
 fn stream_pages(
     reader: &outpost_storage::Reader,
-    mut page: Vec<outpost_storage::ChainedAuditRecord>,
+    page: Vec<outpost_storage::ChainedAuditRecord>,
+    first: u64,
     last: u64,
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
-    let mut expected = page.first().map(|c| c.record.seq).unwrap_or(last + 1);
-    while expected <= last {
-        if page.first().map(|c| c.record.seq) != Some(expected) {
-            let _ = tx.blocking_send(Err(std::io::Error::other(format!(
-                "audit record {expected} is no longer in the live log"
-            ))));
-            return;
-        }
-        let mut out = Vec::with_capacity(page.len() * 400);
-        for c in page {
-            let r = c.record;
-            let line = audit_file::json_line(&ExportRecord {
-                seq: r.seq,
-                at_ms: r.at_ms,
-                actor: r.actor,
-                action: r.action,
-                target: r.target,
-                detail: r.detail,
-                outcome: r.outcome,
-                prev_hash: c.prev_hash,
-                hash: r.hash,
-            });
-            match line {
-                Ok(l) => out.extend_from_slice(&l),
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e)));
-                    return;
-                }
-            }
-            expected = r.seq + 1;
-        }
-        if tx.blocking_send(Ok(Bytes::from(out))).is_err() {
-            return;
-        }
-        if expected > last {
-            return;
-        }
-        page = match reader.audit_chained(expected - 1, last, EXPORT_PAGE) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                return;
-            }
-        };
+    let mut body = PageSender {
+        tx,
+        lines: Vec::new(),
+    };
+    if let Err(e) = write_records(reader, page, first, last, &mut body) {
+        // When the receiver is gone there is nobody left to tell.
+        let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
     }
+}
+
+/// The response body as `impl Write`: lines gather in memory and each flush (one a page)
+/// sends them as one chunk. A receiver that is gone is a broken pipe, which stops the walk.
+struct PageSender<'a> {
+    tx: &'a tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    lines: Vec<u8>,
+}
+
+impl std::io::Write for PageSender<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.lines.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.lines));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+/// Why the record lines of an export stopped before its last record.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteRecordsError {
+    #[error("audit record {0} is no longer in the live log")]
+    Gone(u64),
+    #[error("reading audit records after {after}: {source}")]
+    Read {
+        after: u64,
+        source: outpost_storage::StorageError,
+    },
+    #[error("encoding audit record {seq}: {source}")]
+    Encode { seq: u64, source: serde_json::Error },
+    #[error(transparent)]
+    Write(#[from] std::io::Error),
+}
+
+/// Writes the export file's record lines `first..=last` to `out`, starting with `page`
+/// (already read from `first`: the caller took the header's base hash from it) and reading
+/// the rest `EXPORT_PAGE` at a time, with a flush after each page. Every record must follow
+/// the one before: a missing one (moved out by a compaction meanwhile) stops the walk with
+/// `Gone`, so neither the stream nor the archive ends as if it were whole. Blocking: the
+/// `audit export` stream and retention's archive (`node::archive`) both call it on a
+/// blocking thread.
+pub fn write_records(
+    reader: &outpost_storage::Reader,
+    mut page: Vec<outpost_storage::ChainedAuditRecord>,
+    first: u64,
+    last: u64,
+    out: &mut impl std::io::Write,
+) -> Result<(), WriteRecordsError> {
+    let mut expected = first;
+    while expected <= last {
+        if page.is_empty() {
+            return Err(WriteRecordsError::Gone(expected));
+        }
+        for c in std::mem::take(&mut page) {
+            let seq = c.record.seq;
+            if seq != expected {
+                return Err(WriteRecordsError::Gone(expected));
+            }
+            let line = audit_file::json_line(&ExportRecord::from(c))
+                .map_err(|source| WriteRecordsError::Encode { seq, source })?;
+            out.write_all(&line)?;
+            expected = seq + 1;
+        }
+        out.flush()?;
+        if expected <= last {
+            let after = expected - 1;
+            page = reader
+                .audit_chained(after, last, EXPORT_PAGE)
+                .map_err(|source| WriteRecordsError::Read { after, source })?;
+        }
+    }
+    Ok(())
 }

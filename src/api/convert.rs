@@ -1,12 +1,33 @@
 //! Storage and Raft records into the wire types the agent and the CLI decode (`crate::wire`),
-//! and the few wire values a request carries back into storage's (a scope, a result status).
+//! and the few wire values a request carries back into storage's (a scope, a result status),
+//! and an audit record into a line of the export file (`shared::audit_file::ExportRecord`).
 //! Field by field, so that a rename in `storage/` or `raft/` fails to compile here instead of
 //! changing the JSON an older agent reads.
 
 use outpost_raft as raft;
 use outpost_storage as st;
 
+use crate::shared::audit_file::ExportRecord;
 use crate::wire;
+
+/// A record of the live log as a line of the export file (`shared::audit_file`): what
+/// `audit export` streams and what retention keeps in `D/audit-archive/`, alike.
+impl From<st::ChainedAuditRecord> for ExportRecord {
+    fn from(c: st::ChainedAuditRecord) -> Self {
+        let r = c.record;
+        ExportRecord {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            detail: r.detail,
+            outcome: r.outcome,
+            prev_hash: c.prev_hash,
+            hash: r.hash,
+        }
+    }
+}
 
 impl From<raft::NodeStatus> for wire::NodeStatus {
     fn from(s: raft::NodeStatus) -> Self {
@@ -740,5 +761,52 @@ mod tests {
             },
         };
         same::<_, wire::NodeStatus>("node status", s);
+    }
+
+    /// An export line recomputes to its record's hash from its own fields: a field copied
+    /// into the wrong place (actor for action, prev_hash for hash) breaks the offline check.
+    #[test]
+    fn an_export_record_keeps_the_chain() {
+        let prev = "ab".repeat(32);
+        let fields = st::AuditFields {
+            seq: 7,
+            at_ms: 1_700_000_000_123,
+            actor: "admin:ops",
+            action: "config.set",
+            target: "global/k",
+            detail: "v=1",
+            outcome: "ok",
+        };
+        let hash = st::audit_hash(&prev, &fields).expect("a hash from a hex prev_hash");
+        let record = st::AuditRecord {
+            seq: fields.seq,
+            at_ms: fields.at_ms,
+            actor: fields.actor.into(),
+            action: fields.action.into(),
+            target: fields.target.into(),
+            detail: fields.detail.into(),
+            outcome: fields.outcome.into(),
+            hash: hash.clone(),
+        };
+        let line = ExportRecord::from(st::ChainedAuditRecord {
+            record,
+            prev_hash: prev.clone(),
+        });
+        assert_eq!((line.seq, line.at_ms), (7, 1_700_000_000_123));
+        assert_eq!(line.prev_hash, prev);
+        assert_eq!(line.hash, hash);
+        let again = st::audit_hash(
+            &line.prev_hash,
+            &st::AuditFields {
+                seq: line.seq,
+                at_ms: line.at_ms,
+                actor: &line.actor,
+                action: &line.action,
+                target: &line.target,
+                detail: &line.detail,
+                outcome: &line.outcome,
+            },
+        );
+        assert_eq!(again.as_deref(), Some(hash.as_str()));
     }
 }

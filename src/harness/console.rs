@@ -153,3 +153,27 @@ pub async fn sign_in(c: &LocalCluster, i: usize, user: &str) -> Result<String> {
     a.cookie("__Host-outpost-session")
         .context("no session cookie after the login link")
 }
+
+/// One GET of the console's Audit page on node `i` with the session `cookie`, as an operator
+/// opens it: how long it took, from the connection to the whole page. `bench audit` and
+/// `bench years` time it this one way, so their figures compare. Err unless it answered 200.
+pub async fn time_audit_page(c: &LocalCluster, i: usize, cookie: &str) -> Result<Duration> {
+    let ca = std::fs::read_to_string(c.nodes[i].dir.join("ca.crt"))?;
+    let a = request(
+        &c.nodes[i].api_addr,
+        &ca,
+        Method::GET,
+        "/audit",
+        &[("cookie", cookie)],
+        None,
+    )
+    .await?;
+    if a.status != 200 {
+        bail!(
+            "the console's Audit page answered {}: {}",
+            a.status,
+            crate::shared::text::tail(&a.body, 300)
+        );
+    }
+    Ok(a.took)
+}

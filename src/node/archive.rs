@@ -15,13 +15,11 @@ use std::path::{Path, PathBuf};
 
 use outpost_storage::{AuditFields, Reader, audit_hash};
 
+use crate::api::audit::{EXPORT_PAGE, write_records};
 use crate::shared::audit_file::{self, ExportHeader, ExportRecord};
 
 /// The archive's directory in the data directory.
 pub const ARCHIVE_DIR: &str = "audit-archive";
-
-/// Records read from the live log per page while writing.
-const PAGE: u32 = 2_000;
 
 /// The chain rule over an export file's records (storage's hash of the canonical fields), for
 /// `shared::audit_file::check_export`: the archive's check and the CLI's offline one.
@@ -99,12 +97,9 @@ fn write(
     last: u64,
 ) -> Result<(), String> {
     let io = |e: std::io::Error| format!("writing {}: {e}", tmp.display());
-    let read = |after: u64| {
-        reader
-            .audit_chained(after, last, PAGE)
-            .map_err(|e| format!("reading audit records after {after}: {e}"))
-    };
-    let mut page = read(first - 1)?;
+    let page = reader
+        .audit_chained(first - 1, last, EXPORT_PAGE)
+        .map_err(|e| format!("reading audit records after {}: {e}", first - 1))?;
     let base_hash = match page.first() {
         Some(c) if c.record.seq == first => c.prev_hash.clone(),
         _ => return Err(format!("record {first} is not in the live log")),
@@ -128,31 +123,8 @@ fn write(
         exported_at_ms: outpost_raft::now_ms(),
     };
     out.write_all(&line(&header)?).map_err(io)?;
-    let mut expected = first;
-    while expected <= last {
-        if page.first().map(|c| c.record.seq) != Some(expected) {
-            return Err(format!("record {expected} is no longer in the live log"));
-        }
-        for c in std::mem::take(&mut page) {
-            let r = c.record;
-            expected = r.seq + 1;
-            let rec = ExportRecord {
-                seq: r.seq,
-                at_ms: r.at_ms,
-                actor: r.actor,
-                action: r.action,
-                target: r.target,
-                detail: r.detail,
-                outcome: r.outcome,
-                prev_hash: c.prev_hash,
-                hash: r.hash,
-            };
-            out.write_all(&line(&rec)?).map_err(io)?;
-        }
-        if expected <= last {
-            page = read(expected - 1)?;
-        }
-    }
+    write_records(reader, page, first, last, &mut out)
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)
 }

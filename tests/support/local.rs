@@ -1,6 +1,7 @@
 //! Loopback clusters of real `outpost` processes (`outpost::harness::localcluster`): how the
 //! tests form them (plain, or trusting bundle keys made for the test), their logs on failure,
-//! the cluster's CA and an admin identity of it, and a background writer.
+//! the cluster's CA and an admin identity of it (and an API client as that admin), `audit
+//! verify` on one node, and a background writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use outpost::harness::localcluster::{LocalCluster, LocalOptions};
+use outpost::shared::client::{ApiClient, Endpoint};
 use outpost_certs::{CertAuthority, Role, TlsIdentity, Validity};
 
 use super::{exe, s};
@@ -149,6 +151,33 @@ pub fn admin_identity(c: &LocalCluster) -> TlsIdentity {
         .issue_with_new_key(&Role::Admin("ops".into()), &Validity::days_from(now, 1))
         .expect("an admin certificate");
     TlsIdentity::from_pem(&cert, &key, &pem).expect("admin identity")
+}
+
+/// An API client of node `i` as that admin (`admin_identity`), over TLS, 20 s per call.
+pub fn admin_api(c: &LocalCluster, i: usize) -> Result<ApiClient> {
+    let id = admin_identity(c);
+    let mut api = ApiClient::new(Endpoint::Tls {
+        addr: c.nodes[i].api_addr.clone(),
+        config: outpost_certs::client_config(&ca_pem(c), Some(&id), &[b"http/1.1"])?,
+        server_name: outpost_certs::ANY_NODE_SERVER_NAME.into(),
+    });
+    api.set_timeout(Duration::from_secs(20));
+    Ok(api)
+}
+
+/// `outpost audit verify [--full]` on node `i`'s data directory: whether it passed, its
+/// stdout and its stderr.
+pub fn audit_verify(c: &LocalCluster, i: usize, full: bool) -> Result<(bool, String, String)> {
+    let mut args = vec!["audit", "verify", "--data-dir", s(&c.nodes[i].dir)];
+    if full {
+        args.push("--full");
+    }
+    let out = c.run(&args)?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 /// On failure, the tail of every node's log helps more than the assertion alone.

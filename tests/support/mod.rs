@@ -2,10 +2,11 @@
 //! and uses the part it needs (hence `dead_code` allowed here).
 //!
 //! - this file: running one test at a time (`serial`), the built binary (`exe`), polling
-//!   with a deadline (`wait_for`), running the binary (`run_ok`, `run_exe`, `ok`) or any command (`output`, `command_ok`), small
+//!   with a deadline (`wait_for`), running the binary (`run_ok`, `run_exe`, `ok`) or any command (`output`, `command_ok`, `text`), small
 //!   helpers (`s`, `now`, `sha256_hex`, file sizes, `status_of`, `raise_nofile`);
 //! - `local`: loopback clusters of `outpost::harness::localcluster` (one node, N nodes,
-//!   bundle-trust keys), their logs, a CA and an admin identity, a background writer;
+//!   bundle-trust keys), their logs, a CA and an admin identity or API client, `audit verify`
+//!   on a node, a background writer;
 //! - `agents`: fleets of real `outpost agent` processes, each in its own state directory
 //!   (enroll many, sync them, install a bundle from a file on one);
 //! - `tls`: connections from a chosen loopback source address, and waiting for their close;
@@ -140,6 +141,15 @@ pub fn command_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's stdout then its stderr, as one text to search or show.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// The stdout of `outpost WHAT` that must have succeeded (a panic with its stderr if not).

@@ -12,7 +12,7 @@ use hyper::Method;
 use serde::Serialize;
 
 use crate::harness::bench::{WriteBench, write};
-use crate::harness::console::{request, sign_in};
+use crate::harness::console::{sign_in, time_audit_page};
 use crate::harness::localcluster::{LocalCluster, LocalOptions};
 use crate::shared::client::{NO_BODY, local_client};
 use crate::shared::datadir::DataDir;
@@ -110,7 +110,6 @@ async fn measure_all(c: &LocalCluster, counts: &[u64]) -> Result<AuditBenchRepor
     // A full check of a long log in a debug build takes a while.
     api.set_timeout(Duration::from_secs(600));
     let cookie = sign_in(c, 0, "bench").await?;
-    let ca = std::fs::read_to_string(c.nodes[0].dir.join("ca.crt"))?;
     let mut rows = Vec::new();
     for &n in counts {
         let started = Instant::now();
@@ -144,20 +143,7 @@ async fn measure_all(c: &LocalCluster, counts: &[u64]) -> Result<AuditBenchRepor
         let (verify_first_ms, _) = verify(&api, false).await?;
         let (verify_ms, incremental) = verify(&api, false).await?;
         let (verify_full_ms, full) = verify(&api, true).await?;
-        let t = Instant::now();
-        let a = request(
-            &c.nodes[0].api_addr,
-            &ca,
-            Method::GET,
-            "/audit",
-            &[("cookie", &cookie)],
-            None,
-        )
-        .await?;
-        if a.status != 200 {
-            bail!("/audit answered {}: {}", a.status, a.body);
-        }
-        let page_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let page_ms = time_audit_page(c, 0, &cookie).await?.as_secs_f64() * 1000.0;
         rows.push(AuditRow {
             records,
             write_s,

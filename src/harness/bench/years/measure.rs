@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use hyper::Method;
 use serde::Serialize;
 
-use crate::harness::console::{request, sign_in};
+use crate::harness::console::{sign_in, time_audit_page};
 use crate::harness::localcluster::LocalCluster;
 use crate::shared::client::local_client;
 use crate::wire::AuditRecord;
@@ -73,20 +73,7 @@ pub async fn year(
     };
 
     let cookie = sign_in(c, 0, &format!("bench-year-{year}")).await?;
-    let ca = std::fs::read_to_string(dir.join("ca.crt"))?;
-    let page = request(
-        &c.nodes[0].api_addr,
-        &ca,
-        Method::GET,
-        "/audit",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await?;
-    if page.status != 200 {
-        bail!("the console's Audit page answered {}", page.status);
-    }
-    let page_s = page.took.as_secs_f64();
+    let page_s = time_audit_page(c, 0, &cookie).await?.as_secs_f64();
 
     let file = work.join(format!("year-{year}.obk"));
     let backup_s = backup(c, &file, pass).await?;
