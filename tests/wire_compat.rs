@@ -16,8 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Every captured version, oldest first; each holds the same file names.
-const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0"];
+/// Every captured version, oldest first; each holds the files of the routes it served
+/// (`check_all` says from which version a route has one).
+const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"];
 
 /// Fields added after a capture: (the first version whose fixtures hold it, fixture, path with
 /// array indices as `[]`, e.g. `$.bundles[].payloads[].x`). Encoding a fixture of an older
@@ -198,6 +199,10 @@ fn check_all(version: &str) {
     }
     if rank(version) >= rank("0.4.0") {
         round_trip::<Option<wire::AuditCheckpoint>>(version, "audit-checkpoint");
+    }
+    if rank(version) >= rank("0.5.0") {
+        round_trip::<Vec<wire::RoleView>>(version, "roles");
+        round_trip::<wire::RoleView>(version, "role");
     }
 }
 

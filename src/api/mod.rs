@@ -387,7 +387,7 @@ pub async fn refused_identity(st: &AppState, caller: &Caller) -> Option<ApiError
 /// before. Client certificates are checked by the agent routes (`authorized_client`). Then a
 /// person (an admin certificate) gets its grant as of now (after catching up with the
 /// leader, `access::Freshness`) and the route's rule is checked, before the handler reads
-/// the body.
+/// the body; a client certificate is refused people's routes at the same point.
 async fn identity_still_valid(
     State((st, rules)): State<(Arc<AppState>, Arc<Vec<access::RouteRule>>)>,
     Extension(caller): Extension<Caller>,
@@ -420,6 +420,7 @@ async fn identity_still_valid(
             }
             Err(e) => Some(e),
         },
+        Caller::Client { .. } => need_refusal(&caller, rule, req.method(), req.uri().path()),
         Caller::Node(id) => match standing(&st, identities::Identity::Node(*id)).await {
             Ok(identities::Standing::Node(Some(role)))
                 if role != outpost_storage::NodeRole::Removed =>
@@ -489,18 +490,29 @@ async fn admin_standing(
     }
 }
 
-/// The refusal of a route's rule for a caller, if any. Only persons are checked here: the
-/// local socket is an admin, and nodes, clients and anonymous callers get what each handler
-/// allows them. A route without a rule (none: the router adds every route with one) is
-/// refused to persons.
+/// The refusal of a route's rule for a caller, if any. Persons are checked here, and clients
+/// on people's routes: the local socket is an admin, and nodes and anonymous callers get what
+/// each handler allows them. A route without a rule (none: the router adds every route with
+/// one) is refused to persons.
 pub(crate) fn need_refusal(
     caller: &Caller,
     need: Option<access::Need>,
     method: &axum::http::Method,
     path: &str,
 ) -> Option<ApiError> {
-    let (name, grant) = caller.person()?;
     let forbidden = |m: String| Some(ApiError::new(StatusCode::FORBIDDEN, m));
+    // An enrolled client has the agent's routes and the open ones only: refused here, before
+    // a handler parses its body (a malformed body would otherwise be answered 422, not 403).
+    if let Caller::Client { .. } = caller {
+        return match need {
+            Some(access::Need::Person(_)) => forbidden(format!(
+                "{} may not use the admin API ({method} {path} is for people)",
+                caller.actor()
+            )),
+            _ => None,
+        };
+    }
+    let (name, grant) = caller.person()?;
     match need {
         Some(access::Need::Open) => None,
         Some(access::Need::Agent) => forbidden(format!(
