@@ -4,6 +4,9 @@
 //! the leader (the `ClockMs` peer ask); and `OUTPOST_METRICS=off`, which keeps the counters but
 //! observes no histogram.
 
+// The serial lock is held across awaits on purpose: one cluster at a time on this machine.
+#![allow(clippy::await_holding_lock)]
+
 mod support;
 
 use std::collections::BTreeSet;

@@ -417,7 +417,8 @@ mod tests {
         };
         let bad = |d: &str| Check::Invalid { detail: d.into() };
         // (config, checks wanted by name, timeout)
-        let cases: Vec<(Vec<(&str, &str)>, Vec<(&str, Check)>, u64)> = vec![
+        type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<(&'a str, Check)>, u64);
+        let cases: Vec<Case> = vec![
             (vec![("agent.interval", "60")], vec![], 10),
             (
                 vec![

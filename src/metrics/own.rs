@@ -336,7 +336,8 @@ mod tests {
 
     #[test]
     fn growth_needs_an_hour_and_is_per_day() {
-        let cases: [(&[(i64, u64)], Option<f64>); 6] = [
+        type Case<'a> = (&'a [(i64, u64)], Option<f64>);
+        let cases: [Case; 6] = [
             (&[], None),
             (&[(0, 100)], None),
             (&[(0, 100), (H - 1, 200)], None),
