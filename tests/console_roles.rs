@@ -437,3 +437,120 @@ async fn every_console_route_as_every_role() {
     .await;
     or_dump(&c, r);
 }
+
+/// A signed bundle (key `key`) with an artifact `tool`.
+fn tool_bundle(c: &LocalCluster, root: &std::path::Path, key: &std::path::Path) -> Result<String> {
+    let usb = root.join("usb");
+    std::fs::create_dir_all(usb.join("files"))?;
+    std::fs::write(usb.join("files/tool.sh"), "#!/bin/sh\nexit 0\n")?;
+    let spec = usb.join("spec.toml");
+    std::fs::write(
+        &spec,
+        "channel = \"site\"\nversion = 1\n\n[[payload]]\npath = \"files/tool.sh\"\nkind = \"artifact\"\nname = \"tool\"\n",
+    )?;
+    let bundle = usb.join("site-1.obundle");
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    c.run_ok(&[
+        "bundle",
+        "create",
+        "--spec",
+        &s(&spec),
+        "--key",
+        &s(key),
+        "-o",
+        &s(&bundle),
+    ])?;
+    Ok(s(&bundle))
+}
+
+/// A deployment's state by `outpost deployment status`.
+fn state_of(c: &LocalCluster, id: &str) -> Result<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&c.cli(0, &["deployment", "status", id, "--json"])?)?;
+    Ok(v["state"].as_str().context("state")?.to_string())
+}
+
+/// A deployment that reaches beyond an operator's scope: its page shows the operator only
+/// the clients in reach and no step; a step sent anyway is refused naming the client
+/// outside, and the deployment does not move. One within the scope the operator may pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_beyond_the_scope() {
+    let _g = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("release");
+    outpost_bundles::keygen(&key).expect("keygen");
+    let opts = LocalOptions {
+        init_args: vec!["--bundle-trust".into(), format!("{}.pub", key.display())],
+        ..LocalOptions::default()
+    };
+    let c = LocalCluster::start(&dir.path().join("cluster"), &exe(), 1, opts)
+        .await
+        .expect("one node");
+    let r = async {
+        let ca = std::fs::read_to_string(c.nodes[0].dir.join("ca.crt"))?;
+        let n = Node { c: &c, ca };
+        let bundle = tool_bundle(&c, dir.path(), &key)?;
+        c.cli(0, &["bundle", "import", &bundle])?;
+        let dd = DataDir::new(&c.nodes[0].dir);
+        outpost::harness::bench::agents::enroll(&dd, 3, "plant-a").await?;
+        let ids = ids_of(&c, "plant-a")?;
+        c.cli(0, &["client", "label", &ids[0], &ids[1], "--add", "line2"])?;
+        let create = |args: &[&str]| -> Result<String> {
+            let mut all = vec!["deployment", "create", "--artifact", "tool"];
+            all.extend_from_slice(args);
+            let out = c.cli(0, &all)?;
+            Ok(out
+                .split_whitespace()
+                .next()
+                .context("deployment id")?
+                .to_string())
+        };
+        let wide = create(&["--group", "plant-a"])?;
+        let narrow = create(&["--label", "line2"])?;
+        assert_eq!(state_of(&c, &wide)?, "running");
+
+        outpost::harness::console::add_account(&c, 0, "otto")?;
+        outpost::harness::console::add_account(&c, 0, "ada")?;
+        set_role(&c, "otto", "operator", &["label:line2"]).await?;
+        let otto = session(&n, "otto", PersonRole::Operator).await?;
+        let ada = session(&n, "ada", PersonRole::Admin).await?;
+
+        let page = n.get(&format!("/deployments/{wide}"), &otto.cookie).await?;
+        assert_eq!(page.status, 200, "{}", page.body);
+        for id in &ids[..2] {
+            assert!(page.body.contains(&format!("/clients/{id}\"")), "{id}");
+        }
+        assert!(!page.body.contains(ids[2].as_str()), "{}", page.body);
+        assert!(!page.body.contains("class=\"steps\""), "{}", page.body);
+        let page = n.get(&format!("/deployments/{wide}"), &ada.cookie).await?;
+        assert!(page.body.contains(ids[2].as_str()), "{}", page.body);
+        assert!(page.body.contains("class=\"steps\""), "{}", page.body);
+
+        let a = n
+            .post(&format!("/deployments/{wide}/pause"), &otto, "reason=x")
+            .await?;
+        assert_eq!(a.status, 403, "{}", a.body);
+        assert!(
+            text(&a).contains(&format!(
+                "the deployment targets 1 client outside otto's scope (label:line2): {}",
+                ids[2]
+            )),
+            "{}",
+            a.body
+        );
+        assert_eq!(state_of(&c, &wide)?, "running");
+
+        let page = n
+            .get(&format!("/deployments/{narrow}"), &otto.cookie)
+            .await?;
+        assert!(page.body.contains("class=\"steps\""), "{}", page.body);
+        let a = n
+            .post(&format!("/deployments/{narrow}/pause"), &otto, "reason=x")
+            .await?;
+        assert_eq!(a.status, 303, "{}", a.body);
+        assert_eq!(state_of(&c, &narrow)?, "paused");
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    or_dump(&c, r);
+}
