@@ -357,6 +357,28 @@ async fn every_console_route_as_every_role() {
             .await?;
         assert_eq!(a.status, 403, "{}", a.body);
         assert!(a.body.contains("1 client outside otto"), "{}", a.body);
+        // Config: the keys of clients outside the scope are neither listed nor shown.
+        for id in [&reach, outside[0]] {
+            c.cli(
+                0,
+                &["config", "set", "roles.c", "1", "--client", id.as_str()],
+            )?;
+        }
+        let a = n.get("/config", &otto.cookie).await?;
+        assert!(
+            a.body.contains(&format!("client:{reach}")) && !a.body.contains(outside[0].as_str()),
+            "{}",
+            a.body
+        );
+        let a = n.get("/config", &vic.cookie).await?;
+        assert!(a.body.contains(outside[0].as_str()), "{}", a.body);
+        let a = n
+            .get(
+                &format!("/config?scope=client:{}", outside[0]),
+                &otto.cookie,
+            )
+            .await?;
+        assert_eq!(a.status, 403, "{}", a.body);
         let a = n
             .post("/config/set", otto, "scope=global&key=roles.g&value=1")
             .await?;

@@ -406,13 +406,40 @@ pub async fn config(
         Ok(s) => (s, String::new()),
         Err(e) => (Scope::Global, e),
     };
-    let s = scope.clone();
+    let (s, grant) = (scope.clone(), op.grant.clone());
     let read = con
         .app
-        .read(move |r| Ok((r.config_scopes()?, r.config_list(Some(&s))?)))
+        .read(move |r| {
+            // A client's keys name the client: a scoped person sees those of its clients
+            // only, as the client list shows only them.
+            let mut scopes = r.config_scopes()?;
+            if !grant.whole_site() {
+                let mut kept = Vec::with_capacity(scopes.len());
+                for (sc, n) in scopes {
+                    match &sc {
+                        Scope::Client(id)
+                            if !scope::outside(r, &grant, std::iter::once(id))?.is_empty() => {}
+                        _ => kept.push((sc, n)),
+                    }
+                }
+                scopes = kept;
+            }
+            let reached = match &s {
+                Scope::Client(id) => scope::outside(r, &grant, std::iter::once(id))?.is_empty(),
+                _ => true,
+            };
+            Ok((scopes, r.config_list(Some(&s))?, reached))
+        })
         .await;
     let (scopes, entries) = match read {
-        Ok(v) => v,
+        Ok((_, _, false)) => {
+            let id = match &scope {
+                Scope::Client(id) => id.as_str(),
+                _ => "",
+            };
+            return failed(&con, Some(&op), scope::client_refused(&op, id));
+        }
+        Ok((scopes, entries, true)) => (scopes, entries),
         Err(e) => return failed(&con, Some(&op), e),
     };
     let now = outpost_raft::now_ms();
