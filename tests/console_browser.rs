@@ -434,7 +434,7 @@ async fn pages(
     b.goto(&url(c, 2, "/config")).await?;
     let text = wait_text(b, "ntp.server").await?;
     assert!(text.contains("10.0.0.1"), "{text}");
-    // Set a key through the form: committed as console:alice.
+    // Set a key through the form: committed as console:alice (an admin: no role was set).
     b.find(Locator::Css("form.setkey input[name=key]"))
         .await?
         .send_keys("console.greeting")
@@ -546,7 +546,7 @@ async fn pages(
     b.goto(&url(c, 0, "/audit")).await?;
     let text = wait_text(b, "Hash chain intact").await?;
     assert!(
-        text.contains("console:alice") && text.contains("client.revoke"),
+        text.contains("console:alice as admin") && text.contains("client.revoke"),
         "{text}"
     );
     shot(b, shots, "13-audit").await?;
@@ -594,6 +594,92 @@ async fn pages(
     b.goto(&url(c, 1, "/audit")).await?;
     let text = wait_text(b, "Sign in").await?;
     assert!(!text.contains("console:alice"), "{text}");
+    viewer(c, b, shots, deployment).await
+}
+
+/// The buttons and POST forms of the page a person could act with: every one but the
+/// sign-out form's and those of search forms (GET), and the link-buttons (Revoke…, Abort…).
+const ACTIONS: &str = "return Array.from(document.querySelectorAll('button, a.button'))\
+    .filter(e => !e.closest('form.who') && !e.hidden)\
+    .filter(e => { const f = e.closest('form'); return !f || f.method.toLowerCase() !== 'get'; })\
+    .map(e => (e.closest('form') ? e.closest('form').getAttribute('action') + ': ' : '') + e.textContent.trim());";
+
+/// A viewer (role set through the local socket) signs in: no page shows an action; a POST
+/// made by hand in the page, with the session's own valid CSRF token, is refused (403) and
+/// changes nothing.
+async fn viewer(c: &LocalCluster, b: &Client, shots: &Path, deployment: &str) -> Result<()> {
+    outpost::harness::console::add_account(c, 0, "vera")?;
+    let req = outpost::wire::RoleRequest {
+        role: "viewer".into(),
+        scopes: Vec::new(),
+    };
+    let _: outpost::wire::RoleView = outpost::shared::client::local_client(&c.nodes[0].dir)
+        .call(hyper::Method::PUT, "/v1/roles/vera", Some(&req))
+        .await?;
+    let link = c.cli(0, &["console", "login", "--as", "vera"])?;
+    let link = link
+        .trim()
+        .replacen(&c.nodes[0].api_addr, &format!("{HOST}:{}", port(c, 0)), 1);
+    b.goto(&link).await?;
+    let text = wait_text(b, "Nodes").await?;
+    assert!(text.contains("vera · viewer · whole site"), "{text}");
+    // Pages that show forms to an admin: the config (set, delete), deployments (new, the
+    // waiting one's approve and abort), sessions (end), people (set a role).
+    let pages = [
+        "/config".to_string(),
+        "/config?scope=group:lab".to_string(),
+        "/deployments".to_string(),
+        "/deployments/d-all".to_string(),
+        format!("/deployments/{deployment}"),
+        "/sessions".to_string(),
+        "/people".to_string(),
+    ];
+    for (i, page) in pages.iter().enumerate() {
+        b.goto(&url(c, 0, page)).await?;
+        wait_text(b, "vera · viewer").await?;
+        let actions = b.execute(ACTIONS, vec![]).await?;
+        assert_eq!(
+            actions,
+            serde_json::json!([]),
+            "{page} offers a viewer actions"
+        );
+        shot(
+            b,
+            shots,
+            &format!("3{i}-viewer{}", page.replace(['/', '?', ':', '='], "-")),
+        )
+        .await?;
+    }
+    // Sign-out is still offered (it acts on nothing but the session).
+    assert!(b.find(Locator::Css("form.who button")).await.is_ok());
+    let text = body(b).await?;
+    assert!(text.contains("vera") && text.contains("viewer"), "{text}");
+
+    // A form made by hand in the page with the session's valid token: refused by the rule.
+    b.execute(
+        "const f = document.createElement('form'); f.method = 'post'; f.action = '/config/set';\
+         const csrf = document.querySelector('form.who input[name=csrf]').value;\
+         for (const [k, v] of [['csrf', csrf], ['scope', 'global'], ['key', 'viewer.key'], ['value', '1']]) {\
+           const i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i); }\
+         document.body.appendChild(f); f.submit();",
+        vec![],
+    )
+    .await?;
+    let text = wait_text(b, "403 Forbidden").await?;
+    assert!(
+        text.contains("vera is a viewer: POST /config/set needs the operator role"),
+        "{text}"
+    );
+    assert_eq!(b.current_url().await?.path(), "/config/set");
+    shot(b, shots, "39-viewer-post-refused").await?;
+    let got = c.run(&[
+        "config",
+        "get",
+        "viewer.key",
+        "--data-dir",
+        &c.nodes[0].dir.to_string_lossy(),
+    ])?;
+    assert!(!got.status.success(), "the viewer's POST set a key");
     Ok(())
 }
 

@@ -313,7 +313,11 @@ async fn routes_sessions_csrf_and_pages() {
         assert_eq!(a.status, 303, "{}", a.body);
         assert!(c.cli(0, &["config", "get", "console.k"]).is_err());
         let audit = c.cli(0, &["audit", "--json", "--limit", "10"])?;
-        assert!(audit.contains("\"actor\": \"console:alice\""), "{audit}");
+        // A name without a role set is an admin (as before roles), and the audit says so.
+        assert!(
+            audit.contains("\"actor\": \"console:alice as admin\""),
+            "{audit}"
+        );
 
         // Revoke through the console.
         let list: Vec<outpost::wire::ClientRecord> =
@@ -813,8 +817,8 @@ async fn rollout_actions_csrf_preview_and_four_eyes() {
         assert!(a.body.contains("is aborted: cannot"), "{}", a.body);
         let audit = c.cli(0, &["audit", "--json", "--limit", "30"])?;
         assert!(
-            audit.contains("\"actor\": \"console:bob\"")
-                && audit.contains("\"actor\": \"console:alice\""),
+            audit.contains("\"actor\": \"console:bob as admin\"")
+                && audit.contains("\"actor\": \"console:alice as admin\""),
             "{audit}"
         );
         Ok::<(), anyhow::Error>(())

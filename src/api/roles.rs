@@ -49,21 +49,35 @@ pub(crate) async fn list(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Vec<RoleView>> {
     caller.require_admin()?;
-    let views = st
-        .read(|r| {
-            let rows = r.roles()?;
-            let accounts: std::collections::BTreeSet<String> =
-                r.console_users()?.into_iter().map(|u| u.name).collect();
-            let mut names: std::collections::BTreeSet<String> =
-                rows.iter().map(|r| r.name.clone()).collect();
-            names.extend(accounts.iter().cloned());
-            Ok(names
-                .iter()
-                .map(|n| view(n, rows.iter().find(|r| &r.name == n), accounts.contains(n)))
-                .collect::<Vec<_>>())
-        })
-        .await?;
+    let views = st.read(all_views).await?;
     Ok(Json(views))
+}
+
+/// Every name with a role, and every console account without one (an implicit admin), by
+/// name: `GET /v1/roles` and the console's People page.
+pub(crate) fn all_views(
+    r: &outpost_storage::Reader,
+) -> Result<Vec<RoleView>, outpost_storage::StorageError> {
+    let rows = r.roles()?;
+    let accounts: std::collections::BTreeSet<String> =
+        r.console_users()?.into_iter().map(|u| u.name).collect();
+    let mut names: std::collections::BTreeSet<String> =
+        rows.iter().map(|r| r.name.clone()).collect();
+    names.extend(accounts.iter().cloned());
+    Ok(names
+        .iter()
+        .map(|n| view(n, rows.iter().find(|r| &r.name == n), accounts.contains(n)))
+        .collect())
+}
+
+/// The refusal (409) of a role change while a member runs a version before roles.
+pub(crate) fn before_roles() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "roles need every member at {ROLES_VERSION} or newer: finish the rolling upgrade first (outpost upgrade status)"
+        ),
+    )
 }
 
 /// `GET /v1/roles/{name}`: the name's role (an implicit admin when none was set).
@@ -93,12 +107,7 @@ pub(crate) async fn set(
     crate::api::fields::id("person", &name)?;
     let grant = parse_request(&req)?;
     if !st.read(|r| r.members_at_least(ROLES_VERSION)).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "roles need every member at {ROLES_VERSION} or newer: finish the rolling upgrade first (outpost upgrade status)"
-            ),
-        ));
+        return Err(before_roles());
     }
     st.commit(
         &caller,

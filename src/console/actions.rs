@@ -14,9 +14,11 @@ use outpost_storage::{
 };
 use serde::Deserialize;
 
+use crate::api::ApiError;
 use crate::console::deployments;
 use crate::console::pages::parse_scope;
 use crate::console::rollout_form::{RolloutForm, terms};
+use crate::console::scope;
 use crate::console::session::{CsrfForm, failed, message};
 use crate::console::{Console, Operator};
 use crate::shared::client::urlencode;
@@ -112,6 +114,18 @@ async fn config_change(
             ),
         );
     }
+    let (name, grant, s) = (op.user.clone(), op.grant.clone(), scope.clone());
+    match con
+        .app
+        .read(move |r| scope::config_allowed(r, &name, &grant, &s))
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => {
+            return failed(con, Some(op), ApiError::new(StatusCode::FORBIDDEN, why));
+        }
+        Err(e) => return failed(con, Some(op), e),
+    }
     let back = format!("/config?scope={}", urlencode(&scope.to_string()));
     let cmd = if set {
         Command::SetConfig {
@@ -178,18 +192,34 @@ pub async fn deployment_form(
 /// and the id chosen for the preview), through the API's own command builder, so the
 /// console creates exactly what `outpost deployment create` with the same flags would.
 async fn create_deployment(con: &Console, op: &Operator, form: RolloutForm) -> Response {
-    let req = match form.request() {
-        Ok(r) => r,
-        Err(e) => return deployments::refused(con, op, &form, e).await,
+    let (req, plan_req) = match (form.request(), form.plan_request()) {
+        (Ok(r), Ok(p)) => (r, p),
+        (Err(e), _) | (_, Err(e)) => return deployments::refused(con, op, &form, e).await,
     };
     let caller = op.caller();
     let now = outpost_raft::now_ms();
+    let grant = op.grant.clone();
     let read = con
         .app
-        .read(move |r| Ok(crate::api::deployments::rollout_command(r, &req, now)))
+        .read(move |r| {
+            let built = match crate::api::deployments::rollout_command(r, &req, now) {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e)),
+            };
+            // The clients the selector reaches now must all be in the person's reach.
+            let outside = match crate::api::deployments::plan(r, &plan_req, now) {
+                Ok(plan) => deployments::plan_outside(r, &plan, &grant)?,
+                Err(e) => return Ok(Err(e)),
+            };
+            Ok(Ok((built, outside)))
+        })
         .await;
     let (id, cmd) = match read {
-        Ok(Ok(v)) => v,
+        Ok(Ok((_, outside))) if !outside.is_empty() => {
+            let e = scope::clients_refused(op, "the selector reaches", &outside);
+            return deployments::refused_as(con, op, &form, e).await;
+        }
+        Ok(Ok((v, _))) => v,
         Ok(Err(e)) => {
             return deployments::refused(con, op, &form, e.message().to_owned()).await;
         }
@@ -301,6 +331,25 @@ async fn step(
         Ok(r) => r,
         Err(e) => return failed(con, Some(op), e),
     };
+    if !op.grant.whole_site() {
+        let (i, grant, now) = (id.clone(), op.grant.clone(), outpost_raft::now_ms());
+        let read = con
+            .app
+            .read(move |r| match r.rollout_status(&i, now)? {
+                Some(st) => scope::outside(r, &grant, st.clients.iter().map(|c| &c.id)),
+                // Unknown: the commit answers that.
+                None => Ok(Vec::new()),
+            })
+            .await;
+        match read {
+            Ok(outside) if outside.is_empty() => {}
+            Ok(outside) => {
+                let e = scope::clients_refused(op, "the deployment targets", &outside);
+                return failed(con, Some(op), e);
+            }
+            Err(e) => return failed(con, Some(op), e),
+        }
+    }
     let cmd = Command::RolloutStep {
         id: id.clone(),
         step,
@@ -370,6 +419,15 @@ pub async fn labels(
             "Labels not changed",
             "Name a label to add or to remove.",
         );
+    }
+    let (ids, grant) = (vec![id.clone()], op.grant.clone());
+    match con.app.read(move |r| scope::outside(r, &grant, &ids)).await {
+        Ok(outside) if outside.is_empty() => {}
+        Ok(outside) => {
+            let e = scope::clients_refused(&op, "the request names", &outside);
+            return failed(&con, Some(&op), e);
+        }
+        Err(e) => return failed(&con, Some(&op), e),
     }
     let cmd = Command::LabelClients {
         clients: vec![id.clone()],

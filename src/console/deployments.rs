@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::console::pages::{clip, not_found, pager};
 use crate::console::rollout_form::{RolloutForm, new_id};
+use crate::console::scope;
 use crate::console::session::failed;
 use crate::console::views::*;
 use crate::console::{Console, Operator, PAGE, ago, when};
@@ -137,7 +138,7 @@ pub async fn preview(con: &Console, op: &Operator, mut form: RolloutForm) -> Res
     // The whole request is checked now (artifact, phases, soak, windows, start), as the
     // confirm will check it, so a refusal comes before the preview rather than after it.
     let now = outpost_raft::now_ms();
-    let (r2, p2) = (req.clone(), plan_req.clone());
+    let (r2, p2, grant) = (req.clone(), plan_req.clone(), op.grant.clone());
     let read = con
         .app
         .read(move |r| {
@@ -145,12 +146,22 @@ pub async fn preview(con: &Console, op: &Operator, mut form: RolloutForm) -> Res
             let known = r.deployable_kind(&r2.artifact, r2.version)?.is_some();
             let checked = crate::api::deployments::rollout_command(r, &r2, now).map(|_| ());
             let plan = checked.and_then(|()| crate::api::deployments::plan(r, &p2, now));
+            let outside = match &plan {
+                Ok(p) => plan_outside(r, p, &grant)?,
+                Err(_) => Vec::new(),
+            };
             let above = r.config_get(&Scope::Global, APPROVAL_ABOVE_KEY)?;
-            Ok((known, plan, above))
+            Ok((known, plan, above, outside))
         })
         .await;
     let (plan, above) = match read {
-        Ok((false, _, _)) => {
+        // A scoped person sees no plan that reaches beyond the scope: the create would be
+        // refused the same way.
+        Ok((_, _, _, outside)) if !outside.is_empty() => {
+            let e = scope::clients_refused(op, "the selector reaches", &outside);
+            return refused_as(con, op, &form, e).await;
+        }
+        Ok((false, _, _, _)) => {
             let what = match req.version {
                 Some(v) => format!("{} version {v}", req.artifact),
                 None => req.artifact.clone(),
@@ -158,8 +169,8 @@ pub async fn preview(con: &Console, op: &Operator, mut form: RolloutForm) -> Res
             let e = format!("artifact: no imported bundle holds {what}");
             return refused(con, op, &form, e).await;
         }
-        Ok((true, Ok(plan), above)) => (plan, above.map(|e| e.value)),
-        Ok((true, Err(e), _)) => return refused(con, op, &form, e.message().to_owned()).await,
+        Ok((true, Ok(plan), above, _)) => (plan, above.map(|e| e.value)),
+        Ok((true, Err(e), _, _)) => return refused(con, op, &form, e.message().to_owned()).await,
         Err(e) => return failed(con, Some(op), e),
     };
     let all = req
@@ -203,6 +214,31 @@ pub async fn preview(con: &Console, op: &Operator, mut form: RolloutForm) -> Res
 /// The form again, with what was typed and why it was refused.
 pub async fn refused(con: &Console, op: &Operator, form: &RolloutForm, e: String) -> Response {
     list_page(con, op, refill(form, e), StatusCode::BAD_REQUEST).await
+}
+
+/// `refused` with the status of `e` (403 for a selector beyond the person's scope).
+pub async fn refused_as(
+    con: &Console,
+    op: &Operator,
+    form: &RolloutForm,
+    e: crate::api::ApiError,
+) -> Response {
+    let status = e.clone().into_response().status();
+    list_page(con, op, refill(form, e.message().to_owned()), status).await
+}
+
+/// The clients of `plan` (every phase's and the unseen) that `grant` does not reach.
+pub fn plan_outside(
+    r: &outpost_storage::Reader,
+    plan: &crate::wire::PlanView,
+    grant: &outpost_storage::Grant,
+) -> Result<Vec<String>, outpost_storage::StorageError> {
+    let ids = plan
+        .phases
+        .iter()
+        .flat_map(|p| p.clients.iter())
+        .chain(plan.unseen.iter());
+    scope::outside(r, grant, ids)
 }
 
 /// Why a deployment will wait for a second person (the rule `CreateRollout` applies,
@@ -415,19 +451,31 @@ pub async fn deployment_page(
     error: String,
 ) -> Response {
     let now = outpost_raft::now_ms();
-    let i = id.to_owned();
+    let (i, grant) = (id.to_owned(), op.grant.clone());
     let read = con
         .app
         .read(move |r| {
-            let status = r.rollout_status(&i, now)?;
-            Ok((status, r.deployment_failures(&i, PAGE)?))
+            let Some(status) = r.rollout_status(&i, now)? else {
+                return Ok(None);
+            };
+            let failures = r.deployment_failures(&i, PAGE)?;
+            let outside = scope::outside(r, &grant, status.clients.iter().map(|c| &c.id))?;
+            Ok(Some((status, failures, outside)))
         })
         .await;
-    let (st, failures) = match read {
-        Ok((Some(s), f)) => (s, f),
-        Ok((None, _)) => return not_found(con, &format!("deployment {id}")),
+    let (mut st, mut failures, outside) = match read {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(con, &format!("deployment {id}")),
         Err(e) => return failed(con, Some(op), e),
     };
+    // A scoped person sees the deployment's counts, and the rows of its own clients only;
+    // its steps are offered when every target is in reach (the server checks again).
+    let may_step = op.grant.role >= outpost_storage::PersonRole::Operator && outside.is_empty();
+    if !outside.is_empty() {
+        let out: std::collections::HashSet<&String> = outside.iter().collect();
+        st.clients.retain(|c| !out.contains(&c.id));
+        failures.retain(|f| !out.contains(&f.client_id));
+    }
     let r = &st.rollout;
     let d = &st.deployment;
     let pr = &st.progress;
@@ -533,10 +581,10 @@ pub async fn deployment_page(
         pager: pager(&base, page, total),
         notice: notice.to_owned(),
         error,
-        can_approve: state == RolloutState::WaitingApproval,
-        can_pause: matches!(state, RolloutState::Running | RolloutState::Scheduled),
-        can_resume: matches!(state, RolloutState::Paused | RolloutState::Halted),
-        can_abort: state != RolloutState::Aborted,
+        can_approve: may_step && state == RolloutState::WaitingApproval,
+        can_pause: may_step && matches!(state, RolloutState::Running | RolloutState::Scheduled),
+        can_resume: may_step && matches!(state, RolloutState::Paused | RolloutState::Halted),
+        can_abort: may_step && state != RolloutState::Aborted,
     })
 }
 

@@ -7,10 +7,13 @@
 //! no inline script or style, no framing.
 //!
 //! Reads come from the local node's state (`AppState::read`); actions are Raft commands like
-//! any other (`AppState::commit`), audited as `console:NAME`. Without a session the console
-//! shows only the sign-in page: the routes open without one are the sign-in page and form, the
-//! one-time login link and the static assets (`session`). Here: the shared state, the router
-//! and the headers every answer gets. Beside it: `session` (cookies, CSRF, sign-in), `overview`
+//! any other (`AppState::commit`), audited as `console:NAME as ROLE`. Without a session the
+//! console shows only the sign-in page: the routes open without one are the sign-in page and
+//! form, the one-time login link and the static assets (`session`). Every other route has a
+//! role's rule (`routes`), checked before its handler reads the form; pages render only the
+//! forms the role allows, and a scope filters the clients shown and refuses changes to
+//! others (`scope`). Here: the shared state, the router and the headers every answer gets.
+//! Beside it: `session` (cookies, CSRF, sign-in, the rule's check), `people` (roles), `overview`
 //! and `pages` (what each page reads), `deployments` (the deployments' pages: list, new form
 //! and its preview, one deployment, the abort's confirmation), `rollout_form` (the new
 //! deployment form as API requests, pure), `alarms` (the overview's alarm rules, pure),
@@ -23,7 +26,9 @@ mod checkers;
 mod deployments;
 mod overview;
 mod pages;
+mod people;
 mod rollout_form;
+mod scope;
 mod session;
 mod throttle;
 mod views;
@@ -35,9 +40,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use axum::routing::{get, post};
 
 use crate::api::AppState;
+use crate::api::access::{Need, RouteRule, Routes};
 
 pub use session::Operator;
 
@@ -129,44 +134,141 @@ impl Console {
     }
 }
 
+/// Every route of the console with its rule (`api::access::Need`): pages and downloads are
+/// read by any role, the forms of a change need the role of the change (their confirmation
+/// pages too: they are the first step of it), signing in and out and the static files are
+/// open. The router is built from this list, so a route without a rule cannot exist.
+fn routes() -> Routes<Arc<Console>> {
+    use axum::http::Method;
+    let (get, post) = (Method::GET, Method::POST);
+    Routes::default()
+        .add(get.clone(), "/", Need::READ, overview::overview)
+        .add(get.clone(), "/login", Need::Open, session::signin_page)
+        .add(post.clone(), "/login", Need::Open, session::signin)
+        .add(
+            get.clone(),
+            "/login/link/{token}",
+            Need::Open,
+            session::link,
+        )
+        .add(post.clone(), "/logout", Need::Open, session::signout)
+        .add(get.clone(), "/static/{file}", Need::Open, assets::asset)
+        .add(get.clone(), "/clients", Need::READ, pages::clients)
+        .add(get.clone(), "/clients/{id}", Need::READ, pages::client)
+        .add(
+            get.clone(),
+            "/clients/{id}/revoke",
+            Need::ADMIN,
+            pages::revoke_confirm,
+        )
+        .add(
+            post.clone(),
+            "/clients/{id}/revoke",
+            Need::ADMIN,
+            actions::revoke,
+        )
+        .add(get.clone(), "/inventory", Need::READ, pages::inventory)
+        .add(get.clone(), "/config", Need::READ, pages::config)
+        .add(
+            post.clone(),
+            "/config/set",
+            Need::OPERATE,
+            actions::config_set,
+        )
+        .add(
+            post.clone(),
+            "/config/delete",
+            Need::OPERATE,
+            actions::config_delete,
+        )
+        .add(get.clone(), "/bundles", Need::READ, pages::bundles)
+        .add(
+            post.clone(),
+            "/clients/{id}/labels",
+            Need::OPERATE,
+            actions::labels,
+        )
+        .add(
+            get.clone(),
+            "/deployments",
+            Need::READ,
+            deployments::deployments,
+        )
+        .add(
+            post.clone(),
+            "/deployments",
+            Need::OPERATE,
+            actions::deployment_form,
+        )
+        .add(
+            get.clone(),
+            "/deployments/{id}",
+            Need::READ,
+            deployments::deployment,
+        )
+        .add(
+            post.clone(),
+            "/deployments/{id}/approve",
+            Need::OPERATE,
+            actions::approve,
+        )
+        .add(
+            post.clone(),
+            "/deployments/{id}/pause",
+            Need::OPERATE,
+            actions::pause,
+        )
+        .add(
+            post.clone(),
+            "/deployments/{id}/resume",
+            Need::OPERATE,
+            actions::resume,
+        )
+        .add(
+            get.clone(),
+            "/deployments/{id}/abort",
+            Need::OPERATE,
+            deployments::abort_confirm,
+        )
+        .add(
+            post.clone(),
+            "/deployments/{id}/abort",
+            Need::OPERATE,
+            actions::abort,
+        )
+        .add(get.clone(), "/audit", Need::READ, pages::audit)
+        .add(
+            get.clone(),
+            "/audit/export",
+            Need::READ,
+            pages::audit_export,
+        )
+        .add(get.clone(), "/sessions", Need::READ, pages::sessions)
+        .add(
+            post.clone(),
+            "/sessions/{id}/end",
+            Need::ADMIN,
+            actions::end_session,
+        )
+        .add(get, "/people", Need::READ, people::people)
+        .add(post, "/people/set", Need::ADMIN, people::set)
+}
+
+/// The rule of every console route, as the router holds them.
+pub fn route_rules() -> Vec<RouteRule> {
+    routes().into_parts().1
+}
+
 /// The console's routes, to be merged with the API's (`crate::node` does).
 pub fn router(con: Arc<Console>) -> Router {
     use axum::extract::DefaultBodyLimit;
-    Router::new()
-        .route("/", get(overview::overview))
-        .route("/login", get(session::signin_page).post(session::signin))
-        .route("/login/link/{token}", get(session::link))
-        .route("/logout", post(session::signout))
-        .route("/static/{file}", get(assets::asset))
-        .route("/clients", get(pages::clients))
-        .route("/clients/{id}", get(pages::client))
-        .route(
-            "/clients/{id}/revoke",
-            get(pages::revoke_confirm).post(actions::revoke),
-        )
-        .route("/inventory", get(pages::inventory))
-        .route("/config", get(pages::config))
-        .route("/config/set", post(actions::config_set))
-        .route("/config/delete", post(actions::config_delete))
-        .route("/bundles", get(pages::bundles))
-        .route("/clients/{id}/labels", post(actions::labels))
-        .route(
-            "/deployments",
-            get(deployments::deployments).post(actions::deployment_form),
-        )
-        .route("/deployments/{id}", get(deployments::deployment))
-        .route("/deployments/{id}/approve", post(actions::approve))
-        .route("/deployments/{id}/pause", post(actions::pause))
-        .route("/deployments/{id}/resume", post(actions::resume))
-        .route(
-            "/deployments/{id}/abort",
-            get(deployments::abort_confirm).post(actions::abort),
-        )
-        .route("/audit", get(pages::audit))
-        .route("/audit/export", get(pages::audit_export))
-        .route("/sessions", get(pages::sessions))
-        .route("/sessions/{id}/end", post(actions::end_session))
+    let (router, rules) = routes().into_parts();
+    router
         .layer(DefaultBodyLimit::max(crate::api::BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            (con.clone(), Arc::new(rules)),
+            session::enforce_rule,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::map_request(host_from_authority))
         .with_state(con)
@@ -282,6 +384,46 @@ fn ago(ms: i64, now: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_has_a_rule_and_every_change_needs_more_than_reading() {
+        use axum::http::Method;
+        use outpost_storage::PersonRole;
+        let rules = route_rules();
+        let open = ["/login", "/login/link/{token}", "/logout", "/static/{file}"];
+        for (i, r) in rules.iter().enumerate() {
+            assert!(
+                !rules[..i]
+                    .iter()
+                    .any(|o| o.method == r.method && o.path == r.path),
+                "{r:?} twice"
+            );
+            match r.need {
+                Need::Open => assert!(open.contains(&r.path), "{r:?} is open"),
+                Need::Agent => panic!("{r:?}: no agent route in the console"),
+                Need::Person(role) if r.method == Method::POST => {
+                    assert!(role >= PersonRole::Operator, "{r:?} changes as a viewer")
+                }
+                Need::Person(_) => assert_eq!(r.method, Method::GET, "{r:?}"),
+            }
+        }
+        for admin in ["/clients/{id}/revoke", "/sessions/{id}/end", "/people/set"] {
+            let r = rules
+                .iter()
+                .find(|r| r.method == Method::POST && r.path == admin)
+                .expect("route");
+            assert_eq!(r.need, Need::ADMIN, "{admin}");
+        }
+        assert_eq!(
+            access_of(&rules, Method::GET, "/people"),
+            Some(Need::READ),
+            "everyone sees who may do what"
+        );
+    }
+
+    fn access_of(rules: &[RouteRule], method: axum::http::Method, path: &str) -> Option<Need> {
+        crate::api::access::rule_of(rules, &method, path).map(|r| r.need)
+    }
 
     #[test]
     fn relative_times() {

@@ -270,7 +270,9 @@ mod tests {
             path: "/srv/b/x.obk".into(),
             bytes: 42,
         };
-        let cases: Vec<(BackupStatus, Vec<(&str, &str, bool)>)> = vec![
+        // (status, the lines wanted: label, the start of the value, shown as bad)
+        type Lines<'a> = Vec<(&'a str, &'a str, bool)>;
+        let cases: Vec<(BackupStatus, Lines)> = vec![
             (
                 BackupStatus::default(),
                 vec![

@@ -11,6 +11,7 @@ use axum::response::Response;
 use outpost_storage::{AuditCheck, Scope};
 use serde::Deserialize;
 
+use crate::console::scope;
 use crate::console::session::{failed, message};
 use crate::console::views::*;
 use crate::console::{Console, Operator, PAGE, ago, when};
@@ -78,9 +79,10 @@ pub async fn clients(
             .map(|d| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
     };
     let offset = (page - 1) * u64::from(PAGE);
+    let grant = op.grant.clone();
     let (rows, total) = match con
         .app
-        .read(move |r| r.clients_page(&filter, offset, PAGE))
+        .read(move |r| clients_in_reach(r, &filter, &grant, offset, PAGE))
         .await
     {
         Ok(v) => v,
@@ -103,6 +105,43 @@ pub async fn clients(
         total,
         pager: pager(&base, page, total),
     })
+}
+
+/// Clients read per batch when a scoped person's list is filtered.
+const REACH_BATCH: u32 = 1000;
+
+/// A page of the clients matching `filter` that `grant` reaches, and how many it reaches in
+/// all. The whole site is a page cut by SQL; a scope is filtered here, reading every match
+/// in batches, since the storage's filter knows nothing of labels: a scoped person's page
+/// costs a pass over the matching clients.
+fn clients_in_reach(
+    r: &outpost_storage::Reader,
+    filter: &outpost_storage::ClientFilter,
+    grant: &outpost_storage::Grant,
+    offset: u64,
+    limit: u32,
+) -> Result<(Vec<outpost_storage::ClientRecord>, u64), outpost_storage::StorageError> {
+    if grant.whole_site() {
+        return r.clients_page(filter, offset, limit);
+    }
+    let (mut rows, mut reached, mut at) = (Vec::new(), 0u64, 0u64);
+    loop {
+        let (batch, _) = r.clients_page(filter, at, REACH_BATCH)?;
+        let n = batch.len() as u64;
+        for c in batch {
+            if !grant.reaches(&c.groups, &c.labels) {
+                continue;
+            }
+            if reached >= offset && rows.len() < limit as usize {
+                rows.push(c);
+            }
+            reached += 1;
+        }
+        if n < u64::from(REACH_BATCH) {
+            return Ok((rows, reached));
+        }
+        at += n;
+    }
 }
 
 fn client_row(c: &outpost_storage::ClientRecord, now: i64) -> ClientRow {
@@ -162,6 +201,9 @@ pub async fn client(
         Ok(None) => return not_found(&con, &format!("client {id}")),
         Err(e) => return failed(&con, Some(&op), e),
     };
+    if !op.grant.reaches(&c.groups, &c.labels) {
+        return failed(&con, Some(&op), scope::client_refused(&op, &c.id));
+    }
     let now = outpost_raft::now_ms();
     let facts = match &inventory {
         Some(inv) => match inv.facts.as_object() {
@@ -262,7 +304,7 @@ pub async fn inventory(
             });
         }
     };
-    let (g, after) = (group.clone(), q.after.clone());
+    let (g, after, grant) = (group.clone(), q.after.clone(), op.grant.clone());
     let read = con
         .app
         .read(move |r| {
@@ -285,7 +327,9 @@ pub async fn inventory(
                     let Some(c) = r.client(&inv.client_id)? else {
                         continue;
                     };
-                    if !g.is_empty() && !c.groups.contains(&g) {
+                    if (!g.is_empty() && !c.groups.contains(&g))
+                        || !grant.reaches(&c.groups, &c.labels)
+                    {
                         continue;
                     }
                     rows.push((c, inv.updated_at_ms));
@@ -362,19 +406,49 @@ pub async fn config(
         Ok(s) => (s, String::new()),
         Err(e) => (Scope::Global, e),
     };
-    let s = scope.clone();
+    let (s, grant) = (scope.clone(), op.grant.clone());
     let read = con
         .app
-        .read(move |r| Ok((r.config_scopes()?, r.config_list(Some(&s))?)))
+        .read(move |r| {
+            // A client's keys name the client: a scoped person sees those of its clients
+            // only, as the client list shows only them.
+            let mut scopes = r.config_scopes()?;
+            if !grant.whole_site() {
+                let mut kept = Vec::with_capacity(scopes.len());
+                for (sc, n) in scopes {
+                    match &sc {
+                        Scope::Client(id)
+                            if !scope::outside(r, &grant, std::iter::once(id))?.is_empty() => {}
+                        _ => kept.push((sc, n)),
+                    }
+                }
+                scopes = kept;
+            }
+            let reached = match &s {
+                Scope::Client(id) => scope::outside(r, &grant, std::iter::once(id))?.is_empty(),
+                _ => true,
+            };
+            Ok((scopes, r.config_list(Some(&s))?, reached))
+        })
         .await;
     let (scopes, entries) = match read {
-        Ok(v) => v,
+        Ok((_, _, false)) => {
+            let id = match &scope {
+                Scope::Client(id) => id.as_str(),
+                _ => "",
+            };
+            return failed(&con, Some(&op), scope::client_refused(&op, id));
+        }
+        Ok((scopes, entries, true)) => (scopes, entries),
         Err(e) => return failed(&con, Some(&op), e),
     };
     let now = outpost_raft::now_ms();
     let shown = scope.to_string();
     render(&Config {
         c: Chrome::new(&con, &op, "Configuration", "config"),
+        can_change: op.grant.role >= outpost_storage::PersonRole::Operator
+            && error.is_empty()
+            && scope::config_offered(&op.grant, &scope),
         scopes: scopes
             .iter()
             .map(|(s, n)| ScopeLink {
@@ -484,6 +558,13 @@ pub async fn bundles(State(con): State<Arc<Console>>, op: Operator) -> Response 
 pub struct AuditQuery {
     /// Records before this sequence number (absent: the newest).
     before: Option<u64>,
+    /// Only this actor's records: a person's name (all their roles, certificate and
+    /// console), or a whole actor (`local-admin`, `node:3`).
+    #[serde(default)]
+    actor: String,
+    /// With `actor`: the records after this sequence number, oldest first (absent: the
+    /// newest page).
+    after: Option<u64>,
 }
 
 /// The audit log, newest first, a page at a time, with this node's chain checked now: from
@@ -494,12 +575,22 @@ pub async fn audit(
     op: Operator,
     Query(q): Query<AuditQuery>,
 ) -> Response {
+    let actor = q.actor.trim().chars().take(200).collect::<String>();
+    let (a, after) = (actor.clone(), q.after);
     let read = con
         .app
         .read(move |r| {
             let head = r.audit_head()?.map(|(seq, _)| seq).unwrap_or(0);
             let before = q.before.unwrap_or(u64::MAX).min(head + 1);
-            Ok((head, before, r.audit_before(before, PAGE)?))
+            let rows = if a.is_empty() {
+                r.audit_before(before, PAGE)?
+            } else {
+                // Oldest first from the index; shown newest first like the whole log.
+                let mut rows = r.audit_by_actor(&a, after, PAGE)?;
+                rows.reverse();
+                rows
+            };
+            Ok((head, before, rows))
         })
         .await;
     let (head, before, rows) = match read {
@@ -544,11 +635,28 @@ pub async fn audit(
     };
     let oldest = rows.last().map(|r| r.seq).unwrap_or(1);
     let newest = rows.first().map(|r| r.seq).unwrap_or(0);
-    let pager = Pager {
-        prev: (before <= head)
-            .then(|| format!("/audit?before={}", (before + u64::from(PAGE)).min(head + 1))),
-        next: (oldest > base_seq + 1).then(|| format!("/audit?before={oldest}")),
-        label: format!("records {oldest}-{newest} of {head}, newest first"),
+    let pager = if actor.is_empty() {
+        Pager {
+            prev: (before <= head)
+                .then(|| format!("/audit?before={}", (before + u64::from(PAGE)).min(head + 1))),
+            next: (oldest > base_seq + 1).then(|| format!("/audit?before={oldest}")),
+            label: format!("records {oldest}-{newest} of {head}, newest first"),
+        }
+    } else {
+        // The actor's index is read forward: "Previous" starts again from its oldest
+        // record, "Next" goes on after this page's newest.
+        let base = format!("/audit?actor={}", urlencode(&actor));
+        Pager {
+            prev: (q.after.is_some() || rows.len() == PAGE as usize)
+                .then(|| format!("{base}&after=0")),
+            next: (q.after.is_some() && rows.len() == PAGE as usize)
+                .then(|| format!("{base}&after={newest}")),
+            label: if rows.is_empty() {
+                format!("no record of {actor}")
+            } else {
+                format!("records of {actor} {oldest}-{newest}, newest first")
+            },
+        }
     };
     render(&Audit {
         c: Chrome::new(&con, &op, "Audit", "audit"),
@@ -569,6 +677,7 @@ pub async fn audit(
             })
             .collect(),
         pager,
+        actor,
     })
 }
 

@@ -80,7 +80,12 @@ impl FromRequestParts<Arc<Console>> for Operator {
         parts: &mut Parts,
         con: &Arc<Console>,
     ) -> Result<Operator, Response> {
-        match con.operator(&parts.headers).await {
+        // The rule's check (`enforce_rule`) already read the session of this request.
+        let found = match parts.extensions.get::<Resolved>() {
+            Some(Resolved(op)) => Ok(op.clone()),
+            None => con.operator(&parts.headers).await,
+        };
+        match found {
             Ok(Some(op)) => Ok(op),
             Ok(None) if parts.method == Method::GET => {
                 let next = parts
@@ -93,6 +98,53 @@ impl FromRequestParts<Arc<Console>> for Operator {
             Ok(None) => Err((StatusCode::UNAUTHORIZED, "sign in first\n").into_response()),
             Err(e) => Err(failed(con, None, e)),
         }
+    }
+}
+
+/// The session a request's rule was checked against, kept for the handler's `Operator`.
+#[derive(Clone)]
+struct Resolved(Option<Operator>);
+
+/// Checks the route's rule (`api::access::Need`) for a signed-in person before the handler
+/// reads a byte of the form: a role below the rule's is refused (403, a page naming the role
+/// and what the route needs). Open routes and requests without a session go on: the
+/// handler's `Operator` answers those with the sign-in page.
+pub async fn enforce_rule(
+    State((con, rules)): State<(Arc<Console>, Arc<Vec<crate::api::access::RouteRule>>)>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use crate::api::access::{Need, rule_of};
+    // A HEAD is answered by the GET route, under its rule.
+    let method = if req.method() == Method::HEAD {
+        Method::GET
+    } else {
+        req.method().clone()
+    };
+    let need = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .and_then(|p| rule_of(&rules, &method, p.as_str()))
+        .map(|r| r.need);
+    match need {
+        // No rule: a method the path does not have (the router answers 405).
+        None | Some(Need::Open) => next.run(req).await,
+        Some(need) => match con.operator(req.headers()).await {
+            Ok(Some(op)) => {
+                let path = req.uri().path().to_owned();
+                if let Some(e) = crate::api::need_refusal(&op.caller(), Some(need), &method, &path)
+                {
+                    return failed(&con, Some(&op), e);
+                }
+                req.extensions_mut().insert(Resolved(Some(op)));
+                next.run(req).await
+            }
+            Ok(None) => {
+                req.extensions_mut().insert(Resolved(None));
+                next.run(req).await
+            }
+            Err(e) => failed(&con, None, e),
+        },
     }
 }
 

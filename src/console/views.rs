@@ -7,6 +7,8 @@ use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
+use outpost_storage::{Grant, PersonRole};
+
 use crate::console::{Console, Operator};
 
 /// Renders a page, or answers 500 naming the template error.
@@ -30,6 +32,12 @@ pub struct Chrome {
     /// None on the sign-in page and on refusals: then nothing of the cluster is shown.
     pub user: Option<String>,
     pub csrf: String,
+    /// Who is signed in, as the header shows it: `alice · operator · label:line2`.
+    pub who: String,
+    /// The role allows changes (operator or admin): the pages render their forms.
+    pub can_operate: bool,
+    /// The role is admin: revocations, sessions, people.
+    pub can_admin: bool,
     /// Which navigation entry is this page's.
     pub nav: &'static str,
 }
@@ -43,6 +51,9 @@ impl Chrome {
             version: env!("CARGO_PKG_VERSION"),
             user: Some(op.user.clone()),
             csrf: op.csrf.clone(),
+            who: who(&op.user, &op.grant),
+            can_operate: op.grant.role >= PersonRole::Operator,
+            can_admin: op.grant.role >= PersonRole::Admin,
             nav,
         }
     }
@@ -55,6 +66,9 @@ impl Chrome {
             version: env!("CARGO_PKG_VERSION"),
             user: None,
             csrf: String::new(),
+            who: String::new(),
+            can_operate: false,
+            can_admin: false,
             nav: "",
         }
     }
@@ -70,11 +84,28 @@ impl Chrome {
             ("/deployments", "Deployments", "deployments"),
             ("/audit", "Audit", "audit"),
             ("/sessions", "Sessions", "sessions"),
+            ("/people", "People", "people"),
         ]
         .into_iter()
         .map(|(href, label, key)| (href, label, key == self.nav))
         .collect()
     }
+}
+
+/// A person as the header and the People page show them: name, role, scope (`alice ·
+/// operator · label:line2`; `bob · admin · whole site`).
+pub fn who(name: &str, grant: &Grant) -> String {
+    let scope = if grant.whole_site() {
+        "whole site".to_owned()
+    } else {
+        grant
+            .scopes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("{name} · {} · {scope}", grant.role)
 }
 
 #[derive(Template)]
@@ -264,6 +295,8 @@ pub struct Config {
     pub scope: String,
     pub rows: Vec<ConfigRow>,
     pub error: String,
+    /// The person may set and delete keys of this scope (the forms are shown).
+    pub can_change: bool,
 }
 
 pub struct PayloadRow {
@@ -490,6 +523,8 @@ pub struct Audit {
     pub base: Option<String>,
     pub rows: Vec<AuditRow>,
     pub pager: Pager,
+    /// The actor filter as typed (empty: every actor).
+    pub actor: String,
 }
 
 pub struct SessionRow {
@@ -516,4 +551,49 @@ pub struct Sessions {
     pub c: Chrome,
     pub sessions: Vec<SessionRow>,
     pub users: Vec<UserRow>,
+}
+
+pub struct PersonRow {
+    pub name: String,
+    pub role: String,
+    /// `label:line2, group:lab`, or `whole site`.
+    pub scope: String,
+    /// No role was set: an admin since before roles.
+    pub implicit: bool,
+    pub console_account: bool,
+    /// `changed 3 min ago by admin:carol as admin`, or empty.
+    pub changed: String,
+}
+
+#[derive(Template)]
+#[template(path = "people.html")]
+pub struct People {
+    pub c: Chrome,
+    pub rows: Vec<PersonRow>,
+    /// What the last change did, or empty.
+    pub notice: String,
+    /// Why the last change was refused, or empty.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_storage::RoleScope;
+
+    #[test]
+    fn the_header_names_the_person_role_and_scope() {
+        let scoped = Grant {
+            role: PersonRole::Operator,
+            scopes: vec![
+                RoleScope::Label("line2".into()),
+                RoleScope::Group("lab".into()),
+            ],
+        };
+        assert_eq!(
+            who("alice", &scoped),
+            "alice · operator · label:line2, group:lab"
+        );
+        assert_eq!(who("carol", &Grant::admin()), "carol · admin · whole site");
+    }
 }
