@@ -245,7 +245,7 @@ mod tests {
     async fn a_stuck_barrier_ends_at_the_deadline() {
         let f = Freshness::default();
         let t = std::time::Instant::now();
-        f.ensure(Duration::from_millis(100), || std::future::pending::<()>())
+        f.ensure(Duration::from_millis(100), std::future::pending::<()>)
             .await;
         assert!(t.elapsed() < Duration::from_secs(5));
         // The next request is not blocked by the one that timed out.
