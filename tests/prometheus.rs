@@ -174,13 +174,22 @@ fn http_get(port: u16, path: &str) -> Result<(u16, Vec<u8>)> {
     Ok((status, raw[split + 4..].to_vec()))
 }
 
-/// An admin certificate's files (`outpost admin issue-cert`) for Prometheus: the
+/// A viewer's certificate files (`outpost admin issue-cert --role viewer`) for Prometheus: the
 /// directory with admin.crt, admin.key and ca.crt.
 fn admin_files(c: &LocalCluster, dir: &Path) -> Result<PathBuf> {
     let out = dir.join("admin");
     c.cli(
         0,
-        &["admin", "issue-cert", "--name", "prometheus", "-o", s(&out)],
+        &[
+            "admin",
+            "issue-cert",
+            "--name",
+            "prometheus",
+            "--role",
+            "viewer",
+            "-o",
+            s(&out),
+        ],
     )?;
     Ok(out)
 }
