@@ -295,7 +295,8 @@ async fn prometheus_scrapes_every_node_over_mtls() {
         for i in 0..3 {
             c.cli(i, &["status"])?;
         }
-        let wait_query = |what: &str, promql: &str, ok: &dyn Fn(&[(Value, f64)]) -> bool| {
+        type Rows<'a> = &'a [(Value, f64)];
+        let wait_query = |what: &str, promql: &str, ok: &dyn Fn(Rows) -> bool| {
             until(&format!("{what} ({promql})"), || match prom.query(promql) {
                 Ok(rows) if ok(&rows) => Ok(rows),
                 Ok(rows) => Err(format!("{rows:?}")),

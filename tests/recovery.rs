@@ -72,7 +72,7 @@ async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
     // Bundle trust, so that a channel floor exists to keep.
-    let key = keygen(&root, "signer");
+    let key = keygen(root, "signer");
     let opts = trusting(&key);
     let mut c = LocalCluster::start(&root.join("old"), &exe(), 3, opts)
         .await

@@ -658,7 +658,8 @@ mod tests {
                 .message()
                 .to_string()
         };
-        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 11] = [
+        type Change<'a> = &'a dyn Fn(&mut DeploymentRequest);
+        let cases: [(Change, &str); 11] = [
             (
                 &|q| q.group.clear(),
                 "name a target: --group, --label, --where or --client",
