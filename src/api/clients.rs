@@ -632,3 +632,62 @@ pub async fn flush_last_seen(st: Arc<AppState>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use outpost_storage::{Grant, PersonRole, RoleScope};
+
+    use super::*;
+
+    fn person(scopes: Vec<RoleScope>) -> Caller {
+        Caller::Console {
+            user: "alice".into(),
+            grant: Grant {
+                role: PersonRole::Operator,
+                scopes,
+            },
+        }
+    }
+
+    #[test]
+    fn refusals_name_ten_clients_and_count_the_rest() {
+        let alice = person(vec![RoleScope::Label("line2".into())]);
+        let ids: Vec<String> = (1..=12).map(|i| format!("c-{i}")).collect();
+        let e = refuse_outside(&alice, "the selector reaches", &ids).expect_err("refused");
+        assert_eq!(
+            e.message(),
+            "the selector reaches 12 clients outside alice's scope (label:line2): \
+             c-1, c-2, c-3, c-4, c-5, c-6, c-7, c-8, c-9, c-10 (and 2 more)"
+        );
+        let e = refuse_outside(&alice, "the request names", &ids[..1]).expect_err("refused");
+        assert_eq!(
+            e.message(),
+            "the request names 1 client outside alice's scope (label:line2): c-1"
+        );
+        assert!(refuse_outside(&alice, "the selector reaches", &[]).is_ok());
+        assert_eq!(
+            beyond_reach(&alice, "the global config").message(),
+            "alice's scope (label:line2) does not reach the global config"
+        );
+    }
+
+    #[test]
+    fn reach_follows_the_scope_and_never_limits_the_local_socket() {
+        let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (hmi, line2, none) = (g(&["hmi"]), g(&["line2"]), g(&[]));
+        let clients: Vec<(&str, &[String], &[String])> = vec![
+            ("c-1", &none, &line2),
+            ("c-2", &hmi, &none),
+            ("c-3", &none, &none),
+        ];
+        let alice = person(vec![RoleScope::Label("line2".into())]);
+        assert_eq!(outside_reach(&alice, clients.clone()), ["c-2", "c-3"]);
+        let both = person(vec![
+            RoleScope::Label("line2".into()),
+            RoleScope::Group("hmi".into()),
+        ]);
+        assert_eq!(outside_reach(&both, clients.clone()), ["c-3"]);
+        assert!(outside_reach(&Caller::Local, clients.clone()).is_empty());
+        assert!(outside_reach(&person(vec![]), clients).is_empty());
+    }
+}
