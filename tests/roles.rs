@@ -353,6 +353,46 @@ async fn roles_limit_what_people_see_and_do() {
         let listed = c.cli(2, &["client", "list", "--json"])?;
         assert_eq!(ids(&listed)?, everyone);
 
+        // Root's deployment to every client: the operator sees only its own clients' rows,
+        // and may not step it; its own deployment it may.
+        let out = c.cli(
+            0,
+            &[
+                "deployment",
+                "create",
+                "--artifact",
+                "tool",
+                "--group",
+                "all",
+                "--id",
+                "everyone",
+            ],
+        )?;
+        assert!(out.starts_with("everyone "), "{out}");
+        settle(&c, &ALL).await?;
+        let status: Value = serde_json::from_str(&ok_as(
+            &c,
+            &otto,
+            1,
+            &["deployment", "status", "everyone", "--json"],
+        )?)?;
+        let rows: BTreeSet<String> = status["clients"]
+            .as_array()
+            .context("client rows")?
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(String::from))
+            .collect();
+        assert_eq!(rows, line2, "{status}");
+        let err = refused_as(&c, &otto, 2, &["deployment", "pause", "everyone"])?;
+        assert!(
+            err.contains(&format!(
+                "deployment everyone targets 2 clients outside otto's scope (label:line2): {}",
+                others.iter().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            "{err}"
+        );
+        ok_as(&c, &otto, 2, &["deployment", "pause", "l2"])?;
+
         // A console account is new: its role is required, and set before it.
         let pw = root.join("pw");
         std::fs::write(&pw, "a long enough password\n")?;
