@@ -174,13 +174,22 @@ fn http_get(port: u16, path: &str) -> Result<(u16, Vec<u8>)> {
     Ok((status, raw[split + 4..].to_vec()))
 }
 
-/// An admin certificate's files (`outpost admin issue-cert`) for Prometheus: the
+/// A viewer's certificate files (`outpost admin issue-cert --role viewer`) for Prometheus: the
 /// directory with admin.crt, admin.key and ca.crt.
 fn admin_files(c: &LocalCluster, dir: &Path) -> Result<PathBuf> {
     let out = dir.join("admin");
     c.cli(
         0,
-        &["admin", "issue-cert", "--name", "prometheus", "-o", s(&out)],
+        &[
+            "admin",
+            "issue-cert",
+            "--name",
+            "prometheus",
+            "--role",
+            "viewer",
+            "-o",
+            s(&out),
+        ],
     )?;
     Ok(out)
 }
@@ -286,7 +295,8 @@ async fn prometheus_scrapes_every_node_over_mtls() {
         for i in 0..3 {
             c.cli(i, &["status"])?;
         }
-        let wait_query = |what: &str, promql: &str, ok: &dyn Fn(&[(Value, f64)]) -> bool| {
+        type Rows<'a> = &'a [(Value, f64)];
+        let wait_query = |what: &str, promql: &str, ok: &dyn Fn(Rows) -> bool| {
             until(&format!("{what} ({promql})"), || match prom.query(promql) {
                 Ok(rows) if ok(&rows) => Ok(rows),
                 Ok(rows) => Err(format!("{rows:?}")),

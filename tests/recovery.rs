@@ -83,7 +83,19 @@ async fn backup_from_a_follower_under_load_restores_into_a_new_cluster() {
         assert!(out.status.success(), "{}", text(&out));
         c.cli(0, &["bundle", "import", s(&bundle)])?;
         let admin = root.join("admin");
-        c.cli(0, &["admin", "issue-cert", "--name", "ops", "-o", s(&admin)])?;
+        c.cli(
+            0,
+            &[
+                "admin",
+                "issue-cert",
+                "--name",
+                "ops",
+                "--role",
+                "admin",
+                "-o",
+                s(&admin),
+            ],
+        )?;
 
         let leader = c.leader(T).await?;
         let follower = (0..3).find(|&i| i != leader).context("a follower")?;

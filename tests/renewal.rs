@@ -96,6 +96,8 @@ async fn node_certificates_renew_and_the_cluster_keeps_committing() {
                 "issue-cert",
                 "--name",
                 "ops",
+                "--role",
+                "admin",
                 "-o",
                 &admin.to_string_lossy(),
             ],

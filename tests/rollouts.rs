@@ -792,9 +792,30 @@ async fn a_large_deployment_waits_for_a_second_admin() {
         let (alice, bob) = (site.root.join("alice"), site.root.join("bob"));
         c.cli(
             0,
-            &["admin", "issue-cert", "--name", "alice", "-o", s(&alice)],
+            &[
+                "admin",
+                "issue-cert",
+                "--name",
+                "alice",
+                "--role",
+                "operator",
+                "-o",
+                s(&alice),
+            ],
         )?;
-        c.cli(1, &["admin", "issue-cert", "--name", "bob", "-o", s(&bob)])?;
+        c.cli(
+            1,
+            &[
+                "admin",
+                "issue-cert",
+                "--name",
+                "bob",
+                "--role",
+                "operator",
+                "-o",
+                s(&bob),
+            ],
+        )?;
 
         let (ok, out, err) = as_admin(
             c,

@@ -26,6 +26,10 @@ pub(crate) struct AuditQuery {
     after: Option<u64>,
     #[serde(default = "default_limit")]
     limit: u32,
+    /// Only this actor's records: a person's name (every role they held, certificate and
+    /// console) or a whole actor (`local-admin`, `node:3`, `admin:alice`).
+    #[serde(default)]
+    actor: Option<String>,
 }
 
 fn default_limit() -> u32 {
@@ -140,10 +144,14 @@ pub(crate) async fn audit(
 ) -> ApiResult<Vec<crate::wire::AuditRecord>> {
     caller.require_admin()?;
     let limit = q.limit.min(10_000);
+    if let Some(actor) = &q.actor {
+        crate::api::fields::text("actor", actor, crate::api::fields::MAX_ID_CHARS * 2)?;
+    }
     let records = st
-        .read(move |r| match q.after {
-            Some(after) => r.audit(after, limit),
-            None => {
+        .read(move |r| match (q.actor, q.after) {
+            (Some(actor), after) => r.audit_by_actor(&actor, after, limit),
+            (None, Some(after)) => r.audit(after, limit),
+            (None, None) => {
                 let head = r.audit_head()?.map(|(seq, _)| seq).unwrap_or(0);
                 r.audit(head.saturating_sub(u64::from(limit)), limit)
             }

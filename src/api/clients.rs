@@ -318,12 +318,117 @@ fn mark_seen(st: &AppState, id: String) {
     }
 }
 
+// ---- scope: the clients a person reaches ---------------------------------------------------
+
+/// Most client ids one refusal names (the rest are counted).
+const NAMED_OUTSIDE: usize = 10;
+
+/// The person's scope as refusals say it: `alice's scope (label:line2)`.
+fn whose_scope(caller: &Caller) -> String {
+    match caller.person() {
+        Some((name, grant)) => format!("{name}'s scope ({})", grant.scope_text()),
+        None => "the caller's scope".to_owned(),
+    }
+}
+
+/// The ids of `clients` (id, groups, labels) outside the caller's reach, in their order:
+/// none for the local socket, nodes and people of the whole site.
+pub(crate) fn outside_reach<'a>(
+    caller: &Caller,
+    clients: impl IntoIterator<Item = (&'a str, &'a [String], &'a [String])>,
+) -> Vec<String> {
+    if !caller.scoped() {
+        return Vec::new();
+    }
+    clients
+        .into_iter()
+        .filter(|(_, groups, labels)| !caller.reaches(groups, labels))
+        .map(|(id, _, _)| id.to_owned())
+        .collect()
+}
+
+/// The ids of `clients` outside the caller's reach.
+pub(crate) fn records_outside_reach(caller: &Caller, clients: &[ClientRecord]) -> Vec<String> {
+    outside_reach(
+        caller,
+        clients
+            .iter()
+            .map(|c| (c.id.as_str(), c.groups.as_slice(), c.labels.as_slice())),
+    )
+}
+
+/// Ok when `outside` is empty, else 403 naming up to `NAMED_OUTSIDE` of them and the count:
+/// `{what} 7 clients outside alice's scope (label:line2): c-1, c-2, ... (and 2 more)`.
+pub(crate) fn refuse_outside(
+    caller: &Caller,
+    what: &str,
+    outside: &[String],
+) -> Result<(), ApiError> {
+    if outside.is_empty() {
+        return Ok(());
+    }
+    let n = outside.len();
+    let mut named = outside
+        .iter()
+        .take(NAMED_OUTSIDE)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if n > NAMED_OUTSIDE {
+        named.push_str(&format!(" (and {} more)", n - NAMED_OUTSIDE));
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{what} {n} client{} outside {}: {named}",
+            if n == 1 { "" } else { "s" },
+            whose_scope(caller)
+        ),
+    ))
+}
+
+/// 403: `alice's scope (label:line2) does not reach {what}` (`client c-1`, `the global
+/// config`).
+pub(crate) fn beyond_reach(caller: &Caller, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("{} does not reach {what}", whose_scope(caller)),
+    )
+}
+
+/// Ok when the caller reaches `client`, else the 403 naming it.
+pub(crate) fn check_reach(caller: &Caller, client: &ClientRecord) -> Result<(), ApiError> {
+    if caller.reaches(&client.groups, &client.labels) {
+        Ok(())
+    } else {
+        Err(beyond_reach(caller, &format!("client {}", client.id)))
+    }
+}
+
+/// Client `id` for one client's page: 404 when it does not exist, 403 when it is outside
+/// the caller's reach.
+pub(crate) async fn reached_client(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<ClientRecord, ApiError> {
+    let i = id.to_owned();
+    let client = st.read(move |r| r.client(&i)).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("client {id} does not exist"))
+    })?;
+    check_reach(caller, &client)?;
+    Ok(client)
+}
+
+/// `client list`: the clients in the caller's reach (a scope filters, never refuses).
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Vec<wire::ClientRecord>> {
     caller.require_admin()?;
-    Ok(Json(wire_list(st.read(|r| r.clients()).await?)))
+    let mut clients = st.read(|r| r.clients()).await?;
+    clients.retain(|c| caller.reaches(&c.groups, &c.labels));
+    Ok(Json(wire_list(clients)))
 }
 
 pub async fn show(
@@ -332,11 +437,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<wire::ClientRecord> {
     caller.require_admin()?;
-    let i = id.clone();
-    st.read(move |r| r.client(&i))
-        .await?
-        .map(|c| Json(c.into()))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("client {id} does not exist")))
+    Ok(Json(reached_client(&st, &caller, &id).await?.into()))
 }
 
 pub async fn revoke(
@@ -410,6 +511,34 @@ pub async fn label(
                 "give client ids or a fact, not both",
             ));
         }
+    };
+    // Named clients must all be in reach; the clients a fact matches are narrowed to those
+    // in reach, as a list is. A label removed may take a client out of reach: it was in.
+    let clients = if caller.scoped() {
+        let named = req.where_fact.is_none();
+        let wanted = clients.clone();
+        let records = st
+            .read(move |r| {
+                let mut out = Vec::with_capacity(wanted.len());
+                for id in &wanted {
+                    out.extend(r.client(id)?);
+                }
+                Ok(out)
+            })
+            .await?;
+        let outside = records_outside_reach(&caller, &records);
+        if named {
+            refuse_outside(&caller, "the request names", &outside)?;
+            clients
+        } else {
+            let outside: std::collections::HashSet<String> = outside.into_iter().collect();
+            clients
+                .into_iter()
+                .filter(|c| !outside.contains(c))
+                .collect()
+        }
+    } else {
+        clients
     };
     if clients.is_empty() {
         return Ok(Json(LabelResponse { clients }));
@@ -501,5 +630,64 @@ pub async fn flush_last_seen(st: Arc<AppState>) {
         if let Err(e) = st.commit(&Caller::Node(st.node_id), cmd).await {
             tracing::debug!(error = ?e, "last-seen flush failed; the next sync records it again");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use outpost_storage::{Grant, PersonRole, RoleScope};
+
+    use super::*;
+
+    fn person(scopes: Vec<RoleScope>) -> Caller {
+        Caller::Console {
+            user: "alice".into(),
+            grant: Grant {
+                role: PersonRole::Operator,
+                scopes,
+            },
+        }
+    }
+
+    #[test]
+    fn refusals_name_ten_clients_and_count_the_rest() {
+        let alice = person(vec![RoleScope::Label("line2".into())]);
+        let ids: Vec<String> = (1..=12).map(|i| format!("c-{i}")).collect();
+        let e = refuse_outside(&alice, "the selector reaches", &ids).expect_err("refused");
+        assert_eq!(
+            e.message(),
+            "the selector reaches 12 clients outside alice's scope (label:line2): \
+             c-1, c-2, c-3, c-4, c-5, c-6, c-7, c-8, c-9, c-10 (and 2 more)"
+        );
+        let e = refuse_outside(&alice, "the request names", &ids[..1]).expect_err("refused");
+        assert_eq!(
+            e.message(),
+            "the request names 1 client outside alice's scope (label:line2): c-1"
+        );
+        assert!(refuse_outside(&alice, "the selector reaches", &[]).is_ok());
+        assert_eq!(
+            beyond_reach(&alice, "the global config").message(),
+            "alice's scope (label:line2) does not reach the global config"
+        );
+    }
+
+    #[test]
+    fn reach_follows_the_scope_and_never_limits_the_local_socket() {
+        let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (hmi, line2, none) = (g(&["hmi"]), g(&["line2"]), g(&[]));
+        let clients: Vec<(&str, &[String], &[String])> = vec![
+            ("c-1", &none, &line2),
+            ("c-2", &hmi, &none),
+            ("c-3", &none, &none),
+        ];
+        let alice = person(vec![RoleScope::Label("line2".into())]);
+        assert_eq!(outside_reach(&alice, clients.clone()), ["c-2", "c-3"]);
+        let both = person(vec![
+            RoleScope::Label("line2".into()),
+            RoleScope::Group("hmi".into()),
+        ]);
+        assert_eq!(outside_reach(&both, clients.clone()), ["c-3"]);
+        assert!(outside_reach(&Caller::Local, clients.clone()).is_empty());
+        assert!(outside_reach(&person(vec![]), clients).is_empty());
     }
 }

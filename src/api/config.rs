@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use outpost_storage::{CHECK_KEY_PREFIX, HANDLER_KEY_PREFIX as HANDLER_PREFIX};
-use outpost_storage::{Command, Response as Done, Scope};
+use outpost_storage::{Command, Response as Done, RoleScope, Scope};
 use serde::Deserialize;
 
 use crate::api::convert::wire_list;
@@ -70,11 +70,13 @@ pub(crate) async fn config_set(
             ),
         ));
     }
+    let scope: Scope = req.scope.into();
+    within_reach(&st, &caller, &scope).await?;
     match st
         .commit(
             &caller,
             Command::SetConfig {
-                scope: req.scope.into(),
+                scope,
                 key: req.key,
                 value: req.value,
             },
@@ -111,6 +113,29 @@ pub(crate) async fn config_get(
     }
 }
 
+/// Whether the caller may change config at `scope`: a person with a scope changes the config
+/// of a group that is a term of it and of clients in reach; the global config needs the whole
+/// site (it reaches every client).
+async fn within_reach(st: &AppState, caller: &Caller, scope: &Scope) -> Result<(), ApiError> {
+    let Some((_, grant)) = caller.person().filter(|_| caller.scoped()) else {
+        return Ok(());
+    };
+    use crate::api::clients::beyond_reach;
+    match scope {
+        Scope::Global => Err(beyond_reach(caller, "the global config")),
+        Scope::Group(g) if grant.scopes.contains(&RoleScope::Group(g.clone())) => Ok(()),
+        Scope::Group(g) => Err(beyond_reach(caller, &format!("group {g}"))),
+        Scope::Client(c) => {
+            let id = c.clone();
+            // A client unknown here is not shown to be in reach either.
+            match st.read(move |r| r.client(&id)).await? {
+                Some(client) if caller.reaches(&client.groups, &client.labels) => Ok(()),
+                _ => Err(beyond_reach(caller, &format!("client {c}"))),
+            }
+        }
+    }
+}
+
 fn scope_text(scope: &Scope) -> String {
     match scope {
         Scope::Global => "global scope".into(),
@@ -139,6 +164,7 @@ pub(crate) async fn config_delete(
             format!("{key} is a site policy: only a config payload of a signed bundle changes it"),
         ));
     }
+    within_reach(&st, &caller, &scope).await?;
     st.commit(
         &caller,
         Command::DeleteConfig {
@@ -177,13 +203,7 @@ pub(crate) async fn config_effective(
     Path(client): Path<String>,
 ) -> ApiResult<std::collections::BTreeMap<String, String>> {
     caller.require_admin()?;
-    let c = client.clone();
-    let record = st.read(move |r| r.client(&c)).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("client {client} does not exist"),
-        )
-    })?;
+    let record = crate::api::clients::reached_client(&st, &caller, &client).await?;
     Ok(Json(
         st.read(move |r| r.config_effective(&record.id, &record.groups))
             .await?,

@@ -23,7 +23,7 @@ use outpost_storage::{
     APPROVAL_ABOVE_KEY, Command, FailureLimit, Reader, RolloutSpec, RolloutStep, Scope, Selector,
 };
 
-use crate::api::clients::{authorized_client, authorized_read};
+use crate::api::clients::{authorized_client, authorized_read, refuse_outside};
 use crate::api::convert::{status_view, wire_list};
 use crate::api::{ApiError, ApiResult, AppState, Caller, fields, rollout_input};
 use crate::shared::text::{shown, tail};
@@ -183,6 +183,63 @@ pub(crate) fn plan(r: &Reader, req: &PlanRequest, now_ms: i64) -> Result<PlanVie
     Ok(plan.into())
 }
 
+// ---- scope ---------------------------------------------------------------------------------
+
+/// What a create command will target: its selector, or the group of the older commands.
+pub(crate) fn command_selector(command: &Command) -> Option<Selector> {
+    match command {
+        Command::CreateRollout(spec) => Some(spec.selector.clone()),
+        Command::CreateDeployment { group, .. }
+        | Command::CreateReleaseDeployment { group, .. } => Some(Selector {
+            groups: vec![group.clone()],
+            ..Selector::default()
+        }),
+        _ => None,
+    }
+}
+
+/// Refuses (403, naming them) when `selector` targets any client now outside the caller's
+/// reach: a scoped person deploys only where every target is in reach.
+pub(crate) fn check_selector_reach(
+    r: &Reader,
+    caller: &Caller,
+    selector: &Selector,
+) -> Result<(), ApiError> {
+    let Some((_, grant)) = caller.person().filter(|_| caller.scoped()) else {
+        return Ok(());
+    };
+    let outside = r
+        .targets_outside(selector, grant)
+        .map_err(ApiError::internal)?;
+    refuse_outside(caller, "the selector reaches", &outside)
+}
+
+/// Refuses (403, naming them) a step of deployment `id` when any of its clients (those its
+/// selector targets now, and those that reported a result) is outside the caller's reach.
+/// An unknown deployment passes: the step itself says it does not exist.
+fn check_deployment_reach(r: &Reader, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let Some((_, grant)) = caller.person().filter(|_| caller.scoped()) else {
+        return Ok(());
+    };
+    let Some(rollout) = r.rollout(id).map_err(ApiError::internal)? else {
+        return Ok(());
+    };
+    let mut outside = r
+        .targets_outside(&rollout.selector, grant)
+        .map_err(ApiError::internal)?;
+    for result in r.deployment_results(id).map_err(ApiError::internal)? {
+        if outside.contains(&result.client_id) {
+            continue;
+        }
+        if let Some(c) = r.client(&result.client_id).map_err(ApiError::internal)?
+            && !grant.reaches(&c.groups, &c.labels)
+        {
+            outside.push(c.id);
+        }
+    }
+    refuse_outside(caller, &format!("deployment {id} targets"), &outside)
+}
+
 // ---- admin routes -------------------------------------------------------------------------
 
 pub async fn create(
@@ -192,8 +249,16 @@ pub async fn create(
 ) -> ApiResult<CreatedDeployment> {
     caller.require_admin()?;
     let now = outpost_raft::now_ms();
+    let who = caller.clone();
     let (id, command) = st
-        .read(move |r| Ok(rollout_command(r, &req, now)))
+        .read(move |r| {
+            Ok(rollout_command(r, &req, now).and_then(|(id, command)| {
+                if let Some(selector) = command_selector(&command) {
+                    check_selector_reach(r, &who, &selector)?;
+                }
+                Ok((id, command))
+            }))
+        })
         .await??;
     st.commit(&caller, command).await?;
     st.node
@@ -222,7 +287,14 @@ pub async fn plan_route(
 ) -> ApiResult<PlanView> {
     caller.require_admin()?;
     let now = outpost_raft::now_ms();
-    Ok(Json(st.read(move |r| Ok(plan(r, &req, now))).await??))
+    Ok(Json(
+        st.read(move |r| {
+            Ok(selector(&req.selector, &req.group)
+                .and_then(|s| check_selector_reach(r, &caller, &s))
+                .and_then(|()| plan(r, &req, now)))
+        })
+        .await??,
+    ))
 }
 
 /// `POST /v1/deployments/{id}/{approve|pause|resume|abort}`: one transition, proposed as
@@ -250,6 +322,9 @@ pub async fn step(
         }
     };
     let reason = rollout_input::reason(&req.reason)?;
+    let (who, i) = (caller.clone(), id.clone());
+    st.read(move |r| Ok(check_deployment_reach(r, &who, &i)))
+        .await??;
     st.commit(
         &caller,
         Command::RolloutStep {
@@ -290,12 +365,24 @@ pub async fn status(
     let (status, results) = st
         .read(move |r| Ok((r.rollout_status(&i, now)?, r.deployment_results(&i)?)))
         .await?;
-    let Some(status) = status else {
+    let Some(mut status) = status else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("deployment {id} does not exist"),
         ));
     };
+    let mut results = results;
+    if caller.scoped() {
+        // The per-client rows are a list of clients: a scope narrows them.
+        let clients = st.read(|r| r.clients()).await?;
+        let reached: std::collections::HashSet<&str> = clients
+            .iter()
+            .filter(|c| caller.reaches(&c.groups, &c.labels))
+            .map(|c| c.id.as_str())
+            .collect();
+        status.clients.retain(|c| reached.contains(c.id.as_str()));
+        results.retain(|r| reached.contains(r.client_id.as_str()));
+    }
     Ok(Json(status_view(status, results)))
 }
 
@@ -571,7 +658,8 @@ mod tests {
                 .message()
                 .to_string()
         };
-        let cases: [(&dyn Fn(&mut DeploymentRequest), &str); 11] = [
+        type Change<'a> = &'a dyn Fn(&mut DeploymentRequest);
+        let cases: [(Change, &str); 11] = [
             (
                 &|q| q.group.clear(),
                 "name a target: --group, --label, --where or --client",

@@ -73,7 +73,8 @@ pub struct InventoryQuery {
     pub group: Option<String>,
 }
 
-/// Clients whose latest facts match `fact` (and that are in `group`, when given).
+/// Clients whose latest facts match `fact` (and that are in `group`, when given), of those
+/// in the caller's reach.
 pub async fn inventory_query(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -101,7 +102,9 @@ pub async fn inventory_query(
         let Some(c) = by_id.get(inv.client_id.as_str()) else {
             continue;
         };
-        if q.group.as_ref().is_some_and(|g| !c.groups.contains(g)) {
+        if q.group.as_ref().is_some_and(|g| !c.groups.contains(g))
+            || !caller.reaches(&c.groups, &c.labels)
+        {
             continue;
         }
         if let Some((path, want)) = &fact
@@ -125,6 +128,7 @@ pub async fn inventory_show(
     Path(id): Path<String>,
 ) -> ApiResult<InventoryView> {
     caller.require_admin()?;
+    crate::api::clients::reached_client(&st, &caller, &id).await?;
     let i = id.clone();
     let (inv, history) = st
         .read(move |r| Ok((r.inventory(&i)?, r.inventory_history(&i, 50)?)))

@@ -17,8 +17,20 @@ use hyper::Method;
 use super::{DataDirArg, Remote, api, format_ms};
 use crate::shared::client::NO_BODY;
 
-pub(super) async fn run(remote: &Remote, dir: DataDirArg, limit: u32, json: bool) -> Result<()> {
-    let path = format!("/v1/audit?limit={limit}");
+pub(super) async fn run(
+    remote: &Remote,
+    dir: DataDirArg,
+    limit: u32,
+    actor: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let path = match &actor {
+        None => format!("/v1/audit?limit={limit}"),
+        Some(a) => format!(
+            "/v1/audit?limit={limit}&actor={}",
+            crate::shared::client::urlencode(a)
+        ),
+    };
     let recs: Vec<crate::wire::AuditRecord> =
         api(remote, &dir)?.call(Method::GET, &path, NO_BODY).await?;
     if json {

@@ -8,11 +8,12 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use hyper::Method;
 
+use super::role::{self, GrantArgs};
 use super::{DataDirArg, Remote, api, format_ms};
 use crate::shared::client::{NO_BODY, urlencode};
 use crate::wire::{
     ConsoleLinkRequest, ConsoleLinkResponse, ConsoleSessionView, ConsoleUserRequest,
-    ConsoleUserView,
+    ConsoleUserView, RoleView,
 };
 
 /// Shortest password an account may have.
@@ -52,6 +53,13 @@ pub(super) enum UserCmd {
         name: String,
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// The person's role (viewer, operator, admin), set before the account: required for
+        /// a new account; for an existing one, it changes the role too.
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: Option<String>,
+        /// With --role: group:NAME or label:NAME (repeatable); none: the whole site.
+        #[arg(long = "scope", value_name = "group:G|label:L", requires = "role")]
+        scopes: Vec<String>,
         #[command(flatten)]
         dir: DataDirArg,
     },
@@ -118,11 +126,39 @@ async fn user(remote: &Remote, cmd: UserCmd) -> Result<()> {
         UserCmd::Add {
             name,
             password_file,
+            role,
+            scopes,
             dir,
         } => {
+            let client = api(remote, &dir)?;
+            let set = match role {
+                Some(role) => Some(GrantArgs { role, scopes }),
+                None => {
+                    let now: RoleView = client
+                        .call(
+                            Method::GET,
+                            &format!("/v1/roles/{}", urlencode(&name)),
+                            NO_BODY,
+                        )
+                        .await?;
+                    if !now.console_account {
+                        bail!(
+                            "there is no console account {name} yet: give its role, e.g. \
+                             outpost console user add {name} --role viewer (or operator, admin; \
+                             --scope group:G|label:L to limit it)"
+                        );
+                    }
+                    None
+                }
+            };
             let password = read_password(password_file.as_deref())?;
             let password_hash = hash_password(&password)?;
-            let _: serde_json::Value = api(remote, &dir)?
+            // The role before the account: an account of a name without a row is an admin's.
+            if let Some(grant) = &set {
+                let view = role::set(&client, &name, grant).await?;
+                println!("{} on every node", role::describe(&view, "is now"));
+            }
+            let _: serde_json::Value = client
                 .call(
                     Method::PUT,
                     "/v1/console/users",

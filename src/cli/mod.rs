@@ -2,7 +2,7 @@
 //! certificate, `--data-dir`), and the dispatch to one file per noun, which owns that noun's
 //! arguments and printing (`node`: init, join, discover, status, node; `token`, `admin`,
 //! `config`, `audit`, `client`, `inventory`, `bundle`, `deployment`, `agent`, `bench`,
-//! `console`, `recovery`: backup, restore, recover; `backup`: backup schedule and verify;
+//! `console`, `role`, `recovery`: backup, restore, recover; `backup`: backup schedule and verify;
 //! `upgrade`: the rolling upgrade; `doctor`: the site's check and its alert rules).
 //! Commands speak to a node through `crate::shared::client` with `crate::wire` bodies, or
 //! call start-up (`crate::node`), the agent (`crate::agent`) or the harness.
@@ -21,6 +21,7 @@ mod doctor;
 mod inventory;
 mod node;
 mod recovery;
+mod role;
 mod token;
 mod upgrade;
 
@@ -161,8 +162,18 @@ enum Cmd {
         dir: DataDirArg,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only the records of one person (NAME: their certificate and console records,
+        /// whatever role they held) or of one actor (`local-admin`, `node:3`, `admin:NAME`).
+        #[arg(long)]
+        actor: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// People's roles: viewer, operator or admin, each limited to a scope of groups and
+    /// labels or not (a name never set is an admin).
+    Role {
+        #[command(subcommand)]
+        cmd: role::RoleCmd,
     },
     /// Benchmarks that print figures.
     Bench {
@@ -358,8 +369,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             cmd: None,
             dir,
             limit,
+            actor,
             json,
-        } => audit::run(remote, dir, limit, json).await,
+        } => audit::run(remote, dir, limit, actor, json).await,
+        Cmd::Role { cmd } => role::run(remote, cmd).await,
         Cmd::Client { cmd } => client::run(remote, cmd).await,
         Cmd::Inventory { cmd } => inventory::run(remote, cmd).await,
         Cmd::Bundle { cmd } => bundle::run(remote, cmd).await,

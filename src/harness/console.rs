@@ -130,7 +130,16 @@ pub fn add_account(c: &LocalCluster, i: usize, user: &str) -> Result<String> {
     let path = file.path().to_string_lossy().to_string();
     c.cli(
         i,
-        &["console", "user", "add", user, "--password-file", &path],
+        &[
+            "console",
+            "user",
+            "add",
+            user,
+            "--role",
+            "admin",
+            "--password-file",
+            &path,
+        ],
     )?;
     Ok(password)
 }

@@ -5,7 +5,8 @@ use rusqlite::types::Type;
 
 use super::Reader;
 use crate::error::StorageError;
-use crate::model::{AuditRecord, Grant, PersonRole, RoleRecord, RoleScope};
+use crate::model::{AuditRecord, Grant, PersonRole, RoleRecord, RoleScope, Selector};
+use crate::rollout_rows::targeted;
 use crate::rows::{FromRow, all, one};
 
 impl Reader {
@@ -25,6 +26,25 @@ impl Reader {
     /// Every row, by name.
     pub fn roles(&self) -> Result<Vec<RoleRecord>, StorageError> {
         self.with(|c| Ok(all(c, "ORDER BY name", [])?))
+    }
+
+    /// The clients `selector` targets now that `grant` does not reach, by id: a scoped
+    /// person may deploy only where every target is in reach.
+    pub fn targets_outside(
+        &self,
+        selector: &Selector,
+        grant: &Grant,
+    ) -> Result<Vec<String>, StorageError> {
+        if grant.whole_site() {
+            return Ok(Vec::new());
+        }
+        self.with(|c| {
+            Ok(targeted(c, selector)?
+                .into_iter()
+                .filter(|t| !grant.reaches(&t.groups, &t.labels))
+                .map(|t| t.id)
+                .collect())
+        })
     }
 
     /// Up to `limit` audit records of one actor, oldest first: after `after_seq` when given,
