@@ -554,7 +554,7 @@ async fn deployments_beyond_the_scope() {
         assert_eq!(a.status, 403, "{}", a.body);
         assert!(
             text(&a).contains(&format!(
-                "the deployment targets 1 client outside otto's scope (label:line2): {}",
+                "deployment {wide} targets 1 client outside otto's scope (label:line2): {}",
                 ids[2]
             )),
             "{}",

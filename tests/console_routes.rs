@@ -357,6 +357,8 @@ async fn routes_sessions_csrf_and_pages() {
                 "user",
                 "add",
                 "bob",
+                "--role",
+                "admin",
                 "--password-file",
                 &pass.to_string_lossy(),
             ],

@@ -367,6 +367,36 @@ pub(crate) fn refuse_outside(
     if outside.is_empty() {
         return Ok(());
     }
+    Err(outside_refusal(caller, what, outside))
+}
+
+/// The ids among `ids` outside the caller's reach, read from the state; a client the state
+/// does not know counts as outside (a scoped person cannot be shown to reach it). None for
+/// the local socket, nodes and people of the whole site. The API's handlers and the
+/// console's pages share it.
+pub(crate) fn ids_outside<'a>(
+    r: &outpost_storage::Reader,
+    caller: &Caller,
+    ids: impl IntoIterator<Item = &'a String>,
+) -> Result<Vec<String>, outpost_storage::StorageError> {
+    if !caller.scoped() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let reached = r
+            .client(id)?
+            .is_some_and(|c| caller.reaches(&c.groups, &c.labels));
+        if !reached {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// 403 naming up to `NAMED_OUTSIDE` of `outside` (not empty) and the count:
+/// `{what} 7 clients outside alice's scope (label:line2): c-1, c-2, ... (and 2 more)`.
+pub(crate) fn outside_refusal(caller: &Caller, what: &str, outside: &[String]) -> ApiError {
     let n = outside.len();
     let mut named = outside
         .iter()
@@ -377,14 +407,14 @@ pub(crate) fn refuse_outside(
     if n > NAMED_OUTSIDE {
         named.push_str(&format!(" (and {} more)", n - NAMED_OUTSIDE));
     }
-    Err(ApiError::new(
+    ApiError::new(
         StatusCode::FORBIDDEN,
         format!(
             "{what} {n} client{} outside {}: {named}",
             if n == 1 { "" } else { "s" },
             whose_scope(caller)
         ),
-    ))
+    )
 }
 
 /// 403: `alice's scope (label:line2) does not reach {what}` (`client c-1`, `the global

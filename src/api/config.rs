@@ -117,23 +117,34 @@ pub(crate) async fn config_get(
 /// of a group that is a term of it and of clients in reach; the global config needs the whole
 /// site (it reaches every client).
 async fn within_reach(st: &AppState, caller: &Caller, scope: &Scope) -> Result<(), ApiError> {
-    let Some((_, grant)) = caller.person().filter(|_| caller.scoped()) else {
+    if !caller.scoped() {
         return Ok(());
+    }
+    let (c, s) = (caller.clone(), scope.clone());
+    st.read(move |r| config_reach(r, &c, &s)).await?
+}
+
+/// `within_reach` on a reader (the console checks its forms with it too): Ok(Err) is the
+/// refusal.
+pub(crate) fn config_reach(
+    r: &outpost_storage::Reader,
+    caller: &Caller,
+    scope: &Scope,
+) -> Result<Result<(), ApiError>, outpost_storage::StorageError> {
+    let Some((_, grant)) = caller.person().filter(|_| caller.scoped()) else {
+        return Ok(Ok(()));
     };
     use crate::api::clients::beyond_reach;
-    match scope {
+    Ok(match scope {
         Scope::Global => Err(beyond_reach(caller, "the global config")),
         Scope::Group(g) if grant.scopes.contains(&RoleScope::Group(g.clone())) => Ok(()),
         Scope::Group(g) => Err(beyond_reach(caller, &format!("group {g}"))),
-        Scope::Client(c) => {
-            let id = c.clone();
-            // A client unknown here is not shown to be in reach either.
-            match st.read(move |r| r.client(&id)).await? {
-                Some(client) if caller.reaches(&client.groups, &client.labels) => Ok(()),
-                _ => Err(beyond_reach(caller, &format!("client {c}"))),
-            }
-        }
-    }
+        // A client unknown here is not shown to be in reach either.
+        Scope::Client(c) => match r.client(c)? {
+            Some(client) if caller.reaches(&client.groups, &client.labels) => Ok(()),
+            _ => Err(beyond_reach(caller, &format!("client {c}"))),
+        },
+    })
 }
 
 fn scope_text(scope: &Scope) -> String {

@@ -56,7 +56,7 @@ pub(crate) async fn create_link(
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "there is no console account {}: add it first with `outpost console user add {}`",
+                "there is no console account {}: add it first with `outpost console user add {} --role viewer|operator|admin`",
                 req.user, req.user
             ),
         ));

@@ -217,7 +217,11 @@ pub(crate) fn check_selector_reach(
 /// Refuses (403, naming them) a step of deployment `id` when any of its clients (those its
 /// selector targets now, and those that reported a result) is outside the caller's reach.
 /// An unknown deployment passes: the step itself says it does not exist.
-fn check_deployment_reach(r: &Reader, caller: &Caller, id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_deployment_reach(
+    r: &Reader,
+    caller: &Caller,
+    id: &str,
+) -> Result<(), ApiError> {
     let Some((_, grant)) = caller.person().filter(|_| caller.scoped()) else {
         return Ok(());
     };

@@ -14,11 +14,10 @@ use outpost_storage::{
 };
 use serde::Deserialize;
 
-use crate::api::ApiError;
+use crate::api::clients::{ids_outside, outside_refusal};
 use crate::console::deployments;
 use crate::console::pages::parse_scope;
 use crate::console::rollout_form::{RolloutForm, terms};
-use crate::console::scope;
 use crate::console::session::{CsrfForm, failed, message};
 use crate::console::{Console, Operator};
 use crate::shared::client::urlencode;
@@ -114,17 +113,14 @@ async fn config_change(
             ),
         );
     }
-    let (name, grant, s) = (op.user.clone(), op.grant.clone(), scope.clone());
+    let (caller, s) = (op.caller(), scope.clone());
     match con
         .app
-        .read(move |r| scope::config_allowed(r, &name, &grant, &s))
+        .read(move |r| crate::api::config::config_reach(r, &caller, &s))
         .await
     {
         Ok(Ok(())) => {}
-        Ok(Err(why)) => {
-            return failed(con, Some(op), ApiError::new(StatusCode::FORBIDDEN, why));
-        }
-        Err(e) => return failed(con, Some(op), e),
+        Ok(Err(e)) | Err(e) => return failed(con, Some(op), e),
     }
     let back = format!("/config?scope={}", urlencode(&scope.to_string()));
     let cmd = if set {
@@ -198,7 +194,7 @@ async fn create_deployment(con: &Console, op: &Operator, form: RolloutForm) -> R
     };
     let caller = op.caller();
     let now = outpost_raft::now_ms();
-    let grant = op.grant.clone();
+    let scoped = op.caller();
     let read = con
         .app
         .read(move |r| {
@@ -208,7 +204,7 @@ async fn create_deployment(con: &Console, op: &Operator, form: RolloutForm) -> R
             };
             // The clients the selector reaches now must all be in the person's reach.
             let outside = match crate::api::deployments::plan(r, &plan_req, now) {
-                Ok(plan) => deployments::plan_outside(r, &plan, &grant)?,
+                Ok(plan) => deployments::plan_outside(r, &plan, &scoped)?,
                 Err(e) => return Ok(Err(e)),
             };
             Ok(Ok((built, outside)))
@@ -216,7 +212,7 @@ async fn create_deployment(con: &Console, op: &Operator, form: RolloutForm) -> R
         .await;
     let (id, cmd) = match read {
         Ok(Ok((_, outside))) if !outside.is_empty() => {
-            let e = scope::clients_refused(op, "the selector reaches", &outside);
+            let e = outside_refusal(&op.caller(), "the selector reaches", &outside);
             return deployments::refused_as(con, op, &form, e).await;
         }
         Ok(Ok((v, _))) => v,
@@ -331,24 +327,19 @@ async fn step(
         Ok(r) => r,
         Err(e) => return failed(con, Some(op), e),
     };
-    if !op.grant.whole_site() {
-        let (i, grant, now) = (id.clone(), op.grant.clone(), outpost_raft::now_ms());
-        let read = con
-            .app
-            .read(move |r| match r.rollout_status(&i, now)? {
-                Some(st) => scope::outside(r, &grant, st.clients.iter().map(|c| &c.id)),
-                // Unknown: the commit answers that.
-                None => Ok(Vec::new()),
-            })
-            .await;
-        match read {
-            Ok(outside) if outside.is_empty() => {}
-            Ok(outside) => {
-                let e = scope::clients_refused(op, "the deployment targets", &outside);
-                return failed(con, Some(op), e);
-            }
-            Err(e) => return failed(con, Some(op), e),
-        }
+    // The API's rule: every client the deployment targets or that reported must be in reach.
+    let (i, caller) = (id.clone(), op.caller());
+    match con
+        .app
+        .read(move |r| {
+            Ok(crate::api::deployments::check_deployment_reach(
+                r, &caller, &i,
+            ))
+        })
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) | Err(e) => return failed(con, Some(op), e),
     }
     let cmd = Command::RolloutStep {
         id: id.clone(),
@@ -420,11 +411,11 @@ pub async fn labels(
             "Name a label to add or to remove.",
         );
     }
-    let (ids, grant) = (vec![id.clone()], op.grant.clone());
-    match con.app.read(move |r| scope::outside(r, &grant, &ids)).await {
+    let (ids, caller) = (vec![id.clone()], op.caller());
+    match con.app.read(move |r| ids_outside(r, &caller, &ids)).await {
         Ok(outside) if outside.is_empty() => {}
         Ok(outside) => {
-            let e = scope::clients_refused(&op, "the request names", &outside);
+            let e = outside_refusal(&op.caller(), "the request names", &outside);
             return failed(&con, Some(&op), e);
         }
         Err(e) => return failed(&con, Some(&op), e),

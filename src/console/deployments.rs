@@ -14,7 +14,6 @@ use serde::Deserialize;
 
 use crate::console::pages::{clip, not_found, pager};
 use crate::console::rollout_form::{RolloutForm, new_id};
-use crate::console::scope;
 use crate::console::session::failed;
 use crate::console::views::*;
 use crate::console::{Console, Operator, PAGE, ago, when};
@@ -138,7 +137,7 @@ pub async fn preview(con: &Console, op: &Operator, mut form: RolloutForm) -> Res
     // The whole request is checked now (artifact, phases, soak, windows, start), as the
     // confirm will check it, so a refusal comes before the preview rather than after it.
     let now = outpost_raft::now_ms();
-    let (r2, p2, grant) = (req.clone(), plan_req.clone(), op.grant.clone());
+    let (r2, p2, scoped) = (req.clone(), plan_req.clone(), op.caller());
     let read = con
         .app
         .read(move |r| {
@@ -147,7 +146,7 @@ pub async fn preview(con: &Console, op: &Operator, mut form: RolloutForm) -> Res
             let checked = crate::api::deployments::rollout_command(r, &r2, now).map(|_| ());
             let plan = checked.and_then(|()| crate::api::deployments::plan(r, &p2, now));
             let outside = match &plan {
-                Ok(p) => plan_outside(r, p, &grant)?,
+                Ok(p) => plan_outside(r, p, &scoped)?,
                 Err(_) => Vec::new(),
             };
             let above = r.config_get(&Scope::Global, APPROVAL_ABOVE_KEY)?;
@@ -158,7 +157,11 @@ pub async fn preview(con: &Console, op: &Operator, mut form: RolloutForm) -> Res
         // A scoped person sees no plan that reaches beyond the scope: the create would be
         // refused the same way.
         Ok((_, _, _, outside)) if !outside.is_empty() => {
-            let e = scope::clients_refused(op, "the selector reaches", &outside);
+            let e = crate::api::clients::outside_refusal(
+                &op.caller(),
+                "the selector reaches",
+                &outside,
+            );
             return refused_as(con, op, &form, e).await;
         }
         Ok((false, _, _, _)) => {
@@ -227,18 +230,18 @@ pub async fn refused_as(
     list_page(con, op, refill(form, e.message().to_owned()), status).await
 }
 
-/// The clients of `plan` (every phase's and the unseen) that `grant` does not reach.
-pub fn plan_outside(
+/// The clients of `plan` (every phase's and the unseen) that `caller` does not reach.
+pub(crate) fn plan_outside(
     r: &outpost_storage::Reader,
     plan: &crate::wire::PlanView,
-    grant: &outpost_storage::Grant,
+    caller: &crate::api::Caller,
 ) -> Result<Vec<String>, outpost_storage::StorageError> {
     let ids = plan
         .phases
         .iter()
         .flat_map(|p| p.clients.iter())
         .chain(plan.unseen.iter());
-    scope::outside(r, grant, ids)
+    crate::api::clients::ids_outside(r, caller, ids)
 }
 
 /// Why a deployment will wait for a second person (the rule `CreateRollout` applies,
@@ -451,7 +454,7 @@ pub async fn deployment_page(
     error: String,
 ) -> Response {
     let now = outpost_raft::now_ms();
-    let (i, grant) = (id.to_owned(), op.grant.clone());
+    let (i, scoped) = (id.to_owned(), op.caller());
     let read = con
         .app
         .read(move |r| {
@@ -459,7 +462,8 @@ pub async fn deployment_page(
                 return Ok(None);
             };
             let failures = r.deployment_failures(&i, PAGE)?;
-            let outside = scope::outside(r, &grant, status.clients.iter().map(|c| &c.id))?;
+            let outside =
+                crate::api::clients::ids_outside(r, &scoped, status.clients.iter().map(|c| &c.id))?;
             Ok(Some((status, failures, outside)))
         })
         .await;

@@ -11,6 +11,7 @@ use axum::response::Response;
 use outpost_storage::{AuditCheck, Scope};
 use serde::Deserialize;
 
+use crate::api::clients::ids_outside;
 use crate::console::scope;
 use crate::console::session::{failed, message};
 use crate::console::views::*;
@@ -202,7 +203,8 @@ pub async fn client(
         Err(e) => return failed(&con, Some(&op), e),
     };
     if !op.grant.reaches(&c.groups, &c.labels) {
-        return failed(&con, Some(&op), scope::client_refused(&op, &c.id));
+        let e = crate::api::clients::beyond_reach(&op.caller(), &format!("client {}", c.id));
+        return failed(&con, Some(&op), e);
     }
     let now = outpost_raft::now_ms();
     let facts = match &inventory {
@@ -406,7 +408,7 @@ pub async fn config(
         Ok(s) => (s, String::new()),
         Err(e) => (Scope::Global, e),
     };
-    let (s, grant) = (scope.clone(), op.grant.clone());
+    let (s, grant, scoped) = (scope.clone(), op.grant.clone(), op.caller());
     let read = con
         .app
         .read(move |r| {
@@ -418,14 +420,14 @@ pub async fn config(
                 for (sc, n) in scopes {
                     match &sc {
                         Scope::Client(id)
-                            if !scope::outside(r, &grant, std::iter::once(id))?.is_empty() => {}
+                            if !ids_outside(r, &scoped, std::iter::once(id))?.is_empty() => {}
                         _ => kept.push((sc, n)),
                     }
                 }
                 scopes = kept;
             }
             let reached = match &s {
-                Scope::Client(id) => scope::outside(r, &grant, std::iter::once(id))?.is_empty(),
+                Scope::Client(id) => ids_outside(r, &scoped, std::iter::once(id))?.is_empty(),
                 _ => true,
             };
             Ok((scopes, r.config_list(Some(&s))?, reached))
@@ -437,7 +439,8 @@ pub async fn config(
                 Scope::Client(id) => id.as_str(),
                 _ => "",
             };
-            return failed(&con, Some(&op), scope::client_refused(&op, id));
+            let e = crate::api::clients::beyond_reach(&op.caller(), &format!("client {id}"));
+            return failed(&con, Some(&op), e);
         }
         Ok((scopes, entries, true)) => (scopes, entries),
         Err(e) => return failed(&con, Some(&op), e),

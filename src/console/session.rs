@@ -564,7 +564,7 @@ pub async fn link(
         Ok(None) => {
             return invalid(
                 &con,
-                "It names no console account. Add the account with `outpost console user add` first.",
+                "It names no console account. Add the account with `outpost console user add NAME --role R` first.",
             );
         }
         Err(e) => return failed(&con, None, e),
