@@ -158,7 +158,10 @@ async fn a_failing_check_shows_on_its_client_and_clears_when_fixed() {
         // Fixed: the next sync clears it.
         std::fs::remove_file(bad.dir.join("flag"))?;
         fleet.sync(&bad)?;
-        assert_eq!(ids(&list(&c, &["--failing"])?), [disky.id.clone()]);
+        assert_eq!(
+            ids(&list(&c, &["--failing"])?),
+            std::slice::from_ref(&disky.id)
+        );
         assert!(
             c.cli(0, &["client", "show", &bad.id])?
                 .contains("failing checks: none")
@@ -177,7 +180,10 @@ async fn a_failing_check_shows_on_its_client_and_clears_when_fixed() {
                     .then_some(())
             },
         );
-        assert_eq!(ids(&list(&c, &["--unseen", "1h"])?), [silent.clone()]);
+        assert_eq!(
+            ids(&list(&c, &["--unseen", "1h"])?),
+            std::slice::from_ref(&silent)
+        );
         assert!(ids(&list(&c, &["--unseen", "1h", "--failing"])?).is_empty());
         let bad_duration = c
             .cli(0, &["client", "list", "--unseen", "soon"])

@@ -92,7 +92,7 @@ async fn a_cluster_rolls_to_a_new_release_and_refuses_one_that_does_not_start() 
     let _g = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    let key = keygen(&root, "signer");
+    let key = keygen(root, "signer");
     let opts = LocalOptions {
         env: vec![("OUTPOST_ROLL_STEP_SECS".into(), "90".into())],
         ..trusting(&key)

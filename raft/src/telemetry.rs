@@ -502,7 +502,8 @@ mod tests {
     #[test]
     fn campaigns_and_leaderships_are_counted_once_each() {
         // (term, voted for, leader) in order -> (campaigned, new leader)
-        let steps: &[((u64, NodeId, Option<NodeId>), (bool, bool))] = &[
+        type Step = ((u64, NodeId, Option<NodeId>), (bool, bool));
+        let steps: &[Step] = &[
             ((1, 2, Some(2)), (false, true)),
             ((1, 2, Some(2)), (false, false)),
             // This node campaigns in term 2 ...
