@@ -105,10 +105,6 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self
     }
 
-    pub fn rules(&self) -> &[RouteRule] {
-        &self.rules
-    }
-
     pub fn into_parts(self) -> (Router<S>, Vec<RouteRule>) {
         (self.router, self.rules)
     }

@@ -120,15 +120,6 @@ impl Caller {
         }
     }
 
-    /// What the caller may do as a person: the local socket is an admin; nodes, clients and
-    /// anonymous callers are none (None).
-    pub fn grant(&self) -> Option<std::borrow::Cow<'_, Grant>> {
-        match self {
-            Caller::Local => Some(std::borrow::Cow::Owned(Grant::admin())),
-            _ => self.person().map(|(_, g)| std::borrow::Cow::Borrowed(g)),
-        }
-    }
-
     /// Whether a client of these groups and labels is within the caller's reach: a person's
     /// scope; every client for the local socket and for nodes.
     pub fn reaches(&self, groups: &[String], labels: &[String]) -> bool {
@@ -138,21 +129,6 @@ impl Caller {
     /// Whether the caller is a person with less than the whole site in reach.
     pub fn scoped(&self) -> bool {
         self.person().is_some_and(|(_, g)| !g.whole_site())
-    }
-
-    /// Refuses a person whose role is below `need` (403 naming the role and what is needed).
-    pub fn require_role(&self, need: PersonRole, what: &str) -> Result<(), ApiError> {
-        match self.person() {
-            Some((name, g)) if g.role < need => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{name} is a{} {}: {what} needs the {need} role",
-                    if g.role == PersonRole::Admin { "n" } else { "" },
-                    g.role
-                ),
-            )),
-            _ => Ok(()),
-        }
     }
 
     pub(crate) fn require_admin(&self) -> Result<(), ApiError> {

@@ -448,10 +448,6 @@ async fn identity_still_valid(
     }
 }
 
-/// How long a person's request waits for this node to catch up with the leader before its
-/// grant is read; past it (no leader, a partition) this node's state decides.
-const FRESH_GRANT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// An admin certificate's grant as of this request: refused (403) when the name was revoked
 /// after the certificate was issued, else the name's role and scope, read after this node
 /// caught up with the leader.
@@ -475,11 +471,7 @@ async fn admin_standing(
             format!("the admin certificate of {name} was revoked"),
         ));
     }
-    st.fresh
-        .ensure(FRESH_GRANT_WAIT, || async {
-            let _ = st.node.linearizable_barrier(FRESH_GRANT_WAIT).await;
-        })
-        .await;
+    st.catch_up_for_person().await;
     match standing(st, identities::Identity::Admin(name.to_owned())).await? {
         s if revoked(&s) => Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -102,6 +102,10 @@ pub(crate) fn disk_allows(caller: &Caller, command: &Command) -> bool {
         )
 }
 
+/// How long a person's request waits for this node to catch up with the leader before its
+/// grant is read.
+const FRESH_GRANT_WAIT: Duration = Duration::from_secs(1);
+
 impl AppState {
     /// The API addresses of every member (a token's and an enrolled agent's first node list).
     pub(crate) fn member_api_addrs(&self) -> Vec<String> {
@@ -144,6 +148,17 @@ impl AppState {
         };
         let o = self.node.write(env).await.map_err(ApiError::unavailable)?;
         outcome(o)
+    }
+
+    /// Before a person's grant is read: this node catches up with the leader (single-flight,
+    /// `access::Freshness`), at most `FRESH_GRANT_WAIT`; past it (no leader, a partition) this
+    /// node's state decides. The API's middleware and the console's sessions both wait here.
+    pub(crate) async fn catch_up_for_person(&self) {
+        self.fresh
+            .ensure(FRESH_GRANT_WAIT, || async {
+                let _ = self.node.linearizable_barrier(FRESH_GRANT_WAIT).await;
+            })
+            .await;
     }
 
     /// 507 with the node, the path and the sizes while the data directory's file system is

@@ -165,16 +165,7 @@ impl Console {
         // The account's role is read after catching up with the leader (single-flight, see
         // `api::access::Freshness`), so a role changed through another node is in force on
         // the next page.
-        self.app
-            .fresh
-            .ensure(std::time::Duration::from_secs(1), || async {
-                let _ = self
-                    .app
-                    .node
-                    .linearizable_barrier(std::time::Duration::from_secs(1))
-                    .await;
-            })
-            .await;
+        self.app.catch_up_for_person().await;
         let i = id.clone();
         let row = self
             .app
