@@ -3,33 +3,11 @@
 
 mod common;
 
-use common::{init_batch, sha};
+use common::{apply_as, init_batch, sha};
 use outpost_storage::{
-    Command, Envelope, Grant, MAX_ROLE_SCOPES, Outcome, PersonRole, RejectCode, RoleScope,
-    Selector, Store, TokenKind, encode_batch,
+    Command, Grant, MAX_ROLE_SCOPES, PersonRole, RejectCode, RoleScope, Selector, Store, TokenKind,
+    encode_batch,
 };
-
-async fn apply_as(
-    store: &Store,
-    at_ms: i64,
-    actor: &str,
-    command: Command,
-) -> anyhow::Result<Outcome> {
-    let env = Envelope {
-        at_ms,
-        actor: actor.into(),
-        command,
-    };
-    let out = store
-        .apply(vec![Some(encode_batch(&[env]))], vec![0])
-        .await?;
-    Ok(out
-        .into_iter()
-        .next()
-        .flatten()
-        .and_then(|v| v.into_iter().next())
-        .expect("one outcome"))
-}
 
 async fn fresh(dir: &std::path::Path) -> anyhow::Result<Store> {
     let store = Store::open(&dir.join("state.db"))?;

@@ -4,38 +4,17 @@
 
 mod common;
 
-use common::{dump, init_batch, sha};
+use common::{apply_as, dump, init_batch, sha};
 use outpost_storage::rollout::phase_of;
 use outpost_storage::{
-    BundleImport, BundleType, Command, DeploymentStatus, Envelope, FailureLimit, Outcome,
-    PayloadRecord, RejectCode, Response, RolloutSpec, RolloutState, RolloutStep, Scope, Selector,
-    Store, TokenKind, encode_batch,
+    BundleImport, BundleType, Command, DeploymentStatus, FailureLimit, Outcome, PayloadRecord,
+    RejectCode, Response, RolloutSpec, RolloutState, RolloutStep, Scope, Selector, Store,
+    TokenKind, encode_batch,
 };
 
 const DAY: i64 = 86_400_000;
 /// Monday 2026-12-07 00:00 UTC.
 const MONDAY: i64 = 1_796_601_600_000;
-
-async fn apply_as(
-    store: &Store,
-    at_ms: i64,
-    actor: &str,
-    command: Command,
-) -> anyhow::Result<Outcome> {
-    let env = Envelope {
-        at_ms,
-        actor: actor.into(),
-        command,
-    };
-    let out = store
-        .apply(vec![Some(encode_batch(&[env]))], vec![0])
-        .await?;
-    out.into_iter()
-        .next()
-        .flatten()
-        .and_then(|v| v.into_iter().next())
-        .ok_or_else(|| anyhow::anyhow!("no outcome"))
-}
 
 async fn apply(store: &Store, at_ms: i64, command: Command) -> anyhow::Result<Outcome> {
     apply_as(store, at_ms, "admin:alice", command).await

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use outpost_storage::{Command, Envelope, NodeRole, Scope, TokenKind, encode_batch};
+use outpost_storage::{
+    Command, Envelope, NodeRole, Outcome, Scope, Store, TokenKind, encode_batch,
+};
 use sha2::{Digest, Sha256};
 
 pub fn sha(s: &str) -> String {
@@ -148,4 +150,26 @@ pub fn dump(db: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// Applies one command as `actor` at `at_ms` in its own entry; its outcome.
+pub async fn apply_as(
+    store: &Store,
+    at_ms: i64,
+    actor: &str,
+    command: Command,
+) -> anyhow::Result<Outcome> {
+    let env = Envelope {
+        at_ms,
+        actor: actor.into(),
+        command,
+    };
+    let out = store
+        .apply(vec![Some(encode_batch(&[env]))], vec![0])
+        .await?;
+    out.into_iter()
+        .next()
+        .flatten()
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| anyhow::anyhow!("no outcome"))
 }
